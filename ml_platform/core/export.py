@@ -1,0 +1,78 @@
+"""scikit-learn pipeline -> ONNX (preprocessing included, typed inputs, ZipMap off), and
+the serving metadata that travels next to the ONNX file."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from skl2onnx import to_onnx, update_registered_converter
+from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.pipeline import Pipeline
+
+from ml_platform.core.frames import MISSING, model_inputs, onnx_feeds
+from ml_platform.core.training import Float32Imputer
+from ml_platform.settings import ModelConfig
+
+update_registered_converter(Float32Imputer, "MlPlatformFloat32Imputer",
+                            calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer)
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+def export_onnx(pipe: Pipeline, cfg: ModelConfig) -> bytes:
+    initial_types = [
+        (c, FloatTensorType([None, 1]) if s.type == "numeric" else StringTensorType([None, 1]))
+        for c, s in cfg.features.items()
+    ]
+    options = {id(pipe.steps[-1][1]): {"zipmap": False}} if cfg.task == "classification" else None
+    onx = to_onnx(pipe, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
+    return onx.SerializeToString()
+
+
+def session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig,
+                 chunk_rows: int = 50_000) -> np.ndarray:
+    """Probabilities [N, n_classes] (classification) or predictions [N] (regression),
+    computed in chunks so memory stays bounded on large batches."""
+    outs = []
+    for start in range(0, len(df), chunk_rows):
+        x = model_inputs(df.iloc[start:start + chunk_rows], cfg)
+        res = sess.run(None, onnx_feeds(x, cfg))
+        outs.append(res[1] if cfg.task == "classification" else res[0].reshape(-1))
+    if not outs:
+        return np.empty((0, 0) if cfg.task == "classification" else (0,))
+    return np.concatenate(outs)
+
+
+def parity(pipe: Pipeline, sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig) -> float:
+    """Max absolute difference between sklearn and ONNX outputs on ``df``."""
+    x = model_inputs(df, cfg)
+    ref = pipe.predict_proba(x) if cfg.task == "classification" else pipe.predict(x)
+    got = onnx_predict(sess, df, cfg)
+    return float(np.max(np.abs(np.asarray(ref, dtype=np.float64) - got))) if len(df) else 0.0
+
+
+def serving_metadata(pipe: Pipeline, cfg: ModelConfig, *, name: str, version: int,
+                     metrics: dict, smoke_rows: list[dict]) -> dict:
+    """Everything the endpoint needs besides the ONNX graph (it never imports sklearn)."""
+    classes = pipe.classes_.tolist() if cfg.task == "classification" else None
+    return {
+        "name": name,
+        "version": version,
+        "task": cfg.task,
+        "classes": classes,
+        "id_column": cfg.id_column,
+        "missing_category": MISSING,
+        "features": {c: s.model_dump(exclude_none=True) for c, s in cfg.features.items()},
+        "metrics": metrics,
+        "smoke_rows": smoke_rows,
+    }

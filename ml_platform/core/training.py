@@ -1,0 +1,167 @@
+"""Holdout split, the scikit-learn pipeline, and metrics. Plain functions, no Dagster."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from ml_platform.core.frames import model_inputs
+from ml_platform.settings import ModelConfig
+
+HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "r2": True,
+                    "log_loss": False, "rmse": False, "mae": False}
+
+
+LINEAR = {"logistic_regression", "ridge"}
+
+
+def holdout_mask(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    """True for holdout rows. Deterministic: the newest rows when a timestamp column is
+    configured (no peeking into the future), else a stable hash of the id (or the row)."""
+    frac = cfg.training.holdout_fraction
+    n = len(df)
+    if cfg.timestamp_column and cfg.timestamp_column in df:
+        ts = pd.to_datetime(df[cfg.timestamp_column], errors="coerce", utc=True)
+        order = np.argsort(ts.to_numpy(dtype="datetime64[ns]"), kind="stable")
+        mask = np.zeros(n, dtype=bool)
+        mask[order[n - max(1, int(round(n * frac))):]] = True
+        return mask
+    if cfg.id_column and cfg.id_column in df:
+        keys = df[cfg.id_column].astype(str)
+    else:
+        keys = df[list(cfg.features) + [cfg.target]].astype(str).agg("|".join, axis=1)
+    buckets = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") % 10_000
+         for k in keys), dtype=np.int64, count=n)
+    return buckets < int(frac * 10_000)
+
+
+class Float32Imputer(SimpleImputer):
+    """SimpleImputer whose fill values are exactly representable in float32.
+
+    The ONNX graph computes in float32; a float64 median (the mean of two middle values)
+    rounds differently there, and a tree split placed right at that imputed value then
+    routes every imputed row differently in ONNX than in sklearn (seen: 0.17 on P(y))."""
+
+    def fit(self, X, y=None):
+        super().fit(X, y)
+        self.statistics_ = self.statistics_.astype(np.float32).astype(self.statistics_.dtype)
+        return self
+
+
+def _estimator(cfg: ModelConfig):
+    p = dict(cfg.estimator.params)
+    seed = cfg.training.seed
+    clf = cfg.task == "classification"
+    name = cfg.estimator.name
+    if name == "hist_gradient_boosting":
+        p.setdefault("random_state", seed)
+        p.setdefault("max_iter", 200)
+        p.setdefault("early_stopping", False)
+        return (HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor)(**p)
+    if name == "random_forest":
+        p.setdefault("random_state", seed)
+        p.setdefault("n_estimators", 100)
+        p.setdefault("n_jobs", 1)
+        return (RandomForestClassifier if clf else RandomForestRegressor)(**p)
+    if name == "logistic_regression":
+        p.setdefault("max_iter", 1000)
+        return LogisticRegression(**p)
+    return Ridge(**p)
+
+
+def build_pipeline(cfg: ModelConfig) -> Pipeline:
+    """Numeric: median impute (+ scale for linear models). Categorical: one-hot that ignores unseen values
+    (missing values already arrive as their own category, see ``frames.MISSING``)."""
+    transformers = []
+    if cfg.numeric_features:
+        steps = [("impute", Float32Imputer(strategy="median", keep_empty_features=True))]
+        # Trees are scale-invariant, and ONNX computes (x - mean) * (1 / std) where sklearn
+        # computes (x - mean) / std: a 1-ulp difference that flips any split sitting exactly
+        # on a repeated value (integer features, imputed values). So scale for linear models.
+        if cfg.estimator.name in LINEAR:
+            steps.append(("scale", StandardScaler()))
+        transformers.append(("num", Pipeline(steps), cfg.numeric_features))
+    if cfg.categorical_features:
+        transformers.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32),
+                             cfg.categorical_features))
+    pre = ColumnTransformer(transformers, sparse_threshold=0.0)
+    return Pipeline([("preprocess", pre), ("model", _estimator(cfg))])
+
+
+def target_values(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    y = df[cfg.target]
+    if cfg.task == "regression":
+        return pd.to_numeric(y).to_numpy(np.float64)
+    # Class labels as int64 when they are integral, else strings (ONNX needs one type).
+    num = pd.to_numeric(y, errors="coerce")
+    if num.notna().all() and (num == num.round()).all():
+        return num.to_numpy(np.int64)
+    return y.astype(str).to_numpy()
+
+
+@dataclass
+class Fitted:
+    pipeline: Pipeline
+    metrics: dict[str, float]
+
+
+def fit(train: pd.DataFrame, cfg: ModelConfig) -> Pipeline:
+    pipe = build_pipeline(cfg)
+    pipe.fit(model_inputs(train, cfg), target_values(train, cfg))
+    return pipe
+
+
+def positive_scores(proba: np.ndarray) -> np.ndarray:
+    """One score per row: P(class 1) for binary, max-probability for multiclass."""
+    return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+
+
+def classification_metrics(y, proba: np.ndarray, classes) -> dict[str, float]:
+    classes = np.asarray(classes)
+    pred = classes[proba.argmax(axis=1)]
+    out = {"accuracy": float(skm.accuracy_score(y, pred)),
+           "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-7, 1), labels=classes))}
+    if len(np.unique(y)) < 2:
+        return out  # ROC AUC and F1 are undefined on one class
+    if len(classes) == 2:
+        out["roc_auc"] = float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+        out["f1"] = float(skm.f1_score(y == classes[1], pred == classes[1]))
+    else:
+        out["roc_auc"] = float(skm.roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+        out["f1"] = float(skm.f1_score(y, pred, average="macro"))
+    return out
+
+
+def regression_metrics(y, pred) -> dict[str, float]:
+    return {"rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+            "mae": float(skm.mean_absolute_error(y, pred)),
+            "r2": float(skm.r2_score(y, pred))}
+
+
+def evaluate(pipe: Pipeline, df: pd.DataFrame, cfg: ModelConfig) -> dict[str, float]:
+    x, y = model_inputs(df, cfg), target_values(df, cfg)
+    if cfg.task == "classification":
+        return classification_metrics(y, pipe.predict_proba(x), pipe.classes_)
+    return regression_metrics(y, pipe.predict(x))
+
+
+def confusion(y, pred, classes) -> pd.DataFrame:
+    m = skm.confusion_matrix(y, pred, labels=classes)
+    return pd.DataFrame(m, index=[f"true {c}" for c in classes],
+                        columns=[f"pred {c}" for c in classes])
