@@ -86,7 +86,7 @@ class DriftConfig(_Strict):
 
 
 class RetrainConfig(_Strict):
-    policy: Literal["on_drift", "on_arrival"] = "on_drift"
+    policy: Literal["on_drift", "on_arrival"] = "on_arrival"
     debounce_batches: int = Field(2, ge=1)     # consecutive drifted batches before retraining
     min_new_rows: int = Field(500, ge=0)        # rows since the champion before a drift retrain
     cooldown_seconds: float = Field(0, ge=0)

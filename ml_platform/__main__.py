@@ -1,0 +1,5 @@
+import sys
+
+from ml_platform.cli import main
+
+sys.exit(main())

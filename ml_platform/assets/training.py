@@ -1,0 +1,114 @@
+"""training_set and candidate_model."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ml_platform.assets.common import TAG_TRIGGER, Chain, md_table
+from ml_platform.core import catalog, export, training
+from ml_platform.core.frames import model_inputs
+from ml_platform.resources.registry import MlflowRegistry
+
+
+def training_batches(chain: Chain) -> list[dict]:
+    """Validated batches in the configured window (the newest N, or all), arrival order."""
+    recs = [r for r in catalog.read_records(chain.dir) if r.get("status") == "validated"]
+    window = chain.cfg.training.window_batches
+    return recs[-window:] if window else recs
+
+
+def build_training_set(chain: Chain) -> dg.AssetsDefinition:
+    @dg.asset(key=chain.key("training_set"), deps=[chain.key("validated_batch")], group_name=chain.name,
+              kinds={"parquet"},
+              description="Validated batches in the training window with a deterministic holdout.")
+    def training_set(context: dg.AssetExecutionContext) -> dg.Output[dict]:
+        cfg = chain.cfg
+        batches = training_batches(chain)
+        if not batches:
+            raise dg.Failure("no validated batch to train on yet")
+        frames = [pd.read_parquet(b["validated_path"]).assign(_batch=b["partition"]) for b in batches]
+        df = pd.concat(frames, ignore_index=True)
+        df["_holdout"] = training.holdout_mask(df, cfg)
+        path = chain.dir / "training_sets" / f"{context.run_id}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path, index=False)
+        value = {"path": str(path), "rows": len(df), "holdout_rows": int(df["_holdout"].sum()),
+                 "batches": {b["partition"]: b["sha256"] for b in batches}}
+        meta = {
+            "rows": len(df), "holdout_rows": value["holdout_rows"], "batch_count": len(batches),
+            "batches": md_table(pd.DataFrame(
+                [{"partition": b["partition"], "sha256": b["sha256"][:16], "rows": b.get("valid_rows")}
+                 for b in batches]), max_rows=50),
+            "holdout": "newest rows by " + cfg.timestamp_column if cfg.timestamp_column
+            else "stable hash of " + (cfg.id_column or "the row"),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+        if cfg.task == "classification":
+            bal = df[cfg.target].value_counts(normalize=True).rename("share").rename_axis("class").reset_index()
+            meta["label_balance"] = md_table(bal)
+        return dg.Output(value, metadata=meta)
+
+    return training_set
+
+
+def load_training_set(value: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = pd.read_parquet(value["path"])
+    mask = df.pop("_holdout").to_numpy(bool)
+    return df[~mask], df[mask]
+
+
+def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
+    @dg.asset(key=chain.key("candidate_model"), group_name=chain.name, kinds={"sklearn", "mlflow", "onnx"},
+              ins={"training_set": dg.AssetIn(chain.key("training_set"))},
+              description="sklearn pipeline -> MLflow run + registry version (alias challenger) + ONNX.")
+    def candidate_model(context: dg.AssetExecutionContext, registry: MlflowRegistry,
+                        training_set: dict) -> dg.Output[dict]:
+        cfg = chain.cfg
+        train, holdout = load_training_set(training_set)
+        if cfg.task == "classification" and train[cfg.target].nunique() < 2:
+            raise dg.Failure("the training window holds a single class; cannot train a classifier")
+        context.log.info(f"fitting {cfg.estimator.name} on {len(train)} rows")
+        pipe = training.fit(train, cfg)
+        metrics = training.evaluate(pipe, holdout, cfg)
+        onnx_bytes = export.export_onnx(pipe, cfg)
+        trigger = context.run.tags.get(TAG_TRIGGER, "manual")
+        params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
+                  "train_rows": len(train), "holdout_rows": len(holdout),
+                  "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all"}
+        tags = {"dagster_run_id": context.run_id, "trigger": trigger,
+                "batches": json.dumps(training_set["batches"])[:4900],
+                "training_set": training_set["path"]}
+        sample = model_inputs(train.head(50), cfg)
+        version, run_id = registry.log_candidate(chain.name, pipe, onnx_bytes, params=params,
+                                                 metrics=metrics, tags=tags, input_sample=sample)
+        # Files the gate checks and the deploy read: the exact ONNX bytes that were logged,
+        # and sklearn's own holdout outputs for the parity check.
+        cdir = chain.dir / "candidates" / f"v{version}"
+        cdir.mkdir(parents=True, exist_ok=True)
+        (cdir / "model.onnx").write_bytes(onnx_bytes)
+        x = model_inputs(holdout, cfg)
+        ref = pipe.predict_proba(x) if cfg.task == "classification" else pipe.predict(x)
+        np.save(cdir / "holdout_sklearn.npy", np.asarray(ref, dtype=np.float64))
+        smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
+        meta_doc = export.serving_metadata(pipe, cfg, name=chain.name, version=version,
+                                           metrics=metrics, smoke_rows=smoke)
+        (cdir / "serving.json").write_text(json.dumps(meta_doc, default=str))
+        value = {"version": version, "run_id": run_id, "metrics": metrics, "dir": str(cdir),
+                 "training_set": training_set["path"], "trigger": trigger}
+        meta = {
+            "version": version, "mlflow_run_id": run_id, "trigger": trigger,
+            "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": round(v, 5)} for k, v in metrics.items()])),
+            "train_rows": len(train), "holdout_rows": len(holdout),
+            **{f"holdout_{k}": float(v) for k, v in metrics.items()},
+        }
+        if cfg.task == "classification":
+            pred = pipe.classes_[np.asarray(ref).argmax(axis=1)]
+            meta["confusion_matrix"] = dg.MetadataValue.md(
+                training.confusion(training.target_values(holdout, cfg), pred, pipe.classes_).to_markdown())
+        return dg.Output(value, metadata=meta)
+
+    return candidate_model

@@ -1,0 +1,106 @@
+"""The evaluation gate: blocking asset checks on candidate_model.
+
+Each check computes its figures, asks the pure policy in ``core/gate.py`` for a verdict,
+records it on the MLflow model version (so `status` and MLflow show it) and in the UI.
+"""
+
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from ml_platform.assets.common import Chain
+from ml_platform.assets.training import load_training_set
+from ml_platform.core import export, gate, training
+from ml_platform.core.frames import model_inputs, onnx_feeds
+from ml_platform.resources.registry import MlflowRegistry
+from ml_platform.serving.store import ModelStore
+
+
+def _result(registry: MlflowRegistry, chain: Chain, candidate: dict, v: gate.Verdict) -> dg.AssetCheckResult:
+    registry.set_version_tags(chain.name, candidate["version"], {
+        f"gate.{v.check}": "passed" if v.passed else "failed", f"gate.{v.check}.reason": v.reason})
+    figures = {k: val for k, val in v.figures.items() if val is not None}
+    return dg.AssetCheckResult(passed=v.passed, metadata={"reason": v.reason, "candidate_version":
+                                                          candidate["version"], **figures})
+
+
+def _candidate_session(candidate: dict):
+    return export.session((Path(candidate["dir"]) / "model.onnx").read_bytes())
+
+
+def champion_metric_on(chain: Chain, registry: MlflowRegistry, holdout) -> tuple[int | None, float | None]:
+    """The serving champion's gate metric on this holdout (ONNX, like it serves)."""
+    champ = registry.champion(chain.name)
+    if champ is None:
+        return None, None
+    version = int(champ.version)
+    store = ModelStore(chain.settings.serving_dir)
+    try:
+        onnx_bytes, meta = store.read(chain.name, version)
+    except FileNotFoundError:
+        onnx_bytes, meta = registry.onnx_bytes(chain.name, version), None
+    sess = export.session(onnx_bytes)
+    out = export.onnx_predict(sess, holdout, chain.cfg)
+    cfg = chain.cfg
+    y = training.target_values(holdout, cfg)
+    if cfg.task == "classification":
+        classes = meta["classes"] if meta else sorted(np.unique(y).tolist())
+        m = training.classification_metrics(y, out, classes)
+    else:
+        m = training.regression_metrics(y, out)
+    return version, m.get(cfg.gate_metric)
+
+
+def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
+    cfg = chain.cfg
+    key = chain.key("candidate_model")
+    metric = cfg.gate_metric
+
+    @dg.asset_check(asset=key, name="min_metric", blocking=True,
+                    description=f"holdout {metric} meets the configured threshold")
+    def min_metric(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
+        v = gate.min_metric(metric, candidate_model["metrics"].get(metric), cfg.gate_threshold)
+        return _result(registry, chain, candidate_model, v)
+
+    @dg.asset_check(asset=key, name="not_worse_than_champion", blocking=True,
+                    description=f"{metric} not worse than the champion's on the same holdout "
+                                f"by more than {cfg.gate.max_regression}")
+    def not_worse_than_champion(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model["training_set"]})
+        champ_version, champ_value = champion_metric_on(chain, registry, holdout)
+        if champ_version == candidate_model["version"]:
+            champ_version = None  # re-checking the serving champion itself
+        v = gate.not_worse_than_champion(metric, candidate_model["metrics"].get(metric), champ_value,
+                                         champ_version, cfg.gate.max_regression)
+        return _result(registry, chain, candidate_model, v)
+
+    @dg.asset_check(asset=key, name="onnx_parity", blocking=True,
+                    description=f"ONNX outputs equal sklearn's within {cfg.gate.parity_tolerance} on the holdout")
+    def onnx_parity(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model["training_set"]})
+        ref = np.load(Path(candidate_model["dir"]) / "holdout_sklearn.npy")
+        got = export.onnx_predict(_candidate_session(candidate_model), holdout, cfg)
+        diff = float(np.max(np.abs(ref - got))) if len(ref) else 0.0
+        v = gate.onnx_parity(diff, cfg.gate.parity_tolerance, len(ref))
+        return _result(registry, chain, candidate_model, v)
+
+    @dg.asset_check(asset=key, name="latency_budget", blocking=True,
+                    description=f"single-row ONNX p99 within {cfg.gate.latency_budget_ms} ms")
+    def latency_budget(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model["training_set"]})
+        sess = _candidate_session(candidate_model)
+        feeds = onnx_feeds(model_inputs(holdout.head(1), cfg), cfg)
+        for _ in range(20):
+            sess.run(None, feeds)  # warm-up
+        times = []
+        for _ in range(300):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times.append((time.perf_counter() - t) * 1000)
+        v = gate.latency_budget(float(np.percentile(times, 99)), cfg.gate.latency_budget_ms)
+        return _result(registry, chain, candidate_model, v)
+
+    return [min_metric, not_worse_than_champion, onnx_parity, latency_budget]

@@ -1,0 +1,195 @@
+"""`ml-platform`: up | run | serve | simulate | rollback | status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ml_platform.settings import ConfigError, Settings, load_settings
+
+
+def _settings(args) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_simulate(args) -> int:
+    from ml_platform.core.simulate import write_batches
+
+    s = _settings(args)
+    name = _model(s, args.model)
+    paths = write_batches(s.landing_dir(name), args.batches, rows=args.rows, drift=args.drift,
+                          seed=args.seed, fmt=args.format, drift_from=args.drift_from)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _model(s: Settings, name: str | None) -> str:
+    if name is None:
+        if len(s.models) == 1:
+            return next(iter(s.models))
+        raise SystemExit(f"--model is required: configured models are {sorted(s.models)}")
+    if name not in s.models:
+        raise SystemExit(f"unknown model {name!r}: configured models are {sorted(s.models)} ({s.source})")
+    return name
+
+
+def cmd_run(args) -> int:
+    from ml_platform.instance import get_instance
+
+    s = _settings(args)
+    instance = get_instance(s)
+    from ml_platform.definitions import build_definitions
+    from ml_platform.runner import run_pending
+
+    defs = build_definitions(s)
+    models = [_model(s, args.model)] if args.model else None
+    summary = run_pending(s, defs, instance, models)
+    deployed = {}
+    for name in summary:
+        champ = defs.resources["registry"].champion(name)
+        deployed[name] = int(champ.version) if champ else None
+    print("\nSummary")
+    for name, outcomes in summary.items():
+        q = sum(o.quarantined_rows for o in outcomes)
+        trained = [o.train for o in outcomes if o.train]
+        print(f"  {name}: {len(outcomes)} batch(es), {q} quarantined row(s), {len(trained)} candidate(s), "
+              f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ml_platform.resources.registry import registry_for
+    from ml_platform.status import render, status, to_json
+
+    s = _settings(args)
+    doc = status(s, registry_for(s))
+    print(to_json(doc) if args.json else render(doc))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from ml_platform.promotion import PromotionError, endpoint_for, rollback
+    from ml_platform.resources.registry import registry_for
+
+    s = _settings(args)
+    name = _model(s, args.model)
+    try:
+        p = rollback(s, registry_for(s), endpoint_for(s), name, args.to_version, actor="cli")
+    except PromotionError as e:
+        print(f"rollback failed: {e}", file=sys.stderr)
+        return 1
+    print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from ml_platform.serving.server import run
+
+    s = _settings(args)
+    os.environ["ML_PLATFORM_CONFIG"] = str(s.source)
+    run(s, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _seed_demo_data(s: Settings) -> None:
+    """`up` on a fresh checkout: give the demo model something to ingest."""
+    from ml_platform.core import catalog
+    from ml_platform.core.simulate import generate_batch, write_batches
+
+    columns = set(generate_batch(1).columns)
+    for name, cfg in s.models.items():
+        landing = s.landing_dir(name)
+        needed = set(cfg.features) | {cfg.target}
+        empty = not landing.exists() or not any(landing.iterdir())
+        if empty and not catalog.read_records(s.model_dir(name)) and needed <= columns:
+            paths = write_batches(landing, 3, rows=2000, seed=0)
+            print(f"[up] wrote {len(paths)} demo batches to {landing}")
+
+
+def cmd_up(args) -> int:
+    from ml_platform.instance import prepare_environment
+
+    s = _settings(args)
+    prepare_environment(s)
+    _seed_demo_data(s)
+    env = dict(os.environ)
+    procs = []
+    dagster = [sys.executable, "-m", "dagster", "dev", "-m", "ml_platform.definitions",
+               "-h", s.ui.host, "-p", str(s.ui.port)]
+    serve = [sys.executable, "-m", "ml_platform", "serve", "--config", str(s.source)]
+    for cmd in (serve, dagster):
+        procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, cwd=s.source.parent))
+    print(f"[up] Dagster UI: http://{s.ui.host}:{s.ui.port}   endpoint: {s.endpoint_url}   "
+          f"MLflow: {s.tracking_uri}\n[up] DAGSTER_HOME={s.dagster_home}; Ctrl-C stops everything")
+
+    def stop(*_):
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.time() + 15
+        for p in procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)  # dagster dev can ignore SIGTERM
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    print("[up] a child process exited; stopping", file=sys.stderr)
+    stop()
+    return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
+    p.add_argument("--config", help="path to ml_platform.yaml (default: $ML_PLATFORM_CONFIG or ./ml_platform.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="Dagster UI + daemon (sensors running) + endpoint").set_defaults(fn=cmd_up)
+    r = sub.add_parser("run", help="take every pending landing file through the whole graph once")
+    r.add_argument("--model")
+    r.set_defaults(fn=cmd_run)
+    sv = sub.add_parser("serve", help="the endpoint alone")
+    sv.add_argument("--host")
+    sv.add_argument("--port", type=int)
+    sv.add_argument("--workers", type=int)
+    sv.set_defaults(fn=cmd_serve)
+    sm = sub.add_parser("simulate", help="write demo batches into the landing zone")
+    sm.add_argument("--model")
+    sm.add_argument("--batches", type=int, default=3)
+    sm.add_argument("--rows", type=int, default=2000)
+    sm.add_argument("--drift", type=float, default=0.0, help="0 = none, 1 = strong feature and label drift")
+    sm.add_argument("--drift-from", type=int, default=0, help="first batch index that gets the drift")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    sm.set_defaults(fn=cmd_simulate)
+    rb = sub.add_parser("rollback", help="move the champion to an earlier gate-passed version")
+    rb.add_argument("--model")
+    rb.add_argument("--to-version", type=int)
+    rb.set_defaults(fn=cmd_rollback)
+    st = sub.add_parser("status", help="champions, versions, gate verdicts, batches")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.config:
+        os.environ["ML_PLATFORM_CONFIG"] = os.path.abspath(args.config)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

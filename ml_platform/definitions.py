@@ -1,0 +1,36 @@
+"""The one Definitions object: one asset chain (+ jobs, sensors, schedule) per configured model."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_platform.assets.common import Chain
+from ml_platform.assets.deploy import build_deployed_model
+from ml_platform.assets.ingest import build_raw_batch, build_validated_batch
+from ml_platform.assets.training import build_candidate_model, build_training_set
+from ml_platform.checks import build_gate_checks
+from ml_platform.jobs import build_jobs
+from ml_platform.promotion import endpoint_for
+from ml_platform.resources.registry import registry_for
+from ml_platform.sensors import build_schedules, build_sensors
+from ml_platform.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    registry = registry_for(settings)
+    assets, checks, jobs, sensors, schedules = [], [], [], [], []
+    for name, cfg in settings.models.items():
+        chain = Chain(name, cfg, settings)
+        assets += [build_raw_batch(chain), build_validated_batch(chain), build_training_set(chain),
+                   build_candidate_model(chain), build_deployed_model(chain)]
+        checks += build_gate_checks(chain)
+        jobs += build_jobs(chain)
+        sensors += build_sensors(chain, lambda: registry)
+        schedules += build_schedules(chain)
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors, schedules=schedules,
+        resources={"registry": registry, "endpoint": endpoint_for(settings)},
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,146 @@
+"""MLflow tracking + model registry, as a Dagster resource that also works as a plain object
+(the CLI's `status` and `rollback` use it outside any run).
+
+Aliases, not stages: ``challenger`` marks the newest candidate, ``champion`` what serves.
+Gate verdicts, trigger and promotion are model-version tags, so MLflow's own UI and
+tools see the same story as `ml-platform status`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+GATE_CHECKS = ("min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget")
+
+
+def _pip_requirements() -> list[str]:
+    # Explicit: inferring them costs ~5 s per log_model (DESIGN §4).
+    from importlib.metadata import version
+    return [f"{p}=={version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy", "skops")]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+class MlflowRegistry(ConfigurableResource):
+    tracking_uri: str
+    artifact_root: str
+
+    def client(self):
+        from mlflow import MlflowClient
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, model: str) -> str:
+        c = self.client()
+        exp = c.get_experiment_by_name(model)
+        if exp is not None:
+            return exp.experiment_id
+        Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
+        try:
+            return c.create_experiment(model, artifact_location=Path(self.artifact_root, model).as_uri())
+        except Exception:  # created concurrently by another run
+            return c.get_experiment_by_name(model).experiment_id
+
+    def log_candidate(self, model: str, pipe, onnx_bytes: bytes, *, params: dict, metrics: dict,
+                      tags: dict, input_sample) -> tuple[int, str]:
+        """One MLflow run (params, metrics, sklearn model, ONNX file, tags) and a new registry
+        version with alias ``challenger``. Returns (version, run_id)."""
+        import mlflow
+        import skops.io
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        exp_id = self.experiment_id(model)
+        with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("dagster_run_id")) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+            mlflow.set_tags({**tags, "git_commit": git_commit()})
+            untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
+            proba = hasattr(pipe, "predict_proba")
+            info = mlflow.sklearn.log_model(
+                pipe, name="model", serialization_format="skops", skops_trusted_types=untrusted,
+                pip_requirements=_pip_requirements(),
+                signature=infer_signature(input_sample, pipe.predict(input_sample)),
+                registered_model_name=model,
+                pyfunc_predict_fn="predict_proba" if proba else "predict",
+            )
+            with tempfile.TemporaryDirectory() as d:
+                p = Path(d, "model.onnx")
+                p.write_bytes(onnx_bytes)
+                mlflow.log_artifact(str(p), artifact_path="onnx")
+        version = int(info.registered_model_version)
+        c = self.client()
+        c.set_registered_model_alias(model, "challenger", version)
+        c.set_model_version_tag(model, str(version), "trigger", tags.get("trigger", "manual"))
+        for k in ("batches", "training_set", "dagster_run_id"):
+            if k in tags:
+                c.set_model_version_tag(model, str(version), k, tags[k])
+        return version, run.info.run_id
+
+    def set_version_tags(self, model: str, version: int, tags: dict) -> None:
+        c = self.client()
+        for k, v in tags.items():
+            c.set_model_version_tag(model, str(version), k, str(v))
+
+    def version(self, model: str, version: int):
+        return self.client().get_model_version(model, str(version))
+
+    def champion(self, model: str):
+        """The model version behind alias ``champion``, or None."""
+        from mlflow.exceptions import MlflowException
+        try:
+            return self.client().get_model_version_by_alias(model, "champion")
+        except MlflowException:
+            return None
+
+    def set_champion(self, model: str, version: int) -> None:
+        self.client().set_registered_model_alias(model, "champion", version)
+
+    def versions(self, model: str) -> list:
+        from mlflow.exceptions import MlflowException
+        try:
+            vs = self.client().search_model_versions(f"name = '{model}'", max_results=10_000)
+        except MlflowException:
+            return []
+        return sorted(vs, key=lambda v: int(v.version))
+
+    def run_metrics(self, run_id: str) -> dict:
+        m = self.client().get_run(run_id).data.metrics
+        return {k.removeprefix("holdout_"): v for k, v in m.items()}
+
+    def onnx_bytes(self, model: str, version: int) -> bytes:
+        import mlflow
+        mv = self.version(model, version)
+        with tempfile.TemporaryDirectory() as d:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path="onnx/model.onnx", dst_path=d,
+                tracking_uri=self.tracking_uri)
+            return Path(path).read_bytes()
+
+
+def gate_passed(tags: dict) -> bool | None:
+    """True/False once the gate ran (every check recorded a verdict), None before."""
+    verdicts = [tags.get(f"gate.{c}") for c in GATE_CHECKS]
+    if any(v == "failed" for v in verdicts):
+        return False
+    if all(v == "passed" for v in verdicts):
+        return True
+    return None
+
+
+def registry_for(settings) -> MlflowRegistry:
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    return MlflowRegistry(tracking_uri=settings.tracking_uri, artifact_root=str(settings.artifact_root))

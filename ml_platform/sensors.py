@@ -1,0 +1,94 @@
+"""Sensors: landing-zone arrivals -> ingest runs; validated batches -> retrain policy -> train runs."""
+
+
+import json
+import time
+
+import dagster as dg
+
+from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_SHA, TAG_SOURCE,
+                                       TAG_TRIGGER, Chain)
+from ml_platform.core import catalog
+from ml_platform.core.landing import LandingFile, scan_landing
+from ml_platform.core.policy import Decision, decide
+from ml_platform.jobs import ingest_job_name, train_job_name
+
+
+def ingest_tags(f: LandingFile) -> dict:
+    return {TAG_SOURCE: str(f.path), TAG_SHA: f.sha256, TAG_ARRIVAL: repr(f.mtime)}
+
+
+def train_tags(decision: Decision, batch: str | None) -> dict:
+    tags = {TAG_TRIGGER: decision.trigger, TAG_REASON: decision.reason[:1000]}
+    if batch:
+        tags[TAG_BATCH] = batch
+    return tags
+
+
+def pending_decisions(chain: Chain, has_champion: bool) -> list[tuple[dict, Decision]]:
+    """Apply the retrain policy to every finished batch that has no decision yet, in arrival
+    order, and record each decision on the batch. Once a retrain is decided, later batches
+    see a champion (the retrain will produce one) so the first-model rule fires only once."""
+    records = catalog.read_records(chain.dir)
+    out = []
+    for i, rec in enumerate(records):
+        if rec.get("decision") or rec.get("status") in (None, "raw"):
+            continue
+        d = decide(rec, records[:i], chain.cfg, has_champion=has_champion)
+        catalog.update_record(chain.dir, rec["partition"], decision={**d.to_dict(), "at": time.time()})
+        has_champion = has_champion or d.retrain
+        out.append((rec, d))
+    return out
+
+
+def build_sensors(chain: Chain, registry_factory) -> list[dg.SensorDefinition]:
+    auto = chain.cfg.automation
+
+    @dg.sensor(name=f"{chain.name}_landing_sensor", job_name=ingest_job_name(chain),
+               minimum_interval_seconds=auto.landing_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"New files in {chain.settings.landing_dir(chain.name)} -> one ingest run each.")
+    def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        cache = json.loads(context.cursor) if context.cursor else {}
+        files = scan_landing(chain.settings.landing_dir(chain.name), settle_seconds=auto.settle_seconds,
+                             known_sha256=catalog.known_sha256(chain.dir), hash_cache=cache)
+        existing = set(context.instance.get_dynamic_partitions(chain.partitions.name))
+        new_keys = [f.partition_key for f in files if f.partition_key not in existing]
+        requests = [dg.RunRequest(run_key=f"ingest-{f.sha256}", partition_key=f.partition_key,
+                                  tags=ingest_tags(f)) for f in files]
+        if not requests:
+            return dg.SensorResult(skip_reason="no new landing files", cursor=json.dumps(cache))
+        context.log.info(f"{len(requests)} new file(s): {', '.join(f.path.name for f in files)}")
+        return dg.SensorResult(
+            run_requests=requests, cursor=json.dumps(cache),
+            dynamic_partitions_requests=[chain.partitions.build_add_request(new_keys)] if new_keys else [])
+
+    @dg.sensor(name=f"{chain.name}_retrain_sensor", job_name=train_job_name(chain),
+               minimum_interval_seconds=auto.retrain_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Applies the {chain.name} retrain policy ({chain.cfg.retrain.policy}) to each "
+                           "validated batch; every decision is written on the batch and in the run tags.")
+    def retrain_sensor(context: dg.SensorEvaluationContext):
+        has_champion = registry_factory().champion(chain.name) is not None
+        decisions = pending_decisions(chain, has_champion)
+        requests = []
+        for rec, d in decisions:
+            context.log.info(f"{rec['partition']}: {'RETRAIN' if d.retrain else 'no retrain'} "
+                             f"({d.trigger}): {d.reason}")
+            if d.retrain:
+                requests.append(dg.RunRequest(run_key=f"train-{rec['partition']}",
+                                              tags=train_tags(d, rec["partition"])))
+        if not requests:
+            return dg.SkipReason(f"{len(decisions)} batch(es) decided, no retrain" if decisions
+                                 else "no newly validated batch")
+        return requests
+
+    return [landing_sensor, retrain_sensor]
+
+
+def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
+    d = Decision(True, "schedule", f"weekly retrain ({chain.cfg.retrain.schedule})")
+    return [dg.ScheduleDefinition(
+        name=f"{chain.name}_weekly_retrain", job_name=train_job_name(chain),
+        cron_schedule=chain.cfg.retrain.schedule, default_status=dg.DefaultScheduleStatus.RUNNING,
+        tags=train_tags(d, None), description="Retrain even without drift; judged by the same gate.")]

@@ -1,0 +1,81 @@
+"""`ml-platform status`: one JSON document (or a readable table) about every model."""
+
+from __future__ import annotations
+
+import json
+
+from ml_platform.core import catalog
+from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
+from ml_platform.settings import Settings
+
+
+def model_status(settings: Settings, registry: MlflowRegistry, name: str) -> dict:
+    versions = registry.versions(name)
+    champ = registry.champion(name)
+    champion = {"version": None, "metrics": {}}
+    if champ is not None:
+        champion = {"version": int(champ.version), "metrics": registry.run_metrics(champ.run_id)}
+    vout = []
+    for v in versions:
+        t = v.tags
+        passed = gate_passed(t)
+        vout.append({
+            "version": int(v.version),
+            "gate_passed": bool(passed),
+            "gate_state": "pending" if passed is None else ("passed" if passed else "failed"),
+            "promoted": t.get("promoted") == "true",
+            "reasons": [f"{c}: {t[f'gate.{c}.reason']}" for c in GATE_CHECKS if f"gate.{c}.reason" in t],
+            "trigger": t.get("trigger", "manual"),
+        })
+    batches = []
+    for r in catalog.read_records(settings.model_dir(name)):
+        b = {"partition": r["partition"], "file": r.get("file", ""),
+             "rows": int(r.get("valid_rows", r.get("rows", 0)) or 0),
+             "quarantined_rows": int(r.get("quarantined_rows", 0) or 0),
+             "status": r.get("status", "unknown")}
+        if r.get("reason"):
+            b["reason"] = r["reason"]
+        if r.get("decision"):
+            b["decision"] = r["decision"]
+        if r.get("drift"):
+            b["drift"] = r["drift"]
+        if r.get("performance"):
+            b["performance"] = r["performance"]
+        batches.append(b)
+    return {"champion": champion, "versions": vout, "batches": batches,
+            "audit": catalog.read_audit(settings.model_dir(name))}
+
+
+def status(settings: Settings, registry: MlflowRegistry) -> dict:
+    return {"tracking_uri": settings.tracking_uri,
+            "models": {n: model_status(settings, registry, n) for n in settings.models}}
+
+
+def render(doc: dict) -> str:
+    """The same facts as the JSON, as tables for people."""
+    from tabulate import tabulate
+
+    out = [f"MLflow tracking URI: {doc['tracking_uri']}"]
+    for name, m in doc["models"].items():
+        ch = m["champion"]
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(ch["metrics"].items()))
+        out.append(f"\n== {name} ==  champion: "
+                   + (f"v{ch['version']} ({metrics})" if ch["version"] is not None else "none"))
+        if m["versions"]:
+            out.append(tabulate([[v["version"], v["trigger"], v["gate_state"], "yes" if v["promoted"] else "",
+                                  "\n".join(v["reasons"])] for v in m["versions"]],
+                                headers=["version", "trigger", "gate", "promoted", "reasons"]))
+        if m["batches"]:
+            out.append(tabulate([[b["partition"], b["rows"], b["quarantined_rows"], b["status"],
+                                  (b.get("decision") or {}).get("reason", b.get("reason") or "")]
+                                 for b in m["batches"]],
+                                headers=["batch", "rows", "quarantined", "status", "decision / reason"]))
+        if m["audit"]:
+            out.append("alias moves:\n" + tabulate(
+                [[a["at"][:19], a.get("from"), a.get("to"), a.get("actor"), a.get("reason")] for a in m["audit"]],
+                headers=["at", "from", "to", "by", "why"]))
+    return "\n".join(out)
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, default=str)
