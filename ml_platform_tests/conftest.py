@@ -1,0 +1,59 @@
+"""Shared fixtures: a real config in a temp dir (storage, landing zone, MLflow SQLite store)."""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ml_platform.settings import Settings, load_settings
+
+DEMO_FEATURES = """\
+      tenure_months: {type: numeric, min: 0, max: 600}
+      monthly_charges: {type: numeric, min: 0}
+      support_calls: {type: numeric, min: 0}
+      usage_gb: {type: numeric, min: 0}
+      age: {type: numeric, min: 0, max: 130}
+      plan: {type: categorical}
+      contract: {type: categorical, values: [monthly, annual, two_year]}
+      region: {type: categorical}
+      payment_method: {type: categorical}
+"""
+
+
+def write_config(root: Path, *, port: int = 8080, extra: str = "", ui_port: int = 3000) -> Path:
+    """A churn-model config like the committed one, with all state under ``root``."""
+    cfg = root / "ml_platform.yaml"
+    cfg.write_text(textwrap.dedent(f"""\
+        storage_dir: state
+        serving: {{host: 127.0.0.1, port: {port}, poll_seconds: 0.5}}
+        ui: {{host: 127.0.0.1, port: {ui_port}}}
+        models:
+          churn:
+            landing_dir: landing
+            target: churned
+            task: classification
+            id_column: customer_id
+            timestamp_column: event_time
+        """) + textwrap.indent(textwrap.dedent(extra), "    ") + "    features:\n" + DEMO_FEATURES)
+    (root / "landing").mkdir(exist_ok=True)
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    write_config(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def settings(config_dir) -> Settings:
+    return load_settings(config_dir / "ml_platform.yaml")

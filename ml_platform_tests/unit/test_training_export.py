@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_platform.core import export, training
+from ml_platform.core.schema import validate_batch
+from ml_platform.core.simulate import generate_batch
+from ml_platform.settings import ModelConfig
+
+
+def _data(settings, n=3000, seed=0):
+    return validate_batch(generate_batch(n, seed=seed), settings.models["churn"]).valid
+
+
+def test_time_ordered_holdout_takes_the_newest_rows(settings):
+    cfg = settings.models["churn"]
+    df = _data(settings, 1000).sample(frac=1, random_state=1)  # shuffled order
+    mask = training.holdout_mask(df, cfg)
+    assert mask.sum() == 200
+    assert df.loc[mask, "event_time"].min() >= df.loc[~mask, "event_time"].max()
+
+
+def test_hash_holdout_is_stable_across_calls_and_row_order(settings):
+    cfg = settings.models["churn"].model_copy(update={"timestamp_column": None})
+    df = _data(settings, 1000)
+    m1 = pd.Series(training.holdout_mask(df, cfg), index=df.customer_id)
+    shuffled = df.sample(frac=1, random_state=3)
+    m2 = pd.Series(training.holdout_mask(shuffled, cfg), index=shuffled.customer_id)
+    assert m1.equals(m2.loc[m1.index]) and 0.15 < m1.mean() < 0.25
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "random_forest", "logistic_regression"])
+def test_onnx_matches_sklearn_on_the_holdout(settings, estimator):
+    cfg = ModelConfig.model_validate({**settings.models["churn"].model_dump(), "estimator": {"name": estimator}})
+    df = _data(settings, 2500, seed=4)
+    mask = training.holdout_mask(df, cfg)
+    pipe = training.fit(df[~mask], cfg)
+    sess = export.session(export.export_onnx(pipe, cfg))
+    assert export.parity(pipe, sess, df[mask], cfg) <= 1e-4
+    assert [o.name for o in sess.get_outputs()] == ["label", "probabilities"]  # ZipMap off
+    types = {i.name: i.type for i in sess.get_inputs()}
+    assert types["tenure_months"] == "tensor(float)" and types["region"] == "tensor(string)"
+
+
+def test_unseen_category_and_missing_values_are_served(settings):
+    cfg = settings.models["churn"]
+    df = _data(settings, 1500)
+    pipe = training.fit(df, cfg)
+    sess = export.session(export.export_onnx(pipe, cfg))
+    odd = df.head(3).copy()
+    odd["plan"] = ["platinum", None, "basic"]
+    odd["usage_gb"] = [np.nan, 1.0, np.nan]
+    proba = export.onnx_predict(sess, odd, cfg)
+    assert proba.shape == (3, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert export.parity(pipe, sess, odd, cfg) <= 1e-4
+
+
+def test_regression_pipeline_exports(tmp_path):
+    cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "monthly_charges", "task": "regression",
+                                      "features": {"tenure_months": {"type": "numeric"},
+                                                   "plan": {"type": "categorical"}}})
+    df = generate_batch(1500, seed=5)
+    pipe = training.fit(df, cfg)
+    m = training.evaluate(pipe, df, cfg)
+    assert set(m) == {"rmse", "mae", "r2"} and m["rmse"] > 0
+    sess = export.session(export.export_onnx(pipe, cfg))
+    assert export.parity(pipe, sess, df, cfg) <= 1e-4
