@@ -82,7 +82,8 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         tags = {"dagster_run_id": context.run_id, "trigger": trigger,
                 "batches": json.dumps(training_set["batches"])[:4900],
                 "training_set": training_set["path"]}
-        sample = model_inputs(train.head(50), cfg)
+        # The MLflow signature takes doubles (what JSON and pandas give MLflow's own tools).
+        sample = model_inputs(train.head(50), cfg).astype({c: "float64" for c in cfg.numeric_features})
         version, run_id = registry.log_candidate(chain.name, pipe, onnx_bytes, params=params,
                                                  metrics=metrics, tags=tags, input_sample=sample)
         # Files the gate checks and the deploy read: the exact ONNX bytes that were logged,

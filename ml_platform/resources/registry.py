@@ -8,7 +8,6 @@ tools see the same story as `ml-platform status`.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -142,5 +141,4 @@ def gate_passed(tags: dict) -> bool | None:
 
 
 def registry_for(settings) -> MlflowRegistry:
-    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     return MlflowRegistry(tracking_uri=settings.tracking_uri, artifact_root=str(settings.artifact_root))

@@ -1,0 +1,178 @@
+"""The whole graph on a real Dagster instance with a real MLflow store, driven like `ml-platform run`."""
+
+import json
+import os
+import time
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_platform.core.simulate import generate_batch
+from ml_platform.definitions import build_definitions
+from ml_platform.promotion import PromotionError, rollback
+from ml_platform.runner import run_pending
+from ml_platform.serving.store import ModelStore
+from ml_platform.settings import load_settings
+from ml_platform.status import status
+from ml_platform_tests.conftest import write_config
+
+
+def _land(landing, name, df_or_bytes, age):
+    p = landing / name
+    if isinstance(df_or_bytes, bytes):
+        p.write_bytes(df_or_bytes)
+    elif name.endswith(".parquet"):
+        df_or_bytes.to_parquet(p, index=False)
+    else:
+        df_or_bytes.to_csv(p, index=False)
+    t = time.time() - age
+    os.utime(p, (t, t))
+    return p
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("graph")
+    write_config(root, extra="training: {window_batches: 1}\n")
+    settings = load_settings(root / "ml_platform.yaml")
+    landing = settings.landing_dir("churn")
+    garbage = generate_batch(1500, seed=11, start_id=10_000)
+    garbage["age"] = garbage["age"].astype(object)
+    garbage.loc[:29, "age"] = "forty"
+    truncated = generate_batch(300, seed=12)
+    truncated.to_parquet(root / "full.parquet")
+    _land(landing, "good-1.csv", generate_batch(1500, seed=10), age=700)
+    _land(landing, "empty.csv", b"", age=600)
+    _land(landing, "garbage-rows.csv", garbage, age=500)
+    _land(landing, "missing-column.csv", generate_batch(200, seed=13).drop(columns=["contract"]), age=400)
+    _land(landing, "truncated.parquet", (root / "full.parquet").read_bytes()[:2000], age=300)
+    _land(landing, "notes.json", b'{"hello": "world"}', age=200)
+    _land(landing, "good-2.parquet", generate_batch(1500, seed=14, start_id=20_000), age=100)
+    defs = build_definitions(settings)
+    (root / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+        lines = []
+        summary = run_pending(settings, defs, instance, echo=lines.append)
+        yield {"settings": settings, "defs": defs, "instance": instance, "summary": summary["churn"],
+               "lines": lines, "root": root}
+
+
+def test_every_file_became_a_batch_in_arrival_order(world):
+    files = [os.path.basename(o.file) for o in world["summary"]]
+    assert files == ["good-1.csv", "empty.csv", "garbage-rows.csv", "missing-column.csv",
+                     "truncated.parquet", "notes.json", "good-2.parquet"]
+
+
+def test_bad_files_fail_with_reasons_and_others_go_on(world):
+    by_file = {os.path.basename(o.file): o for o in world["summary"]}
+    assert by_file["empty.csv"].status == "failed" and "file is empty" in by_file["empty.csv"].reason
+    assert "missing column(s) 'contract'" in by_file["missing-column.csv"].reason
+    assert "models.churn.features.contract" in by_file["missing-column.csv"].reason
+    assert "cannot be read as parquet" in by_file["truncated.parquet"].reason
+    assert "unsupported file type '.json'" in by_file["notes.json"].reason
+    g = by_file["garbage-rows.csv"]
+    assert g.status == "validated" and g.quarantined_rows == 30 and g.rows == 1470
+    assert by_file["good-2.parquet"].status == "validated"
+
+
+def test_quarantined_rows_are_stored_with_reasons(world):
+    s = world["settings"]
+    part = next(o.partition for o in world["summary"] if o.file.endswith("garbage-rows.csv"))
+    q = pd.read_parquet(s.model_dir("churn") / "quarantine" / f"{part}.parquet")
+    assert len(q) == 30 and q["_row"].tolist() == list(range(1, 31))
+    assert q["_reason"].str.contains("age: not a number \\(got 'forty'\\)").all()
+
+
+def test_raw_copies_survive_deleting_the_landing_zone(world):
+    s = world["settings"]
+    for o in world["summary"]:
+        os.remove(o.file)
+    raw = sorted(p.name for p in (s.model_dir("churn") / "raw").glob("*/*"))
+    assert len(raw) == 7 and "empty.csv" in raw and "good-2.parquet" in raw
+
+
+def test_each_good_batch_made_a_gated_deployed_champion(world):
+    trained = [o.train for o in world["summary"] if o.train]
+    assert [t.version for t in trained] == [1, 2, 3]
+    for t in trained:
+        assert t.deployed, t
+        assert {c for c, _, _ in t.gate} == {"min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget"}
+        assert all(passed for _, passed, _ in t.gate)
+    assert trained[0].trigger == "arrival"
+
+
+def test_serving_store_and_mlflow_alias_agree(world):
+    s, registry = world["settings"], world["defs"].resources["registry"]
+    assert int(registry.champion("churn").version) == 3
+    pointer = ModelStore(s.serving_dir).current("churn")
+    assert pointer["version"] == 3 and pointer["previous"] == 2
+    # MLflow's own tools load the registered sklearn model.
+    import mlflow
+    mlflow.set_tracking_uri(s.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/churn@champion")
+    x = generate_batch(5, seed=99)
+    x[["plan", "contract", "region", "payment_method"]] = x[["plan", "contract", "region", "payment_method"]].astype(str)
+    proba = np.asarray(model.predict(x))
+    assert proba.shape == (5, 2) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_dagster_records_the_story(world):
+    inst = world["instance"]
+    ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "deployed_model"]))
+    meta = ev.asset_materialization.metadata
+    assert meta["served_version"].value == 3 and meta["previous_version"].value == 2
+    parts = inst.get_dynamic_partitions("churn_batches")
+    assert len(parts) == 7
+    runs = inst.get_runs(filters=dg.RunsFilter(tags={"ml_platform/trigger": "arrival"}))
+    assert len(runs) == 3
+
+
+def test_status_json_shape(world):
+    doc = status(world["settings"], world["defs"].resources["registry"])
+    json.dumps(doc)
+    m = doc["models"]["churn"]
+    assert doc["tracking_uri"].startswith("sqlite:///")
+    assert m["champion"]["version"] == 3 and "roc_auc" in m["champion"]["metrics"]
+    assert [v["version"] for v in m["versions"]] == [1, 2, 3]
+    v = m["versions"][0]
+    assert set(v) >= {"version", "gate_passed", "promoted", "reasons", "trigger"}
+    assert v["gate_passed"] is True and v["promoted"] is True and v["trigger"] == "arrival"
+    assert len(v["reasons"]) == 4
+    b = {x["file"].split("/")[-1]: x for x in m["batches"]}
+    assert b["empty.csv"]["status"] == "failed" and b["garbage-rows.csv"]["quarantined_rows"] == 30
+    assert set(b["good-1.csv"]) >= {"partition", "file", "rows", "quarantined_rows", "status"}
+
+
+def test_a_much_worse_candidate_is_blocked_and_the_champion_stays(world):
+    s, defs, inst = world["settings"], world["defs"], world["instance"]
+    bad = generate_batch(1500, seed=15, start_id=30_000)
+    bad["churned"] = np.random.default_rng(0).permutation(bad["churned"].to_numpy())
+    _land(s.landing_dir("churn"), "shuffled.csv", bad, age=10)
+    out = run_pending(s, defs, inst, echo=lambda *_: None)["churn"]
+    t = out[0].train
+    assert t.version == 4 and not t.deployed
+    verdicts = {c: p for c, p, _ in t.gate}
+    assert verdicts["min_metric"] is False and verdicts["not_worse_than_champion"] is False
+    assert int(defs.resources["registry"].champion("churn").version) == 3
+    assert ModelStore(s.serving_dir).current("churn")["version"] == 3
+    v4 = status(s, defs.resources["registry"])["models"]["churn"]["versions"][-1]
+    assert v4["gate_passed"] is False and v4["promoted"] is False
+    assert any("min_metric: roc_auc" in r and "< floor" in r for r in v4["reasons"])
+
+
+def test_rollback_moves_alias_store_and_audit(world):
+    s, registry = world["settings"], world["defs"].resources["registry"]
+    with pytest.raises(PromotionError, match="did not pass the gate"):
+        rollback(s, registry, None, "churn", to_version=4)
+    p = rollback(s, registry, None, "churn", to_version=1)
+    assert (p.previous, p.version) == (3, 1)
+    assert int(registry.champion("churn").version) == 1
+    assert ModelStore(s.serving_dir).current("churn")["version"] == 1
+    audit = status(s, registry)["models"]["churn"]["audit"]
+    assert audit[-1]["from"] == 3 and audit[-1]["to"] == 1 and audit[-1]["actor"] == "cli"
+    with pytest.raises(PromotionError, match="no earlier version"):
+        rollback(s, registry, None, "churn")  # v1 is the oldest
+    assert rollback(s, registry, None, "churn", to_version=3).version == 3  # roll forward again
+    assert rollback(s, registry, None, "churn").version == 2  # default: newest gate-passed below the champion
