@@ -1,0 +1,76 @@
+"""Sensors evaluated against a real instance: what they request, and what they refuse to request."""
+
+import os
+import time
+
+import dagster as dg
+
+from ml_platform.core import catalog
+from ml_platform.core.simulate import write_batches
+from ml_platform.definitions import build_definitions
+
+
+def _sensor(defs, name):
+    return defs.resolve_sensor_def(name)
+
+
+def test_landing_sensor_requests_each_settled_file_once(settings, tmp_path):
+    defs = build_definitions(settings)
+    sensor = _sensor(defs, "churn_landing_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds <= 15
+    landing = settings.landing_dir("churn")
+    old = write_batches(landing, 2, rows=50)
+    for i, p in enumerate(old):
+        t = time.time() - 100 + i
+        os.utime(p, (t, t))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, definitions=defs)
+        (landing / "batch-9999.csv").write_text("customer_id,event_time\n1,")  # being written right now
+        result = sensor(ctx)
+        keys = [r.partition_key for r in result.run_requests]
+        assert [k.split("-")[0] + "-" + k.split("-")[1] for k in keys] == ["batch-0000.csv", "batch-0001.csv"]
+        assert all(r.run_key.startswith("ingest-") for r in result.run_requests)
+        assert result.dynamic_partitions_requests[0].partition_keys == keys
+        assert result.run_requests[0].tags["ml_platform/source_path"] == str(old[0])
+
+        # Once ingested (catalog knows the content), the same files are not requested again,
+        # not even under another name.
+        for r in result.run_requests:
+            catalog.update_record(settings.model_dir("churn"), r.partition_key,
+                                  sha256=r.tags["ml_platform/sha256"], status="validated")
+        instance.add_dynamic_partitions("churn_batches", keys)
+        os.rename(old[0], landing / "renamed-copy.csv")
+        ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs)
+        again = sensor(ctx2)
+        assert not again.run_requests
+
+
+def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
+    defs = build_definitions(settings)
+    sensor = _sensor(defs, "churn_retrain_sensor")
+    mdir = settings.model_dir("churn")
+    catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a")
+    catalog.update_record(mdir, "b-2", arrival=2, status="failed", reason="file is empty", sha256="b")
+    catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c")  # still ingesting
+    with dg.instance_for_test() as instance:
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert [r.run_key for r in result] == ["train-a-1"]
+        assert result[0].tags["ml_platform/trigger"] == "arrival"
+        assert "no champion yet" in result[0].tags["ml_platform/reason"]
+        assert catalog.read_record(mdir, "b-2")["decision"]["retrain"] is False
+        assert "decision" not in catalog.read_record(mdir, "c-3")
+        again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert isinstance(again, dg.SkipReason)
+
+
+def test_definitions_load_with_every_part(settings):
+    defs = build_definitions(settings)
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "training_set",
+                                           "candidate_model", "deployed_model")}
+    checks = {k.name for k in repo.asset_graph.asset_check_keys}
+    assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
+            "onnx_parity", "latency_budget"} <= checks
+    assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 1"
