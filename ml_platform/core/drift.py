@@ -21,16 +21,20 @@ How it works
   so one ``np.sort`` plus one ``np.searchsorted`` of ~100 edges per column does both;
   Wasserstein is the integral of ``|F_ref - F_batch|`` over the fine grid (the outer 1%
   tails are ignored, which also makes it robust to a few outliers);
-* categorical: Jensen-Shannon distance (natural log) between frequency vectors, with
-  categories never seen in the reference pooled in an "unseen" bucket (reference mass 0)
-  and counted.
+* categorical: Jensen-Shannon distance (natural log) between frequency vectors.
+  Categories with fewer than ``MIN_CATEGORY_ROWS`` reference rows share one "other"
+  bucket; categories never seen in the reference go to an "unseen" bucket (and are
+  counted) whose reference mass is the Good-Turing estimate (singletons / rows, 0 when
+  every category is well covered), so the trickle of new rare values that a stable batch
+  brings does not read as drift but a new category with real mass does.
 
 Thresholds (NannyML-style, calibrated on the reference itself): the reference is split at
 random (``seed``) into ``chunks`` chunks and every statistic is computed for every chunk
-against the full reference. Sampling noise of PSI scales like ``1/n`` and that of JS /
-Wasserstein like ``1/sqrt(n)`` (more precisely with ``1/n_batch + 1/n_ref`` for an
-independent batch and ``1/n_chunk - 1/n_ref`` for a chunk of the reference), so each
-chunk value is converted to a size-free "unit" value, the unit threshold is
+against the rest of the reference (leave-one-chunk-out, so a chunk behaves like an
+independent batch, e.g. it can bring values the rest has not seen). Sampling noise of PSI
+scales like ``v`` and that of JS / Wasserstein like ``sqrt(v)`` with
+``v = 1/n_batch + 1/n_ref`` (``1/n_chunk + 1/n_rest`` for a chunk), so each chunk value is
+converted to a size-free "unit" value, the unit threshold is
 ``max(max over chunks, mean + 3 sd) * SAFETY`` and, as a guard against an unlucky
 10-chunk calibration, never below the asymptotic null quantile at ``GUARD_ALPHA``
 (chi-squared for PSI/JS, a Brownian-bridge bound for Wasserstein). At comparison time the
@@ -255,7 +259,7 @@ class CategoricalReference:
     rows: int                      # non-null reference rows
     null_rate: float
     categories: list[str]          # canonical string keys with their own bucket, most frequent first
-    ref_share: list[float]         # len(categories) + 2: ..., pooled rare ("other"), unseen (0)
+    ref_share: list[float]         # len(categories) + 2: ..., pooled rare ("other"), unseen
     js_unit: float                 # threshold = max(JS_FLOOR, js_unit * sqrt(1/n + 1/rows))
     pooled: list[str] = field(default_factory=list)  # rare reference categories ("other")
     chunk_rows: list[int] = field(default_factory=list)
@@ -363,6 +367,8 @@ def _numeric_reference(name: str, kind: str, x: np.ndarray, chunk_ids: np.ndarra
     q_fine = np.quantile(xv, np.arange(1, g, dtype=np.float64) / g)
     fine = np.unique(q_fine)
     psi_edges = np.unique(q_fine[m - 1::m])  # exactly a subset of the fine edges
+    if fine.size == 1:  # (nearly) constant column: bins below / at / above the value
+        fine = psi_edges = np.array([fine[0], np.nextafter(fine[0], np.inf)])
     q25, q75 = np.quantile(xv, [0.25, 0.75])
     scale = float(q75 - q25)
     if not scale > 0:
