@@ -128,9 +128,9 @@ def cmd_up(args) -> int:
           f"MLflow: {s.tracking_uri}\n[up] DAGSTER_HOME={s.dagster_home}; Ctrl-C stops everything")
 
     def stop(*_):
-        for p in procs:
+        for p in procs:  # dagster dev shuts down cleanly on SIGINT, and may ignore SIGTERM
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(p.pid, signal.SIGINT if p.args is dagster else signal.SIGTERM)
         deadline = time.time() + 15
         for p in procs:
             try:
@@ -149,9 +149,15 @@ def cmd_up(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    config_help = "path to ml_platform.yaml (default: $ML_PLATFORM_CONFIG or ./ml_platform.yaml)"
     p = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
-    p.add_argument("--config", help="path to ml_platform.yaml (default: $ML_PLATFORM_CONFIG or ./ml_platform.yaml)")
+    p.add_argument("--config", help=config_help)
+    # --config is accepted after the subcommand too (SUPPRESS keeps a top-level value).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, parents=[common], **k)
     sub.add_parser("up", help="Dagster UI + daemon (sensors running) + endpoint").set_defaults(fn=cmd_up)
     r = sub.add_parser("run", help="take every pending landing file through the whole graph once")
     r.add_argument("--model")

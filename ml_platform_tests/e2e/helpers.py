@@ -1,0 +1,52 @@
+"""Starting and stopping real processes for end-to-end tests (by PID / process group only)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=config.parent)
+
+
+def start(config: Path, *args: str, log: Path) -> subprocess.Popen:
+    f = open(log, "wb")
+    return subprocess.Popen([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
+                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=config.parent)
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def wait_for(fn, timeout: float, interval: float = 0.5, what: str = "condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError) as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+ROW = {"customer_id": 1, "tenure_months": 3, "monthly_charges": 80.5, "support_calls": 4, "usage_gb": 10.0,
+       "age": 30, "plan": "basic", "contract": "monthly", "region": 3, "payment_method": "card"}
