@@ -1,0 +1,5 @@
+import sys
+
+from ml_platform.serving.server import main
+
+sys.exit(main())

@@ -1,0 +1,648 @@
+"""The scoring endpoint: a Starlette app over ONNX Runtime (DESIGN §3 "Endpoint").
+
+Imports onnxruntime, numpy, orjson and starlette only: never dagster, sklearn, mlflow or
+pandas (``ml_platform_tests/serving`` checks this), so it starts fast and loads no pickle.
+
+Routes
+------
+- ``POST /models/{name}/invocations``  MLflow scoring protocol (``dataframe_split``,
+  ``dataframe_records``, ``inputs``) -> ``{"predictions": [...]}``
+- ``POST /invocations``                the same, when exactly one model is configured
+- ``POST /v2/models/{name}/infer``     Open Inference Protocol (KServe V2)
+- ``GET  /v2/models/{name}``           model metadata (+ ``last_rejection``)
+- ``GET  /v2/models/{name}/ready``, ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``
+- ``GET  /metrics``                    Prometheus text format
+- ``POST /admin/reload[?model=NAME]``  reload now (Bearer token when ``admin_token`` is set)
+- ``GET  /openapi.json``
+
+Every response that used a model carries ``X-Model-Version``. Every error body is
+``{"error": {"kind": ..., "field": ..., "message": ...}}``; client errors are 4xx.
+
+Hot reload: a background task stats each model's ``current.json`` every
+``poll_seconds``; on change it builds the new version in a new session off the event
+loop, validates it (``model.LoadedModel.validate``) and only then swaps the slot's
+reference. Requests hold their own reference, so nothing in flight is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ml_platform.serving.metrics import Metrics
+from ml_platform.serving.model import LoadedModel, RejectedModel, load_version
+from ml_platform.serving.requests import RequestError
+from ml_platform.serving.sample import LiveSampler
+from ml_platform.serving.store import ModelStore
+
+log = logging.getLogger("ml_platform.serving")
+
+INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop stays free
+JSON = "application/json"
+_perf = time.perf_counter
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json(payload, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type=JSON, headers=headers)
+
+
+def _error(e: RequestError, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(e.body()), status_code=e.status, media_type=JSON, headers=headers)
+
+
+class _Disconnected(Exception):
+    """The client went away before sending the whole body."""
+
+
+class _FastPath:
+    """Pure ASGI middleware answering the scoring routes without Starlette's router,
+    Request and Response objects (a third of the per-request cost); everything else
+    goes on to the Starlette app."""
+
+    def __init__(self, app, state: "ServingState"):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            name = protocol = None
+            if path.startswith("/models/") and path.endswith("/invocations"):
+                name, protocol = path[8:-12], "mlflow"
+            elif path.startswith("/v2/models/") and path.endswith("/infer"):
+                name, protocol = path[11:-6], "v2"
+            elif path == "/invocations":
+                protocol = "mlflow"
+            if protocol is not None and (name is None or (name and "/" not in name)):
+                ct = cl = None
+                for k, v in scope["headers"]:
+                    if k == b"content-type":
+                        ct = v
+                    elif k == b"content-length":
+                        cl = v
+                try:
+                    status, body, version = await self.state.score(name, protocol, ct, cl, receive)
+                except _Disconnected:
+                    return
+                headers = [(b"content-type", b"application/json"),
+                           (b"content-length", str(len(body)).encode())]
+                if version is not None:
+                    headers.append((b"x-model-version", version))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+class Slot:
+    """One configured model: the version serving now and what the poller has seen."""
+
+    __slots__ = ("name", "model", "pointer_sig", "last_rejection", "lock")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.model: LoadedModel | None = None
+        self.pointer_sig = None
+        self.last_rejection: dict | None = None
+        self.lock: asyncio.Lock | None = None
+
+
+class ServingState:
+    def __init__(self, serving_dir: Path, models: list[str], *, admin_token: str | None,
+                 max_body_bytes: int, poll_seconds: float, sample_dir: Path | None,
+                 latency_budget_ms: float, sample_max_rows: int = 10_000,
+                 sample_flush_seconds: float = 5.0):
+        if not models:
+            raise ValueError("at least one model name is required")
+        self.store = ModelStore(Path(serving_dir))
+        for m in models:
+            self.store.model_dir(m)  # validates the name
+        self.slots = {m: Slot(m) for m in models}
+        self.only = models[0] if len(models) == 1 else None
+        self.admin_token = admin_token or None
+        self.max_body_bytes = int(max_body_bytes)
+        self.poll_seconds = float(poll_seconds)
+        self.latency_budget_ms = float(latency_budget_ms)
+        self.metrics = Metrics()
+        self.metrics.gauges = self._gauges
+        self.sampler = LiveSampler(Path(sample_dir), sample_max_rows) if sample_dir else None
+        self.sample_flush_seconds = sample_flush_seconds
+        self._tasks: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------------ loading
+    def _gauges(self) -> dict:
+        return {n: (s.model.version if s.model else None, s.model is not None) for n, s in self.slots.items()}
+
+    def _pointer_sig(self, name: str):
+        try:
+            st = os.stat(self.store.pointer_path(name))
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _result(self, slot: Slot, status: str, version, reason: str | None = None) -> dict:
+        return {"version": version, "status": status, "reason": reason,
+                "serving_version": slot.model.version if slot.model else None}
+
+    def _plan(self, slot: Slot, force: bool):
+        """-> None (nothing changed), ("done", result) or ("load", version, pointer)."""
+        sig = self._pointer_sig(slot.name)
+        if not force and sig == slot.pointer_sig:
+            return None
+        slot.pointer_sig = sig
+        if sig is None:
+            return ("done", self._result(slot, "unchanged", None, "no champion published"))
+        try:
+            ptr = self.store.current(slot.name)
+        except (OSError, ValueError) as e:
+            return ("done", self._reject(slot, None, f"unreadable pointer: {e}"))
+        if ptr is None:
+            return ("done", self._result(slot, "unchanged", None, "no champion published"))
+        v = ptr["version"]
+        if slot.model is not None and slot.model.version == v:
+            slot.model.pointer = ptr
+            return ("done", self._result(slot, "unchanged", v))
+        return ("load", v, ptr)
+
+    def _reject(self, slot: Slot, version, reason: str) -> dict:
+        slot.last_rejection = {"version": version, "reason": reason, "at": _now()}
+        self.metrics.reload(slot.name, "rejected")
+        log.warning("model %s v%s rejected, %s: %s", slot.name, version,
+                    f"v{slot.model.version} keeps serving" if slot.model else "nothing serving", reason)
+        return self._result(slot, "rejected", version, reason)
+
+    def _accept(self, slot: Slot, model: LoadedModel) -> dict:
+        old = slot.model
+        slot.model = model  # the swap: one reference assignment
+        self.metrics.reload(slot.name, "loaded")
+        log.info("model %s v%s loaded (was %s; single-row p99 %.3f ms)", slot.name, model.version,
+                 f"v{old.version}" if old else "none", model.last_latency_ms.get("p99", float("nan")))
+        return self._result(slot, "loaded", model.version)
+
+    def _load(self, slot: Slot, version: int, ptr: dict | None) -> LoadedModel:
+        return load_version(self.store, slot.name, version, self.latency_budget_ms, ptr)
+
+    def initial_load(self) -> dict:
+        """Synchronous load at startup. A champion that fails validation falls back to the
+        pointer's ``previous`` version (when that one passes)."""
+        results = {}
+        for slot in self.slots.values():
+            plan = self._plan(slot, force=True)
+            if plan[0] == "done":
+                results[slot.name] = plan[1]
+                continue
+            _, v, ptr = plan
+            try:
+                results[slot.name] = self._accept(slot, self._load(slot, v, ptr))
+            except RejectedModel as e:
+                results[slot.name] = self._reject(slot, v, e.reason)
+                prev = ptr.get("previous")
+                if isinstance(prev, int) and prev != v:
+                    try:
+                        self._accept(slot, self._load(slot, prev, ptr))
+                        results[slot.name]["serving_version"] = prev
+                    except RejectedModel as e2:
+                        self._reject(slot, prev, e2.reason)
+        return results
+
+    async def reload(self, slot: Slot, force: bool = False) -> dict | None:
+        if slot.lock is None:
+            slot.lock = asyncio.Lock()
+        async with slot.lock:
+            plan = self._plan(slot, force)
+            if plan is None:
+                return None
+            if plan[0] == "done":
+                return plan[1]
+            _, v, ptr = plan
+            try:
+                model = await asyncio.to_thread(self._load, slot, v, ptr)
+            except RejectedModel as e:
+                return self._reject(slot, v, e.reason)
+            except Exception as e:  # noqa: BLE001 - never let a bad file kill the poller
+                log.exception("loading %s v%s failed", slot.name, v)
+                return self._reject(slot, v, f"unexpected error: {e}")
+            return self._accept(slot, model)
+
+    # ------------------------------------------------------------ background
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            for slot in self.slots.values():
+                try:
+                    await self.reload(slot)
+                except Exception:  # noqa: BLE001
+                    log.exception("polling %s failed", slot.name)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sample_flush_seconds)
+            try:
+                await self.flush_sample()
+            except Exception:  # noqa: BLE001
+                log.exception("live sample flush failed")
+
+    async def flush_sample(self) -> dict:
+        if self.sampler is None:
+            return {}
+        items, dropped = self.sampler.take()
+        for m, d in dropped.items():
+            self.metrics.sampled(m, 0, d)
+        written = await asyncio.to_thread(self.sampler.write, items) if items else {}
+        for m, r in written.items():
+            self.metrics.sampled(m, r, 0)
+        return written
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        self._tasks = [asyncio.create_task(self._poll_loop(), name="ml_platform-poll")]
+        if self.sampler is not None:
+            self._tasks.append(asyncio.create_task(self._flush_loop(), name="ml_platform-sample"))
+        try:
+            yield
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            for t in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self._tasks = []
+            if self.sampler is not None:
+                items, _ = self.sampler.take()
+                if items:
+                    self.sampler.write(items)
+
+    # ------------------------------------------------------------- requests
+    async def _read_json(self, ct: bytes | None, cl: bytes | None, receive):
+        if ct != b"application/json" and (ct is None or ct.split(b";", 1)[0].strip().lower()
+                                           != b"application/json"):
+            shown = ct.decode("latin-1") if ct is not None else None
+            raise RequestError("unsupported_media_type", "send the body as JSON with the header "
+                               f"'Content-Type: application/json' (got {shown!r})", "content-type", 415)
+        limit = self.max_body_bytes
+        if cl is not None:
+            try:
+                size = int(cl)
+            except ValueError:
+                raise RequestError("bad_request", "invalid Content-Length", "content-length") from None
+            if size > limit:
+                raise RequestError("payload_too_large", f"the body has {size} bytes, the limit is "
+                                   f"{limit}", "body", 413)
+        msg = await receive()
+        body = msg.get("body", b"")
+        if msg.get("more_body", False):
+            chunks, size = [body], len(body)
+            while msg.get("more_body", False):
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = msg.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError("payload_too_large", f"the body exceeds the limit of {limit} "
+                                       "bytes", "body", 413)
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        elif msg["type"] == "http.disconnect":
+            raise _Disconnected
+        if len(body) > limit:
+            raise RequestError("payload_too_large", f"the body has {len(body)} bytes, the limit is "
+                               f"{limit}", "body", 413)
+        if not body or body.isspace():
+            raise RequestError("empty_body", "the body is empty (expected a JSON object)", "body")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise RequestError("invalid_json", f"the body is not valid JSON: {e}", "body") from None
+
+    def _resolve(self, name: str | None):
+        """-> the LoadedModel serving ``name``, or an error (RequestError)."""
+        if name is None:
+            if self.only is None:
+                self.metrics.error("_unknown", "", "model_required")
+                return RequestError(
+                    "model_required", f"{len(self.slots)} models are served here "
+                    f"({', '.join(sorted(self.slots))}): POST /models/<name>/invocations", "model", 400)
+            name = self.only
+        slot = self.slots.get(name)
+        if slot is None:
+            self.metrics.error("_unknown", "", "unknown_model")
+            return RequestError("unknown_model", f"unknown model {name!r}; this endpoint "
+                                f"serves {sorted(self.slots)}", "model", 404)
+        model = slot.model
+        if model is None:
+            self.metrics.error(name, "", "no_champion")
+            reason = (f"; last rejection: {slot.last_rejection['reason']}" if slot.last_rejection else "")
+            return RequestError("no_champion", f"model {name!r} has no champion loaded yet" + reason,
+                                "model", 503)
+        return model
+
+    async def score(self, name: str | None, protocol: str, ct: bytes | None, cl: bytes | None,
+                    receive) -> tuple[int, bytes, bytes | None]:
+        """The hot path. -> (status, JSON body, X-Model-Version or None)."""
+        t0 = _perf()
+        model = self._resolve(name)
+        if type(model) is not LoadedModel:
+            return model.status, orjson.dumps(model.body()), None
+        name = model.name
+        metrics = self.metrics
+        try:
+            body = await self._read_json(ct, cl, receive)
+            if protocol == "mlflow":
+                parsed = model.schema.parse_mlflow(body)
+                wanted = rid = None
+            else:
+                parsed, wanted, rid = model.schema.parse_v2(body)
+                model.check_outputs(wanted)
+            if parsed.n > INLINE_ROWS:
+                outs = await run_in_threadpool(model.run, parsed.feeds)
+            else:
+                outs = model.run(parsed.feeds)
+        except RequestError as e:
+            metrics.error(name, model.version_str, e.kind)
+            return e.status, orjson.dumps(e.body()), model.version_bytes
+        except Exception as e:  # noqa: BLE001 - a model failure, not the client's
+            log.exception("inference failed for %s v%s", name, model.version)
+            metrics.error(name, model.version_str, "inference_failed")
+            err = RequestError("inference_failed", f"the model failed on this input: {str(e)[:200]}",
+                               None, 500)
+            return 500, orjson.dumps(err.body()), model.version_bytes
+        if protocol == "mlflow":
+            payload = {"predictions": model.mlflow_predictions(outs)}
+        else:
+            payload = {"model_name": name, "model_version": model.version_str,
+                       "outputs": model.v2_outputs(outs, parsed.n, wanted)}
+            if rid is not None:
+                payload["id"] = rid
+        if model.classification:
+            labels = outs[0]
+            if len(labels) == 1:
+                metrics.predicted_class(name, model.version_str, model.label_key(labels[0]))
+            else:
+                metrics.predicted_classes(name, model.version_str, labels)
+        else:
+            metrics.predicted_values(name, model.version_str, outs[0].reshape(-1), model.value_buckets)
+        if self.sampler is not None:
+            self.sampler.add(model, parsed, outs)
+        out = orjson.dumps(payload)
+        metrics.ok(name, model.version_str, protocol, parsed.n, _perf() - t0)
+        return 200, out, model.version_bytes
+
+    async def _score_route(self, request: Request, name: str | None, protocol: str) -> Response:
+        # Normally unreached: _FastPath answers these routes before Starlette's router.
+        h = request.headers
+        enc = lambda v: v.encode("latin-1") if v is not None else None  # noqa: E731
+        status, body, version = await self.score(name, protocol, enc(h.get("content-type")),
+                                                 enc(h.get("content-length")), request.receive)
+        headers = {"X-Model-Version": version.decode()} if version else None
+        return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+    # --------------------------------------------------------------- routes
+    async def invocations(self, request: Request) -> Response:
+        return await self._score_route(request, request.path_params["name"], "mlflow")
+
+    async def invocations_only(self, request: Request) -> Response:
+        return await self._score_route(request, None, "mlflow")
+
+    async def v2_infer(self, request: Request) -> Response:
+        return await self._score_route(request, request.path_params["name"], "v2")
+
+    async def v2_model(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        slot = self.slots.get(name)
+        if slot is None:
+            return _error(RequestError("unknown_model", f"unknown model {name!r}; this endpoint "
+                                       f"serves {sorted(self.slots)}", "model", 404))
+        m = slot.model
+        body = {
+            "name": name,
+            "versions": [str(v) for v in await run_in_threadpool(self.store.versions, name)],
+            "platform": "onnxruntime",
+            "inputs": m.v2_inputs() if m else [],
+            "outputs": m.v2_output_meta() if m else [],
+            "ready": m is not None,
+            "version": m.version_str if m else None,
+            "task": m.task if m else None,
+            "classes": m.classes if m else None,
+            "id_column": m.schema.id_column if m else None,
+            "features": m.meta.get("features") if m else None,
+            "metrics": m.meta.get("metrics") if m else None,
+            "loaded_at": m.loaded_at if m else None,
+            "latency_ms": m.last_latency_ms if m else None,
+            "pointer": m.pointer if m else None,
+            "last_rejection": slot.last_rejection,
+        }
+        return _json(body, headers=m.headers if m else None)
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        slot = self.slots.get(name)
+        if slot is None:
+            return _error(RequestError("unknown_model", f"unknown model {name!r}", "model", 404))
+        m = slot.model
+        return _json({"name": name, "ready": m is not None}, 200 if m else 503,
+                     headers=m.headers if m else None)
+
+    async def live(self, request: Request) -> Response:
+        return _json({"live": True})
+
+    def readiness(self) -> tuple[bool, dict]:
+        models, ready = {}, True
+        for n, s in self.slots.items():
+            has_pointer = self.store.pointer_path(n).exists()
+            loaded = s.model is not None
+            models[n] = {"loaded": loaded, "version": s.model.version if loaded else None,
+                         "champion": has_pointer}
+            if has_pointer and not loaded:
+                ready = False
+        return ready, models
+
+    async def ready(self, request: Request) -> Response:
+        ok, models = self.readiness()
+        return _json({"ready": ok, "models": models}, 200 if ok else 503)
+
+    async def server_meta(self, request: Request) -> Response:
+        return _json({"name": "ml_platform", "version": "1", "extensions": [],
+                      "models": sorted(self.slots)})
+
+    async def metrics_route(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_reload(self, request: Request) -> Response:
+        if self.admin_token is not None:
+            auth = request.headers.get("authorization", "")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                     self.admin_token.encode()):
+                return _error(RequestError("unauthorized", "send 'Authorization: Bearer <admin token>'",
+                                           "authorization", 401), {"WWW-Authenticate": "Bearer"})
+        target = request.query_params.get("model")
+        if target is not None and target not in self.slots:
+            return _error(RequestError("unknown_model", f"unknown model {target!r}; this endpoint "
+                                       f"serves {sorted(self.slots)}", "model", 404))
+        names = [target] if target is not None else list(self.slots)
+        results = {}
+        for n in names:
+            results[n] = await self.reload(self.slots[n], force=True)
+        return _json({"models": results, "pid": os.getpid()})
+
+    async def openapi(self, request: Request) -> Response:
+        return _json(openapi_document(sorted(self.slots)))
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    msg = f"{request.method} {request.url.path}: {exc.detail}"
+    if exc.status_code == 404:
+        msg += " (see GET /openapi.json for the routes)"
+    return _error(RequestError(kinds.get(exc.status_code, "http_error"), msg, None, exc.status_code),
+                  getattr(exc, "headers", None))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error(RequestError("internal", "internal error (logged by the server)", None, 500))
+
+
+def create_app(serving_dir: Path, models: list[str], *, admin_token: str | None = None,
+               max_body_bytes: int = 1_048_576, poll_seconds: float = 1.0,
+               sample_dir: Path | None = None, latency_budget_ms: float = 50.0,
+               sample_max_rows: int = 10_000, sample_flush_seconds: float = 5.0) -> Starlette:
+    """The endpoint for ``models`` reading ``serving_dir`` (``Settings.serving_dir``).
+
+    Champions are loaded (and validated) here, synchronously; the lifespan starts the
+    pointer poller and, with ``sample_dir``, the live-sample flusher."""
+    state = ServingState(serving_dir, list(models), admin_token=admin_token,
+                         max_body_bytes=max_body_bytes, poll_seconds=poll_seconds,
+                         sample_dir=sample_dir, latency_budget_ms=latency_budget_ms,
+                         sample_max_rows=sample_max_rows, sample_flush_seconds=sample_flush_seconds)
+    state.initial_load()
+    routes = [
+        Route("/models/{name}/invocations", state.invocations, methods=["POST"]),
+        Route("/v2/models/{name}/infer", state.v2_infer, methods=["POST"]),
+        Route("/invocations", state.invocations_only, methods=["POST"]),
+        Route("/v2/health/live", state.live, methods=["GET"]),
+        Route("/v2/health/ready", state.ready, methods=["GET"]),
+        Route("/v2/models/{name}", state.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/ready", state.v2_model_ready, methods=["GET"]),
+        Route("/v2", state.server_meta, methods=["GET"]),
+        Route("/ping", state.ready, methods=["GET"]),
+        Route("/health", state.ready, methods=["GET"]),
+        Route("/metrics", state.metrics_route, methods=["GET"]),
+        Route("/admin/reload", state.admin_reload, methods=["POST"]),
+        Route("/openapi.json", state.openapi, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=state.lifespan,
+                    middleware=[Middleware(_FastPath, state=state)],
+                    exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.state.serving = state
+    return app
+
+
+# ---------------------------------------------------------------------- OpenAPI
+def _err_ref():
+    return {"description": "Error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def openapi_document(models: list[str]) -> dict:
+    name_param = {"name": "name", "in": "path", "required": True,
+                  "schema": {"type": "string", "enum": models}}
+    version_header = {"X-Model-Version": {"schema": {"type": "string"},
+                                          "description": "Version of the model that answered"}}
+    errors = {c: _err_ref() for c in ("400", "404", "413", "415", "503")}
+    mlflow_body = {"required": True, "content": {JSON: {"schema": {"$ref": "#/components/schemas/MlflowRequest"}}}}
+    mlflow_resp = {"200": {"description": "Predictions", "headers": version_header,
+                           "content": {JSON: {"schema": {"$ref": "#/components/schemas/MlflowResponse"}}}},
+                   **errors}
+    plain = {"200": {"description": "OK", "content": {JSON: {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ml_platform endpoint", "version": "1",
+                 "description": "ONNX Runtime scoring endpoint: MLflow scoring protocol and Open "
+                                "Inference Protocol (KServe V2). Errors: {error: {kind, field, message}}."},
+        "paths": {
+            "/models/{name}/invocations": {"post": {
+                "summary": "Score rows (MLflow scoring protocol)", "parameters": [name_param],
+                "requestBody": mlflow_body, "responses": mlflow_resp}},
+            "/invocations": {"post": {
+                "summary": "Score rows with the only configured model", "requestBody": mlflow_body,
+                "responses": mlflow_resp}},
+            "/v2/models/{name}/infer": {"post": {
+                "summary": "Score rows (Open Inference Protocol)", "parameters": [name_param],
+                "requestBody": {"required": True, "content": {JSON: {"schema": {"$ref": "#/components/schemas/V2Request"}}}},
+                "responses": {"200": {"description": "Outputs", "headers": version_header,
+                                      "content": {JSON: {"schema": {"$ref": "#/components/schemas/V2Response"}}}},
+                              **errors}}},
+            "/v2/models/{name}": {"get": {"summary": "Model metadata", "parameters": [name_param],
+                                          "responses": {**plain, "404": _err_ref()}}},
+            "/v2/models/{name}/ready": {"get": {"summary": "Model readiness", "parameters": [name_param],
+                                                "responses": {**plain, "503": _err_ref()}}},
+            "/v2/health/live": {"get": {"summary": "Liveness", "responses": plain}},
+            "/v2/health/ready": {"get": {"summary": "Readiness: every model with a champion is loaded",
+                                         "responses": {**plain, "503": {"description": "Not ready"}}}},
+            "/v2": {"get": {"summary": "Server metadata", "responses": plain}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/admin/reload": {"post": {
+                "summary": "Reload champions now (Bearer token when configured)",
+                "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "Per-model outcome", "content": {JSON: {"schema": {"$ref": "#/components/schemas/ReloadResponse"}}}},
+                              "401": _err_ref(), "404": _err_ref()}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": plain}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["kind", "field", "message"], "properties": {
+                    "kind": {"type": "string"}, "field": {"type": "string", "nullable": True},
+                    "message": {"type": "string"}}}}},
+            "MlflowRequest": {"type": "object", "description": "Exactly one of the keys.", "properties": {
+                "dataframe_split": {"type": "object", "required": ["columns", "data"], "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array", "items": {}}}}},
+                "dataframe_records": {"type": "array", "items": {"type": "object"}},
+                "inputs": {"oneOf": [{"type": "array", "items": {"type": "object"}},
+                                     {"type": "object", "additionalProperties": {"type": "array"}}]}}},
+            "MlflowResponse": {"type": "object", "properties": {"predictions": {"type": "array", "items": {
+                "oneOf": [{"type": "number"}, {"type": "object", "properties": {
+                    "label": {}, "probabilities": {"type": "object", "additionalProperties": {"type": "number"}}}}]}}}},
+            "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+                "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT64", "INT32", "BYTES"]},
+                "data": {"type": "array", "items": {}}}},
+            "V2Request": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"},
+                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+                "outputs": {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}}}}}},
+            "V2Response": {"type": "object", "properties": {
+                "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
+            "ReloadResponse": {"type": "object", "properties": {"models": {"type": "object", "additionalProperties": {
+                "type": "object", "properties": {
+                    "version": {"type": "integer", "nullable": True},
+                    "status": {"type": "string", "enum": ["loaded", "unchanged", "rejected"]},
+                    "reason": {"type": "string", "nullable": True},
+                    "serving_version": {"type": "integer", "nullable": True}}}}}},
+        }},
+    }

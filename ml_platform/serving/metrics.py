@@ -1,0 +1,186 @@
+"""Prometheus metrics for the endpoint, hand-rolled (text exposition format 0.0.4).
+
+Counters live in plain dicts keyed by label tuples: the app runs on one event loop per
+worker process, so increments need no lock. With ``workers > 1`` every worker exposes
+its own numbers (scrape each worker, or sum in Prometheus by ``instance``).
+
+Series (all prefixed ``ml_platform_``):
+
+- ``requests_total{model,version,protocol}``            scored requests
+- ``rows_total{model,version}``                         scored rows
+- ``request_errors_total{model,version,kind}``          4xx/5xx answers by error kind
+- ``request_latency_seconds{model,protocol}``           histogram, in-app handling time
+- ``predictions_total{model,version,class}``            classification: predicted class counts
+- ``prediction_value{model,version}``                   regression: histogram of predicted values
+- ``model_version{model}`` / ``model_loaded{model}``    gauges
+- ``model_reloads_total{model,status}``                 loaded / rejected
+- ``live_sample_rows_total{model}`` / ``live_sample_dropped_rows_total{model}``
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+import numpy as np
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5)
+_POS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
+VALUE_BUCKETS = tuple(-b for b in reversed(_POS)) + (0.0,) + _POS
+
+
+def _esc(v) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names, values) -> str:
+    return ",".join(f'{n}="{_esc(v)}"' for n, v in zip(names, values))
+
+
+def _fmt(x: float) -> str:
+    if x == float("inf"):
+        return "+Inf"
+    return repr(float(x)) if isinstance(x, float) else str(x)
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1  # le semantics: v <= bound
+        self.sum += v
+        self.count += 1
+
+    def observe_many(self, arr: np.ndarray) -> None:
+        arr = arr[np.isfinite(arr)]
+        if not len(arr):
+            return
+        idx = np.searchsorted(self.bounds, arr, side="left")
+        for i, c in zip(*np.unique(idx, return_counts=True)):
+            self.counts[int(i)] += int(c)
+        self.sum += float(arr.sum())
+        self.count += len(arr)
+
+    def lines(self, name: str, label_str: str) -> list[str]:
+        out, cum = [], 0
+        sep = "," if label_str else ""
+        for b, c in zip(self.bounds, self.counts):
+            cum += c
+            out.append(f'{name}_bucket{{{label_str}{sep}le="{_fmt(b)}"}} {cum}')
+        cum += self.counts[-1]
+        out.append(f'{name}_bucket{{{label_str}{sep}le="+Inf"}} {cum}')
+        out.append(f"{name}_sum{{{label_str}}} {repr(self.sum)}")
+        out.append(f"{name}_count{{{label_str}}} {self.count}")
+        return out
+
+
+class Metrics:
+    def __init__(self):
+        self.requests: dict[tuple, int] = {}
+        self.rows: dict[tuple, int] = {}
+        self.errors: dict[tuple, int] = {}
+        self.latency: dict[tuple, _Histogram] = {}
+        self.classes: dict[tuple, int] = {}
+        self.values: dict[tuple, _Histogram] = {}
+        self.reloads: dict[tuple, int] = {}
+        self.sample_rows: dict[str, int] = {}
+        self.sample_dropped: dict[str, int] = {}
+        self.gauges = None  # callable -> {model: (version|None, loaded)}
+
+    # ---- hot path ----
+    def ok(self, model: str, version: str, protocol: str, n: int, seconds: float) -> None:
+        k = (model, version, protocol)
+        self.requests[k] = self.requests.get(k, 0) + 1
+        k2 = (model, version)
+        self.rows[k2] = self.rows.get(k2, 0) + n
+        self.observe_latency(model, protocol, seconds)
+
+    def observe_latency(self, model: str, protocol: str, seconds: float) -> None:
+        h = self.latency.get((model, protocol))
+        if h is None:
+            h = self.latency[(model, protocol)] = _Histogram(LATENCY_BUCKETS)
+        h.observe(seconds)
+
+    def error(self, model: str, version: str, kind: str) -> None:
+        k = (model, version, kind)
+        self.errors[k] = self.errors.get(k, 0) + 1
+
+    def predicted_class(self, model: str, version: str, label: str) -> None:
+        k = (model, version, label)
+        self.classes[k] = self.classes.get(k, 0) + 1
+
+    def predicted_classes(self, model: str, version: str, labels) -> None:
+        cl = self.classes
+        vals, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
+        for v, c in zip(vals.tolist(), counts.tolist()):
+            k = (model, version, v)
+            cl[k] = cl.get(k, 0) + c
+
+    def predicted_values(self, model: str, version: str, values: np.ndarray, bounds=None) -> None:
+        h = self.values.get((model, version))
+        if h is None:
+            h = self.values[(model, version)] = _Histogram(tuple(bounds or VALUE_BUCKETS))
+        if len(values) == 1:
+            v = float(values[0])
+            if v == v and abs(v) != float("inf"):
+                h.observe(v)
+        else:
+            h.observe_many(np.asarray(values, dtype=np.float64))
+
+    # ---- rare ----
+    def reload(self, model: str, status: str) -> None:
+        k = (model, status)
+        self.reloads[k] = self.reloads.get(k, 0) + 1
+
+    def sampled(self, model: str, rows: int, dropped: int) -> None:
+        if rows:
+            self.sample_rows[model] = self.sample_rows.get(model, 0) + rows
+        if dropped:
+            self.sample_dropped[model] = self.sample_dropped.get(model, 0) + dropped
+
+    def render(self) -> str:
+        p = "ml_platform_"
+        out: list[str] = []
+
+        def counter(name, help_, names, data):
+            out.append(f"# HELP {p}{name} {help_}")
+            out.append(f"# TYPE {p}{name} counter")
+            for k, v in sorted(data.items()):
+                out.append(f"{p}{name}{{{_labels(names, k)}}} {v}")
+
+        counter("requests_total", "Scored requests.", ("model", "version", "protocol"), self.requests)
+        counter("rows_total", "Scored rows.", ("model", "version"), self.rows)
+        counter("request_errors_total", "Requests answered with an error, by kind.",
+                ("model", "version", "kind"), self.errors)
+        out.append(f"# HELP {p}request_latency_seconds Time spent handling a scoring request in the app.")
+        out.append(f"# TYPE {p}request_latency_seconds histogram")
+        for k, h in sorted(self.latency.items()):
+            out.extend(h.lines(p + "request_latency_seconds", _labels(("model", "protocol"), k)))
+        counter("predictions_total", "Predicted classes (classification).",
+                ("model", "version", "class"), self.classes)
+        out.append(f"# HELP {p}prediction_value Predicted values (regression).")
+        out.append(f"# TYPE {p}prediction_value histogram")
+        for k, h in sorted(self.values.items()):
+            out.extend(h.lines(p + "prediction_value", _labels(("model", "version"), k)))
+        counter("model_reloads_total", "Model loads by outcome.", ("model", "status"), self.reloads)
+        counter("live_sample_rows_total", "Rows written to the live sample.", ("model",),
+                {(k,): v for k, v in self.sample_rows.items()})
+        counter("live_sample_dropped_rows_total", "Rows not sampled because the buffer was full.",
+                ("model",), {(k,): v for k, v in self.sample_dropped.items()})
+        if self.gauges is not None:
+            state = self.gauges()
+            out.append(f"# HELP {p}model_version Version serving now (0 = none).")
+            out.append(f"# TYPE {p}model_version gauge")
+            for m, (v, _) in sorted(state.items()):
+                out.append(f'{p}model_version{{model="{_esc(m)}"}} {v or 0}')
+            out.append(f"# HELP {p}model_loaded 1 when a champion is loaded.")
+            out.append(f"# TYPE {p}model_loaded gauge")
+            for m, (_, loaded) in sorted(state.items()):
+                out.append(f'{p}model_loaded{{model="{_esc(m)}"}} {int(loaded)}')
+        return "\n".join(out) + "\n"

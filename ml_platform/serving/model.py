@@ -1,0 +1,225 @@
+"""One loaded model version: its ONNX Runtime session, request schema and output plan,
+plus the infrastructure validation a version must pass before it may serve."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import onnxruntime as ort
+
+from ml_platform.serving.requests import RequestError, Schema
+from ml_platform.serving.store import ModelStore
+
+_ORT_TO_V2 = {
+    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32", "tensor(string)": "BYTES", "tensor(bool)": "BOOL",
+    "tensor(float16)": "FP16",
+}
+LATENCY_CALLS = 50
+
+
+class RejectedModel(Exception):
+    """This version failed validation; ``reason`` says why (the old version keeps serving)."""
+
+    def __init__(self, version: int | None, reason: str):
+        super().__init__(reason)
+        self.version = version
+        self.reason = reason
+
+
+def make_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+
+
+class LoadedModel:
+    """Immutable once built: requests grab a reference and use only it, so swapping the
+    slot's reference never disturbs a request in flight."""
+
+    def __init__(self, name: str, version: int, onnx_bytes: bytes, meta: dict, pointer: dict | None = None):
+        self.name = name
+        self.version = version
+        self.version_str = str(version)
+        self.version_bytes = self.version_str.encode()
+        self.headers = {"X-Model-Version": self.version_str}
+        self.meta = meta
+        self.pointer = pointer
+        self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        task = meta.get("task")
+        if task not in ("classification", "regression"):
+            raise RejectedModel(version, f"metadata task must be classification or regression (got {task!r})")
+        self.task = task
+        self.classification = task == "classification"
+        try:
+            self.session = make_session(onnx_bytes)
+        except Exception as e:  # noqa: BLE001 - any ORT failure means "not loadable"
+            raise RejectedModel(version, f"ONNX Runtime cannot load v{version}: {str(e)[:300]}") from None
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        feats = meta.get("features") or {}
+        if set(inputs) != set(feats):
+            raise RejectedModel(version, f"ONNX inputs {sorted(inputs)} do not match the metadata "
+                                f"features {sorted(feats)}")
+        ranks = {}
+        for name, spec in feats.items():
+            want = "tensor(float)" if spec.get("type") == "numeric" else "tensor(string)"
+            if inputs[name].type != want:
+                raise RejectedModel(version, f"ONNX input {name!r} is {inputs[name].type}, expected {want}")
+            ranks[name] = len(inputs[name].shape or [None, 1])
+        try:
+            self.schema = Schema(meta, ranks)
+        except (ValueError, TypeError) as e:
+            raise RejectedModel(version, f"metadata: {e}") from None
+        outs = self.session.get_outputs()
+        self.output_meta = outs
+        if self.classification:
+            classes = meta.get("classes")
+            if not isinstance(classes, list) or len(classes) < 2:
+                raise RejectedModel(version, "classification metadata needs 'classes' (2 or more)")
+            self.classes = classes
+            self.class_keys = [str(c) for c in classes]
+            by_name = {o.name: o for o in outs}
+            label = by_name.get("label") or next((o for o in outs if o.type in ("tensor(int64)", "tensor(string)")), None)
+            proba = by_name.get("probabilities") or next((o for o in outs if o.type == "tensor(float)"), None)
+            if label is None or proba is None:
+                raise RejectedModel(version, f"classification graph needs a label and a probabilities "
+                                    f"output (has {[o.name for o in outs]}); export with ZipMap off")
+            self.output_names = [label.name, proba.name]
+            self._label_keys = {c: str(c) for c in classes}  # np.int64(1) hashes like 1
+            self.label_datatype = _ORT_TO_V2.get(label.type, "BYTES")
+        else:
+            self.classes = None
+            self.class_keys = None
+            if not outs:
+                raise RejectedModel(version, "the graph has no outputs")
+            self.output_names = [outs[0].name]
+        # The public run() re-checks input names on every call; they were checked once
+        # above, so call the C++ session directly when it is there (ORT >= 1.x).
+        inner = getattr(self.session, "_sess", None)
+        self._run = inner.run if inner is not None and hasattr(inner, "run") else self.session.run
+        self.value_buckets = meta.get("prediction_buckets")
+        self.last_latency_ms: dict = {}
+
+    def label_key(self, label) -> str:
+        key = self._label_keys.get(label)
+        return key if key is not None else str(label)
+
+    # ---- inference ----
+    def run(self, feeds: dict) -> list:
+        return self._run(self.output_names, feeds, None)
+
+    def mlflow_predictions(self, outs: list) -> list:
+        if self.classification:
+            keys = self.class_keys
+            return [{"label": lab, "probabilities": dict(zip(keys, p))}
+                    for lab, p in zip(outs[0].tolist(), outs[1].tolist())]
+        return outs[0].reshape(-1).tolist()
+
+    def v2_outputs(self, outs: list, n: int, wanted: list | None) -> list:
+        if self.classification:
+            k = len(self.classes)
+            avail = {
+                "label": lambda: {"name": "label", "shape": [n], "datatype": self.label_datatype,
+                                  "data": outs[0].tolist()},
+                "probabilities": lambda: {"name": "probabilities", "shape": [n, k], "datatype": "FP32",
+                                          "data": outs[1].reshape(-1).tolist()},
+            }
+        else:
+            avail = {"predictions": lambda: {"name": "predictions", "shape": [n], "datatype": "FP32",
+                                             "data": outs[0].reshape(-1).tolist()}}
+        names = wanted if wanted is not None else list(avail)
+        return [avail[nm]() for nm in names]
+
+    def check_outputs(self, wanted: list | None) -> None:
+        if wanted is None:
+            return
+        avail = ("label", "probabilities") if self.classification else ("predictions",)
+        for nm in wanted:
+            if nm not in avail:
+                raise RequestError("bad_request", f"unknown output {nm!r}: this model has {list(avail)}",
+                                   "outputs")
+
+    # ---- metadata (GET /v2/models/<name>) ----
+    def v2_inputs(self) -> list:
+        out = []
+        for f in self.schema.features:
+            out.append({"name": f.name, "datatype": "FP32" if f.numeric else "BYTES",
+                        "shape": [-1, 1] if f.rank2 else [-1]})
+        return out
+
+    def v2_output_meta(self) -> list:
+        if self.classification:
+            return [{"name": "label", "datatype": self.label_datatype, "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.classes)]}]
+        return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+
+    # ---- infrastructure validation ----
+    def validate(self, latency_budget_ms: float) -> None:
+        """Smoke rows give finite outputs of the right shape, and a single-row call meets
+        the latency budget (p99 over ``LATENCY_CALLS`` calls). Raises ``RejectedModel``."""
+        v = self.version
+        rows = self.meta.get("smoke_rows")
+        if rows is None or rows == []:
+            rows = [self.schema.synthetic_row()]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise RejectedModel(v, "metadata smoke_rows must be a list of {feature: value} objects")
+        try:
+            parsed = self.schema.parse_rows(rows)
+        except RequestError as e:
+            raise RejectedModel(v, f"smoke_rows do not fit the schema: {e.message}") from None
+        try:
+            outs = self.run(parsed.feeds)
+        except Exception as e:  # noqa: BLE001
+            raise RejectedModel(v, f"inference failed on smoke_rows: {str(e)[:300]}") from None
+        self._check_shapes(outs, parsed.n)
+        one = self.schema.parse_rows([rows[0]])
+        times = []
+        for i in range(LATENCY_CALLS + 5):
+            t0 = time.perf_counter()
+            self.run(one.feeds)
+            if i >= 5:  # warm-up calls excluded
+                times.append(time.perf_counter() - t0)
+        p50, p99 = (float(x) * 1000 for x in np.percentile(times, [50, 99]))
+        self.last_latency_ms = {"p50": round(p50, 4), "p99": round(p99, 4)}
+        if p99 > latency_budget_ms:
+            raise RejectedModel(v, f"single-row latency p99 {p99:.2f} ms exceeds the budget "
+                                f"{latency_budget_ms} ms")
+
+    def _check_shapes(self, outs: list, n: int) -> None:
+        v = self.version
+        if self.classification:
+            lab, proba = outs
+            k = len(self.classes)
+            if lab.shape != (n,) or proba.shape != (n, k):
+                raise RejectedModel(v, f"smoke_rows: expected label [{n}] and probabilities [{n}, {k}], "
+                                    f"got {list(lab.shape)} and {list(proba.shape)}")
+            if not np.all(np.isfinite(proba)):
+                raise RejectedModel(v, "smoke_rows: non-finite probabilities")
+            labels = set(lab.tolist())
+            if not labels <= set(self.classes):
+                raise RejectedModel(v, f"smoke_rows: labels {sorted(map(str, labels))} are not among "
+                                    f"the metadata classes {self.class_keys}")
+        else:
+            pred = outs[0]
+            if pred.shape not in ((n,), (n, 1)):
+                raise RejectedModel(v, f"smoke_rows: expected predictions [{n}], got {list(pred.shape)}")
+            if not np.all(np.isfinite(pred)):
+                raise RejectedModel(v, "smoke_rows: non-finite predictions")
+
+
+def load_version(store: ModelStore, name: str, version: int, latency_budget_ms: float,
+                 pointer: dict | None = None) -> LoadedModel:
+    """Read, build and validate one version; raises ``RejectedModel`` on any failure."""
+    try:
+        onnx_bytes, meta = store.read(name, version)
+    except (OSError, ValueError) as e:
+        raise RejectedModel(version, f"cannot read v{version}: {e}") from None
+    if not isinstance(meta, dict):
+        raise RejectedModel(version, "metadata is not a JSON object")
+    model = LoadedModel(name, version, onnx_bytes, meta, pointer)
+    model.validate(latency_budget_ms)
+    return model

@@ -1,0 +1,98 @@
+"""Run the endpoint under uvicorn: ``python -m ml_platform.serving --config PATH``.
+
+Workers are started by uvicorn from an import string + factory (:func:`app_factory`),
+so ``workers > 1`` works; the config path travels in ``$ML_PLATFORM_CONFIG`` and a
+generated admin token in ``$ML_PLATFORM_ADMIN_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import logging
+import os
+import secrets
+import sys
+
+from ml_platform.settings import CONFIG_ENV, Settings, load_settings
+
+TOKEN_ENV = "ML_PLATFORM_ADMIN_TOKEN"
+FACTORY = "ml_platform.serving.server:app_factory"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def build_app(settings: Settings, admin_token: str | None = None):
+    from ml_platform.serving.app import create_app
+
+    s = settings.serving
+    latency = min((m.gate.latency_budget_ms for m in settings.models.values()), default=50.0)
+    return create_app(
+        settings.serving_dir, list(settings.models),
+        admin_token=admin_token or s.admin_token,
+        max_body_bytes=s.max_body_bytes,
+        poll_seconds=s.poll_seconds,
+        sample_dir=settings.storage / "live_samples",
+        latency_budget_ms=latency,
+    )
+
+
+def app_factory():
+    """uvicorn factory (one call per worker process)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return build_app(load_settings(), os.environ.get(TOKEN_ENV) or None)
+
+
+def run(settings: Settings, host: str | None = None, port: int | None = None,
+        workers: int | None = None) -> None:
+    import uvicorn
+
+    host = host or settings.serving.host
+    port = settings.serving.port if port is None else port
+    workers = workers or settings.serving.workers
+    os.environ[CONFIG_ENV] = str(settings.source)
+    token = settings.serving.admin_token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and not token:
+        token = secrets.token_urlsafe(24)
+        print(f"ml_platform endpoint on {host}: admin token for POST /admin/reload: {token}",
+              flush=True)
+    if token:
+        os.environ[TOKEN_ENV] = token
+    else:
+        os.environ.pop(TOKEN_ENV, None)
+    have = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
+    uvicorn.run(
+        FACTORY, factory=True, host=host, port=port, workers=workers,
+        loop="uvloop" if have("uvloop") else "asyncio",
+        http="httptools" if have("httptools") else "h11",
+        access_log=False, log_level="info", lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from ml_platform.settings import ConfigError
+
+    ap = argparse.ArgumentParser(prog="python -m ml_platform.serving",
+                                 description="Serve the champion models over HTTP (ONNX Runtime).")
+    ap.add_argument("--config", help=f"ml_platform.yaml (default: ${CONFIG_ENV} or ./ml_platform.yaml)")
+    ap.add_argument("--host", help="bind address (default: serving.host)")
+    ap.add_argument("--port", type=int, help="port (default: serving.port)")
+    ap.add_argument("--workers", type=int, help="worker processes (default: serving.workers)")
+    args = ap.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0

@@ -1,0 +1,198 @@
+"""The atomic model store the endpoint reads (standard library only).
+
+Layout under ``root`` (``Settings.serving_dir``)::
+
+    <model>/v<N>.onnx      the ONNX graph of version N (immutable once published)
+    <model>/v<N>.json      its serving metadata (``core.export.serving_metadata``)
+    <model>/current.json   the champion pointer:
+                           {"version": N, "onnx": "v<N>.onnx", "meta": "v<N>.json",
+                            "previous": M | null, "updated_at": "<ISO 8601 UTC>"}
+
+Every file is written to a temporary name in the same directory, fsynced and moved into
+place with ``os.replace``, so a reader (the endpoint, possibly several worker processes)
+sees either the old file or the new one, never a torn one. The deploy step calls
+``publish`` and then ``point``; the endpoint only calls ``current`` and ``read``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+try:  # POSIX: serialise pointer read-modify-write between deployers
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+POINTER = "current.json"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_VERSION_FILE = re.compile(r"^v([0-9]+)\.onnx$")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"model name {name!r}: use letters, digits and '_', starting with a letter")
+    return name
+
+
+def _check_version(version) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive integer (got {version!r})")
+    return version
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network FS)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+class ModelStore:
+    """Versioned ONNX files plus an atomically swapped champion pointer, per model."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # ---- paths ----
+    def model_dir(self, name: str) -> Path:
+        return self.root / _check_name(name)
+
+    def pointer_path(self, name: str) -> Path:
+        return self.model_dir(name) / POINTER
+
+    def onnx_path(self, name: str, version: int) -> Path:
+        return self.model_dir(name) / f"v{_check_version(version)}.onnx"
+
+    def meta_path(self, name: str, version: int) -> Path:
+        return self.model_dir(name) / f"v{_check_version(version)}.json"
+
+    # ---- writers (the deploy step) ----
+    def publish(self, name: str, version: int, onnx_bytes: bytes, meta: dict, *,
+                overwrite: bool = False) -> None:
+        """Write ``v<N>.onnx`` and ``v<N>.json``. Versions are immutable: publishing the
+        same bytes again is a no-op, different bytes raise ``FileExistsError`` unless
+        ``overwrite`` (never overwrite the version that is serving)."""
+        _check_version(version)
+        if not isinstance(onnx_bytes, (bytes, bytearray, memoryview)) or not len(onnx_bytes):
+            raise ValueError("onnx_bytes must be non-empty bytes")
+        if not isinstance(meta, dict):
+            raise ValueError("meta must be a dict (core.export.serving_metadata)")
+        if meta.get("version") not in (None, version):
+            raise ValueError(f"meta says version {meta.get('version')!r}, publishing as {version}")
+        meta_bytes = json.dumps(meta, indent=1).encode()
+        onnx_path, meta_path = self.onnx_path(name, version), self.meta_path(name, version)
+        if not overwrite and (onnx_path.exists() or meta_path.exists()):
+            same = (onnx_path.exists() and meta_path.exists()
+                    and onnx_path.read_bytes() == bytes(onnx_bytes)
+                    and json.loads(meta_path.read_text()) == json.loads(meta_bytes))
+            if same:
+                return
+            raise FileExistsError(f"{name} v{version} is already published with different "
+                                  "content; versions are immutable (publish a new version)")
+        # The graph first, the metadata second: a version "exists" once both are there.
+        atomic_write(onnx_path, bytes(onnx_bytes))
+        atomic_write(meta_path, meta_bytes)
+
+    def point(self, name: str, version: int) -> dict:
+        """Make ``version`` the champion (atomic pointer swap); returns the new pointer.
+        ``previous`` is the version that was current before (kept when re-pointing to
+        the same version)."""
+        _check_version(version)
+        if not (self.onnx_path(name, version).is_file() and self.meta_path(name, version).is_file()):
+            raise FileNotFoundError(f"{name} v{version} is not published under {self.model_dir(name)}")
+        with self._lock(name):
+            cur = self.current(name)
+            if cur is None:
+                previous = None
+            elif cur["version"] == version:
+                previous = cur.get("previous")
+            else:
+                previous = cur["version"]
+            pointer = {
+                "version": version,
+                "onnx": f"v{version}.onnx",
+                "meta": f"v{version}.json",
+                "previous": previous,
+                "updated_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            }
+            atomic_write(self.pointer_path(name), json.dumps(pointer, indent=1).encode())
+        return pointer
+
+    def rollback(self, name: str, to_version: int | None = None) -> dict:
+        """Point back at ``to_version`` (default: the pointer's ``previous``)."""
+        if to_version is None:
+            cur = self.current(name)
+            if cur is None or cur.get("previous") is None:
+                raise ValueError(f"{name}: no previous version to roll back to")
+            to_version = cur["previous"]
+        return self.point(name, to_version)
+
+    # ---- readers (the endpoint) ----
+    def current(self, name: str) -> dict | None:
+        """The champion pointer, or None when nothing was ever pointed at."""
+        try:
+            raw = self.pointer_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        ptr = json.loads(raw)
+        if not isinstance(ptr, dict) or not isinstance(ptr.get("version"), int):
+            raise ValueError(f"{self.pointer_path(name)}: not a valid pointer")
+        return ptr
+
+    def read(self, name: str, version: int) -> tuple[bytes, dict]:
+        """(ONNX bytes, metadata dict) of a published version."""
+        onnx_bytes = self.onnx_path(name, version).read_bytes()
+        meta = json.loads(self.meta_path(name, version).read_bytes())
+        return onnx_bytes, meta
+
+    def versions(self, name: str) -> list[int]:
+        """Published versions (both files present), ascending."""
+        d = self.model_dir(name)
+        if not d.is_dir():
+            return []
+        out = []
+        for p in d.iterdir():
+            m = _VERSION_FILE.match(p.name)
+            if m and (d / f"v{m.group(1)}.json").is_file():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    @contextlib.contextmanager
+    def _lock(self, name: str):
+        d = self.model_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(d / ".lock", "a+b") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
