@@ -53,6 +53,7 @@ from ml_platform.serving.store import ModelStore
 log = logging.getLogger("ml_platform.serving")
 
 INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop stays free
+SAMPLE_SLICE = 32  # live-sample requests encoded per event-loop slice
 JSON = "application/json"
 _perf = time.perf_counter
 
@@ -173,18 +174,28 @@ class ServingState:
             return None
         slot.pointer_sig = sig
         if sig is None:
-            return ("done", self._result(slot, "unchanged", None, "no champion published"))
+            return ("done", self._unload(slot))
         try:
             ptr = self.store.current(slot.name)
         except (OSError, ValueError) as e:
             return ("done", self._reject(slot, None, f"unreadable pointer: {e}"))
         if ptr is None:
-            return ("done", self._result(slot, "unchanged", None, "no champion published"))
+            return ("done", self._unload(slot))
         v = ptr["version"]
         if slot.model is not None and slot.model.version == v:
             slot.model.pointer = ptr
             return ("done", self._result(slot, "unchanged", v))
         return ("load", v, ptr)
+
+    def _unload(self, slot: Slot) -> dict:
+        """No pointer: no champion. A model that was serving stops (the pointer was removed
+        on purpose, e.g. the first deploy of a model was rolled back)."""
+        if slot.model is None:
+            return self._result(slot, "unchanged", None, "no champion published")
+        old, slot.model = slot.model, None
+        self.metrics.reload(slot.name, "unloaded")
+        log.warning("model %s: champion pointer removed, v%s unloaded", slot.name, old.version)
+        return self._result(slot, "unloaded", None, f"champion pointer removed; v{old.version} unloaded")
 
     def _reject(self, slot: Slot, version, reason: str) -> dict:
         slot.last_rejection = {"version": version, "reason": reason, "at": _now()}
@@ -270,7 +281,13 @@ class ServingState:
         items, dropped = self.sampler.take()
         for m, d in dropped.items():
             self.metrics.sampled(m, 0, d)
-        written = await asyncio.to_thread(self.sampler.write, items) if items else {}
+        if not items:
+            return {}
+        lines: dict[str, list[bytes]] = {}
+        for i in range(0, len(items), SAMPLE_SLICE):
+            self.sampler.encode(items[i:i + SAMPLE_SLICE], lines)
+            await asyncio.sleep(0)  # let requests in between slices
+        written = await asyncio.to_thread(self.sampler.write_lines, lines)
         for m, r in written.items():
             self.metrics.sampled(m, r, 0)
         return written
@@ -641,7 +658,7 @@ def openapi_document(models: list[str]) -> dict:
             "ReloadResponse": {"type": "object", "properties": {"models": {"type": "object", "additionalProperties": {
                 "type": "object", "properties": {
                     "version": {"type": "integer", "nullable": True},
-                    "status": {"type": "string", "enum": ["loaded", "unchanged", "rejected"]},
+                    "status": {"type": "string", "enum": ["loaded", "unchanged", "rejected", "unloaded"]},
                     "reason": {"type": "string", "nullable": True},
                     "serving_version": {"type": "integer", "nullable": True}}}}}},
         }},

@@ -2,8 +2,10 @@
 
 The request path only appends one tuple per request to a bounded buffer (no I/O, no
 per-row work); when the buffer holds ``max_rows`` rows, new requests are dropped and
-counted. A background task calls :meth:`LiveSampler.flush` every few seconds, which
-writes, per model, ``<sample_dir>/<model>/live-<UTC timestamp>-<pid>.jsonl`` (written to
+counted. A background task empties the buffer every few seconds: it encodes the rows on
+the event loop in small slices (so no request waits more than a fraction of a
+millisecond, where a writer thread would hold the GIL for whole switch intervals) and
+writes, per model, in a thread, ``<sample_dir>/<model>/live-<UTC timestamp>-<pid>.jsonl`` (written to
 a hidden temporary name and renamed, so readers never see a partial file).
 
 One JSON object per row: the feature columns (numeric as float or null, categorical as
@@ -15,7 +17,6 @@ value) and, for classification, ``_probabilities`` ({class: p}). Read it with
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -23,9 +24,13 @@ from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
+
 from ml_platform.serving.store import atomic_write
 
 log = logging.getLogger("ml_platform.serving")
+_dumps = orjson.dumps
+_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 class LiveSampler:
@@ -53,48 +58,54 @@ class LiveSampler:
         dropped, self.dropped = self.dropped, {}
         return items, dropped
 
-    @staticmethod
-    def _rows(ts: float, model, parsed, outs):
-        iso = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-        cols = {}
-        for k, arr in parsed.columns.items():
-            vals = arr.tolist()
-            if arr.dtype.kind == "f":  # NaN (missing) -> null
-                vals = [None if x != x else x for x in vals]
-            cols[k] = vals
-        idc = model.schema.id_column
-        if model.classification:
-            preds = outs[0].tolist()
-            probas = [dict(zip(model.class_keys, p)) for p in outs[1].tolist()]
-        else:
-            preds = outs[0].reshape(-1).tolist()
-            probas = None
-        names = list(cols)
-        for i in range(parsed.n):
-            row = {k: cols[k][i] for k in names}
-            if idc and parsed.ids is not None:
-                row[idc] = parsed.ids[i]
-            row["_ts"] = iso
-            row["_version"] = model.version
-            row["_prediction"] = preds[i]
-            if probas is not None:
-                row["_probabilities"] = probas[i]
-            yield row
-
-    def write(self, items: list) -> dict[str, int]:
-        """Blocking (run it in a thread): one JSONL file per model. -> rows per model."""
-        per_model: dict[str, list[str]] = {}
+    def encode(self, items: list, out: dict[str, list[bytes]]) -> None:
+        """Append the JSONL lines of ``items`` to ``out[model]`` (CPU only, no I/O)."""
+        last_ms, iso = None, ""
         for ts, model, parsed, outs in items:
-            lines = per_model.setdefault(model.name, [])
-            for row in self._rows(ts, model, parsed, outs):
-                lines.append(json.dumps(row, default=str))
+            ms = int(ts * 1000)
+            if ms != last_ms:
+                last_ms = ms
+                iso = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+            lines = out.setdefault(model.name, [])
+            cols = [(k, v.tolist()) for k, v in parsed.columns.items()]  # NaN -> null (orjson)
+            idc = model.schema.id_column
+            ids = parsed.ids if idc else None
+            if model.classification:
+                preds = outs[0].tolist()
+                keys = model.class_keys
+                probas = outs[1].tolist()
+            else:
+                preds = outs[0].reshape(-1).tolist()
+                probas = None
+            version = model.version
+            for i in range(parsed.n):
+                row = {k: v[i] for k, v in cols}
+                if ids is not None:
+                    row[idc] = ids[i]
+                row["_ts"] = iso
+                row["_version"] = version
+                row["_prediction"] = preds[i]
+                if probas is not None:
+                    row["_probabilities"] = dict(zip(keys, probas[i]))
+                lines.append(_dumps(row, default=str, option=_OPTS))
+
+    def write_lines(self, per_model: dict[str, list[bytes]]) -> dict[str, int]:
+        """Blocking file I/O (run it in a thread): one JSONL file per model."""
         written = {}
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         for name, lines in per_model.items():
+            if not lines:
+                continue
             path = self.dir / name / f"live-{stamp}-{os.getpid()}.jsonl"
             try:
-                atomic_write(path, ("\n".join(lines) + "\n").encode())
+                atomic_write(path, b"".join(lines))
                 written[name] = len(lines)
             except OSError as e:
                 log.warning("live sample for %s not written to %s: %s", name, path, e)
         return written
+
+    def write(self, items: list) -> dict[str, int]:
+        """Encode and write in one go (shutdown, tests)."""
+        out: dict[str, list[bytes]] = {}
+        self.encode(items, out)
+        return self.write_lines(out)

@@ -11,7 +11,9 @@ Layout under ``root`` (``Settings.serving_dir``)::
 Every file is written to a temporary name in the same directory, fsynced and moved into
 place with ``os.replace``, so a reader (the endpoint, possibly several worker processes)
 sees either the old file or the new one, never a torn one. The deploy step calls
-``publish`` and then ``point``; the endpoint only calls ``current`` and ``read``.
+``publish`` and then ``point`` (``rollback``/``unpoint`` to undo); the endpoint only
+calls ``current`` and ``read``. No pointer means no champion: the endpoint serves
+nothing for that model (503 ``no_champion``).
 """
 
 from __future__ import annotations
@@ -152,6 +154,16 @@ class ModelStore:
                 raise ValueError(f"{name}: no previous version to roll back to")
             to_version = cur["previous"]
         return self.point(name, to_version)
+
+    def unpoint(self, name: str) -> dict | None:
+        """Remove the champion pointer (nothing serves ``name`` any more; a running endpoint
+        unloads it on its next poll or reload). Returns the removed pointer, if any."""
+        with self._lock(name):
+            cur = self.current(name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.pointer_path(name))
+            _fsync_dir(self.model_dir(name))
+        return cur
 
     # ---- readers (the endpoint) ----
     def current(self, name: str) -> dict | None:

@@ -483,3 +483,12 @@ def test_endpoint_imports_no_heavy_stack():
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_unpoint_unloads(single_client, serving_dir):
+    ModelStore(serving_dir).unpoint(CLF)
+    res = single_client.post("/admin/reload").json()["models"][CLF]
+    assert res["status"] == "unloaded" and res["serving_version"] is None
+    assert_error(single_client.post(clf_url(), json={"dataframe_records": [GOOD]}), 503, "no_champion", "model")
+    assert single_client.get("/v2/health/ready").status_code == 200  # no champion: nothing to wait for
+    assert single_client.post("/admin/reload").json()["models"][CLF]["status"] == "unchanged"

@@ -85,3 +85,12 @@ def test_pointer_is_never_torn(tmp_path):
     t.join()
     assert not bad and seen <= {1, 2}
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unpoint(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("m", 1, b"x", {"version": 1})
+    assert store.unpoint("m") is None
+    store.point("m", 1)
+    assert store.unpoint("m")["version"] == 1
+    assert store.current("m") is None and store.versions("m") == [1]
