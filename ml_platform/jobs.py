@@ -18,7 +18,8 @@ def train_job_name(chain: Chain) -> str:
 def build_jobs(chain: Chain) -> list:
     ingest = dg.define_asset_job(
         ingest_job_name(chain),
-        selection=dg.AssetSelection.assets(chain.key("raw_batch"), chain.key("validated_batch")),
+        selection=dg.AssetSelection.assets(*(chain.key(a) for a in (
+            "raw_batch", "validated_batch", "batch_predictions", "drift_report", "champion_performance"))),
         partitions_def=chain.partitions,
         executor_def=dg.in_process_executor,  # one process per run: steps are small
         tags={TAG_MODEL: chain.name},

@@ -40,8 +40,10 @@ def _train_outcome(result, chain: Chain, registry: MlflowRegistry, trigger: str,
     out = TrainOutcome(trigger, reason)
     for ev in result.all_events:
         if ev.is_step_failure and out.error is None:
-            out.error = ev.event_specific_data.error.message.strip().splitlines()[0][:300] \
-                if ev.event_specific_data and ev.event_specific_data.error else ev.message
+            err = ev.event_specific_data.error if ev.event_specific_data else None
+            while err is not None and err.cause is not None:  # the user-code error, not the wrapper
+                err = err.cause
+            out.error = err.message.strip()[:500] if err else ev.message
     try:
         cand = result.output_for_node(f"{chain.name}__candidate_model")
     except Exception:
@@ -52,8 +54,8 @@ def _train_outcome(result, chain: Chain, registry: MlflowRegistry, trigger: str,
                                                        if "reason" in ev.metadata else "")))
     champ = registry.champion(chain.name)
     out.deployed = champ is not None and int(champ.version) == out.version
-    if out.deployed:
-        out.error = None
+    if out.deployed or not all(passed for _, passed, _ in out.gate):
+        out.error = None  # a gate rejection is an outcome, reported by its checks
     return out
 
 

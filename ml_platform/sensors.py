@@ -6,11 +6,11 @@ import time
 
 import dagster as dg
 
-from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_SHA, TAG_SOURCE,
-                                       TAG_TRIGGER, Chain)
+from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_REGIME_START, TAG_SHA,
+                                       TAG_SOURCE, TAG_TRIGGER, Chain)
 from ml_platform.core import catalog
 from ml_platform.core.landing import LandingFile, scan_landing
-from ml_platform.core.policy import Decision, decide
+from ml_platform.core.policy import Decision, decide, monitoring_complete
 from ml_platform.jobs import ingest_job_name, train_job_name
 
 
@@ -22,6 +22,8 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
     tags = {TAG_TRIGGER: decision.trigger, TAG_REASON: decision.reason[:1000]}
     if batch:
         tags[TAG_BATCH] = batch
+    if decision.regime_start:
+        tags[TAG_REGIME_START] = decision.regime_start
     return tags
 
 
@@ -32,7 +34,7 @@ def pending_decisions(chain: Chain, has_champion: bool) -> list[tuple[dict, Deci
     records = catalog.read_records(chain.dir)
     out = []
     for i, rec in enumerate(records):
-        if rec.get("decision") or rec.get("status") in (None, "raw"):
+        if rec.get("decision") or not monitoring_complete(rec):
             continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion)
         catalog.update_record(chain.dir, rec["partition"], decision={**d.to_dict(), "at": time.time()})

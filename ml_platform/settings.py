@@ -64,6 +64,10 @@ class ValidationConfig(_Strict):
 
 class TrainingConfig(_Strict):
     window_batches: Optional[int] = Field(None, ge=1)  # None = every validated batch
+    # After drift: train on the batches since the drift began ("regime") when they hold at
+    # least min_regime_rows, or always use the window above ("window").
+    drift_window: Literal["regime", "window"] = "regime"
+    min_regime_rows: int = Field(1000, ge=1)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
 
@@ -86,7 +90,7 @@ class DriftConfig(_Strict):
 
 
 class RetrainConfig(_Strict):
-    policy: Literal["on_drift", "on_arrival"] = "on_arrival"
+    policy: Literal["on_drift", "on_arrival"] = "on_drift"
     debounce_batches: int = Field(2, ge=1)     # consecutive drifted batches before retraining
     min_new_rows: int = Field(500, ge=0)        # rows since the champion before a drift retrain
     cooldown_seconds: float = Field(0, ge=0)

@@ -17,6 +17,7 @@ TAG_ARRIVAL = "ml_platform/arrival"
 TAG_TRIGGER = "ml_platform/trigger"
 TAG_REASON = "ml_platform/reason"
 TAG_BATCH = "ml_platform/batch"
+TAG_REGIME_START = "ml_platform/regime_start"  # first batch of a drifted regime (train on it alone)
 TAG_MODEL = "ml_platform/model"
 TAG_TRAIN_LOCK = "ml_platform/train_lock"  # the queued run coordinator runs one train per model at a time
 

@@ -115,16 +115,18 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
             reason = f"only {len(valid)} valid rows (minimum {vcfg.min_rows})"
         nulls = valid[list(chain.cfg.features)].isna().mean() if len(valid) else pd.Series(dtype=float)
         catalog.update_record(chain.dir, partition, status=status, reason=reason, valid_rows=len(valid),
+                              labelled=outcome.labelled,
                               quarantined_rows=len(bad), invalid_share=share,
                               validated_path=str(chain.validated_path(partition)),
                               quarantine_reasons=bad["_reason"].head(5).tolist(), validated_at=time.time())
         yield dg.MaterializeResult(metadata={
-            "status": status, "valid_rows": len(valid), "quarantined_rows": len(bad),
+            "status": status, "valid_rows": len(valid), "quarantined_rows": len(bad), "labelled": outcome.labelled,
             "invalid_share": float(share),
             "quarantined": md_table(bad[["_row", "_reason"]]),
             "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
             **({"label_balance": md_table(valid[chain.cfg.target].value_counts().rename_axis("class")
-                                          .reset_index())} if chain.cfg.task == "classification" else {}),
+                                          .reset_index())}
+               if chain.cfg.task == "classification" and outcome.labelled else {}),
         })
         yield dg.AssetCheckResult(
             check_name="schema_conformance", passed=conform,

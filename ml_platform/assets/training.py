@@ -8,17 +8,31 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml_platform.assets.common import TAG_TRIGGER, Chain, md_table
-from ml_platform.core import catalog, export, training
+from ml_platform.assets.common import TAG_REGIME_START, TAG_TRIGGER, Chain, md_table
+from ml_platform.assets.monitoring import SCORE, scores_of
+from ml_platform.core import catalog, drift, export, training
 from ml_platform.core.frames import model_inputs
 from ml_platform.resources.registry import MlflowRegistry
 
 
-def training_batches(chain: Chain) -> list[dict]:
-    """Validated batches in the configured window (the newest N, or all), arrival order."""
-    recs = [r for r in catalog.read_records(chain.dir) if r.get("status") == "validated"]
-    window = chain.cfg.training.window_batches
-    return recs[-window:] if window else recs
+def training_batches(chain: Chain, regime_start: str | None = None) -> tuple[list[dict], str]:
+    """Validated, labelled batches to train on, in arrival order, and why these.
+
+    After drift (``regime_start`` given) the batches from the start of the new regime on,
+    when they hold at least ``training.min_regime_rows`` rows; otherwise the configured
+    window (the newest N batches, or all)."""
+    recs = [r for r in catalog.read_records(chain.dir)
+            if r.get("status") == "validated" and r.get("labelled", True)]
+    tcfg = chain.cfg.training
+    if regime_start and tcfg.drift_window == "regime":
+        keys = [r["partition"] for r in recs]
+        if regime_start in keys:
+            regime = recs[keys.index(regime_start):]
+            rows = sum(int(r.get("valid_rows") or 0) for r in regime)
+            if rows >= tcfg.min_regime_rows:
+                return regime, f"new regime since {regime_start} ({rows} rows)"
+    window = tcfg.window_batches
+    return (recs[-window:], f"newest {window} batches") if window else (recs, "all batches")
 
 
 def build_training_set(chain: Chain) -> dg.AssetsDefinition:
@@ -27,9 +41,9 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
               description="Validated batches in the training window with a deterministic holdout.")
     def training_set(context: dg.AssetExecutionContext) -> dg.Output[dict]:
         cfg = chain.cfg
-        batches = training_batches(chain)
+        batches, why = training_batches(chain, context.run.tags.get(TAG_REGIME_START))
         if not batches:
-            raise dg.Failure("no validated batch to train on yet")
+            raise dg.Failure("no validated, labelled batch to train on yet")
         frames = [pd.read_parquet(b["validated_path"]).assign(_batch=b["partition"]) for b in batches]
         df = pd.concat(frames, ignore_index=True)
         df["_holdout"] = training.holdout_mask(df, cfg)
@@ -39,7 +53,7 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
         value = {"path": str(path), "rows": len(df), "holdout_rows": int(df["_holdout"].sum()),
                  "batches": {b["partition"]: b["sha256"] for b in batches}}
         meta = {
-            "rows": len(df), "holdout_rows": value["holdout_rows"], "batch_count": len(batches),
+            "rows": len(df), "holdout_rows": value["holdout_rows"], "batch_count": len(batches), "window": why,
             "batches": md_table(pd.DataFrame(
                 [{"partition": b["partition"], "sha256": b["sha256"][:16], "rows": b.get("valid_rows")}
                  for b in batches]), max_rows=50),
@@ -94,6 +108,14 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         x = model_inputs(holdout, cfg)
         ref = pipe.predict_proba(x) if cfg.task == "classification" else pipe.predict(x)
         np.save(cdir / "holdout_sklearn.npy", np.asarray(ref, dtype=np.float64))
+        # The drift reference travels with the version: when it becomes champion, batches are
+        # compared with the data it was trained on (and its own scores on that data).
+        x_train = model_inputs(train, cfg)
+        train_out = pipe.predict_proba(x_train) if cfg.task == "classification" else pipe.predict(x_train)
+        drift_ref = drift.build_reference_from_config(
+            train.assign(**{SCORE: scores_of(np.asarray(train_out), cfg.task)}), cfg.features, cfg.drift,
+            score_column=SCORE)
+        (cdir / "drift_reference.json").write_text(json.dumps(drift_ref.to_dict()))
         smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
         meta_doc = export.serving_metadata(pipe, cfg, name=chain.name, version=version,
                                            metrics=metrics, smoke_rows=smoke)

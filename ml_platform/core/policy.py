@@ -2,6 +2,14 @@
 
 Pure and deterministic over the catalog records, so the sensor (files arriving one by
 one) and `ml-platform run` (files landed at once) reach the same decisions.
+
+``on_drift`` (default) retrains when
+  - the champion's metric dropped significantly on a labelled batch (trigger "performance"), or
+  - drift persisted over ``debounce_batches`` consecutive batches since the last retrain and
+    at least ``min_new_rows`` validated rows arrived since then (trigger "drift");
+and never for a batch that is too small to judge ("not enough data"), nor while a retrain
+is within ``cooldown_seconds`` of the previous one. Without a champion a retrain is always
+allowed. ``on_arrival`` retrains on every validated batch.
 """
 
 from __future__ import annotations
@@ -14,20 +22,109 @@ from ml_platform.settings import ModelConfig
 @dataclass
 class Decision:
     retrain: bool
-    trigger: str  # arrival | drift | performance | schedule | manual | none
+    trigger: str  # arrival | drift | performance | none
     reason: str
+    # For drift / performance retrains: the first batch of the new regime. Training on the
+    # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
+    regime_start: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def monitoring_complete(record: dict) -> bool:
+    """The batch's ingest run is done writing what the policy reads."""
+    if record.get("status") in (None, "raw"):
+        return False
+    if record.get("status") != "validated":
+        return True
+    return "drift" in record and "performance" in record
+
+
+def _since_last_retrain(history: list[dict]) -> list[dict]:
+    for i in range(len(history) - 1, -1, -1):
+        if (history[i].get("decision") or {}).get("retrain"):
+            return history[i + 1:]
+    return history
+
+
+def _shifted(rec: dict) -> bool:
+    return ((rec.get("drift") or {}).get("verdict") == "drifted"
+            or bool((rec.get("performance") or {}).get("significant")))
+
+
+def _regime_start(recent: list[dict], record: dict) -> str:
+    """First batch of the trailing run of drifted / under-performing batches."""
+    start = record["partition"]
+    for h in reversed(recent):
+        if h.get("status") != "validated":
+            continue
+        if not _shifted(h):
+            break
+        start = h["partition"]
+    return start
+
+
 def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion: bool,
            now: float | None = None) -> Decision:
-    """Decision for ``record`` (a validated batch); ``history`` = earlier records, arrival order."""
-    if record.get("status") != "validated":
-        return Decision(False, "none", f"batch {record.get('status')}: {record.get('reason')}")
+    """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions."""
+    status = record.get("status")
+    if status != "validated":
+        return Decision(False, "none", f"batch {status}: {record.get('reason')}")
+    if not record.get("labelled", True) and not has_champion:
+        return Decision(False, "none", "unlabelled batch and no champion: nothing to train on")
     if not has_champion:
         return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
-    if cfg.retrain.policy == "on_arrival":
+    rc = cfg.retrain
+    if rc.policy == "on_arrival":
         return Decision(True, "arrival", "policy on_arrival: every validated batch retrains")
-    return Decision(False, "none", "policy on_drift: no drift monitoring result yet")
+
+    recent = _since_last_retrain(history)
+    last_retrain = next((h["decision"]["at"] for h in reversed(history)
+                         if (h.get("decision") or {}).get("retrain") and "at" in h["decision"]), None)
+    at = record.get("validated_at") or now
+    cooling = (rc.cooldown_seconds > 0 and last_retrain is not None and at is not None
+               and at - last_retrain < rc.cooldown_seconds)
+
+    perf = record.get("performance") or {}
+    d = record.get("drift") or {}
+    verdict = d.get("verdict")
+    parts = []
+    if perf.get("significant"):
+        why = (f"{perf['metric']} {perf['value']:.4f} (95% CI {perf['ci_low']:.4f}-{perf['ci_high']:.4f}) "
+               f"below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}")
+        if cooling:
+            return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "performance", f"significant performance drop: {why}",
+                        _regime_start(recent, record))
+    if perf.get("value") is not None:
+        parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop)")
+    elif perf.get("skipped"):
+        parts.append(f"performance skipped: {perf['skipped']}")
+
+    if verdict == "drifted":
+        streak = 0
+        for h in reversed(recent + [record]):
+            if h.get("status") != "validated":
+                continue
+            if (h.get("drift") or {}).get("verdict") != "drifted":
+                break
+            streak += 1
+        new_rows = sum(int(h.get("valid_rows") or 0) for h in recent + [record] if h.get("status") == "validated")
+        what = (f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
+                f"(share {d.get('share_drifted', 0):.0%}), {streak} consecutive drifted batch(es), "
+                f"{new_rows} new rows since the last retrain")
+        if streak < rc.debounce_batches:
+            return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
+        if new_rows < rc.min_new_rows:
+            return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
+        if cooling:
+            return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "drift", what, _regime_start(recent, record))
+    if verdict in ("no reference", "no champion", "skipped"):
+        parts.insert(0, d.get("reason") or verdict)
+    elif verdict == "not enough data":
+        parts.insert(0, f"drift: not enough data ({d.get('rows', record.get('valid_rows'))} rows)")
+    elif verdict == "stable":
+        parts.insert(0, f"no drift (share {d.get('share_drifted', 0):.0%})")
+    return Decision(False, "none", "; ".join(parts) or "nothing to act on")

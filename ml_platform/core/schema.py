@@ -25,6 +25,7 @@ class BatchSchemaError(ValueError):
 class ValidationOutcome:
     valid: pd.DataFrame
     quarantined: pd.DataFrame  # the original rows plus `_row` (1-based data row) and `_reason`
+    labelled: bool = True      # False: the file has no target column (live / scoring data)
 
     @property
     def invalid_share(self) -> float:
@@ -32,12 +33,12 @@ class ValidationOutcome:
         return len(self.quarantined) / total if total else 0.0
 
 
-def required_columns(cfg: ModelConfig) -> list[str]:
-    cols = list(cfg.features) + [cfg.target]
+def required_columns(cfg: ModelConfig, labelled: bool = True) -> list[str]:
+    cols = list(cfg.features) + ([cfg.target] if labelled else [])
     return cols + [c for c in (cfg.id_column, cfg.timestamp_column) if c]
 
 
-def build_schema(cfg: ModelConfig) -> pa.DataFrameSchema:
+def build_schema(cfg: ModelConfig, labelled: bool = True) -> pa.DataFrameSchema:
     columns = {}
     for col, spec in cfg.features.items():
         if spec.type == "numeric":
@@ -50,10 +51,8 @@ def build_schema(cfg: ModelConfig) -> pa.DataFrameSchema:
         else:
             checks = [pa.Check.isin([str(v) for v in spec.values])] if spec.values else []
             columns[col] = pa.Column(str, checks=checks, nullable=spec.nullable)
-    if cfg.task == "regression":
-        columns[cfg.target] = pa.Column(float, nullable=False)
-    else:
-        columns[cfg.target] = pa.Column(str, nullable=False)
+    if labelled:
+        columns[cfg.target] = pa.Column(float if cfg.task == "regression" else str, nullable=False)
     if cfg.id_column:
         columns[cfg.id_column] = pa.Column(nullable=False)
     if cfg.timestamp_column:
@@ -62,7 +61,7 @@ def build_schema(cfg: ModelConfig) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 
-def _normalise(df: pd.DataFrame, cfg: ModelConfig) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+def _normalise(df: pd.DataFrame, cfg: ModelConfig, labelled: bool) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """Typed copy of the batch plus per-row reasons for cells that cannot be typed.
 
     Coercion is done here rather than by pandera so that one bad cell costs one row,
@@ -79,12 +78,12 @@ def _normalise(df: pd.DataFrame, cfg: ModelConfig) -> tuple[pd.DataFrame, dict[i
 
     for col in cfg.numeric_features:
         coerce(col, pd.to_numeric(df[col], errors="coerce").astype(float), "number")
-    if cfg.task == "regression":
+    if labelled and cfg.task == "regression":
         coerce(cfg.target, pd.to_numeric(df[cfg.target], errors="coerce").astype(float), "number")
     if cfg.timestamp_column:
         col = cfg.timestamp_column
         coerce(col, pd.to_datetime(df[col], errors="coerce", utc=True, format="mixed"), "timestamp")
-    cats = cfg.categorical_features + ([cfg.target] if cfg.task == "classification" else [])
+    cats = cfg.categorical_features + ([cfg.target] if labelled and cfg.task == "classification" else [])
     for col in cats:
         out[col] = category_strings(df[col]).where(df[col].notna(), None)
     return out, reasons
@@ -92,15 +91,18 @@ def _normalise(df: pd.DataFrame, cfg: ModelConfig) -> tuple[pd.DataFrame, dict[i
 
 def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "model",
                    source: str = "batch") -> ValidationOutcome:
-    missing = [c for c in required_columns(cfg) if c not in df.columns]
+    # A file without the target column is unlabelled data (monitoring and scoring only);
+    # a target column with some empty cells is labelled data with bad rows.
+    labelled = cfg.target in df.columns
+    missing = [c for c in required_columns(cfg, labelled) if c not in df.columns]
     if missing:
         where = {c: f"models.{model_name}.features.{c}" if c in cfg.features else c for c in missing}
         raise BatchSchemaError(
             f"{source}: missing column(s) {', '.join(repr(c) for c in missing)} required by "
             f"{', '.join(where.values())}; the file has {list(df.columns)}")
     df = df.reset_index(drop=True)
-    norm, reasons = _normalise(df, cfg)
-    schema = build_schema(cfg)
+    norm, reasons = _normalise(df, cfg, labelled)
+    schema = build_schema(cfg, labelled)
     try:
         schema.validate(norm, lazy=True)
     except SchemaErrors as err:
@@ -118,7 +120,8 @@ def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "mod
     quarantined = df.loc[bad].copy()
     quarantined.insert(0, "_row", [i + 1 for i in bad])
     quarantined["_reason"] = ["; ".join(reasons[i]) for i in bad]
-    return ValidationOutcome(valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True))
+    return ValidationOutcome(valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True),
+                             labelled=labelled)
 
 
 def _describe(check: str) -> str:

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 def test_run_serve_and_a_blocked_worse_candidate(tmp_path):
     port = free_port()
-    config = write_config(tmp_path, port=port)
+    config = write_config(tmp_path, port=port, extra="retrain: {policy: on_arrival}\n")
     assert cli(config, "simulate", "--batches", "2", "--rows", "1500").returncode == 0
     run = cli(config, "run")
     assert run.returncode == 0, run.stderr[-3000:]

@@ -35,7 +35,7 @@ def _land(landing, name, df_or_bytes, age):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("graph")
-    write_config(root, extra="training: {window_batches: 1}\n")
+    write_config(root, extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\n")
     settings = load_settings(root / "ml_platform.yaml")
     landing = settings.landing_dir("churn")
     garbage = generate_batch(1500, seed=11, start_id=10_000)

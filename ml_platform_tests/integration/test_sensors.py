@@ -50,7 +50,9 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
     defs = build_definitions(settings)
     sensor = _sensor(defs, "churn_retrain_sensor")
     mdir = settings.model_dir("churn")
-    catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a")
+    catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a",
+                          drift={"verdict": "no champion"}, performance={"skipped": "no champion"})
+    catalog.update_record(mdir, "a-2", arrival=1.5, status="validated", sha256="a2")  # monitoring still running
     catalog.update_record(mdir, "b-2", arrival=2, status="failed", reason="file is empty", sha256="b")
     catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c")  # still ingesting
     with dg.instance_for_test() as instance:
@@ -60,6 +62,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert "no champion yet" in result[0].tags["ml_platform/reason"]
         assert catalog.read_record(mdir, "b-2")["decision"]["retrain"] is False
         assert "decision" not in catalog.read_record(mdir, "c-3")
+        assert "decision" not in catalog.read_record(mdir, "a-2")
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(again, dg.SkipReason)
 
@@ -68,8 +71,9 @@ def test_definitions_load_with_every_part(settings):
     defs = build_definitions(settings)
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "training_set",
-                                           "candidate_model", "deployed_model")}
+    assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "batch_predictions", "drift_report",
+                                           "champion_performance", "training_set", "candidate_model",
+                                           "deployed_model")}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
             "onnx_parity", "latency_budget"} <= checks

@@ -1,0 +1,216 @@
+"""Per-batch monitoring against the champion serving at that moment: batch_predictions,
+drift_report and champion_performance. Each writes its verdict on the batch record, where
+the retrain policy (sensor or `ml-platform run`) reads it."""
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from ml_platform.assets.common import Chain, md_table
+from ml_platform.core import catalog, drift, export, training
+from ml_platform.core.training import HIGHER_IS_BETTER
+from ml_platform.serving.store import ModelStore
+
+SCORE = "__score__"
+BOOTSTRAP_MAX_ROWS = 20_000
+
+
+def serving_champion(chain: Chain) -> tuple[int | None, bytes | None, dict | None]:
+    """(version, onnx, meta) of the champion the serving store points at, or Nones."""
+    store = ModelStore(chain.settings.serving_dir)
+    pointer = store.current(chain.name)
+    if not pointer:
+        return None, None, None
+    onnx_bytes, meta = store.read(chain.name, pointer["version"])
+    return pointer["version"], onnx_bytes, meta
+
+
+def reference_path(chain: Chain, version: int) -> Path:
+    return chain.dir / "candidates" / f"v{version}" / "drift_reference.json"
+
+
+def scores_of(outputs: np.ndarray, task: str) -> np.ndarray:
+    return training.positive_scores(outputs) if task == "classification" else outputs
+
+
+def _validated(chain: Chain, partition: str) -> tuple[dict, pd.DataFrame | None]:
+    rec = catalog.read_record(chain.dir, partition) or {}
+    if rec.get("status") not in ("validated", "rejected") or not rec.get("validated_path"):
+        return rec, None
+    return rec, pd.read_parquet(rec["validated_path"])
+
+
+def predictions_path(chain: Chain, partition: str) -> Path:
+    return chain.dir / "predictions" / f"{partition}.parquet"
+
+
+def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+
+    @dg.asset(key=chain.key("batch_predictions"), deps=[chain.key("validated_batch")],
+              partitions_def=chain.partitions, group_name=chain.name, kinds={"onnx", "parquet"},
+              description="The serving champion's predictions for the batch (ONNX Runtime, in chunks).")
+    def batch_predictions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, onnx_bytes, meta = serving_champion(chain)
+        if df is None or version is None:
+            why = "no champion serving yet" if version is None else f"batch {rec.get('status')}"
+            catalog.update_record(chain.dir, partition, predictions={"skipped": why})
+            return dg.MaterializeResult(metadata={"skipped": why})
+        sess = export.session(onnx_bytes)
+        t = time.perf_counter()
+        out = export.onnx_predict(sess, df, cfg)
+        seconds = time.perf_counter() - t
+        frame = pd.DataFrame({"model_version": version}, index=df.index)
+        if cfg.id_column:
+            frame.insert(0, cfg.id_column, df[cfg.id_column].to_numpy())
+        if cfg.task == "classification":
+            classes = meta["classes"]
+            frame["label"] = np.asarray(classes, dtype=object)[out.argmax(axis=1)]
+            for i, c in enumerate(classes):
+                frame[f"p_{c}"] = out[:, i]
+        frame[SCORE] = scores_of(out, cfg.task)
+        path = predictions_path(chain, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        rate = len(df) / seconds if seconds > 0 else float("inf")
+        hist, edges = np.histogram(frame[SCORE], bins=10)
+        catalog.update_record(chain.dir, partition, predictions={"path": str(path), "model_version": version,
+                                                                 "rows_per_second": round(rate)})
+        return dg.MaterializeResult(metadata={
+            "model_version": version, "rows": len(df), "rows_per_second": float(rate),
+            "path": dg.MetadataValue.path(str(path)),
+            "score_distribution": md_table(pd.DataFrame({
+                "from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})),
+        })
+
+    return batch_predictions
+
+
+def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+
+    @dg.asset(key=chain.key("drift_report"), deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
+              partitions_def=chain.partitions, group_name=chain.name, kinds={"pandas"},
+              description="Feature and score drift against the training data of the serving champion.")
+    def drift_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, _, _ = serving_champion(chain)
+        summary = {"champion_version": version}
+        if df is None:
+            summary.update(verdict="skipped", reason=f"batch {rec.get('status')}")
+        elif version is None:
+            summary.update(verdict="no champion", reason="no champion serving yet: nothing to compare with")
+        elif not reference_path(chain, version).exists():
+            summary.update(verdict="no reference", reason=(
+                f"drift reference of champion v{version} is missing ({reference_path(chain, version)}); "
+                "drift cannot be judged, retraining falls back to the schedule"))
+            context.log.error(summary["reason"])
+        if "verdict" in summary:
+            catalog.update_record(chain.dir, partition, drift=summary)
+            return dg.MaterializeResult(metadata={k: str(v) for k, v in summary.items()})
+
+        ref = drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+        pred = predictions_path(chain, partition)
+        if pred.exists():
+            df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
+        result = drift.compute_drift_from_config(ref, df, cfg.drift)
+        summary.update(verdict=result.verdict, share_drifted=round(result.share_drifted, 4),
+                       drifted_features=result.drifted_features, rows=result.rows,
+                       score_drifted=bool(result.score and result.score.drifted))
+        catalog.update_record(chain.dir, partition, drift=summary)
+        meta = {"verdict": result.verdict, "share_drifted": float(result.share_drifted),
+                "drifted_features": ", ".join(result.drifted_features) or "none",
+                "champion_version": version, "rows": result.rows}
+        if result.features:
+            png = drift.drift_bar_chart_png(result)
+            chart = chain.dir / "drift" / f"{partition}.png"
+            chart.parent.mkdir(parents=True, exist_ok=True)
+            chart.write_bytes(png)
+            meta["per_feature"] = md_table(pd.DataFrame(result.table_rows()), max_rows=100)
+            meta["chart"] = dg.MetadataValue.md(
+                f"![drift per feature](data:image/png;base64,{base64.b64encode(png).decode()})")
+            meta["chart_path"] = dg.MetadataValue.path(str(chart))
+        return dg.MaterializeResult(metadata=meta)
+
+    return drift_report
+
+
+def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+    metric_name = cfg.gate_metric
+
+    @dg.asset(key=chain.key("champion_performance"),
+              deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
+              partitions_def=chain.partitions, group_name=chain.name,
+              description=f"The champion's {metric_name} on a labelled batch vs its own holdout, "
+                          "with a bootstrap confidence interval.")
+    def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, _, meta = serving_champion(chain)
+        pred = predictions_path(chain, partition)
+        why = None
+        if df is None:
+            why = f"batch {rec.get('status')}"
+        elif version is None or not pred.exists():
+            why = "no champion predictions for this batch"
+        elif cfg.target not in df or df[cfg.target].isna().all():
+            why = "batch carries no labels"
+        elif metric_name not in (meta.get("metrics") or {}):
+            why = f"champion v{version} has no holdout {metric_name} to compare with"
+        if why:
+            catalog.update_record(chain.dir, partition, performance={"skipped": why})
+            return dg.MaterializeResult(metadata={"skipped": why})
+
+        preds = pd.read_parquet(pred)
+        if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
+            keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
+            df, preds = df.iloc[keep], preds.iloc[keep]
+        y = training.target_values(df, cfg)
+        if cfg.task == "classification":
+            classes = meta["classes"]
+            proba = preds[[f"p_{c}" for c in classes]].to_numpy()
+            fn = _classification_metric(metric_name, classes)
+            values = proba
+        else:
+            fn = lambda yt, yp: training.regression_metrics(yt, yp)[metric_name]  # noqa: E731
+            values = preds[SCORE].to_numpy()
+        res = drift.bootstrap_metric_drop(
+            y, values, metric=fn, baseline=float(meta["metrics"][metric_name]),
+            higher_is_better=HIGHER_IS_BETTER[metric_name], alpha=cfg.retrain.performance_alpha,
+            n_boot=200, seed=0)
+        summary = {"metric": metric_name, "champion_version": version,
+                   **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}}
+        catalog.update_record(chain.dir, partition, performance=summary)
+        return dg.MaterializeResult(metadata={
+            "metric": metric_name, "value": res["value"], "holdout_baseline": res["baseline"],
+            "ci_low": res["ci_low"], "ci_high": res["ci_high"], "drop": res["drop"],
+            "significant_drop": res["significant"], "champion_version": version})
+
+    return champion_performance
+
+
+def _classification_metric(name: str, classes: list):
+    """metric(y, proba) over the champion's class order; the common gate metrics are computed
+    directly because the bootstrap calls this a few hundred times."""
+    classes = np.asarray(classes)
+    if name == "roc_auc" and len(classes) == 2:
+        return lambda y, p: float(roc_auc_score(y == classes[1], p[:, 1]))
+    if name == "accuracy":
+        return lambda y, p: float(np.mean(classes[p.argmax(axis=1)] == y))
+
+    def fn(y, proba):
+        m = training.classification_metrics(y, proba, classes)
+        if name not in m:
+            raise ValueError(f"{name} undefined on this resample")
+        return m[name]
+    return fn
