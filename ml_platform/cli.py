@@ -1,4 +1,4 @@
-"""`ml-platform`: up | run | serve | simulate | rollback | status."""
+"""`ml-platform`: up | run | serve | simulate | rollback | status | score."""
 
 from __future__ import annotations
 
@@ -84,6 +84,16 @@ def cmd_rollback(args) -> int:
         print(f"rollback failed: {e}", file=sys.stderr)
         return 1
     print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from ml_platform.scoring import score_file
+
+    s = _settings(args)
+    res = score_file(s, _model(s, args.model), args.file, out_path=args.out)
+    print(f"scored {res['rows']} rows with v{res['model_version']} in {res['seconds']:.2f}s "
+          f"({res['rows_per_second']:.0f} rows/s) -> {res['out_path']}")
     return 0
 
 
@@ -180,6 +190,11 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--model")
     rb.add_argument("--to-version", type=int)
     rb.set_defaults(fn=cmd_rollback)
+    sc = sub.add_parser("score", help="batch-score a CSV/Parquet file with the serving champion (ONNX)")
+    sc.add_argument("--model")
+    sc.add_argument("file")
+    sc.add_argument("--out", help="output Parquet (default: next to the input, *.predictions.parquet)")
+    sc.set_defaults(fn=cmd_score)
     st = sub.add_parser("status", help="champions, versions, gate verdicts, batches")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

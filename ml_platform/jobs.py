@@ -1,10 +1,15 @@
-"""Per-model jobs: ingest one batch partition, and train -> gate -> deploy."""
+"""Per-model jobs: ingest one batch partition; train -> gate -> deploy; roll back."""
 
-from __future__ import annotations
+from typing import Optional
 
 import dagster as dg
+import pandas as pd
 
-from ml_platform.assets.common import TAG_MODEL, TAG_TRAIN_LOCK, Chain
+from ml_platform.assets.common import TAG_MODEL, TAG_TRAIN_LOCK, Chain, md_table
+from ml_platform.core import catalog
+from ml_platform.promotion import PromotionError, rollback
+from ml_platform.resources.endpoint import EndpointClient
+from ml_platform.resources.registry import MlflowRegistry
 
 
 def ingest_job_name(chain: Chain) -> str:
@@ -13,6 +18,40 @@ def ingest_job_name(chain: Chain) -> str:
 
 def train_job_name(chain: Chain) -> str:
     return f"{chain.name}_train"
+
+
+def audit_table(chain: Chain, last: int = 20) -> dg.MetadataValue:
+    """The newest alias moves (who, when, from -> to, why), for the UI."""
+    rows = [{"at": a["at"][:19], "from": a.get("from"), "to": a.get("to"), "by": a.get("actor"),
+             "trigger": a.get("trigger"), "why": a.get("reason")} for a in catalog.read_audit(chain.dir)[-last:]]
+    return md_table(pd.DataFrame(rows[::-1]), max_rows=last)
+
+
+class RollbackConfig(dg.Config):
+    to_version: Optional[int] = None  # default: the newest gate-passed version below the champion
+
+
+def build_rollback_job(chain: Chain) -> dg.JobDefinition:
+    @dg.op(name=f"{chain.name}_rollback_champion")
+    def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, registry: MlflowRegistry,
+                          endpoint: EndpointClient):
+        try:
+            p = rollback(chain.settings, registry, endpoint, chain.name, config.to_version,
+                         actor=f"dagster run {context.run_id}")
+        except PromotionError as e:
+            raise dg.Failure(str(e)) from None
+        context.log.info(f"champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+        yield dg.AssetMaterialization(asset_key=chain.key("deployed_model"), metadata={
+            "served_version": p.version, "previous_version": p.previous if p.previous is not None else -1,
+            "endpoint_status": p.endpoint, "trigger": "manual rollback", "alias_moves": audit_table(chain)})
+        yield dg.Output(None)
+
+    @dg.job(name=f"{chain.name}_rollback", tags={TAG_MODEL: chain.name, TAG_TRAIN_LOCK: chain.name},
+            description=f"Move the {chain.name} champion back to an earlier gate-passed version (live swap).")
+    def rollback_job():
+        rollback_champion()
+
+    return rollback_job
 
 
 def build_jobs(chain: Chain) -> list:
@@ -33,4 +72,4 @@ def build_jobs(chain: Chain) -> list:
         tags={TAG_MODEL: chain.name, TAG_TRAIN_LOCK: chain.name},
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
-    return [ingest, train]
+    return [ingest, train, build_rollback_job(chain)]

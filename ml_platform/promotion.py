@@ -8,9 +8,9 @@ audit log always move together.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 from ml_platform.core import catalog
 from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
@@ -69,7 +69,13 @@ def move_champion(settings: Settings, registry: MlflowRegistry, endpoint: Endpoi
     ok, why = (verdict.get("status") in ("loaded", "unchanged") and verdict.get("version") == version,
                f"endpoint reload: {verdict}")
     if ok:
-        ok, why = endpoint.smoke(model, meta.get("smoke_rows") or [], version)
+        # Other workers pick the new pointer up on their next poll: give them two polls.
+        deadline = time.monotonic() + 2 * settings.serving.poll_seconds + 1
+        while True:
+            ok, why = endpoint.smoke(model, meta.get("smoke_rows") or [], version)
+            if ok or "expected" not in why or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     if ok:
         result.endpoint = "reloaded"
         result.notes.append(why)
@@ -80,7 +86,7 @@ def move_champion(settings: Settings, registry: MlflowRegistry, endpoint: Endpoi
         registry.set_champion(model, previous)
         endpoint_note = endpoint.reload(model)
     else:
-        store.unpoint(model) if hasattr(store, "unpoint") else None
+        store.unpoint(model)
         registry.client().delete_registered_model_alias(model, "champion")
         endpoint_note = {}
     registry.set_version_tags(model, version, {"promoted": "false", "rolled_back": why[:500]})
@@ -116,7 +122,3 @@ def rollback(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCli
 
 def endpoint_for(settings: Settings) -> EndpointClient:
     return EndpointClient(url=settings.endpoint_url, admin_token=settings.serving.admin_token)
-
-
-def candidate_dir(settings: Settings, model: str, version: int) -> Path:
-    return settings.model_dir(model) / "candidates" / f"v{version}"

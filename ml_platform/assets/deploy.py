@@ -5,6 +5,7 @@ endpoint, smoke-tests it and rolls back on failure (see ``promotion.py``)."""
 import dagster as dg
 
 from ml_platform.assets.common import Chain
+from ml_platform.jobs import audit_table
 from ml_platform.promotion import PromotionError, move_champion
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
@@ -34,6 +35,7 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
             "endpoint_url": dg.MetadataValue.url(f"{endpoint.url}/v2/models/{chain.name}"),
             "endpoint_status": p.endpoint, "trigger": candidate_model["trigger"],
             **{f"holdout_{k}": v for k, v in figures.items()},
+            "alias_moves": audit_table(chain),
         })
 
     return deployed_model

@@ -176,3 +176,18 @@ def test_rollback_moves_alias_store_and_audit(world):
         rollback(s, registry, None, "churn")  # v1 is the oldest
     assert rollback(s, registry, None, "churn", to_version=3).version == 3  # roll forward again
     assert rollback(s, registry, None, "churn").version == 2  # default: newest gate-passed below the champion
+
+
+def test_rollback_job_records_the_move_in_dagster(world):
+    s, defs, inst = world["settings"], world["defs"], world["instance"]
+    job = defs.resolve_job_def("churn_rollback")
+    res = job.execute_in_process(instance=inst, run_config={
+        "ops": {"churn_rollback_champion": {"config": {"to_version": 3}}}})
+    assert res.success
+    assert int(defs.resources["registry"].champion("churn").version) == 3
+    ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "deployed_model"]))
+    meta = ev.asset_materialization.metadata
+    assert meta["served_version"].value == 3 and "dagster run" in meta["alias_moves"].value
+    bad = job.execute_in_process(instance=inst, raise_on_error=False, run_config={
+        "ops": {"churn_rollback_champion": {"config": {"to_version": 4}}}})
+    assert not bad.success  # v4 failed the gate: refusing is the outcome
