@@ -34,3 +34,63 @@ def test_policy_on_arrival(settings):
     assert decide({"status": "validated"}, [], cfg, has_champion=True).retrain
     d = decide({"status": "failed", "reason": "file is empty"}, [], cfg, has_champion=False)
     assert not d.retrain and "file is empty" in d.reason
+
+
+def _rec(p, verdict="stable", rows=1000, significant=False, status="validated", decision=None, **kw):
+    r = {"partition": p, "status": status, "valid_rows": rows, "labelled": True,
+         "drift": {"verdict": verdict, "share_drifted": 0.5 if verdict == "drifted" else 0.0,
+                   "drifted_features": ["age"] if verdict == "drifted" else [], "rows": rows},
+         "performance": {"metric": "roc_auc", "value": 0.6, "ci_low": 0.55, "ci_high": 0.65, "baseline": 0.8,
+                         "significant": significant, "champion_version": 1}}
+    if decision is not None:
+        r["decision"] = decision
+    r.update(kw)
+    return r
+
+
+def test_on_drift_leaves_stable_batches_alone(settings):
+    cfg = settings.models["churn"]
+    d = decide(_rec("a"), [], cfg, has_champion=True)
+    assert not d.retrain and "no drift" in d.reason
+
+
+def test_drift_is_debounced_then_retrains_on_the_new_regime(settings):
+    cfg = settings.models["churn"]  # debounce 2, min_new_rows 500
+    h = [_rec("s1", decision={"retrain": True, "at": 0}), _rec("s2")]
+    first = decide(_rec("d1", "drifted"), h, cfg, has_champion=True)
+    assert not first.retrain and "1 consecutive" in first.reason and "debounce" in first.reason
+    h.append(_rec("d1", "drifted", decision=first.to_dict()))
+    second = decide(_rec("d2", "drifted"), h, cfg, has_champion=True)
+    assert second.retrain and second.trigger == "drift" and second.regime_start == "d1"
+
+
+def test_drift_needs_enough_new_rows(settings):
+    cfg = settings.models["churn"]
+    h = [_rec("d1", "drifted", rows=100)]
+    d = decide(_rec("d2", "drifted", rows=100), h, cfg, has_champion=True)
+    assert not d.retrain and "waiting for 500 new rows" in d.reason
+
+
+def test_significant_performance_drop_retrains_at_once(settings):
+    d = decide(_rec("p", significant=True), [], settings.models["churn"], has_champion=True)
+    assert d.retrain and d.trigger == "performance" and "0.6000" in d.reason and d.regime_start == "p"
+
+
+def test_small_batches_and_broken_references_never_retrain(settings):
+    cfg = settings.models["churn"]
+    small = _rec("s", "not enough data", rows=50)
+    small["performance"] = {"skipped": "batch carries no labels"}
+    d = decide(small, [], cfg, has_champion=True)
+    assert not d.retrain and "not enough data" in d.reason
+    broken = _rec("b", "no reference")
+    broken["drift"]["reason"] = "drift reference of champion v1 is missing; retraining falls back to the schedule"
+    d = decide(broken, [_rec("x", "drifted")], cfg, has_champion=True)
+    assert not d.retrain and "falls back to the schedule" in d.reason
+
+
+def test_cooldown_holds_a_retrain(settings):
+    from ml_platform.settings import RetrainConfig
+    cfg = settings.models["churn"].model_copy(update={"retrain": RetrainConfig(cooldown_seconds=3600)})
+    h = [_rec("a", decision={"retrain": True, "at": 1000.0})]
+    d = decide(_rec("p", significant=True, validated_at=1500.0), h, cfg, has_champion=True)
+    assert not d.retrain and "cooldown" in d.reason
