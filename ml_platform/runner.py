@@ -9,7 +9,7 @@ from ml_platform.assets.common import Chain
 from ml_platform.core import catalog
 from ml_platform.core.landing import scan_landing
 from ml_platform.resources.registry import MlflowRegistry
-from ml_platform.sensors import ingest_tags, pending_decisions, train_tags
+from ml_platform.sensors import decision_observation, ingest_tags, pending_decisions, train_tags
 from ml_platform.settings import Settings
 
 
@@ -79,6 +79,7 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
                                           raise_on_error=False)
             has_champion = registry.champion(name) is not None
             for rec, d in pending_decisions(chain, has_champion):
+                instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(rec["partition"], rec.get("file", ""), rec.get("status", "?"),
                                   rec.get("valid_rows", rec.get("rows", 0)) or 0,
                                   rec.get("quarantined_rows", 0) or 0, rec.get("reason"),

@@ -43,6 +43,19 @@ def pending_decisions(chain: Chain, has_champion: bool) -> list[tuple[dict, Deci
     return out
 
 
+def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObservation:
+    """The decision as an observation on the batch's drift_report partition (UI: asset page)."""
+    drift = rec.get("drift") or {}
+    perf = rec.get("performance") or {}
+    meta = {"retrain": d.retrain, "trigger": d.trigger, "reason": d.reason,
+            "drift_verdict": str(drift.get("verdict", "n/a")),
+            "share_drifted": float(drift.get("share_drifted") or 0.0)}
+    if perf.get("value") is not None:
+        meta.update(performance=float(perf["value"]), performance_drop=float(perf["drop"]),
+                    significant_drop=bool(perf["significant"]))
+    return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec["partition"], metadata=meta)
+
+
 def build_sensors(chain: Chain, registry_factory) -> list[dg.SensorDefinition]:
     auto = chain.cfg.automation
 
@@ -80,10 +93,10 @@ def build_sensors(chain: Chain, registry_factory) -> list[dg.SensorDefinition]:
             if d.retrain:
                 requests.append(dg.RunRequest(run_key=f"train-{rec['partition']}",
                                               tags=train_tags(d, rec["partition"])))
-        if not requests:
-            return dg.SkipReason(f"{len(decisions)} batch(es) decided, no retrain" if decisions
-                                 else "no newly validated batch")
-        return requests
+        if not decisions:
+            return dg.SkipReason("no newly monitored batch")
+        return dg.SensorResult(run_requests=requests,
+                               asset_events=[decision_observation(chain, rec, d) for rec, d in decisions])
 
     return [landing_sensor, retrain_sensor]
 

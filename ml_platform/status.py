@@ -67,14 +67,28 @@ def render(doc: dict) -> str:
                                 headers=["version", "trigger", "gate", "promoted", "reasons"]))
         if m["batches"]:
             out.append(tabulate([[b["partition"], b["rows"], b["quarantined_rows"], b["status"],
+                                  _drift_cell(b), _retrain_cell(b),
                                   (b.get("decision") or {}).get("reason", b.get("reason") or "")]
                                  for b in m["batches"]],
-                                headers=["batch", "rows", "quarantined", "status", "decision / reason"]))
+                                headers=["batch", "rows", "quarantined", "status", "drift", "retrain",
+                                         "decision / reason"], maxcolwidths=[None] * 6 + [70]))
         if m["audit"]:
             out.append("alias moves:\n" + tabulate(
                 [[a["at"][:19], a.get("from"), a.get("to"), a.get("actor"), a.get("reason")] for a in m["audit"]],
                 headers=["at", "from", "to", "by", "why"]))
     return "\n".join(out)
+
+
+def _drift_cell(b: dict) -> str:
+    d = b.get("drift") or {}
+    if d.get("verdict") in ("drifted", "stable"):
+        return f"{d['verdict']} ({d.get('share_drifted', 0):.0%})"
+    return d.get("verdict", "")
+
+
+def _retrain_cell(b: dict) -> str:
+    d = b.get("decision") or {}
+    return f"yes ({d['trigger']})" if d.get("retrain") else ("no" if d else "")
 
 
 def to_json(doc: dict) -> str:

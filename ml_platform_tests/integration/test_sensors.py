@@ -57,9 +57,11 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
     catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c")  # still ingesting
     with dg.instance_for_test() as instance:
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-        assert [r.run_key for r in result] == ["train-a-1"]
-        assert result[0].tags["ml_platform/trigger"] == "arrival"
-        assert "no champion yet" in result[0].tags["ml_platform/reason"]
+        assert [r.run_key for r in result.run_requests] == ["train-a-1"]
+        assert result.run_requests[0].tags["ml_platform/trigger"] == "arrival"
+        assert "no champion yet" in result.run_requests[0].tags["ml_platform/reason"]
+        obs = {e.partition: e.metadata for e in result.asset_events}
+        assert obs["a-1"]["retrain"].value is True and obs["b-2"]["retrain"].value is False
         assert catalog.read_record(mdir, "b-2")["decision"]["retrain"] is False
         assert "decision" not in catalog.read_record(mdir, "c-3")
         assert "decision" not in catalog.read_record(mdir, "a-2")
