@@ -55,8 +55,12 @@ def move_champion(settings: Settings, registry: MlflowRegistry, endpoint: Endpoi
     store.point(model, version)
     registry.set_champion(model, version)
     registry.set_version_tags(model, version, {"promoted": "true"})
+    if gate_figures is None:  # rollbacks: the target's own gate verdicts, as recorded
+        tags = registry.version(model, version).tags
+        gate_figures = {k.removesuffix(".reason"): v for k, v in tags.items()
+                        if k.startswith("gate.") and k.endswith(".reason")}
     entry = {"at": datetime.now(timezone.utc).isoformat(), "model": model, "from": previous, "to": version,
-             "actor": actor, "trigger": trigger, "reason": reason, "gate": gate_figures or {}}
+             "actor": actor, "trigger": trigger, "reason": reason, "gate": gate_figures}
     catalog.append_audit(settings.model_dir(model), entry)
     result = Promotion(model, version, previous, endpoint="not configured")
     if endpoint is None:

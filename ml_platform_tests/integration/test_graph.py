@@ -172,6 +172,7 @@ def test_rollback_moves_alias_store_and_audit(world):
     assert ModelStore(s.serving_dir).current("churn")["version"] == 1
     audit = status(s, registry)["models"]["churn"]["audit"]
     assert audit[-1]["from"] == 3 and audit[-1]["to"] == 1 and audit[-1]["actor"] == "cli"
+    assert "roc_auc" in audit[-1]["gate"]["gate.min_metric"]  # the target's gate figures travel along
     with pytest.raises(PromotionError, match="no earlier version"):
         rollback(s, registry, None, "churn")  # v1 is the oldest
     assert rollback(s, registry, None, "churn", to_version=3).version == 3  # roll forward again
