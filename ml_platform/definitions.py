@@ -27,7 +27,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                    build_candidate_model(chain), build_deployed_model(chain)]
         checks += build_gate_checks(chain)
         jobs += build_jobs(chain)
-        sensors += build_sensors(chain, lambda: registry)
+        sensors += build_sensors(chain)
         schedules += build_schedules(chain)
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors, schedules=schedules,

@@ -77,8 +77,7 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
             echo(f"[{name}] ({i}/{len(files)}) ingest {f.path.name} -> partition {key}")
             ingest_job.execute_in_process(instance=instance, partition_key=key, tags=ingest_tags(f),
                                           raise_on_error=False)
-            has_champion = registry.champion(name) is not None
-            for rec, d in pending_decisions(chain, has_champion):
+            for rec, d in pending_decisions(chain):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(rec["partition"], rec.get("file", ""), rec.get("status", "?"),
                                   rec.get("valid_rows", rec.get("rows", 0)) or 0,

@@ -12,6 +12,7 @@ from ml_platform.core import catalog
 from ml_platform.core.landing import LandingFile, scan_landing
 from ml_platform.core.policy import Decision, decide, monitoring_complete
 from ml_platform.jobs import ingest_job_name, train_job_name
+from ml_platform.serving.store import ModelStore
 
 
 def ingest_tags(f: LandingFile) -> dict:
@@ -27,11 +28,13 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
     return tags
 
 
-def pending_decisions(chain: Chain, has_champion: bool) -> list[tuple[dict, Decision]]:
+def pending_decisions(chain: Chain) -> list[tuple[dict, Decision]]:
     """Apply the retrain policy to every finished batch that has no decision yet, in arrival
     order, and record each decision on the batch. Once a retrain is decided, later batches
     see a champion (the retrain will produce one) so the first-model rule fires only once."""
     records = catalog.read_records(chain.dir)
+    # The serving store's pointer, not an MLflow query: cheap enough for every tick.
+    has_champion = ModelStore(chain.settings.serving_dir).current(chain.name) is not None
     out = []
     for i, rec in enumerate(records):
         if rec.get("decision") or not monitoring_complete(rec):
@@ -56,7 +59,7 @@ def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObserv
     return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec["partition"], metadata=meta)
 
 
-def build_sensors(chain: Chain, registry_factory) -> list[dg.SensorDefinition]:
+def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
     auto = chain.cfg.automation
 
     @dg.sensor(name=f"{chain.name}_landing_sensor", job_name=ingest_job_name(chain),
@@ -84,8 +87,7 @@ def build_sensors(chain: Chain, registry_factory) -> list[dg.SensorDefinition]:
                description=f"Applies the {chain.name} retrain policy ({chain.cfg.retrain.policy}) to each "
                            "validated batch; every decision is written on the batch and in the run tags.")
     def retrain_sensor(context: dg.SensorEvaluationContext):
-        has_champion = registry_factory().champion(chain.name) is not None
-        decisions = pending_decisions(chain, has_champion)
+        decisions = pending_decisions(chain)
         requests = []
         for rec, d in decisions:
             context.log.info(f"{rec['partition']}: {'RETRAIN' if d.retrain else 'no retrain'} "
