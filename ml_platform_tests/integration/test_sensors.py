@@ -80,3 +80,15 @@ def test_definitions_load_with_every_part(settings):
     assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
             "onnx_parity", "latency_budget"} <= checks
     assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 1"
+
+
+def test_weekly_schedule_requests_a_train_run_tagged_schedule(settings):
+    import datetime
+
+    defs = build_definitions(settings)
+    sched = defs.resolve_schedule_def("churn_weekly_retrain")
+    assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 23, 3, 0))
+    req = sched.evaluate_tick(ctx).run_requests[0]
+    assert req.tags["ml_platform/trigger"] == "schedule" and "weekly" in req.tags["ml_platform/reason"]
+    assert sched.job_name == "churn_train"
