@@ -15,6 +15,9 @@ from ml_platform.jobs import ingest_job_name, train_job_name
 from ml_platform.serving.store import ModelStore
 
 
+STALE_INGEST_SECONDS = 600
+
+
 def ingest_tags(f: LandingFile) -> dict:
     return {TAG_SOURCE: str(f.path), TAG_SHA: f.sha256, TAG_ARRIVAL: repr(f.mtime)}
 
@@ -28,22 +31,36 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
     return tags
 
 
-def pending_decisions(chain: Chain) -> list[tuple[dict, Decision]]:
-    """Apply the retrain policy to every finished batch that has no decision yet, in arrival
-    order, and record each decision on the batch. Once a retrain is decided, later batches
-    see a champion (the retrain will produce one) so the first-model rule fires only once."""
+def pending_decisions(chain: Chain, retrain_in_flight: bool = False) -> list[tuple[dict, Decision]]:
+    """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
+    order, and record each decision on the batch. A retrain decided here is in flight for
+    the batches after it, so one tick never queues two retrains (on_drift)."""
     records = catalog.read_records(chain.dir)
     # The serving store's pointer, not an MLflow query: cheap enough for every tick.
     has_champion = ModelStore(chain.settings.serving_dir).current(chain.name) is not None
     out = []
     for i, rec in enumerate(records):
-        if rec.get("decision") or not monitoring_complete(rec):
+        if rec.get("decision"):
             continue
-        d = decide(rec, records[:i], chain.cfg, has_champion=has_champion)
-        catalog.update_record(chain.dir, rec["partition"], decision={**d.to_dict(), "at": time.time()})
-        has_champion = has_champion or d.retrain
+        if not monitoring_complete(rec):
+            # Decide in arrival order: wait for an earlier batch still being ingested, unless
+            # its ingest died long ago (then it stays undecided and the rest go on).
+            if time.time() - float(rec.get("ingested_at") or 0) < STALE_INGEST_SECONDS:
+                break
+            continue
+        d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
+        decision = {**d.to_dict(), "at": time.time()}
+        catalog.update_record(chain.dir, rec["partition"], decision=decision)
+        records[i] = {**rec, "decision": decision}
+        retrain_in_flight = retrain_in_flight or d.retrain
         out.append((rec, d))
     return out
+
+
+def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+    return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=active), limit=1))
 
 
 def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObservation:
@@ -87,7 +104,7 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
                description=f"Applies the {chain.name} retrain policy ({chain.cfg.retrain.policy}) to each "
                            "validated batch; every decision is written on the batch and in the run tags.")
     def retrain_sensor(context: dg.SensorEvaluationContext):
-        decisions = pending_decisions(chain)
+        decisions = pending_decisions(chain, train_in_flight(context.instance, chain))
         requests = []
         for rec, d in decisions:
             context.log.info(f"{rec['partition']}: {'RETRAIN' if d.retrain else 'no retrain'} "

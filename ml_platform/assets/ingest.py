@@ -55,7 +55,7 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
         except BatchReadError as e:
             rows, columns, error = 0, [], str(e)
         catalog.update_record(chain.dir, partition, file=str(source), stored_path=str(stored), sha256=sha,
-                              size=stored.stat().st_size, arrival=arrival, rows=rows,
+                              size=stored.stat().st_size, arrival=arrival, rows=rows, ingested_at=time.time(),
                               status="raw", reason=error)
         return dg.MaterializeResult(metadata={
             "rows": rows, "columns": len(columns), "column_names": ", ".join(columns),

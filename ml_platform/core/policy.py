@@ -66,18 +66,24 @@ def _regime_start(recent: list[dict], record: dict) -> str:
 
 
 def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion: bool,
-           now: float | None = None) -> Decision:
-    """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions."""
+           retrain_in_flight: bool = False, now: float | None = None) -> Decision:
+    """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions.
+    ``retrain_in_flight``: a train run of this model is queued or running."""
     status = record.get("status")
     if status != "validated":
         return Decision(False, "none", f"batch {status}: {record.get('reason')}")
+    rc = cfg.retrain
+    if rc.policy == "on_arrival":
+        if not has_champion:
+            return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
+        return Decision(True, "arrival", "policy on_arrival: every validated batch retrains")
+    if retrain_in_flight:
+        return Decision(False, "none", "a retrain is already queued or running: this batch is judged "
+                                       "against its result (at most one retrain in flight)")
     if not record.get("labelled", True) and not has_champion:
         return Decision(False, "none", "unlabelled batch and no champion: nothing to train on")
     if not has_champion:
         return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
-    rc = cfg.retrain
-    if rc.policy == "on_arrival":
-        return Decision(True, "arrival", "policy on_arrival: every validated batch retrains")
 
     recent = _since_last_retrain(history)
     last_retrain = next((h["decision"]["at"] for h in reversed(history)

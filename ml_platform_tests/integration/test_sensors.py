@@ -52,9 +52,10 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
     mdir = settings.model_dir("churn")
     catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a",
                           drift={"verdict": "no champion"}, performance={"skipped": "no champion"})
-    catalog.update_record(mdir, "a-2", arrival=1.5, status="validated", sha256="a2")  # monitoring still running
+    catalog.update_record(mdir, "a-2", arrival=1.5, status="validated", sha256="a2")  # ingest died long ago
     catalog.update_record(mdir, "b-2", arrival=2, status="failed", reason="file is empty", sha256="b")
-    catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c")  # still ingesting
+    catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c", ingested_at=time.time())  # still ingesting
+    catalog.update_record(mdir, "d-4", arrival=4, status="failed", reason="empty", sha256="d")  # waits for c-3
     with dg.instance_for_test() as instance:
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in result.run_requests] == ["train-a-1"]
@@ -65,6 +66,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert catalog.read_record(mdir, "b-2")["decision"]["retrain"] is False
         assert "decision" not in catalog.read_record(mdir, "c-3")
         assert "decision" not in catalog.read_record(mdir, "a-2")
+        assert "decision" not in catalog.read_record(mdir, "d-4")  # decisions keep arrival order
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert isinstance(again, dg.SkipReason)
 
