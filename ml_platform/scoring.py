@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,6 +42,9 @@ from ml_platform.serving.store import ModelStore
 from ml_platform.settings import FeatureSpec, ModelConfig, Settings
 
 _EXACT_INT = 2.0 ** 53  # floats below this convert to int64 exactly
+# Chunks scored concurrently (capped by the cores this process may use): scikit-learn's
+# predict_proba uses every core too.
+MAX_PARALLEL_CHUNKS = 4
 
 
 # ---------------------------------------------------------------- typing
@@ -144,28 +148,41 @@ def _graph_config(cfg: ModelConfig, meta: dict) -> ModelConfig:
                                   "id_column": meta.get("id_column", cfg.id_column)})
 
 
-def _prefetched(chunks, prepare):
-    """Yield ``(chunk, prepare(chunk))`` with the next chunk read and typed in a helper
-    thread while the caller runs ONNX Runtime on this one (ORT releases the GIL): reading
-    and typing overlap with inference, at most two chunks are in memory, and the graph
-    runs single-threaded, so the numbers are bit-identical to ``onnx_predict``."""
-    it = iter(chunks)
+def _parallel_chunks() -> int:
+    """Chunks scored at the same time (one single-threaded ONNX Runtime call each)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_PARALLEL_CHUNKS))
 
-    def step():
+
+def _output_table(chunk: pd.DataFrame, res: list, id_col: str | None, classification: bool,
+                  prob_names: list[str], version: int) -> pa.Table:
+    cols: dict[str, pa.Array] = {}
+    if id_col:
         try:
-            chunk = next(it)
-        except StopIteration:
-            return None
-        return chunk, prepare(chunk)
+            cols[id_col] = pa.array(chunk[id_col], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column
+            cols[id_col] = pa.array(chunk[id_col].astype(str))
+    if classification:
+        cols["label"] = pa.array(res[0].reshape(-1))
+        for i, name in enumerate(prob_names):
+            cols[name] = pa.array(np.ascontiguousarray(res[1][:, i], dtype=np.float32))
+    else:
+        cols["prediction"] = pa.array(np.asarray(res[0], dtype=np.float32).reshape(-1))
+    cols["model_version"] = pa.array(np.full(len(chunk), version, dtype=np.int64))
+    return pa.table(cols)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="score-read") as pool:
-        fut = pool.submit(step)
-        while True:
-            item = fut.result()
-            if item is None:
-                return
-            fut = pool.submit(step)
-            yield item
+
+def _empty_schema(id_col: str | None, classification: bool, classes: list, prob_names: list[str]) -> pa.Schema:
+    fields = [pa.field(id_col, pa.string())] if id_col else []
+    if classification:
+        label_type = pa.int64() if all(isinstance(c, int) for c in classes) else pa.string()
+        fields += [pa.field("label", label_type)] + [pa.field(p, pa.float32()) for p in prob_names]
+    else:
+        fields += [pa.field("prediction", pa.float32())]
+    return pa.schema(fields + [pa.field("model_version", pa.int64())])
 
 
 # ---------------------------------------------------------------- scoring
@@ -222,65 +239,55 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    # One intra-op thread: more threads reorder the tree sums (results then differ from the
-    # gate's onnx_predict in the 7th digit) and lose on a shared 2-core host; the second
-    # core reads and types the next chunk instead (_prefetched).
     sess = session(onnx_bytes, threads=1)
     classification = gcfg.task == "classification"
     classes = meta.get("classes") or []
     prob_names = [f"p_{c}" for c in classes]
     out_names = [o.name for o in sess.get_outputs()]
-    version_col = np.int64(version)
+    parallel = _parallel_chunks()
 
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
     os.close(fd)
     writer: pq.ParquetWriter | None = None
-    schema: pa.Schema | None = None
     rows = 0
+    pending: deque = deque()  # (chunk, future of sess.run), in file order
+
+    def write_oldest() -> None:
+        nonlocal writer, rows
+        chunk, fut = pending.popleft()
+        table = _output_table(chunk, fut.result(), id_col, classification, prob_names, version)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema)
+        elif table.schema != writer.schema:
+            try:
+                table = table.cast(writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise BatchReadError(f"{path}: column {id_col!r} changes type after row {rows} "
+                                     f"({writer.schema.field(id_col).type} -> "
+                                     f"{table.schema.field(id_col).type}): {e}") from None
+        writer.write_table(table)
+        rows += len(chunk)
+
     try:
-        prepare = lambda c: feeds_of(c, gcfg.features) if len(c) else None  # noqa: E731
-        for chunk, feeds in _prefetched(_chunks(path, fmt, columns, chunk_rows), prepare):
-            n = len(chunk)
-            if n == 0:
-                continue
-            res = sess.run(out_names, feeds)
-            cols: dict[str, pa.Array] = {}
-            if id_col:
-                try:
-                    cols[id_col] = pa.array(chunk[id_col], from_pandas=True)
-                except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in one column
-                    cols[id_col] = pa.array(chunk[id_col].astype(str))
-            if classification:
-                label, proba = res[0].reshape(-1), res[1]
-                cols["label"] = pa.array(label)
-                for i, name in enumerate(prob_names):
-                    cols[name] = pa.array(np.ascontiguousarray(proba[:, i], dtype=np.float32))
-            else:
-                cols["prediction"] = pa.array(np.asarray(res[0], dtype=np.float32).reshape(-1))
-            cols["model_version"] = pa.array(np.full(n, version_col))
-            table = pa.table(cols)
-            if writer is None:
-                schema = table.schema
-                writer = pq.ParquetWriter(tmp, schema)
-            elif table.schema != schema:
-                try:
-                    table = table.cast(schema)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-                    raise BatchReadError(f"{path}: column {id_col!r} changes type at row {rows} "
-                                         f"({schema.field(id_col).type} -> "
-                                         f"{table.schema.field(id_col).type}): {e}") from None
-            writer.write_table(table)
-            rows += n
+        # This thread reads and types chunk k+1 (and writes chunk k-1) while ONNX Runtime
+        # scores up to ``parallel`` chunks in pool threads (it releases the GIL). Each call
+        # is single-threaded, so results are bit-identical to onnx_predict (more intra-op
+        # threads reorder the tree sums), and at most parallel + 1 chunks are in memory.
+        with ThreadPoolExecutor(parallel, thread_name_prefix="score") as pool:
+            try:
+                for chunk in _chunks(path, fmt, columns, chunk_rows):
+                    if len(chunk):
+                        pending.append((chunk, pool.submit(sess.run, out_names,
+                                                           feeds_of(chunk, gcfg.features))))
+                    while len(pending) > parallel:
+                        write_oldest()
+                while pending:
+                    write_oldest()
+            finally:
+                for _, fut in pending:
+                    fut.cancel()
         if writer is None:  # no rows: an empty file with the output columns
-            fields = ([pa.field(id_col, pa.string())] if id_col else [])
-            if classification:
-                label_type = pa.int64() if all(isinstance(c, int) for c in classes) else pa.string()
-                fields += [pa.field("label", label_type)] + [pa.field(p, pa.float32()) for p in prob_names]
-            else:
-                fields += [pa.field("prediction", pa.float32())]
-            fields += [pa.field("model_version", pa.int64())]
-            schema = pa.schema(fields)
-            writer = pq.ParquetWriter(tmp, schema)
+            writer = pq.ParquetWriter(tmp, _empty_schema(id_col, classification, classes, prob_names))
         writer.close()
         writer = None
         os.replace(tmp, out_path)
