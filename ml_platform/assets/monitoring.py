@@ -10,7 +10,6 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from ml_platform.assets.common import Chain, md_table
 from ml_platform.core import catalog, drift, export, training
@@ -178,39 +177,26 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         y = training.target_values(df, cfg)
         if cfg.task == "classification":
             classes = meta["classes"]
-            proba = preds[[f"p_{c}" for c in classes]].to_numpy()
-            fn = _classification_metric(metric_name, classes)
-            values = proba
+            values = preds[[f"p_{c}" for c in classes]].to_numpy()
         else:
-            fn = lambda yt, yp: training.regression_metrics(yt, yp)[metric_name]  # noqa: E731
-            values = preds[SCORE].to_numpy()
+            classes, values = None, preds[SCORE].to_numpy()
+        higher = HIGHER_IS_BETTER[metric_name]
         res = drift.bootstrap_metric_drop(
-            y, values, metric=fn, baseline=float(meta["metrics"][metric_name]),
-            higher_is_better=HIGHER_IS_BETTER[metric_name], alpha=cfg.retrain.performance_alpha,
-            n_boot=200, seed=0)
+            y, values, metric=training.metric_function(metric_name, cfg.task, classes),
+            baseline=float(meta["metrics"][metric_name]), higher_is_better=higher,
+            alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
+        # The holdout metric is an estimate too: a drop is significant only when the batch's
+        # interval clears the holdout's own interval (small holdouts otherwise cry wolf).
+        lo, hi = (meta.get("metrics_ci") or {}).get(metric_name, [res["baseline"], res["baseline"]])
+        res["significant"] = bool(res["ci_high"] < lo if higher else res["ci_low"] > hi)
+        res["baseline_ci"] = [lo, hi]
         summary = {"metric": metric_name, "champion_version": version,
                    **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}}
         catalog.update_record(chain.dir, partition, performance=summary)
         return dg.MaterializeResult(metadata={
             "metric": metric_name, "value": res["value"], "holdout_baseline": res["baseline"],
+            "holdout_ci_low": float(lo), "holdout_ci_high": float(hi),
             "ci_low": res["ci_low"], "ci_high": res["ci_high"], "drop": res["drop"],
             "significant_drop": res["significant"], "champion_version": version})
 
     return champion_performance
-
-
-def _classification_metric(name: str, classes: list):
-    """metric(y, proba) over the champion's class order; the common gate metrics are computed
-    directly because the bootstrap calls this a few hundred times."""
-    classes = np.asarray(classes)
-    if name == "roc_auc" and len(classes) == 2:
-        return lambda y, p: float(roc_auc_score(y == classes[1], p[:, 1]))
-    if name == "accuracy":
-        return lambda y, p: float(np.mean(classes[p.argmax(axis=1)] == y))
-
-    def fn(y, proba):
-        m = training.classification_metrics(y, proba, classes)
-        if name not in m:
-            raise ValueError(f"{name} undefined on this resample")
-        return m[name]
-    return fn

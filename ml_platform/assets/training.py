@@ -119,6 +119,14 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
         meta_doc = export.serving_metadata(pipe, cfg, name=chain.name, version=version,
                                            metrics=metrics, smoke_rows=smoke)
+        # The holdout metric's own bootstrap interval: monitoring compares batches against it.
+        gate_metric = cfg.gate_metric
+        if gate_metric in metrics:
+            ci = drift.bootstrap_metric_drop(
+                training.target_values(holdout, cfg), np.asarray(ref),
+                metric=training.metric_function(gate_metric, cfg.task, getattr(pipe, "classes_", None)),
+                baseline=metrics[gate_metric], alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
+            meta_doc["metrics_ci"] = {gate_metric: [ci["ci_low"], ci["ci_high"]]}
         (cdir / "serving.json").write_text(json.dumps(meta_doc, default=str))
         value = {"version": version, "run_id": run_id, "metrics": metrics, "dir": str(cdir),
                  "training_set": training_set["path"], "trigger": trigger}

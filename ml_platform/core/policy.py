@@ -96,6 +96,10 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     d = record.get("drift") or {}
     verdict = d.get("verdict")
     parts = []
+    rows = int(record.get("valid_rows") or 0)
+    if rows < cfg.drift.min_rows:  # too small to judge: never a retrain by itself
+        return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
+                                       f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
     if perf.get("significant"):
         why = (f"{perf['metric']} {perf['value']:.4f} (95% CI {perf['ci_low']:.4f}-{perf['ci_high']:.4f}) "
                f"below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}")

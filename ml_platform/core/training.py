@@ -153,6 +153,25 @@ def regression_metrics(y, pred) -> dict[str, float]:
             "r2": float(skm.r2_score(y, pred))}
 
 
+def metric_function(name: str, task: str, classes=None):
+    """metric(y, outputs) for one metric; the common ones computed directly because the
+    bootstrap calls it hundreds of times. Raises ValueError where it is undefined."""
+    if task == "regression":
+        return lambda y, pred: regression_metrics(y, pred)[name]
+    classes = np.asarray(classes)
+    if name == "roc_auc" and len(classes) == 2:
+        return lambda y, proba: float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+    if name == "accuracy":
+        return lambda y, proba: float(np.mean(classes[proba.argmax(axis=1)] == y))
+
+    def fn(y, proba):
+        m = classification_metrics(y, proba, classes)
+        if name not in m:
+            raise ValueError(f"{name} undefined on this sample")
+        return m[name]
+    return fn
+
+
 def evaluate(pipe: Pipeline, df: pd.DataFrame, cfg: ModelConfig) -> dict[str, float]:
     x, y = model_inputs(df, cfg), target_values(df, cfg)
     if cfg.task == "classification":

@@ -66,8 +66,8 @@ def test_drift_is_debounced_then_retrains_on_the_new_regime(settings):
 
 def test_drift_needs_enough_new_rows(settings):
     cfg = settings.models["churn"]
-    h = [_rec("d1", "drifted", rows=100)]
-    d = decide(_rec("d2", "drifted", rows=100), h, cfg, has_champion=True)
+    h = [_rec("d1", "drifted", rows=240)]
+    d = decide(_rec("d2", "drifted", rows=240), h, cfg, has_champion=True)
     assert not d.retrain and "waiting for 500 new rows" in d.reason
 
 
@@ -81,7 +81,9 @@ def test_small_batches_and_broken_references_never_retrain(settings):
     small = _rec("s", "not enough data", rows=50)
     small["performance"] = {"skipped": "batch carries no labels"}
     d = decide(small, [], cfg, has_champion=True)
-    assert not d.retrain and "not enough data" in d.reason
+    assert not d.retrain and "too small to judge" in d.reason
+    tiny_drop = _rec("t", "not enough data", rows=120, significant=True)
+    assert not decide(tiny_drop, [], cfg, has_champion=True).retrain
     broken = _rec("b", "no reference")
     broken["drift"]["reason"] = "drift reference of champion v1 is missing; retraining falls back to the schedule"
     d = decide(broken, [_rec("x", "drifted")], cfg, has_champion=True)
