@@ -14,7 +14,7 @@ import numpy as np
 from ml_platform.assets.common import Chain
 from ml_platform.assets.training import load_training_set
 from ml_platform.core import export, gate, training
-from ml_platform.core.frames import model_inputs, onnx_feeds
+from ml_platform.core.frames import feeds_of
 from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.serving.store import ModelStore
 
@@ -92,7 +92,7 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
     def latency_budget(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
         _, holdout = load_training_set({"path": candidate_model["training_set"]})
         sess = _candidate_session(candidate_model)
-        feeds = onnx_feeds(model_inputs(holdout.head(1), cfg), cfg)
+        feeds = feeds_of(holdout.head(1), cfg.features)
         for _ in range(20):
             sess.run(None, feeds)  # warm-up
         times = []

@@ -36,56 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml_platform.core.export import session
-from ml_platform.core.frames import MISSING, category_strings
+from ml_platform.core.frames import feeds_of
 from ml_platform.core.landing import SUPPORTED, BatchReadError
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import FeatureSpec, ModelConfig, Settings
 
-_EXACT_INT = 2.0 ** 53  # floats below this convert to int64 exactly
 # Chunks scored concurrently (capped by the cores this process may use): scikit-learn's
 # predict_proba uses every core too.
 MAX_PARALLEL_CHUNKS = 4
-
-
-# ---------------------------------------------------------------- typing
-def _category_array(s: pd.Series) -> np.ndarray:
-    """``frames.category_strings(s)`` as an object array, vectorised for the usual dtypes."""
-    if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns
-        cats = _category_array(pd.Series(s.cat.categories))
-        codes = s.cat.codes.to_numpy()
-        return np.where(codes >= 0, cats[codes] if len(cats) else MISSING, MISSING).astype(object)
-    kind = s.dtype.kind
-    if kind in "iu" and not s.hasnans:
-        return s.to_numpy().astype(str).astype(object)
-    if kind in "iuf":
-        v = s.to_numpy(np.float64, na_value=np.nan)
-        out = np.full(len(v), MISSING, dtype=object)
-        small = np.abs(v) < _EXACT_INT  # False for NaN and inf
-        integral = small & (v == np.floor(np.where(small, v, 0)))
-        out[integral] = v[integral].astype(np.int64).astype(str)
-        rest = ~integral & ~np.isnan(v)
-        if rest.any():  # fractions, huge values, inf: the rare path, exactly as frames does it
-            out[rest] = category_strings(pd.Series(v[rest])).to_numpy()
-        return out
-    if kind == "O" or isinstance(s.dtype, pd.StringDtype):
-        if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
-            return s.astype(object).where(s.notna(), MISSING).to_numpy(object)
-    return category_strings(s).to_numpy(object)
-
-
-def _numeric_array(s: pd.Series) -> np.ndarray:
-    if s.dtype.kind in "iuf":
-        return s.to_numpy(np.float32, na_value=np.nan) if s.hasnans else s.to_numpy().astype(np.float32)
-    return pd.to_numeric(s, errors="coerce").to_numpy(np.float32, na_value=np.nan)
-
-
-def feeds_of(df: pd.DataFrame, features: dict[str, FeatureSpec]) -> dict[str, np.ndarray]:
-    """ONNX Runtime feeds ([N, 1] per feature) straight from a raw DataFrame chunk."""
-    feeds = {}
-    for col, spec in features.items():
-        arr = _numeric_array(df[col]) if spec.type == "numeric" else _category_array(df[col])
-        feeds[col] = arr.reshape(-1, 1)
-    return feeds
 
 
 # ---------------------------------------------------------------- reading

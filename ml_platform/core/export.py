@@ -12,7 +12,7 @@ from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
-from ml_platform.core.frames import MISSING, model_inputs, onnx_feeds
+from ml_platform.core.frames import MISSING, feeds_of, model_inputs
 from ml_platform.core.training import Float32Imputer
 from ml_platform.settings import ModelConfig
 
@@ -45,8 +45,7 @@ def onnx_predict(sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig,
     computed in chunks so memory stays bounded on large batches."""
     outs = []
     for start in range(0, len(df), chunk_rows):
-        x = model_inputs(df.iloc[start:start + chunk_rows], cfg)
-        res = sess.run(None, onnx_feeds(x, cfg))
+        res = sess.run(None, feeds_of(df.iloc[start:start + chunk_rows], cfg.features))
         outs.append(res[1] if cfg.task == "classification" else res[0].reshape(-1))
     if not outs:
         return np.empty((0, 0) if cfg.task == "classification" else (0,))

@@ -16,9 +16,10 @@ MISSING = "__missing__"
 
 
 def category_strings(values: pd.Series) -> pd.Series:
-    """Categorical values as strings: 3, 3.0 and "3" are one category; NaN -> MISSING."""
+    """Categorical values as strings: 3, 3.0 and "3" are one category; NaN / None / NA -> MISSING.
+    The per-value reference; ``category_array`` is the vectorised path for the usual dtypes."""
     def one(v):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
+        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
             return MISSING
         if isinstance(v, (float, np.floating)) and float(v).is_integer():
             return str(int(v))
@@ -27,23 +28,51 @@ def category_strings(values: pd.Series) -> pd.Series:
     return values.astype(object).map(one)
 
 
+_EXACT_INT = 2.0 ** 53  # floats below this convert to int64 exactly
+
+
+def category_array(s: pd.Series) -> np.ndarray:
+    """``frames.category_strings(s)`` as an object array, vectorised for the usual dtypes."""
+    if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns
+        cats = category_array(pd.Series(s.cat.categories))
+        codes = s.cat.codes.to_numpy()
+        return np.where(codes >= 0, cats[codes] if len(cats) else MISSING, MISSING).astype(object)
+    kind = s.dtype.kind
+    if kind in "iu" and not s.hasnans:
+        return s.to_numpy().astype(str).astype(object)
+    if kind in "iuf":
+        v = s.to_numpy(np.float64, na_value=np.nan)
+        out = np.full(len(v), MISSING, dtype=object)
+        small = np.abs(v) < _EXACT_INT  # False for NaN and inf
+        integral = small & (v == np.floor(np.where(small, v, 0)))
+        out[integral] = v[integral].astype(np.int64).astype(str)
+        rest = ~integral & ~np.isnan(v)
+        if rest.any():  # fractions, huge values, inf: the rare path, exactly as frames does it
+            out[rest] = category_strings(pd.Series(v[rest])).to_numpy()
+        return out
+    if kind == "O" or isinstance(s.dtype, pd.StringDtype):
+        if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
+            return s.astype(object).where(s.notna(), MISSING).to_numpy(object)
+    return category_strings(s).to_numpy(object)
+
+
+def numeric_array(s: pd.Series) -> np.ndarray:
+    if s.dtype.kind in "iuf":
+        return s.to_numpy(np.float32, na_value=np.nan) if s.hasnans else s.to_numpy().astype(np.float32)
+    return pd.to_numeric(s, errors="coerce").to_numpy(np.float32, na_value=np.nan)
+
+
+def feeds_of(df: pd.DataFrame, features: dict) -> dict[str, np.ndarray]:
+    """ONNX Runtime feeds ([N, 1] per feature) straight from a raw DataFrame chunk."""
+    feeds = {}
+    for col, spec in features.items():
+        arr = numeric_array(df[col]) if spec.type == "numeric" else category_array(df[col])
+        feeds[col] = arr.reshape(-1, 1)
+    return feeds
+
+
 def model_inputs(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     """The feature columns of ``df`` typed for the pipeline (and for the ONNX graph)."""
-    out = {}
-    for col, spec in cfg.features.items():
-        if spec.type == "numeric":
-            out[col] = pd.to_numeric(df[col], errors="coerce").astype(np.float32)
-        else:
-            out[col] = category_strings(df[col])
-    return pd.DataFrame(out, index=df.index)
+    return pd.DataFrame({c: a.reshape(-1) for c, a in feeds_of(df, cfg.features).items()}, index=df.index)
 
 
-def onnx_feeds(x: pd.DataFrame, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    """ONNX Runtime feeds: one [N, 1] tensor per feature, named as the feature."""
-    feeds = {}
-    for col, spec in cfg.features.items():
-        if spec.type == "numeric":
-            feeds[col] = x[col].to_numpy(np.float32).reshape(-1, 1)
-        else:
-            feeds[col] = x[col].to_numpy(object).astype(str).reshape(-1, 1)
-    return feeds

@@ -9,7 +9,8 @@ import yaml
 
 from ml_platform.core import export, frames, training
 from ml_platform.core.simulate import generate_batch
-from ml_platform.scoring import feeds_of, score_file
+from ml_platform.core.frames import feeds_of
+from ml_platform.scoring import score_file
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import ModelConfig, load_settings
 
@@ -63,8 +64,8 @@ def test_scores_equal_onnx_predict_in_chunks(churn, tmp_path, fmt):
 
 
 def test_typing_matches_frames_on_awkward_values():
-    """The vectorised typing equals core.frames (model_inputs + onnx_feeds) value by value,
-    except that pandas' pd.NA is missing here (frames turns it into the string '<NA>')."""
+    """The vectorised typing (feeds_of) equals the per-value reference rules
+    (pd.to_numeric -> float32, frames.category_strings) value by value."""
     from ml_platform.settings import FeatureSpec
 
     n = 12
@@ -81,7 +82,9 @@ def test_typing_matches_frames_on_awkward_values():
     })
     features = {c: FeatureSpec(type="numeric" if c.startswith("n_") else "categorical") for c in df}
     cfg = ModelConfig(landing_dir="x", target="y", task="classification", features=features)
-    want = frames.onnx_feeds(frames.model_inputs(df, cfg), cfg)
+    want = {c: (pd.to_numeric(df[c], errors="coerce").to_numpy(np.float32, na_value=np.nan)
+                if features[c].type == "numeric" else frames.category_strings(df[c]).to_numpy(object)).reshape(-1, 1)
+            for c in df}
     got = feeds_of(df, cfg.features)
     for col in df:
         if features[col].type == "numeric":
@@ -89,11 +92,8 @@ def test_typing_matches_frames_on_awkward_values():
             np.testing.assert_array_equal(got[col], want[col], err_msg=col)
         else:
             assert got[col].shape == (n, 1) and got[col].dtype == object
-            expected = want[col].tolist()
-            if col == "f_nullable":
-                assert expected[1] == ["<NA>"]
-                expected[1] = [frames.MISSING]
-            assert got[col].tolist() == expected, col
+            assert got[col].tolist() == want[col].tolist(), col
+    assert got["f_nullable"][1, 0] == frames.MISSING
 
 
 def test_missing_feature_column_names_file_and_column(churn, tmp_path):
