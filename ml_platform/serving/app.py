@@ -39,7 +39,6 @@ import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -70,14 +69,33 @@ def _error(e: RequestError, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(e.body()), status_code=e.status, media_type=JSON, headers=headers)
 
 
+def _replay(first: dict, receive=None):
+    """A ``receive`` that gives ``first`` again, then defers to ``receive``."""
+    pending = [first]
+
+    async def again():
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return again
+
+
 class _Disconnected(Exception):
     """The client went away before sending the whole body."""
 
 
+_CT_JSON = (b"content-type", b"application/json")
+
+
 class _FastPath:
-    """Pure ASGI middleware answering the scoring routes without Starlette's router,
-    Request and Response objects (a third of the per-request cost); everything else
-    goes on to the Starlette app."""
+    """Answers the scoring routes without Starlette's router, middleware, Request and
+    Response objects; everything else goes on to ``app`` (the Starlette stack).
+
+    :class:`_App` calls it first thing, so a scoring request costs one ``__call__`` and
+    ``ServingState.score`` on top of uvicorn."""
+
+    __slots__ = ("app", "state")
 
     def __init__(self, app, state: "ServingState"):
         self.app = app
@@ -107,14 +125,44 @@ class _FastPath:
                     status, body, version = await self.state.score(name, protocol, ct, cl, receive)
                 except _Disconnected:
                     return
-                headers = [(b"content-type", b"application/json"),
-                           (b"content-length", str(len(body)).encode())]
+                except Exception:  # what ServerErrorMiddleware would do: log, answer 500
+                    log.exception("unhandled error on POST %s", scope["path"])
+                    status, version = 500, None
+                    body = orjson.dumps(RequestError("internal", "internal error (logged by the "
+                                                     "server)", None, 500).body())
+                headers = [_CT_JSON, (b"content-length", b"%d" % len(body))]
                 if version is not None:
                     headers.append((b"x-model-version", version))
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+
+class _App(Starlette):
+    """Starlette with the scoring fast path in front of its whole stack."""
+
+    fast: _FastPath | None = None
+
+    async def __call__(self, scope, receive, send):
+        fast = self.fast
+        if fast is not None:
+            await fast(scope, receive, send)
+        else:
+            await Starlette.__call__(self, scope, receive, send)
+
+
+class _StarletteStack:
+    """The rest of the app behind the fast path: ``Starlette.__call__`` (sets
+    ``scope["app"]``, builds the middleware stack once)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Starlette):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        await Starlette.__call__(self.app, scope, receive, send)
 
 
 class Slot:
@@ -380,13 +428,32 @@ class ServingState:
                     receive) -> tuple[int, bytes, bytes | None]:
         """The hot path. -> (status, JSON body, X-Model-Version or None)."""
         t0 = _perf()
-        model = self._resolve(name)
-        if type(model) is not LoadedModel:
-            return model.status, orjson.dumps(model.body()), None
-        name = model.name
-        metrics = self.metrics
+        slot = self.slots.get(name if name is not None else self.only)
+        model = slot.model if slot is not None else None
+        if model is None:
+            err = self._resolve(name)
+            return err.status, orjson.dumps(err.body()), None
+        hot = model.hot.get(protocol)
+        if hot is None:
+            hot = model.hot[protocol] = self.metrics.hot(model.name, model.version_str, protocol)
         try:
-            body = await self._read_json(ct, cl, receive)
+            body = None
+            if ct == b"application/json":  # the common case: one body chunk, no limit issue
+                msg = await receive()
+                data = msg.get("body", b"")
+                if (not msg.get("more_body", False) and msg["type"] == "http.request"
+                        and 0 < len(data) <= self.max_body_bytes
+                        and (cl is None or cl.isdigit() and int(cl) <= self.max_body_bytes)):
+                    try:
+                        body = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        body = None
+                    if body is None:  # invalid JSON, whitespace or a literal null: the slow way
+                        body = await self._read_json(ct, cl, _replay(msg))
+                else:
+                    body = await self._read_json(ct, cl, _replay(msg, receive))
+            else:
+                body = await self._read_json(ct, cl, receive)
             if protocol == "mlflow":
                 parsed = model.schema.parse_mlflow(body)
                 wanted = rid = None
@@ -398,34 +465,49 @@ class ServingState:
             else:
                 outs = model.run(parsed.feeds)
         except RequestError as e:
-            metrics.error(name, model.version_str, e.kind)
+            self.metrics.error(model.name, model.version_str, e.kind)
             return e.status, orjson.dumps(e.body()), model.version_bytes
         except Exception as e:  # noqa: BLE001 - a model failure, not the client's
-            log.exception("inference failed for %s v%s", name, model.version)
-            metrics.error(name, model.version_str, "inference_failed")
+            log.exception("inference failed for %s v%s", model.name, model.version)
+            self.metrics.error(model.name, model.version_str, "inference_failed")
             err = RequestError("inference_failed", f"the model failed on this input: {str(e)[:200]}",
                                None, 500)
             return 500, orjson.dumps(err.body()), model.version_bytes
-        if protocol == "mlflow":
-            payload = {"predictions": model.mlflow_predictions(outs)}
-        else:
-            payload = {"model_name": name, "model_version": model.version_str,
-                       "outputs": model.v2_outputs(outs, parsed.n, wanted)}
-            if rid is not None:
-                payload["id"] = rid
+        n = parsed.n
         if model.classification:
-            labels = outs[0]
-            if len(labels) == 1:
-                metrics.predicted_class(name, model.version_str, model.label_key(labels[0]))
+            if n == 1:  # one row: build the answer and the class count from Python scalars
+                label = outs[0].tolist()[0]
+                if protocol == "mlflow":
+                    out = orjson.dumps({"predictions": [
+                        {"label": label, "probabilities": dict(zip(model.class_keys, outs[1].tolist()[0]))}]})
+                else:
+                    out = orjson.dumps(self._v2_payload(model, outs, n, wanted, rid))
+                key = model.label_key(label)
+                classes = hot.classes
+                classes[key] = classes.get(key, 0) + 1
             else:
-                metrics.predicted_classes(name, model.version_str, labels)
+                out = orjson.dumps({"predictions": model.mlflow_predictions(outs)} if protocol == "mlflow"
+                                   else self._v2_payload(model, outs, n, wanted, rid))
+                self.metrics.predicted_classes(model.name, model.version_str, outs[0])
         else:
-            metrics.predicted_values(name, model.version_str, outs[0].reshape(-1), model.value_buckets)
+            out = orjson.dumps({"predictions": model.mlflow_predictions(outs)} if protocol == "mlflow"
+                               else self._v2_payload(model, outs, n, wanted, rid))
+            self.metrics.predicted_values(model.name, model.version_str, outs[0].reshape(-1),
+                                          model.value_buckets)
         if self.sampler is not None:
             self.sampler.add(model, parsed, outs)
-        out = orjson.dumps(payload)
-        metrics.ok(name, model.version_str, protocol, parsed.n, _perf() - t0)
+        hot.requests += 1
+        hot.rows += n
+        hot.latency.observe(_perf() - t0)
         return 200, out, model.version_bytes
+
+    @staticmethod
+    def _v2_payload(model: LoadedModel, outs: list, n: int, wanted, rid) -> dict:
+        payload = {"model_name": model.name, "model_version": model.version_str,
+                   "outputs": model.v2_outputs(outs, n, wanted)}
+        if rid is not None:
+            payload["id"] = rid
+        return payload
 
     async def _score_route(self, request: Request, name: str | None, protocol: str) -> Response:
         # Normally unreached: _FastPath answers these routes before Starlette's router.
@@ -571,9 +653,9 @@ def create_app(serving_dir: Path, models: list[str], *, admin_token: str | None 
         Route("/admin/reload", state.admin_reload, methods=["POST"]),
         Route("/openapi.json", state.openapi, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=state.lifespan,
-                    middleware=[Middleware(_FastPath, state=state)],
-                    exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app = _App(routes=routes, lifespan=state.lifespan,
+               exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.fast = _FastPath(_StarletteStack(app), state)
     app.state.serving = state
     return app
 

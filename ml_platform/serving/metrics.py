@@ -80,8 +80,26 @@ class _Histogram:
         return out
 
 
+class Hot:
+    """The counters of one (model, version, protocol), fetched once per model version and
+    bumped in place on the hot path: no label tuples, no dict look-ups per request.
+    ``classes`` (label -> count) is shared by the protocols of one (model, version) and
+    ``latency`` by the versions of one (model, protocol); ``render`` merges them in."""
+
+    __slots__ = ("key", "requests", "rows", "latency", "classes")
+
+    def __init__(self, key: tuple, latency: _Histogram, classes: dict):
+        self.key = key
+        self.requests = 0
+        self.rows = 0
+        self.latency = latency
+        self.classes = classes
+
+
 class Metrics:
     def __init__(self):
+        self._hot: dict[tuple, Hot] = {}
+        self._hot_classes: dict[tuple, dict] = {}
         self.requests: dict[tuple, int] = {}
         self.rows: dict[tuple, int] = {}
         self.errors: dict[tuple, int] = {}
@@ -94,6 +112,29 @@ class Metrics:
         self.gauges = None  # callable -> {model: (version|None, loaded)}
 
     # ---- hot path ----
+    def hot(self, model: str, version: str, protocol: str) -> Hot:
+        """The in-place counters of (model, version, protocol); the caller caches them."""
+        k = (model, version, protocol)
+        h = self._hot.get(k)
+        if h is None:
+            lat = self.latency.get((model, protocol))
+            if lat is None:
+                lat = self.latency[(model, protocol)] = _Histogram(LATENCY_BUCKETS)
+            h = self._hot[k] = Hot(k, lat, self._hot_classes.setdefault((model, version), {}))
+        return h
+
+    def _merged(self) -> tuple[dict, dict, dict]:
+        """requests, rows and classes: the dict counters plus the ``Hot`` ones."""
+        req, rows, cls = dict(self.requests), dict(self.rows), dict(self.classes)
+        for (m, v, p), h in list(self._hot.items()):
+            if h.requests:
+                req[(m, v, p)] = req.get((m, v, p), 0) + h.requests
+                rows[(m, v)] = rows.get((m, v), 0) + h.rows
+        for (m, v), d in list(self._hot_classes.items()):
+            for label, c in list(d.items()):
+                cls[(m, v, label)] = cls.get((m, v, label), 0) + c
+        return req, rows, cls
+
     def ok(self, model: str, version: str, protocol: str, n: int, seconds: float) -> None:
         k = (model, version, protocol)
         self.requests[k] = self.requests.get(k, 0) + 1
@@ -154,8 +195,9 @@ class Metrics:
             for k, v in sorted(data.items()):
                 out.append(f"{p}{name}{{{_labels(names, k)}}} {v}")
 
-        counter("requests_total", "Scored requests.", ("model", "version", "protocol"), self.requests)
-        counter("rows_total", "Scored rows.", ("model", "version"), self.rows)
+        requests, rows, classes = self._merged()
+        counter("requests_total", "Scored requests.", ("model", "version", "protocol"), requests)
+        counter("rows_total", "Scored rows.", ("model", "version"), rows)
         counter("request_errors_total", "Requests answered with an error, by kind.",
                 ("model", "version", "kind"), self.errors)
         out.append(f"# HELP {p}request_latency_seconds Time spent handling a scoring request in the app.")
@@ -163,7 +205,7 @@ class Metrics:
         for k, h in sorted(self.latency.items()):
             out.extend(h.lines(p + "request_latency_seconds", _labels(("model", "protocol"), k)))
         counter("predictions_total", "Predicted classes (classification).",
-                ("model", "version", "class"), self.classes)
+                ("model", "version", "class"), classes)
         out.append(f"# HELP {p}prediction_value Predicted values (regression).")
         out.append(f"# TYPE {p}prediction_value histogram")
         for k, h in sorted(self.values.items()):

@@ -103,6 +103,7 @@ class LoadedModel:
         self._run = inner.run if inner is not None and hasattr(inner, "run") else self.session.run
         self.value_buckets = meta.get("prediction_buckets")
         self.last_latency_ms: dict = {}
+        self.hot: dict = {}  # protocol -> metrics.Hot, filled by the app on first use
 
     def label_key(self, label) -> str:
         key = self._label_keys.get(label)

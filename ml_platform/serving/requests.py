@@ -19,8 +19,6 @@ and, in the message, the row.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 
 _NUM_TYPES = frozenset((int, float))
@@ -28,6 +26,7 @@ _NUM_OR_NULL = frozenset((int, float, type(None)))
 _STR = frozenset((str,))
 _SENTINEL = object()
 _F32_OVERFLOW = 3.4028235677973366e38  # values this large round to inf in float32
+SMALL = 32  # up to this many rows, columns are checked in Python and converted in one go
 
 V2_NUMERIC_TYPES = frozenset(("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                               "UINT8", "UINT16", "UINT32", "UINT64"))
@@ -70,19 +69,28 @@ def _jtype(v) -> str:
     return type(v).__name__
 
 
-@dataclass
 class Parsed:
     """A validated request: ``n`` rows, the ONNX feeds, the raw id column if sent, and
-    (for the live sample) the converted feature columns as 1-D arrays."""
+    (for the live sample) the converted feature columns as 1-D arrays (``columns``, built
+    from the feeds on first use, i.e. off the request path)."""
 
-    n: int
-    feeds: dict
-    columns: dict
-    ids: list | None
+    __slots__ = ("n", "feeds", "ids", "_columns")
+
+    def __init__(self, n: int, feeds: dict, columns: dict | None = None, ids: list | None = None):
+        self.n = n
+        self.feeds = feeds
+        self.ids = ids
+        self._columns = columns
+
+    @property
+    def columns(self) -> dict:
+        if self._columns is None:
+            self._columns = {k: v.reshape(-1) for k, v in self.feeds.items()}
+        return self._columns
 
 
 class _Feature:
-    __slots__ = ("name", "numeric", "nullable", "lo", "hi", "allowed", "missing", "rank2")
+    __slots__ = ("name", "numeric", "nullable", "lo", "hi", "allowed", "missing", "rank2", "lo_ok", "hi_ok")
 
     def __init__(self, name: str, spec: dict, missing: str, rank2: bool = True):
         self.name = name
@@ -94,31 +102,67 @@ class _Feature:
         self.allowed = frozenset(_category(v) for v in vals) if vals else None
         self.missing = missing
         self.rank2 = rank2
+        # a number within [lo_ok, hi_ok] passes the bounds and float32 checks (NaN never does)
+        f32 = np.nextafter(np.float64(_F32_OVERFLOW), 0.0).item()
+        self.lo_ok = -f32 if self.lo is None else max(-f32, self.lo)
+        self.hi_ok = f32 if self.hi is None else min(f32, self.hi)
 
     # ---- conversion of one column (a list/tuple of JSON values) ----
     def convert(self, values, where: str = "row") -> np.ndarray:
         return self._numeric(values, where) if self.numeric else self._categorical(values, where)
 
     def _numeric(self, values, where: str) -> np.ndarray:
-        lo, hi = self.lo, self.hi
-        if len(values) <= 32:  # small requests: one plain Python pass beats numpy's overheads
-            for i, v in enumerate(values):
-                t = type(v)
-                if t is float or t is int:
-                    if (lo is not None and v < lo) or (hi is not None and v > hi):
-                        raise RequestError("out_of_schema", f"{where} {i}: column {self.name!r} value "
-                                           f"{_show(v)} is outside [{lo}, {hi}]", self.name)
-                    if v >= _F32_OVERFLOW or v <= -_F32_OVERFLOW:
-                        raise RequestError("out_of_schema", f"{where} {i}: column {self.name!r} value "
-                                           f"{_show(v)} does not fit a float32", self.name)
-                elif v is None:
-                    if not self.nullable:
-                        raise RequestError("null_not_allowed", f"{where} {i}: column {self.name!r} is "
-                                           "not nullable, got null", self.name)
-                else:
-                    raise RequestError("wrong_type", f"{where} {i}: column {self.name!r} expects a "
-                                       f"number, got {_jtype(v)} {_show(v)}", self.name)
+        if len(values) <= SMALL:  # small requests: one plain Python pass beats numpy's overheads
+            self.check_small(values, where)
             return np.array(values, dtype=np.float32)  # None -> NaN
+        return self._numeric_large(values, where)
+
+    def one(self, v, where: str = "row"):
+        """Validate one value (row 0 of a single-row request) -> what goes in the feed:
+        the number (None for null) or the category string. Same errors as ``convert``."""
+        t = type(v)
+        if self.numeric:
+            if t is float or t is int:
+                lo, hi = self.lo, self.hi
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    raise RequestError("out_of_schema", f"{where} 0: column {self.name!r} value "
+                                       f"{_show(v)} is outside [{lo}, {hi}]", self.name)
+                if v >= _F32_OVERFLOW or v <= -_F32_OVERFLOW:
+                    raise RequestError("out_of_schema", f"{where} 0: column {self.name!r} value "
+                                       f"{_show(v)} does not fit a float32", self.name)
+                return v
+            if v is None:
+                if not self.nullable:
+                    raise RequestError("null_not_allowed", f"{where} 0: column {self.name!r} is "
+                                       "not nullable, got null", self.name)
+                return None
+            raise RequestError("wrong_type", f"{where} 0: column {self.name!r} expects a "
+                               f"number, got {_jtype(v)} {_show(v)}", self.name)
+        if t is str and (self.allowed is None or v in self.allowed):
+            return v
+        return self.strings((v,), where)[0]
+
+    def check_small(self, values, where: str) -> None:
+        """The per-value checks of a numeric column of <= SMALL values (no conversion)."""
+        lo, hi = self.lo, self.hi
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is float or t is int:
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    raise RequestError("out_of_schema", f"{where} {i}: column {self.name!r} value "
+                                       f"{_show(v)} is outside [{lo}, {hi}]", self.name)
+                if v >= _F32_OVERFLOW or v <= -_F32_OVERFLOW:
+                    raise RequestError("out_of_schema", f"{where} {i}: column {self.name!r} value "
+                                       f"{_show(v)} does not fit a float32", self.name)
+            elif v is None:
+                if not self.nullable:
+                    raise RequestError("null_not_allowed", f"{where} {i}: column {self.name!r} is "
+                                       "not nullable, got null", self.name)
+            else:
+                raise RequestError("wrong_type", f"{where} {i}: column {self.name!r} expects a "
+                                   f"number, got {_jtype(v)} {_show(v)}", self.name)
+
+    def _numeric_large(self, values, where: str) -> np.ndarray:
         types = set(map(type, values))
         if not types <= _NUM_TYPES:
             if not types <= _NUM_OR_NULL:
@@ -155,6 +199,10 @@ class _Feature:
         return out
 
     def _categorical(self, values, where: str) -> np.ndarray:
+        return np.array(self.strings(values, where), dtype=object)
+
+    def strings(self, values, where: str):
+        """Validate a categorical column -> the category strings (a list or ``values``)."""
         if (len(values) == 1 and type(values[0]) is str) or set(map(type, values)) <= _STR:
             strs = values
         else:
@@ -182,7 +230,7 @@ class _Feature:
                     raise RequestError(
                         "out_of_schema", f"{where} {i}: column {self.name!r} value {_show(values[i])} "
                         f"is not one of {sorted(self.allowed)}", self.name)
-        return np.array(strs, dtype=object)
+        return strs
 
 
 def _category(v) -> str:
@@ -210,15 +258,75 @@ class Schema:
         self.allowed = self.name_set | ({self.id_column} if self.id_column else frozenset())
         self.by_name = {f.name: f for f in self.features}
         self._split_plans: dict[tuple, tuple] = {}
+        self._nf = len(self.features)
+        plan, counts = [], [0, 0]
+        for f in self.features:  # ONNX input -> (numeric?, index among its kind, rank 2?)
+            plan.append((f.name, f.numeric, counts[f.numeric], f.rank2))
+            counts[f.numeric] += 1
+        self._plan = tuple(plan)
 
     # ---- helpers ----
     def _feeds(self, cols: dict, n: int, ids, where: str = "row") -> Parsed:
-        feeds, conv = {}, {}
+        if n > SMALL:
+            feeds, conv = {}, {}
+            for f in self.features:
+                arr = f.convert(cols[f.name], where)
+                conv[f.name] = arr
+                feeds[f.name] = arr.reshape(-1, 1) if f.rank2 else arr
+            return Parsed(n, feeds, conv, list(ids) if ids is not None else None)
+        nums, cats = [], []
         for f in self.features:
-            arr = f.convert(cols[f.name], where)
-            conv[f.name] = arr
-            feeds[f.name] = arr.reshape(-1, 1) if f.rank2 else arr
-        return Parsed(n, feeds, conv, list(ids) if ids is not None else None)
+            values = cols[f.name]
+            if f.numeric:
+                f.check_small(values, where)
+                nums.append(values)
+            else:
+                cats.append(f.strings(values, where))
+        return self._assemble(nums, cats, n, list(ids) if ids is not None else None)
+
+    def _assemble(self, nums: list, cats: list, n: int, ids) -> Parsed:
+        """Validated values -> feeds: one numpy array per kind (numeric / categorical, all
+        columns at once) and one view of it per ONNX input, instead of an array (and a
+        reshape) per input. ``nums``/``cats`` hold a scalar (n = 1) or a sequence per column."""
+        feeds = {}
+        if nums:
+            a = np.array(nums, dtype=np.float32)  # None -> NaN
+            num2, num3 = a.reshape(len(nums), n), a.reshape(len(nums), n, 1)
+        if cats:
+            c = np.array(cats, dtype=object)
+            cat2, cat3 = c.reshape(len(cats), n), c.reshape(len(cats), n, 1)
+        for name, numeric, j, rank2 in self._plan:
+            if numeric:
+                feeds[name] = num3[j] if rank2 else num2[j]
+            else:
+                feeds[name] = cat3[j] if rank2 else cat2[j]
+        return Parsed(n, feeds, None, ids)
+
+    def parse_one(self, rec: dict, key: str = "dataframe_records") -> Parsed:
+        """The single-row ``dataframe_records`` request: validate the row's values feature
+        by feature (same errors, same order as ``parse_records``) straight into the feeds."""
+        get = rec.get
+        vals = [get(n, _SENTINEL) for n in self.names]
+        if _SENTINEL in vals:
+            self._missing(self.names[vals.index(_SENTINEL)], 0)
+        if len(rec) != self._nf:
+            for k in rec:
+                if k not in self.allowed:
+                    self._unknown(k)
+        nums, cats = [], []
+        for f, v in zip(self.features, vals):  # conversion after the column checks, as parse_records
+            t = type(v)
+            if f.numeric:
+                if (t is float or t is int) and f.lo_ok <= v <= f.hi_ok:
+                    nums.append(v)
+                else:
+                    nums.append(f.one(v))
+            elif t is str and (f.allowed is None or v in f.allowed):
+                cats.append(v)
+            else:
+                cats.append(f.one(v))
+        idc = self.id_column
+        return self._assemble(nums, cats, 1, [get(idc)] if idc else None)
 
     def _unknown(self, col, field_prefix: str = ""):
         if not isinstance(col, str):
@@ -324,6 +432,8 @@ class Schema:
                                f"{_jtype(recs)}", key)
         if not recs:
             raise RequestError("empty", f"'{key}' has no rows", key)
+        if len(recs) == 1 and type(recs[0]) is dict:
+            return self.parse_one(recs[0], key)
         names = self.names
         nf = len(names)
         lists = [[] for _ in names]

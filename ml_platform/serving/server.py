@@ -71,7 +71,11 @@ def run(settings: Settings, host: str | None = None, port: int | None = None,
     uvicorn.run(
         FACTORY, factory=True, host=host, port=port, workers=workers,
         loop="uvloop" if have("uvloop") else "asyncio",
-        http="httptools" if have("httptools") else "h11",
+        # httptools with one send() per response (see serving/protocol.py)
+        http="ml_platform.serving.protocol:HttpToolsCorked" if have("httptools") else "h11",
+        # no X-Forwarded-* rewriting: nothing here reads the client address or scheme, and
+        # the middleware runs on every request
+        proxy_headers=False,
         access_log=False, log_level="info", lifespan="on",
         timeout_graceful_shutdown=10,
     )
