@@ -99,8 +99,10 @@ class RetrainConfig(_Strict):
 
 
 class AutomationConfig(_Strict):
-    landing_interval_seconds: int = Field(5, ge=1)
-    retrain_interval_seconds: int = Field(5, ge=1)
+    # 1 s: the sensor daemon loops every 5 s and a 5 s minimum interval can miss a loop;
+    # measured on 2 cores, landing wait 8.0 -> 2.5 s (benchmarks/README.md, time to recovery).
+    landing_interval_seconds: int = Field(1, ge=1)
+    retrain_interval_seconds: int = Field(1, ge=1)
     settle_seconds: float = Field(2.0, ge=0)    # a file must be unchanged this long before ingest
 
 

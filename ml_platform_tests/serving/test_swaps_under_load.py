@@ -22,8 +22,8 @@ from ml_platform_tests.serving.test_process import COLS, wait_until, write_confi
 VERSIONS = (1, 2, 3)
 SWAPS = 10
 THREADS = 4
-LOAD_SECONDS = 20        # hard bound on the load loop
-CONVERGE_SECONDS = 3.0
+LOAD_SECONDS = 40        # hard bound on the load loop
+CONVERGE_SECONDS = 6.0      # poll is 0.2 s; generous for a loaded 2-core CI machine
 
 
 def _group_gone(pgid: int) -> bool:
@@ -51,7 +51,7 @@ def test_ten_swaps_under_load_two_workers(tmp_path, clf):
     seen: list[tuple[float, str | None]] = []   # (time, X-Model-Version) of every 200
     failures: list[str] = []
     halt = threading.Event()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
 
     def load():
         stop_at = time.monotonic() + LOAD_SECONDS
@@ -97,7 +97,7 @@ def test_ten_swaps_under_load_two_workers(tmp_path, clf):
                 assert r.json()["models"][CLF]["serving_version"] == v, r.json()
                 n = len(seen)
                 # traffic answered by v, and time for the other worker's poller (0.2 s) too
-                wait_until(lambda: sum(x == str(v) for _, x in seen[n:]) >= 20, 10, f"traffic on v{v}")
+                wait_until(lambda: sum(x == str(v) for _, x in seen[n:]) >= 20, 20, f"traffic on v{v}")
                 time.sleep(0.3)
             final, swapped_at = str(order[-1]), time.monotonic()
 
