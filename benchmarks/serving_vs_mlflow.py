@@ -389,7 +389,7 @@ def swap_demo(cfg: Path, start, body: dict, probs: dict, champ: int, passed: lis
     print("| moment | MLflow alias `champion` | ml_platform serves | mlflow models serve serves |")
     print("|---|---|---|---|")
     print("\n".join(rows))
-    print(f"(version identified by P(churn) of the request row: "
+    print("(version identified by P(churn) of the request row: "
           + ", ".join(f"v{v} {p:.6f}" for v, p in sorted(probs.items())) + ")")
 
 

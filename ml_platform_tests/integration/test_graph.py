@@ -180,7 +180,7 @@ def test_rollback_moves_alias_store_and_audit(world):
 
 
 def test_rollback_job_records_the_move_in_dagster(world):
-    s, defs, inst = world["settings"], world["defs"], world["instance"]
+    defs, inst = world["defs"], world["instance"]
     job = defs.resolve_job_def("churn_rollback")
     res = job.execute_in_process(instance=inst, run_config={
         "ops": {"churn_rollback_champion": {"config": {"to_version": 3}}}})

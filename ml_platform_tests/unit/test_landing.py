@@ -1,7 +1,6 @@
 import os
 import time
 
-import pandas as pd
 import pytest
 
 from ml_platform.core.landing import BatchReadError, read_batch, scan_landing

@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 
 from ml_platform.core.schema import BatchSchemaError, validate_batch
