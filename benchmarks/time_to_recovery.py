@@ -31,37 +31,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import httpx
 
 from ml_platform.core.simulate import generate_batch
-from ml_platform_tests.conftest import DEMO_FEATURES, free_port
+from ml_platform_tests.conftest import free_port, write_config
 from ml_platform_tests.e2e.helpers import ROW
 
 MODEL = "churn"
-
-
-def write_config(root: Path, port: int, ui_port: int, extra: str) -> Path:
-    """Like the committed demo config, with the serving defaults (no test-only poll interval)."""
-    cfg = root / "ml_platform.yaml"
-    model_extra = f"    automation: {extra}\n" if extra else ""
-    cfg.write_text(textwrap.dedent(f"""\
-        storage_dir: state
-        serving: {{host: 127.0.0.1, port: {port}}}
-        ui: {{host: 127.0.0.1, port: {ui_port}}}
-        models:
-          {MODEL}:
-            landing_dir: landing
-            target: churned
-            task: classification
-            id_column: customer_id
-            timestamp_column: event_time
-        """) + model_extra + "    features:\n" + DEMO_FEATURES)
-    (root / "landing").mkdir(exist_ok=True)
-    return cfg
 
 
 def start_up(config: Path, log: Path) -> subprocess.Popen:
@@ -202,7 +181,8 @@ def one(args, rep: int) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="ttr-"))
     port, ui_port = free_port(), free_port()
-    config = write_config(root, port, ui_port, args.automation)
+    config = write_config(root, port=port, ui_port=ui_port, poll_seconds=None,
+                          extra=f"automation: {args.automation}\n" if args.automation else "")
     os.environ["DAGSTER_HOME"] = str(root / "state" / "dagster_home")
     base = f"http://127.0.0.1:{port}"
     proc = start_up(config, root / "up.log")

@@ -23,12 +23,15 @@ DEMO_FEATURES = """\
 """
 
 
-def write_config(root: Path, *, port: int = 8080, extra: str = "", ui_port: int = 3000) -> Path:
-    """A churn-model config like the committed one, with all state under ``root``."""
+def write_config(root: Path, *, port: int = 8080, extra: str = "", ui_port: int = 3000,
+                 poll_seconds: float | None = 0.5) -> Path:
+    """A churn-model config like the committed one, with all state under ``root``
+    (``poll_seconds=None`` keeps the serving default)."""
     cfg = root / "ml_platform.yaml"
+    poll = f", poll_seconds: {poll_seconds}" if poll_seconds is not None else ""
     cfg.write_text(textwrap.dedent(f"""\
         storage_dir: state
-        serving: {{host: 127.0.0.1, port: {port}, poll_seconds: 0.5}}
+        serving: {{host: 127.0.0.1, port: {port}{poll}}}
         ui: {{host: 127.0.0.1, port: {ui_port}}}
         models:
           churn:
