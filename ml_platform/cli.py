@@ -123,14 +123,16 @@ def _seed_demo_data(s: Settings) -> None:
 
 def cmd_up(args) -> int:
     from ml_platform.instance import prepare_environment
+    from ml_platform.serving.store import ModelStore
 
     s = _settings(args)
     prepare_environment(s)
     _seed_demo_data(s)
     env = dict(os.environ)
     procs = []
+    # The daemon logs every dequeue tick at INFO (each second); runs still print their events.
     dagster = [sys.executable, "-m", "dagster", "dev", "-m", "ml_platform.definitions",
-               "-h", s.ui.host, "-p", str(s.ui.port)]
+               "-h", s.ui.host, "-p", str(s.ui.port), "--log-level", "warning"]
     serve = [sys.executable, "-m", "ml_platform", "serve", "--config", str(s.source)]
     for cmd in (serve, dagster):
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, cwd=s.source.parent))
@@ -151,8 +153,16 @@ def cmd_up(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    store, served = ModelStore(s.serving_dir), {}
     while all(p.poll() is None for p in procs):
-        time.sleep(0.5)
+        for name in s.models:  # one line per champion change: the thing people wait for
+            version = (store.current(name) or {}).get("version")
+            if version != served.get(name, None):
+                if version is not None:
+                    print(f"[up] {name}: champion v{version} published -> "
+                          f"{s.endpoint_url}/models/{name}/invocations", flush=True)
+                served[name] = version
+        time.sleep(1)
     print("[up] a child process exited; stopping", file=sys.stderr)
     stop()
     return 1

@@ -40,3 +40,4 @@ def test_up_deploys_a_champion_without_a_click(tmp_path):
         stop(up, sig=signal.SIGTERM, grace=40)
         log = (tmp_path / "up.log").read_text(errors="replace")
     assert "Traceback" not in log.split("[up] a child process exited")[0] or "KeyboardInterrupt" in log
+    assert f"[up] churn: champion v{version} published" in log
