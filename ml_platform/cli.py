@@ -91,7 +91,11 @@ def cmd_score(args) -> int:
     from ml_platform.scoring import score_file
 
     s = _settings(args)
-    res = score_file(s, _model(s, args.model), args.file, out_path=args.out)
+    try:
+        res = score_file(s, _model(s, args.model), args.file, out_path=args.out)
+    except (ValueError, FileNotFoundError) as e:  # no champion, unreadable file, missing column
+        print(f"score failed: {e}", file=sys.stderr)
+        return 1
     print(f"scored {res['rows']} rows with v{res['model_version']} in {res['seconds']:.2f}s "
           f"({res['rows_per_second']:.0f} rows/s) -> {res['out_path']}")
     return 0

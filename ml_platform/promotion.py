@@ -114,8 +114,9 @@ def rollback(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCli
     if to_version is None:
         older = [v for v in targets if current is None or v < current]
         if not older:
+            champion = f"champion v{current}" if current is not None else "no champion"
             raise PromotionError(f"{model}: no earlier version that passed the gate to roll back to "
-                                 f"(champion v{current}; gate-passed versions: {targets or 'none'})")
+                                 f"({champion}; gate-passed versions: {targets or 'none'})")
         to_version = older[0]
     elif to_version not in targets:
         raise PromotionError(f"{model}: v{to_version} cannot serve: it did not pass the gate or does not "

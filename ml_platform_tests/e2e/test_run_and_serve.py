@@ -22,6 +22,14 @@ def test_run_serve_and_a_blocked_worse_candidate(tmp_path):
     assert "deployed v1 as champion" in run.stdout and "serving version: 2" in run.stdout
     assert "gate min_metric: PASS" in run.stdout
 
+    src = sorted((tmp_path / "landing").glob("*.csv"))[0]
+    scored = cli(config, "score", "--model", "churn", str(src), "--out", str(tmp_path / "scored.parquet"))
+    assert scored.returncode == 0 and "scored 1500 rows with v2" in scored.stdout, scored.stderr
+    out = pd.read_parquet(tmp_path / "scored.parquet")
+    assert len(out) == 1500 and {"customer_id", "label", "p_0", "p_1", "model_version"} <= set(out.columns)
+    missing = cli(config, "score", "--model", "churn", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 1 and "nope.csv" in missing.stderr
+
     server = start(config, "serve", log=tmp_path / "serve.log")
     try:
         base = f"http://127.0.0.1:{port}"
