@@ -3,32 +3,44 @@ the serving metadata that travels next to the ONNX file."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
-from skl2onnx import to_onnx, update_registered_converter
-from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
-from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
-from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
 from ml_platform.core.frames import MISSING, feeds_of, model_inputs
-from ml_platform.core.training import Float32Imputer
 from ml_platform.settings import ModelConfig
-
-update_registered_converter(Float32Imputer, "MlPlatformFloat32Imputer",
-                            calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer)
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
+@cache
+def _skl2onnx():
+    """skl2onnx, imported on first export: it costs ~0.5 s, and most processes that import
+    this module (ingest runs, monitoring, scoring) only run ONNX graphs."""
+    import skl2onnx
+    from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+    from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+
+    from ml_platform.core.training import Float32Imputer
+
+    skl2onnx.update_registered_converter(Float32Imputer, "MlPlatformFloat32Imputer",
+                                         calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer)
+    return skl2onnx
+
+
 def export_onnx(pipe: Pipeline, cfg: ModelConfig) -> bytes:
+    skl2onnx = _skl2onnx()
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
     initial_types = [
         (c, FloatTensorType([None, 1]) if s.type == "numeric" else StringTensorType([None, 1]))
         for c, s in cfg.features.items()
     ]
     options = {id(pipe.steps[-1][1]): {"zipmap": False}} if cfg.task == "classification" else None
-    onx = to_onnx(pipe, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
+    onx = skl2onnx.to_onnx(pipe, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
     return onx.SerializeToString()
 
 
