@@ -84,18 +84,24 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description=f"New files in {chain.settings.landing_dir(chain.name)} -> one ingest run each.")
     def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        cache = json.loads(context.cursor) if context.cursor else {}
+        state = json.loads(context.cursor) if context.cursor else {}
+        hashes, requested = state.get("hashes", {}), set(state.get("requested", []))
         files = scan_landing(chain.settings.landing_dir(chain.name), settle_seconds=auto.settle_seconds,
-                             known_sha256=catalog.known_sha256(chain.dir), hash_cache=cache)
+                             known_sha256=requested, hash_cache=hashes)
+        if files:  # only then read the catalog: `ml-platform run` may have ingested them already
+            known = catalog.known_sha256(chain.dir)
+            files = [f for f in files if f.sha256 not in known]
+        requested |= {f.sha256 for f in files}
+        cursor = json.dumps({"hashes": hashes, "requested": sorted(requested)})
+        if not files:
+            return dg.SensorResult(skip_reason="no new landing files", cursor=cursor)
         existing = set(context.instance.get_dynamic_partitions(chain.partitions.name))
         new_keys = [f.partition_key for f in files if f.partition_key not in existing]
         requests = [dg.RunRequest(run_key=f"ingest-{f.sha256}", partition_key=f.partition_key,
                                   tags=ingest_tags(f)) for f in files]
-        if not requests:
-            return dg.SensorResult(skip_reason="no new landing files", cursor=json.dumps(cache))
         context.log.info(f"{len(requests)} new file(s): {', '.join(f.path.name for f in files)}")
         return dg.SensorResult(
-            run_requests=requests, cursor=json.dumps(cache),
+            run_requests=requests, cursor=cursor,
             dynamic_partitions_requests=[chain.partitions.build_add_request(new_keys)] if new_keys else [])
 
     @dg.sensor(name=f"{chain.name}_retrain_sensor", job_name=train_job_name(chain),
@@ -104,6 +110,13 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
                description=f"Applies the {chain.name} retrain policy ({chain.cfg.retrain.policy}) to each "
                            "validated batch; every decision is written on the batch and in the run tags.")
     def retrain_sensor(context: dg.SensorEvaluationContext):
+        # Records only change when a run writes one: skip re-reading them all on an idle tick
+        # (but look again every minute, for batches waiting behind a dead ingest).
+        stamp, now = catalog.records_stamp(chain.dir), time.time()
+        last = json.loads(context.cursor) if context.cursor else {}
+        if last.get("stamp") == stamp and now - last.get("at", 0) < 60:
+            return dg.SkipReason("no batch record changed")
+        context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
         decisions = pending_decisions(chain, train_in_flight(context.instance, chain))
         requests = []
         for rec, d in decisions:

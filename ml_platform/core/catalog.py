@@ -48,6 +48,12 @@ def read_records(model_dir: Path) -> list[dict]:
     return sorted(recs, key=lambda r: (r.get("arrival", 0), r.get("file", ""), r["partition"]))
 
 
+def records_stamp(model_dir: Path) -> int:
+    """Changes whenever a record is written (each write renames a file into the folder)."""
+    d = _records_dir(model_dir)
+    return d.stat().st_mtime_ns if d.is_dir() else 0
+
+
 def known_sha256(model_dir: Path) -> set[str]:
     return {r["sha256"] for r in read_records(model_dir) if r.get("sha256")}
 

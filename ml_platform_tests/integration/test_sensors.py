@@ -67,8 +67,15 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert "decision" not in catalog.read_record(mdir, "c-3")
         assert "decision" not in catalog.read_record(mdir, "a-2")
         assert "decision" not in catalog.read_record(mdir, "d-4")  # decisions keep arrival order
-        again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        ctx = dg.build_sensor_context(instance=instance, definitions=defs)
+        again = sensor(ctx)
         assert isinstance(again, dg.SkipReason)
+        # An idle tick does not re-read the records; a new record is decided on the next one.
+        idle = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs))
+        assert isinstance(idle, dg.SkipReason) and "no batch record changed" in str(idle.skip_message)
+        catalog.update_record(mdir, "c-3", status="failed", reason="unreadable")
+        woke = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs))
+        assert {e.partition for e in woke.asset_events} == {"c-3", "d-4"}
 
 
 def test_definitions_load_with_every_part(settings):
