@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ml_platform.core import catalog
@@ -28,9 +28,8 @@ class Promotion:
     model: str
     version: int
     previous: int | None
-    endpoint: str  # "reloaded" | "not running: loads it at start" | "rolled back: ..."
-    ok: bool = True
-    notes: list[str] = field(default_factory=list)
+    endpoint: str  # "reloaded" | "not running: it loads this version when it starts" | "not configured"
+    smoke: str = ""  # what the smoke request showed, when the endpoint is running
 
 
 def _serving_files(settings: Settings, registry: MlflowRegistry, model: str, version: int) -> tuple[bytes, dict]:
@@ -82,7 +81,7 @@ def move_champion(settings: Settings, registry: MlflowRegistry, endpoint: Endpoi
             time.sleep(0.2)
     if ok:
         result.endpoint = "reloaded"
-        result.notes.append(why)
+        result.smoke = why
         return result
     # Automatic rollback: the previous champion keeps (or goes back to) serving.
     if previous is not None:

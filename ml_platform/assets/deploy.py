@@ -33,7 +33,8 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={
             "served_version": version, "previous_version": p.previous if p.previous is not None else -1,
             "endpoint_url": dg.MetadataValue.url(f"{endpoint.url}/v2/models/{chain.name}"),
-            "endpoint_status": p.endpoint, "trigger": candidate_model["trigger"],
+            "endpoint_status": p.endpoint, "smoke_request": p.smoke or "not sent",
+            "trigger": candidate_model["trigger"],
             **{f"holdout_{k}": v for k, v in figures.items()},
             "alias_moves": audit_table(chain),
         })

@@ -120,24 +120,10 @@ class _Feature:
     def one(self, v, where: str = "row"):
         """Validate one value (row 0 of a single-row request) -> what goes in the feed:
         the number (None for null) or the category string. Same errors as ``convert``."""
-        t = type(v)
         if self.numeric:
-            if t is float or t is int:
-                lo, hi = self.lo, self.hi
-                if (lo is not None and v < lo) or (hi is not None and v > hi):
-                    raise RequestError("out_of_schema", f"{where} 0: column {self.name!r} value "
-                                       f"{_show(v)} is outside [{lo}, {hi}]", self.name)
-                if v >= _F32_OVERFLOW or v <= -_F32_OVERFLOW:
-                    raise RequestError("out_of_schema", f"{where} 0: column {self.name!r} value "
-                                       f"{_show(v)} does not fit a float32", self.name)
-                return v
-            if v is None:
-                if not self.nullable:
-                    raise RequestError("null_not_allowed", f"{where} 0: column {self.name!r} is "
-                                       "not nullable, got null", self.name)
-                return None
-            raise RequestError("wrong_type", f"{where} 0: column {self.name!r} expects a "
-                               f"number, got {_jtype(v)} {_show(v)}", self.name)
+            self.check_small((v,), where)  # one rule set (and one set of messages) for both paths
+            return v
+        t = type(v)
         if t is str and (self.allowed is None or v in self.allowed):
             return v
         return self.strings((v,), where)[0]
