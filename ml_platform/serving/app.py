@@ -254,6 +254,7 @@ class ServingState:
         return self._result(slot, "rejected", version, reason)
 
     def _accept(self, slot: Slot, model: LoadedModel) -> dict:
+        model.batcher.observe = self.metrics.batch_rows(slot.name)
         old = slot.model
         slot.model = model  # the swap: one reference assignment
         self.metrics.reload(slot.name, "loaded")
@@ -467,7 +468,9 @@ class ServingState:
             else:
                 parsed, wanted, rid = model.schema.parse_v2(body)
                 model.check_outputs(wanted)
-            if parsed.n > INLINE_ROWS:
+            if parsed.n == 1:  # joins the other single-row requests of this loop turn
+                outs = await model.batcher.submit(parsed)
+            elif parsed.n > INLINE_ROWS:
                 outs = await run_in_threadpool(model.run, parsed.feeds)
             else:
                 outs = model.run(parsed.feeds)

@@ -13,6 +13,8 @@ Series (all prefixed ``ml_platform_``):
 - ``predictions_total{model,version,class}``            classification: predicted class counts
 - ``prediction_value{model,version}``                   regression: histogram of predicted values
 - ``model_version{model}`` / ``model_loaded{model}``    gauges
+- ``inference_batch_rows{model}``                      histogram, rows per ONNX Runtime call
+  (concurrent single-row requests are batched: see ``serving/batching.py``)
 - ``model_reloads_total{model,status}``                 loaded / rejected
 - ``live_sample_rows_total{model}`` / ``live_sample_dropped_rows_total{model}``
 """
@@ -27,6 +29,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
                    0.1, 0.25, 0.5, 1.0, 2.5)
 _POS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 VALUE_BUCKETS = tuple(-b for b in reversed(_POS)) + (0.0,) + _POS
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _esc(v) -> str:
@@ -106,6 +109,7 @@ class Metrics:
         self.latency: dict[tuple, _Histogram] = {}
         self.classes: dict[tuple, int] = {}
         self.values: dict[tuple, _Histogram] = {}
+        self.batches: dict[str, _Histogram] = {}
         self.reloads: dict[tuple, int] = {}
         self.sample_rows: dict[str, int] = {}
         self.sample_dropped: dict[str, int] = {}
@@ -174,6 +178,13 @@ class Metrics:
         else:
             h.observe_many(np.asarray(values, dtype=np.float64))
 
+    def batch_rows(self, model: str):
+        """-> the ``observe`` of the model's rows-per-call histogram (for ``RowBatcher``)."""
+        h = self.batches.get(model)
+        if h is None:
+            h = self.batches[model] = _Histogram(BATCH_BUCKETS)
+        return h.observe
+
     # ---- rare ----
     def reload(self, model: str, status: str) -> None:
         k = (model, status)
@@ -210,6 +221,11 @@ class Metrics:
         out.append(f"# TYPE {p}prediction_value histogram")
         for k, h in sorted(self.values.items()):
             out.extend(h.lines(p + "prediction_value", _labels(("model", "version"), k)))
+        out.append(f"# HELP {p}inference_batch_rows Rows per ONNX Runtime call (single-row requests "
+                   "arriving together share a call).")
+        out.append(f"# TYPE {p}inference_batch_rows histogram")
+        for m, h in sorted(self.batches.items()):
+            out.extend(h.lines(p + "inference_batch_rows", _labels(("model",), (m,))))
         counter("model_reloads_total", "Model loads by outcome.", ("model", "status"), self.reloads)
         counter("live_sample_rows_total", "Rows written to the live sample.", ("model",),
                 {(k,): v for k, v in self.sample_rows.items()})

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 import numpy as np
 import onnxruntime as ort
 
+from ml_platform.serving.batching import RowBatcher
 from ml_platform.serving.requests import RequestError, Schema
 from ml_platform.serving.store import ModelStore
 
@@ -104,6 +105,7 @@ class LoadedModel:
         self.value_buckets = meta.get("prediction_buckets")
         self.last_latency_ms: dict = {}
         self.hot: dict = {}  # protocol -> metrics.Hot, filled by the app on first use
+        self.batcher = RowBatcher(self)  # single-row requests share ONNX Runtime calls
 
     def label_key(self, label) -> str:
         key = self._label_keys.get(label)

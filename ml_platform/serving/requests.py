@@ -72,15 +72,29 @@ def _jtype(v) -> str:
 class Parsed:
     """A validated request: ``n`` rows, the ONNX feeds, the raw id column if sent, and
     (for the live sample) the converted feature columns as 1-D arrays (``columns``, built
-    from the feeds on first use, i.e. off the request path)."""
+    from the feeds on first use, i.e. off the request path).
 
-    __slots__ = ("n", "feeds", "ids", "_columns")
+    A single-row request keeps its validated values as ``row`` = (numeric values,
+    category strings) and builds ``feeds`` only when asked: the endpoint stacks the rows
+    of concurrent single-row requests into one ONNX Runtime call (``Schema.stack``)."""
 
-    def __init__(self, n: int, feeds: dict, columns: dict | None = None, ids: list | None = None):
+    __slots__ = ("n", "ids", "row", "_feeds", "_columns", "_schema")
+
+    def __init__(self, n: int, feeds: dict | None, columns: dict | None = None, ids: list | None = None,
+                 row: tuple | None = None, schema: "Schema | None" = None):
         self.n = n
-        self.feeds = feeds
         self.ids = ids
+        self.row = row
+        self._feeds = feeds
         self._columns = columns
+        self._schema = schema
+
+    @property
+    def feeds(self) -> dict:
+        f = self._feeds
+        if f is None:
+            f = self._feeds = self._schema._views(self.row[0], self.row[1], 1)
+        return f
 
     @property
     def columns(self) -> dict:
@@ -261,19 +275,27 @@ class Schema:
                 feeds[f.name] = arr.reshape(-1, 1) if f.rank2 else arr
             return Parsed(n, feeds, conv, list(ids) if ids is not None else None)
         nums, cats = [], []
+        one = n == 1  # keep a single row's values as scalars (see Parsed.row)
         for f in self.features:
             values = cols[f.name]
             if f.numeric:
                 f.check_small(values, where)
-                nums.append(values)
+                nums.append(values[0] if one else values)
             else:
-                cats.append(f.strings(values, where))
+                s = f.strings(values, where)
+                cats.append(s[0] if one else s)
         return self._assemble(nums, cats, n, list(ids) if ids is not None else None)
 
     def _assemble(self, nums: list, cats: list, n: int, ids) -> Parsed:
-        """Validated values -> feeds: one numpy array per kind (numeric / categorical, all
-        columns at once) and one view of it per ONNX input, instead of an array (and a
-        reshape) per input. ``nums``/``cats`` hold a scalar (n = 1) or a sequence per column."""
+        """Validated values -> a Parsed request. ``nums``/``cats`` hold a scalar (n = 1) or a
+        sequence per column; one row stays as values until its feeds are needed."""
+        if n == 1:
+            return Parsed(1, None, None, ids, (nums, cats), self)
+        return Parsed(n, self._views(nums, cats, n), None, ids)
+
+    def _views(self, nums, cats, n: int) -> dict:
+        """One numpy array per kind (numeric / categorical, all columns at once) and one
+        view of it per ONNX input, instead of an array (and a reshape) per input."""
         feeds = {}
         if nums:
             a = np.array(nums, dtype=np.float32)  # None -> NaN
@@ -286,7 +308,13 @@ class Schema:
                 feeds[name] = num3[j] if rank2 else num2[j]
             else:
                 feeds[name] = cat3[j] if rank2 else cat2[j]
-        return Parsed(n, feeds, None, ids)
+        return feeds
+
+    def stack(self, requests: list[Parsed]) -> dict:
+        """The feeds of several single-row requests as one batch, rows in request order."""
+        nums = list(zip(*[p.row[0] for p in requests]))
+        cats = list(zip(*[p.row[1] for p in requests]))
+        return self._views(nums, cats, len(requests))
 
     def parse_one(self, rec: dict, key: str = "dataframe_records") -> Parsed:
         """The single-row ``dataframe_records`` request: validate the row's values feature

@@ -1,0 +1,70 @@
+"""Cross-request batching: single-row requests that arrive in the same event-loop turn
+share one ONNX Runtime call.
+
+Under concurrent load the ONNX Runtime call was most of the endpoint's CPU (a fixed
+~20 µs per call for the demo model, plus ~2 µs per row), so 32 connections sending one
+row each paid for 32 calls. Here the first single-row request of a loop turn schedules
+a flush with ``call_soon`` and waits on a future; every single-row request parsed before
+the flush runs joins it. The flush stacks the validated rows (``Schema.stack``), runs
+the session once and hands each request its own row of the outputs. Nothing waits for a
+timer: at one connection a batch is one row and the cost is one extra loop turn.
+
+A batch that fails is re-run row by row, so a failure lands only on the request that
+caused it. Rows are independent in every model the platform exports (trees, linear
+models, preprocessing), so a row's answer does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+MAX_BATCH_ROWS = 256  # rows per ONNX Runtime call (a bigger backlog runs as several calls)
+
+
+class RowBatcher:
+    """One per loaded model version (its session, its schema)."""
+
+    __slots__ = ("model", "observe", "_pending", "_loop")
+
+    def __init__(self, model, observe=None):
+        self.model = model
+        self.observe = observe  # called with the rows of each ONNX Runtime call (metrics)
+        self._pending: list = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, parsed) -> asyncio.Future:
+        """-> a future of the model's outputs for this one-row request (a list of arrays
+        with a leading dimension of 1, as ``LoadedModel.run`` returns)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append((parsed, fut))
+        return fut
+
+    def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        for i in range(0, len(batch), MAX_BATCH_ROWS):
+            self._run(batch[i:i + MAX_BATCH_ROWS])
+
+    def _run(self, batch: list) -> None:
+        model = self.model
+        if self.observe is not None:
+            self.observe(len(batch))
+        try:
+            outs = model.run(model.schema.stack([p for p, _ in batch]) if len(batch) > 1
+                             else batch[0][0].feeds)
+        except Exception:  # noqa: BLE001 - find the row that fails, answer the others
+            for parsed, fut in batch:
+                if fut.done():
+                    continue
+                try:
+                    fut.set_result(model.run(parsed.feeds))
+                except Exception as e:  # noqa: BLE001 - the request's own failure
+                    fut.set_exception(e)
+            return
+        for i, (_, fut) in enumerate(batch):
+            if not fut.done():  # a cancelled request (client gone) needs no answer
+                fut.set_result([o[i:i + 1] for o in outs])
