@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ml_platform.serving.batching import IN_FLIGHT
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.model import LoadedModel, RejectedModel, load_version
 from ml_platform.serving.requests import RequestError
@@ -123,7 +124,8 @@ class _FastPath:
                     elif k == b"content-length":
                         cl = v
                 try:
-                    status, body, version = await self.state.score(name, protocol, ct, cl, receive)
+                    status, body, version = await self.state.score(name, protocol, ct, cl, receive,
+                                                                   scope.get(IN_FLIGHT))
                 except _Disconnected:
                     return
                 except Exception:  # what ServerErrorMiddleware would do: log, answer 500
@@ -433,8 +435,9 @@ class ServingState:
         return model
 
     async def score(self, name: str | None, protocol: str, ct: bytes | None, cl: bytes | None,
-                    receive) -> tuple[int, bytes, bytes | None]:
-        """The hot path. -> (status, JSON body, X-Model-Version or None)."""
+                    receive, in_flight=None) -> tuple[int, bytes, bytes | None]:
+        """The hot path. -> (status, JSON body, X-Model-Version or None). ``in_flight``: the
+        server's requests in flight, when it says (see ``batching.IN_FLIGHT``)."""
         t0 = _perf()
         slot = self.slots.get(name if name is not None else self.only)
         model = slot.model if slot is not None else None
@@ -468,8 +471,8 @@ class ServingState:
             else:
                 parsed, wanted, rid = model.schema.parse_v2(body)
                 model.check_outputs(wanted)
-            if parsed.n == 1:  # joins the other single-row requests of this loop turn
-                outs = await model.batcher.submit(parsed)
+            if parsed.n == 1 and (in_flight is None or len(in_flight) > 1):
+                outs = await model.batcher.submit(parsed)  # shares a call with its neighbours
             elif parsed.n > INLINE_ROWS:
                 outs = await run_in_threadpool(model.run, parsed.feeds)
             else:

@@ -8,6 +8,9 @@ response head written on its own until the next write (the body: one ``send`` fo
 or, when none comes, until the event loop's next turn (``call_soon``), so nothing waits
 longer than one loop iteration and the byte order on the wire never changes.
 
+It also puts uvicorn's set of in-flight request tasks in each request's scope
+(``batching.IN_FLIGHT``), so a request that is alone skips the cross-request batching.
+
 Used by ``server.run`` as ``http="ml_platform.serving.protocol:HttpToolsCorked"`` when
 httptools is installed. Imported by uvicorn only (never by ``serving.app``).
 """
@@ -15,6 +18,8 @@ httptools is installed. Imported by uvicorn only (never by ``serving.app``).
 from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from ml_platform.serving.batching import IN_FLIGHT
 
 
 class CorkedTransport:
@@ -76,3 +81,7 @@ class HttpToolsCorked(HttpToolsProtocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CorkedTransport(transport, self.loop)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope[IN_FLIGHT] = self.tasks  # type: ignore[literal-required]
