@@ -167,6 +167,9 @@ class ServingConfig(_Strict):
     admin_token: Optional[str] = None        # required for /admin/* when not on loopback
     max_body_bytes: int = Field(1_048_576, ge=1024)
     poll_seconds: float = Field(1.0, gt=0)   # how often workers look for a new champion
+    # live sample (storage/live_samples/<model>/*.jsonl, read by the live_drift asset):
+    # at most this many rows per second per worker; 0 turns it off
+    sample_rows_per_second: float = Field(100.0, ge=0)
 
 
 class UIConfig(_Strict):
@@ -217,6 +220,11 @@ class Settings(_Strict):
     @property
     def serving_dir(self) -> Path:
         return self.storage / "serving"
+
+    @property
+    def live_samples_dir(self) -> Path:
+        """The endpoint's live sample: ``<model>/live-*.jsonl`` (``serving/sample.py``)."""
+        return self.storage / "live_samples"
 
     @property
     def endpoint_url(self) -> str:

@@ -39,7 +39,8 @@ def build_app(settings: Settings, admin_token: str | None = None):
         admin_token=admin_token or s.admin_token,
         max_body_bytes=s.max_body_bytes,
         poll_seconds=s.poll_seconds,
-        sample_dir=settings.storage / "live_samples",
+        sample_dir=settings.live_samples_dir if s.sample_rows_per_second > 0 else None,
+        sample_rows_per_second=s.sample_rows_per_second,
         latency_budget_ms=latency,
     )
 

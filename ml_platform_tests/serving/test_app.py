@@ -492,3 +492,21 @@ def test_unpoint_unloads(single_client, serving_dir):
     assert_error(single_client.post(clf_url(), json={"dataframe_records": [GOOD]}), 503, "no_champion", "model")
     assert single_client.get("/v2/health/ready").status_code == 200  # no champion: nothing to wait for
     assert single_client.post("/admin/reload").json()["models"][CLF]["status"] == "unchanged"
+
+
+def test_live_sample_keeps_to_its_rows_per_second_budget(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ml_platform.serving import sample
+
+    clock = [1000.0]
+    monkeypatch.setattr(sample.time, "time", lambda: clock[0])
+    s = sample.LiveSampler(tmp_path, max_rows=1000, rows_per_second=5)
+    model = SimpleNamespace(name=CLF)
+    one, eight = SimpleNamespace(n=1), SimpleNamespace(n=8)
+    assert [s.add(model, one, None) for _ in range(7)] == [True] * 5 + [False] * 2
+    clock[0] += 1.0  # next second: a fresh budget; a request is taken whole, then nothing
+    assert [s.add(model, one, None), s.add(model, eight, None), s.add(model, one, None)] == [True, True, False]
+    assert s.rows == 14 and s.dropped == {CLF: 3}
+    items, dropped = s.take()
+    assert len(items) == 7 and dropped == {CLF: 3} and s.rows == 0

@@ -162,7 +162,7 @@ def test_factory_builds_the_app_from_the_env(tmp_path, monkeypatch, clf):
     monkeypatch.delenv(server.TOKEN_ENV, raising=False)
     state = server.app_factory().state.serving
     assert state.admin_token == "tok" and state.slots[CLF].model.version == 1
-    assert state.sampler.dir == settings.storage / "live_samples"
+    assert state.sampler.dir == settings.live_samples_dir
     assert state.poll_seconds == 0.2
 
 
