@@ -7,6 +7,7 @@ import dagster as dg
 from ml_platform.assets.common import Chain
 from ml_platform.assets.deploy import build_deployed_model
 from ml_platform.assets.ingest import build_raw_batch, build_validated_batch
+from ml_platform.assets.live import build_live_drift
 from ml_platform.assets.monitoring import build_batch_predictions, build_champion_performance, build_drift_report
 from ml_platform.assets.training import build_candidate_model, build_training_set
 from ml_platform.checks import build_gate_checks
@@ -24,7 +25,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         chain = Chain(name, cfg, settings)
         assets += [build_raw_batch(chain), build_validated_batch(chain), build_batch_predictions(chain),
                    build_drift_report(chain), build_champion_performance(chain), build_training_set(chain),
-                   build_candidate_model(chain), build_deployed_model(chain)]
+                   build_candidate_model(chain), build_deployed_model(chain), build_live_drift(chain)]
         checks += build_gate_checks(chain)
         jobs += build_jobs(chain)
         sensors += build_sensors(chain)

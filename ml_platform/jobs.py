@@ -20,6 +20,10 @@ def train_job_name(chain: Chain) -> str:
     return f"{chain.name}_train"
 
 
+def live_drift_job_name(chain: Chain) -> str:
+    return f"{chain.name}_live_drift"
+
+
 def audit_table(chain: Chain, last: int = 20) -> dg.MetadataValue:
     """The newest alias moves (who, when, from -> to, why), for the UI."""
     rows = [{"at": a["at"][:19], "from": a.get("from"), "to": a.get("to"), "by": a.get("actor"),
@@ -72,4 +76,9 @@ def build_jobs(chain: Chain) -> list:
         tags={TAG_MODEL: chain.name, TAG_TRAIN_LOCK: chain.name},
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
-    return [ingest, train, build_rollback_job(chain)]
+    live = dg.define_asset_job(
+        live_drift_job_name(chain), selection=dg.AssetSelection.assets(chain.key("live_drift")),
+        executor_def=dg.in_process_executor, tags={TAG_MODEL: chain.name},
+        description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
+    )
+    return [ingest, train, live, build_rollback_job(chain)]

@@ -1,4 +1,5 @@
-"""Sensors: landing-zone arrivals -> ingest runs; validated batches -> retrain policy -> train runs."""
+"""Sensors: landing-zone arrivals -> ingest runs; validated batches -> retrain policy -> train runs;
+new live-sample files -> a live_drift run."""
 
 
 import json
@@ -10,8 +11,9 @@ from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_R
                                        TAG_SOURCE, TAG_TRIGGER, Chain)
 from ml_platform.core import catalog
 from ml_platform.core.landing import LandingFile, scan_landing
+from ml_platform.core.live import sample_files
 from ml_platform.core.policy import Decision, decide, monitoring_complete
-from ml_platform.jobs import ingest_job_name, train_job_name
+from ml_platform.jobs import ingest_job_name, live_drift_job_name, train_job_name
 from ml_platform.serving.store import ModelStore
 
 
@@ -130,7 +132,22 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
         return dg.SensorResult(run_requests=requests,
                                asset_events=[decision_observation(chain, rec, d) for rec, d in decisions])
 
-    return [landing_sensor, retrain_sensor]
+    @dg.sensor(name=f"{chain.name}_live_drift_sensor", job_name=live_drift_job_name(chain),
+               minimum_interval_seconds=auto.live_drift_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"New files in the {chain.name} endpoint's live sample -> a live_drift run "
+                           f"(at most every {auto.live_drift_interval_seconds} s).")
+    def live_drift_sensor(context: dg.SensorEvaluationContext):
+        files = sample_files(chain.settings.live_samples_dir / chain.name)
+        if not files:
+            return dg.SkipReason("no live sample yet (is the endpoint serving traffic?)")
+        newest = files[0].name
+        if newest == context.cursor:
+            return dg.SkipReason(f"no live sample since {newest}")
+        context.update_cursor(newest)
+        return dg.RunRequest(run_key=f"live-drift-{newest}", tags={TAG_TRIGGER: "live sample"})
+
+    return [landing_sensor, retrain_sensor, live_drift_sensor]
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:

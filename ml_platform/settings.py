@@ -104,6 +104,7 @@ class AutomationConfig(_Strict):
     landing_interval_seconds: int = Field(1, ge=1)
     retrain_interval_seconds: int = Field(1, ge=1)
     settle_seconds: float = Field(2.0, ge=0)    # a file must be unchanged this long before ingest
+    live_drift_interval_seconds: int = Field(300, ge=1)  # live-sample drift check, when new samples exist
 
 
 class ModelConfig(_Strict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ml_platform.core import catalog
+from ml_platform.core import catalog, live
 from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
 from ml_platform.settings import Settings
 
@@ -43,6 +43,7 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str) -> dic
             b["performance"] = r["performance"]
         batches.append(b)
     return {"champion": champion, "versions": vout, "batches": batches,
+            "live_drift": live.read_summary(settings.model_dir(name)),
             "audit": catalog.read_audit(settings.model_dir(name))}
 
 
@@ -72,6 +73,13 @@ def render(doc: dict) -> str:
                                  for b in m["batches"]],
                                 headers=["batch", "rows", "quarantined", "status", "drift", "retrain",
                                          "decision / reason"], maxcolwidths=[None] * 6 + [70]))
+        ld = m.get("live_drift")
+        if ld:
+            out.append(f"live traffic (endpoint sample, v{ld.get('champion_version')}): {ld['verdict']}"
+                       + (f", {ld['rows']} rows {ld.get('window_from', '')[:19]} .. {ld.get('window_to', '')[:19]}"
+                          if ld.get("rows") else "")
+                       + (f"; drifted: {', '.join(ld['drifted_features'])}" if ld.get("drifted_features") else "")
+                       + (f" ({ld['reason']})" if ld.get("reason") else ""))
         if m["audit"]:
             out.append("alias moves:\n" + tabulate(
                 [[a["at"][:19], a.get("from"), a.get("to"), a.get("actor"), a.get("reason")] for a in m["audit"]],

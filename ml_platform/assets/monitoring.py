@@ -126,21 +126,25 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
                        drifted_features=result.drifted_features, rows=result.rows,
                        score_drifted=bool(result.score and result.score.drifted))
         catalog.update_record(chain.dir, partition, drift=summary)
-        meta = {"verdict": result.verdict, "share_drifted": float(result.share_drifted),
-                "drifted_features": ", ".join(result.drifted_features) or "none",
-                "champion_version": version, "rows": result.rows}
-        if result.features:
-            png = drift.drift_bar_chart_png(result)
-            chart = chain.dir / "drift" / f"{partition}.png"
-            chart.parent.mkdir(parents=True, exist_ok=True)
-            chart.write_bytes(png)
-            meta["per_feature"] = md_table(pd.DataFrame(result.table_rows()), max_rows=100)
-            meta["chart"] = dg.MetadataValue.md(
-                f"![drift per feature](data:image/png;base64,{base64.b64encode(png).decode()})")
-            meta["chart_path"] = dg.MetadataValue.path(str(chart))
-        return dg.MaterializeResult(metadata=meta)
+        return dg.MaterializeResult(metadata=drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png"))
 
     return drift_report
+
+
+def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict:
+    """Verdict, per-feature table and bar chart (inline PNG, also saved at ``chart``)."""
+    meta = {"verdict": result.verdict, "share_drifted": float(result.share_drifted),
+            "drifted_features": ", ".join(result.drifted_features) or "none",
+            "champion_version": version, "rows": result.rows}
+    if result.features:
+        png = drift.drift_bar_chart_png(result)
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_bytes(png)
+        meta["per_feature"] = md_table(pd.DataFrame(result.table_rows()), max_rows=100)
+        meta["chart"] = dg.MetadataValue.md(
+            f"![drift per feature](data:image/png;base64,{base64.b64encode(png).decode()})")
+        meta["chart_path"] = dg.MetadataValue.path(str(chart))
+    return meta
 
 
 def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:

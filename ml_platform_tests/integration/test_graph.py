@@ -192,3 +192,54 @@ def test_rollback_job_records_the_move_in_dagster(world):
     bad = job.execute_in_process(instance=inst, raise_on_error=False, run_config={
         "ops": {"churn_rollback_champion": {"config": {"to_version": 4}}}})
     assert not bad.success  # v4 failed the gate: refusing is the outcome
+
+
+def _send_live_traffic(settings, frame):
+    """Score ``frame`` through a real (in-process) endpoint that writes the live sample."""
+    import warnings
+
+    from ml_platform.serving.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    cfg = settings.models["churn"]
+    cols = [cfg.id_column, *cfg.features]
+    app = create_app(settings.serving_dir, ["churn"], sample_dir=settings.live_samples_dir,
+                     sample_flush_seconds=3600, poll_seconds=3600)
+    with TestClient(app) as c:  # the sample is written on shutdown
+        for i in range(0, len(frame), 250):
+            part = frame.iloc[i:i + 250][cols]
+            body = {"dataframe_split": {"columns": cols, "data": json.loads(part.to_json(orient="values"))}}
+            assert c.post("/models/churn/invocations", json=body).status_code == 200
+
+
+def test_live_drift_watches_what_the_endpoint_scores(world):
+    s, defs, inst = world["settings"], world["defs"], world["instance"]
+    sensor = defs.resolve_sensor_def("churn_live_drift_sensor")
+    job = defs.resolve_job_def("churn_live_drift")
+    assert isinstance(sensor(dg.build_sensor_context(instance=inst, definitions=defs)), dg.SkipReason)
+
+    def check_run(cursor):
+        ctx = dg.build_sensor_context(instance=inst, cursor=cursor, definitions=defs)
+        req = sensor(ctx)
+        assert isinstance(req, dg.RunRequest), req
+        assert job.execute_in_process(instance=inst, tags=req.tags).success
+        ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "live_drift"]))
+        check = inst.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey(["churn", "live_drift"]), "live_traffic_stable")])
+        return ctx.cursor, ev.asset_materialization.metadata, list(check.values())[0]
+
+    _send_live_traffic(s, generate_batch(1200, seed=40, start_id=50_000))
+    cursor, meta, check = check_run(None)
+    assert meta["verdict"].value == "stable" and meta["rows"].value == 1200, meta
+    assert check.status.value == "SUCCEEDED"
+    assert isinstance(sensor(dg.build_sensor_context(instance=inst, cursor=cursor, definitions=defs)),
+                      dg.SkipReason)  # nothing new: no run
+    _send_live_traffic(s, generate_batch(3000, seed=41, start_id=60_000, drift=1.0))
+    _, meta, check = check_run(cursor)
+    assert meta["verdict"].value == "drifted" and meta["rows"].value == 4200
+    assert "per_feature" in meta and "chart" in meta
+    assert check.status.value == "FAILED" and check.evaluation.severity == dg.AssetCheckSeverity.WARN
+    live = status(s, defs.resources["registry"])["models"]["churn"]["live_drift"]
+    assert live["verdict"] == "drifted" and "tenure_months" in live["drifted_features"]

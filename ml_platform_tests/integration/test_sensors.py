@@ -84,10 +84,12 @@ def test_definitions_load_with_every_part(settings):
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "batch_predictions", "drift_report",
                                            "champion_performance", "training_set", "candidate_model",
-                                           "deployed_model")}
+                                           "deployed_model", "live_drift")}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
-            "onnx_parity", "latency_budget"} <= checks
+            "onnx_parity", "latency_budget", "live_traffic_stable"} <= checks
+    assert {s.name for s in repo.sensor_defs} >= {"churn_landing_sensor", "churn_retrain_sensor",
+                                                   "churn_live_drift_sensor"}
     assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 1"
 
 

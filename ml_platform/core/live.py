@@ -1,0 +1,89 @@
+"""The endpoint's live sample (``serving/sample.py``) as a DataFrame, for drift on live traffic.
+
+Files are ``<live_samples_dir>/<model>/live-<UTC stamp>-<pid>.jsonl``; a stamp sorts by
+time, so the newest rows are read first and reading stops at ``max_rows``. Only rows
+scored by the given model version are kept: the drift reference is that version's
+training data and the score column is its output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pandas as pd
+
+@dataclass
+class LiveWindow:
+    frame: pd.DataFrame               # feature columns, "_ts" and the score, oldest row first
+    files: list[Path] = field(default_factory=list)
+    other_version_rows: int = 0       # rows of other versions in the files read
+    unreadable_lines: int = 0         # lines that were not JSON objects (reported, skipped)
+
+    @property
+    def first_ts(self) -> str | None:
+        return str(self.frame["_ts"].iloc[0]) if len(self.frame) else None
+
+    @property
+    def last_ts(self) -> str | None:
+        return str(self.frame["_ts"].iloc[-1]) if len(self.frame) else None
+
+
+def summary_path(model_dir: Path) -> Path:
+    """The last live_drift verdict of a model (``Settings.model_dir``), for ``status``."""
+    return Path(model_dir) / "live_drift" / "latest.json"
+
+
+def read_summary(model_dir: Path) -> dict | None:
+    try:
+        return json.loads(summary_path(model_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sample_files(sample_dir: Path) -> list[Path]:
+    """Finished sample files of one model (``<live_samples_dir>/<model>``), newest first (hidden ``.tmp`` names are being written)."""
+    return sorted(Path(sample_dir).glob("live-*.jsonl"), key=lambda p: p.name, reverse=True)
+
+
+def _score(row: dict) -> float | None:
+    probas = row.get("_probabilities")
+    if isinstance(probas, dict):  # classification: P(second class) if binary, else the max
+        vals = list(probas.values())
+        return vals[1] if len(vals) == 2 else max(vals)
+    pred = row.get("_prediction")
+    return pred if isinstance(pred, (int, float)) else None
+
+
+def read_window(sample_dir: Path, version: int, features: list[str], max_rows: int, *,
+                score_column: str, missing_token: str | None = None) -> LiveWindow:
+    """The newest ``max_rows`` rows scored by ``version``. Categorical nulls were written as
+    the model's ``missing_token``; they come back as nulls, as in a validated batch."""
+    rows: list[dict] = []
+    win = LiveWindow(pd.DataFrame())
+    for path in sample_files(sample_dir):
+        if len(rows) >= max_rows:
+            break
+        win.files.append(path)
+        found = []
+        for line in path.read_bytes().splitlines():
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                win.unreadable_lines += 1
+                continue
+            if not isinstance(row, dict):
+                win.unreadable_lines += 1
+            elif row.get("_version") != version:
+                win.other_version_rows += 1
+            else:
+                found.append(row)
+        rows.extend(reversed(found))  # newest first while collecting
+    rows = rows[:max_rows][::-1]
+    cols = {c: [None if (v := r.get(c)) == missing_token else v for r in rows] for c in features}
+    cols["_ts"] = [r.get("_ts") for r in rows]
+    cols[score_column] = pd.to_numeric(pd.Series([_score(r) for r in rows], dtype=object), errors="coerce")
+    win.frame = pd.DataFrame(cols)
+    return win
