@@ -236,6 +236,8 @@ def main() -> int:
     ap.add_argument("--servers", nargs="+", default=["ours", "mlflow", "echo"],
                     choices=["ours", "mlflow", "echo"])
     ap.add_argument("--skip-swap-demo", action="store_true")
+    ap.add_argument("--contention", action="store_true",
+                    help="run a busy-loop process during every cell (another job holding a core)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
     ap.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--echo-workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -298,7 +300,14 @@ def main() -> int:
                     run_wrk(s.port, PATH, body, 8, 2)  # warm-up
                     for c in args.connections:
                         la = loadavg()
-                        r = parse_wrk(run_wrk(s.port, PATH, body, c, args.seconds))
+                        hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                               if args.contention else None)
+                        try:
+                            r = parse_wrk(run_wrk(s.port, PATH, body, c, args.seconds))
+                        finally:
+                            if hog is not None:  # our own child, by PID
+                                hog.kill()
+                                hog.wait()
                         r.update(server=kind, workers=w, conns=c, load=la, load_after=loadavg())
                         results.append(r)
                         print(f"  {s.name:10s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
@@ -336,7 +345,8 @@ def table(results: list[dict]) -> str:
         if r["server"] == "ours":
             for i, other in enumerate(("mlflow", "echo")):
                 o = by.get((other, r["workers"], r["conns"]))
-                ratios[i] = f"{r['rps'] / o['rps']:.1f}×" if o and o["rps"] else "–"
+                ratios[i] = (f"{r['rps'] / o['rps']:.{1 if other == 'mlflow' else 2}f}×"
+                             if o and o["rps"] else "–")
         lines.append(f"| {names[r['server']]} | {r['workers']} | {r['conns']} | {r['rps']:,.0f} | "
                      f"{r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} | {r['load']:.2f}→{r['load_after']:.2f} | "
                      f"{ratios[0]} | {ratios[1]} |")
