@@ -472,7 +472,7 @@ class ServingState:
             else:
                 parsed, wanted, rid = model.schema.parse_v2(body)
                 model.check_outputs(wanted)
-            if parsed.n == 1 and (in_flight is None or len(in_flight) > 1):
+            if parsed.n == 1 and model.batchable and (in_flight is None or len(in_flight) > 1):
                 outs = await model.batcher.submit(parsed)  # shares a call with its neighbours
             elif parsed.n > INLINE_ROWS:
                 outs = await run_in_threadpool(model.run, parsed.feeds)
@@ -564,6 +564,7 @@ class ServingState:
             "metrics": m.meta.get("metrics") if m else None,
             "loaded_at": m.loaded_at if m else None,
             "latency_ms": m.last_latency_ms if m else None,
+            "batching": m.batchable if m else None,  # concurrent single-row requests share calls
             "pointer": m.pointer if m else None,
             "last_rejection": slot.last_rejection,
         }

@@ -106,6 +106,7 @@ class LoadedModel:
         self.last_latency_ms: dict = {}
         self.hot: dict = {}  # protocol -> metrics.Hot, filled by the app on first use
         self.batcher = RowBatcher(self)  # single-row requests share ONNX Runtime calls
+        self.batchable = True  # checked on the smoke rows by validate()
 
     def label_key(self, label) -> str:
         key = self._label_keys.get(label)
@@ -179,6 +180,7 @@ class LoadedModel:
         except Exception as e:  # noqa: BLE001
             raise RejectedModel(v, f"inference failed on smoke_rows: {str(e)[:300]}") from None
         self._check_shapes(outs, parsed.n)
+        self.batchable = self._rows_independent(rows, outs)
         one = self.schema.parse_rows([rows[0]])
         times = []
         for i in range(LATENCY_CALLS + 5):
@@ -191,6 +193,23 @@ class LoadedModel:
         if p99 > latency_budget_ms:
             raise RejectedModel(v, f"single-row latency p99 {p99:.2f} ms exceeds the budget "
                                 f"{latency_budget_ms} ms")
+
+    def _rows_independent(self, rows: list[dict], outs: list) -> bool:
+        """Does each smoke row, scored alone, get what it got in the batch? Only then may
+        concurrent single-row requests share a call (``batching.py``); otherwise they run
+        one by one. With fewer than two smoke rows nothing can be compared: trust the export."""
+        if len(rows) < 2:
+            return True
+        for i, row in enumerate(rows):
+            alone = self.run(self.schema.parse_rows([row]).feeds)
+            for a, b in zip(alone, outs):
+                if a.shape[1:] != b.shape[1:]:
+                    return False
+                same = (np.allclose(a[0], b[i], rtol=1e-5, atol=1e-6) if a.dtype.kind in "fiub"
+                        else np.array_equal(a[0], b[i]))
+                if not same:
+                    return False
+        return True
 
     def _check_shapes(self, outs: list, n: int) -> None:
         v = self.version

@@ -89,3 +89,15 @@ def test_concurrent_http_requests_are_batched_and_answered_right(serving_dir, cl
     # 60 requests one by one + 60 at once (+ none for metrics): the 60 at once shared calls
     assert 60 < calls < 120, metrics
     assert 'ml_platform_inference_batch_rows_sum{model="churn"} 120' in metrics
+
+
+def test_a_model_whose_rows_are_not_independent_is_not_batched(clf, clf_model, monkeypatch):
+    """Validation compares each smoke row alone with the batch; a graph where rows influence
+    each other (simulated: every row shifted by the first row of its call) keeps row-by-row calls."""
+    m = LoadedModel(CLF, 1, clf.onnx, clf.meta_for(1))
+    m.validate(50.0)
+    assert m.batchable
+    real = m.run
+    monkeypatch.setattr(m, "run", lambda feeds: [o + o[:1] if o.dtype.kind == "f" else o for o in real(feeds)])
+    m.validate(50.0)
+    assert not m.batchable
