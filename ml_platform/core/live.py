@@ -44,7 +44,8 @@ def read_summary(model_dir: Path) -> dict | None:
 
 
 def sample_files(sample_dir: Path) -> list[Path]:
-    """Finished sample files of one model (``<live_samples_dir>/<model>``), newest first (hidden ``.tmp`` names are being written)."""
+    """Finished sample files of one model (``<live_samples_dir>/<model>``), newest first
+    (hidden ``.tmp`` names are still being written)."""
     return sorted(Path(sample_dir).glob("live-*.jsonl"), key=lambda p: p.name, reverse=True)
 
 

@@ -229,7 +229,8 @@ class Metrics:
         counter("model_reloads_total", "Model loads by outcome.", ("model", "status"), self.reloads)
         counter("live_sample_rows_total", "Rows written to the live sample.", ("model",),
                 {(k,): v for k, v in self.sample_rows.items()})
-        counter("live_sample_dropped_rows_total", "Rows not sampled (over the per-second budget or the buffer was full).",
+        counter("live_sample_dropped_rows_total",
+                "Rows not sampled (over the per-second budget or the buffer was full).",
                 ("model",), {(k,): v for k, v in self.sample_dropped.items()})
         if self.gauges is not None:
             state = self.gauges()

@@ -4,7 +4,9 @@ The request path only appends one tuple per request to a bounded buffer (no I/O,
 per-row work). Two bounds keep it cheap at any traffic: a per-second row budget
 (``rows_per_second``, per worker: at 13k requests/s, sampling everything cost 5 % of the
 throughput and multiplied p99 by two, and would write gigabytes a day) and the buffer
-size ``max_rows``. Requests over either bound are skipped and counted. A background task empties the buffer every few seconds: it encodes the rows on
+size ``max_rows``. Requests over either bound are skipped and counted.
+
+A background task empties the buffer every few seconds: it encodes the rows on
 the event loop in small slices (so no request waits more than a fraction of a
 millisecond, where a writer thread would hold the GIL for whole switch intervals) and
 writes, per model, in a thread, ``<sample_dir>/<model>/live-<UTC timestamp>-<pid>.jsonl`` (written to
@@ -13,8 +15,9 @@ a hidden temporary name and renamed, so readers never see a partial file).
 One JSON object per row: the feature columns (numeric as float or null, categorical as
 the category string the model saw), the id column when the request sent it, and
 ``_ts`` (ISO 8601 UTC), ``_version`` (model version), ``_prediction`` (class label or
-value) and, for classification, ``_probabilities`` ({class: p}). Read it with
-``pandas.read_json(path, lines=True)``.
+value) and, for classification, ``_probabilities`` ({class: p}). The ``live_drift`` asset
+reads it back (``core/live.py``); by hand, ``pandas.read_json(path, lines=True, dtype=False)``
+keeps category strings such as "3" as strings.
 """
 
 from __future__ import annotations
