@@ -13,8 +13,8 @@ Series (all prefixed ``ml_platform_``):
 - ``predictions_total{model,version,class}``            classification: predicted class counts
 - ``prediction_value{model,version}``                   regression: histogram of predicted values
 - ``model_version{model}`` / ``model_loaded{model}``    gauges
-- ``inference_batch_rows{model}``                      histogram, rows per ONNX Runtime call
-  (concurrent single-row requests are batched: see ``serving/batching.py``)
+- ``inference_batch_rows{model}``                      histogram, rows per ONNX Runtime call shared
+  by concurrent single-row requests (``serving/batching.py``)
 - ``model_reloads_total{model,status}``                 loaded / rejected
 - ``live_sample_rows_total{model}`` / ``live_sample_dropped_rows_total{model}``
 """
@@ -221,8 +221,8 @@ class Metrics:
         out.append(f"# TYPE {p}prediction_value histogram")
         for k, h in sorted(self.values.items()):
             out.extend(h.lines(p + "prediction_value", _labels(("model", "version"), k)))
-        out.append(f"# HELP {p}inference_batch_rows Rows per ONNX Runtime call (single-row requests "
-                   "arriving together share a call).")
+        out.append(f"# HELP {p}inference_batch_rows Rows per ONNX Runtime call shared by concurrent "
+                   "single-row requests (a request alone, or with several rows, runs its own call).")
         out.append(f"# TYPE {p}inference_batch_rows histogram")
         for m, h in sorted(self.batches.items()):
             out.extend(h.lines(p + "inference_batch_rows", _labels(("model",), (m,))))
