@@ -97,8 +97,8 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
                 "training_set": training_set["path"]}
         # The MLflow signature takes doubles (what JSON and pandas give MLflow's own tools).
         sample = model_inputs(train.head(50), cfg).astype({c: "float64" for c in cfg.numeric_features})
-        version, run_id = registry.log_candidate(chain.name, pipe, onnx_bytes, params=params,
-                                                 metrics=metrics, tags=tags, input_sample=sample)
+        version, run_id = registry.log_candidate(chain.name, training.for_mlflow(pipe, cfg), onnx_bytes,
+                                                 params=params, metrics=metrics, tags=tags, input_sample=sample)
         # Files the gate checks and the deploy read: the exact ONNX bytes that were logged,
         # and sklearn's own holdout outputs for the parity check.
         cdir = chain.dir / "candidates" / f"v{version}"

@@ -71,8 +71,14 @@ def feeds_of(df: pd.DataFrame, features: dict) -> dict[str, np.ndarray]:
     return feeds
 
 
+def typed_frame(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """The columns ``types`` ({name: "numeric" | "categorical"}) of ``df``, typed as above."""
+    return pd.DataFrame({c: numeric_array(df[c]) if t == "numeric" else category_array(df[c])
+                         for c, t in types.items()}, index=df.index)
+
+
 def model_inputs(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     """The feature columns of ``df`` typed for the pipeline (and for the ONNX graph)."""
-    return pd.DataFrame({c: a.reshape(-1) for c, a in feeds_of(df, cfg.features).items()}, index=df.index)
+    return typed_frame(df, {c: s.type for c, s in cfg.features.items()})
 
 

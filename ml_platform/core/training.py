@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -20,7 +21,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ml_platform.core.frames import model_inputs
+from ml_platform.core.frames import model_inputs, typed_frame
 from ml_platform.settings import ModelConfig
 
 HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "r2": True,
@@ -62,6 +63,33 @@ class Float32Imputer(SimpleImputer):
         super().fit(X, y)
         self.statistics_ = self.statistics_.astype(np.float32).astype(self.statistics_.dtype)
         return self
+
+
+class ModelInputs(TransformerMixin, BaseEstimator):
+    """``frames.model_inputs`` as a pipeline step: numeric columns -> float32, categoricals ->
+    canonical strings (3, 3.0 and "3" are one category, null -> ``frames.MISSING``).
+
+    It heads the model logged to MLflow (``for_mlflow``), so MLflow's own tools score a
+    request as the endpoint does: without it, ``mlflow models serve`` given the integer-coded
+    ``region`` as the JSON number 3 treated it as an unseen category and answered a wrong
+    probability without an error. The ONNX graph is exported from the bare pipeline: its
+    callers (endpoint, batch scoring) type the inputs before the graph."""
+
+    def __init__(self, types: dict | None = None):
+        self.types = types
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        df = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=list(self.types))
+        return typed_frame(df, self.types)
+
+
+def for_mlflow(pipe: Pipeline, cfg: ModelConfig) -> Pipeline:
+    """The fitted pipeline behind the platform's input typing (see ``ModelInputs``)."""
+    types = {c: s.type for c, s in cfg.features.items()}
+    return Pipeline([("model_inputs", ModelInputs(types)), ("pipeline", pipe)])
 
 
 def _estimator(cfg: ModelConfig):

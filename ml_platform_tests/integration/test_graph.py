@@ -113,9 +113,19 @@ def test_serving_store_and_mlflow_alias_agree(world):
     mlflow.set_tracking_uri(s.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/churn@champion")
     x = generate_batch(5, seed=99)
-    x[["plan", "contract", "region", "payment_method"]] = x[["plan", "contract", "region", "payment_method"]].astype(str)
-    proba = np.asarray(model.predict(x))
+    cats = ["plan", "contract", "region", "payment_method"]
+    as_str = {c: x[c].astype(str).where(x[c].notna(), None) for c in cats}
+    proba = np.asarray(model.predict(x.assign(**as_str)))
     assert proba.shape == (5, 2) and np.allclose(proba.sum(axis=1), 1)
+    # Integer codes sent as JSON numbers (what `mlflow models serve` passes on: an object
+    # column of ints) are the same category as their strings, as on the endpoint.
+    as_json = x.assign(**as_str).assign(region=x["region"].astype(object))
+    np.testing.assert_array_equal(np.asarray(model.predict(as_json)), proba)
+    # ... and MLflow's model agrees with the ONNX graph the endpoint serves
+    from ml_platform.core import export
+    onnx_bytes, _ = ModelStore(s.serving_dir).read("churn", 3)
+    cfg = s.models["churn"]
+    np.testing.assert_allclose(export.onnx_predict(export.session(onnx_bytes), x, cfg), proba, atol=1e-5)
 
 
 def test_dagster_records_the_story(world):
