@@ -101,3 +101,25 @@ def test_a_model_whose_rows_are_not_independent_is_not_batched(clf, clf_model, m
     monkeypatch.setattr(m, "run", lambda feeds: [o + o[:1] if o.dtype.kind == "f" else o for o in real(feeds)])
     m.validate(50.0)
     assert not m.batchable
+
+
+def test_bad_requests_among_concurrent_good_ones_fail_alone(serving_dir, clf):
+    app = create_app(serving_dir, [CLF], poll_seconds=3600)
+    rows = _rows(clf, 30)
+    url = f"/models/{CLF}/invocations"
+    bad = [{**rows[0], "tenure": "x"}, {**rows[1], "plan": "gold"}, {k: v for k, v in rows[2].items() if k != "charges"}]
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                alone = [(await c.post(url, json={"dataframe_records": [r]})).json() for r in rows]
+                mixed = [{"dataframe_records": [r]} for r in rows]
+                for i, b in enumerate(bad):
+                    mixed.insert(5 + 7 * i, {"dataframe_records": [b]})
+                return alone, await asyncio.gather(*[c.post(url, json=body) for body in mixed])
+
+    alone, answers = asyncio.run(go())
+    errors = [r for r in answers if r.status_code != 200]
+    assert [(r.status_code, r.json()["error"]["field"]) for r in errors] == [
+        (400, "tenure"), (400, "plan"), (400, "charges")]
+    assert [r.json() for r in answers if r.status_code == 200] == alone
