@@ -91,8 +91,17 @@ def cmd_score(args) -> int:
     from ml_platform.scoring import score_file
 
     s = _settings(args)
+    t0 = last = time.monotonic()
+
+    def progress(rows: int) -> None:  # a line every 2 s on stderr for long files
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 2:
+            last = now
+            print(f"  {rows:,} rows scored ({rows / (now - t0):,.0f} rows/s)", file=sys.stderr, flush=True)
+
     try:
-        res = score_file(s, _model(s, args.model), args.file, out_path=args.out)
+        res = score_file(s, _model(s, args.model), args.file, out_path=args.out, progress=progress)
     except (ValueError, FileNotFoundError) as e:  # no champion, unreadable file, missing column
         print(f"score failed: {e}", file=sys.stderr)
         return 1

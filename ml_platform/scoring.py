@@ -144,7 +144,8 @@ def _empty_schema(id_col: str | None, classification: bool, classes: list, prob_
 
 
 # ---------------------------------------------------------------- scoring
-def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: int = 50_000) -> dict:
+def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: int = 50_000,
+               progress=None) -> dict:
     """Score a CSV or Parquet file with ``model``'s serving champion; write Parquet.
 
     Parameters
@@ -161,6 +162,8 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
         next to the input. Written to a temporary name and moved into place at the end.
     chunk_rows : int
         Rows read, scored and written at a time: bounds peak memory.
+    progress : callable, optional
+        Called with the number of rows written so far after each chunk.
 
     Returns
     -------
@@ -225,6 +228,8 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
                                      f"{table.schema.field(id_col).type}): {e}") from None
         writer.write_table(table)
         rows += len(chunk)
+        if progress is not None:
+            progress(rows)
 
     try:
         # This thread reads and types chunk k+1 (and writes chunk k-1) while ONNX Runtime

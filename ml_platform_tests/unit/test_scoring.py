@@ -51,8 +51,10 @@ def test_scores_equal_onnx_predict_in_chunks(churn, tmp_path, fmt):
     df = _batch()
     src = tmp_path / f"in.{fmt}"
     df.to_csv(src, index=False) if fmt == "csv" else df.to_parquet(src, index=False)
-    res = score_file(settings, "churn", src, tmp_path / "out" / "p.parquet", chunk_rows=97)
+    seen: list[int] = []
+    res = score_file(settings, "churn", src, tmp_path / "out" / "p.parquet", chunk_rows=97, progress=seen.append)
     assert res["rows"] == len(df) and res["model_version"] == 3 and res["rows_per_second"] > 0
+    assert seen == [min(len(df), 97 * (i + 1)) for i in range(len(seen))] and seen[-1] == len(df)
     out = pd.read_parquet(res["out_path"])
     assert list(out.columns) == ["customer_id", "label", "p_0", "p_1", "model_version"]
     ref = export.onnx_predict(sess, pd.read_csv(src) if fmt == "csv" else df, cfg)
