@@ -171,6 +171,7 @@ class ServingConfig(_Strict):
     # live sample (storage/live_samples/<model>/*.jsonl, read by the live_drift asset):
     # at most this many rows per second per worker; 0 turns it off
     sample_rows_per_second: float = Field(100.0, ge=0)
+    sample_max_mb: float = Field(256.0, gt=0)  # disk cap per model; the oldest sample files go first
 
 
 class UIConfig(_Strict):

@@ -185,7 +185,8 @@ class ServingState:
     def __init__(self, serving_dir: Path, models: list[str], *, admin_token: str | None,
                  max_body_bytes: int, poll_seconds: float, sample_dir: Path | None,
                  latency_budget_ms: float, sample_max_rows: int = 10_000,
-                 sample_flush_seconds: float = 5.0, sample_rows_per_second: float | None = None):
+                 sample_flush_seconds: float = 5.0, sample_rows_per_second: float | None = None,
+                 sample_max_bytes: int | None = None):
         if not models:
             raise ValueError("at least one model name is required")
         self.store = ModelStore(Path(serving_dir))
@@ -199,7 +200,7 @@ class ServingState:
         self.latency_budget_ms = float(latency_budget_ms)
         self.metrics = Metrics()
         self.metrics.gauges = self._gauges
-        self.sampler = (LiveSampler(Path(sample_dir), sample_max_rows, sample_rows_per_second)
+        self.sampler = (LiveSampler(Path(sample_dir), sample_max_rows, sample_rows_per_second, sample_max_bytes)
                         if sample_dir else None)
         self.sample_flush_seconds = sample_flush_seconds
         self._tasks: list[asyncio.Task] = []
@@ -644,7 +645,7 @@ def create_app(serving_dir: Path, models: list[str], *, admin_token: str | None 
                max_body_bytes: int = 1_048_576, poll_seconds: float = 1.0,
                sample_dir: Path | None = None, latency_budget_ms: float = 50.0,
                sample_max_rows: int = 10_000, sample_flush_seconds: float = 5.0,
-               sample_rows_per_second: float | None = None) -> Starlette:
+               sample_rows_per_second: float | None = None, sample_max_bytes: int | None = None) -> Starlette:
     """The endpoint for ``models`` reading ``serving_dir`` (``Settings.serving_dir``).
 
     Champions are loaded (and validated) here, synchronously; the lifespan starts the
@@ -653,7 +654,7 @@ def create_app(serving_dir: Path, models: list[str], *, admin_token: str | None 
                          max_body_bytes=max_body_bytes, poll_seconds=poll_seconds,
                          sample_dir=sample_dir, latency_budget_ms=latency_budget_ms,
                          sample_max_rows=sample_max_rows, sample_flush_seconds=sample_flush_seconds,
-                         sample_rows_per_second=sample_rows_per_second)
+                         sample_rows_per_second=sample_rows_per_second, sample_max_bytes=sample_max_bytes)
     state.initial_load()
     routes = [
         Route("/models/{name}/invocations", state.invocations, methods=["POST"]),

@@ -4,7 +4,8 @@ The request path only appends one tuple per request to a bounded buffer (no I/O,
 per-row work). Two bounds keep it cheap at any traffic: a per-second row budget
 (``rows_per_second``, per worker: at 13k requests/s, sampling everything cost 5 % of the
 throughput and multiplied p99 by two, and would write gigabytes a day) and the buffer
-size ``max_rows``. Requests over either bound are skipped and counted.
+size ``max_rows``. Requests over either bound are skipped and counted. On disk, each
+model's directory is capped at ``max_bytes`` (the oldest files are deleted).
 
 A background task empties the buffer every few seconds: it encodes the rows on
 the event loop in small slices (so no request waits more than a fraction of a
@@ -39,9 +40,11 @@ _OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 class LiveSampler:
-    def __init__(self, sample_dir: Path, max_rows: int = 10_000, rows_per_second: float | None = None):
+    def __init__(self, sample_dir: Path, max_rows: int = 10_000, rows_per_second: float | None = None,
+                 max_bytes: int | None = None):
         self.dir = Path(sample_dir)
         self.max_rows = max_rows
+        self.max_bytes = max_bytes  # per model directory: the oldest files go first
         self.rate = rows_per_second  # None: no budget, only the buffer bound
         self.budget = float("inf") if rows_per_second is None else rows_per_second
         self.window_end = 0.0
@@ -115,7 +118,32 @@ class LiveSampler:
                 written[name] = len(lines)
             except OSError as e:
                 log.warning("live sample for %s not written to %s: %s", name, path, e)
+            if self.max_bytes is not None:
+                self.trim(self.dir / name)
         return written
+
+    def trim(self, model_dir: Path) -> int:
+        """Delete the oldest sample files until ``model_dir`` holds at most ``max_bytes``
+        (the newest file always stays). Returns the number of files deleted. Workers share
+        the directory, so a file another worker deleted first is simply skipped."""
+        files = []
+        for p in model_dir.glob("live-*.jsonl"):
+            try:
+                files.append((p.name, p.stat().st_size, p))
+            except FileNotFoundError:
+                continue
+        files.sort()  # names sort by time
+        total, deleted = sum(size for _, size, _ in files), 0
+        for _, size, p in files[:-1]:
+            if total <= self.max_bytes:
+                break
+            try:
+                p.unlink()
+                deleted += 1
+            except FileNotFoundError:
+                pass
+            total -= size
+        return deleted
 
     def write(self, items: list) -> dict[str, int]:
         """Encode and write in one go (shutdown, tests)."""

@@ -41,6 +41,7 @@ def build_app(settings: Settings, admin_token: str | None = None):
         poll_seconds=s.poll_seconds,
         sample_dir=settings.live_samples_dir if s.sample_rows_per_second > 0 else None,
         sample_rows_per_second=s.sample_rows_per_second,
+        sample_max_bytes=int(s.sample_max_mb * 1024 * 1024),
         latency_budget_ms=latency,
     )
 

@@ -510,3 +510,22 @@ def test_live_sample_keeps_to_its_rows_per_second_budget(tmp_path, monkeypatch):
     assert s.rows == 14 and s.dropped == {CLF: 3}
     items, dropped = s.take()
     assert len(items) == 7 and dropped == {CLF: 3} and s.rows == 0
+
+
+def test_live_sample_directory_keeps_to_its_disk_cap(tmp_path):
+    from ml_platform.serving.sample import LiveSampler
+
+    d = tmp_path / CLF
+    d.mkdir()
+    for i in range(5):
+        (d / f"live-2026112{i}T000000000000Z-1.jsonl").write_bytes(b"x" * 1000)
+    (d / ".live-20261129T000000000000Z-1.jsonl.tmp").write_bytes(b"x" * 5000)  # being written: not ours
+    s = LiveSampler(tmp_path, max_bytes=2500)
+    assert s.trim(d) == 3
+    assert sorted(p.name for p in d.iterdir()) == [".live-20261129T000000000000Z-1.jsonl.tmp",
+                                                   "live-20261123T000000000000Z-1.jsonl",
+                                                   "live-20261124T000000000000Z-1.jsonl"]
+    s.max_bytes = 10  # the newest file always stays
+    assert s.trim(d) == 1 and [p.name for p in d.glob("live-*")] == ["live-20261124T000000000000Z-1.jsonl"]
+    written = s.write_lines({CLF: [b'{"a": 1}\n']})  # writing trims too
+    assert written == {CLF: 1} and len(list(d.glob("live-*"))) == 1

@@ -107,7 +107,8 @@ def test_bad_requests_among_concurrent_good_ones_fail_alone(serving_dir, clf):
     app = create_app(serving_dir, [CLF], poll_seconds=3600)
     rows = _rows(clf, 30)
     url = f"/models/{CLF}/invocations"
-    bad = [{**rows[0], "tenure": "x"}, {**rows[1], "plan": "gold"}, {k: v for k, v in rows[2].items() if k != "charges"}]
+    bad = [{**rows[0], "tenure": "x"}, {**rows[1], "plan": "gold"},
+           {k: v for k, v in rows[2].items() if k != "charges"}]
 
     async def go():
         async with app.router.lifespan_context(app):
