@@ -14,7 +14,8 @@ import json
 import dagster as dg
 
 from ml_platform.assets.common import Chain
-from ml_platform.assets.monitoring import SCORE, drift_metadata, reference_path, serving_champion
+from ml_platform.assets.monitoring import (SCORE, drift_metadata, drift_summary, load_reference,
+                                          reference_path, serving_champion)
 from ml_platform.core import drift, live
 
 LIVE_MAX_ROWS = 20_000  # newest rows judged per run (the drift statistics saturate long before)
@@ -39,15 +40,12 @@ def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
         elif not reference_path(chain, version).exists():
             summary.update(verdict="no reference", reason=f"drift reference of v{version} is missing")
         else:
-            ref = drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+            ref = load_reference(chain, version)
             win = live.read_window(chain.settings.live_samples_dir / chain.name, version, list(cfg.features),
                                    LIVE_MAX_ROWS, score_column=ref.score_column or SCORE,
                                    missing_token=(meta or {}).get("missing_category"))
             result = drift.compute_drift_from_config(ref, win.frame, cfg.drift)
-            summary.update(verdict=result.verdict, rows=result.rows, share_drifted=round(result.share_drifted, 4),
-                           drifted_features=result.drifted_features,
-                           score_drifted=bool(result.score and result.score.drifted),
-                           window_from=win.first_ts, window_to=win.last_ts, files=len(win.files),
+            summary.update(drift_summary(result), window_from=win.first_ts, window_to=win.last_ts, files=len(win.files),
                            other_version_rows=win.other_version_rows, unreadable_lines=win.unreadable_lines)
             if result.verdict == "not enough data":
                 summary["reason"] = (f"{result.rows} live rows scored by v{version}; "

@@ -34,6 +34,17 @@ def reference_path(chain: Chain, version: int) -> Path:
     return chain.dir / "candidates" / f"v{version}" / "drift_reference.json"
 
 
+def load_reference(chain: Chain, version: int) -> drift.DriftReference:
+    return drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+
+
+def drift_summary(result: drift.DriftResult) -> dict:
+    """The verdict figures kept on a batch record (and in live_drift's summary)."""
+    return {"verdict": result.verdict, "share_drifted": round(result.share_drifted, 4),
+            "drifted_features": result.drifted_features, "rows": result.rows,
+            "score_drifted": bool(result.score and result.score.drifted)}
+
+
 def scores_of(outputs: np.ndarray, task: str) -> np.ndarray:
     return training.positive_scores(outputs) if task == "classification" else outputs
 
@@ -117,14 +128,12 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
             catalog.update_record(chain.dir, partition, drift=summary)
             return dg.MaterializeResult(metadata={k: str(v) for k, v in summary.items()})
 
-        ref = drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+        ref = load_reference(chain, version)
         pred = predictions_path(chain, partition)
         if pred.exists():
             df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
         result = drift.compute_drift_from_config(ref, df, cfg.drift)
-        summary.update(verdict=result.verdict, share_drifted=round(result.share_drifted, 4),
-                       drifted_features=result.drifted_features, rows=result.rows,
-                       score_drifted=bool(result.score and result.score.drifted))
+        summary.update(drift_summary(result))
         catalog.update_record(chain.dir, partition, drift=summary)
         return dg.MaterializeResult(metadata=drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png"))
 

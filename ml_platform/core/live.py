@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
+
 
 @dataclass
 class LiveWindow:
@@ -49,15 +51,6 @@ def sample_files(sample_dir: Path) -> list[Path]:
     return sorted(Path(sample_dir).glob("live-*.jsonl"), key=lambda p: p.name, reverse=True)
 
 
-def _score(row: dict) -> float | None:
-    probas = row.get("_probabilities")
-    if isinstance(probas, dict):  # classification: P(second class) if binary, else the max
-        vals = list(probas.values())
-        return vals[1] if len(vals) == 2 else max(vals)
-    pred = row.get("_prediction")
-    return pred if isinstance(pred, (int, float)) else None
-
-
 def read_window(sample_dir: Path, version: int, features: list[str], max_rows: int, *,
                 score_column: str, missing_token: str | None = None) -> LiveWindow:
     """The newest ``max_rows`` rows scored by ``version``. Categorical nulls were written as
@@ -85,6 +78,13 @@ def read_window(sample_dir: Path, version: int, features: list[str], max_rows: i
     rows = rows[:max_rows][::-1]
     cols = {c: [None if (v := r.get(c)) == missing_token else v for r in rows] for c in features}
     cols["_ts"] = [r.get("_ts") for r in rows]
-    cols[score_column] = pd.to_numeric(pd.Series([_score(r) for r in rows], dtype=object), errors="coerce")
+    probas = [r.get("_probabilities") for r in rows]
+    if rows and all(isinstance(p, dict) for p in probas):
+        # imported here: `ml-platform status` reads summaries through this module without sklearn
+        from ml_platform.core.training import positive_scores
+        cols[score_column] = positive_scores(np.array([list(p.values()) for p in probas], dtype=np.float64))
+    else:
+        cols[score_column] = pd.to_numeric(pd.Series([r.get("_prediction") for r in rows], dtype=object),
+                                           errors="coerce")
     win.frame = pd.DataFrame(cols)
     return win

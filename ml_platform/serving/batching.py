@@ -7,12 +7,12 @@ row each paid for 32 calls. Here the first single-row request of a loop turn sch
 a flush with ``call_soon`` and waits on a future; every single-row request parsed before
 the flush runs joins it. The flush stacks the validated rows (``Schema.stack``), runs
 the session once and hands each request its own row of the outputs. Nothing waits for a
-timer: at one connection a batch is one row and the cost is one extra loop turn.
+timer, only for the next loop turn.
 
 When the server says how many requests are in flight (``IN_FLIGHT`` in the ASGI scope:
 uvicorn's set of request tasks, put there by ``serving/protocol.py``) and this request
-is the only one, it runs at once: a lone client pays nothing for the batching (~20 µs
-per request, measured at one connection).
+is the only one, the app runs it at once instead: the extra loop turn cost a lone client
+~20 µs per request (measured at one connection).
 
 A batch that fails is re-run row by row, so a failure lands only on the request that
 caused it. Rows are independent in every model the platform exports (trees, linear
@@ -60,8 +60,7 @@ class RowBatcher:
         if self.observe is not None:
             self.observe(len(batch))
         try:
-            outs = model.run(model.schema.stack([p for p, _ in batch]) if len(batch) > 1
-                             else batch[0][0].feeds)
+            outs = model.run(model.schema.stack([p for p, _ in batch]))
         except Exception:  # noqa: BLE001 - find the row that fails, answer the others
             for parsed, fut in batch:
                 if fut.done():

@@ -91,7 +91,7 @@ def test_concurrent_http_requests_are_batched_and_answered_right(serving_dir, cl
     assert 'ml_platform_inference_batch_rows_sum{model="churn"} 120' in metrics
 
 
-def test_a_model_whose_rows_are_not_independent_is_not_batched(clf, clf_model, monkeypatch):
+def test_a_model_whose_rows_are_not_independent_is_not_batched(clf, monkeypatch):
     """Validation compares each smoke row alone with the batch; a graph where rows influence
     each other (simulated: every row shifted by the first row of its call) keeps row-by-row calls."""
     m = LoadedModel(CLF, 1, clf.onnx, clf.meta_for(1))
