@@ -503,7 +503,7 @@ class ServingState:
             else:
                 out = orjson.dumps({"predictions": model.mlflow_predictions(outs)} if protocol == "mlflow"
                                    else self._v2_payload(model, outs, n, wanted, rid))
-                self.metrics.predicted_classes(model.name, model.version_str, outs[0])
+                self.metrics.predicted_classes(hot.classes, outs[0])
         else:
             out = orjson.dumps({"predictions": model.mlflow_predictions(outs)} if protocol == "mlflow"
                                else self._v2_payload(model, outs, n, wanted, rid))

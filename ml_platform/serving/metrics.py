@@ -103,11 +103,8 @@ class Metrics:
     def __init__(self):
         self._hot: dict[tuple, Hot] = {}
         self._hot_classes: dict[tuple, dict] = {}
-        self.requests: dict[tuple, int] = {}
-        self.rows: dict[tuple, int] = {}
         self.errors: dict[tuple, int] = {}
         self.latency: dict[tuple, _Histogram] = {}
-        self.classes: dict[tuple, int] = {}
         self.values: dict[tuple, _Histogram] = {}
         self.batches: dict[str, _Histogram] = {}
         self.reloads: dict[tuple, int] = {}
@@ -128,44 +125,27 @@ class Metrics:
         return h
 
     def _merged(self) -> tuple[dict, dict, dict]:
-        """requests, rows and classes: the dict counters plus the ``Hot`` ones."""
-        req, rows, cls = dict(self.requests), dict(self.rows), dict(self.classes)
+        """requests, rows and classes as label tuples, from the ``Hot`` counters."""
+        req, rows, cls = {}, {}, {}
         for (m, v, p), h in list(self._hot.items()):
             if h.requests:
-                req[(m, v, p)] = req.get((m, v, p), 0) + h.requests
+                req[(m, v, p)] = h.requests
                 rows[(m, v)] = rows.get((m, v), 0) + h.rows
         for (m, v), d in list(self._hot_classes.items()):
             for label, c in list(d.items()):
-                cls[(m, v, label)] = cls.get((m, v, label), 0) + c
+                cls[(m, v, label)] = c
         return req, rows, cls
-
-    def ok(self, model: str, version: str, protocol: str, n: int, seconds: float) -> None:
-        k = (model, version, protocol)
-        self.requests[k] = self.requests.get(k, 0) + 1
-        k2 = (model, version)
-        self.rows[k2] = self.rows.get(k2, 0) + n
-        self.observe_latency(model, protocol, seconds)
-
-    def observe_latency(self, model: str, protocol: str, seconds: float) -> None:
-        h = self.latency.get((model, protocol))
-        if h is None:
-            h = self.latency[(model, protocol)] = _Histogram(LATENCY_BUCKETS)
-        h.observe(seconds)
 
     def error(self, model: str, version: str, kind: str) -> None:
         k = (model, version, kind)
         self.errors[k] = self.errors.get(k, 0) + 1
 
-    def predicted_class(self, model: str, version: str, label: str) -> None:
-        k = (model, version, label)
-        self.classes[k] = self.classes.get(k, 0) + 1
-
-    def predicted_classes(self, model: str, version: str, labels) -> None:
-        cl = self.classes
+    @staticmethod
+    def predicted_classes(classes: dict, labels) -> None:
+        """Count a multi-row answer's labels into ``Hot.classes`` (label string -> count)."""
         vals, counts = np.unique(np.asarray(labels, dtype=object).astype(str), return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):
-            k = (model, version, v)
-            cl[k] = cl.get(k, 0) + c
+            classes[v] = classes.get(v, 0) + c
 
     def predicted_values(self, model: str, version: str, values: np.ndarray, bounds=None) -> None:
         h = self.values.get((model, version))

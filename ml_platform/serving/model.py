@@ -76,7 +76,6 @@ class LoadedModel:
         except (ValueError, TypeError) as e:
             raise RejectedModel(version, f"metadata: {e}") from None
         outs = self.session.get_outputs()
-        self.output_meta = outs
         if self.classification:
             classes = meta.get("classes")
             if not isinstance(classes, list) or len(classes) < 2:
