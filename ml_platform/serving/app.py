@@ -11,6 +11,8 @@ Routes
 - ``POST /v2/models/{name}/infer``     Open Inference Protocol (KServe V2)
 - ``GET  /v2/models/{name}``           model metadata (+ ``last_rejection``)
 - ``GET  /v2/models/{name}/ready``, ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``
+  (readiness: 200 only when every model with a champion pointer serves exactly the version
+  the pointer names; a 503 names the model, the version and the reason)
 - ``GET  /metrics``                    Prometheus text format
 - ``POST /admin/reload[?model=NAME]``  reload now (Bearer token when ``admin_token`` is set)
 - ``GET  /openapi.json``
@@ -169,15 +171,20 @@ class _StarletteStack:
 
 
 class Slot:
-    """One configured model: the version serving now and what the poller has seen."""
+    """One configured model: the version serving now and what the poller has seen.
 
-    __slots__ = ("name", "model", "pointer_sig", "last_rejection", "lock")
+    ``pending`` is set while the pointer names a version that is not the one serving:
+    ``{"version": N, "reason": ...}`` (being loaded, or rejected and why); readiness
+    reports it."""
+
+    __slots__ = ("name", "model", "pointer_sig", "last_rejection", "pending", "lock")
 
     def __init__(self, name: str):
         self.name = name
         self.model: LoadedModel | None = None
         self.pointer_sig = None
         self.last_rejection: dict | None = None
+        self.pending: dict | None = None
         self.lock: asyncio.Lock | None = None
 
 
@@ -237,12 +244,15 @@ class ServingState:
         v = ptr["version"]
         if slot.model is not None and slot.model.version == v:
             slot.model.pointer = ptr
+            slot.pending = None
             return ("done", self._result(slot, "unchanged", v))
+        slot.pending = {"version": v, "reason": f"v{v} is being loaded"}
         return ("load", v, ptr)
 
     def _unload(self, slot: Slot) -> dict:
         """No pointer: no champion. A model that was serving stops (the pointer was removed
         on purpose, e.g. the first deploy of a model was rolled back)."""
+        slot.pending = None
         if slot.model is None:
             return self._result(slot, "unchanged", None, "no champion published")
         old, slot.model = slot.model, None
@@ -252,15 +262,18 @@ class ServingState:
 
     def _reject(self, slot: Slot, version, reason: str) -> dict:
         slot.last_rejection = {"version": version, "reason": reason, "at": _now()}
+        slot.pending = {"version": version, "reason": (f"v{version} rejected: {reason}" if version is not None
+                                                       else reason)}
         self.metrics.reload(slot.name, "rejected")
-        log.warning("model %s v%s rejected, %s: %s", slot.name, version,
-                    f"v{slot.model.version} keeps serving" if slot.model else "nothing serving", reason)
+        log.error("model %s v%s rejected (%s; not ready): %s", slot.name, version,
+                  f"v{slot.model.version} keeps serving" if slot.model else "nothing serving", reason)
         return self._result(slot, "rejected", version, reason)
 
     def _accept(self, slot: Slot, model: LoadedModel) -> dict:
         model.batcher.observe = self.metrics.batch_rows(slot.name)
         old = slot.model
         slot.model = model  # the swap: one reference assignment
+        slot.pending = None
         self.metrics.reload(slot.name, "loaded")
         log.info("model %s v%s loaded (was %s; single-row p99 %.3f ms)", slot.name, model.version,
                  f"v{old.version}" if old else "none", model.last_latency_ms.get("p99", float("nan")))
@@ -270,26 +283,26 @@ class ServingState:
         return load_version(self.store, slot.name, version, self.latency_budget_ms, ptr)
 
     def initial_load(self) -> dict:
-        """Synchronous load at startup. A champion that fails validation falls back to the
-        pointer's ``previous`` version (when that one passes)."""
+        """Synchronous load at startup: each model's champion, exactly the version its
+        pointer names. A champion that cannot be loaded (a missing or corrupt file, a failed
+        validation) is rejected and reported by readiness; nothing else is loaded in its
+        place (no fallback to an earlier version: the pointer is the one source of truth)."""
         results = {}
         for slot in self.slots.values():
             plan = self._plan(slot, force=True)
             if plan[0] == "done":
                 results[slot.name] = plan[1]
+                if plan[1]["status"] == "unchanged":
+                    log.info("model %s: no champion published, nothing to serve", slot.name)
                 continue
             _, v, ptr = plan
             try:
                 results[slot.name] = self._accept(slot, self._load(slot, v, ptr))
             except RejectedModel as e:
                 results[slot.name] = self._reject(slot, v, e.reason)
-                prev = ptr.get("previous")
-                if isinstance(prev, int) and prev != v:
-                    try:
-                        self._accept(slot, self._load(slot, prev, ptr))
-                        results[slot.name]["serving_version"] = prev
-                    except RejectedModel as e2:
-                        self._reject(slot, prev, e2.reason)
+            except Exception as e:  # noqa: BLE001 - one broken model must not stop the others
+                log.exception("loading %s v%s failed", slot.name, v)
+                results[slot.name] = self._reject(slot, v, f"unexpected error: {e}")
         return results
 
     async def reload(self, slot: Slot, force: bool = False) -> dict | None:
@@ -550,13 +563,16 @@ class ServingState:
             return _error(RequestError("unknown_model", f"unknown model {name!r}; this endpoint "
                                        f"serves {sorted(self.slots)}", "model", 404))
         m = slot.model
+        readiness = self.model_readiness(slot)
         body = {
             "name": name,
             "versions": [str(v) for v in await run_in_threadpool(self.store.versions, name)],
             "platform": "onnxruntime",
             "inputs": m.v2_inputs() if m else [],
             "outputs": m.v2_output_meta() if m else [],
-            "ready": m is not None,
+            "ready": readiness["ready"],
+            "ready_reason": readiness["reason"],
+            "champion": readiness["champion"],
             "version": m.version_str if m else None,
             "task": m.task if m else None,
             "classes": m.classes if m else None,
@@ -576,27 +592,56 @@ class ServingState:
         slot = self.slots.get(name)
         if slot is None:
             return _error(RequestError("unknown_model", f"unknown model {name!r}", "model", 404))
+        r = self.model_readiness(slot)
         m = slot.model
-        return _json({"name": name, "ready": m is not None}, 200 if m else 503,
-                     headers=m.headers if m else None)
+        return _json({"name": name, **r}, 200 if r["ready"] else 503, headers=m.headers if m else None)
 
     async def live(self, request: Request) -> Response:
         return _json({"live": True})
 
+    def model_readiness(self, slot: Slot) -> dict:
+        """Is ``slot`` serving exactly the version its champion pointer names (read now)?
+        -> {"ready", "loaded", "version" (loaded, or None), "champion" (the pointer's version,
+        or None), "reason" (why not, or None), "required" (readiness waits for this model: it
+        has a pointer, readable or not)}."""
+        m = slot.model
+        loaded = m.version if m is not None else None
+        out = {"ready": False, "loaded": m is not None, "version": loaded, "champion": None,
+               "reason": None, "required": True}
+        try:
+            ptr = self.store.current(slot.name)
+        except (OSError, ValueError) as e:
+            out["reason"] = f"unreadable champion pointer: {e}"
+            return out
+        if ptr is None:
+            out["required"] = False
+            out["reason"] = "no champion published" + (f" (v{loaded} still loaded)" if m is not None else "")
+            return out
+        pv = out["champion"] = ptr["version"]
+        if loaded == pv:
+            out["ready"] = True
+            return out
+        pend = slot.pending
+        if pend is not None and pend.get("version") == pv:
+            reason = pend["reason"]
+        else:
+            reason = f"the champion pointer names v{pv}, which is not loaded yet"
+        out["reason"] = reason + (f"; v{loaded} keeps serving" if m is not None else "; nothing serving")
+        return out
+
     def readiness(self) -> tuple[bool, dict]:
-        models, ready = {}, True
-        for n, s in self.slots.items():
-            has_pointer = self.store.pointer_path(n).exists()
-            loaded = s.model is not None
-            models[n] = {"loaded": loaded, "version": s.model.version if loaded else None,
-                         "champion": has_pointer}
-            if has_pointer and not loaded:
-                ready = False
-        return ready, models
+        """Ready when every model that has a champion pointer serves exactly the pointer's
+        version (a model without a pointer has nothing to wait for)."""
+        models = {n: self.model_readiness(s) for n, s in self.slots.items()}
+        return all(r["ready"] or not r["required"] for r in models.values()), models
 
     async def ready(self, request: Request) -> Response:
         ok, models = self.readiness()
-        return _json({"ready": ok, "models": models}, 200 if ok else 503)
+        body = {"ready": ok, "models": models}
+        if not ok:
+            body["reason"] = "; ".join(f"{n}: {r['reason']}" for n, r in models.items()
+                                       if r["required"] and not r["ready"])
+        return _json(body, 200 if ok else 503)
 
     async def server_meta(self, request: Request) -> Response:
         return _json({"name": "ml_platform", "version": "1", "extensions": [],
@@ -717,7 +762,8 @@ def openapi_document(models: list[str]) -> dict:
             "/v2/models/{name}/ready": {"get": {"summary": "Model readiness", "parameters": [name_param],
                                                 "responses": {**plain, "503": _err_ref()}}},
             "/v2/health/live": {"get": {"summary": "Liveness", "responses": plain}},
-            "/v2/health/ready": {"get": {"summary": "Readiness: every model with a champion is loaded",
+            "/v2/health/ready": {"get": {"summary": "Readiness: every model with a champion pointer serves "
+                                                    "exactly the pointer's version",
                                          "responses": {**plain, "503": {"description": "Not ready"}}}},
             "/v2": {"get": {"summary": "Server metadata", "responses": plain}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
