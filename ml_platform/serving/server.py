@@ -1,8 +1,9 @@
 """Run the endpoint under uvicorn: ``python -m ml_platform.serving --config PATH``.
 
 Workers are started by uvicorn from an import string + factory (:func:`app_factory`),
-so ``workers > 1`` works; the config path travels in ``$ML_PLATFORM_CONFIG`` and a
-generated admin token in ``$ML_PLATFORM_ADMIN_TOKEN``.
+so ``workers > 1`` works; the config path travels in ``$ML_PLATFORM_CONFIG`` and the
+admin token in ``$ML_PLATFORM_ADMIN_TOKEN`` (``serving/auth.py`` says where it comes from:
+the config, else the 0600 token file under storage_dir; it is never printed or logged).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import importlib.util
 import ipaddress
 import logging
 import os
-import secrets
 import sys
 
 from ml_platform.settings import CONFIG_ENV, Settings, load_settings
@@ -60,11 +60,13 @@ def run(settings: Settings, host: str | None = None, port: int | None = None,
     port = settings.serving.port if port is None else port
     workers = workers or settings.serving.workers
     os.environ[CONFIG_ENV] = str(settings.source)
-    token = settings.serving.admin_token or os.environ.get(TOKEN_ENV) or None
+    token = settings.serving.admin_token or None
     if not is_loopback(host) and not token:
-        token = secrets.token_urlsafe(24)
-        print(f"ml_platform endpoint on {host}: admin token for POST /admin/reload: {token}",
-              flush=True)
+        from ml_platform.serving.auth import ensure_admin_token, token_path
+
+        token = ensure_admin_token(settings)  # the token file's, created (0600) when missing
+        where = token_path(settings.storage)
+        print(f"ml_platform endpoint on {host}: admin token for POST /admin/reload in {where}", flush=True)
     if token:
         os.environ[TOKEN_ENV] = token
     else:

@@ -135,23 +135,53 @@ def test_real_process_hot_swap(tmp_path, clf):
     assert list((settings.storage / "live_samples" / CLF).glob("live-*.jsonl"))
 
 
-def test_cli_generates_an_admin_token_off_loopback(tmp_path, monkeypatch, capsys):
+def test_cli_keeps_the_admin_token_in_a_0600_file_off_loopback(tmp_path, monkeypatch, capsys):
+    import stat
+
     import uvicorn
+
+    from ml_platform.serving.auth import read_admin_token, token_path
 
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.update(kw, target=a[0]))
     monkeypatch.delenv(server.TOKEN_ENV, raising=False)
     settings = load_settings(write_config(tmp_path, 8080))
+    path = token_path(settings.storage)
+    assert not path.exists()
     server.run(settings, host="0.0.0.0", port=9999, workers=2)  # uvicorn.run is stubbed: nothing binds
-    token = os.environ.pop(server.TOKEN_ENV)
-    assert token and token in capsys.readouterr().out
+    token = os.environ.pop(server.TOKEN_ENV)  # the workers get it through the environment
+    assert token and path.read_text().strip() == token == read_admin_token(settings)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    out = capsys.readouterr()
+    assert token not in out.out + out.err  # never printed: only where it is
+    assert str(path) in out.out
     assert calls["target"] == server.FACTORY and calls["factory"] is True and calls["workers"] == 2
     assert calls["access_log"] is False and calls["port"] == 9999
     assert os.environ[server.CONFIG_ENV] == str(settings.source)
 
-    server.run(settings)  # loopback: no token
+    server.run(settings, host="10.1.2.3")  # a restart reuses the file's token
+    assert os.environ.pop(server.TOKEN_ENV) == token
+    assert token not in capsys.readouterr().out
+
+    server.run(settings)  # loopback, nothing configured: no token (the file is not used)
     assert server.TOKEN_ENV not in os.environ
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8080
+
+
+def test_cli_uses_the_configured_admin_token(tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from ml_platform.serving.auth import token_path
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.delenv(server.TOKEN_ENV, raising=False)
+    settings = load_settings(write_config(tmp_path, 8080, admin_token="configured-secret"))
+    for host in ("0.0.0.0", "127.0.0.1"):
+        server.run(settings, host=host)
+        assert os.environ.pop(server.TOKEN_ENV) == "configured-secret"
+    assert not token_path(settings.storage).exists()
+    assert "configured-secret" not in capsys.readouterr().out
 
 
 def test_factory_builds_the_app_from_the_env(tmp_path, monkeypatch, clf):
