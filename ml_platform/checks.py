@@ -5,50 +5,49 @@ records it on the MLflow model version (so `status` and MLflow show it) and in t
 """
 
 
+import json
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from ml_platform.assets.common import Chain
 from ml_platform.assets.training import load_training_set
+from ml_platform.champion import champion_version
 from ml_platform.core import export, gate, training
+from ml_platform.core.candidate import Candidate
 from ml_platform.core.frames import feeds_of
+from ml_platform.promotion import version_files_of
 from ml_platform.resources.registry import MlflowRegistry
-from ml_platform.serving.store import ModelStore
 
 
-def _result(registry: MlflowRegistry, chain: Chain, candidate: dict, v: gate.Verdict) -> dg.AssetCheckResult:
-    registry.set_version_tags(chain.name, candidate["version"], {
-        f"gate.{v.check}": "passed" if v.passed else "failed", f"gate.{v.check}.reason": v.reason})
+def _result(registry: MlflowRegistry, chain: Chain, candidate: Candidate, v: gate.Verdict,
+            extra_tags: dict | None = None) -> dg.AssetCheckResult:
+    # The verdict is recorded on the MLflow version: the champion move reads it from there.
+    registry.set_version_tags(chain.name, candidate.version, {
+        f"gate.{v.check}": "passed" if v.passed else "failed", f"gate.{v.check}.reason": v.reason,
+        **(extra_tags or {})})
     figures = {k: val for k, val in v.figures.items() if val is not None}
     return dg.AssetCheckResult(passed=v.passed, metadata={"reason": v.reason, "candidate_version":
-                                                          candidate["version"], **figures})
+                                                          candidate.version, **figures})
 
 
-def _candidate_session(candidate: dict):
-    return export.session((Path(candidate["dir"]) / "model.onnx").read_bytes())
+def _candidate_session(candidate: Candidate):
+    return export.session(candidate.files.onnx.read_bytes())
 
 
 def champion_metric_on(chain: Chain, registry: MlflowRegistry, holdout) -> tuple[int | None, float | None]:
-    """The serving champion's gate metric on this holdout (ONNX, like it serves)."""
-    champ = registry.champion(chain.name)
-    if champ is None:
+    """The serving champion's gate metric on this holdout (its ONNX graph, like it serves)."""
+    version = champion_version(chain.settings, chain.name)
+    if version is None:
         return None, None
-    version = int(champ.version)
-    store = ModelStore(chain.settings.serving_dir)
-    try:
-        onnx_bytes, meta = store.read(chain.name, version)
-    except FileNotFoundError:
-        onnx_bytes, meta = registry.onnx_bytes(chain.name, version), None
-    sess = export.session(onnx_bytes)
-    out = export.onnx_predict(sess, holdout, chain.cfg)
+    files = version_files_of(chain.settings, registry, chain.name, version)
+    meta = json.loads(files.serving.read_text())
+    out = export.onnx_predict(export.session(files.onnx.read_bytes()), holdout, chain.cfg)
     cfg = chain.cfg
     y = training.target_values(holdout, cfg)
     if cfg.task == "classification":
-        classes = meta["classes"] if meta else sorted(np.unique(y).tolist())
-        m = training.classification_metrics(y, out, classes)
+        m = training.classification_metrics(y, out, meta["classes"])
     else:
         m = training.regression_metrics(y, out)
     return version, m.get(cfg.gate_metric)
@@ -61,27 +60,28 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(asset=key, name="min_metric", blocking=True,
                     description=f"holdout {metric} meets the configured threshold")
-    def min_metric(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
-        v = gate.min_metric(metric, candidate_model["metrics"].get(metric), cfg.gate_threshold)
+    def min_metric(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+        v = gate.min_metric(metric, candidate_model.metrics.get(metric), cfg.gate_threshold)
         return _result(registry, chain, candidate_model, v)
 
     @dg.asset_check(asset=key, name="not_worse_than_champion", blocking=True,
                     description=f"{metric} not worse than the champion's on the same holdout "
                                 f"by more than {cfg.gate.max_regression}")
-    def not_worse_than_champion(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
-        _, holdout = load_training_set({"path": candidate_model["training_set"]})
+    def not_worse_than_champion(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model.training_set})
         champ_version, champ_value = champion_metric_on(chain, registry, holdout)
-        if champ_version == candidate_model["version"]:
+        judged_against = "none" if champ_version is None else str(champ_version)
+        if champ_version == candidate_model.version:
             champ_version = None  # re-checking the serving champion itself
-        v = gate.not_worse_than_champion(metric, candidate_model["metrics"].get(metric), champ_value,
+        v = gate.not_worse_than_champion(metric, candidate_model.metrics.get(metric), champ_value,
                                          champ_version, cfg.gate.max_regression)
-        return _result(registry, chain, candidate_model, v)
+        return _result(registry, chain, candidate_model, v, {"gate.judged_against": judged_against})
 
     @dg.asset_check(asset=key, name="onnx_parity", blocking=True,
                     description=f"ONNX outputs equal sklearn's within {cfg.gate.parity_tolerance} on the holdout")
-    def onnx_parity(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
-        _, holdout = load_training_set({"path": candidate_model["training_set"]})
-        ref = np.load(Path(candidate_model["dir"]) / "holdout_sklearn.npy")
+    def onnx_parity(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model.training_set})
+        ref = np.load(candidate_model.files.holdout_outputs)
         got = export.onnx_predict(_candidate_session(candidate_model), holdout, cfg)
         diff = float(np.max(np.abs(ref - got))) if len(ref) else 0.0
         v = gate.onnx_parity(diff, cfg.gate.parity_tolerance, len(ref))
@@ -89,8 +89,8 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
 
     @dg.asset_check(asset=key, name="latency_budget", blocking=True,
                     description=f"single-row ONNX p99 within {cfg.gate.latency_budget_ms} ms")
-    def latency_budget(registry: MlflowRegistry, candidate_model: dict) -> dg.AssetCheckResult:
-        _, holdout = load_training_set({"path": candidate_model["training_set"]})
+    def latency_budget(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+        _, holdout = load_training_set({"path": candidate_model.training_set})
         sess = _candidate_session(candidate_model)
         feeds = feeds_of(holdout.head(1), cfg.features)
         for _ in range(20):

@@ -49,10 +49,9 @@ def cmd_run(args) -> int:
     defs = build_definitions(s)
     models = [_model(s, args.model)] if args.model else None
     summary = run_pending(s, defs, instance, models)
-    deployed = {}
-    for name in summary:
-        champ = defs.resources["registry"].champion(name)
-        deployed[name] = int(champ.version) if champ else None
+    from ml_platform.champion import champion_version
+
+    deployed = {name: champion_version(s, name) for name in summary}
     print("\nSummary")
     for name, outcomes in summary.items():
         q = sum(o.quarantined_rows for o in outcomes)
@@ -66,14 +65,17 @@ def cmd_status(args) -> int:
     from ml_platform.resources.registry import registry_for
     from ml_platform.status import render, status, to_json
 
+    from ml_platform.resources.endpoint import endpoint_for
+
     s = _settings(args)
-    doc = status(s, registry_for(s))
+    doc = status(s, registry_for(s), endpoint_for(s))
     print(to_json(doc) if args.json else render(doc))
     return 0
 
 
 def cmd_rollback(args) -> int:
-    from ml_platform.promotion import PromotionError, endpoint_for, rollback
+    from ml_platform.promotion import PromotionError, rollback
+    from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
 
     s = _settings(args)
@@ -115,8 +117,24 @@ def cmd_serve(args) -> int:
 
     s = _settings(args)
     os.environ["ML_PLATFORM_CONFIG"] = str(s.source)
+    _repair_before_serving(s)
     run(s, host=args.host, port=args.port, workers=args.workers)
     return 0
+
+
+def _repair_before_serving(s: Settings) -> None:
+    """An interrupted champion move is finished, and the store's champion files rebuilt from
+    the registry, before the endpoint reads them (the endpoint itself never imports MLflow)."""
+    from ml_platform.promotion import reconcile
+    from ml_platform.resources.registry import registry_for
+
+    for name in s.models:
+        try:
+            for note in reconcile(s, registry_for(s), None, name):
+                print(f"[serve] {name}: repaired: {note}", flush=True)
+        except Exception as e:  # noqa: BLE001 - the endpoint still starts and reports readiness
+            print(f"[serve] {name}: could not check the champion against the registry: {e}",
+                  file=sys.stderr, flush=True)
 
 
 def _seed_demo_data(s: Settings) -> None:
@@ -135,8 +153,8 @@ def _seed_demo_data(s: Settings) -> None:
 
 
 def cmd_up(args) -> int:
-    from ml_platform.instance import prepare_environment
-    from ml_platform.serving.store import ModelStore
+    from ml_platform.champion import champion_version
+    from ml_platform.instance import prepare_environment, workspace_path
 
     s = _settings(args)
     prepare_environment(s)
@@ -144,7 +162,7 @@ def cmd_up(args) -> int:
     env = dict(os.environ)
     procs = []
     # The daemon logs every dequeue tick at INFO (each second); runs still print their events.
-    dagster = [sys.executable, "-m", "dagster", "dev", "-m", "ml_platform.definitions",
+    dagster = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_path(s)),
                "-h", s.ui.host, "-p", str(s.ui.port), "--log-level", "warning"]
     serve = [sys.executable, "-m", "ml_platform", "serve", "--config", str(s.source)]
     for cmd in (serve, dagster):
@@ -166,10 +184,13 @@ def cmd_up(args) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    store, served = ModelStore(s.serving_dir), {}
+    served = {}
     while all(p.poll() is None for p in procs):
         for name in s.models:  # one line per champion change: the thing people wait for
-            version = (store.current(name) or {}).get("version")
+            try:
+                version = champion_version(s, name)
+            except ValueError:
+                version = None
             if version != served.get(name, None):
                 if version is not None:
                     print(f"[up] {name}: champion v{version} published -> "

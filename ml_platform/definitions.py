@@ -11,8 +11,8 @@ from ml_platform.assets.live import build_live_drift
 from ml_platform.assets.monitoring import build_batch_predictions, build_champion_performance, build_drift_report
 from ml_platform.assets.training import build_candidate_model, build_training_set
 from ml_platform.checks import build_gate_checks
-from ml_platform.jobs import build_jobs
-from ml_platform.promotion import endpoint_for
+from ml_platform.jobs import RUN_TAGS, build_jobs
+from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 from ml_platform.sensors import build_schedules, build_sensors
 from ml_platform.settings import Settings, load_settings
@@ -27,9 +27,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                    build_drift_report(chain), build_champion_performance(chain), build_training_set(chain),
                    build_candidate_model(chain), build_deployed_model(chain), build_live_drift(chain)]
         checks += build_gate_checks(chain)
-        jobs += build_jobs(chain)
-        sensors += build_sensors(chain)
+        chain_jobs = build_jobs(chain)
+        jobs += chain_jobs
+        sensors += build_sensors(chain, [j for j in chain_jobs if j.name in (f"{name}_ingest", f"{name}_train")])
         schedules += build_schedules(chain)
+    # Without a declared automation-condition sensor, deployed_model's eager condition never
+    # fires: a candidate materialized on its own (a UI click) would never deploy.
+    sensors.append(dg.AutomationConditionSensorDefinition(
+        "ml_platform_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5, run_tags=RUN_TAGS))
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors, schedules=schedules,
         resources={"registry": registry, "endpoint": endpoint_for(settings)},

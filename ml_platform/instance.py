@@ -1,13 +1,18 @@
-"""The persistent Dagster instance under storage_dir, shared by `up` (UI + daemon) and `run`."""
+"""The persistent Dagster instance under storage_dir, the same however it is started:
+`ml-platform up` / `run`, or `dagster dev` / `dagster asset materialize` in the config's folder
+(they read the ``.env`` file written here, which sets DAGSTER_HOME and the config path)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import yaml
 
-from ml_platform.assets.common import TAG_TRAIN_LOCK
 from ml_platform.settings import CONFIG_ENV, Settings
+
+LOCATION_NAME = "ml_platform"  # = workspace.yaml's location_name: one name, so run history and
+MODULE = "ml_platform.definitions"  # schedule state follow the code however it is started
 
 
 def dagster_yaml() -> dict:
@@ -16,29 +21,54 @@ def dagster_yaml() -> dict:
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            "config": {
-                # 2-core machines: a few runs at once; training is serialized per model.
-                "max_concurrent_runs": 4,
-                "dequeue_interval_seconds": 1,
-                "tag_concurrency_limits": [
-                    {"key": TAG_TRAIN_LOCK, "value": {"applyLimitPerUniqueValue": True}, "limit": 1},
-                ],
-            },
+            "config": {"dequeue_interval_seconds": 1},
         },
+        "concurrency": {
+            # 2-core machines: a few runs at once.
+            "runs": {"max_concurrent_runs": 4},
+            # Every step that trains or moves a champion is in its model's pool
+            # (assets.common.train_pool): one such run per model at a time, whoever launched it.
+            "pools": {"granularity": "run", "default_limit": 1},
+        },
+        # A run worker killed before it started is failed after 180 s; a worker killed later is
+        # found by the control-plane sensor (its PID is gone), and run_retries re-launches the
+        # run from the failed step (gate failures are step failures: never retried).
+        "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 15},
+        "run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False},
         "sensors": {"use_threads": True, "num_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},
     }
 
 
+def workspace_yaml() -> dict:
+    return {"load_from": [{"python_module": {"module_name": MODULE, "location_name": LOCATION_NAME}}]}
+
+
+def workspace_path(settings: Settings) -> Path:
+    return settings.dagster_home / "workspace.yaml"
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
 def prepare_environment(settings: Settings) -> None:
-    """Point DAGSTER_HOME at storage_dir (persistent SQLite storage) and pin the config path
-    so that every process (webserver, daemon, run workers, endpoint) loads the same file."""
+    """Point DAGSTER_HOME at storage_dir (persistent storage) and pin the config path so every
+    process (webserver, daemon, run workers, endpoint) loads the same file; write the ``.env``
+    that `dagster dev` and the dagster CLI read in the config's folder."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(dagster_yaml(), sort_keys=False))
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ[CONFIG_ENV] = str(settings.source)
-    os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    _write_if_changed(home / "dagster.yaml", yaml.safe_dump(dagster_yaml(), sort_keys=False))
+    _write_if_changed(workspace_path(settings), yaml.safe_dump(workspace_yaml(), sort_keys=False))
+    env = {"DAGSTER_HOME": str(home), CONFIG_ENV: str(settings.source),
+           "MLFLOW_TRACKING_URI": settings.tracking_uri}
+    _write_if_changed(settings.source.parent / ".env",
+                      "# written by ml-platform: `dagster dev` here uses the platform's instance\n"
+                      + "".join(f"{k}={v}\n" for k, v in env.items()))
+    os.environ.update(env)
 
 
 def get_instance(settings: Settings):

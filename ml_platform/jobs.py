@@ -5,8 +5,8 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
-from ml_platform.assets.common import TAG_MODEL, TAG_TRAIN_LOCK, Chain, md_table
-from ml_platform.core import catalog
+from ml_platform.assets.common import TAG_MODEL, Chain, md_table, train_pool
+from ml_platform.core import audit
 from ml_platform.promotion import PromotionError, rollback
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
@@ -24,16 +24,23 @@ def train_job_name(chain: Chain) -> str:
 # the assets say (fits, verdicts, promotions) and leaves out Dagster's per-step DEBUG events
 # (~60 lines per run); the UI still has every event.
 RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Runs launched by the automation sensor: tagged as the platform's.
+RUN_TAGS = {"ml_platform/launched_by": "automation"}
 
 
 def live_drift_job_name(chain: Chain) -> str:
     return f"{chain.name}_live_drift"
 
 
+def _v(version) -> str:
+    return "none" if version is None else f"v{version}"
+
+
 def audit_table(chain: Chain, last: int = 20) -> dg.MetadataValue:
     """The newest alias moves (who, when, from -> to, why), for the UI."""
-    rows = [{"at": a["at"][:19], "from": a.get("from"), "to": a.get("to"), "by": a.get("actor"),
-             "trigger": a.get("trigger"), "why": a.get("reason")} for a in catalog.read_audit(chain.dir)[-last:]]
+    rows = [{"at": a.at[:19], "from": _v(a.previous), "to": _v(a.to), "kind": a.kind, "by": a.actor,
+             "trigger": a.trigger, "why": a.reason, "endpoint": a.endpoint}
+            for a in audit.read(chain.dir)[-last:]]
     return md_table(pd.DataFrame(rows[::-1]), max_rows=last)
 
 
@@ -42,7 +49,7 @@ class RollbackConfig(dg.Config):
 
 
 def build_rollback_job(chain: Chain) -> dg.JobDefinition:
-    @dg.op(name=f"{chain.name}_rollback_champion")
+    @dg.op(name=f"{chain.name}_rollback_champion", pool=train_pool(chain))
     def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, registry: MlflowRegistry,
                           endpoint: EndpointClient):
         try:
@@ -52,11 +59,11 @@ def build_rollback_job(chain: Chain) -> dg.JobDefinition:
             raise dg.Failure(str(e)) from None
         context.log.info(f"champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
         yield dg.AssetMaterialization(asset_key=chain.key("deployed_model"), metadata={
-            "served_version": p.version, "previous_version": p.previous if p.previous is not None else -1,
+            "served_version": p.version, "previous_version": _v(p.previous),
             "endpoint_status": p.endpoint, "trigger": "manual rollback", "alias_moves": audit_table(chain)})
         yield dg.Output(None)
 
-    @dg.job(name=f"{chain.name}_rollback", tags={TAG_MODEL: chain.name, TAG_TRAIN_LOCK: chain.name},
+    @dg.job(name=f"{chain.name}_rollback", tags={TAG_MODEL: chain.name},
             description=f"Move the {chain.name} champion back to an earlier gate-passed version (live swap).")
     def rollback_job():
         rollback_champion()
@@ -79,7 +86,7 @@ def build_jobs(chain: Chain) -> list:
         selection=dg.AssetSelection.assets(chain.key("training_set"), chain.key("candidate_model"),
                                            chain.key("deployed_model")),
         executor_def=dg.in_process_executor,
-        tags={TAG_MODEL: chain.name, TAG_TRAIN_LOCK: chain.name}, config=RUN_LOGS,
+        tags={TAG_MODEL: chain.name}, config=RUN_LOGS,
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
     live = dg.define_asset_job(

@@ -3,14 +3,20 @@ policy the sensors use, in arrival order, recorded in the instance the UI shows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
+from ml_platform import run_health
 from ml_platform.assets.common import Chain
+from ml_platform.champion import champion_version
 from ml_platform.core import catalog
 from ml_platform.core.landing import scan_landing
+from ml_platform.promotion import reconcile
 from ml_platform.resources.registry import MlflowRegistry
-from ml_platform.sensors import decision_observation, ingest_tags, pending_decisions, train_tags
+from ml_platform.sensors import decision_observation, ingest_tags, pending_decisions, train_in_flight, train_tags
 from ml_platform.settings import Settings
+
+TRAIN_POOL_WAIT_SECONDS = 1800
 
 
 @dataclass
@@ -36,7 +42,7 @@ class BatchOutcome:
     train: TrainOutcome | None = None
 
 
-def _train_outcome(result, chain: Chain, registry: MlflowRegistry, trigger: str, reason: str) -> TrainOutcome:
+def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutcome:
     out = TrainOutcome(trigger, reason)
     for ev in result.all_events:
         if ev.is_step_failure and out.error is None:
@@ -48,36 +54,84 @@ def _train_outcome(result, chain: Chain, registry: MlflowRegistry, trigger: str,
         cand = result.output_for_node(f"{chain.name}__candidate_model")
     except Exception:
         return out
-    out.version, out.metrics = cand["version"], cand["metrics"]
+    out.version, out.metrics = cand.version, cand.metrics
     for ev in result.get_asset_check_evaluations():
         out.gate.append((ev.check_name, ev.passed, str(ev.metadata.get("reason").value
                                                        if "reason" in ev.metadata else "")))
-    champ = registry.champion(chain.name)
-    out.deployed = champ is not None and int(champ.version) == out.version
+    out.deployed = champion_version(chain.settings, chain.name) == out.version
     if out.deployed or not all(passed for _, passed, _ in out.gate):
         out.error = None  # a gate rejection is an outcome, reported by its checks
     return out
 
 
+def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
+    """What a crash may have left: runs whose worker died (failed, then re-run here), an
+    interrupted champion move, a mirror out of step with the champion pointer."""
+    from ml_platform.resources.endpoint import endpoint_for
+
+    jobs = [f"{name}_ingest", f"{name}_train"]
+    for run in run_health.fail_dead_runs(instance, jobs):
+        echo(f"[{name}] run {run.run_id[:8]} ({run.job_name}) was left running by a dead process: marked failed")
+    for note in reconcile(settings, defs.resources["registry"], endpoint_for(settings), name):
+        echo(f"[{name}] repaired: {note}")
+    for run in run_health.runs_to_retry(instance, jobs):
+        job = defs.resolve_job_def(run.job_name)
+        echo(f"[{name}] re-running {run.job_name} {run.tags.get('dagster/partition', '')} "
+             f"(its worker died in run {run.run_id[:8]})")
+        res = job.execute_in_process(instance=instance, partition_key=run.tags.get("dagster/partition"),
+                                     tags=run_health.retry_tags(run), raise_on_error=False)
+        if run.job_name.endswith("_train"):
+            chain = Chain(name, settings.models[name], settings)
+            _echo_train(name, _train_outcome(res, chain, run.tags.get("ml_platform/trigger", "retry"), ""), echo)
+
+
+def _wait_for_train_pool(instance, chain: Chain, echo) -> None:
+    """`run` executes in-process, outside Dagster's run queue: wait while a train run of this
+    model launched by the daemon (`up`) is queued or running, so training stays serialized."""
+    deadline = time.time() + TRAIN_POOL_WAIT_SECONDS
+    said = False
+    while train_in_flight(instance, chain) and time.time() < deadline:
+        run_health.fail_dead_runs(instance, [f"{chain.name}_train"])
+        if not said:
+            echo(f"[{chain.name}]   waiting for a train run launched by the daemon to finish")
+            said = True
+        time.sleep(1)
+
+
+def _pending_files(settings: Settings, chain: Chain, name: str):
+    """Pending landing files, once every file has been unchanged for settle_seconds (a file
+    still being written is waited for, not ingested half)."""
+    settle = chain.cfg.automation.settle_seconds
+    for _ in range(30):
+        known = catalog.known_sha256(chain.dir)
+        everything = scan_landing(settings.landing_dir(name), settle_seconds=0, known_sha256=known)
+        settled = scan_landing(settings.landing_dir(name), settle_seconds=settle, known_sha256=known)
+        if len(settled) == len(everything):
+            return settled
+        time.sleep(min(settle, 1.0))
+    return settled
+
+
 def run_pending(settings: Settings, defs, instance, models: list[str] | None = None,
                 echo=print) -> dict[str, list[BatchOutcome]]:
-    registry: MlflowRegistry = defs.resources["registry"]
     summary: dict[str, list[BatchOutcome]] = {}
     for name in models or list(settings.models):
         chain = Chain(name, settings.models[name], settings)
+        repair(settings, defs, instance, name, echo)
         ingest_job = defs.resolve_job_def(f"{name}_ingest")
         train_job = defs.resolve_job_def(f"{name}_train")
-        files = scan_landing(settings.landing_dir(name), settle_seconds=0,
-                             known_sha256=catalog.known_sha256(chain.dir))
+        files = _pending_files(settings, chain, name)
         echo(f"[{name}] {len(files)} pending file(s) in {settings.landing_dir(name)}")
         outcomes = summary.setdefault(name, [])
         for i, f in enumerate(files, 1):
             key = f.partition_key
+            if f.sha256 in catalog.known_sha256(chain.dir):
+                continue  # ingested meanwhile by the landing sensor of a running `up`
             instance.add_dynamic_partitions(chain.partitions.name, [key])
             echo(f"[{name}] ({i}/{len(files)}) ingest {f.path.name} -> partition {key}")
             ingest_job.execute_in_process(instance=instance, partition_key=key, tags=ingest_tags(f),
                                           raise_on_error=False)
-            for rec, d in pending_decisions(chain):
+            for rec, d in pending_decisions(chain, instance):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(rec["partition"], rec.get("file", ""), rec.get("status", "?"),
                                   rec.get("valid_rows", rec.get("rows", 0)) or 0,
@@ -87,10 +141,11 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
                      + (f" - {bo.reason}" if bo.reason else ""))
                 echo(f"[{name}]   decision: {bo.decision}")
                 if d.retrain:
+                    _wait_for_train_pool(instance, chain, echo)
                     res = train_job.execute_in_process(
                         instance=instance, raise_on_error=False,
                         tags=train_tags(d, rec["partition"]))
-                    bo.train = _train_outcome(res, chain, registry, d.trigger, d.reason)
+                    bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)
     return summary

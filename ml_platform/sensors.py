@@ -1,5 +1,10 @@
 """Sensors: landing-zone arrivals -> ingest runs; validated batches -> retrain policy -> train runs;
-new live-sample files -> a live_drift run."""
+new live-sample files -> a live_drift run; the control plane (dead runs, champion repair).
+
+Sensors keep their progress in cursors. A retrain decision travels in the tags of the run
+that acts on it, and that run records it on the batch (``training_set``); a tick that dies
+before its run is submitted leaves the batch undecided, and the next tick decides it again
+(same run_key, so never twice)."""
 
 
 import json
@@ -7,14 +12,15 @@ import time
 
 import dagster as dg
 
+from ml_platform import run_health
 from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_REGIME_START, TAG_SHA,
                                        TAG_SOURCE, TAG_TRIGGER, Chain)
+from ml_platform.champion import champion_version
 from ml_platform.core import catalog
 from ml_platform.core.landing import LandingFile, scan_landing
 from ml_platform.core.live import sample_files
 from ml_platform.core.policy import Decision, decide, monitoring_complete
 from ml_platform.jobs import ingest_job_name, live_drift_job_name, train_job_name
-from ml_platform.serving.store import ModelStore
 
 
 STALE_INGEST_SECONDS = 600
@@ -33,13 +39,14 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
     return tags
 
 
-def pending_decisions(chain: Chain, retrain_in_flight: bool = False) -> list[tuple[dict, Decision]]:
+def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
+                      retrain_in_flight: bool = False) -> list[tuple[dict, Decision]]:
     """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
-    order, and record each decision on the batch. A retrain decided here is in flight for
-    the batches after it, so one tick never queues two retrains (on_drift)."""
+    order. A "no retrain" is recorded on the batch here (no run will act on it); a retrain is
+    recorded by the train run that carries it. A retrain decided here is in flight for the
+    batches after it, so one call never asks for two retrains (on_drift)."""
     records = catalog.read_records(chain.dir)
-    # The serving store's pointer, not an MLflow query: cheap enough for every tick.
-    has_champion = ModelStore(chain.settings.serving_dir).current(chain.name) is not None
+    has_champion = champion_version(chain.settings, chain.name) is not None
     out = []
     for i, rec in enumerate(records):
         if rec.get("decision"):
@@ -50,13 +57,33 @@ def pending_decisions(chain: Chain, retrain_in_flight: bool = False) -> list[tup
             if time.time() - float(rec.get("ingested_at") or 0) < STALE_INGEST_SECONDS:
                 break
             continue
+        if instance is not None and batch_train_run(instance, chain, rec["partition"]):
+            retrain_in_flight = True  # decided before; its run has not recorded it yet
+            continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
         decision = {**d.to_dict(), "at": time.time()}
-        catalog.update_record(chain.dir, rec["partition"], decision=decision)
+        if not d.retrain:
+            catalog.update_record(chain.dir, rec["partition"], decision=decision)
         records[i] = {**rec, "decision": decision}
         retrain_in_flight = retrain_in_flight or d.retrain
         out.append((rec, d))
     return out
+
+
+def batch_train_run(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:
+    ids = instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), tags={TAG_BATCH: partition}),
+                               limit=1)
+    return ids[0] if ids else None
+
+
+def record_retrain_decision(chain: Chain, tags: dict, run_id: str) -> None:
+    """Called by the train run: the retrain decision it carries goes on its batch."""
+    batch = tags.get(TAG_BATCH)
+    if not batch or catalog.read_record(chain.dir, batch) is None:
+        return
+    catalog.update_record(chain.dir, batch, decision={
+        "retrain": True, "trigger": tags.get(TAG_TRIGGER, "manual"), "reason": tags.get(TAG_REASON, ""),
+        "regime_start": tags.get(TAG_REGIME_START), "at": time.time(), "run_id": run_id})
 
 
 def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
@@ -78,7 +105,11 @@ def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObserv
     return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec["partition"], metadata=meta)
 
 
-def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
+CONTROL_PLANE_INTERVAL = 10
+
+
+def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
+    """``jobs``: the chain's ingest and train jobs (the control-plane sensor re-launches them)."""
     auto = chain.cfg.automation
 
     @dg.sensor(name=f"{chain.name}_landing_sensor", job_name=ingest_job_name(chain),
@@ -119,7 +150,7 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
         if last.get("stamp") == stamp and now - last.get("at", 0) < 60:
             return dg.SkipReason("no batch record changed")
         context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
-        decisions = pending_decisions(chain, train_in_flight(context.instance, chain))
+        decisions = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain))
         requests = []
         for rec, d in decisions:
             context.log.info(f"{rec['partition']}: {'RETRAIN' if d.retrain else 'no retrain'} "
@@ -147,7 +178,34 @@ def build_sensors(chain: Chain) -> list[dg.SensorDefinition]:
         context.update_cursor(newest)
         return dg.RunRequest(run_key=f"live-drift-{newest}", tags={TAG_TRIGGER: "live sample"})
 
-    return [landing_sensor, retrain_sensor, live_drift_sensor]
+    @dg.sensor(name=f"{chain.name}_control_plane_sensor", jobs=jobs,
+               minimum_interval_seconds=CONTROL_PLANE_INTERVAL, default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Repairs after a crash: fails runs whose worker died and re-launches them, "
+                           "finishes an interrupted champion move, and makes the MLflow alias and the "
+                           "serving store agree with the champion pointer.")
+    def control_plane_sensor(context: dg.SensorEvaluationContext):
+        from ml_platform.promotion import reconcile
+        from ml_platform.resources.endpoint import endpoint_for
+        from ml_platform.resources.registry import registry_for
+
+        names = [j.name for j in jobs]
+        for run in run_health.fail_dead_runs(context.instance, names):
+            context.log.warning(f"run {run.run_id} ({run.job_name}): worker died; marked failed")
+        requests = [dg.RunRequest(run_key=f"retry-{r.run_id}", job_name=r.job_name,
+                                  partition_key=r.tags.get("dagster/partition"), tags=run_health.retry_tags(r))
+                    for r in run_health.runs_to_retry(context.instance, names)]
+        settings = chain.settings
+        try:
+            notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
+        except Exception as e:  # noqa: BLE001 - report, try again next tick
+            notes = [f"champion repair failed: {type(e).__name__}: {e}"]
+        for n in notes:
+            context.log.warning(n)
+        if not requests:
+            return dg.SkipReason("; ".join(notes) or "healthy: no dead run, champion consistent")
+        return dg.SensorResult(run_requests=requests)
+
+    return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor]
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 
-from ml_platform.core import catalog, live
+from ml_platform.champion import champion_version
+from ml_platform.core import audit, catalog, live
+from ml_platform.promotion import reconcile
 from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
 from ml_platform.settings import Settings
 
 
-def model_status(settings: Settings, registry: MlflowRegistry, name: str) -> dict:
+def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoint=None) -> dict:
+    # Divergences between the champion pointer, the MLflow alias and the store's files are
+    # repaired first, and reported.
+    try:
+        repairs = reconcile(settings, registry, endpoint, name)
+    except Exception as e:  # noqa: BLE001 - status must still print
+        repairs = [f"could not reconcile: {type(e).__name__}: {e}"]
     versions = registry.versions(name)
-    champ = registry.champion(name)
+    by_number = {int(v.version): v for v in versions}
+    current = champion_version(settings, name)
     champion = {"version": None, "metrics": {}}
-    if champ is not None:
-        champion = {"version": int(champ.version), "metrics": registry.run_metrics(champ.run_id)}
+    if current is not None:
+        run_id = by_number[current].run_id if current in by_number else None
+        champion = {"version": current, "metrics": registry.run_metrics(run_id) if run_id else {}}
     vout = []
     for v in versions:
         t = v.tags
@@ -44,12 +54,13 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str) -> dic
         batches.append(b)
     return {"champion": champion, "versions": vout, "batches": batches,
             "live_drift": live.read_summary(settings.model_dir(name)),
-            "audit": catalog.read_audit(settings.model_dir(name))}
+            "audit": [a.to_dict() for a in audit.read(settings.model_dir(name))],
+            "repairs": repairs}
 
 
-def status(settings: Settings, registry: MlflowRegistry) -> dict:
+def status(settings: Settings, registry: MlflowRegistry, endpoint=None) -> dict:
     return {"tracking_uri": settings.tracking_uri,
-            "models": {n: model_status(settings, registry, n) for n in settings.models}}
+            "models": {n: model_status(settings, registry, n, endpoint) for n in settings.models}}
 
 
 def render(doc: dict) -> str:
@@ -80,10 +91,13 @@ def render(doc: dict) -> str:
                           if ld.get("rows") else "")
                        + (f"; drifted: {', '.join(ld['drifted_features'])}" if ld.get("drifted_features") else "")
                        + (f" ({ld['reason']})" if ld.get("reason") else ""))
+        if m.get("repairs"):
+            out.append("repaired just now:\n" + "\n".join(f"  - {r}" for r in m["repairs"]))
         if m["audit"]:
             out.append("alias moves:\n" + tabulate(
-                [[a["at"][:19], a.get("from"), a.get("to"), a.get("actor"), a.get("reason")] for a in m["audit"]],
-                headers=["at", "from", "to", "by", "why"]))
+                [[a["at"][:19], a.get("from"), a.get("to"), a.get("kind", ""), a.get("actor"), a.get("reason"),
+                  a.get("endpoint", "")] for a in m["audit"]],
+                headers=["at", "from", "to", "kind", "by", "why", "endpoint"], maxcolwidths=[None] * 5 + [50, 40]))
     return "\n".join(out)
 
 

@@ -19,7 +19,14 @@ TAG_REASON = "ml_platform/reason"
 TAG_BATCH = "ml_platform/batch"
 TAG_REGIME_START = "ml_platform/regime_start"  # first batch of a drifted regime (train on it alone)
 TAG_MODEL = "ml_platform/model"
-TAG_TRAIN_LOCK = "ml_platform/train_lock"  # the queued run coordinator runs one train per model at a time
+TAG_RETRY_OF = "ml_platform/retry_of"  # a train run re-launched after its worker died
+
+
+def train_pool(chain: "Chain") -> str:
+    """The Dagster concurrency pool of every step that trains or moves this model's champion.
+    The instance runs pools at run granularity with limit 1, so train/deploy/rollback runs of
+    one model are serialized whoever launches them (sensor, UI, backfill, CLI)."""
+    return f"{chain.name}_train"
 
 
 @dataclass(frozen=True)

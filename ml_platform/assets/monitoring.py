@@ -12,26 +12,21 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.assets.common import Chain, md_table
-from ml_platform.core import catalog, drift, export, training
+from ml_platform.champion import champion_model
+from ml_platform.core import catalog, drift, export, training, version_files
+from ml_platform.core.candidate import SCORE, scores_of
 from ml_platform.core.training import HIGHER_IS_BETTER
-from ml_platform.serving.store import ModelStore
 
-SCORE = "__score__"
 BOOTSTRAP_MAX_ROWS = 20_000
 
 
 def serving_champion(chain: Chain) -> tuple[int | None, bytes | None, dict | None]:
-    """(version, onnx, meta) of the champion the serving store points at, or Nones."""
-    store = ModelStore(chain.settings.serving_dir)
-    pointer = store.current(chain.name)
-    if not pointer:
-        return None, None, None
-    onnx_bytes, meta = store.read(chain.name, pointer["version"])
-    return pointer["version"], onnx_bytes, meta
+    """(version, onnx, meta) of the champion, or Nones (``champion.champion_model``)."""
+    return champion_model(chain.settings, chain.name)
 
 
 def reference_path(chain: Chain, version: int) -> Path:
-    return chain.dir / "candidates" / f"v{version}" / "drift_reference.json"
+    return version_files.local(chain.dir, version).drift_reference
 
 
 def load_reference(chain: Chain, version: int) -> drift.DriftReference:
@@ -43,10 +38,6 @@ def drift_summary(result: drift.DriftResult) -> dict:
     return {"verdict": result.verdict, "share_drifted": round(result.share_drifted, 4),
             "drifted_features": result.drifted_features, "rows": result.rows,
             "score_drifted": bool(result.score and result.score.drifted)}
-
-
-def scores_of(outputs: np.ndarray, task: str) -> np.ndarray:
-    return training.positive_scores(outputs) if task == "classification" else outputs
 
 
 def _validated(chain: Chain, partition: str) -> tuple[dict, pd.DataFrame | None]:

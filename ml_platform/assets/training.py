@@ -1,16 +1,18 @@
 """training_set and candidate_model."""
 
 
-import json
+import shutil
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml_platform.assets.common import TAG_REGIME_START, TAG_TRIGGER, Chain, md_table
-from ml_platform.assets.monitoring import SCORE, scores_of
-from ml_platform.core import catalog, drift, export, training
+from ml_platform.assets.common import TAG_REGIME_START, TAG_TRIGGER, Chain, md_table, train_pool
+from ml_platform.core import catalog, training, version_files
+from ml_platform.core.candidate import Candidate, build_candidate
 from ml_platform.core.frames import model_inputs
+from ml_platform.core.version_files import VersionFiles
+from ml_platform.sensors import record_retrain_decision
 from ml_platform.resources.registry import MlflowRegistry
 
 
@@ -36,10 +38,11 @@ def training_batches(chain: Chain, regime_start: str | None = None) -> tuple[lis
 
 def build_training_set(chain: Chain) -> dg.AssetsDefinition:
     @dg.asset(key=chain.key("training_set"), deps=[chain.key("validated_batch")], group_name=chain.name,
-              kinds={"parquet"},
+              kinds={"parquet"}, pool=train_pool(chain),
               description="Validated batches in the training window with a deterministic holdout.")
     def training_set(context: dg.AssetExecutionContext) -> dg.Output[dict]:
         cfg = chain.cfg
+        record_retrain_decision(chain, context.run.tags, context.run_id)
         batches, why = training_batches(chain, context.run.tags.get(TAG_REGIME_START))
         if not batches:
             raise dg.Failure("no validated, labelled batch to train on yet")
@@ -76,69 +79,44 @@ def load_training_set(value: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
     @dg.asset(key=chain.key("candidate_model"), group_name=chain.name, kinds={"sklearn", "mlflow", "onnx"},
-              ins={"training_set": dg.AssetIn(chain.key("training_set"))},
+              ins={"training_set": dg.AssetIn(chain.key("training_set"))}, pool=train_pool(chain),
               description="sklearn pipeline -> MLflow run + registry version (alias challenger) + ONNX.")
     def candidate_model(context: dg.AssetExecutionContext, registry: MlflowRegistry,
-                        training_set: dict) -> dg.Output[dict]:
+                        training_set: dict) -> dg.Output[Candidate]:
         cfg = chain.cfg
         train, holdout = load_training_set(training_set)
         if cfg.task == "classification" and train[cfg.target].nunique() < 2:
             raise dg.Failure("the training window holds a single class; cannot train a classifier")
         context.log.info(f"fitting {cfg.estimator.name} on {len(train)} rows")
-        pipe = training.fit(train, cfg)
-        metrics = training.evaluate(pipe, holdout, cfg)
-        onnx_bytes = export.export_onnx(pipe, cfg)
+        art = build_candidate(train, holdout, cfg, name=chain.name)
         trigger = context.run.tags.get(TAG_TRIGGER, "manual")
-        params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
-                  "train_rows": len(train), "holdout_rows": len(holdout),
-                  "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all"}
-        tags = {"dagster_run_id": context.run_id, "trigger": trigger,
-                "batches": json.dumps(training_set["batches"])[:4900],
-                "training_set": training_set["path"]}
+        # Write the files first (a staging folder), log them, then move the folder under the
+        # version number the registry assigned.
+        staging = VersionFiles(chain.dir / "candidates" / f".staging-{context.run_id}")
+        art.write(staging)
+        tags = {"dagster_run_id": context.run_id, "trigger": trigger, "training_set": training_set["path"]}
         # The MLflow signature takes doubles (what JSON and pandas give MLflow's own tools).
         sample = model_inputs(train.head(50), cfg).astype({c: "float64" for c in cfg.numeric_features})
-        version, run_id = registry.log_candidate(chain.name, training.for_mlflow(pipe, cfg), onnx_bytes,
-                                                 params=params, metrics=metrics, tags=tags, input_sample=sample)
-        # Files the gate checks and the deploy read: the exact ONNX bytes that were logged,
-        # and sklearn's own holdout outputs for the parity check.
-        cdir = chain.dir / "candidates" / f"v{version}"
-        cdir.mkdir(parents=True, exist_ok=True)
-        (cdir / "model.onnx").write_bytes(onnx_bytes)
-        x = model_inputs(holdout, cfg)
-        ref = pipe.predict_proba(x) if cfg.task == "classification" else pipe.predict(x)
-        np.save(cdir / "holdout_sklearn.npy", np.asarray(ref, dtype=np.float64))
-        # The drift reference travels with the version: when it becomes champion, batches are
-        # compared with the data it was trained on (and its own scores on that data).
-        x_train = model_inputs(train, cfg)
-        train_out = pipe.predict_proba(x_train) if cfg.task == "classification" else pipe.predict(x_train)
-        drift_ref = drift.build_reference_from_config(
-            train.assign(**{SCORE: scores_of(np.asarray(train_out), cfg.task)}), cfg.features, cfg.drift,
-            score_column=SCORE)
-        (cdir / "drift_reference.json").write_text(json.dumps(drift_ref.to_dict()))
-        smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
-        meta_doc = export.serving_metadata(pipe, cfg, name=chain.name, version=version,
-                                           metrics=metrics, smoke_rows=smoke)
-        # The holdout metric's own bootstrap interval: monitoring compares batches against it.
-        gate_metric = cfg.gate_metric
-        if gate_metric in metrics:
-            ci = drift.bootstrap_metric_drop(
-                training.target_values(holdout, cfg), np.asarray(ref),
-                metric=training.metric_function(gate_metric, cfg.task, getattr(pipe, "classes_", None)),
-                baseline=metrics[gate_metric], alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
-            meta_doc["metrics_ci"] = {gate_metric: [ci["ci_low"], ci["ci_high"]]}
-        (cdir / "serving.json").write_text(json.dumps(meta_doc, default=str))
-        value = {"version": version, "run_id": run_id, "metrics": metrics, "dir": str(cdir),
-                 "training_set": training_set["path"], "trigger": trigger}
+        version, run_id = registry.log_candidate(chain.name, training.for_mlflow(art.pipe, cfg), staging,
+                                                 params=art.params, metrics=art.metrics, tags=tags,
+                                                 input_sample=sample, batches=training_set["batches"])
+        files = version_files.local(chain.dir, version)
+        if files.dir.exists():  # a stale cache of the same number (registry recreated): replace it
+            shutil.rmtree(files.dir)
+        staging.dir.rename(files.dir)
+        value = Candidate(version=version, run_id=run_id, metrics=art.metrics, dir=str(files.dir),
+                          training_set=training_set["path"], trigger=trigger, batches=training_set["batches"])
+        metrics = art.metrics
         meta = {
             "version": version, "mlflow_run_id": run_id, "trigger": trigger,
             "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": round(v, 5)} for k, v in metrics.items()])),
-            "train_rows": len(train), "holdout_rows": len(holdout),
+            "train_rows": art.train_rows, "holdout_rows": art.holdout_rows,
             **{f"holdout_{k}": float(v) for k, v in metrics.items()},
         }
         if cfg.task == "classification":
-            pred = pipe.classes_[np.asarray(ref).argmax(axis=1)]
+            pred = art.pipe.classes_[np.asarray(art.holdout_outputs).argmax(axis=1)]
             meta["confusion_matrix"] = dg.MetadataValue.md(
-                training.confusion(training.target_values(holdout, cfg), pred, pipe.classes_).to_markdown())
+                training.confusion(training.target_values(holdout, cfg), pred, art.pipe.classes_).to_markdown())
         return dg.Output(value, metadata=meta)
 
     return candidate_model

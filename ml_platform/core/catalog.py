@@ -56,17 +56,3 @@ def records_stamp(model_dir: Path) -> int:
 
 def known_sha256(model_dir: Path) -> set[str]:
     return {r["sha256"] for r in read_records(model_dir) if r.get("sha256")}
-
-
-def append_audit(model_dir: Path, entry: dict) -> None:
-    """Alias moves, one JSON line each; append-only."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with open(model_dir / "audit.jsonl", "a") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
-
-
-def read_audit(model_dir: Path) -> list[dict]:
-    path = model_dir / "audit.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

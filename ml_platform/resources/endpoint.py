@@ -13,12 +13,22 @@ class EndpointUnavailable(RuntimeError):
 
 
 class EndpointClient(ConfigurableResource):
+    """The token is read at call time (``serving/auth.py``: the config, else the 0600 token
+    file under storage_dir), so it never enters the resource's config, the run config or
+    the Dagster snapshot: they only carry the config file's path."""
+
     url: str
-    admin_token: Optional[str] = None
+    config_path: Optional[str] = None
     timeout_seconds: float = 10.0
 
     def _headers(self) -> dict:
-        return {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        if not self.config_path:
+            return {}
+        from ml_platform.serving.auth import read_admin_token
+        from ml_platform.settings import load_settings
+
+        token = read_admin_token(load_settings(self.config_path))
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def reload(self, model: str) -> dict:
         """The endpoint's verdict for ``model``: {"version", "status", "reason"}.
@@ -49,3 +59,7 @@ class EndpointClient(ConfigurableResource):
         if served != str(expect_version):
             return False, f"endpoint serves version {served}, expected {expect_version}"
         return True, f"{len(rows)} smoke rows answered by v{served}"
+
+
+def endpoint_for(settings) -> EndpointClient:
+    return EndpointClient(url=settings.endpoint_url, config_path=str(settings.source))

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
+from ml_platform.core import version_files
+from ml_platform.core.version_files import VersionFiles
+
 GATE_CHECKS = ("min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget")
 
 
@@ -52,10 +55,12 @@ class MlflowRegistry(ConfigurableResource):
         except Exception:  # created concurrently by another run
             return c.get_experiment_by_name(model).experiment_id
 
-    def log_candidate(self, model: str, pipe, onnx_bytes: bytes, *, params: dict, metrics: dict,
-                      tags: dict, input_sample) -> tuple[int, str]:
-        """One MLflow run (params, metrics, sklearn model, ONNX file, tags) and a new registry
-        version with alias ``challenger``. Returns (version, run_id)."""
+    def log_candidate(self, model: str, pipe, files: VersionFiles, *, params: dict, metrics: dict,
+                      tags: dict, input_sample, batches: dict) -> tuple[int, str]:
+        """One MLflow run (params, metrics, the sklearn model, the version's files, the batch
+        hashes) and a new registry version with alias ``challenger``. Returns (version, run_id).
+        The version's files are logged under ``serving/``: the serving store can be rebuilt
+        from the registry alone (``download_version_files``)."""
         import mlflow
         import skops.io
         from mlflow.models import infer_signature
@@ -66,7 +71,7 @@ class MlflowRegistry(ConfigurableResource):
         with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("dagster_run_id")) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-            mlflow.set_tags({**tags, "git_commit": git_commit()})
+            mlflow.set_tags({**tags, "git_commit": git_commit(), "batch_count": str(len(batches))})
             untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
             proba = hasattr(pipe, "predict_proba")
             info = mlflow.sklearn.log_model(
@@ -76,18 +81,39 @@ class MlflowRegistry(ConfigurableResource):
                 registered_model_name=model,
                 pyfunc_predict_fn="predict_proba" if proba else "predict",
             )
-            with tempfile.TemporaryDirectory() as d:
-                p = Path(d, "model.onnx")
-                p.write_bytes(onnx_bytes)
-                mlflow.log_artifact(str(p), artifact_path="onnx")
+            for name in version_files.REGISTRY_FILES:
+                mlflow.log_artifact(str(files.dir / name), artifact_path=version_files.ARTIFACT_PATH)
+            mlflow.log_dict(batches, "batches.json")  # batch -> sha256; a tag would be kilobytes
         version = int(info.registered_model_version)
         c = self.client()
         c.set_registered_model_alias(model, "challenger", version)
         c.set_model_version_tag(model, str(version), "trigger", tags.get("trigger", "manual"))
-        for k in ("batches", "training_set", "dagster_run_id"):
+        c.set_model_version_tag(model, str(version), "batch_count", str(len(batches)))
+        for k in ("training_set", "dagster_run_id"):
             if k in tags:
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id
+
+    def download_version_files(self, model: str, version: int, dest: VersionFiles) -> VersionFiles:
+        """The version's files from the registry into ``dest`` (atomically per file)."""
+        import mlflow
+        mv = self.version(model, version)
+        dest.dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.dir) as d:
+            got = Path(mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id, artifact_path=version_files.ARTIFACT_PATH, dst_path=d,
+                tracking_uri=self.tracking_uri))
+            for name in version_files.REGISTRY_FILES:
+                if not (got / name).is_file():
+                    raise FileNotFoundError(f"{model} v{version}: {name} is not among the version's "
+                                            f"MLflow artifacts ({version_files.ARTIFACT_PATH}/)")
+                (got / name).replace(dest.dir / name)
+        return dest
+
+    def gate_verdicts(self, model: str, version: int) -> dict[str, tuple[str, str]]:
+        """check -> (state, reason) as the gate recorded it on the version ("missing" if never)."""
+        tags = self.version(model, version).tags
+        return {c: (tags.get(f"gate.{c}", "missing"), tags.get(f"gate.{c}.reason", "")) for c in GATE_CHECKS}
 
     def set_version_tags(self, model: str, version: int, tags: dict) -> None:
         c = self.client()
@@ -97,16 +123,24 @@ class MlflowRegistry(ConfigurableResource):
     def version(self, model: str, version: int):
         return self.client().get_model_version(model, str(version))
 
-    def champion(self, model: str):
-        """The model version behind alias ``champion``, or None."""
+    def champion_alias(self, model: str) -> int | None:
+        """The version behind alias ``champion``: a MIRROR of the serving store's pointer
+        (``promotion.champion_version`` is the accessor every reader uses)."""
         from mlflow.exceptions import MlflowException
         try:
-            return self.client().get_model_version_by_alias(model, "champion")
+            return int(self.client().get_model_version_by_alias(model, "champion").version)
         except MlflowException:
             return None
 
-    def set_champion(self, model: str, version: int) -> None:
-        self.client().set_registered_model_alias(model, "champion", version)
+    def set_champion_alias(self, model: str, version: int | None) -> None:
+        from mlflow.exceptions import MlflowException
+        if version is not None:
+            self.client().set_registered_model_alias(model, "champion", version)
+            return
+        try:
+            self.client().delete_registered_model_alias(model, "champion")
+        except MlflowException:
+            pass
 
     def versions(self, model: str) -> list:
         from mlflow.exceptions import MlflowException
@@ -119,15 +153,6 @@ class MlflowRegistry(ConfigurableResource):
     def run_metrics(self, run_id: str) -> dict:
         m = self.client().get_run(run_id).data.metrics
         return {k.removeprefix("holdout_"): v for k, v in m.items()}
-
-    def onnx_bytes(self, model: str, version: int) -> bytes:
-        import mlflow
-        mv = self.version(model, version)
-        with tempfile.TemporaryDirectory() as d:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path="onnx/model.onnx", dst_path=d,
-                tracking_uri=self.tracking_uri)
-            return Path(path).read_bytes()
 
 
 def gate_passed(tags: dict) -> bool | None:

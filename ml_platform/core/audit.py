@@ -1,0 +1,153 @@
+"""Why the champion moved: an append-only audit log, and the intent of the move in progress.
+
+A champion move writes its ``Intent`` first (fsynced), then publishes, moves the place of
+record, updates the mirror, tells the endpoint and appends one ``AuditEntry`` carrying the
+intent's id, and finally clears the intent. Whoever finds an intent without its audit entry
+(the next `ml-platform run`, the control-plane sensor, `status`, `serve` at start) finishes it.
+
+The audit file has one writer at a time (the move lock), one JSON line per entry, each
+fsynced; a torn last line (a writer killed mid-append) is skipped by readers and cut off
+by the next writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+AUDIT_FILE = "audit.jsonl"
+INTENT_FILE = "champion_intent.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Intent:
+    """A champion move that has started: enough to finish it after a crash."""
+
+    model: str
+    to: int | None  # None: the model is left without a champion (first deploy rolled back)
+    previous: int | None
+    actor: str
+    trigger: str
+    reason: str
+    kind: str  # deploy | rollback | auto-rollback | repair
+    gate: dict = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    at: str = field(default_factory=now_iso)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Intent":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class AuditEntry:
+    """One champion move, as it happened."""
+
+    at: str
+    model: str
+    previous: int | None
+    to: int | None
+    actor: str
+    trigger: str
+    reason: str
+    kind: str
+    gate: dict
+    endpoint: str
+    intent: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["from"] = d.pop("previous")  # the file's field name (older entries use it)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuditEntry":
+        return cls(at=d.get("at", ""), model=d.get("model", ""), previous=d.get("from"), to=d.get("to"),
+                   actor=d.get("actor", ""), trigger=d.get("trigger", ""), reason=d.get("reason", ""),
+                   kind=d.get("kind", ""), gate=d.get("gate") or {}, endpoint=d.get("endpoint", ""),
+                   intent=d.get("intent", ""))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append(model_dir: Path, entry: AuditEntry) -> None:
+    """Append one entry (fsynced). A torn tail left by a killed writer is cut off first."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / AUDIT_FILE
+    line = (json.dumps(entry.to_dict(), default=str) + "\n").encode()
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # torn tail: drop the partial line
+                f.seek(0)
+                data = f.read()
+                f.truncate(data.rfind(b"\n") + 1)
+                f.seek(0, os.SEEK_END)
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read(model_dir: Path) -> list[AuditEntry]:
+    """Every complete entry, oldest first (a torn or corrupt line is skipped)."""
+    path = model_dir / AUDIT_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(AuditEntry.from_dict(json.loads(line)))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def write_intent(model_dir: Path, intent: Intent) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    path = model_dir / INTENT_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(asdict(intent), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(model_dir)
+
+
+def read_intent(model_dir: Path) -> Intent | None:
+    try:
+        return Intent.from_dict(json.loads((model_dir / INTENT_FILE).read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):  # torn by a crash before os.replace cannot happen; be safe
+        return None
+
+
+def clear_intent(model_dir: Path) -> None:
+    try:
+        os.unlink(model_dir / INTENT_FILE)
+    except FileNotFoundError:
+        return
+    _fsync_dir(model_dir)

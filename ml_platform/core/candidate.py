@@ -1,0 +1,93 @@
+"""Training one candidate: a pure function from (train, holdout, config) to everything the
+registry, the gate and the endpoint need. No Dagster, no MLflow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ml_platform.core import drift, export, training
+from ml_platform.core.frames import model_inputs
+from ml_platform.core.version_files import VersionFiles
+from ml_platform.settings import ModelConfig
+
+SCORE = "__score__"  # the model's one-number output, as a column of the drift reference
+
+
+def scores_of(outputs: np.ndarray, task: str) -> np.ndarray:
+    return training.positive_scores(outputs) if task == "classification" else outputs
+
+
+@dataclass
+class CandidateArtifacts:
+    pipe: Pipeline
+    onnx_bytes: bytes
+    metrics: dict[str, float]
+    holdout_outputs: np.ndarray   # sklearn's own outputs on the holdout (parity reference)
+    drift_reference: dict
+    serving_meta: dict            # without "version": the registry assigns it
+    params: dict
+    train_rows: int
+    holdout_rows: int
+
+    def write(self, files: VersionFiles) -> None:
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.onnx.write_bytes(self.onnx_bytes)
+        np.save(files.holdout_outputs, np.asarray(self.holdout_outputs, dtype=np.float64))
+        files.drift_reference.write_text(json.dumps(self.drift_reference))
+        files.serving.write_text(json.dumps(self.serving_meta, default=str))
+
+
+@dataclass
+class Candidate:
+    """candidate_model's output: one registered version and where its files are."""
+
+    version: int
+    run_id: str
+    metrics: dict[str, float]
+    dir: str
+    training_set: str
+    trigger: str
+    batches: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> VersionFiles:
+        return VersionFiles(Path(self.dir))
+
+
+def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, *, name: str) -> CandidateArtifacts:
+    """Fit the configured pipeline, evaluate it on the holdout, export ONNX, and build the
+    serving metadata and the drift reference that travel with the version."""
+    pipe = training.fit(train, cfg)
+    metrics = training.evaluate(pipe, holdout, cfg)
+    onnx_bytes = export.export_onnx(pipe, cfg)
+    clf = cfg.task == "classification"
+    x = model_inputs(holdout, cfg)
+    ref = np.asarray(pipe.predict_proba(x) if clf else pipe.predict(x), dtype=np.float64)
+    # The drift reference: when this version becomes champion, batches are compared with the
+    # data it was trained on (and its own scores on that data).
+    x_train = model_inputs(train, cfg)
+    train_out = np.asarray(pipe.predict_proba(x_train) if clf else pipe.predict(x_train))
+    drift_ref = drift.build_reference_from_config(
+        train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE)
+    smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
+    meta = export.serving_metadata(pipe, cfg, name=name, version=None, metrics=metrics, smoke_rows=smoke)
+    meta.pop("version", None)
+    # The holdout metric's own bootstrap interval: monitoring compares batches against it.
+    gm = cfg.gate_metric
+    if gm in metrics:
+        ci = drift.bootstrap_metric_drop(
+            training.target_values(holdout, cfg), ref,
+            metric=training.metric_function(gm, cfg.task, getattr(pipe, "classes_", None)),
+            baseline=metrics[gm], alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
+        meta["metrics_ci"] = {gm: [ci["ci_low"], ci["ci_high"]]}
+    params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
+              "train_rows": len(train), "holdout_rows": len(holdout),
+              "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all"}
+    return CandidateArtifacts(pipe, onnx_bytes, metrics, ref, drift_ref.to_dict(), meta, params,
+                              len(train), len(holdout))
