@@ -1,67 +1,194 @@
 """Turning a batch DataFrame into model inputs, the same way for training, ONNX and serving.
 
-Numeric features become float32 (NaN = missing); categorical features become strings
-(integer codes and their string form are one category; missing = ``MISSING``). The
-endpoint applies the identical rules to JSON requests (see ``serving/requests.py``).
+The per-value rule is ``ml_platform.serving.values`` (standard library only, shared with
+the endpoint): numeric features become float32 (NaN = missing); categorical features
+become strings (3, 3.0 and "3" are one category, booleans are "true" / "false", strings
+are stripped; missing = ``MISSING``). This module applies it column-wise: vectorised for
+the usual dtypes, once per distinct value for text columns, value by value otherwise.
+
+Two flavours per kind:
+
+- ``numeric_column`` / ``category_column`` (batch validation): the typed values plus the
+  positions of invalid cells grouped by reason, so those rows can be quarantined;
+- ``numeric_array`` / ``category_array`` (features for a model): invalid cells are missing
+  (NaN / ``MISSING``), as for raw files scored without validation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import infer_dtype
 
+from ml_platform.serving.values import F32_OVERFLOW, MISSING, InvalidValue, category, number
 from ml_platform.settings import ModelConfig
 
-MISSING = "__missing__"
+__all__ = ["MISSING", "category_strings", "category_column", "category_array", "numeric_column",
+           "numeric_array", "feeds_of", "typed_frame", "model_inputs"]
 
-
-def category_strings(values: pd.Series) -> pd.Series:
-    """Categorical values as strings: 3, 3.0 and "3" are one category; NaN / None / NA -> MISSING.
-    The per-value reference; ``category_array`` is the vectorised path for the usual dtypes."""
-    def one(v):
-        if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and np.isnan(v)):
-            return MISSING
-        if isinstance(v, (float, np.floating)) and float(v).is_integer():
-            return str(int(v))
-        return str(v)
-
-    return values.astype(object).map(one)
-
+Problems = dict  # reason -> positions (np.ndarray of int) of the cells it applies to
 
 _EXACT_INT = 2.0 ** 53  # floats below this convert to int64 exactly
+# object columns whose distinct values can be typed once each: pandas hashes True == 1 == 1.0,
+# so columns mixing booleans with numbers (inferred "mixed-integer" / "mixed") go value by value
+_BY_DISTINCT = frozenset(("string", "boolean", "integer", "floating", "mixed-integer-float", "decimal",
+                          "empty"))
 
 
-def category_array(s: pd.Series) -> np.ndarray:
-    """``frames.category_strings(s)`` as an object array, vectorised for the usual dtypes."""
+def _group(bad: dict[int, str]) -> Problems:
+    out: dict[str, list[int]] = {}
+    for i, why in bad.items():
+        out.setdefault(why, []).append(i)
+    return {why: np.asarray(pos, dtype=np.int64) for why, pos in out.items()}
+
+
+# --------------------------------------------------------------------------- categories
+def _category_values(values) -> tuple[np.ndarray, dict[int, str]]:
+    """``values.category`` over a sequence -> (object array, None = missing; invalid positions)."""
+    out = np.empty(len(values), dtype=object)
+    bad = {}
+    for i, v in enumerate(values):
+        try:
+            out[i] = category(v)
+        except InvalidValue as e:
+            out[i] = None
+            bad[i] = str(e)
+    return out, bad
+
+
+def category_column(s: pd.Series) -> tuple[np.ndarray, Problems]:
+    """Categories of a column: (object array of strings, ``None`` where missing or invalid;
+    invalid cells grouped by reason). Vectorised for the usual dtypes."""
+    n = len(s)
     if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns
-        cats = category_array(pd.Series(s.cat.categories))
+        cats, problems = category_column(pd.Series(s.cat.categories))
         codes = s.cat.codes.to_numpy()
-        return np.where(codes >= 0, cats[codes] if len(cats) else MISSING, MISSING).astype(object)
+        out = np.full(n, None, dtype=object)
+        ok = codes >= 0
+        out[ok] = cats[codes[ok]]
+        return out, {why: np.flatnonzero(np.isin(codes, pos)) for why, pos in problems.items()}
     kind = s.dtype.kind
+    if kind == "b":  # numpy bool, or pandas "boolean" with NA
+        na = s.isna().to_numpy()
+        out = np.where(s.to_numpy(dtype=bool, na_value=False), "true", "false").astype(object)
+        out[na] = None
+        return out, {}
     if kind in "iu" and not s.hasnans:
-        return s.to_numpy().astype(str).astype(object)
+        return s.to_numpy().astype(str).astype(object), {}
     if kind in "iuf":
         v = s.to_numpy(np.float64, na_value=np.nan)
-        out = np.full(len(v), MISSING, dtype=object)
+        out = np.full(n, None, dtype=object)
         small = np.abs(v) < _EXACT_INT  # False for NaN and inf
         integral = small & (v == np.floor(np.where(small, v, 0)))
         out[integral] = v[integral].astype(np.int64).astype(str)
-        rest = ~integral & ~np.isnan(v)
-        if rest.any():  # fractions, huge values, inf: the rare path, exactly as frames does it
-            out[rest] = category_strings(pd.Series(v[rest])).to_numpy()
-        return out
+        rest = np.flatnonzero(~integral & ~np.isnan(v))
+        if len(rest):  # fractions, huge values, inf: the rare path, value by value
+            out[rest] = _category_values(v[rest].tolist())[0]
+        return out, {}
     if kind == "O" or isinstance(s.dtype, pd.StringDtype):
-        if pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty"):
-            return s.astype(object).where(s.notna(), MISSING).to_numpy(object)
-    return category_strings(s).to_numpy(object)
+        inferred = infer_dtype(s, skipna=True)
+        if inferred in _BY_DISTINCT:
+            codes, uniques = pd.factorize(s, use_na_sentinel=True)
+            raw = uniques.tolist()
+            canon, bad = _category_values(raw)
+            missing = codes < 0
+            if not bad and inferred == "string" and all(c is r for c, r in zip(canon, raw)):
+                out = s.to_numpy(dtype=object)  # the usual case: clean strings, nothing to map
+                if missing.any():
+                    out = out.copy()
+                    out[missing] = None
+                return out, {}
+            out = canon[codes] if len(canon) else np.full(n, None, dtype=object)
+            out[missing] = None
+            return out, {why: np.flatnonzero(np.isin(codes, [j for j, w in bad.items() if w == why]))
+                         for why in set(bad.values())}
+    out, bad = _category_values(s.to_numpy(dtype=object))
+    return out, _group(bad)
+
+
+def category_array(s: pd.Series) -> np.ndarray:
+    """Categories of a column as an object array; missing and invalid cells -> ``MISSING``."""
+    out, _ = category_column(s)
+    none = pd.isna(out)  # None only: every other cell is a str
+    if none.any():
+        out = out.copy()
+        out[none] = MISSING
+    return out
+
+
+def category_strings(values: pd.Series) -> pd.Series:
+    """``category_array`` as a Series on the same index (the per-value reference)."""
+    out, _ = _category_values(values.to_numpy(dtype=object))
+    out[pd.isna(out)] = MISSING
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+# --------------------------------------------------------------------------- numbers
+def _number_values(values, text: bool, float32: bool) -> tuple[np.ndarray, dict[int, str]]:
+    out = np.full(len(values), np.nan)
+    bad = {}
+    for i, v in enumerate(values):
+        try:
+            f = number(v, text=text, float32=float32)
+        except InvalidValue as e:
+            bad[i] = str(e)
+            continue
+        out[i] = np.nan if f is None else f
+    return out, bad
+
+
+def numeric_column(s: pd.Series, *, float32: bool = True) -> tuple[np.ndarray, Problems]:
+    """Numbers of a column: (float64 array, NaN where missing or invalid; invalid cells
+    grouped by reason). Booleans, timestamps, lists, inf and (with ``float32``) values that
+    overflow a float32 are invalid; text is parsed."""
+    n = len(s)
+    kind = s.dtype.kind
+    if kind == "b":
+        return np.full(n, np.nan), {"a boolean is not a number": np.flatnonzero(s.notna().to_numpy())}
+    if kind in "mM":
+        return np.full(n, np.nan), {"a timestamp is not a number": np.flatnonzero(s.notna().to_numpy())}
+    problems: Problems = {}
+    if kind in "iuf":
+        v = s.to_numpy(np.float64, na_value=np.nan).copy()
+    else:
+        v = None
+        if kind == "O" or isinstance(s.dtype, pd.StringDtype):
+            if infer_dtype(s, skipna=True) in _BY_DISTINCT - {"boolean"}:
+                try:
+                    v = pd.to_numeric(s, errors="coerce").to_numpy(np.float64, na_value=np.nan).copy()
+                except (TypeError, ValueError, OverflowError):
+                    v = None
+        if v is None:  # mixed objects: value by value
+            v, bad = _number_values(s.to_numpy(dtype=object), True, float32)
+            return v, _group(bad)
+        # cells the fast parser gave up on: blank (missing) or garbage, value by value
+        unparsed = np.flatnonzero(np.isnan(v) & s.notna().to_numpy())
+        if len(unparsed):
+            vals, bad = _number_values(s.to_numpy(dtype=object)[unparsed].tolist(), True, float32)
+            v[unparsed] = vals
+            problems = {why: unparsed[pos] for why, pos in _group(bad).items()}
+    with np.errstate(invalid="ignore"):
+        inf = np.isinf(v)
+        big = (np.abs(v) >= F32_OVERFLOW) & ~inf if float32 else np.zeros(n, dtype=bool)
+    for mask, why in ((inf, "not a finite number"), (big, "too large for a float32")):
+        if mask.any():
+            pos = np.flatnonzero(mask)
+            problems[why] = np.union1d(problems.get(why, np.empty(0, np.int64)), pos)
+            v[pos] = np.nan
+    return v, problems
 
 
 def numeric_array(s: pd.Series) -> np.ndarray:
-    if s.dtype.kind in "iuf":
-        return s.to_numpy(np.float32, na_value=np.nan) if s.hasnans else s.to_numpy().astype(np.float32)
-    return pd.to_numeric(s, errors="coerce").to_numpy(np.float32, na_value=np.nan)
+    """Numbers of a column as float32; missing and invalid cells -> NaN."""
+    if s.dtype == np.float32:  # already float32: only inf can be wrong
+        arr = s.to_numpy()
+        if not np.isinf(arr).any():
+            return arr
+    v, _ = numeric_column(s)
+    return v.astype(np.float32)
 
 
+# --------------------------------------------------------------------------- frames
 def feeds_of(df: pd.DataFrame, features: dict) -> dict[str, np.ndarray]:
     """ONNX Runtime feeds ([N, 1] per feature) straight from a raw DataFrame chunk."""
     feeds = {}
@@ -80,5 +207,3 @@ def typed_frame(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
 def model_inputs(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     """The feature columns of ``df`` typed for the pipeline (and for the ONNX graph)."""
     return typed_frame(df, {c: s.type for c, s in cfg.features.items()})
-
-

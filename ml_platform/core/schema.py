@@ -7,13 +7,15 @@ quarantines that row with a reason, and the valid rows go on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from ml_platform.core.frames import category_strings
+from ml_platform.core.frames import category_column, numeric_column
+from ml_platform.serving.values import category
 from ml_platform.settings import ModelConfig
 
 
@@ -26,6 +28,8 @@ class ValidationOutcome:
     valid: pd.DataFrame
     quarantined: pd.DataFrame  # the original rows plus `_row` (1-based data row) and `_reason`
     labelled: bool = True      # False: the file has no target column (live / scoring data)
+    flags: list[str] = field(default_factory=list)  # e.g. "single class '0' in target churned"
+    single_class: str | None = None  # classification: the only class of the valid rows, if only one
 
     @property
     def invalid_share(self) -> float:
@@ -49,7 +53,7 @@ def build_schema(cfg: ModelConfig, labelled: bool = True) -> pa.DataFrameSchema:
                 checks.append(pa.Check.le(spec.max))
             columns[col] = pa.Column(float, checks=checks, nullable=spec.nullable)
         else:
-            checks = [pa.Check.isin([str(v) for v in spec.values])] if spec.values else []
+            checks = [pa.Check.isin([category(v) for v in spec.values])] if spec.values else []
             columns[col] = pa.Column(str, checks=checks, nullable=spec.nullable)
     if labelled:
         columns[cfg.target] = pa.Column(float if cfg.task == "regression" else str, nullable=False)
@@ -61,32 +65,71 @@ def build_schema(cfg: ModelConfig, labelled: bool = True) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
 
 
+def _show(v) -> str:
+    """A cell value for a quarantine reason, cut short (reasons are shown in the UI and status)."""
+    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _normalise(df: pd.DataFrame, cfg: ModelConfig, labelled: bool) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """Typed copy of the batch plus per-row reasons for cells that cannot be typed.
 
-    Coercion is done here rather than by pandera so that one bad cell costs one row,
-    not the column's other checks. Categorical cells (and class labels) become strings
-    so that codes 3 / 3.0 / "3" agree."""
+    Typing is ``core/frames.py``'s (the rule the endpoint applies to JSON too): numbers must
+    fit a float32 (booleans, timestamps and lists are not numbers); categorical cells (and
+    class labels) become category strings, so that codes 3 / 3.0 / "3" agree and booleans
+    are "true" / "false". One bad cell costs one row, not the column's other checks."""
     out = df.copy()
     reasons: dict[int, list[str]] = {}
 
-    def coerce(col: str, values: pd.Series, what: str) -> None:
-        bad = values.isna() & df[col].notna()
-        for i in bad[bad].index:
-            reasons.setdefault(int(i), []).append(f"{col}: not a {what} (got {df.at[i, col]!r})")
-        out[col] = values
+    def record(col: str, problems: dict) -> None:
+        for why, positions in problems.items():
+            for i in positions.tolist():
+                reasons.setdefault(i, []).append(f"{col}: {why} (got {_show(df.at[i, col])})")
 
     for col in cfg.numeric_features:
-        coerce(col, pd.to_numeric(df[col], errors="coerce").astype(float), "number")
+        values, problems = numeric_column(df[col])
+        out[col] = values
+        record(col, problems)
     if labelled and cfg.task == "regression":
-        coerce(cfg.target, pd.to_numeric(df[cfg.target], errors="coerce").astype(float), "number")
+        values, problems = numeric_column(df[cfg.target], float32=False)
+        out[cfg.target] = values
+        record(cfg.target, problems)
     if cfg.timestamp_column:
         col = cfg.timestamp_column
-        coerce(col, pd.to_datetime(df[col], errors="coerce", utc=True, format="mixed"), "timestamp")
+        ts = pd.to_datetime(df[col], errors="coerce", utc=True, format="mixed")
+        bad = ts.isna() & df[col].notna()
+        record(col, {"not a timestamp": np.flatnonzero(bad.to_numpy())} if bad.any() else {})
+        out[col] = ts
     cats = cfg.categorical_features + ([cfg.target] if labelled and cfg.task == "classification" else [])
     for col in cats:
-        out[col] = category_strings(df[col]).where(df[col].notna(), None)
+        values, problems = category_column(df[col])
+        out[col] = pd.Series(values, index=df.index, dtype=object)
+        record(col, problems)
     return out, reasons
+
+
+def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, source: str,
+                        labelled: bool) -> None:
+    """A configured column that appears more than once in the file is ambiguous: fail the batch.
+    (pandas renames the second ``age`` to ``age.1``; ``landing.read_batch`` records the
+    repeats in ``df.attrs["duplicate_columns"]``.)"""
+    repeats = df.attrs.get("duplicate_columns") or {}
+    cols = required_columns(cfg, labelled)
+    dup = [c for c in cols if repeats.get(c, 1) > 1]
+    if dup:
+        where = ", ".join(f"{c!r} ({_config_key(cfg, model_name, c)}) appears {repeats[c]} times"
+                          for c in dup)
+        raise BatchSchemaError(f"{source}: duplicate column name(s): {where}; "
+                               "a configured column must appear once")
+
+
+def _config_key(cfg: ModelConfig, model_name: str, col: str) -> str:
+    if col in cfg.features:
+        return f"models.{model_name}.features.{col}"
+    for key in ("target", "id_column", "timestamp_column"):
+        if getattr(cfg, key) == col:
+            return f"models.{model_name}.{key}"
+    return col
 
 
 def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "model",
@@ -94,12 +137,16 @@ def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "mod
     # A file without the target column is unlabelled data (monitoring and scoring only);
     # a target column with some empty cells is labelled data with bad rows.
     labelled = cfg.target in df.columns
-    missing = [c for c in required_columns(cfg, labelled) if c not in df.columns]
+    _duplicated_columns(df, cfg, model_name, source, labelled)
+    needed = required_columns(cfg, labelled)
+    missing = [c for c in needed if c not in df.columns]
     if missing:
-        where = {c: f"models.{model_name}.features.{c}" if c in cfg.features else c for c in missing}
+        # Name the configured columns, never the file's own header: a file that is not a
+        # batch at all (a secrets file, /etc/passwd) has its first line there.
         raise BatchSchemaError(
             f"{source}: missing column(s) {', '.join(repr(c) for c in missing)} required by "
-            f"{', '.join(where.values())}; the file has {list(df.columns)}")
+            f"{', '.join(_config_key(cfg, model_name, c) for c in missing)}; the file has "
+            f"{len(df.columns)} column(s), {len(needed) - len(missing)} of the {len(needed)} configured")
     df = df.reset_index(drop=True)
     norm, reasons = _normalise(df, cfg, labelled)
     schema = build_schema(cfg, labelled)
@@ -113,15 +160,29 @@ def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "mod
             if any(r.startswith(f"{rec.column}: ") for r in reasons.get(i, [])):
                 continue  # already reported as an untypeable cell
             got = df.at[i, rec.column] if rec.column in df.columns else rec.failure_case
-            shown = "" if pd.isna(got) else f" (got {got!r})"
+            shown = "" if _isna(got) else f" (got {_show(got)})"
             reasons.setdefault(i, []).append(f"{rec.column}: {_describe(rec.check)}{shown}")
     bad = sorted(reasons)
     valid = schema.validate(norm.drop(index=bad)) if bad else norm
     quarantined = df.loc[bad].copy()
     quarantined.insert(0, "_row", [i + 1 for i in bad])
     quarantined["_reason"] = ["; ".join(reasons[i]) for i in bad]
-    return ValidationOutcome(valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True),
-                             labelled=labelled)
+    outcome = ValidationOutcome(valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True),
+                                labelled=labelled)
+    if labelled and cfg.task == "classification" and len(outcome.valid):
+        # Facts that make later verdicts moot: with one class no ROC AUC / F1 can be computed.
+        classes = outcome.valid[cfg.target].dropna().unique()
+        if len(classes) == 1:
+            outcome.single_class = str(classes[0])
+            outcome.flags.append(f"single class {outcome.single_class!r} in target {cfg.target}")
+    return outcome
+
+
+def _isna(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):  # lists, arrays
+        return False
 
 
 def _describe(check: str) -> str:

@@ -5,9 +5,12 @@ batch validation (``core/schema.py``), applied to parsed JSON:
 
 - numeric feature: a JSON number (not a bool, not a string) -> float32; ``null`` -> NaN,
   allowed only when the feature is ``nullable``; outside ``min``/``max`` -> rejected.
-- categorical feature: a string, or a number whose integral value is written without
-  the fraction (3, 3.0 and "3" are one category); ``null`` -> the metadata's
-  ``missing_category`` (allowed only when ``nullable``); not in ``values`` -> rejected.
+- categorical feature: the category rule of ``serving/values.py``, shared with batch
+  validation and training: a string (stripped), a boolean (``true`` -> "true"; the strings
+  "True", "TRUE"... too), or a number whose integral value is written without the fraction
+  (3, 3.0 and "3" are one category); ``null`` or a blank string -> the metadata's
+  ``missing_category`` (allowed only when ``nullable``); not in ``values`` -> rejected;
+  an array or an object -> rejected.
 - the metadata's ``id_column`` is accepted (and echoed to the live sample), never fed to
   the model; any other column is an error, and so is a missing feature column.
 
@@ -18,8 +21,9 @@ and, in the message, the row.
 
 from __future__ import annotations
 
-import math
 import numpy as np
+
+from ml_platform.serving.values import InvalidValue, category, is_canonical
 
 _NUM_TYPES = frozenset((int, float))
 _NUM_OR_NULL = frozenset((int, float, type(None)))
@@ -113,7 +117,7 @@ class _Feature:
         self.lo = spec.get("min")
         self.hi = spec.get("max")
         vals = spec.get("values")
-        self.allowed = frozenset(_category(v) for v in vals) if vals else None
+        self.allowed = frozenset(c for c in map(category, vals) if c is not None) if vals else None
         self.missing = missing
         self.rank2 = rank2
         # a number within [lo_ok, hi_ok] passes the bounds and float32 checks (NaN never does)
@@ -137,8 +141,7 @@ class _Feature:
         if self.numeric:
             self.check_small((v,), where)  # one rule set (and one set of messages) for both paths
             return v
-        t = type(v)
-        if t is str and (self.allowed is None or v in self.allowed):
+        if type(v) is str and (is_canonical(v) if self.allowed is None else v in self.allowed):
             return v
         return self.strings((v,), where)[0]
 
@@ -204,40 +207,35 @@ class _Feature:
     def strings(self, values, where: str):
         """Validate a categorical column -> the category strings (a list or ``values``)."""
         if (len(values) == 1 and type(values[0]) is str) or set(map(type, values)) <= _STR:
-            strs = values
+            # strings only: map the (few) distinct ones that are not already canonical
+            odd = {v for v in set(values) if not is_canonical(v)}
+            strs = values if not odd else [category(v) if v in odd else v for v in values]
         else:
             strs = []
             for i, v in enumerate(values):
-                t = type(v)
-                if t is str:
-                    strs.append(v)
-                elif t is int:
-                    strs.append(str(v))
-                elif t is float:
-                    strs.append(_category(v))
-                elif v is None:
-                    if not self.nullable:
-                        raise RequestError("null_not_allowed", f"{where} {i}: column {self.name!r} "
-                                           "is not nullable, got null", self.name)
-                    strs.append(self.missing)
-                else:
+                try:
+                    strs.append(category(v))
+                except InvalidValue:
                     raise RequestError(
-                        "wrong_type", f"{where} {i}: column {self.name!r} expects a string or an "
-                        f"integer code, got {_jtype(v)} {_show(v)}", self.name)
+                        "wrong_type", f"{where} {i}: column {self.name!r} expects a string, a boolean "
+                        f"or an integer code, got {_jtype(v)} {_show(v)}", self.name) from None
+        if None in strs:  # null, or a blank string
+            i = strs.index(None)
+            if not self.nullable:
+                raise RequestError("null_not_allowed", f"{where} {i}: column {self.name!r} is not "
+                                   f"nullable, got {'null' if values[i] is None else 'a blank string'}",
+                                   self.name)
+            missing = {i for i, s in enumerate(strs) if s is None}
+            strs = [self.missing if s is None else s for s in strs]
+        else:
+            missing = ()
         if self.allowed is not None:
             for i, s in enumerate(strs):
-                if s not in self.allowed and not (s == self.missing and values[i] is None):
+                if s not in self.allowed and i not in missing:
                     raise RequestError(
                         "out_of_schema", f"{where} {i}: column {self.name!r} value {_show(values[i])} "
                         f"is not one of {sorted(self.allowed)}", self.name)
         return strs
-
-
-def _category(v) -> str:
-    """Training's rule (``frames.category_strings``): integral floats lose their fraction."""
-    if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 class Schema:
@@ -335,7 +333,7 @@ class Schema:
                     nums.append(v)
                 else:
                     nums.append(f.one(v))
-            elif t is str and (f.allowed is None or v in f.allowed):
+            elif t is str and (is_canonical(v) if f.allowed is None else v in f.allowed):
                 cats.append(v)
             else:
                 cats.append(f.one(v))

@@ -67,8 +67,16 @@ def test_scores_equal_onnx_predict_in_chunks(churn, tmp_path, fmt):
 
 def test_typing_matches_frames_on_awkward_values():
     """The vectorised typing (feeds_of) equals the per-value reference rules
-    (pd.to_numeric -> float32, frames.category_strings) value by value."""
+    (serving.values.number -> float32, invalid -> NaN; frames.category_strings) value by value."""
+    from ml_platform.serving.values import InvalidValue, number
     from ml_platform.settings import FeatureSpec
+
+    def ref_number(v):
+        try:
+            f = number(v, text=True)
+        except InvalidValue:  # booleans, inf, overflow: unscoreable cells are missing
+            return np.nan
+        return np.nan if f is None else f
 
     n = 12
     df = pd.DataFrame({
@@ -84,7 +92,7 @@ def test_typing_matches_frames_on_awkward_values():
     })
     features = {c: FeatureSpec(type="numeric" if c.startswith("n_") else "categorical") for c in df}
     cfg = ModelConfig(landing_dir="x", target="y", task="classification", features=features)
-    want = {c: (pd.to_numeric(df[c], errors="coerce").to_numpy(np.float32, na_value=np.nan)
+    want = {c: (np.array([ref_number(v) for v in df[c].astype(object)], dtype=np.float32)
                 if features[c].type == "numeric" else frames.category_strings(df[c]).to_numpy(object)).reshape(-1, 1)
             for c in df}
     got = feeds_of(df, cfg.features)
@@ -96,6 +104,8 @@ def test_typing_matches_frames_on_awkward_values():
             assert got[col].shape == (n, 1) and got[col].dtype == object
             assert got[col].tolist() == want[col].tolist(), col
     assert got["f_nullable"][1, 0] == frames.MISSING
+    assert np.isnan(got["n_bool"]).all()  # a boolean is not a number
+    assert got["f_mixed"][5, 0] == "true" and got["f_str"][6, 0] == frames.MISSING  # blank = missing
 
 
 def test_missing_feature_column_names_file_and_column(churn, tmp_path):
