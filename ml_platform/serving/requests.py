@@ -541,9 +541,10 @@ class Schema:
                 raise RequestError("bad_request", f"input {name!r}: shape must be [N] or [N, 1] with "
                                    f"N >= 0, got {_show(shape)}", name)
             dtype = t.get("datatype")
-            if dtype not in V2_TYPES:
+            if type(dtype) is not str or dtype not in V2_TYPES:  # not hashable, not a type name
                 raise RequestError("bad_request", f"input {name!r}: datatype must be one of "
-                                   f"{sorted(V2_TYPES)}, got {_show(dtype)}", name)
+                                   f"{sorted(V2_TYPES)}, got {_jtype(dtype)} {_show(dtype)}",
+                                   f"inputs[{j}].datatype")
             data = t.get("data")
             if not isinstance(data, list):
                 raise RequestError("bad_request", f"input {name!r}: data must be a list, got {_jtype(data)}", name)
