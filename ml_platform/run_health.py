@@ -19,6 +19,7 @@ import dagster as dg
 TAG_WORKER_DIED = "ml_platform/worker_died"
 TAG_RETRY_OF = "ml_platform/retry_of"
 TAG_ATTEMPT = "ml_platform/attempt"
+TAG_SALVAGED = "ml_platform/salvaged"  # a dead train run whose candidate was kept (no retrain)
 MAX_ATTEMPTS = 3
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
 
@@ -88,7 +89,7 @@ def runs_to_retry(instance: dg.DagsterInstance, job_names: list[str], within_sec
     out = []
     for rec in died:
         run = rec.dagster_run
-        if run.job_name not in job_names or TAG_WORKER_DIED not in run.tags:
+        if run.job_name not in job_names or TAG_WORKER_DIED not in run.tags or TAG_SALVAGED in run.tags:
             continue
         if int(run.tags.get(TAG_ATTEMPT, "1")) >= MAX_ATTEMPTS:
             continue
@@ -111,7 +112,33 @@ def _dt(ts: float):
 
 def retry_tags(run: dg.DagsterRun) -> dict:
     """The dead run's own tags (trigger, reason, batch, regime...) plus the retry lineage."""
-    tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/") and k != TAG_WORKER_DIED}
+    tags = {k: v for k, v in run.tags.items()
+            if not k.startswith("dagster/") and k not in (TAG_WORKER_DIED, TAG_SALVAGED)}
     tags[TAG_RETRY_OF] = run.run_id
     tags[TAG_ATTEMPT] = str(int(run.tags.get(TAG_ATTEMPT, "1")) + 1)
     return tags
+
+
+def salvage_train_run(settings, registry, endpoint, model: str, run: dg.DagsterRun) -> tuple[bool, str]:
+    """What a dead train run left: (retrain needed?, what was done). A candidate it registered
+    and the gate fully judged is not trained again: a passing one is deployed now (through
+    the same gate check), a failing one stays the run's outcome."""
+    from ml_platform.promotion import PromotionError, move_champion
+    from ml_platform.resources.registry import gate_passed
+
+    mine = [v for v in registry.versions(model) if v.tags.get("dagster_run_id") == run.run_id]
+    if not mine:
+        return True, "no candidate was registered"
+    v = mine[-1]
+    verdict = gate_passed(v.tags)
+    if verdict is None:
+        return True, f"v{v.version} was registered but the gate did not finish"
+    if verdict is False:
+        return False, f"v{v.version} was rejected by the gate before the worker died"
+    try:
+        p = move_champion(settings, registry, endpoint, model, int(v.version),
+                          actor=f"repair of dagster run {run.run_id}", trigger=run.tags.get("ml_platform/trigger", ""),
+                          reason="passed every blocking gate check (its run died before deploying)")
+        return False, f"v{v.version} passed the gate; deployed now (endpoint: {p.endpoint})"
+    except PromotionError as e:
+        return False, f"v{v.version} passed the gate but was not deployed: {e}"

@@ -75,6 +75,13 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
     for note in reconcile(settings, defs.resources["registry"], endpoint_for(settings), name):
         echo(f"[{name}] repaired: {note}")
     for run in run_health.runs_to_retry(instance, jobs):
+        if run.job_name.endswith("_train"):
+            retrain, note = run_health.salvage_train_run(settings, defs.resources["registry"],
+                                                         endpoint_for(settings), name, run)
+            instance.add_run_tags(run.run_id, {run_health.TAG_SALVAGED: note[:200]})
+            echo(f"[{name}] train run {run.run_id[:8]} died: {note}")
+            if not retrain:
+                continue
         job = defs.resolve_job_def(run.job_name)
         echo(f"[{name}] re-running {run.job_name} {run.tags.get('dagster/partition', '')} "
              f"(its worker died in run {run.run_id[:8]})")

@@ -191,10 +191,19 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         names = [j.name for j in jobs]
         for run in run_health.fail_dead_runs(context.instance, names):
             context.log.warning(f"run {run.run_id} ({run.job_name}): worker died; marked failed")
-        requests = [dg.RunRequest(run_key=f"retry-{r.run_id}", job_name=r.job_name,
-                                  partition_key=r.tags.get("dagster/partition"), tags=run_health.retry_tags(r))
-                    for r in run_health.runs_to_retry(context.instance, names)]
         settings = chain.settings
+        requests = []
+        for r in run_health.runs_to_retry(context.instance, names):
+            if r.job_name == train_job_name(chain):
+                retrain, note = run_health.salvage_train_run(settings, registry_for(settings),
+                                                             endpoint_for(settings), chain.name, r)
+                context.log.warning(f"train run {r.run_id} died: {note}")
+                if not retrain:
+                    context.instance.add_run_tags(r.run_id, {run_health.TAG_SALVAGED: note[:200]})
+                    continue
+            requests.append(dg.RunRequest(run_key=f"retry-{r.run_id}", job_name=r.job_name,
+                                          partition_key=r.tags.get("dagster/partition"),
+                                          tags=run_health.retry_tags(r)))
         try:
             notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
         except Exception as e:  # noqa: BLE001 - report, try again next tick

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from ml_platform import faults
 from ml_platform.assets.common import TAG_REGIME_START, TAG_TRIGGER, Chain, md_table, train_pool
 from ml_platform.core import catalog, training, version_files
 from ml_platform.core.candidate import Candidate, build_candidate
@@ -88,6 +89,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         if cfg.task == "classification" and train[cfg.target].nunique() < 2:
             raise dg.Failure("the training window holds a single class; cannot train a classifier")
         context.log.info(f"fitting {cfg.estimator.name} on {len(train)} rows")
+        faults.point("train:fitting")
         art = build_candidate(train, holdout, cfg, name=chain.name)
         trigger = context.run.tags.get(TAG_TRIGGER, "manual")
         # Write the files first (a staging folder), log them, then move the folder under the
