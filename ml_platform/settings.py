@@ -9,15 +9,18 @@ what was expected, e.g. ``ml_platform.yaml: models.churn.features.age.type: expe
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 CONFIG_ENV = "ML_PLATFORM_CONFIG"
 DEFAULT_CONFIG_NAME = "ml_platform.yaml"
+MODEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
 
 class ConfigError(ValueError):
@@ -25,16 +28,40 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.nan` / `.inf` in YAML is a config error for every float key
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Validators may name a key below the one they are attached to: a message "@sub.key: text"
+# is reported at "<path>.sub.key: text" (see _format_errors).
 
 
 class FeatureSpec(_Strict):
-    type: Literal["numeric", "categorical"]
+    # boolean: a categorical feature with the values "false" / "true" (what booleans become,
+    # see serving/values.py); it is stored as such, so every layer sees a categorical.
+    type: Literal["numeric", "categorical", "boolean"]
     min: Optional[float] = None
     max: Optional[float] = None
     nullable: bool = True
     # Allowed categories (strings or integer codes); other values are quarantined.
     values: Optional[list[Union[str, int]]] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _boolean(cls, data):
+        if isinstance(data, dict) and data.get("type") == "boolean":
+            if data.get("values") is not None:
+                raise ValueError("@values: a boolean feature takes no values (they are false and true)")
+            data = {**data, "type": "categorical", "values": ["false", "true"]}
+        return data
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _bool_values(cls, v):
+        # YAML true / false -> the categories "true" / "false" (pydantic would make them 1 / 0)
+        if isinstance(v, list):
+            return [("true" if x else "false") if isinstance(x, bool) else x for x in v]
+        return v
 
     @model_validator(mode="after")
     def _check(self):
@@ -45,6 +72,88 @@ class FeatureSpec(_Strict):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
+
+
+# Constructor parameters of each estimator (scikit-learn get_params()), per task. Kept as data
+# so that loading the config never imports sklearn (the endpoint loads it too);
+# ml_platform_tests/unit/test_settings.py checks it against the installed scikit-learn.
+_HGB = {"categorical_features", "early_stopping", "interaction_cst", "l2_regularization", "learning_rate",
+        "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf",
+        "monotonic_cst", "n_iter_no_change", "random_state", "scoring", "tol", "validation_fraction",
+        "verbose", "warm_start"}
+_RF = {"bootstrap", "ccp_alpha", "criterion", "max_depth", "max_features", "max_leaf_nodes", "max_samples",
+       "min_impurity_decrease", "min_samples_leaf", "min_samples_split", "min_weight_fraction_leaf",
+       "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state", "verbose", "warm_start"}
+ESTIMATOR_PARAMS = {
+    ("hist_gradient_boosting", "classification"): frozenset(_HGB | {"class_weight"}),
+    ("hist_gradient_boosting", "regression"): frozenset(_HGB | {"quantile"}),
+    ("random_forest", "classification"): frozenset(_RF | {"class_weight"}),
+    ("random_forest", "regression"): frozenset(_RF),
+    ("logistic_regression", "classification"): frozenset({
+        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "n_jobs",
+        "penalty", "random_state", "solver", "tol", "verbose", "warm_start"}),
+    ("ridge", "regression"): frozenset({"alpha", "copy_X", "fit_intercept", "max_iter", "positive",
+                                        "random_state", "solver", "tol"}),
+}
+
+
+# ---- cron (retrain.schedule), checked without importing dagster (the endpoint loads this
+# module). Accepts what Dagster's schedules accept: 5 fields, numbers, names, ranges (also
+# wrapping ones), lists, steps, ? and L in day-of-month, day#n in day-of-week, and @aliases.
+_CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
+                ("month", 1, 12, {m: i + 1 for i, m in enumerate(
+                    "jan feb mar apr may jun jul aug sep oct nov dec".split())}),
+                ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}))
+_CRON_ITEM = re.compile(r"(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?")
+_CRON_NTH = re.compile(r"(?:[0-7]|sun|mon|tue|wed|thu|fri|sat)#[1-5]")
+
+
+def cron_problem(expr: str) -> Optional[str]:
+    """What is wrong with a cron string, or None when Dagster can schedule it."""
+    text = " ".join(str(expr).split()).lower()
+    if text in _CRON_ALIASES:
+        return None
+    parts = text.split(" ") if text else []
+    if len(parts) != 5:
+        return ("expected a cron string of 5 fields (minute hour day-of-month month day-of-week, "
+                f"e.g. '0 3 * * 1') or an alias such as @daily, got {len(parts)} field(s)")
+    days = None
+    for k, (part, (name, lo, hi, names)) in enumerate(zip(parts, _CRON_FIELDS)):
+        vals: set[int] = set()
+        for item in part.split(","):
+            if (item == "?" and k in (2, 4)) or (item == "l" and k == 2) or (k == 4 and _CRON_NTH.fullmatch(item)):
+                continue
+            m = _CRON_ITEM.fullmatch(item)
+            if not m:
+                return f"{name} field {item!r} is not a number, a range, a list or a step"
+            star, a, b, step = m.groups()
+            if step is not None and int(step) < 1:
+                return f"{name} field {item!r}: the step must be at least 1"
+            try:
+                first = lo if star else _cron_value(a, names)
+                last = hi if star else (_cron_value(b, names) if b is not None else (hi if step else first))
+            except ValueError:
+                return f"{name} field {item!r} is not a number or a name"
+            if not (lo <= first <= hi and lo <= last <= hi):
+                return f"{name} field {item!r} is outside {lo}-{hi}"
+            if first <= last:
+                vals.update(range(first, last + 1, int(step or 1)))
+            else:  # wraps around, as croniter reads it
+                vals.update(range(first, hi + 1), range(lo, last + 1))
+        if k == 2:
+            days = vals
+        if k == 3 and vals == {2} and days is not None and len(days) == 1 and days <= {30, 31}:
+            return f"day {next(iter(days))} of February never comes"
+    return None
+
+
+def _cron_value(token: str, names: dict) -> int:
+    if token in names:
+        return names[token]
+    if not token.isdigit():
+        raise ValueError(token)
+    return int(token)
 
 
 class EstimatorConfig(_Strict):
@@ -78,7 +187,12 @@ class GateConfig(_Strict):
     threshold: Optional[float] = None
     # How much worse than the champion (same holdout) a candidate may be.
     max_regression: float = Field(0.01, ge=0)
-    parity_tolerance: float = Field(1e-4, gt=0)
+    # ONNX parity (core/gate.py onnx_parity): |onnx - sklearn| <= parity_tolerance + parity_rtol * |sklearn|.
+    # parity_tolerance is absolute: default 1e-4 on probabilities (classification); for regression
+    # the default is parity_rtol x the output scale (max |prediction| on the holdout), so that it
+    # follows the target's units. parity_rtol applies to regression only (float32 rounding).
+    parity_tolerance: Optional[float] = Field(None, gt=0)
+    parity_rtol: float = Field(1e-4, ge=0, lt=1)
     latency_budget_ms: float = Field(50.0, gt=0)  # p99 of a single-row ONNX call
 
 
@@ -96,6 +210,14 @@ class RetrainConfig(_Strict):
     cooldown_seconds: float = Field(0, ge=0)
     performance_alpha: float = Field(0.05, gt=0, lt=1)
     schedule: str = "0 3 * * 1"                 # weekly retrain, cron, default Mondays 03:00
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        problem = cron_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class AutomationConfig(_Strict):
@@ -131,6 +253,17 @@ class ModelConfig(_Strict):
         for key, col in special.items():
             if col is not None and col in self.features:
                 raise ValueError(f"{key} {col!r} must not also be listed under features")
+        keys = list(special)
+        for i, key in enumerate(keys):
+            for other in keys[i + 1:]:
+                if special[key] is not None and special[key] == special[other]:
+                    raise ValueError(f"@{other}: expected a column other than {key} (both are {special[key]!r})")
+        allowed = ESTIMATOR_PARAMS.get((self.estimator.name, self.task))
+        unknown = sorted(set(self.estimator.params) - allowed) if allowed is not None else []
+        if unknown:
+            raise ValueError(
+                f"@estimator.params: unknown parameter(s) {', '.join(map(repr, unknown))} for "
+                f"{self.estimator.name} ({self.task}); expected some of {', '.join(sorted(allowed))}")
         if self.task == "classification" and self.gate.metric in {"rmse", "mae", "r2"}:
             raise ValueError(f"gate.metric {self.gate.metric!r} is a regression metric")
         if self.task == "regression" and self.gate.metric in {"roc_auc", "accuracy", "f1", "log_loss"}:
@@ -188,15 +321,26 @@ class Settings(_Strict):
     _base_dir: Path = PrivateAttr(default=Path("."))
     _source: Path = PrivateAttr(default=Path(DEFAULT_CONFIG_NAME))
 
-    @model_validator(mode="after")
-    def _check(self):
-        if not self.models:
+    _warnings: list = PrivateAttr(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _names(cls, models: dict):
+        if not models:
             raise ValueError("at least one model is required")
-        for name in self.models:
-            if not name.replace("_", "").isalnum() or not name[0].isalpha():
-                raise ValueError(f"model name {name!r}: use letters, digits and '_' (it "
-                                 "becomes a Dagster asset key prefix and a URL path)")
-        return self
+        for name in models:
+            if not MODEL_NAME.fullmatch(name):
+                shown = repr(name) if len(name) <= 40 else repr(name[:37] + "...")
+                raise ValueError(f"model name {shown} ({len(name)} characters): expected 1-64 ASCII letters, "
+                                 "digits and '_', starting with a letter (it becomes a Dagster asset key "
+                                 "prefix and a URL path)")
+        return models
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems that do not stop the platform but deserve a line at start (the CLI prints
+        them), e.g. two models sharing a landing dir, or a landing dir not created yet."""
+        return tuple(self._warnings)
 
     # ---- resolved paths: every piece of platform state lives under storage_dir ----
     @property
@@ -243,20 +387,27 @@ class Settings(_Strict):
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        path = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "function-before")))
         msg = e["msg"].removeprefix("Value error, ")
+        if msg.startswith("@") and ": " in msg:  # a validator naming a key below its own
+            sub, msg = msg[1:].split(": ", 1)
+            path = f"{path}.{sub}" if path else sub
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "literal_error":
             msg = msg.replace("Input should be", "expected")
+        elif e["type"] == "finite_number":
+            msg = "expected a finite number"
         if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(
             e["input"], (dict, list)
         ):
-            msg += f" (got {e['input']!r})"
+            shown = repr(e["input"])
+            msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
         lines.append(f"{path or '<top level>'}: {msg}")
-    return "\n  ".join(lines)
+    # one problem: one line; several: one per line
+    return lines[0] if len(lines) == 1 else "\n  " + "\n  ".join(lines)
 
 
 def config_path(path: str | os.PathLike | None = None) -> Path:
@@ -284,7 +435,64 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{src}: invalid configuration:\n  {_format_errors(e)}") from None
+        raise ConfigError(f"{src}: invalid configuration: {_format_errors(e)}") from None
     settings._base_dir = src.parent
     settings._source = src
+    problems, warnings = _check_paths(settings)
+    if problems:
+        body = problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems)
+        raise ConfigError(f"{src}: invalid configuration: {body}")
+    settings._warnings = warnings
     return settings
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _dir_problem(path: Path, *, write: bool) -> Optional[str]:
+    """Why ``path`` cannot be used as a directory (read, or also written), or None. A path
+    that does not exist yet is fine when its nearest existing parent is a directory in which
+    it can be created."""
+    mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+    need = "a writable directory" if write else "a readable directory"
+    if path.exists():
+        if not path.is_dir():
+            return f"expected {need}, but {path} is a file"
+        if not os.access(path, mode):
+            return f"expected {need}, but {path} is not {'writable' if write else 'readable'} (permission denied)"
+        return None
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        return f"expected {need}, but {path} cannot be created: {base} is a file"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"expected {need}, but {path} cannot be created: {base} is not writable (permission denied)"
+    return None
+
+
+def _check_paths(settings: Settings) -> tuple[list[str], list[str]]:
+    """Filesystem checks at load: (errors, warnings), each '<key path>: <problem>'."""
+    problems, warnings = [], []
+    p = _dir_problem(settings.storage, write=True)
+    if p:
+        problems.append(f"storage_dir: {p}")
+    by_dir: dict[Path, list[str]] = {}
+    for name in settings.models:
+        landing = settings.landing_dir(name)
+        key = f"models.{name}.landing_dir"
+        p = _dir_problem(landing, write=False)
+        if p:
+            problems.append(f"{key}: {p}")
+            continue
+        if not landing.exists():
+            # `ml-platform up` / `simulate` create it (a fresh clone has no data/landing yet)
+            warnings.append(f"{key}: {landing} does not exist yet; nothing is ingested for {name} "
+                            "until it is created")
+        by_dir.setdefault(landing, []).append(name)
+    for landing, names in by_dir.items():
+        if len(names) > 1:
+            warnings.append(f"{' and '.join(f'models.{n}.landing_dir' for n in names)} are the same "
+                            f"directory ({landing}): every file there is ingested by each of these models")
+    return problems, warnings

@@ -1,6 +1,9 @@
+import os
+import textwrap
+
 import pytest
 
-from ml_platform.settings import ConfigError, load_settings
+from ml_platform.settings import ESTIMATOR_PARAMS, ConfigError, cron_problem, load_settings
 from ml_platform_tests.conftest import write_config
 
 
@@ -44,7 +47,8 @@ def test_unknown_key_names_its_path(tmp_path):
 
 def test_wrong_type_names_path_and_expectation(tmp_path):
     msg = _load_with(tmp_path, BASE.replace("{type: numeric}", "{type: int}"))
-    assert "models.churn.features.a.type" in msg and "'numeric' or 'categorical'" in msg and "'int'" in msg
+    assert "models.churn.features.a.type" in msg and "'numeric', 'categorical' or 'boolean'" in msg
+    assert "'int'" in msg
 
 
 def test_missing_target(tmp_path):
@@ -76,3 +80,199 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_test_config_helper_is_valid(tmp_path):
     write_config(tmp_path, extra="training: {window_batches: 1}\n")
     assert load_settings(tmp_path / "ml_platform.yaml").models["churn"].training.window_batches == 1
+
+
+# ---- issue 9: every bad configuration fails at load, one line naming the key path ----
+
+def _one_line(msg: str, path: str) -> None:
+    assert "\n" not in msg and f"invalid configuration: {path}: " in msg, msg
+
+
+def test_a_single_problem_is_one_line(tmp_path):
+    msg = _load_with(tmp_path, BASE + "    gate: {threshold: .nan}\n")
+    _one_line(msg, "models.churn.gate.threshold")
+    assert "expected a finite number" in msg
+
+
+@pytest.mark.parametrize("key,value", [("gate", "{threshold: .nan}"), ("gate", "{threshold: .inf}"),
+                                       ("gate", "{max_regression: -.inf}"), ("drift", "{drifted_share: .nan}"),
+                                       ("gate", "{parity_rtol: .nan}")])
+def test_nan_and_inf_floats_are_refused(tmp_path, key, value):
+    msg = _load_with(tmp_path, BASE + f"    {key}: {value}\n")
+    assert f"models.churn.{key}." in msg and "finite number" in msg
+
+
+def test_nan_feature_bound(tmp_path):
+    msg = _load_with(tmp_path, BASE.replace("{type: numeric}", "{type: numeric, min: .nan}"))
+    _one_line(msg, "models.churn.features.a.min")
+
+
+def test_landing_dir_that_is_a_file(tmp_path):
+    (tmp_path / "landing").write_text("not a dir")
+    msg = _load_with(tmp_path, BASE)
+    _one_line(msg, "models.churn.landing_dir")
+    assert "is a file" in msg
+
+
+def test_landing_dir_below_a_file_cannot_be_created(tmp_path):
+    (tmp_path / "data").write_text("x")
+    msg = _load_with(tmp_path, BASE.replace("landing_dir: landing", "landing_dir: data/landing/churn"))
+    _one_line(msg, "models.churn.landing_dir")
+    assert "cannot be created" in msg
+
+
+def test_missing_landing_dir_is_a_warning_not_an_error(tmp_path):
+    """`make up` on a fresh clone: data/landing/churn does not exist until `up` seeds it."""
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE.replace("landing_dir: landing", "landing_dir: data/landing/churn"))
+    s = load_settings(p)
+    assert len(s.warnings) == 1 and s.warnings[0].startswith("models.churn.landing_dir: ")
+    assert "does not exist yet" in s.warnings[0]
+    (tmp_path / "data" / "landing" / "churn").mkdir(parents=True)
+    assert load_settings(p).warnings == ()
+
+
+def test_storage_dir_that_is_a_file(tmp_path):
+    (tmp_path / "state").write_text("x")
+    msg = _load_with(tmp_path, "storage_dir: state\n" + BASE)
+    _one_line(msg, "storage_dir")
+    assert "writable directory" in msg and "is a file" in msg
+
+
+def test_storage_dir_that_cannot_be_written(tmp_path, monkeypatch):
+    """Was a PermissionError traceback at the first write; now a config error at load.
+    (Root may write anywhere, so the permission answer is stubbed for this path.)"""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: False if str(p).startswith(str(locked)) and m & os.W_OK
+                        else real(p, m, **kw))
+    msg = _load_with(tmp_path, "storage_dir: locked/state\n" + BASE)
+    _one_line(msg, "storage_dir")
+    assert "cannot be created" in msg and "not writable" in msg
+    msg = _load_with(tmp_path, "storage_dir: locked\n" + BASE)
+    assert "storage_dir: expected a writable directory" in msg and "permission denied" in msg
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions")
+def test_storage_dir_read_only_for_real(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert "storage_dir" in _load_with(tmp_path, "storage_dir: locked/state\n" + BASE)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("name", ["modèle", "ﾁｬｰﾝ", "x" * 300, "1churn", "churn-model", "_x"])
+def test_model_names_are_short_ascii_identifiers(tmp_path, name):
+    msg = _load_with(tmp_path, BASE.replace("  churn:", f"  {name}:"))
+    _one_line(msg, "models")
+    assert "1-64 ASCII letters" in msg and len(msg) < 400  # a 300-character name is cut short
+
+
+def test_a_64_character_model_name_is_fine(tmp_path):
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE.replace("  churn:", "  " + "m" * 64 + ":"))
+    assert list(load_settings(p).models) == ["m" * 64]
+
+
+@pytest.mark.parametrize("cron,problem", [("every monday", "5 fields"), ("61 3 * * 1", "minute field '61'"),
+                                          ("0 3 * * 1 2", "5 fields"), ("0 25 * * *", "outside 0-23"),
+                                          ("0 0 30 2 *", "February"), ("*/0 * * * *", "step")])
+def test_cron_that_does_not_parse(tmp_path, cron, problem):
+    msg = _load_with(tmp_path, BASE + f"    retrain: {{schedule: '{cron}'}}\n")
+    _one_line(msg, "models.churn.retrain.schedule")
+    assert problem in msg
+
+
+CRONS = ["0 3 * * 1", "@daily", "@hourly", "*/5 * * * *", "0 3 * * MON", "0 3 * * mon-fri", "0 0 1,15 * *",
+         "0 0 L * *", "0 3 ? * 1", "0 0 * JAN-MAR *", "0 22-2 * * *", "0 0 * * 7", "0 0 * * SUN#1",
+         "0 0 30,31 2 *", "15 10 1-31/2 * *", "H * * * *", "0 3 * * 8", "0 24 * * *", "* * * *", "",
+         "0 0 30 2 *", "*/0 * * * *", "0 0 * * 5L", "0 0 15W * *", "a b c d e", "0 3 * * 1,", "60 * * * *"]
+
+
+@pytest.mark.parametrize("cron", CRONS)
+def test_cron_check_agrees_with_dagster(cron):
+    """settings checks cron strings without importing dagster (the endpoint loads settings);
+    it must accept exactly what Dagster's schedules accept."""
+    from dagster._utils.schedules import is_valid_cron_string
+
+    assert (cron_problem(cron) is None) == is_valid_cron_string(cron)
+
+
+def test_unknown_estimator_param(tmp_path):
+    msg = _load_with(tmp_path, BASE + "    estimator: {params: {max_depht: 3, learning_rate: 0.1}}\n")
+    _one_line(msg, "models.churn.estimator.params")
+    assert "'max_depht'" in msg and "'learning_rate'" not in msg.split(";")[0] and "max_depth" in msg
+
+
+def test_param_of_the_other_task_is_unknown(tmp_path):
+    msg = _load_with(tmp_path, BASE.replace("task: classification", "task: regression")
+                     + "    estimator: {params: {class_weight: balanced}}\n")
+    assert "models.churn.estimator.params: unknown parameter(s) 'class_weight'" in msg
+
+
+def test_known_estimator_params_load(tmp_path):
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE + "    estimator: {name: random_forest, params: {n_estimators: 50, max_depth: 4}}\n")
+    assert load_settings(p).models["churn"].estimator.params == {"n_estimators": 50, "max_depth": 4}
+
+
+def test_estimator_param_table_matches_scikit_learn():
+    from ml_platform.core.training import _estimator
+    from ml_platform.settings import ModelConfig
+
+    for (name, task), keys in ESTIMATOR_PARAMS.items():
+        cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "y", "task": task,
+                                          "features": {"a": {"type": "numeric"}}, "estimator": {"name": name}})
+        assert set(_estimator(cfg).get_params()) == keys, (name, task)
+
+
+@pytest.mark.parametrize("extra,path", [("    id_column: y\n", "models.churn.id_column"),
+                                        ("    timestamp_column: y\n", "models.churn.timestamp_column"),
+                                        ("    id_column: k\n    timestamp_column: k\n",
+                                         "models.churn.timestamp_column")])
+def test_target_id_and_timestamp_must_differ(tmp_path, extra, path):
+    msg = _load_with(tmp_path, BASE + extra)
+    _one_line(msg, path)
+    assert "expected a column other than" in msg
+
+
+def test_two_models_sharing_a_landing_dir_is_a_warning(tmp_path):
+    (tmp_path / "landing").mkdir()
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE + textwrap.indent(textwrap.dedent("""\
+        other:
+          landing_dir: ./landing/
+          target: y
+          task: regression
+          features:
+            a: {type: numeric}
+        """), "  "))
+    s = load_settings(p)
+    assert list(s.models) == ["churn", "other"]
+    assert len(s.warnings) == 1
+    assert "models.churn.landing_dir and models.other.landing_dir are the same directory" in s.warnings[0]
+
+
+def test_boolean_feature_type_is_a_categorical_with_true_and_false(tmp_path):
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE.replace("a: {type: numeric}", "a: {type: boolean}\n      b: {type: categorical, "
+                                                    "values: [true, false, 3]}"))
+    feats = load_settings(p).models["churn"].features
+    assert feats["a"].type == "categorical" and feats["a"].values == ["false", "true"]
+    assert feats["b"].values == ["true", "false", 3]  # YAML booleans are the categories, not 1 / 0
+    msg = _load_with(tmp_path, BASE.replace("a: {type: numeric}", "a: {type: boolean, values: [yes]}"))
+    assert "models.churn.features.a.values: a boolean feature takes no values" in msg
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
+    from ml_platform.cli import main
+
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE + "    retrain: {schedule: 'every monday'}\n")
+    assert main(["--config", str(p), "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "models.churn.retrain.schedule: expected a cron string" in err
+    assert "Traceback" not in err
