@@ -1,0 +1,162 @@
+"""Every path to the champion goes through the gate: a candidate that failed a blocking check
+never serves, whether the train run, a click on deployed_model alone, Materialize all, a
+re-execution, the automation condition, `dagster asset materialize`, the rollback job or
+`ml-platform rollback` asks for it."""
+
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from ml_platform.champion import champion_version
+from ml_platform.core import audit
+from ml_platform.core.landing import scan_landing
+from ml_platform.core.simulate import generate_batch
+from ml_platform.definitions import build_definitions
+from ml_platform.instance import prepare_environment
+from ml_platform.promotion import PromotionError, move_champion, rollback
+from ml_platform.runner import run_pending
+from ml_platform.sensors import ingest_tags
+from ml_platform.settings import load_settings
+from ml_platform_tests.conftest import write_config
+
+DEPLOY = dg.AssetKey(["churn", "deployed_model"])
+CANDIDATE = dg.AssetKey(["churn", "candidate_model"])
+
+
+def _land(landing, name, df, age=30):
+    p = landing / name
+    df.to_csv(p, index=False)
+    t = time.time() - age
+    os.utime(p, (t, t))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """v1 champion; v2 trained on shuffled labels: rejected by min_metric and not_worse."""
+    root = tmp_path_factory.mktemp("gate_paths")
+    write_config(root, extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\n"
+                             "automation: {settle_seconds: 0}\n")
+    settings = load_settings(root / "ml_platform.yaml")
+    saved = dict(os.environ)
+    prepare_environment(settings)  # a persistent instance under storage_dir, as the CLI uses
+    landing = settings.landing_dir("churn")
+    _land(landing, "good.csv", generate_batch(1500, seed=1), age=60)
+    bad = generate_batch(1500, seed=2, start_id=10_000)
+    bad["churned"] = np.random.default_rng(0).permutation(bad["churned"].to_numpy())
+    _land(landing, "shuffled.csv", bad, age=30)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.get()
+    summary = run_pending(settings, defs, instance, echo=lambda *_: None)["churn"]
+    trained = [o.train for o in summary if o.train]
+    assert [t.version for t in trained] == [1, 2] and trained[0].deployed and not trained[1].deployed, trained
+    yield {"settings": settings, "defs": defs, "instance": instance, "root": root}
+    instance.dispose()
+    os.environ.clear()
+    os.environ.update(saved)  # this pytest worker runs other files next
+
+
+def _moves(w):
+    return [(m.previous, m.to) for m in audit.read(w["settings"].model_dir("churn"))]
+
+
+def _assert_v1_serves(w, before):
+    s = w["settings"]
+    assert champion_version(s, "churn") == 1
+    assert w["defs"].resources["registry"].champion_alias("churn") == 1
+    assert _moves(w) == before, "no audit entry for a refused move"
+
+
+def test_deployed_model_alone_refuses_a_failed_candidate(world):
+    before = _moves(world)
+    job = world["defs"].resolve_implicit_global_asset_job_def()
+    res = job.execute_in_process(instance=world["instance"], asset_selection=[DEPLOY], raise_on_error=False)
+    assert not res.success
+    failure = next(e for e in res.all_events if e.is_step_failure)
+    msg = failure.step_failure_data.error.message
+    assert "v2 did not pass the gate" in msg and "min_metric failed" in msg, msg
+    _assert_v1_serves(world, before)
+
+
+def test_materialize_all_trains_a_new_candidate_and_the_gate_decides(world):
+    before = _moves(world)
+    job = world["defs"].resolve_implicit_global_asset_job_def()
+    sel = [dg.AssetKey(["churn", a]) for a in ("training_set", "candidate_model", "deployed_model")]
+    res = job.execute_in_process(instance=world["instance"], asset_selection=sel, raise_on_error=False)
+    # The training window is the shuffled batch: the new candidate fails too, nothing moves.
+    checks = {e.check_name: e.passed for e in res.get_asset_check_evaluations()}
+    assert checks["min_metric"] is False, checks
+    _assert_v1_serves(world, before)
+
+
+def test_a_direct_move_and_rollbacks_refuse_it(world):
+    s, defs = world["settings"], world["defs"]
+    before = _moves(world)
+    with pytest.raises(PromotionError, match="v2 did not pass the gate"):
+        move_champion(s, defs.resources["registry"], None, "churn", 2, actor="test", reason="bypass")
+    with pytest.raises(PromotionError, match="did not pass the gate"):
+        rollback(s, defs.resources["registry"], None, "churn", to_version=2)
+    job = defs.resolve_job_def("churn_rollback")
+    res = job.execute_in_process(instance=world["instance"], raise_on_error=False, run_config={
+        "ops": {"churn_rollback_champion": {"config": {"to_version": 2}}}})
+    assert not res.success
+    _assert_v1_serves(world, before)
+
+
+def test_reexecuting_the_rejected_train_run_refuses_it(world):
+    inst, defs = world["instance"], world["defs"]
+    failed = inst.get_runs(dg.RunsFilter(job_name="churn_train", statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert failed, "the rejected candidate's train run failed its gate"
+    old = failed[-1]  # the oldest: v2's run
+    before = _moves(world)
+    # Re-execution of that run's deploy step: it loads v2 from the run's stored output.
+    res = defs.resolve_job_def("churn_train").execute_in_process(
+        instance=inst, asset_selection=[DEPLOY], raise_on_error=False, tags={"dagster/parent_run_id": old.run_id})
+    assert not res.success
+    _assert_v1_serves(world, before)
+
+
+def test_dagster_asset_materialize_cli_on_the_platform_instance_refuses_it(world):
+    """The way a Dagster user does it, in the config's folder: `.env` points at the instance."""
+    root = world["root"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
+    before = _moves(world)
+    r = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "ml_platform.definitions",
+                        "--select", "churn/deployed_model"], cwd=root, env=env, capture_output=True,
+                       text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "did not pass the gate" in out, out[-3000:]
+    _assert_v1_serves(world, before)
+    # ... and it ran on the platform's instance, not a temporary one.
+    runs = world["instance"].get_runs(dg.RunsFilter(job_name="__ASSET_JOB"), limit=5)
+    assert runs and runs[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_automation_deploys_a_candidate_materialized_alone_iff_it_passes(world):
+    """The declared automation sensor's condition: eager & all blocking checks passed."""
+    defs, inst = world["defs"], world["instance"]
+    sensors = [s for s in defs.sensors if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    assert sensors and sensors[0].default_status == dg.DefaultSensorStatus.RUNNING
+    first = dg.evaluate_automation_conditions(defs=defs, instance=inst)  # eager() starts its cursor
+    # The latest candidate (rejected) is materialized: nothing requested.
+    res = dg.evaluate_automation_conditions(defs=defs, instance=inst, cursor=first.cursor)
+    assert res.get_num_requested(DEPLOY) == 0
+    # A passing candidate materialized alone (with its checks), as a click in the UI does it.
+    s = world["settings"]
+    _land(s.landing_dir("churn"), "good-again.csv", generate_batch(1500, seed=5, start_id=90_000), age=10)
+    f = next(f for f in scan_landing(s.landing_dir("churn"), settle_seconds=0) if f.path.name == "good-again.csv")
+    inst.add_dynamic_partitions("churn_batches", [f.partition_key])
+    assert defs.resolve_job_def("churn_ingest").execute_in_process(
+        instance=inst, partition_key=f.partition_key, tags=ingest_tags(f)).success
+    defs2 = defs
+    job = defs2.resolve_implicit_global_asset_job_def()
+    sel = [dg.AssetKey(["churn", "training_set"]), CANDIDATE]
+    done = job.execute_in_process(instance=inst, asset_selection=sel, raise_on_error=False)
+    checks = {e.check_name: e.passed for e in done.get_asset_check_evaluations()}
+    assert all(checks.values()) and len(checks) == 4, checks
+    res = dg.evaluate_automation_conditions(defs=defs2, instance=inst, cursor=res.cursor)
+    assert res.get_num_requested(DEPLOY) == 1
