@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ml_platform.core.training import HIGHER_IS_BETTER
 
 
@@ -48,12 +50,86 @@ def not_worse_than_champion(metric: str, candidate: float | None, champion: floa
                    f"holdout: {abs(delta):.4f} {rel} (allowed regression {max_regression})", figures)
 
 
-def onnx_parity(max_abs_diff: float, tolerance: float, rows: int) -> Verdict:
-    ok = max_abs_diff <= tolerance
-    return Verdict("onnx_parity", ok,
-                   f"max |sklearn - onnx| = {max_abs_diff:.2e} over {rows} holdout rows "
-                   f"({'<=' if ok else '>'} {tolerance:.0e})",
-                   {"max_abs_diff": max_abs_diff, "tolerance": tolerance, "rows": rows})
+DEFAULT_PARITY_RTOL = 1e-4
+DEFAULT_PARITY_ATOL_PROBABILITIES = 1e-4
+
+
+def onnx_parity(reference, onnx=None, rows=None, *, task: str | None = None, atol: float | None = None,
+                rtol: float | None = None) -> Verdict:
+    """Do the ONNX outputs equal scikit-learn's on the holdout, up to float32 rounding?
+
+    ``onnx_parity(reference, onnx, task=..., atol=..., rtol=...)`` with the two outputs as
+    arrays (probabilities [N, classes] or predictions [N]):
+
+    - classification: probabilities live in [0, 1], so the bar is absolute:
+      ``|onnx - sklearn| <= atol`` (``atol`` default 1e-4);
+    - regression: ONNX computes in float32, so differences grow with the outputs (about 1e-2
+      on targets in the thousands). Each row must satisfy, as ``numpy.isclose`` does,
+      ``|onnx - sklearn| <= atol + rtol * |sklearn|`` (``rtol`` default 1e-4). ``atol`` (a
+      floor for outputs near zero) defaults to ``rtol`` times the output scale
+      (max |sklearn| on the holdout), so it scales with the target instead of dwarfing small
+      ones: a fixed 1e-4 would let 10 % errors through on targets around 1e-3.
+
+    float32 keeps ~7 significant digits; the roundings of a tree ensemble or a linear model
+    measured here stay below 1e-6 relative, while a split routed the other way or a
+    preprocessing mismatch shows up at 1e-3 and above.
+
+    The old form ``onnx_parity(max_abs_diff, tolerance, rows)`` (an absolute bar on a
+    precomputed figure) is still accepted.
+    """
+    if np.ndim(reference) == 0:  # legacy: (max_abs_diff, tolerance, rows)
+        max_abs = float(reference)
+        tol = DEFAULT_PARITY_ATOL_PROBABILITIES if onnx is None else float(onnx)
+        ok = max_abs <= tol
+        return Verdict("onnx_parity", ok,
+                       f"max |sklearn - onnx| = {max_abs:.2e} over {rows} holdout rows "
+                       f"({'<=' if ok else '>'} {tol:.0e})",
+                       {"max_abs_diff": max_abs, "tolerance": tol, "rows": rows})
+
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(onnx, dtype=np.float64)
+    n = int(ref.shape[0]) if ref.ndim else 0
+    classification = (task or ("classification" if ref.ndim == 2 else "regression")) == "classification"
+    if ref.shape != got.shape:
+        return Verdict("onnx_parity", False, f"ONNX output shape {got.shape} differs from sklearn's {ref.shape}",
+                       {"rows": n, "reference_shape": str(ref.shape), "onnx_shape": str(got.shape)})
+    if n == 0:
+        return Verdict("onnx_parity", True, "no holdout rows to compare", {"rows": 0})
+    both_nan = np.isnan(ref) & np.isnan(got)
+    diff = np.where(both_nan, 0.0, np.abs(ref - got))  # NaN where only one side is NaN
+    finite = diff[np.isfinite(diff)]
+    max_abs = float(finite.max()) if finite.size else 0.0
+    nonzero = np.abs(ref) > 0
+    rel = diff[nonzero & np.isfinite(diff)] / np.abs(ref[nonzero & np.isfinite(diff)])
+    max_rel = float(rel.max()) if rel.size else 0.0
+    figures = {"task": "classification" if classification else "regression", "rows": n,
+               "max_abs_diff": max_abs, "max_rel_diff": max_rel}
+    if classification:
+        a = DEFAULT_PARITY_ATOL_PROBABILITIES if atol is None else float(atol)
+        bad = ~(diff <= a)  # NaN fails
+        figures.update(atol=a, rtol=None)
+        rule = f"|sklearn - onnx| <= {a:.0e} (probabilities: absolute)"
+    else:
+        r = DEFAULT_PARITY_RTOL if rtol is None else float(rtol)
+        finite_ref = np.abs(ref[np.isfinite(ref)])
+        scale = float(finite_ref.max()) if finite_ref.size else 0.0
+        a = r * scale if atol is None else float(atol)
+        with np.errstate(invalid="ignore"):
+            bad = ~(diff <= a + r * np.where(both_nan, 0.0, np.abs(ref)))
+        figures.update(atol=a, rtol=r, output_scale=scale)
+        floor = (f"atol {a:.2e} = rtol x output scale {scale:.3g}" if atol is None else f"atol {a:.2e}")
+        rule = f"|sklearn - onnx| <= atol + rtol*|sklearn| ({floor}, rtol {r:.0e})"
+    if bad.ndim > 1:
+        bad = bad.any(axis=1)
+    failing = int(bad.sum())
+    figures["failing_rows"] = failing
+    ok = failing == 0
+    lone_nan = int(np.isnan(diff).any(axis=1).sum() if diff.ndim > 1 else np.isnan(diff).sum())
+    head = (f"all {n} holdout rows within" if ok else f"{failing} of {n} holdout rows outside") + f" {rule}"
+    detail = f"max abs diff {max_abs:.2e}, max rel diff {max_rel:.2e}"
+    if lone_nan:
+        detail += f"; {lone_nan} row(s) NaN on one side only"
+    return Verdict("onnx_parity", ok, f"{head}: {detail}", figures)
 
 
 def latency_budget(p99_ms: float, budget_ms: float) -> Verdict:
