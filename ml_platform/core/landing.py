@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 SUPPORTED = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Partial-write conventions of common tools: never picked up.
@@ -33,39 +37,111 @@ class LandingFile:
         return f"{name}-{self.sha256[:8]}"
 
 
+class RefusedFile(BatchReadError):
+    """A landing entry that is not a regular file inside the landing dir (a symbolic link,
+    a device, a path resolving elsewhere): never read, never copied into storage."""
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for reading only if it is a regular file and not a symbolic link
+    (``O_NOFOLLOW``: a link swapped in after a check is refused too)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if os.path.islink(path):
+            raise RefusedFile(f"{path.name}: refused: a symbolic link, not a regular file "
+                              "(landing files are never followed out of the landing dir)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RefusedFile(f"{path.name}: refused: not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def refusal(path: Path, landing_dir: Path) -> str | None:
+    """Why ``path`` must not be ingested from ``landing_dir`` (None when it may): a symbolic
+    link, not a regular file, or a path that does not resolve to an entry of the landing dir."""
+    if path.is_symlink():
+        return f"{path.name}: refused: a symbolic link (landing files must be regular files in {landing_dir})"
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None  # gone: the caller reports it
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path.name}: refused: not a regular file"
+    if path.resolve().parent != landing_dir.resolve():
+        return f"{path.name}: refused: it resolves outside the landing dir {landing_dir}"
+    return None
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
+def copy_regular_file(src: Path, dest: Path) -> None:
+    """Copy a regular, non-link ``src`` to ``dest`` atomically (a dot-file then a rename);
+    on any failure the partial copy is removed, so ``dest`` is either complete or absent."""
+    tmp = dest.parent / f".{dest.name}.tmp"
+    try:
+        with _open_regular(src) as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+            st = os.fstat(fin.fileno())
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def scan_landing(landing_dir: Path, *, settle_seconds: float = 2.0, known_sha256: set[str] = frozenset(),
-                 hash_cache: dict | None = None, now: float | None = None) -> list[LandingFile]:
+                 hash_cache: dict | None = None, now: float | None = None,
+                 skipped: list | None = None) -> list[LandingFile]:
     """Files ready for ingestion, in arrival order (modification time, then name).
 
     A file counts as still being written while it was modified less than ``settle_seconds``
     ago or carries a partial-write suffix. Files whose content was already ingested
     (``known_sha256``) are skipped, so a re-dropped or renamed copy is not ingested twice.
     ``hash_cache`` (path -> [mtime, size, sha]) avoids re-hashing unchanged files each tick.
+    Symbolic links, other non-regular entries and anything resolving outside ``landing_dir``
+    are refused: never hashed, read or copied. ``skipped``, when given, receives
+    ``(path, reason)`` for each refused or not yet settled file (to report them).
     """
     if not landing_dir.is_dir():
         return []
     now = time.time() if now is None else now
     ready = []
     for p in landing_dir.iterdir():
-        if not p.is_file() or p.name.startswith((".", "_")) or p.name.endswith(IN_PROGRESS_SUFFIXES):
+        if p.name.startswith((".", "_")) or p.name.endswith(IN_PROGRESS_SUFFIXES):
             continue
-        st = p.stat()
+        why = refusal(p, landing_dir)
+        if why is not None:
+            if skipped is not None and not p.is_dir():
+                skipped.append((p, why))
+            continue
+        try:
+            st = p.lstat()
+        except FileNotFoundError:
+            continue
         if now - st.st_mtime < settle_seconds:
+            if skipped is not None:
+                skipped.append((p, f"{p.name}: still being written (modified {now - st.st_mtime:.1f}s ago, "
+                                   f"settle time {settle_seconds:g}s)"))
             continue
         key = str(p)
         cached = hash_cache.get(key) if hash_cache is not None else None
         if cached and cached[0] == st.st_mtime and cached[1] == st.st_size:
             sha = cached[2]
         else:
-            sha = file_sha256(p)
+            try:
+                sha = file_sha256(p)
+            except (FileNotFoundError, RefusedFile):
+                continue  # removed or swapped for a link since the listing
             if hash_cache is not None:
                 hash_cache[key] = [st.st_mtime, st.st_size, sha]
         if sha not in known_sha256:
@@ -80,8 +156,26 @@ def scan_landing(landing_dir: Path, *, settle_seconds: float = 2.0, known_sha256
     return unique
 
 
+def _header(path: Path, fmt: str) -> list[str]:
+    """The column names exactly as the file spells them (pandas renames a repeated ``age``
+    to ``age.1``; pyarrow's dataset reader fails outright)."""
+    if fmt == "parquet":
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    head = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(c) for c in head.iloc[0].tolist()] if len(head) else []
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Parquet batch; any problem raises BatchReadError naming the file."""
+    """Read a CSV or Parquet batch; any problem raises BatchReadError naming the file.
+
+    Column names that appear more than once are counted in ``df.attrs["duplicate_columns"]``
+    ({name: count}); validation fails the batch when a configured column is among them.
+    Error messages never quote the file's content (it may not be a batch at all)."""
     name = display_name or str(path)
     fmt = SUPPORTED.get(path.suffix.lower())
     if fmt is None:
@@ -95,7 +189,14 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
                 head = f.read(4096)
             if b"\x00" in head:
                 raise BatchReadError(f"{name}: binary content in a .csv file (is it another format?)")
+        header = _header(path, fmt)
+        counts = {c: header.count(c) for c in dict.fromkeys(header)}
+        repeats = {c: n for c, n in counts.items() if n > 1}
+        if fmt == "csv":
             df = pd.read_csv(path, low_memory=False)
+        elif repeats:  # pyarrow's dataset reader refuses repeated names: read the file as it is
+            df = pq.ParquetFile(path).read().to_pandas()
+            df.columns = _mangle(list(df.columns))
         else:
             df = pd.read_parquet(path)
     except BatchReadError:
@@ -105,7 +206,19 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
     except UnicodeDecodeError as e:
         raise BatchReadError(f"{name}: not UTF-8 text at byte {e.start} (is it another format?)") from None
     except Exception as e:  # pyarrow / parser errors carry the detail (truncation, magic bytes, line)
-        raise BatchReadError(f"{name}: cannot be read as {fmt}: {type(e).__name__}: {e}") from None
+        raise BatchReadError(f"{name}: cannot be read as {fmt}: {type(e).__name__}: {_short(e)}") from None
     if df.empty:
         raise BatchReadError(f"{name}: has a header but no rows")
+    df.attrs["duplicate_columns"] = repeats
     return df
+
+
+def _mangle(names: list[str]) -> list[str]:
+    """pandas' CSV renaming of repeated names: age, age.1, age.2 ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}.{k}")
+    return out

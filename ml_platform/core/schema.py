@@ -67,7 +67,9 @@ def build_schema(cfg: ModelConfig, labelled: bool = True) -> pa.DataFrameSchema:
 
 def _show(v) -> str:
     """A cell value for a quarantine reason, cut short (reasons are shown in the UI and status)."""
-    text = repr(v.tolist() if isinstance(v, np.ndarray) else v)
+    if isinstance(v, (np.ndarray, np.generic)):
+        v = v.tolist()  # plain Python: 1e+39, not np.float64(1e+39)
+    text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

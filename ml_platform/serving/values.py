@@ -66,7 +66,7 @@ def kind(v) -> str:
 
 def _is_bool(v) -> bool:
     t = type(v)
-    return t is bool or t.__name__ == "bool_"
+    return t is bool or (t.__name__ in ("bool_", "bool") and t.__module__ == "numpy")  # numpy 1 / 2
 
 
 def _is_timestamp(v) -> bool:
@@ -103,7 +103,7 @@ def category(v) -> str | None:
         return category_of_str(v)
     if v is None:
         return None
-    if t is bool or t.__name__ == "bool_":
+    if t is bool or _is_bool(v):
         return "true" if v else "false"
     if isinstance(v, numbers.Integral):
         return str(int(v))
@@ -141,7 +141,7 @@ def number(v, *, text: bool = False, float32: bool = True) -> float | None:
         f = float(v) if t is float else _int_to_float(v, float32)
     elif v is None:
         return None
-    elif t is bool or t.__name__ == "bool_":
+    elif t is bool or _is_bool(v):
         raise InvalidValue("a boolean is not a number")
     elif isinstance(v, numbers.Integral):
         f = _int_to_float(int(v), float32)

@@ -64,3 +64,70 @@ def test_simulated_batches_round_trip_in_both_formats(tmp_path):
     a, b = read_batch(csv), read_batch(pq)
     assert len(a) == len(b) == 100 and list(a.columns) == list(b.columns)
     assert not list(tmp_path.glob("*/.*.tmp"))
+
+
+# ---- issue 9: links out of the landing zone, partial copies ----
+from ml_platform.core.landing import RefusedFile, copy_regular_file, file_sha256, refusal  # noqa: E402
+
+
+def test_symlinks_are_refused_and_reported(tmp_path):
+    landing, outside = tmp_path / "landing", tmp_path / "outside"
+    landing.mkdir()
+    outside.mkdir()
+    secret = outside / "secrets.csv"
+    secret.write_text("AWS_SECRET_ACCESS_KEY=abc\n")
+    (landing / "passwd.csv").symlink_to("/etc/passwd")
+    (landing / "secrets.csv").symlink_to(secret)
+    (landing / "inner.csv").symlink_to(landing / "good.csv")  # even one pointing inside
+    (landing / "good.csv").write_text("x\n1\n")
+    skipped = []
+    files = scan_landing(landing, settle_seconds=0, skipped=skipped)
+    assert [f.path.name for f in files] == ["good.csv"]
+    why = dict((p.name, r) for p, r in skipped)
+    assert set(why) == {"passwd.csv", "secrets.csv", "inner.csv"}
+    assert all("refused: a symbolic link" in r for r in why.values())
+    assert "AWS" not in " ".join(why.values())
+    assert refusal(landing / "secrets.csv", landing) and refusal(landing / "good.csv", landing) is None
+    with pytest.raises(RefusedFile):
+        file_sha256(landing / "secrets.csv")  # O_NOFOLLOW: a link swapped in later is refused too
+    dest = tmp_path / "store"
+    dest.mkdir()
+    with pytest.raises(RefusedFile):
+        copy_regular_file(landing / "secrets.csv", dest / "secrets.csv")
+    assert list(dest.iterdir()) == []  # nothing copied into storage, no partial file
+
+
+def test_files_still_being_written_are_reported(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    skipped = []
+    assert scan_landing(tmp_path, settle_seconds=60, skipped=skipped) == []
+    assert "still being written" in skipped[0][1]
+
+
+def test_copy_is_complete_or_absent(tmp_path, monkeypatch):
+    src = tmp_path / "big.csv"
+    src.write_bytes(b"x\n" + b"1\n" * 100_000)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    copy_regular_file(src, dest / "big.csv")
+    assert (dest / "big.csv").read_bytes() == src.read_bytes()
+    assert (dest / "big.csv").stat().st_mtime == src.stat().st_mtime
+    import shutil
+
+    def disk_full(fin, fout, length=0):
+        fout.write(fin.read(1000))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    with pytest.raises(OSError):
+        copy_regular_file(src, dest / "again.csv")
+    assert sorted(p.name for p in dest.iterdir()) == ["big.csv"]  # no .again.csv.tmp left behind
+
+
+def test_parquet_with_a_repeated_column_name_is_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), tmp_path / "d.parquet")
+    df = read_batch(tmp_path / "d.parquet")  # pandas' reader fails (and can abort the process)
+    assert list(df.columns) == ["a", "a.1"] and df.attrs["duplicate_columns"] == {"a": 2}
