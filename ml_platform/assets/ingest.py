@@ -7,11 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 from ml_platform.assets.common import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, Chain, md_table
 from ml_platform.core import catalog
-from ml_platform.core.landing import BatchReadError, file_sha256, read_batch
-from ml_platform.core.schema import BatchSchemaError, validate_batch
+from ml_platform.core.frames import category_array
+from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
+from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
 
 
 def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, str | None, float]:
@@ -27,6 +29,29 @@ def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, s
     return Path(rec["file"]), rec.get("sha256"), float(rec.get("arrival", time.time()))
 
 
+def _stored_copy(dest_dir: Path) -> Path | None:
+    """The complete raw copy of a partition, if one was made. Dot-files are copies in
+    progress: one left by a failed attempt is removed here, so it is never taken for the batch."""
+    if not dest_dir.is_dir():
+        return None
+    done = None
+    for p in sorted(dest_dir.iterdir()):
+        if p.name.startswith("."):
+            p.unlink(missing_ok=True)
+        elif done is None:
+            done = p
+    return done
+
+
+def _column_summary(columns: list[str], chain: Chain) -> str:
+    """Which configured columns a file has, and how many others: never the file's own header
+    (a file that is not a batch, e.g. a secrets file, has its first line there)."""
+    wanted = required_columns(chain.cfg)
+    found = [c for c in wanted if c in columns]
+    return (f"{len(found)} of {len(wanted)} configured: {', '.join(found) or 'none'}; "
+            f"{len(columns) - len(found)} other column(s)")
+
+
 def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
     @dg.asset(key=chain.key("raw_batch"), partitions_def=chain.partitions, group_name=chain.name,
               kinds={"file"}, description="Immutable copy of one landing file.")
@@ -34,21 +59,37 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
         partition = context.partition_key
         source, expected_sha, arrival = _source_of(context, chain)
         dest_dir = chain.raw_dir(partition)
-        existing = list(dest_dir.glob("*")) if dest_dir.is_dir() else []
-        if existing:  # re-materialization: the copy is immutable, keep it
-            stored = existing[0]
-        else:
+        stored = _stored_copy(dest_dir)
+        if stored is None:  # first materialization (a re-materialization keeps the immutable copy)
+            refused = refusal(source, chain.settings.landing_dir(chain.name))
+            if refused is not None:
+                # Never copied nor read: a link to /etc/passwd must not land in storage.
+                catalog.update_record(chain.dir, partition, file=str(source), arrival=arrival, rows=0,
+                                      ingested_at=time.time(), status="failed", reason=refused, refused=True)
+                context.log.error(refused)
+                return dg.MaterializeResult(metadata={"rows": 0, "readable": False, "refused": True,
+                                                      "read_error": refused})
             if not source.exists():
                 raise dg.Failure(f"{source}: landing file disappeared before it was copied")
+            made_dir = not dest_dir.exists()
             dest_dir.mkdir(parents=True, exist_ok=True)
             stored = dest_dir / source.name
-            tmp = dest_dir / f".{source.name}.tmp"
-            shutil.copy2(source, tmp)
-            tmp.replace(stored)
-        sha = file_sha256(stored)
-        if expected_sha and sha != expected_sha:
-            raise dg.Failure(f"{source}: content changed after it was detected (sha256 {sha[:12]} "
-                             f"!= {expected_sha[:12]}); it will be picked up again as a new batch")
+            try:
+                copy_regular_file(source, stored)  # atomic: complete or absent
+            except (OSError, BatchReadError) as e:
+                if made_dir:
+                    shutil.rmtree(dest_dir, ignore_errors=True)
+                raise dg.Failure(f"{source}: could not be copied into storage ({type(e).__name__}: "
+                                 f"{getattr(e, 'strerror', None) or e}); it will be retried") from None
+            sha = file_sha256(stored)
+            if expected_sha and sha != expected_sha:
+                # The copy is not this partition's content: drop it (the landing file is kept and
+                # is picked up again as a new batch once it settles).
+                shutil.rmtree(dest_dir, ignore_errors=True)
+                raise dg.Failure(f"{source}: content changed after it was detected (sha256 {sha[:12]} "
+                                 f"!= {expected_sha[:12]}); it will be picked up again as a new batch")
+        else:
+            sha = file_sha256(stored)
         try:
             df = read_batch(stored, display_name=str(source))
             rows, columns, error = len(df), list(df.columns), None
@@ -58,13 +99,49 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                               size=stored.stat().st_size, arrival=arrival, rows=rows, ingested_at=time.time(),
                               status="raw", reason=error)
         return dg.MaterializeResult(metadata={
-            "rows": rows, "columns": len(columns), "column_names": ", ".join(columns),
+            "rows": rows, "columns": len(columns), "column_names": _column_summary(columns, chain),
             "sha256": sha, "source_path": dg.MetadataValue.path(str(source)),
             "stored_path": dg.MetadataValue.path(str(stored)),
             "readable": error is None, **({"read_error": error} if error else {}),
         })
 
     return raw_batch
+
+
+def _duplicate_ids(chain: Chain, partition: str, valid: pd.DataFrame) -> tuple[int, int] | None:
+    """(ids of this batch already seen in earlier batches, repeats within this batch), or None
+    without an id column. Ids compare as categories (3, 3.0 and "3" are one id). Earlier =
+    before this batch in arrival order; their validated rows are read (the id column only)."""
+    idc = chain.cfg.id_column
+    if not idc or idc not in valid.columns:
+        return None
+    ids = pd.Series(category_array(valid[idc]))
+    within = int(ids.duplicated().sum())
+    seen: set = set()
+    for rec in catalog.read_records(chain.dir):
+        if rec["partition"] == partition:
+            break
+        path = Path(rec.get("validated_path") or "")
+        if rec.get("validated_path") and path.exists():
+            try:
+                seen.update(category_array(pd.read_parquet(path, columns=[idc])[idc]).tolist())
+            except (KeyError, ValueError, OSError, pa.ArrowException):
+                continue  # an older batch without the column: nothing to compare
+    return int(ids.isin(seen).sum()) if seen else 0, within
+
+
+def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Write a frame; object columns pyarrow cannot type (a mix of strings, numbers and lists
+    from a bad file) are written as text, so a bad batch is still stored for inspection."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        frame.to_parquet(path, index=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        safe = frame.copy()
+        for c in safe.columns:
+            if safe[c].dtype == object:
+                safe[c] = safe[c].map(lambda v: None if v is None else str(v))
+        safe.to_parquet(path, index=False)
 
 
 def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
@@ -87,6 +164,10 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
         stored = Path(rec.get("stored_path", ""))
         source = rec.get("file", str(stored))
         try:
+            if rec.get("refused"):
+                raise BatchReadError(rec.get("reason") or f"{source}: refused")
+            if not rec.get("stored_path") or not stored.is_file():
+                raise BatchReadError(f"{source}: no raw copy in storage (the copy failed)")
             outcome = validate_batch(read_batch(stored, display_name=source), chain.cfg,
                                      model_name=chain.name, source=source)
         except (BatchReadError, BatchSchemaError, FileNotFoundError) as e:
@@ -103,8 +184,11 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
 
         valid, bad = outcome.valid, outcome.quarantined
         for path, frame in ((chain.validated_path(partition), valid), (chain.quarantine_path(partition), bad)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(path, index=False)
+            _to_parquet(frame, path)
+        flags = list(outcome.flags)
+        dup = _duplicate_ids(chain, partition, valid)
+        if dup and dup[0]:
+            flags.append(f"{dup[0]} id(s) in {chain.cfg.id_column} already seen in earlier batches")
         share = outcome.invalid_share
         conform = share <= vcfg.max_invalid_share
         status = "validated" if conform and len(valid) >= vcfg.min_rows else "rejected"
@@ -113,15 +197,19 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
             reason = f"{share:.1%} of rows invalid (limit {vcfg.max_invalid_share:.0%})"
         elif len(valid) < vcfg.min_rows:
             reason = f"only {len(valid)} valid rows (minimum {vcfg.min_rows})"
+        # The batch verdict carries what makes later verdicts moot (one class: no ROC AUC).
+        reason = "; ".join([reason] * (reason is not None) + flags) or None
         nulls = valid[list(chain.cfg.features)].isna().mean() if len(valid) else pd.Series(dtype=float)
+        ids = {"duplicate_ids": dup[0], "duplicate_ids_within_batch": dup[1]} if dup else {}
         catalog.update_record(chain.dir, partition, status=status, reason=reason, valid_rows=len(valid),
-                              labelled=outcome.labelled,
+                              labelled=outcome.labelled, flags=flags,
+                              single_class=outcome.single_class,
                               quarantined_rows=len(bad), invalid_share=share,
                               validated_path=str(chain.validated_path(partition)),
-                              quarantine_reasons=bad["_reason"].head(5).tolist(), validated_at=time.time())
+                              quarantine_reasons=bad["_reason"].head(5).tolist(), validated_at=time.time(), **ids)
         yield dg.MaterializeResult(metadata={
             "status": status, "valid_rows": len(valid), "quarantined_rows": len(bad), "labelled": outcome.labelled,
-            "invalid_share": float(share),
+            "invalid_share": float(share), "flags": "; ".join(flags) or "none", **ids,
             "quarantined": md_table(bad[["_row", "_reason"]]),
             "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
             **({"label_balance": md_table(valid[chain.cfg.target].value_counts().rename_axis("class")
