@@ -54,11 +54,17 @@ class Promotion:
 
 
 # ------------------------------------------------------------------------- files
-def version_files_of(settings: Settings, registry: MlflowRegistry, model: str, version: int) -> VersionFiles:
-    """The version's files, from the local cache, rebuilt from the registry when incomplete."""
+def version_files_of(settings: Settings, registry: MlflowRegistry, model: str, version: int,
+                     need: tuple = version_files.SERVES) -> VersionFiles:
+    """The version's files, from the local cache; when one is missing, every file the registry
+    holds is fetched again (FileNotFoundError if one of ``need`` is not there either)."""
     files = version_files.local(settings.model_dir(model), version)
     if not files.complete():
-        registry.download_version_files(model, version, files)
+        try:
+            registry.download_version_files(model, version, files, need=need)
+        except FileNotFoundError:
+            if not files.complete(need):
+                raise
     return files
 
 

@@ -72,7 +72,11 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
     jobs = [f"{name}_ingest", f"{name}_train"]
     for run in run_health.fail_dead_runs(instance, jobs):
         echo(f"[{name}] run {run.run_id[:8]} ({run.job_name}) was left running by a dead process: marked failed")
-    for note in reconcile(settings, defs.resources["registry"], endpoint_for(settings), name):
+    try:
+        notes = reconcile(settings, defs.resources["registry"], endpoint_for(settings), name)
+    except Exception as e:  # noqa: BLE001 - report it; the batches still go through
+        notes = [f"could not check the champion against the registry: {type(e).__name__}: {e}"]
+    for note in notes:
         echo(f"[{name}] repaired: {note}")
     for run in run_health.runs_to_retry(instance, jobs):
         if run.job_name.endswith("_train"):

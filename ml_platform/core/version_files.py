@@ -17,6 +17,7 @@ DRIFT_REFERENCE = "drift_reference.json"  # the training data's summary, drift c
 HOLDOUT_OUTPUTS = "holdout_sklearn.npy"   # sklearn's own holdout outputs (the parity check)
 ARTIFACT_PATH = "serving"               # MLflow artifact folder holding the files below
 REGISTRY_FILES = (ONNX, SERVING, DRIFT_REFERENCE)
+SERVES = (ONNX, SERVING)                # what a champion move and the endpoint need
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,9 @@ class VersionFiles:
     def holdout_outputs(self) -> Path:
         return self.dir / HOLDOUT_OUTPUTS
 
-    def complete(self) -> bool:
-        """Every file the registry holds is here and non-empty."""
-        return all((self.dir / f).is_file() and (self.dir / f).stat().st_size > 0 for f in REGISTRY_FILES)
+    def complete(self, files: tuple = REGISTRY_FILES) -> bool:
+        """Every one of ``files`` is here and non-empty."""
+        return all((self.dir / f).is_file() and (self.dir / f).stat().st_size > 0 for f in files)
 
 
 def local(model_dir: Path, version: int) -> VersionFiles:

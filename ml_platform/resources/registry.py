@@ -94,8 +94,10 @@ class MlflowRegistry(ConfigurableResource):
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id
 
-    def download_version_files(self, model: str, version: int, dest: VersionFiles) -> VersionFiles:
-        """The version's files from the registry into ``dest`` (atomically per file)."""
+    def download_version_files(self, model: str, version: int, dest: VersionFiles,
+                               need: tuple = version_files.REGISTRY_FILES) -> VersionFiles:
+        """The version's files from the registry into ``dest`` (each moved into place whole);
+        raises FileNotFoundError when one of ``need`` is not in the registry."""
         import mlflow
         mv = self.version(model, version)
         dest.dir.mkdir(parents=True, exist_ok=True)
@@ -104,10 +106,11 @@ class MlflowRegistry(ConfigurableResource):
                 run_id=mv.run_id, artifact_path=version_files.ARTIFACT_PATH, dst_path=d,
                 tracking_uri=self.tracking_uri))
             for name in version_files.REGISTRY_FILES:
-                if not (got / name).is_file():
+                if (got / name).is_file():
+                    (got / name).replace(dest.dir / name)
+                elif name in need:
                     raise FileNotFoundError(f"{model} v{version}: {name} is not among the version's "
                                             f"MLflow artifacts ({version_files.ARTIFACT_PATH}/)")
-                (got / name).replace(dest.dir / name)
         return dest
 
     def gate_verdicts(self, model: str, version: int) -> dict[str, tuple[str, str]]:

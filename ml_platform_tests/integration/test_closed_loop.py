@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import dagster as dg
+
+from ml_platform.champion import champion_version
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -76,9 +78,11 @@ class World:
     def reference(self, version: int) -> Path:
         return self.settings.model_dir("churn") / "candidates" / f"v{version}" / "drift_reference.json"
 
+    def run_id(self, version: int) -> str:
+        return self.registry.version("churn", version).run_id
+
     def champion(self) -> int | None:
-        c = self.registry.champion("churn")
-        return int(c.version) if c else None
+        return champion_version(self.settings, "churn")
 
     def served_auc(self, df) -> tuple[int, float]:
         """ROC AUC of the model the endpoint serves (its ONNX file) on ``df``."""
@@ -122,9 +126,14 @@ def loop(tmp_path_factory):
         # went missing.
         out["tiny"] = w.step("tiny-drifted.parquet", generate_batch(120, seed=200, drift=1.0, start_id=3_000_000))
         out["no_reference_champion"] = v = w.champion()
-        w.reference(v).rename(w.reference(v).with_suffix(".bak"))
+        # (gone from the registry too, else the platform rebuilds it from there)
+        refs = [w.reference(v), *w.settings.artifact_root.glob(f"**/{w.run_id(v)}/**/drift_reference.json")]
+        assert len(refs) == 2, refs
+        for r in refs:
+            r.rename(r.with_suffix(".bak"))
         out["no_reference"] = w.step("no-reference.parquet", generate_batch(1000, seed=202, start_id=3_200_000))
-        w.reference(v).with_suffix(".bak").rename(w.reference(v))
+        for r in refs:
+            r.with_suffix(".bak").rename(r)
         out["champion_before_drift"] = w.champion()
         out["auc_drifted_before"] = w.served_auc(fresh_drifted)
         out["drifted"] = []

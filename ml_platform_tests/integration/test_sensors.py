@@ -4,6 +4,10 @@ import os
 import time
 
 import dagster as dg
+from dagster._core.utils import make_new_run_id
+
+from ml_platform.assets.common import Chain
+from ml_platform.sensors import record_retrain_decision
 
 from ml_platform.core import catalog
 from ml_platform.core.simulate import write_batches
@@ -67,9 +71,19 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert "decision" not in catalog.read_record(mdir, "c-3")
         assert "decision" not in catalog.read_record(mdir, "a-2")
         assert "decision" not in catalog.read_record(mdir, "d-4")  # decisions keep arrival order
+        # The retrain decision travels in the run's tags: until that run exists (the tick may
+        # have died before submitting it), a tick asks again with the same run_key (deduped).
+        again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        assert [r.run_key for r in again.run_requests] == ["train-a-1"]
+        assert "decision" not in catalog.read_record(mdir, "a-1")
+        run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(),
+                            tags=result.run_requests[0].tags)
+        instance.add_run(run)  # submitted: a-1 is now in flight
+        assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
+        record_retrain_decision(Chain("churn", settings.models["churn"], settings), run.tags, run.run_id)
+        assert catalog.read_record(mdir, "a-1")["decision"]["retrain"] is True  # recorded by the run
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
-        again = sensor(ctx)
-        assert isinstance(again, dg.SkipReason)
+        assert isinstance(sensor(ctx), dg.SkipReason)
         # An idle tick does not re-read the records; a new record is decided on the next one.
         idle = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs))
         assert isinstance(idle, dg.SkipReason) and "no batch record changed" in str(idle.skip_message)
