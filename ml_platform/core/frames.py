@@ -28,7 +28,6 @@ __all__ = ["MISSING", "category_strings", "category_column", "category_array", "
 
 Problems = dict  # reason -> positions (np.ndarray of int) of the cells it applies to
 
-_EXACT_INT = 2.0 ** 53  # floats below this convert to int64 exactly
 # object columns whose distinct values can be typed once each: pandas hashes True == 1 == 1.0,
 # so columns mixing booleans with numbers (inferred "mixed-integer" / "mixed") go value by value
 _BY_DISTINCT = frozenset(("string", "boolean", "integer", "floating", "mixed-integer-float", "decimal",
@@ -56,68 +55,57 @@ def _category_values(values) -> tuple[np.ndarray, dict[int, str]]:
     return out, bad
 
 
+def _taken(canon: np.ndarray, codes: np.ndarray, fill) -> np.ndarray:
+    """``canon[codes]`` with ``fill`` where the code is -1 (missing): one take."""
+    ext = np.empty(len(canon) + 1, dtype=object)
+    ext[:-1] = canon
+    ext[-1] = fill
+    return ext[codes]
+
+
+def _categories(s: pd.Series, fill) -> tuple[np.ndarray, Problems]:
+    """Categories of a column, ``fill`` where missing or invalid; invalid cells by reason.
+    Each distinct value is typed once (pd.factorize), except in columns mixing booleans with
+    numbers, which pandas would hash as equal (True == 1)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns
+        canon, bad = _category_values(s.cat.categories.tolist())
+        codes = s.cat.codes.to_numpy()
+    else:
+        kind = s.dtype.kind
+        if kind == "b":  # numpy bool, or pandas "boolean" with NA
+            codes = np.where(s.isna().to_numpy(), -1, s.to_numpy(dtype=bool, na_value=False).astype(np.int64))
+            canon, bad = np.array(["false", "true"], dtype=object), {}
+        elif kind in "iuf" or (kind == "O" or isinstance(s.dtype, pd.StringDtype)) and infer_dtype(
+                s, skipna=True) in _BY_DISTINCT:
+            codes, uniques = pd.factorize(s, use_na_sentinel=True)
+            canon, bad = _category_values(uniques.tolist() if len(uniques) else [])
+        else:  # mixed objects (booleans with numbers, lists, timestamps ...): value by value
+            out, bad = _category_values(s.to_numpy(dtype=object))
+            if bad or fill is not None:
+                out[pd.isna(out)] = fill
+            return out, _group(bad)
+    for j in bad:
+        canon[j] = fill
+    canon = np.where(pd.isna(canon), fill, canon) if fill is not None else canon
+    out = _taken(canon, codes, fill)
+    problems = {why: np.flatnonzero(np.isin(codes, [j for j, w in bad.items() if w == why]))
+                for why in set(bad.values())}
+    return out, problems
+
+
 def category_column(s: pd.Series) -> tuple[np.ndarray, Problems]:
     """Categories of a column: (object array of strings, ``None`` where missing or invalid;
-    invalid cells grouped by reason). Vectorised for the usual dtypes."""
-    n = len(s)
-    if isinstance(s.dtype, pd.CategoricalDtype):  # Parquet dictionary columns
-        cats, problems = category_column(pd.Series(s.cat.categories))
-        codes = s.cat.codes.to_numpy()
-        out = np.full(n, None, dtype=object)
-        ok = codes >= 0
-        out[ok] = cats[codes[ok]]
-        return out, {why: np.flatnonzero(np.isin(codes, pos)) for why, pos in problems.items()}
-    kind = s.dtype.kind
-    if kind == "b":  # numpy bool, or pandas "boolean" with NA
-        na = s.isna().to_numpy()
-        out = np.where(s.to_numpy(dtype=bool, na_value=False), "true", "false").astype(object)
-        out[na] = None
-        return out, {}
-    if kind in "iu" and not s.hasnans:
-        return s.to_numpy().astype(str).astype(object), {}
-    if kind in "iuf":
-        v = s.to_numpy(np.float64, na_value=np.nan)
-        out = np.full(n, None, dtype=object)
-        small = np.abs(v) < _EXACT_INT  # False for NaN and inf
-        integral = small & (v == np.floor(np.where(small, v, 0)))
-        out[integral] = v[integral].astype(np.int64).astype(str)
-        rest = np.flatnonzero(~integral & ~np.isnan(v))
-        if len(rest):  # fractions, huge values, inf: the rare path, value by value
-            out[rest] = _category_values(v[rest].tolist())[0]
-        return out, {}
-    if kind == "O" or isinstance(s.dtype, pd.StringDtype):
-        inferred = infer_dtype(s, skipna=True)
-        if inferred in _BY_DISTINCT:
-            codes, uniques = pd.factorize(s, use_na_sentinel=True)
-            raw = uniques.tolist()
-            canon, bad = _category_values(raw)
-            missing = codes < 0
-            if not bad and inferred == "string" and all(c is r for c, r in zip(canon, raw)):
-                out = s.to_numpy(dtype=object)  # the usual case: clean strings, nothing to map
-                if missing.any():
-                    out = out.copy()
-                    out[missing] = None
-                return out, {}
-            out = canon[codes] if len(canon) else np.full(n, None, dtype=object)
-            out[missing] = None
-            return out, {why: np.flatnonzero(np.isin(codes, [j for j, w in bad.items() if w == why]))
-                         for why in set(bad.values())}
-    out, bad = _category_values(s.to_numpy(dtype=object))
-    return out, _group(bad)
+    invalid cells grouped by reason)."""
+    return _categories(s, None)
 
 
 def category_array(s: pd.Series) -> np.ndarray:
     """Categories of a column as an object array; missing and invalid cells -> ``MISSING``."""
-    out, _ = category_column(s)
-    none = pd.isna(out)  # None only: every other cell is a str
-    if none.any():
-        out = out.copy()
-        out[none] = MISSING
-    return out
+    return _categories(s, MISSING)[0]
 
 
 def category_strings(values: pd.Series) -> pd.Series:
-    """``category_array`` as a Series on the same index (the per-value reference)."""
+    """``category_array`` as a Series on the same index, value by value (the reference)."""
     out, _ = _category_values(values.to_numpy(dtype=object))
     out[pd.isna(out)] = MISSING
     return pd.Series(out, index=values.index, dtype=object)
@@ -180,10 +168,13 @@ def numeric_column(s: pd.Series, *, float32: bool = True) -> tuple[np.ndarray, P
 
 def numeric_array(s: pd.Series) -> np.ndarray:
     """Numbers of a column as float32; missing and invalid cells -> NaN."""
-    if s.dtype == np.float32:  # already float32: only inf can be wrong
-        arr = s.to_numpy()
-        if not np.isinf(arr).any():
-            return arr
+    if s.dtype.kind in "iuf":  # the usual case: one conversion, then inf = overflow or inf
+        with np.errstate(over="ignore"):
+            out = s.to_numpy(np.float32, na_value=np.nan) if s.hasnans else s.to_numpy().astype(np.float32)
+        inf = np.isinf(out)
+        if inf.any():
+            out[inf] = np.nan  # out is a fresh array (astype / to_numpy with a dtype copy)
+        return out
     v, _ = numeric_column(s)
     return v.astype(np.float32)
 
