@@ -34,10 +34,14 @@ import gc
 import hmac
 import logging
 import os
+import re
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -49,7 +53,7 @@ from starlette.routing import Route
 from ml_platform.serving.batching import IN_FLIGHT
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.model import LoadedModel, RejectedModel, load_version
-from ml_platform.serving.requests import RequestError
+from ml_platform.serving.requests import RequestError, _jtype
 from ml_platform.serving.sample import LiveSampler
 from ml_platform.serving.store import ModelStore
 
@@ -59,6 +63,181 @@ INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop sta
 SAMPLE_SLICE = 32  # live-sample requests encoded per event-loop slice
 JSON = "application/json"
 _perf = time.perf_counter
+
+# ---- hostile requests (issue 9) ----
+MAX_JSON_DEPTH = 32  # containers nested deeper than this: 400 (a valid request nests 5 deep)
+MAX_ID_CHARS = 256  # an id column value: a string up to this long, a number or null
+DRAIN_FACTOR = 16  # after a 413, read and drop up to this many times the limit (at least
+DRAIN_MIN_BYTES = 64 << 20  # this much) so a client still sending reads the answer, not a reset
+# Bodies above LARGE_BODY_BYTES are decoded, validated, scored and encoded in a worker
+# thread, LARGE_CONCURRENCY at a time, in chunks of CHUNK_ROWS rows (JSON decoded in pieces
+# of about SPLIT_BYTES), so that no single step holds the GIL for long and single-row
+# requests keep being answered between the steps.
+LARGE_BODY_BYTES = 64 << 10
+LARGE_CONCURRENCY = 1
+CHUNK_ROWS = 1024
+SPLIT_BYTES = 128 << 10
+SWITCH_INTERVAL = 0.0005  # s; CPython's default (5 ms) would let a big request's thread
+#                           hold the GIL that long each time the event loop wants it
+_ID_TYPES = frozenset((str, int, float, type(None)))
+
+
+def _bracket_count(raw: bytes) -> int:
+    """An upper bound of the nesting depth of a JSON text (brackets inside strings count too)."""
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def _max_depth_bound(raw: bytes, slice_bytes: int = 1 << 20) -> int:
+    """A tighter upper bound: the running count of opening minus closing brackets (strings
+    included), slice by slice (no numpy call on the whole body holds the GIL for long)."""
+    arr = np.frombuffer(raw, dtype=np.uint8)
+    depth, top = 0, 0
+    for i in range(0, len(arr), slice_bytes):
+        a = arr[i:i + slice_bytes]
+        step = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125))
+        run = np.cumsum(step) + depth
+        top = max(top, int(run.max()))
+        depth = int(run[-1])
+    return top
+
+
+def _too_deep(obj, limit: int = MAX_JSON_DEPTH) -> tuple[str, str] | None:
+    """-> (field, path) of the first container nested deeper than ``limit``, or None.
+    ``path`` is where it is; ``field`` the request field it belongs to (the path up to its
+    last object key, at most 4 steps: ``dataframe_records[0].charges``, ``inputs[0].data``)."""
+    stack = [(obj, 1, None, None)]
+    while stack:
+        entry = stack.pop()
+        o, d = entry[0], entry[1]
+        if d > limit:
+            steps = []
+            while entry is not None and entry[3] is not None:
+                steps.append(entry[3])
+                entry = entry[2]
+            steps.reverse()
+            last_key = max((i for i, s in enumerate(steps) if isinstance(s, str)), default=0)
+            fmt = lambda ss: "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in ss).lstrip(".")  # noqa: E731
+            path = fmt(steps)
+            return (fmt(steps[:min(last_key + 1, 4)]) or "body"), (path if len(path) <= 80 else path[:77] + "...")
+        if type(o) is dict:
+            for k, v in o.items():
+                if type(v) is dict or type(v) is list:
+                    stack.append((v, d + 1, entry, k))
+        else:
+            for i, v in enumerate(o):
+                if type(v) is dict or type(v) is list:
+                    stack.append((v, d + 1, entry, i))
+    return None
+
+
+def _check_depth(body, raw: bytes) -> None:
+    """400 when the decoded ``body`` nests deeper than MAX_JSON_DEPTH (a cheap upper bound
+    first: the exact walk only runs when the bytes could nest that deep)."""
+    if _bracket_count(raw) > MAX_JSON_DEPTH:
+        _raise_too_deep(body)
+
+
+def _raise_too_deep(body) -> None:
+    if type(body) is not dict and type(body) is not list:
+        return
+    hit = _too_deep(body)
+    if hit is not None:
+        raise RequestError("too_deep", f"the body nests containers more than {MAX_JSON_DEPTH} levels "
+                           f"deep (at {hit[1]}); values must be scalars", hit[0])
+
+
+def _check_ids(ids, column: str, where: str = "row", offset: int = 0) -> None:
+    """An id column value is echoed to the live sample: a string (at most MAX_ID_CHARS),
+    a number or null; anything else is a 400 naming the id column."""
+    types = set(map(type, ids))
+    if types <= _ID_TYPES:
+        if str not in types or max(len(v) for v in ids if type(v) is str) <= MAX_ID_CHARS:
+            return
+    for i, v in enumerate(ids):
+        t = type(v)
+        if t not in _ID_TYPES:
+            raise RequestError("wrong_type", f"{where} {i + offset}: id column {column!r} must be a string, "
+                               f"a number or null, got {_jtype(v)}", column)
+        if t is str and len(v) > MAX_ID_CHARS:
+            raise RequestError("out_of_schema", f"{where} {i + offset}: id column {column!r} value has "
+                               f"{len(v)} characters, at most {MAX_ID_CHARS} are accepted", column)
+
+
+_ROW_REF = re.compile(r"^(row|element) (\d+)")
+_FIELD_REF = re.compile(r"\[(\d+)\]$")
+
+
+def _shifted(e: RequestError, offset: int) -> RequestError:
+    """The error of a chunk that starts at row ``offset``, renumbered for the whole request."""
+    if offset:
+        e.message = _ROW_REF.sub(lambda m: f"{m[1]} {int(m[2]) + offset}", e.message, count=1)
+        e.args = (e.message,)
+        if e.field:
+            e.field = _FIELD_REF.sub(lambda m: f"[{int(m[1]) + offset}]", e.field)
+    return e
+
+
+# The shapes a big request usually has, decoded piece by piece (see _loads_large).
+_RECORDS_HEAD = re.compile(rb'\A\s*\{\s*"(dataframe_records|inputs|instances)"\s*:\s*\[')
+_RECORDS_TAIL = re.compile(rb'\]\s*\}\s*\Z')
+_RECORDS_SEP = re.compile(rb'\}\s*,\s*\{')
+_SPLIT_HEAD = re.compile(rb'\A\s*\{\s*"dataframe_split"\s*:\s*\{\s*"columns"\s*:\s*(\[[^\[\]]*\])\s*,'
+                         rb'\s*"data"\s*:\s*\[')
+_SPLIT_TAIL = re.compile(rb'\]\s*\}\s*\}\s*\Z')
+_SPLIT_SEP = re.compile(rb'\]\s*,\s*\[')
+
+
+def _tail(raw: bytes, pattern: re.Pattern, start: int) -> int | None:
+    """Where ``pattern`` (anchored at the end) starts, looking at the last 64 bytes only."""
+    base = max(start, len(raw) - 64)
+    t = pattern.search(raw, base)
+    return t.start() if t is not None else None
+
+
+def _loads_pieces(middle: bytes, sep: re.Pattern, piece_bytes: int) -> list | None:
+    """The values of the JSON array whose inside is ``middle``, decoded in pieces of about ``piece_bytes`` cut at ``sep`` (between two
+    values), or None when that fails. A cut inside a string never decodes (the piece before
+    it ends inside that string), and when every piece decodes, the pieces joined by commas
+    are exactly the array's values (JSON's grammar is unambiguous)."""
+    out, start, n = [], 0, len(middle)
+    while start < n:
+        m = sep.search(middle, min(start + piece_bytes, n)) if start + piece_bytes < n else None
+        end = m.start() + 1 if m else n
+        try:
+            part = orjson.loads(b"[" + middle[start:end] + b"]")
+        except orjson.JSONDecodeError:
+            return None
+        out.extend(part)
+        if not m:
+            break
+        start = m.end() - 1
+    return out
+
+
+def _loads_large(raw: bytes, piece_bytes: int = SPLIT_BYTES):
+    """``orjson.loads(raw)``, but a ``dataframe_records`` / ``dataframe_split`` body
+    is decoded a piece of rows at a time: one ``orjson.loads`` of 10 MB takes ~70 ms, a
+    piece ~1 ms. Any other shape, or anything unexpected, is decoded in one go (which also
+    gives the JSON error message)."""
+    m = _RECORDS_HEAD.match(raw)
+    if m:
+        end = _tail(raw, _RECORDS_TAIL, m.end())
+        if end is not None:
+            rows = _loads_pieces(raw[m.end():end], _RECORDS_SEP, piece_bytes)
+            if rows is not None:
+                return {m.group(1).decode(): rows}
+    m = _SPLIT_HEAD.match(raw)
+    if m:
+        end = _tail(raw, _SPLIT_TAIL, m.end())
+        if end is not None:
+            try:
+                columns = orjson.loads(m.group(1))
+            except orjson.JSONDecodeError:
+                columns = None
+            rows = _loads_pieces(raw[m.end():end], _SPLIT_SEP, piece_bytes) if columns is not None else None
+            if rows is not None:
+                return {"dataframe_split": {"columns": columns, "data": rows}}
+    return orjson.loads(raw)
 
 
 def _now() -> str:
@@ -90,6 +269,7 @@ class _Disconnected(Exception):
 
 
 _CT_JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 
 
 class _FastPath:
@@ -126,18 +306,20 @@ class _FastPath:
                     elif k == b"content-length":
                         cl = v
                 try:
-                    status, body, version = await self.state.score(name, protocol, ct, cl, receive,
-                                                                   scope.get(IN_FLIGHT))
+                    status, body, version, close = await self.state.score(name, protocol, ct, cl, receive,
+                                                                          scope.get(IN_FLIGHT))
                 except _Disconnected:
                     return
                 except Exception:  # what ServerErrorMiddleware would do: log, answer 500
                     log.exception("unhandled error on POST %s", scope["path"])
-                    status, version = 500, None
+                    status, version, close = 500, None, False
                     body = orjson.dumps(RequestError("internal", "internal error (logged by the "
                                                      "server)", None, 500).body())
                 headers = [_CT_JSON, (b"content-length", b"%d" % len(body))]
                 if version is not None:
                     headers.append((b"x-model-version", version))
+                if close:  # the rest of the request was not read: this connection is done
+                    headers.append(_CLOSE)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -193,7 +375,7 @@ class ServingState:
                  max_body_bytes: int, poll_seconds: float, sample_dir: Path | None,
                  latency_budget_ms: float, sample_max_rows: int = 10_000,
                  sample_flush_seconds: float = 5.0, sample_rows_per_second: float | None = None,
-                 sample_max_bytes: int | None = None):
+                 sample_max_bytes: int | None = None, body_timeout_seconds: float = 30.0):
         if not models:
             raise ValueError("at least one model name is required")
         self.store = ModelStore(Path(serving_dir))
@@ -203,6 +385,10 @@ class ServingState:
         self.only = models[0] if len(models) == 1 else None
         self.admin_token = admin_token or None
         self.max_body_bytes = int(max_body_bytes)
+        self.small_body = min(self.max_body_bytes, LARGE_BODY_BYTES)  # decoded on the event loop
+        self.body_timeout = float(body_timeout_seconds)
+        self._large_sem: asyncio.Semaphore | None = None
+        self._large_pool: ThreadPoolExecutor | None = None
         self.poll_seconds = float(poll_seconds)
         self.latency_budget_ms = float(latency_budget_ms)
         self.metrics = Metrics()
@@ -354,6 +540,9 @@ class ServingState:
         for i in range(0, len(items), SAMPLE_SLICE):
             self.sampler.encode(items[i:i + SAMPLE_SLICE], lines)
             await asyncio.sleep(0)  # let requests in between slices
+        for m, bad in self.sampler.take_unwritable().items():
+            self.metrics.sampled(m, 0, 0, bad)
+            log.warning("live sample: %d row(s) of %s could not be encoded and were skipped", bad, m)
         written = await asyncio.to_thread(self.sampler.write_lines, lines)
         for m, r in written.items():
             self.metrics.sampled(m, r, 0)
@@ -367,6 +556,9 @@ class ServingState:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        # A big request works in a thread (_score_large): let the event loop have the GIL
+        # back within SWITCH_INTERVAL rather than CPython's 5 ms.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._tasks = [asyncio.create_task(self._poll_loop(), name="ml_platform-poll")]
         if self.sampler is not None:
             self._tasks.append(asyncio.create_task(self._flush_loop(), name="ml_platform-sample"))
@@ -379,53 +571,101 @@ class ServingState:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self._tasks = []
+            if self._large_pool is not None:
+                self._large_pool.shutdown(wait=False)
+                self._large_pool = self._large_sem = None
             if self.sampler is not None:
                 items, _ = self.sampler.take()
                 if items:
                     self.sampler.write(items)
 
     # ------------------------------------------------------------- requests
-    async def _read_json(self, ct: bytes | None, cl: bytes | None, receive):
+    async def _read_body(self, ct: bytes | None, cl: bytes | None, receive) -> bytes:
+        """The whole body, or a RequestError (415, 413, 408). An error found before the body
+        has arrived is raised only once the rest is read and dropped (``_drain``): a client
+        that sends its whole body before it reads (``urllib`` with ``Connection: close``)
+        would otherwise get a connection reset instead of the answer."""
         if ct != b"application/json" and (ct is None or ct.split(b";", 1)[0].strip().lower()
                                            != b"application/json"):
             shown = ct.decode("latin-1") if ct is not None else None
-            raise RequestError("unsupported_media_type", "send the body as JSON with the header "
+            err = RequestError("unsupported_media_type", "send the body as JSON with the header "
                                f"'Content-Type: application/json' (got {shown!r})", "content-type", 415)
+            await self._drain(receive, err)
+            raise err
         limit = self.max_body_bytes
         if cl is not None:
             try:
-                size = int(cl)
+                declared = int(cl)
             except ValueError:
                 raise RequestError("bad_request", "invalid Content-Length", "content-length") from None
+            if declared > limit:
+                err = RequestError("payload_too_large", f"the body has {declared} bytes, the limit is "
+                                   f"{limit} (serving.max_body_bytes)", "body", 413)
+                await self._drain(receive, err, declared=declared)
+                raise err
+        msg = await receive()  # the server's read timeout covers a first chunk that never comes
+        deadline = None
+        chunks, size = [], 0
+        while True:
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = msg.get("body", b"")
+            size += len(chunk)
             if size > limit:
-                raise RequestError("payload_too_large", f"the body has {size} bytes, the limit is "
-                                   f"{limit}", "body", 413)
-        msg = await receive()
-        body = msg.get("body", b"")
-        if msg.get("more_body", False):
-            chunks, size = [body], len(body)
-            while msg.get("more_body", False):
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunk = msg.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise RequestError("payload_too_large", f"the body exceeds the limit of {limit} "
-                                       "bytes", "body", 413)
-                chunks.append(chunk)
-            body = b"".join(chunks)
-        elif msg["type"] == "http.disconnect":
-            raise _Disconnected
-        if len(body) > limit:
-            raise RequestError("payload_too_large", f"the body has {len(body)} bytes, the limit is "
-                               f"{limit}", "body", 413)
-        if not body or body.isspace():
+                err = RequestError("payload_too_large", f"the body exceeds the limit of {limit} bytes "
+                                   "(serving.max_body_bytes)", "body", 413)
+                if msg.get("more_body", False):
+                    await self._drain(receive, err, received=size)
+                raise err
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.body_timeout
+            msg = await self._receive_by(receive, deadline)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _receive_by(self, receive, deadline: float) -> dict:
+        """The next body message, or a 408 (and the connection closed) after ``deadline``."""
+        try:
+            return await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except asyncio.TimeoutError:
+            err = RequestError("timeout", f"the body did not arrive within {self.body_timeout:g} s "
+                               "(serving.body_timeout_seconds)", "body", 408)
+            err.close = True
+            raise err from None
+
+    async def _drain(self, receive, err: RequestError, declared: int | None = None, received: int = 0) -> None:
+        """Read and drop the rest of the body before answering ``err``: at most DRAIN_FACTOR
+        times the limit (DRAIN_MIN_BYTES at least) within ``body_timeout``. When that is not
+        enough, ``err.close`` asks for the connection to be closed after the answer."""
+        cap = max(DRAIN_MIN_BYTES, DRAIN_FACTOR * self.max_body_bytes)
+        if declared is not None and declared > cap:
+            err.close = True
+            return
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        while received <= cap:
+            try:
+                msg = await self._receive_by(receive, deadline)
+            except RequestError:
+                break
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            received += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return
+        err.close = True
+
+    @staticmethod
+    def _decode(raw: bytes):
+        if not raw or raw.isspace():
             raise RequestError("empty_body", "the body is empty (expected a JSON object)", "body")
         try:
-            return orjson.loads(body)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise RequestError("invalid_json", f"the body is not valid JSON: {e}", "body") from None
+        _check_depth(body, raw)
+        return body
 
     def _resolve(self, name: str | None):
         """-> the LoadedModel serving ``name``, or an error (RequestError)."""
@@ -450,42 +690,52 @@ class ServingState:
         return model
 
     async def score(self, name: str | None, protocol: str, ct: bytes | None, cl: bytes | None,
-                    receive, in_flight=None) -> tuple[int, bytes, bytes | None]:
-        """The hot path. -> (status, JSON body, X-Model-Version or None). ``in_flight``: the
-        server's requests in flight, when it says (see ``batching.IN_FLIGHT``)."""
+                    receive, in_flight=None) -> tuple[int, bytes, bytes | None, bool]:
+        """The hot path. -> (status, JSON body, X-Model-Version or None, close the connection).
+        ``in_flight``: the server's requests in flight, when it says (``batching.IN_FLIGHT``)."""
         t0 = _perf()
         slot = self.slots.get(name if name is not None else self.only)
         model = slot.model if slot is not None else None
         if model is None:
             err = self._resolve(name)
-            return err.status, orjson.dumps(err.body()), None
+            await self._drain(receive, err)
+            return err.status, orjson.dumps(err.body()), None, getattr(err, "close", False)
         hot = model.hot.get(protocol)
         if hot is None:
             hot = model.hot[protocol] = self.metrics.hot(model.name, model.version_str, protocol)
         try:
-            body = None
-            if ct == b"application/json":  # the common case: one body chunk, no limit issue
+            body = raw = None
+            if ct == b"application/json":  # the common case: one small body chunk
                 msg = await receive()
                 data = msg.get("body", b"")
                 if (not msg.get("more_body", False) and msg["type"] == "http.request"
-                        and 0 < len(data) <= self.max_body_bytes
+                        and 0 < len(data) <= self.small_body
                         and (cl is None or cl.isdigit() and int(cl) <= self.max_body_bytes)):
                     try:
                         body = orjson.loads(data)
                     except orjson.JSONDecodeError:
                         body = None
                     if body is None:  # invalid JSON, whitespace or a literal null: the slow way
-                        body = await self._read_json(ct, cl, _replay(msg))
+                        body = self._decode(data)
+                    elif data.count(b"[") + data.count(b"{") > MAX_JSON_DEPTH:
+                        _check_depth(body, data)
                 else:
-                    body = await self._read_json(ct, cl, _replay(msg, receive))
+                    raw = await self._read_body(ct, cl, _replay(msg, receive))
             else:
-                body = await self._read_json(ct, cl, receive)
+                raw = await self._read_body(ct, cl, receive)
+            if raw is not None:
+                if len(raw) > LARGE_BODY_BYTES:
+                    return await self._score_large(model, hot, protocol, raw, t0)
+                body = self._decode(raw)
             if protocol == "mlflow":
                 parsed = model.schema.parse_mlflow(body)
                 wanted = rid = None
             else:
                 parsed, wanted, rid = model.schema.parse_v2(body)
                 model.check_outputs(wanted)
+            ids = parsed.ids
+            if ids is not None and not (parsed.n == 1 and type(ids[0]) is str and len(ids[0]) <= MAX_ID_CHARS):
+                _check_ids(ids, model.schema.id_column)
             if parsed.n == 1 and model.batchable and (in_flight is None or len(in_flight) > 1):
                 outs = await model.batcher.submit(parsed)  # shares a call with its neighbours
             elif parsed.n > INLINE_ROWS:
@@ -494,13 +744,15 @@ class ServingState:
                 outs = model.run(parsed.feeds)
         except RequestError as e:
             self.metrics.error(model.name, model.version_str, e.kind)
-            return e.status, orjson.dumps(e.body()), model.version_bytes
+            return e.status, orjson.dumps(e.body()), model.version_bytes, getattr(e, "close", False)
+        except _Disconnected:
+            raise
         except Exception as e:  # noqa: BLE001 - a model failure, not the client's
             log.exception("inference failed for %s v%s", model.name, model.version)
             self.metrics.error(model.name, model.version_str, "inference_failed")
             err = RequestError("inference_failed", f"the model failed on this input: {str(e)[:200]}",
                                None, 500)
-            return 500, orjson.dumps(err.body()), model.version_bytes
+            return 500, orjson.dumps(err.body()), model.version_bytes, False
         n = parsed.n
         if model.classification:
             if n == 1:  # one row: build the answer and the class count from Python scalars
@@ -527,7 +779,88 @@ class ServingState:
         hot.requests += 1
         hot.rows += n
         hot.latency.observe(_perf() - t0)
-        return 200, out, model.version_bytes
+        return 200, out, model.version_bytes, False
+
+    # ------------------------------------------------------- big requests
+    async def _score_large(self, model: LoadedModel, hot, protocol: str, raw: bytes, t0: float):
+        """A big body: everything but the accounting runs in a worker thread (``_large_work``),
+        LARGE_CONCURRENCY requests at a time, so single-row requests keep their latency."""
+        if self._large_sem is None:
+            self._large_sem = asyncio.Semaphore(LARGE_CONCURRENCY)
+            self._large_pool = ThreadPoolExecutor(LARGE_CONCURRENCY, thread_name_prefix="ml_platform-large")
+        async with self._large_sem:
+            out, n, samples, classes, values = await asyncio.get_running_loop().run_in_executor(
+                self._large_pool, self._large_work, model, protocol, raw)
+        if classes:
+            counts = hot.classes
+            for k, c in classes.items():
+                counts[k] = counts.get(k, 0) + c
+        if values is not None:
+            self.metrics.predicted_values(model.name, model.version_str, values, model.value_buckets)
+        if self.sampler is not None:
+            self.sampler.add_many(model, samples)
+        hot.requests += 1
+        hot.rows += n
+        hot.latency.observe(_perf() - t0)
+        return 200, out, model.version_bytes, False
+
+    @staticmethod
+    def _chunks(body, protocol: str):
+        """-> [(first row, request body of those rows)]: an MLflow row list longer than
+        CHUNK_ROWS in pieces of CHUNK_ROWS rows, anything else whole."""
+        if protocol == "mlflow" and type(body) is dict and len(body) == 1:
+            key, payload = next(iter(body.items()))
+            if key in ("dataframe_records", "inputs", "instances") and type(payload) is list:
+                rows = payload
+                wrap = lambda part: {key: part}  # noqa: E731
+            elif key == "dataframe_split" and type(payload) is dict and type(payload.get("data")) is list:
+                rows = payload["data"]
+                wrap = lambda part: {key: {**payload, "data": part}}  # noqa: E731
+            else:
+                rows = None
+            if rows is not None and len(rows) > CHUNK_ROWS:
+                return [(i, wrap(rows[i:i + CHUNK_ROWS])) for i in range(0, len(rows), CHUNK_ROWS)]
+        return [(0, body)]
+
+    def _large_work(self, model: LoadedModel, protocol: str, raw: bytes):
+        """In a worker thread: decode (in pieces), validate, score and encode a big request,
+        CHUNK_ROWS rows at a time; no step holds the GIL for more than a few ms (ONNX Runtime
+        releases it). -> (response body, rows, live-sample items, class counts, regression values).
+        Errors name the row of the whole request."""
+        try:
+            body = _loads_large(raw)
+        except orjson.JSONDecodeError as e:
+            raise RequestError("invalid_json", f"the body is not valid JSON: {e}", "body") from None
+        if _bracket_count(raw) > MAX_JSON_DEPTH and _max_depth_bound(raw) > MAX_JSON_DEPTH:
+            _raise_too_deep(body)
+        schema = model.schema
+        samples, classes, values, parts, n = [], {}, [], [], 0
+        for offset, part in self._chunks(body, protocol):
+            try:
+                if protocol == "mlflow":
+                    parsed = schema.parse_mlflow(part)
+                else:
+                    parsed, wanted, rid = schema.parse_v2(part)
+                    model.check_outputs(wanted)
+                if parsed.ids is not None:
+                    _check_ids(parsed.ids, schema.id_column)
+            except RequestError as e:
+                raise _shifted(e, offset) from None
+            outs = model.run(parsed.feeds)
+            if protocol == "mlflow":
+                parts.append(orjson.dumps(model.mlflow_predictions(outs))[1:-1])
+            else:
+                parts.append(orjson.dumps(self._v2_payload(model, outs, parsed.n, wanted, rid)))
+            if model.classification:
+                Metrics.predicted_classes(classes, outs[0])
+            else:
+                values.append(outs[0].reshape(-1))
+            if self.sampler is not None:
+                samples.append((parsed, outs))
+            n += parsed.n
+        out = b'{"predictions":[' + b",".join(p for p in parts if p) + b"]}" if protocol == "mlflow" else parts[0]
+        return out, n, samples, classes, (np.concatenate(values) if values else None)
+
 
     @staticmethod
     def _v2_payload(model: LoadedModel, outs: list, n: int, wanted, rid) -> dict:
@@ -541,9 +874,11 @@ class ServingState:
         # Normally unreached: _FastPath answers these routes before Starlette's router.
         h = request.headers
         enc = lambda v: v.encode("latin-1") if v is not None else None  # noqa: E731
-        status, body, version = await self.score(name, protocol, enc(h.get("content-type")),
-                                                 enc(h.get("content-length")), request.receive)
-        headers = {"X-Model-Version": version.decode()} if version else None
+        status, body, version, close = await self.score(name, protocol, enc(h.get("content-type")),
+                                                        enc(h.get("content-length")), request.receive)
+        headers = {"X-Model-Version": version.decode()} if version else {}
+        if close:
+            headers["Connection"] = "close"
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
     # --------------------------------------------------------------- routes
@@ -690,16 +1025,20 @@ def create_app(serving_dir: Path, models: list[str], *, admin_token: str | None 
                max_body_bytes: int = 1_048_576, poll_seconds: float = 1.0,
                sample_dir: Path | None = None, latency_budget_ms: float = 50.0,
                sample_max_rows: int = 10_000, sample_flush_seconds: float = 5.0,
-               sample_rows_per_second: float | None = None, sample_max_bytes: int | None = None) -> Starlette:
+               sample_rows_per_second: float | None = None, sample_max_bytes: int | None = None,
+               body_timeout_seconds: float = 30.0) -> Starlette:
     """The endpoint for ``models`` reading ``serving_dir`` (``Settings.serving_dir``).
 
     Champions are loaded (and validated) here, synchronously; the lifespan starts the
-    pointer poller and, with ``sample_dir``, the live-sample flusher."""
+    pointer poller and, with ``sample_dir``, the live-sample flusher. A request body that
+    has started must arrive within ``body_timeout_seconds`` (else 408 and the connection
+    closes); the server adds its own header/body read limits (``serving/protocol.py``)."""
     state = ServingState(serving_dir, list(models), admin_token=admin_token,
                          max_body_bytes=max_body_bytes, poll_seconds=poll_seconds,
                          sample_dir=sample_dir, latency_budget_ms=latency_budget_ms,
                          sample_max_rows=sample_max_rows, sample_flush_seconds=sample_flush_seconds,
-                         sample_rows_per_second=sample_rows_per_second, sample_max_bytes=sample_max_bytes)
+                         sample_rows_per_second=sample_rows_per_second, sample_max_bytes=sample_max_bytes,
+                         body_timeout_seconds=body_timeout_seconds)
     state.initial_load()
     routes = [
         Route("/models/{name}/invocations", state.invocations, methods=["POST"]),

@@ -16,7 +16,8 @@ Series (all prefixed ``ml_platform_``):
 - ``inference_batch_rows{model}``                      histogram, rows per ONNX Runtime call shared
   by concurrent single-row requests (``serving/batching.py``)
 - ``model_reloads_total{model,status}``                 loaded / rejected
-- ``live_sample_rows_total{model}`` / ``live_sample_dropped_rows_total{model}``
+- ``live_sample_rows_total{model}`` / ``live_sample_dropped_rows_total{model}`` /
+  ``live_sample_unwritable_rows_total{model}`` (rows that could not be encoded, skipped)
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Metrics:
         self.reloads: dict[tuple, int] = {}
         self.sample_rows: dict[str, int] = {}
         self.sample_dropped: dict[str, int] = {}
+        self.sample_unwritable: dict[str, int] = {}
         self.gauges = None  # callable -> {model: (version|None, loaded)}
 
     # ---- hot path ----
@@ -170,11 +172,13 @@ class Metrics:
         k = (model, status)
         self.reloads[k] = self.reloads.get(k, 0) + 1
 
-    def sampled(self, model: str, rows: int, dropped: int) -> None:
+    def sampled(self, model: str, rows: int, dropped: int, unwritable: int = 0) -> None:
         if rows:
             self.sample_rows[model] = self.sample_rows.get(model, 0) + rows
         if dropped:
             self.sample_dropped[model] = self.sample_dropped.get(model, 0) + dropped
+        if unwritable:
+            self.sample_unwritable[model] = self.sample_unwritable.get(model, 0) + unwritable
 
     def render(self) -> str:
         p = "ml_platform_"
@@ -212,6 +216,9 @@ class Metrics:
         counter("live_sample_dropped_rows_total",
                 "Rows not sampled (over the per-second budget or the buffer was full).",
                 ("model",), {(k,): v for k, v in self.sample_dropped.items()})
+        counter("live_sample_unwritable_rows_total",
+                "Sampled rows that could not be encoded as JSON (skipped; the others are written).",
+                ("model",), {(k,): v for k, v in self.sample_unwritable.items()})
         if self.gauges is not None:
             state = self.gauges()
             out.append(f"# HELP {p}model_version Version serving now (0 = none).")

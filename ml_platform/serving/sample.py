@@ -51,6 +51,7 @@ class LiveSampler:
         self.buf: deque = deque()
         self.rows = 0
         self.dropped: dict[str, int] = {}
+        self.unwritable: dict[str, int] = {}  # rows that could not be encoded (skipped, counted)
 
     def add(self, model, parsed, outs) -> bool:
         """Hot path: O(1), never blocks. Returns False when the request was skipped."""
@@ -67,6 +68,23 @@ class LiveSampler:
         self.rows += n
         return True
 
+    def add_many(self, model, items: list) -> bool:
+        """``add`` for one request scored in chunks (``items``: [(parsed, outs)]): taken or
+        skipped whole, like a request in one piece."""
+        n = sum(parsed.n for parsed, _ in items)
+        now = time.time()
+        if self.rate is not None and now >= self.window_end:
+            self.window_end = now + 1.0
+            self.budget = self.rate
+        if self.budget <= 0 or self.rows + n > self.max_rows:
+            self.dropped[model.name] = self.dropped.get(model.name, 0) + n
+            return False
+        self.budget -= n
+        for parsed, outs in items:
+            self.buf.append((now, model, parsed, outs))
+        self.rows += n
+        return True
+
     def take(self) -> tuple[list, dict]:
         items = list(self.buf)
         self.buf.clear()
@@ -75,7 +93,9 @@ class LiveSampler:
         return items, dropped
 
     def encode(self, items: list, out: dict[str, list[bytes]]) -> None:
-        """Append the JSONL lines of ``items`` to ``out[model]`` (CPU only, no I/O)."""
+        """Append the JSONL lines of ``items`` to ``out[model]`` (CPU only, no I/O). Each row
+        is encoded on its own: one that cannot be (whatever a request smuggled in) is
+        skipped and counted in ``unwritable``, the others are written."""
         last_ms, iso = None, ""
         for ts, model, parsed, outs in items:
             ms = int(ts * 1000)
@@ -83,16 +103,22 @@ class LiveSampler:
                 last_ms = ms
                 iso = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
             lines = out.setdefault(model.name, [])
-            cols = [(k, v.tolist()) for k, v in parsed.columns.items()]  # NaN -> null (orjson)
-            idc = model.schema.id_column
-            ids = parsed.ids if idc else None
-            if model.classification:
-                preds = outs[0].tolist()
-                keys = model.class_keys
-                probas = outs[1].tolist()
-            else:
-                preds = outs[0].reshape(-1).tolist()
-                probas = None
+            try:
+                cols = [(k, v.tolist()) for k, v in parsed.columns.items()]  # NaN -> null (orjson)
+                idc = model.schema.id_column
+                ids = parsed.ids if idc else None
+                if model.classification:
+                    preds = outs[0].tolist()
+                    keys = model.class_keys
+                    probas = outs[1].tolist()
+                else:
+                    preds = outs[0].reshape(-1).tolist()
+                    probas = None
+            except Exception:  # noqa: BLE001 - a request the sample cannot take
+                log.warning("live sample: a request of %s (%s rows) could not be encoded", model.name,
+                            getattr(parsed, "n", "?"), exc_info=True)
+                self._unwritable(model.name, getattr(parsed, "n", 1))
+                continue
             version = model.version
             for i in range(parsed.n):
                 row = {k: v[i] for k, v in cols}
@@ -103,7 +129,17 @@ class LiveSampler:
                 row["_prediction"] = preds[i]
                 if probas is not None:
                     row["_probabilities"] = dict(zip(keys, probas[i]))
-                lines.append(_dumps(row, default=str, option=_OPTS))
+                try:
+                    lines.append(_dumps(row, default=str, option=_OPTS))
+                except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+                    self._unwritable(model.name, 1)
+
+    def _unwritable(self, name: str, n: int) -> None:
+        self.unwritable[name] = self.unwritable.get(name, 0) + n
+
+    def take_unwritable(self) -> dict[str, int]:
+        out, self.unwritable = self.unwritable, {}
+        return out
 
     def write_lines(self, per_model: dict[str, list[bytes]]) -> dict[str, int]:
         """Blocking file I/O (run it in a thread): one JSONL file per model."""

@@ -29,6 +29,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# Read limits (serving.*; getattr until settings.ServingConfig declares them).
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_KEEP_ALIVE = 5.0
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+def limits(settings: Settings) -> dict:
+    """The endpoint's connection limits, from ``serving.*`` (defaults when not set)."""
+    s = settings.serving
+    return {
+        "header_timeout_seconds": float(getattr(s, "header_timeout_seconds", DEFAULT_HEADER_TIMEOUT)),
+        "body_timeout_seconds": float(getattr(s, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT)),
+        "keep_alive_seconds": float(getattr(s, "keep_alive_seconds", DEFAULT_KEEP_ALIVE)),
+        "max_connections": int(getattr(s, "max_connections", DEFAULT_MAX_CONNECTIONS)),
+    }
+
+
+def configure_protocol(settings: Settings) -> None:
+    """Give the httptools protocol (``serving/protocol.py``) its read timeouts and connection
+    cap; called in every worker process before it serves."""
+    if importlib.util.find_spec("httptools") is None:
+        return
+    from ml_platform.serving.protocol import HttpToolsCorked
+
+    lim = limits(settings)
+    HttpToolsCorked.configure(lim["header_timeout_seconds"], lim["body_timeout_seconds"],
+                              lim["max_connections"])
+
+
 def build_app(settings: Settings, admin_token: str | None = None):
     from ml_platform.serving.app import create_app
 
@@ -43,13 +73,16 @@ def build_app(settings: Settings, admin_token: str | None = None):
         sample_rows_per_second=s.sample_rows_per_second,
         sample_max_bytes=int(s.sample_max_mb * 1024 * 1024),
         latency_budget_ms=latency,
+        body_timeout_seconds=limits(settings)["body_timeout_seconds"],
     )
 
 
 def app_factory():
     """uvicorn factory (one call per worker process)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return build_app(load_settings(), os.environ.get(TOKEN_ENV) or None)
+    settings = load_settings()
+    configure_protocol(settings)
+    return build_app(settings, os.environ.get(TOKEN_ENV) or None)
 
 
 def run(settings: Settings, host: str | None = None, port: int | None = None,
@@ -72,6 +105,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None,
     else:
         os.environ.pop(TOKEN_ENV, None)
     have = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
+    lim = limits(settings)
     uvicorn.run(
         FACTORY, factory=True, host=host, port=port, workers=workers,
         loop="uvloop" if have("uvloop") else "asyncio",
@@ -82,6 +116,10 @@ def run(settings: Settings, host: str | None = None, port: int | None = None,
         proxy_headers=False,
         access_log=False, log_level="info", lifespan="on",
         timeout_graceful_shutdown=10,
+        # idle keep-alive connections close after this; a request's headers and body have
+        # their own deadlines (serving/protocol.py), and at most max_connections per worker
+        timeout_keep_alive=lim["keep_alive_seconds"],
+        limit_concurrency=lim["max_connections"] + 1,  # uvicorn answers 503 from this many on
     )
 
 

@@ -238,8 +238,9 @@ BAD_MLFLOW = {
                           "wrong_type", "tenure", "row 1"),
     "bool_in_numeric": (json.dumps({"dataframe_records": [{**GOOD, "charges": True}]}).encode(),
                         "wrong_type", "charges", "row 0"),
-    "bool_in_categorical": (json.dumps({"dataframe_records": [{**GOOD, "region": False}]}).encode(),
-                            "wrong_type", "region", "row 0"),
+    # a JSON boolean in a categorical is the category 'true'/'false' (serving/values.py): not an allowed plan
+    "bool_not_an_allowed_category": (json.dumps({"dataframe_records": [{**GOOD, "plan": True}]}).encode(),
+                                     "out_of_schema", "plan", "row 0"),
     "nested_in_numeric": (json.dumps({"dataframe_records": [{**GOOD, "charges": {"$gt": 1}}]}).encode(),
                           "wrong_type", "charges", "row 0"),
     "list_in_categorical": (json.dumps({"dataframe_records": [{**GOOD, "plan": ["pro"]}]}).encode(),
