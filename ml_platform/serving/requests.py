@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ml_platform.serving.values import InvalidValue, category, is_canonical
+from ml_platform.serving.values import InvalidValue, category, category_of_str, is_canonical
 
 _NUM_TYPES = frozenset((int, float))
 _NUM_OR_NULL = frozenset((int, float, type(None)))
@@ -31,6 +31,8 @@ _STR = frozenset((str,))
 _SENTINEL = object()
 _F32_OVERFLOW = 3.4028235677973366e38  # values this large round to inf in float32
 SMALL = 32  # up to this many rows, columns are checked in Python and converted in one go
+KNOWN_MAX = 4096  # canonical category strings remembered per feature (the fast path) ...
+KNOWN_LEN = 256   # ... when they are at most this long
 
 V2_NUMERIC_TYPES = frozenset(("FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64",
                               "UINT8", "UINT16", "UINT32", "UINT64"))
@@ -108,7 +110,8 @@ class Parsed:
 
 
 class _Feature:
-    __slots__ = ("name", "numeric", "nullable", "lo", "hi", "allowed", "missing", "rank2", "lo_ok", "hi_ok")
+    __slots__ = ("name", "numeric", "nullable", "lo", "hi", "allowed", "known", "missing", "rank2", "lo_ok",
+                 "hi_ok")
 
     def __init__(self, name: str, spec: dict, missing: str, rank2: bool = True):
         self.name = name
@@ -118,6 +121,9 @@ class _Feature:
         self.hi = spec.get("max")
         vals = spec.get("values")
         self.allowed = frozenset(c for c in map(category, vals) if c is not None) if vals else None
+        # strings that go in the feed as they are: the allowed values, or (no values list) the
+        # canonical strings seen so far (see known_str)
+        self.known = self.allowed if self.allowed is not None else set()
         self.missing = missing
         self.rank2 = rank2
         # a number within [lo_ok, hi_ok] passes the bounds and float32 checks (NaN never does)
@@ -141,7 +147,7 @@ class _Feature:
         if self.numeric:
             self.check_small((v,), where)  # one rule set (and one set of messages) for both paths
             return v
-        if type(v) is str and (is_canonical(v) if self.allowed is None else v in self.allowed):
+        if type(v) is str and self.known_str(v):
             return v
         return self.strings((v,), where)[0]
 
@@ -204,21 +210,44 @@ class _Feature:
     def _categorical(self, values, where: str) -> np.ndarray:
         return np.array(self.strings(values, where), dtype=object)
 
+    def known_str(self, v: str) -> bool:
+        """True when the string ``v`` is its own category and allowed: it goes in the feed as is.
+        Strings seen canonical are remembered (up to KNOWN_MAX per feature), so the usual
+        request costs one set lookup per categorical value."""
+        known = self.known
+        if v in known:
+            return True
+        if self.allowed is not None or not is_canonical(v):
+            return False
+        if len(known) < KNOWN_MAX and len(v) <= KNOWN_LEN:  # bounded: at most ~1 MB per feature
+            known.add(v)
+        return True
+
     def strings(self, values, where: str):
         """Validate a categorical column -> the category strings (a list or ``values``)."""
         if (len(values) == 1 and type(values[0]) is str) or set(map(type, values)) <= _STR:
-            # strings only: map the (few) distinct ones that are not already canonical
-            odd = {v for v in set(values) if not is_canonical(v)}
-            strs = values if not odd else [category(v) if v in odd else v for v in values]
+            if len(values) == 1:
+                if self.known_str(values[0]):
+                    return values
+            elif self.known.issuperset(values) or all(map(self.known_str, set(values))):
+                return values
+            strs = [category_of_str(v) for v in values]  # white space, TRUE / False, blanks
         else:
             strs = []
+            append = strs.append
             for i, v in enumerate(values):
-                try:
-                    strs.append(category(v))
-                except InvalidValue:
-                    raise RequestError(
-                        "wrong_type", f"{where} {i}: column {self.name!r} expects a string, a boolean "
-                        f"or an integer code, got {_jtype(v)} {_show(v)}", self.name) from None
+                t = type(v)
+                if t is str:
+                    append(category_of_str(v))
+                elif t is int:
+                    append(str(v))
+                else:
+                    try:
+                        append(category(v))
+                    except InvalidValue:
+                        raise RequestError(
+                            "wrong_type", f"{where} {i}: column {self.name!r} expects a string, a boolean "
+                            f"or an integer code, got {_jtype(v)} {_show(v)}", self.name) from None
         if None in strs:  # null, or a blank string
             i = strs.index(None)
             if not self.nullable:
@@ -333,7 +362,7 @@ class Schema:
                     nums.append(v)
                 else:
                     nums.append(f.one(v))
-            elif t is str and (is_canonical(v) if f.allowed is None else v in f.allowed):
+            elif t is str and (v in f.known or f.known_str(v)):
                 cats.append(v)
             else:
                 cats.append(f.one(v))

@@ -101,8 +101,14 @@ def category(v) -> str | None:
     t = type(v)
     if t is str:
         return category_of_str(v)
+    if t is int:
+        return str(v)
     if v is None:
         return None
+    if t is float:
+        if v != v:
+            return None
+        return str(int(v)) if v.is_integer() else str(v)
     if t is bool or _is_bool(v):
         return "true" if v else "false"
     if isinstance(v, numbers.Integral):
