@@ -42,7 +42,6 @@ def test_integer_codes_and_strings_are_one_category(settings):
 
 
 # ---- issue 9: bad landing files ----
-import io  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
