@@ -203,7 +203,9 @@ def test_drift_is_noticed_and_a_better_champion_takes_over(loop):
     assert retrains, [b["decision"]["reason"] for b in drifted]
     assert _decision(retrains[0])[1] in ("drift", "performance")
     new = w.champion()
-    assert new is not None and new > before, "no new champion after the drift"
+    tried = [{"version": v["version"], "gate": v["gate_state"], "reasons": v["reasons"]}
+             for v in loop["versions"] if v["version"] > before]
+    assert new is not None and new > before, f"no new champion after the drift; candidates: {tried}"
     v = next(v for v in loop["versions"] if v["version"] == new)
     assert v["gate_passed"] and v["promoted"] and v["trigger"] in ("drift", "performance")
     (v_old, auc_old), (v_new, auc_new) = loop["auc_drifted_before"], loop["auc_drifted_after"]
