@@ -111,7 +111,7 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
 def _duplicate_ids(chain: Chain, partition: str, valid: pd.DataFrame) -> tuple[int, int] | None:
     """(ids of this batch already seen in earlier batches, repeats within this batch), or None
     without an id column. Ids compare as categories (3, 3.0 and "3" are one id). Earlier =
-    before this batch in arrival order; their validated rows are read (the id column only)."""
+    validated batches before this one in arrival order; their valid rows' id column is read."""
     idc = chain.cfg.id_column
     if not idc or idc not in valid.columns:
         return None
@@ -122,7 +122,7 @@ def _duplicate_ids(chain: Chain, partition: str, valid: pd.DataFrame) -> tuple[i
         if rec["partition"] == partition:
             break
         path = Path(rec.get("validated_path") or "")
-        if rec.get("validated_path") and path.exists():
+        if rec.get("status") == "validated" and rec.get("validated_path") and path.exists():
             try:
                 seen.update(category_array(pd.read_parquet(path, columns=[idc])[idc]).tolist())
             except (KeyError, ValueError, OSError, pa.ArrowException):
