@@ -13,7 +13,10 @@ from ml_platform.settings import ConfigError, Settings, load_settings
 
 
 def _settings(args) -> Settings:
-    return load_settings(args.config)
+    s = load_settings(args.config)
+    for w in s.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return s
 
 
 def cmd_simulate(args) -> int:

@@ -115,11 +115,14 @@ def _pending_files(settings: Settings, chain: Chain, name: str):
     settle = chain.cfg.automation.settle_seconds
     for _ in range(30):
         known = catalog.known_sha256(chain.dir)
-        everything = scan_landing(settings.landing_dir(name), settle_seconds=0, known_sha256=known)
+        skipped: list = []
+        everything = scan_landing(settings.landing_dir(name), settle_seconds=0, known_sha256=known, skipped=skipped)
         settled = scan_landing(settings.landing_dir(name), settle_seconds=settle, known_sha256=known)
         if len(settled) == len(everything):
-            return settled
+            break
         time.sleep(min(settle, 1.0))
+    for _, why in skipped:
+        echo(f"[{name}] skipped {why}")
     return settled
 
 

@@ -168,6 +168,8 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             why = "no champion predictions for this batch"
         elif cfg.target not in df or df[cfg.target].isna().all():
             why = "batch carries no labels"
+        elif rec.get("single_class") is not None and metric_name in ("roc_auc", "f1"):
+            why = f"single class {rec['single_class']!r} in target {cfg.target}: {metric_name} is undefined"
         elif metric_name not in (meta.get("metrics") or {}):
             why = f"champion v{version} has no holdout {metric_name} to compare with"
         if why:
