@@ -25,6 +25,13 @@ same load generator, in one run (run by hand):
 
 Every figure is printed with the 1-minute load average taken just before it: wrk, the
 server and any other job share the machine's cores.
+
+``--src DIR`` runs "ours" from another checkout (its ``ml_platform`` first on
+``PYTHONPATH``, e.g. a ``git worktree`` of an older commit); the world is always built
+with this one. With ``--ab-rounds N`` it is an interleaved A/B instead: this checkout and
+``--src`` (one worker each, same world, same body), measured in turn N times at each
+``--connections``, then the medians. Big requests against single rows: see
+``serving_big_requests.py``.
 """
 
 from __future__ import annotations
@@ -239,6 +246,9 @@ def main() -> int:
     ap.add_argument("--contention", action="store_true",
                     help="run a busy-loop process during every cell (another job holding a core)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
+    ap.add_argument("--src", help="run our endpoint from this checkout (before/after comparisons)")
+    ap.add_argument("--ab-rounds", type=int, default=0,
+                    help="with --src: interleaved A/B, this checkout vs --src, N rounds")
     ap.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--echo-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -266,11 +276,17 @@ def main() -> int:
         probs = version_probabilities(cfg, row)
         print(f"request body: {json.dumps(body)}")
 
+        env_ours = None
+        if args.src:
+            src = str(Path(args.src).resolve())
+            env_ours = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            print(f"ours runs from {src}")
+
         def start(kind: str, workers: int) -> Server:
             if kind == "ours":
                 s = Server(f"ours/{workers}w", [PY, "-m", "ml_platform", "--config", str(cfg), "serve",
                                                 "--workers", str(workers)],
-                           ours_port, "/v2/health/ready", root / "ours.log")
+                           ours_port, "/v2/health/ready", root / "ours.log", env=env_ours)
             elif kind == "mlflow":
                 port = free_port()
                 s = Server(f"mlflow/{workers}w", [str(BIN / "mlflow"), "models", "serve", "-m",
@@ -286,6 +302,9 @@ def main() -> int:
             s.wait_ready()
             return s
 
+        if args.src and args.ab_rounds:
+            ab(args, cfg, ours_port, body, env_ours, root)
+            return 0
         results = []
         for kind in args.servers:
             for w in args.workers:
@@ -331,6 +350,47 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def ab(args, cfg: Path, port: int, body: dict, env_src: dict, root: Path) -> None:
+    """This checkout ("after") vs ``--src`` ("before"), one worker, in turn, ``--ab-rounds``
+    times; the CPU time of the server per request comes from /proc (kernel TCP work included)."""
+    import statistics
+
+    def cpu(pid: int) -> float:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError):
+            return float("nan")
+
+    rows: dict[tuple, list] = {}
+    for rnd in range(args.ab_rounds):
+        for label, env in (("after", None), ("before", env_src)):
+            s = Server(f"{label}", [PY, "-m", "ml_platform", "--config", str(cfg), "serve", "--workers", "1"],
+                       port, "/v2/health/ready", root / f"{label}.log", env=env)
+            try:
+                s.wait_ready()
+                run_wrk(s.port, PATH, body, 8, 2)  # warm-up
+                for c in args.connections:
+                    la, c0 = loadavg(), cpu(s.proc.pid)
+                    r = parse_wrk(run_wrk(s.port, PATH, body, c, args.seconds))
+                    r["cpu_us"] = (cpu(s.proc.pid) - c0) / max(r["requests"], 1) * 1e6
+                    r["load"] = la
+                    rows.setdefault((label, c), []).append(r)
+                    print(f"  round {rnd + 1} {label:6s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
+                          f"p99 {r['p99']:.3f} ms  server CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}  "
+                          f"(load {la:.2f})", flush=True)
+            finally:
+                s.stop()
+    print()
+    print("| build | connections | req/s (median) | p50 ms | p99 ms | server CPU µs/req | req/s per round | load avg |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for (label, c), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0] != "before")):
+        med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+        print(f"| {label} | {c} | {med('rps'):,.0f} | {med('p50'):.3f} | {med('p99'):.2f} | {med('cpu_us'):.0f} | "
+              + " / ".join(f"{r['rps']:,.0f}" for r in rs)
+              + f" | {min(r['load'] for r in rs):.2f}–{max(r['load'] for r in rs):.2f} |")
 
 
 def table(results: list[dict]) -> str:

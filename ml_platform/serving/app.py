@@ -146,7 +146,7 @@ def _raise_too_deep(body) -> None:
                            f"deep (at {hit[1]}); values must be scalars", hit[0])
 
 
-def _check_ids(ids, column: str, where: str = "row", offset: int = 0) -> None:
+def _check_ids(ids, column: str) -> None:
     """An id column value is echoed to the live sample: a string (at most MAX_ID_CHARS),
     a number or null; anything else is a 400 naming the id column."""
     types = set(map(type, ids))
@@ -156,10 +156,10 @@ def _check_ids(ids, column: str, where: str = "row", offset: int = 0) -> None:
     for i, v in enumerate(ids):
         t = type(v)
         if t not in _ID_TYPES:
-            raise RequestError("wrong_type", f"{where} {i + offset}: id column {column!r} must be a string, "
+            raise RequestError("wrong_type", f"row {i}: id column {column!r} must be a string, "
                                f"a number or null, got {_jtype(v)}", column)
         if t is str and len(v) > MAX_ID_CHARS:
-            raise RequestError("out_of_schema", f"{where} {i + offset}: id column {column!r} value has "
+            raise RequestError("out_of_schema", f"row {i}: id column {column!r} value has "
                                f"{len(v)} characters, at most {MAX_ID_CHARS} are accepted", column)
 
 
@@ -195,8 +195,8 @@ def _tail(raw: bytes, pattern: re.Pattern, start: int) -> int | None:
 
 
 def _loads_pieces(middle: bytes, sep: re.Pattern, piece_bytes: int) -> list | None:
-    """The values of the JSON array whose inside is ``middle``, decoded in pieces of about ``piece_bytes`` cut at ``sep`` (between two
-    values), or None when that fails. A cut inside a string never decodes (the piece before
+    """The values of the JSON array whose inside is ``middle``, decoded in pieces of about
+    ``piece_bytes`` cut at ``sep`` (between two values), or None when that fails. A cut inside a string never decodes (the piece before
     it ends inside that string), and when every piece decodes, the pieces joined by commas
     are exactly the array's values (JSON's grammar is unambiguous)."""
     out, start, n = [], 0, len(middle)

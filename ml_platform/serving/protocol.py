@@ -167,6 +167,8 @@ class HttpToolsCorked(HttpToolsProtocol):
         if t is None or t.is_closing():
             return
         cycle = self.cycle
+        if phase == "body" and cycle is None:  # not an HTTP request cycle (an upgrade): just close
+            phase = None
         if phase in ("headers", "body"):
             # answer unless a response is (being) sent: a pipelined predecessor's, or an early
             # answer to this request
