@@ -109,7 +109,7 @@ def _wait_for_train_pool(instance, chain: Chain, echo) -> None:
         time.sleep(1)
 
 
-def _pending_files(settings: Settings, chain: Chain, name: str):
+def _pending_files(settings: Settings, chain: Chain, name: str, echo=print):
     """Pending landing files, once every file has been unchanged for settle_seconds (a file
     still being written is waited for, not ingested half)."""
     settle = chain.cfg.automation.settle_seconds
@@ -134,7 +134,7 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
         repair(settings, defs, instance, name, echo)
         ingest_job = defs.resolve_job_def(f"{name}_ingest")
         train_job = defs.resolve_job_def(f"{name}_train")
-        files = _pending_files(settings, chain, name)
+        files = _pending_files(settings, chain, name, echo)
         echo(f"[{name}] {len(files)} pending file(s) in {settings.landing_dir(name)}")
         outcomes = summary.setdefault(name, [])
         for i, f in enumerate(files, 1):
