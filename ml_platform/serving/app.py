@@ -734,8 +734,14 @@ class ServingState:
                 parsed, wanted, rid = model.schema.parse_v2(body)
                 model.check_outputs(wanted)
             ids = parsed.ids
-            if ids is not None and not (parsed.n == 1 and type(ids[0]) is str and len(ids[0]) <= MAX_ID_CHARS):
-                _check_ids(ids, model.schema.id_column)
+            if ids is not None:
+                if parsed.n != 1:
+                    _check_ids(ids, model.schema.id_column)
+                else:
+                    v = ids[0]
+                    t = type(v)
+                    if not ((t is str and len(v) <= MAX_ID_CHARS) or t is int or t is float or v is None):
+                        _check_ids(ids, model.schema.id_column)
             if parsed.n == 1 and model.batchable and (in_flight is None or len(in_flight) > 1):
                 outs = await model.batcher.submit(parsed)  # shares a call with its neighbours
             elif parsed.n > INLINE_ROWS:
