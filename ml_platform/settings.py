@@ -305,6 +305,10 @@ class ServingConfig(_Strict):
     # at most this many rows per second per worker; 0 turns it off
     sample_rows_per_second: float = Field(100.0, ge=0)
     sample_max_mb: float = Field(256.0, gt=0)  # disk cap per model; the oldest sample files go first
+    header_timeout_seconds: float = Field(10.0, gt=0)  # request line + headers must arrive within this (408)
+    body_timeout_seconds: float = Field(30.0, gt=0)    # the body must arrive within this after the headers (408)
+    keep_alive_seconds: float = Field(5.0, gt=0)       # idle keep-alive connections close after this
+    max_connections: int = Field(1000, ge=1)           # per worker; more get a 503 and are closed
 
 
 class UIConfig(_Strict):
