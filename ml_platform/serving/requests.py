@@ -608,8 +608,15 @@ class Schema:
     @staticmethod
     def _check_v2_dtype(feat: _Feature, dtype: str, data: list) -> None:
         if dtype == "BOOL":
-            raise RequestError("wrong_type", f"input {feat.name!r}: datatype BOOL is not accepted "
-                               f"({'a number' if feat.numeric else 'BYTES or an integer code'} is)", feat.name)
+            # One typing rule with batches: a boolean is a category ("true"/"false"), never a number.
+            if feat.numeric:
+                raise RequestError("wrong_type", f"input {feat.name!r} is numeric: use FP32, FP64 or INT64, "
+                                   "not BOOL", feat.name)
+            for i, v in enumerate(data):
+                if v is not None and type(v) is not bool:  # null: the nullability rule decides
+                    raise RequestError("wrong_type", f"element {i}: input {feat.name!r} has datatype BOOL "
+                                       f"but holds a {_jtype(v)}", feat.name)
+            return
         if feat.numeric and dtype == "BYTES":
             raise RequestError("wrong_type", f"input {feat.name!r} is numeric: use FP32, FP64 or INT64, "
                                "not BYTES", feat.name)

@@ -261,6 +261,15 @@ def test_endpoint_scores_json_true_like_the_batch_path(world):
                 {"dataframe_records": [{**row, "autopay": " TRUE " if flag else "False"}]}),
                 headers={"content-type": "application/json"}).json()["predictions"][0]["probabilities"]
             assert text == served
+            # Open Inference Protocol: a BOOL tensor for the boolean categorical, same answer.
+            inputs = [{"name": k, "shape": [1], "datatype": "FP64" if isinstance(v, float) else
+                       "INT64" if isinstance(v, int) and not isinstance(v, bool) else "BYTES", "data": [v]}
+                      for k, v in row.items() if k != "autopay"]
+            inputs.append({"name": "autopay", "shape": [1], "datatype": "BOOL", "data": [flag]})
+            v2 = client.post("/v2/models/churn/infer", json={"inputs": inputs})
+            assert v2.status_code == 200, v2.text
+            probs = [o for o in v2.json()["outputs"] if o["name"] == "probabilities"][0]["data"]
+            assert probs == pytest.approx(batch.tolist(), abs=1e-6)
         bad = client.post("/models/churn/invocations", content=json.dumps(
             {"dataframe_records": [{**row, "support_calls": True}]}), headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "support_calls"
