@@ -20,10 +20,7 @@ def train_job_name(chain: Chain) -> str:
     return f"{chain.name}_train"
 
 
-# Run workers print their event log to the console `ml-platform up` shows: INFO keeps what
-# the assets say (fits, verdicts, promotions) and leaves out Dagster's per-step DEBUG events
-# (~60 lines per run); the UI still has every event.
-RUN_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+RUN_LOGGER = dg.colored_console_logger.configured({"log_level": "INFO"})
 # Runs launched by the automation sensor: tagged as the platform's.
 RUN_TAGS = {"ml_platform/launched_by": "automation"}
 
@@ -78,7 +75,7 @@ def build_jobs(chain: Chain) -> list:
             "raw_batch", "validated_batch", "batch_predictions", "drift_report", "champion_performance"))),
         partitions_def=chain.partitions,
         executor_def=dg.in_process_executor,  # one process per run: steps are small
-        tags={TAG_MODEL: chain.name}, config=RUN_LOGS,
+        tags={TAG_MODEL: chain.name},
         description=f"Copy, validate and monitor one {chain.name} batch.",
     )
     train = dg.define_asset_job(
@@ -86,12 +83,12 @@ def build_jobs(chain: Chain) -> list:
         selection=dg.AssetSelection.assets(chain.key("training_set"), chain.key("candidate_model"),
                                            chain.key("deployed_model")),
         executor_def=dg.in_process_executor,
-        tags={TAG_MODEL: chain.name}, config=RUN_LOGS,
+        tags={TAG_MODEL: chain.name},
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
     live = dg.define_asset_job(
         live_drift_job_name(chain), selection=dg.AssetSelection.assets(chain.key("live_drift")),
-        executor_def=dg.in_process_executor, tags={TAG_MODEL: chain.name}, config=RUN_LOGS,
+        executor_def=dg.in_process_executor, tags={TAG_MODEL: chain.name},
         description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
     )
     return [ingest, train, live, build_rollback_job(chain)]
