@@ -179,6 +179,20 @@ class TrainingConfig(_Strict):
     min_regime_rows: int = Field(1000, ge=1)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
+    # Candidate selection (core/selection.py): every retrain fits windows x estimators (+ a
+    # search), all judged on one holdout drawn from the newest batches.
+    windows: list[Literal["all", "newest", "regime"]] = Field(
+        default_factory=lambda: ["all", "newest", "regime"], min_length=1)
+    newest_batches: int = Field(3, ge=1)       # N of the "newest" window
+    min_holdout_rows: int = Field(200, ge=1)   # the holdout reaches back batch by batch until it holds this
+    search_budget: int = Field(0, ge=0, le=100)  # extra parameter settings tried on the best window/estimator
+
+    @field_validator("windows")
+    @classmethod
+    def _unique_windows(cls, v: list) -> list:
+        if len(set(v)) != len(v):
+            raise ValueError(f"expected each window at most once (got {v})")
+        return v
 
 
 class GateConfig(_Strict):
@@ -237,6 +251,8 @@ class ModelConfig(_Strict):
     id_column: Optional[str] = None
     timestamp_column: Optional[str] = None
     estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
+    # Several estimators: each is a candidate on each training window (replaces `estimator`).
+    estimators: Optional[list[EstimatorConfig]] = Field(None, min_length=1)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -258,21 +274,35 @@ class ModelConfig(_Strict):
             for other in keys[i + 1:]:
                 if special[key] is not None and special[key] == special[other]:
                     raise ValueError(f"@{other}: expected a column other than {key} (both are {special[key]!r})")
-        allowed = ESTIMATOR_PARAMS.get((self.estimator.name, self.task))
-        unknown = sorted(set(self.estimator.params) - allowed) if allowed is not None else []
-        if unknown:
-            raise ValueError(
-                f"@estimator.params: unknown parameter(s) {', '.join(map(repr, unknown))} for "
-                f"{self.estimator.name} ({self.task}); expected some of {', '.join(sorted(allowed))}")
+        if self.estimators is not None and "estimator" in self.model_fields_set:
+            raise ValueError("@estimators: give either estimator or estimators, not both")
         if self.task == "classification" and self.gate.metric in {"rmse", "mae", "r2"}:
             raise ValueError(f"gate.metric {self.gate.metric!r} is a regression metric")
         if self.task == "regression" and self.gate.metric in {"roc_auc", "accuracy", "f1", "log_loss"}:
             raise ValueError(f"gate.metric {self.gate.metric!r} is a classification metric")
-        if self.task == "regression" and self.estimator.name == "logistic_regression":
-            raise ValueError("estimator logistic_regression needs task: classification")
-        if self.task == "classification" and self.estimator.name == "ridge":
-            raise ValueError("estimator ridge needs task: regression")
+        seen = set()
+        for i, est in enumerate(self.estimator_list):
+            key = "estimator" if self.estimators is None else f"estimators.{i}"
+            if self.task == "regression" and est.name == "logistic_regression":
+                raise ValueError(f"@{key}.name: estimator logistic_regression needs task: classification")
+            if self.task == "classification" and est.name == "ridge":
+                raise ValueError(f"@{key}.name: estimator ridge needs task: regression")
+            allowed = ESTIMATOR_PARAMS.get((est.name, self.task))
+            unknown = sorted(set(est.params) - allowed) if allowed is not None else []
+            if unknown:
+                raise ValueError(
+                    f"@{key}.params: unknown parameter(s) {', '.join(map(repr, unknown))} for "
+                    f"{est.name} ({self.task}); expected some of {', '.join(sorted(allowed))}")
+            ident = (est.name, repr(sorted(est.params.items())))
+            if ident in seen:
+                raise ValueError(f"@{key}: the same estimator and params are listed twice")
+            seen.add(ident)
         return self
+
+    @property
+    def estimator_list(self) -> list[EstimatorConfig]:
+        """The configured estimators: ``estimators``, else the single ``estimator``."""
+        return list(self.estimators) if self.estimators is not None else [self.estimator]
 
     @property
     def gate_metric(self) -> str:
@@ -316,10 +346,61 @@ class UIConfig(_Strict):
     port: int = Field(3000, ge=0, le=65535)
 
 
+class PostgresConfig(_Strict):
+    """One PostgreSQL server for Dagster's run / event-log / schedule storage and MLflow's
+    backend store (two databases). The password is never a config value: it is read from an
+    environment variable or a file (ml_platform/scale_out.py), never written anywhere."""
+    host: str = "127.0.0.1"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "ml_platform"
+    password_env: Optional[str] = None   # name of the variable holding the password
+    password_file: Optional[str] = None  # or a file holding it (relative to this config file)
+    dagster_db: str = "dagster"
+    mlflow_db: str = "mlflow"
+
+    @model_validator(mode="after")
+    def _one_password_source(self):
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("@password_file: give either password_env or password_file, not both")
+        if self.password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.password_env):
+            raise ValueError("@password_env: expected the name of an environment variable")
+        return self
+
+
+class CeleryConfig(_Strict):
+    """Runs execute on Celery workers (`ml-platform worker`), queued through this broker."""
+    broker_url: str                         # redis://host:port/db or amqp://user@host//
+    backend_url: Optional[str] = None       # task results; default: the broker (Redis)
+
+    @field_validator("broker_url", "backend_url")
+    @classmethod
+    def _url(cls, v):
+        if v is None:
+            return v
+        if not re.match(r"(redis|rediss|amqp|pyamqp)://", v):
+            raise ValueError("expected a redis://, rediss:// or amqp:// URL")
+        if re.match(r"[a-z]+://[^/@]*:[^/@]*@", v):
+            # the URL is written into dagster.yaml and shown in the UI: no secret in it
+            raise ValueError("expected a URL without a password (it would be written to the instance's files)")
+        return v
+
+
+class ScaleOutConfig(_Strict):
+    postgres: Optional[PostgresConfig] = None
+    celery: Optional[CeleryConfig] = None
+
+    @model_validator(mode="after")
+    def _celery_needs_postgres(self):
+        if self.celery is not None and self.postgres is None:
+            raise ValueError("@celery: Celery workers need the shared PostgreSQL storage (scale_out.postgres)")
+        return self
+
+
 class Settings(_Strict):
     storage_dir: str = ".ml_platform"
     serving: ServingConfig = Field(default_factory=ServingConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)  # PostgreSQL + Celery (README)
     models: dict[str, ModelConfig]
 
     _base_dir: Path = PrivateAttr(default=Path("."))
@@ -361,6 +442,9 @@ class Settings(_Strict):
 
     @property
     def tracking_uri(self) -> str:
+        pg = self.scale_out.postgres
+        if pg is not None:  # no password in the URI: libpq reads PGPASSWORD (scale_out.export_password)
+            return f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.mlflow_db}"
         return f"sqlite:///{self.storage / 'mlflow' / 'mlflow.db'}"
 
     @property
@@ -482,6 +566,13 @@ def _check_paths(settings: Settings) -> tuple[list[str], list[str]]:
     p = _dir_problem(settings.storage, write=True)
     if p:
         problems.append(f"storage_dir: {p}")
+    pg = settings.scale_out.postgres
+    if pg is not None and pg.password_env is not None and pg.password_env not in os.environ:
+        problems.append(f"scale_out.postgres.password_env: environment variable {pg.password_env} is not set")
+    if pg is not None and pg.password_file is not None:
+        pw = (settings.source.parent / pg.password_file)
+        if not pw.is_file() or not os.access(pw, os.R_OK):
+            problems.append(f"scale_out.postgres.password_file: expected a readable file ({pw})")
     by_dir: dict[Path, list[str]] = {}
     for name in settings.models:
         landing = settings.landing_dir(name)

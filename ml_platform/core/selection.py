@@ -1,0 +1,243 @@
+"""Candidate selection: which models a retrain fits and which one it registers.
+
+A retrain fits training windows (all data, the newest N batches, the new regime after a
+shift) times the configured estimators, plus an optional small parameter search, and judges
+every candidate on ONE holdout of the newest rows, rows none of them trained on. The best by
+the gate metric becomes the version. Pure over the catalog records and the training set, so
+whoever launches the retrain (sensor, schedule, a UI click, the CLI) gets the same choice:
+nothing here reads run tags.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from ml_platform.core import training
+from ml_platform.settings import EstimatorConfig, ModelConfig
+
+BATCH = "_batch"      # training-set column: the row's batch (partition key)
+ROW = "_row"          # its position in the batch's validated parquet: (_batch, _row) identifies a row
+HOLDOUT = "_holdout"  # True for a holdout row: no candidate trains on it
+
+# The parameter search draws from these (keys the user fixed in `params` are left alone).
+SEARCH_SPACE = {
+    "hist_gradient_boosting": {"learning_rate": [0.03, 0.05, 0.1, 0.2], "max_leaf_nodes": [7, 15, 31, 63],
+                               "l2_regularization": [0.0, 0.1, 1.0, 10.0], "max_iter": [100, 200, 300],
+                               "min_samples_leaf": [10, 20, 50]},
+    "random_forest": {"n_estimators": [100, 200], "max_depth": [None, 8, 16],
+                      "min_samples_leaf": [1, 5, 20], "max_features": ["sqrt", 0.5, 1.0]},
+    "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0, 100.0]},
+    "ridge": {"alpha": [0.01, 0.1, 1.0, 10.0, 100.0]},
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    kind: str                # all | newest | regime
+    label: str               # what the UI and MLflow show, e.g. "regime since batch-0004 (1 batch)"
+    batches: tuple[str, ...]
+
+
+@dataclass
+class Trial:
+    """One fitted candidate and its figures on the shared holdout."""
+
+    window: Window
+    estimator: EstimatorConfig
+    metrics: dict[str, float]
+    train_rows: int
+    fit_seconds: float
+    search: bool = False
+    pipe: Pipeline | None = field(default=None, repr=False)
+    skipped: str | None = None  # why it was not fitted (e.g. a single class)
+
+    @property
+    def name(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(self.estimator.params.items()))
+        return f"{self.window.label} · {self.estimator.name}" + (f" ({params})" if params else "")
+
+
+@dataclass
+class Selection:
+    trials: list[Trial]
+    best: int          # index of the winner in trials
+    metric: str
+    holdout_rows: int
+    regime_start: str | None
+
+    @property
+    def winner(self) -> Trial:
+        return self.trials[self.best]
+
+
+def shifted(record: dict) -> bool:
+    """The batch differs from what the champion knows: drifted, or its metric dropped significantly."""
+    return ((record.get("drift") or {}).get("verdict") == "drifted"
+            or bool((record.get("performance") or {}).get("significant")))
+
+
+def regime_start(records: list[dict]) -> str | None:
+    """First batch of the trailing run of shifted validated batches (arrival order), or None when
+    the newest validated batch is not shifted. Read from the verdicts in the catalog, so a UI
+    click after drift finds the regime the sensor's retrain found."""
+    start = None
+    for rec in reversed(records):
+        if rec.get("status") != "validated":
+            continue
+        if not shifted(rec):
+            break
+        start = rec["partition"]
+    return start
+
+
+def holdout_pool(batch_rows: list[tuple[str, int]], cfg: ModelConfig) -> list[str]:
+    """The newest batches the holdout is drawn from: one, and more (newest first) until
+    ``holdout_fraction`` of their rows reaches ``training.min_holdout_rows``."""
+    t = cfg.training
+    pool, rows = [], 0
+    for batch, n in reversed(batch_rows):
+        pool.append(batch)
+        rows += n
+        if rows * t.holdout_fraction >= t.min_holdout_rows:
+            break
+    return pool
+
+
+def mark_holdout(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
+    """The ``_holdout`` column of a training set (rows in arrival order, with ``_batch``): within
+    the holdout pool (the newest batches), ``training.holdout_mask`` (newest rows by timestamp,
+    else a stable hash). Older batches are never holdout."""
+    order = list(dict.fromkeys(df[BATCH]))
+    sizes = df[BATCH].value_counts()
+    pool = set(holdout_pool([(b, int(sizes[b])) for b in order], cfg))
+    in_pool = df[BATCH].isin(pool).to_numpy()
+    mask = np.zeros(len(df), dtype=bool)
+    mask[in_pool] = training.holdout_mask(df[in_pool], cfg)
+    return mask
+
+
+def candidate_windows(batches: list[str], train_rows: dict[str, int], cfg: ModelConfig,
+                      regime: str | None) -> list[Window]:
+    """The configured windows over ``batches`` (arrival order), without duplicates (two windows
+    holding the same batches are fitted once) or empty ones. ``train_rows``: trainable (non-
+    holdout) rows per batch. The regime window needs ``training.min_regime_rows`` of them."""
+    t = cfg.training
+    out: list[Window] = []
+
+    def add(kind: str, label: str, chosen: list[str]) -> None:
+        if sum(train_rows.get(b, 0) for b in chosen) == 0:
+            return
+        if any(w.batches == tuple(chosen) for w in out):
+            return
+        out.append(Window(kind, label, tuple(chosen)))
+
+    for kind in t.windows:
+        if kind == "all":
+            add("all", f"all {len(batches)} batch{'es' if len(batches) > 1 else ''}", batches)
+        elif kind == "newest":
+            chosen = batches[-t.newest_batches:]
+            add("newest", f"newest {len(chosen)} batch{'es' if len(chosen) > 1 else ''}", chosen)
+        elif kind == "regime" and regime in batches and t.drift_window == "regime":
+            chosen = batches[batches.index(regime):]
+            if sum(train_rows.get(b, 0) for b in chosen) >= t.min_regime_rows:
+                add("regime", f"regime since {regime} ({len(chosen)} batch{'es' if len(chosen) > 1 else ''})",
+                    chosen)
+    return out
+
+
+def _ranking_key(metric: str, trial: Trial) -> float:
+    value = trial.metrics.get(metric)
+    if trial.skipped or value is None or not np.isfinite(value):
+        return -np.inf
+    return value if training.HIGHER_IS_BETTER[metric] else -value
+
+
+def _fit(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, window: Window,
+         est: EstimatorConfig, search: bool = False) -> Trial:
+    rows = train[train[BATCH].isin(window.batches)]
+    if cfg.task == "classification" and rows[cfg.target].nunique() < 2:
+        return Trial(window, est, {}, len(rows), 0.0, search, skipped="a single class in this window")
+    c = cfg.model_copy(update={"estimator": est})
+    t0 = time.perf_counter()
+    pipe = training.fit(rows, c)
+    seconds = time.perf_counter() - t0
+    return Trial(window, est, training.evaluate(pipe, holdout, c), len(rows), seconds, search, pipe)
+
+
+def search_settings(est: EstimatorConfig, budget: int, seed: int) -> list[EstimatorConfig]:
+    """``budget`` distinct parameter settings around ``est`` (its own params kept), seeded."""
+    space = {k: v for k, v in SEARCH_SPACE.get(est.name, {}).items() if k not in est.params}
+    if not space or budget <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    seen = {repr(sorted(est.params.items()))}
+    out: list[EstimatorConfig] = []
+    for _ in range(budget * 20):  # the grid may be smaller than the budget
+        if len(out) >= budget:
+            break
+        params = {**est.params, **{k: vals[rng.integers(len(vals))] for k, vals in space.items()}}
+        params = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()}
+        ident = repr(sorted(params.items()))
+        if ident not in seen:
+            seen.add(ident)
+            out.append(EstimatorConfig(name=est.name, params=params))
+    return out
+
+
+def select(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, windows: list[Window],
+           regime: str | None = None, log=None) -> Selection:
+    """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
+    parameter settings on the best one's window, judge all on ``holdout`` and pick the best by
+    the gate metric (ties: the earlier, i.e. the wider window and the first estimator).
+    Raises ValueError when no candidate could be fitted."""
+    if holdout.empty:
+        raise ValueError("the holdout is empty: nothing to judge the candidates on")
+    if HOLDOUT in train and train[HOLDOUT].any():
+        raise ValueError("training rows include holdout rows")
+    metric = cfg.gate_metric
+    trials: list[Trial] = []
+    for window in windows:
+        for est in cfg.estimator_list:
+            trials.append(_fit(train, holdout, cfg, window, est))
+            if log:
+                log(f"candidate {trials[-1].name}: {_figure(trials[-1], metric)}")
+    fitted = [t for t in trials if not t.skipped]
+    if not fitted:
+        reasons = "; ".join(f"{t.window.label}: {t.skipped}" for t in trials) or "no training window"
+        raise ValueError(f"no candidate could be fitted ({reasons})")
+    first = max(fitted, key=lambda t: _ranking_key(metric, t))
+    for est in search_settings(first.estimator, cfg.training.search_budget, cfg.training.seed):
+        trials.append(_fit(train, holdout, cfg, first.window, est, search=True))
+        if log:
+            log(f"search {trials[-1].name}: {_figure(trials[-1], metric)}")
+    keys = [_ranking_key(metric, t) for t in trials]
+    best = int(np.argmax(keys))  # the first of equal keys
+    if keys[best] == -np.inf:  # the metric is undefined on this holdout for all: the first fitted one
+        best = trials.index(fitted[0])
+    return Selection(trials, best, metric, len(holdout), regime)
+
+
+def _figure(t: Trial, metric: str) -> str:
+    if t.skipped:
+        return f"skipped ({t.skipped})"
+    v = t.metrics.get(metric)
+    return f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s)" if v is not None \
+        else f"{metric} undefined on the holdout"
+
+
+def table(sel: Selection) -> pd.DataFrame:
+    """One row per candidate, for the UI's comparison table."""
+    rows = []
+    for i, t in enumerate(sel.trials):
+        v = t.metrics.get(sel.metric)
+        rows.append({"winner": i == sel.best, "window": t.window.label, "estimator": t.estimator.name,
+                     "params": ", ".join(f"{k}={v}" for k, v in sorted(t.estimator.params.items())) or "defaults",
+                     "search": t.search, "train_rows": t.train_rows,
+                     sel.metric: None if v is None else float(v), "fit_seconds": round(t.fit_seconds, 2),
+                     "note": t.skipped or ""})
+    return pd.DataFrame(rows)
