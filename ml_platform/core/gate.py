@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ml_platform.core.bootstrap import PairedInterval
+from ml_platform.core.slices import SliceResult
 from ml_platform.core.training import HIGHER_IS_BETTER
 
 
@@ -48,6 +50,74 @@ def not_worse_than_champion(metric: str, candidate: float | None, champion: floa
     return Verdict("not_worse_than_champion", ok,
                    f"{metric} {candidate:.4f} vs champion v{champion_version} {champion:.4f} on the same "
                    f"holdout: {abs(delta):.4f} {rel} (allowed regression {max_regression})", figures)
+
+
+def too_few_rows(champion_version: int | None, *, rows: int, min_rows: int, note: str = "",
+                 method: str) -> Verdict | None:
+    """The failing "not enough evidence" verdict when the fair comparison set is too small."""
+    if champion_version is None or rows >= min_rows:
+        return None
+    where = f" ({note})" if note else ""
+    return Verdict("not_worse_than_champion", False,
+                   f"not enough evidence: {rows} comparison rows{where} < min_comparison_rows {min_rows}; "
+                   f"champion v{champion_version} stays",
+                   {"method": method, "champion_version": champion_version, "rows": rows, "min_rows": min_rows})
+
+
+def not_worse_by_bootstrap(interval: PairedInterval | None, champion_version: int | None, *,
+                           max_regression: float, min_rows: int, rows: int, note: str = "") -> Verdict:
+    """Non-inferiority on the fair comparison set: the paired bootstrap interval of (candidate -
+    champion), sign-adjusted so that > 0 is better, must lie above ``-max_regression``. Fewer than
+    ``min_rows`` rows (or no resample where the metric is defined) is not enough evidence: the
+    check fails and the champion stays."""
+    check = "not_worse_than_champion"
+    figures = {"method": "bootstrap", "champion_version": champion_version, "rows": rows,
+               "min_rows": min_rows, "max_regression": max_regression}
+    if champion_version is None:
+        return Verdict(check, True, "no champion yet: the first model is judged on the absolute threshold alone",
+                       figures)
+    where = f" ({note})" if note else ""
+    short = too_few_rows(champion_version, rows=rows, min_rows=min_rows, note=note, method="bootstrap")
+    if short is not None or interval is None:
+        return short or Verdict(check, False, f"not enough evidence: no interval; champion v{champion_version} "
+                                              "stays", figures)
+    figures.update(metric=interval.metric, candidate=interval.candidate, champion=interval.champion,
+                   delta=interval.delta, ci_low=interval.ci_low, ci_high=interval.ci_high,
+                   confidence=interval.confidence, resamples=interval.resamples)
+    m = interval.metric
+    if not np.isfinite(interval.ci_low):
+        return Verdict(check, False, f"not enough evidence: {m} undefined on every resample of the {rows} "
+                                     f"comparison rows; champion v{champion_version} stays", figures)
+    ok = interval.ci_low >= -max_regression
+    sign = "+" if interval.delta >= 0 else ""
+    head = (f"{m} {interval.candidate:.4f} vs champion v{champion_version} {interval.champion:.4f}: "
+            f"improvement {sign}{interval.delta:.4f}, {interval.confidence:.0%} interval "
+            f"[{interval.ci_low:+.4f}, {interval.ci_high:+.4f}] on {rows} rows neither trained on{where}")
+    tail = (f"lower bound >= -{max_regression:g} (allowed regression)" if ok else
+            f"lower bound < -{max_regression:g}: not shown to be within the allowed regression")
+    return Verdict(check, ok, f"{head}; {tail}", figures)
+
+
+def per_slice(results: list[SliceResult], champion_version: int | None, configured: int) -> Verdict:
+    """Every judged slice passes its floor and its allowed regression against the champion; the
+    reason names the failing slices with their figures (and the ones too small to judge)."""
+    failing = [r for r in results if r.judged and not r.passed]
+    skipped = [r for r in results if not r.judged]
+    judged = [r for r in results if r.judged]
+    figures = {"slices": len(results), "judged": len(judged), "failing": len(failing),
+               "champion_version": champion_version}
+    if not configured:
+        return Verdict("per_slice", True, "no slices configured (gate.slices)", figures)
+    if failing:
+        head = f"{len(failing)} of {len(judged)} judged slices fail: " + "; ".join(
+            f"{r.slice} ({r.rows} rows): {r.note}" for r in failing)
+    else:
+        head = f"all {len(judged)} judged slices pass" + ("" if champion_version is not None
+                                                           else " (no champion: floors only)")
+    if skipped:
+        head += f"; {len(skipped)} not judged (" + ", ".join(f"{r.slice}: {r.note.removeprefix('not judged: ')}"
+                                                          for r in skipped[:5]) + (", ..." if len(skipped) > 5 else "") + ")"
+    return Verdict("per_slice", not failing, head, figures)
 
 
 DEFAULT_PARITY_RTOL = 1e-4
