@@ -11,7 +11,7 @@ from ml_platform.assets.live import build_live_drift
 from ml_platform.assets.monitoring import build_batch_predictions, build_champion_performance, build_drift_report
 from ml_platform.assets.training import build_candidate_model, build_training_set
 from ml_platform.checks import build_gate_checks
-from ml_platform.jobs import RUN_LOGGER, RUN_TAGS, build_jobs
+from ml_platform.jobs import RUN_TAGS, build_jobs
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 from ml_platform.sensors import build_schedules, build_sensors
@@ -39,10 +39,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors, schedules=schedules,
         resources={"registry": registry, "endpoint": endpoint_for(settings)},
-        # Every job, the UI's Materialize (the implicit asset job) included, prints INFO to the
-        # console `ml-platform up` shows: what the assets say, not Dagster's per-step DEBUG
-        # events (~60 lines per run); the UI still has every event.
-        loggers={"console": RUN_LOGGER},
     )
 
 

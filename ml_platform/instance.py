@@ -37,6 +37,10 @@ def dagster_yaml() -> dict:
         "run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False},
         "sensors": {"use_threads": True, "num_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},
+        # Every run, however launched (a sensor, the UI's Materialize, `dagster asset materialize`,
+        # a backfill), prints INFO to the console `up` shows: what the assets say, not Dagster's
+        # per-step DEBUG events (~60 lines a run). Dagster events still reach the event log.
+        "python_logs": {"python_log_level": "INFO"},
     }
 
 

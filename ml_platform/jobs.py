@@ -20,7 +20,6 @@ def train_job_name(chain: Chain) -> str:
     return f"{chain.name}_train"
 
 
-RUN_LOGGER = dg.colored_console_logger.configured({"log_level": "INFO"})
 # Runs launched by the automation sensor: tagged as the platform's.
 RUN_TAGS = {"ml_platform/launched_by": "automation"}
 
