@@ -102,6 +102,12 @@ def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObserv
     if perf.get("value") is not None:
         meta.update(performance=float(perf["value"]), performance_drop=float(perf["drop"]),
                     significant_drop=bool(perf["significant"]))
+    est = rec.get("estimate") or {}
+    if est.get("value") is not None:  # CBPE, label-free: next to the measured figure when both exist
+        meta.update(estimated_performance=float(est["value"]), estimated_ci_low=float(est["ci_low"]),
+                    estimated_ci_high=float(est["ci_high"]), estimated_significant_drop=bool(est["significant"]))
+    elif est.get("reason"):
+        meta["estimate"] = f"none: {est['reason']}"
     return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec["partition"], metadata=meta)
 
 

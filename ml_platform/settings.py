@@ -223,6 +223,12 @@ class RetrainConfig(_Strict):
     min_new_rows: int = Field(500, ge=0)        # rows since the champion before a drift retrain
     cooldown_seconds: float = Field(0, ge=0)
     performance_alpha: float = Field(0.05, gt=0, lt=1)
+    # performance: drift alone never retrains while the measured (labels) or CBPE-estimated
+    # performance holds; drift: persistent drift retrains (debounced) whatever the performance.
+    trigger_on: Literal["performance", "drift"] = "performance"
+    # Drift on a batch whose performance can be neither measured nor estimated (regression
+    # without labels, a champion without calibration): retrain once debounced, or wait for labels.
+    unestimated_drift: Literal["retrain", "wait"] = "retrain"
     schedule: str = "0 3 * * 1"                 # weekly retrain, cron, default Mondays 03:00
 
     @field_validator("schedule")

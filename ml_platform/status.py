@@ -6,6 +6,7 @@ import json
 
 from ml_platform.champion import champion_version
 from ml_platform.core import audit, catalog, live
+from ml_platform.core.estimate import tracking as estimate_tracking_of
 from ml_platform.promotion import reconcile
 from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
 from ml_platform.settings import Settings
@@ -51,11 +52,21 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             b["drift"] = r["drift"]
         if r.get("performance"):
             b["performance"] = r["performance"]
+        if r.get("estimate"):
+            b["estimate"] = r["estimate"]
         batches.append(b)
     return {"champion": champion, "versions": vout, "batches": batches,
+            # CBPE: how far the label-free estimate was from the realised metric once labels came
+            "estimate_tracking": estimate_tracking(catalog.read_records(settings.model_dir(name))),
             "live_drift": live.read_summary(settings.model_dir(name)),
             "audit": [a.to_dict() for a in audit.read(settings.model_dir(name))],
             "repairs": repairs}
+
+
+def estimate_tracking(records: list[dict]) -> dict:
+    t = estimate_tracking_of(records)
+    return {"batches": len(t.rows), "mean_abs_error": t.mean_abs_error, "covered": t.covered,
+            "per_batch": t.rows}
 
 
 def status(settings: Settings, registry: MlflowRegistry, endpoint=None) -> dict:
@@ -79,11 +90,16 @@ def render(doc: dict) -> str:
                                 headers=["version", "trigger", "gate", "promoted", "reasons"]))
         if m["batches"]:
             out.append(tabulate([[b["partition"], b["rows"], b["quarantined_rows"], b["status"],
-                                  _drift_cell(b), _retrain_cell(b),
+                                  _drift_cell(b), _performance_cell(b), _retrain_cell(b),
                                   (b.get("decision") or {}).get("reason", b.get("reason") or "")]
                                  for b in m["batches"]],
-                                headers=["batch", "rows", "quarantined", "status", "drift", "retrain",
-                                         "decision / reason"], maxcolwidths=[None] * 6 + [70]))
+                                headers=["batch", "rows", "quarantined", "status", "drift", "measured / estimated",
+                                         "retrain", "decision / reason"], maxcolwidths=[None] * 7 + [70]))
+        tr = m.get("estimate_tracking") or {}
+        if tr.get("batches"):
+            out.append(f"label-free estimate (CBPE) vs realised on {tr['batches']} labelled batch(es): "
+                       f"mean |error| {tr['mean_abs_error']:.4f}, realised inside the estimate's interval "
+                       f"{tr['covered']:.0%}")
         ld = m.get("live_drift")
         if ld:
             out.append(f"live traffic (endpoint sample, v{ld.get('champion_version')}): {ld['verdict']}"
@@ -91,6 +107,13 @@ def render(doc: dict) -> str:
                           if ld.get("rows") else "")
                        + (f"; drifted: {', '.join(ld['drifted_features'])}" if ld.get("drifted_features") else "")
                        + (f" ({ld['reason']})" if ld.get("reason") else ""))
+            le = ld.get("estimate") or {}
+            if le.get("value") is not None:
+                out.append(f"  estimated {le['metric']} on live traffic (CBPE): {le['value']:.4f} "
+                           f"[{le['ci_low']:.4f}, {le['ci_high']:.4f}] vs holdout {le['baseline']:.4f}"
+                           + (" - significant drop" if le.get("significant") else ""))
+            elif le.get("reason"):
+                out.append(f"  no live performance estimate: {le['reason']}")
         if m.get("repairs"):
             out.append("repaired just now:\n" + "\n".join(f"  - {r}" for r in m["repairs"]))
         if m["audit"]:
@@ -106,6 +129,17 @@ def _drift_cell(b: dict) -> str:
     if d.get("verdict") in ("drifted", "stable"):
         return f"{d['verdict']} ({d.get('share_drifted', 0):.0%})"
     return d.get("verdict", "")
+
+
+def _performance_cell(b: dict) -> str:
+    """Measured metric (labels) and the CBPE estimate, e.g. "0.8123 / ~0.8050"."""
+    p, e = b.get("performance") or {}, b.get("estimate") or {}
+    cells = []
+    if p.get("value") is not None:
+        cells.append(f"{p['value']:.4f}" + ("!" if p.get("significant") else ""))
+    if e.get("value") is not None:
+        cells.append(f"~{e['value']:.4f}" + ("!" if e.get("significant") else ""))
+    return " / ".join(cells)
 
 
 def _retrain_cell(b: dict) -> str:

@@ -3,7 +3,7 @@
 Batch drift (``drift_report``) watches what lands in the landing zone; this asset watches
 what clients send. Same statistics and thresholds (``core/drift.py``, ``drift:`` config),
 same reference (the serving champion's training data), on the newest rows the champion
-scored. The live sample has no labels, so live drift cannot retrain by itself: its check
+scored, with the CBPE estimate of the gate metric on those rows (``core/estimate.py``). The live sample has no labels, so live drift cannot retrain by itself: its check
 ``live_traffic_stable`` warns (severity WARN) and retraining waits for labelled batches.
 Materialized by ``<model>_live_drift_sensor`` when new sample files exist.
 """
@@ -15,11 +15,27 @@ import dagster as dg
 
 from ml_platform.assets.common import Chain
 from ml_platform.assets.monitoring import (SCORE, drift_metadata, drift_summary, load_reference,
-                                          reference_path, serving_champion)
-from ml_platform.core import drift, live
+                                          performance_metadata, reference_path, serving_champion)
+from ml_platform.core import drift, estimate, live
 
 LIVE_MAX_ROWS = 20_000  # newest rows judged per run (the drift statistics saturate long before)
 CHECK = "live_traffic_stable"
+
+
+def live_estimate(cfg, meta: dict, frame, score_column: str, version: int) -> estimate.Performance:
+    """CBPE on the live window: the traffic has no labels, so this is the only performance figure
+    for it. The sample keeps one score per row: P(positive class) for a binary model."""
+    metric = cfg.gate_metric
+    if cfg.task == "classification" and len(meta.get("classes") or []) != 2:
+        return estimate.Performance("none", metric, len(frame), champion_version=version,
+                                    reason="the live sample keeps one score per row: no estimate for multiclass")
+    if len(frame) < cfg.drift.min_rows:
+        return estimate.Performance("none", metric, len(frame), champion_version=version,
+                                    reason=f"{len(frame)} live rows; the estimate needs {cfg.drift.min_rows}")
+    score = frame[score_column].to_numpy(dtype="float64")
+    outputs = estimate.binary_outputs(score) if cfg.task == "classification" else score
+    return estimate.estimate(outputs, meta, metric, cfg.task, alpha=cfg.retrain.performance_alpha,
+                             version=version)
 
 
 def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
@@ -52,6 +68,8 @@ def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
                                      f"drift needs {cfg.drift.min_rows} (drift.min_rows)")
             if win.unreadable_lines:
                 context.log.warning(f"{win.unreadable_lines} unreadable line(s) in the live sample skipped")
+            summary["estimate"] = live_estimate(cfg, meta or {}, win.frame, ref.score_column or SCORE,
+                                                version).to_dict()
         path = live.summary_path(chain.dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary, indent=1, default=str))
@@ -66,6 +84,8 @@ def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
             md = {"verdict": summary["verdict"], "reason": summary.get("reason", "")}
         md.update({k: summary[k] for k in ("window_from", "window_to", "files", "other_version_rows")
                    if summary.get(k) is not None})
+        if "estimate" in summary:
+            md.update(performance_metadata(estimate.Performance(**summary["estimate"]), "estimated_"))
         return dg.MaterializeResult(metadata=md, check_results=[check])
 
     return live_drift

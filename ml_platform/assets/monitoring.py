@@ -13,9 +13,8 @@ import pandas as pd
 
 from ml_platform.assets.common import Chain, md_table
 from ml_platform.champion import champion_model
-from ml_platform.core import catalog, drift, export, training, version_files
+from ml_platform.core import catalog, drift, estimate, export, training, version_files
 from ml_platform.core.candidate import SCORE, scores_of
-from ml_platform.core.training import HIGHER_IS_BETTER
 
 BOOTSTRAP_MAX_ROWS = 20_000
 
@@ -147,6 +146,24 @@ def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict
     return meta
 
 
+def batch_outputs(preds: pd.DataFrame, cfg, meta: dict) -> np.ndarray:
+    """The champion's outputs as the metrics take them: probabilities [N, classes] or predictions."""
+    if cfg.task == "classification":
+        return preds[[f"p_{c}" for c in meta["classes"]]].to_numpy()
+    return preds[SCORE].to_numpy()
+
+
+def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
+    """A Performance as UI metadata (``prefix`` tells estimated from measured)."""
+    if perf.value is None:
+        return {f"{prefix}skipped": perf.reason}
+    lo, hi = perf.baseline_ci or [perf.baseline, perf.baseline]
+    return {f"{prefix}metric": perf.metric, f"{prefix}value": perf.value, f"{prefix}ci_low": perf.ci_low,
+            f"{prefix}ci_high": perf.ci_high, f"{prefix}drop": perf.drop,
+            f"{prefix}significant_drop": perf.significant, "holdout_baseline": perf.baseline,
+            "holdout_ci_low": float(lo), "holdout_ci_high": float(hi)}
+
+
 def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
     cfg = chain.cfg
     metric_name = cfg.gate_metric
@@ -154,55 +171,44 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
     @dg.asset(key=chain.key("champion_performance"),
               deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
               partitions_def=chain.partitions, group_name=chain.name,
-              description=f"The champion's {metric_name} on a labelled batch vs its own holdout, "
-                          "with a bootstrap confidence interval.")
+              description=f"The champion's {metric_name} on the batch: measured on labels (bootstrap interval) "
+                          "and estimated without them (CBPE), both against its holdout.")
     def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         partition = context.partition_key
         rec, df = _validated(chain, partition)
         version, _, meta = serving_champion(chain)
         pred = predictions_path(chain, partition)
+        if df is None or version is None or not pred.exists():
+            why = f"batch {rec.get('status')}" if df is None else "no champion predictions for this batch"
+            catalog.update_record(chain.dir, partition, performance={"skipped": why},
+                                  estimate={"method": "none", "reason": why})
+            return dg.MaterializeResult(metadata={"skipped": why})
+        preds = pd.read_parquet(pred)
+        if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
+            keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
+            df, preds = df.iloc[keep], preds.iloc[keep]
+        outputs = batch_outputs(preds, cfg, meta)
+        alpha = cfg.retrain.performance_alpha
+        # The estimate never looks at the labels, so on a labelled batch it shows how well it tracks.
+        est = estimate.estimate(outputs, meta, metric_name, cfg.task, alpha=alpha, version=version)
         why = None
-        if df is None:
-            why = f"batch {rec.get('status')}"
-        elif version is None or not pred.exists():
-            why = "no champion predictions for this batch"
-        elif cfg.target not in df or df[cfg.target].isna().all():
+        if cfg.target not in df or df[cfg.target].isna().all():
             why = "batch carries no labels"
         elif rec.get("single_class") is not None and metric_name in ("roc_auc", "f1"):
             why = f"single class {rec['single_class']!r} in target {cfg.target}: {metric_name} is undefined"
         elif metric_name not in (meta.get("metrics") or {}):
             why = f"champion v{version} has no holdout {metric_name} to compare with"
+        md = {"champion_version": version, **performance_metadata(est, "estimated_")}
         if why:
-            catalog.update_record(chain.dir, partition, performance={"skipped": why})
-            return dg.MaterializeResult(metadata={"skipped": why})
-
-        preds = pd.read_parquet(pred)
-        if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
-            keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
-            df, preds = df.iloc[keep], preds.iloc[keep]
-        y = training.target_values(df, cfg)
-        if cfg.task == "classification":
-            classes = meta["classes"]
-            values = preds[[f"p_{c}" for c in classes]].to_numpy()
-        else:
-            classes, values = None, preds[SCORE].to_numpy()
-        higher = HIGHER_IS_BETTER[metric_name]
-        res = drift.bootstrap_metric_drop(
-            y, values, metric=training.metric_function(metric_name, cfg.task, classes),
-            baseline=float(meta["metrics"][metric_name]), higher_is_better=higher,
-            alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
-        # The holdout metric is an estimate too: a drop is significant only when the batch's
-        # interval clears the holdout's own interval (small holdouts otherwise cry wolf).
-        lo, hi = (meta.get("metrics_ci") or {}).get(metric_name, [res["baseline"], res["baseline"]])
-        res["significant"] = bool(res["ci_high"] < lo if higher else res["ci_low"] > hi)
-        res["baseline_ci"] = [lo, hi]
-        summary = {"metric": metric_name, "champion_version": version,
-                   **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.items()}}
-        catalog.update_record(chain.dir, partition, performance=summary)
-        return dg.MaterializeResult(metadata={
-            "metric": metric_name, "value": res["value"], "holdout_baseline": res["baseline"],
-            "holdout_ci_low": float(lo), "holdout_ci_high": float(hi),
-            "ci_low": res["ci_low"], "ci_high": res["ci_high"], "drop": res["drop"],
-            "significant_drop": res["significant"], "champion_version": version})
+            catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
+            return dg.MaterializeResult(metadata={"skipped": why, **md})
+        perf = estimate.measure(training.target_values(df, cfg), outputs, meta, metric_name, cfg.task,
+                                alpha=alpha, version=version)
+        catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
+        md.update(performance_metadata(perf))
+        if est.value is not None:
+            md["estimate_error"] = float(est.value - perf.value)
+            md["estimate_interval_held_realised"] = bool(est.ci_low <= perf.value <= est.ci_high)
+        return dg.MaterializeResult(metadata=md)
 
     return champion_performance

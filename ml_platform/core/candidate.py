@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_platform.core import drift, export, training
+from ml_platform.core import drift, estimate, export, training
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.settings import ModelConfig
@@ -86,6 +86,10 @@ def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig
             metric=training.metric_function(gm, cfg.task, getattr(pipe, "classes_", None)),
             baseline=metrics[gm], alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
         meta["metrics_ci"] = {gm: [ci["ci_low"], ci["ci_high"]]}
+    if clf:  # CBPE: the holdout calibrates the probabilities that estimate unlabelled batches
+        cal = estimate.fit_calibration(training.target_values(holdout, cfg), ref, pipe.classes_)
+        if cal is not None:
+            meta["cbpe"] = cal.to_dict()
     params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
               "train_rows": len(train), "holdout_rows": len(holdout),
               "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all"}

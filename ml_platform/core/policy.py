@@ -3,13 +3,20 @@
 Pure and deterministic over the catalog records, so the sensor (files arriving one by
 one) and `ml-platform run` (files landed at once) reach the same decisions.
 
-``on_drift`` (default) retrains when
-  - the champion's metric dropped significantly on a labelled batch (trigger "performance"), or
-  - drift persisted over ``debounce_batches`` consecutive batches since the last retrain and
-    at least ``min_new_rows`` validated rows arrived since then (trigger "drift");
-and never for a batch that is too small to judge ("not enough data"), nor while a retrain
-is within ``cooldown_seconds`` of the previous one. Without a champion a retrain is always
-allowed. ``on_arrival`` retrains on every validated batch.
+``on_drift`` (default) is performance-centred (``retrain.trigger_on: performance``): covariate
+drift alone is a reason to look closer, not to retrain. It retrains when
+  - the champion's metric dropped significantly on a labelled batch (trigger "performance",
+    at once: labels are the strongest evidence), or
+  - on unlabelled batches, the CBPE estimate of the metric (``core/estimate.py``) dropped
+    significantly over ``debounce_batches`` consecutive batches since the last retrain, with
+    at least ``min_new_rows`` new rows (trigger "estimated_performance"), or
+  - when neither a measurement nor an estimate exists (regression without labels, a champion
+    without calibration) and ``retrain.unestimated_drift: retrain``: drift persisted over
+    ``debounce_batches`` batches with ``min_new_rows`` new rows (trigger "drift").
+``trigger_on: drift`` keeps the older rule: persistent drift retrains even while the
+performance holds. Never for a batch too small to judge ("not enough data"), nor while a
+retrain is within ``cooldown_seconds`` of the previous one. Without a champion a retrain is
+always allowed. ``on_arrival`` retrains on every validated batch.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from ml_platform.settings import ModelConfig
 @dataclass
 class Decision:
     retrain: bool
-    trigger: str  # arrival | drift | performance | none
+    trigger: str  # arrival | drift | performance | estimated_performance | none
     reason: str
     # For drift / performance retrains: the first batch of the new regime. Training on the
     # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
@@ -49,8 +56,17 @@ def _since_last_retrain(history: list[dict]) -> list[dict]:
 
 
 def _shifted(rec: dict) -> bool:
-    return ((rec.get("drift") or {}).get("verdict") == "drifted"
-            or bool((rec.get("performance") or {}).get("significant")))
+    return ((rec.get("drift") or {}).get("verdict") == "drifted" or _dropped(rec))
+
+
+def _dropped(rec: dict) -> bool:
+    """Measured, or (without labels) estimated, significant drop."""
+    return bool((rec.get("performance") or {}).get("significant")
+                or (rec.get("estimate") or {}).get("significant"))
+
+
+def _interval(p: dict) -> str:
+    return f"{p['metric']} {p['value']:.4f} (95% CI {p['ci_low']:.4f}-{p['ci_high']:.4f})"
 
 
 def _regime_start(recent: list[dict], record: dict) -> str:
@@ -93,6 +109,7 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
                and at - last_retrain < rc.cooldown_seconds)
 
     perf = record.get("performance") or {}
+    est = record.get("estimate") or {}
     d = record.get("drift") or {}
     verdict = d.get("verdict")
     parts = []
@@ -101,29 +118,46 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
         return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
                                        f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
     if perf.get("significant"):
-        why = (f"{perf['metric']} {perf['value']:.4f} (95% CI {perf['ci_low']:.4f}-{perf['ci_high']:.4f}) "
-               f"below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}")
+        why = f"{_interval(perf)} below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}"
         if cooling:
             return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "performance", f"significant performance drop: {why}",
                         _regime_start(recent, record))
-    if perf.get("value") is not None:
+    validated = [h for h in recent + [record] if h.get("status") == "validated"]
+    new_rows = sum(int(h.get("valid_rows") or 0) for h in validated)
+    measured = perf.get("value") is not None
+    estimated = not measured and est.get("value") is not None
+    if measured:
         parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop)")
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
+    if estimated:
+        what = (f"estimated {_interval(est)} without labels (CBPE) vs holdout {est['baseline']:.4f}")
+        if est.get("significant"):
+            streak = _streak(validated, _dropped)
+            what = f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
+            if streak < rc.debounce_batches:
+                return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
+            if new_rows < rc.min_new_rows:
+                return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
+            if cooling:
+                return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
+            return Decision(True, "estimated_performance", what, _regime_start(recent, record))
+        parts.append(f"{what} (no significant drop)")
+    elif not measured and est.get("reason"):
+        parts.append(f"no estimate: {est['reason']}")
 
-    if verdict == "drifted":
-        streak = 0
-        for h in reversed(recent + [record]):
-            if h.get("status") != "validated":
-                continue
-            if (h.get("drift") or {}).get("verdict") != "drifted":
-                break
-            streak += 1
-        new_rows = sum(int(h.get("valid_rows") or 0) for h in recent + [record] if h.get("status") == "validated")
+    judged = measured or estimated
+    if verdict == "drifted" and judged and rc.trigger_on == "performance":
+        return Decision(False, "none", f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
+                                       f"(share {d.get('share_drifted', 0):.0%}) looked at closer: "
+                                       f"{'; '.join(parts)}; drift alone does not retrain")
+    if verdict == "drifted" and (judged or rc.unestimated_drift == "retrain"):
+        streak = _streak(validated, lambda h: (h.get("drift") or {}).get("verdict") == "drifted")
         what = (f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
                 f"(share {d.get('share_drifted', 0):.0%}), {streak} consecutive drifted batch(es), "
-                f"{new_rows} new rows since the last retrain")
+                f"{new_rows} new rows since the last retrain"
+                + ("" if judged else ", performance neither measured nor estimated"))
         if streak < rc.debounce_batches:
             return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
         if new_rows < rc.min_new_rows:
@@ -131,10 +165,23 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
         if cooling:
             return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "drift", what, _regime_start(recent, record))
-    if verdict in ("no reference", "no champion", "skipped"):
+    if verdict == "drifted":
+        parts.insert(0, f"drift in {', '.join(d.get('drifted_features') or []) or 'features'}, performance neither "
+                        "measured nor estimated: waiting for labels (retrain.unestimated_drift: wait)")
+    elif verdict in ("no reference", "no champion", "skipped"):
         parts.insert(0, d.get("reason") or verdict)
     elif verdict == "not enough data":
         parts.insert(0, f"drift: not enough data ({d.get('rows', record.get('valid_rows'))} rows)")
     elif verdict == "stable":
         parts.insert(0, f"no drift (share {d.get('share_drifted', 0):.0%})")
     return Decision(False, "none", "; ".join(parts) or "nothing to act on")
+
+
+def _streak(validated: list[dict], hit) -> int:
+    """Consecutive batches (newest backwards) for which ``hit`` holds."""
+    n = 0
+    for h in reversed(validated):
+        if not hit(h):
+            break
+        n += 1
+    return n

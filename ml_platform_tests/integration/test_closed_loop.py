@@ -165,7 +165,10 @@ def test_tiny_unlabelled_and_debounced_batches_do_not_retrain(loop):
     assert unlabelled["drift"]["verdict"] == "stable" and _decision(unlabelled) == (False, "none")
     assert "performance skipped: batch carries no labels" in unlabelled["decision"]["reason"]
     assert drifted["drift"]["verdict"] == "drifted" and _decision(drifted) == (False, "none")
-    assert "waiting for 2 (debounce)" in drifted["decision"]["reason"]
+    # no labels: the CBPE estimate decides; drift alone is only a reason to look closer
+    est, why = drifted["estimate"], drifted["decision"]["reason"]
+    assert est["method"] == "cbpe" and f"estimated roc_auc {est['value']:.4f}" in why, (est, why)
+    assert ("waiting for 2 (debounce)" if est["significant"] else "drift alone does not retrain") in why, why
 
 
 def test_no_false_alarm_on_twenty_stable_batches(loop):

@@ -198,7 +198,9 @@ def test_rollback_job_records_the_move_in_dagster(world):
     assert defs.resources["registry"].champion_alias("churn") == 3
     ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "deployed_model"]))
     meta = ev.asset_materialization.metadata
-    assert meta["served_version"].value == 3 and "dagster run" in meta["alias_moves"].value
+    moves = meta["alias_moves"]
+    assert isinstance(moves, dg.TableMetadataValue), moves  # a table, shown inline in the UI
+    assert meta["served_version"].value == 3 and moves.records[0].data["by"].startswith("dagster run")
     bad = job.execute_in_process(instance=inst, raise_on_error=False, run_config={
         "ops": {"churn_rollback_champion": {"config": {"to_version": 4}}}})
     assert not bad.success  # v4 failed the gate: refusing is the outcome
@@ -243,6 +245,10 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
     _send_live_traffic(s, generate_batch(1200, seed=40, start_id=50_000))
     cursor, meta, check = check_run(None)
     assert meta["verdict"].value == "stable" and meta["rows"].value == 1200, meta
+    # the only performance figure live traffic has: the CBPE estimate, near the holdout on stable traffic
+    assert meta["estimated_metric"].value == "roc_auc", meta
+    assert abs(meta["estimated_value"].value - meta["holdout_baseline"].value) < 0.05, meta
+    assert meta["estimated_ci_low"].value <= meta["estimated_value"].value <= meta["estimated_ci_high"].value
     assert check.status.value == "SUCCEEDED"
     assert isinstance(sensor(dg.build_sensor_context(instance=inst, cursor=cursor, definitions=defs)),
                       dg.SkipReason)  # nothing new: no run
@@ -253,4 +259,5 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
     assert check.status.value == "FAILED" and check.evaluation.severity == dg.AssetCheckSeverity.WARN
     live = status(s, defs.resources["registry"])["models"]["churn"]["live_drift"]
     assert live["verdict"] == "drifted" and "tenure_months" in live["drifted_features"]
+    assert live["estimate"]["method"] == "cbpe" and live["estimate"]["rows"] == 4200, live["estimate"]
 

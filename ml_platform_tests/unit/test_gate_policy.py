@@ -54,8 +54,57 @@ def test_on_drift_leaves_stable_batches_alone(settings):
     assert not d.retrain and "no drift" in d.reason
 
 
-def test_drift_is_debounced_then_retrains_on_the_new_regime(settings):
+def _legacy(settings):
+    """``retrain.trigger_on: drift``: persistent drift retrains whatever the performance."""
+    from ml_platform.settings import RetrainConfig
+    return settings.models["churn"].model_copy(update={"retrain": RetrainConfig(trigger_on="drift")})
+
+
+def test_drift_alone_does_not_retrain_while_measured_performance_holds(settings):
+    cfg = settings.models["churn"]
+    h = [_rec("s1", decision={"retrain": True, "at": 0})]
+    for p in ("d1", "d2", "d3"):
+        d = decide(_rec(p, "drifted"), h, cfg, has_champion=True)
+        assert not d.retrain, d.reason
+        assert "looked at closer" in d.reason and "no significant drop" in d.reason, d.reason
+        h.append(_rec(p, "drifted", decision=d.to_dict()))
+
+
+def _unlabelled(p, verdict="drifted", est_significant=False, estimate=True, **kw):
+    r = _rec(p, verdict, **kw)
+    r["labelled"] = False
+    r["performance"] = {"skipped": "batch carries no labels"}
+    r["estimate"] = ({"method": "cbpe", "metric": "roc_auc", "value": 0.7, "ci_low": 0.68, "ci_high": 0.72,
+                      "baseline": 0.8, "significant": est_significant}
+                     if estimate else {"method": "none", "reason": "regression: no label-free estimate"})
+    return r
+
+
+def test_without_labels_the_estimate_decides_with_debounce(settings):
     cfg = settings.models["churn"]  # debounce 2, min_new_rows 500
+    h = [_rec("s1", decision={"retrain": True, "at": 0})]
+    holds = decide(_unlabelled("u0"), h, cfg, has_champion=True)
+    assert not holds.retrain and "estimated roc_auc 0.7000" in holds.reason and "drift alone" in holds.reason
+    first = decide(_unlabelled("u1", est_significant=True), h, cfg, has_champion=True)
+    assert not first.retrain and "1 consecutive" in first.reason and "debounce" in first.reason, first.reason
+    h.append(_unlabelled("u1", est_significant=True, decision=first.to_dict()))
+    second = decide(_unlabelled("u2", est_significant=True), h, cfg, has_champion=True)
+    assert second.retrain and second.trigger == "estimated_performance" and second.regime_start == "u1", second
+
+
+def test_no_estimate_falls_back_to_debounced_drift_or_waits(settings):
+    from ml_platform.settings import RetrainConfig
+    cfg = settings.models["churn"]
+    h = [_unlabelled("u1", estimate=False, decision={"retrain": False})]
+    d = decide(_unlabelled("u2", estimate=False), h, cfg, has_champion=True)
+    assert d.retrain and d.trigger == "drift" and "neither measured nor estimated" in d.reason
+    wait = cfg.model_copy(update={"retrain": RetrainConfig(unestimated_drift="wait")})
+    d = decide(_unlabelled("u2", estimate=False), h, wait, has_champion=True)
+    assert not d.retrain and "waiting for labels" in d.reason
+
+
+def test_drift_is_debounced_then_retrains_on_the_new_regime(settings):
+    cfg = _legacy(settings)  # debounce 2, min_new_rows 500
     h = [_rec("s1", decision={"retrain": True, "at": 0}), _rec("s2")]
     first = decide(_rec("d1", "drifted"), h, cfg, has_champion=True)
     assert not first.retrain and "1 consecutive" in first.reason and "debounce" in first.reason
@@ -65,7 +114,7 @@ def test_drift_is_debounced_then_retrains_on_the_new_regime(settings):
 
 
 def test_drift_needs_enough_new_rows(settings):
-    cfg = settings.models["churn"]
+    cfg = _legacy(settings)
     h = [_rec("d1", "drifted", rows=240)]
     d = decide(_rec("d2", "drifted", rows=240), h, cfg, has_champion=True)
     assert not d.retrain and "waiting for 500 new rows" in d.reason

@@ -1,0 +1,221 @@
+"""Scale-out figures (benchmarks/README.md, "Scale-out"). Three parts, each kept short:
+
+  throughput  ingest batches per minute: the embedded default (SQLite, runs as local processes)
+              against PostgreSQL + 1 and 2 Celery workers, under `ml-platform up`
+  sensor      the landing sensor's tick time and run-request count at 1,000 / 10,000 files
+  partitions  where SQLite's dynamic partitions break (one add of N keys; the "too many SQL
+              variables" of dagster#16260) and whether PostgreSQL holds there
+
+    .venv/bin/python benchmarks/scale_out.py throughput --modes embedded celery1 celery2 --files 20
+    .venv/bin/python benchmarks/scale_out.py sensor --files 1000 10000
+    .venv/bin/python benchmarks/scale_out.py partitions --keys 30000 32766 32767 36000 --total 36000
+
+PostgreSQL and Redis are started here (ml_platform_tests/e2e/servers.py: initdb in a temporary
+folder, free loopback ports) and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ml_platform_tests.conftest import free_port, write_config  # noqa: E402
+from ml_platform_tests.e2e import servers  # noqa: E402
+from ml_platform_tests.e2e.helpers import cli, start, stop  # noqa: E402
+
+PASSWORD = "bench-password"
+PW_ENV = "ML_PLATFORM_BENCH_PG_PASSWORD"
+
+
+def _scale_block(pg_port: int, broker: str | None) -> str:
+    out = f"scale_out:\n  postgres: {{port: {pg_port}, password_env: {PW_ENV}}}\n"
+    return out + (f"  celery: {{broker_url: '{broker}'}}\n" if broker else "")
+
+
+def _instance(root: Path):
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(root / "state" / "dagster_home"))
+
+
+# ---------------------------------------------------------------- throughput
+def throughput(mode: str, files: int, rows: int, timeout: float) -> dict:
+    import dagster as dg
+
+    os.environ[PW_ENV] = PASSWORD
+    root = Path(tempfile.mkdtemp(prefix=f"mlp-bench-{mode}-"))
+    procs = []
+    with ExitStack() as stack:
+        cfg = write_config(root, port=free_port(), ui_port=free_port())
+        workers = {"embedded": 0, "celery1": 1, "celery2": 2}[mode]
+        if workers:
+            pg = stack.enter_context(servers.postgres(PASSWORD))
+            broker = stack.enter_context(servers.redis())
+            with cfg.open("a") as f:
+                f.write(_scale_block(pg.port, broker))
+        # training off the clock: on_drift never retrains these stable batches after the first
+        cli(cfg, "simulate", "--batches", str(files), "--rows", str(rows), "--seed", "5")
+        t0 = time.time()
+        try:
+            procs.append(start(cfg, "up", log=root / "up.log"))
+            procs += [start(cfg, "worker", log=root / f"worker{i}.log") for i in range(workers)]
+            while not (root / "state" / "dagster_home" / "dagster.yaml").exists():
+                time.sleep(0.5)
+            time.sleep(2)
+            instance = _instance(root)
+            while time.time() - t0 < timeout:
+                recs = instance.get_run_records(dg.RunsFilter(job_name="churn_ingest"))
+                done = [r for r in recs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+                if len(done) >= files:
+                    break
+                time.sleep(1)
+            recs = instance.get_run_records(dg.RunsFilter(job_name="churn_ingest"))
+        finally:
+            for p in reversed(procs):
+                stop(p, grace=30)
+    done = [r for r in recs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    shutil.rmtree(root, ignore_errors=True)
+    if not done:
+        return {"mode": mode, "files": files, "ingested": 0}
+    first = min(r.create_timestamp.timestamp() for r in recs)
+    last = max(r.end_time for r in done)
+    durations = sorted(r.end_time - r.start_time for r in done)
+    span = last - first
+    return {"mode": mode, "files": files, "ingested": len(done), "span_s": round(span, 1),
+            "batches_per_min": round(len(done) / span * 60, 1),
+            "run_median_s": round(durations[len(durations) // 2], 1),
+            "first_run_after_start_s": round(first - t0, 1)}
+
+
+# ---------------------------------------------------------------- landing sensor
+def sensor(n_files: int) -> dict:
+    import dagster as dg
+
+    from ml_platform.definitions import build_definitions
+    from ml_platform.settings import load_settings
+
+    root = Path(tempfile.mkdtemp(prefix="mlp-bench-sensor-"))
+    try:
+        cfg = write_config(root, extra="automation: {settle_seconds: 0}\n")
+        landing = root / "landing"
+        header = "customer_id,churned\n"
+        for i in range(n_files):  # tiny distinct files: the sensor hashes each one, never parses it
+            (landing / f"b{i:06d}.csv").write_text(f"{header}{i},0\n")
+        s = load_settings(cfg)
+        defs = build_definitions(s)
+        sensor_def = defs.resolve_sensor_def("churn_landing_sensor")
+        (root / "inst").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "inst")) as instance:
+            out = {"files": n_files}
+            cursor = None
+            for label in ("first tick (all new)", "next tick (nothing new)"):
+                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+                t = time.perf_counter()
+                result = sensor_def(ctx)  # what the daemon evaluates, as tests/test_sensors.py do
+                out[label] = round(time.perf_counter() - t, 2)
+                cursor = getattr(result, "cursor", None) or ctx.cursor
+                if label.startswith("first"):
+                    out["run requests"] = len(result.run_requests or [])
+                    for req in result.dynamic_partitions_requests or []:
+                        t = time.perf_counter()
+                        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+                        out["add partitions s"] = round(time.perf_counter() - t, 2)
+            out["cursor KB"] = round(len(cursor or "") / 1024)
+            return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- dynamic partitions
+def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
+    import dagster as dg
+
+    os.environ["PGPASSWORD"] = PASSWORD
+    rows = []
+    with servers.postgres(PASSWORD, databases=[f"parts{i}" for i in range(len(keys) + 1)]) as pg:
+        def pg_instance(db: str):
+            root = Path(tempfile.mkdtemp(prefix="mlp-bench-pg-"))
+            (root / "dagster.yaml").write_text(
+                "telemetry: {enabled: false}\nstorage:\n  postgres:\n    postgres_db:\n"
+                f"      {{username: {servers.PG_USER}, hostname: 127.0.0.1, port: {pg.port}, db_name: {db},"
+                " password: {env: PGPASSWORD}, scheme: postgresql+psycopg2}\n")
+            return dg.DagsterInstance.from_config(str(root))
+
+        def sqlite_instance():
+            root = Path(tempfile.mkdtemp(prefix="mlp-bench-sqlite-"))
+            return dg.DagsterInstance.from_config(str(root))
+
+        def attempt(storage: str, instance, n: int, how: str, fn) -> None:
+            t = time.perf_counter()
+            try:
+                fn()
+                ok, err = "ok", ""
+            except Exception as e:  # noqa: BLE001 - the figure is whether it breaks
+                ok, err = "FAILS", f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+            rows.append({"storage": storage, "partitions": n, "how": how, "result": ok,
+                         "seconds": round(time.perf_counter() - t, 2), "error": err})
+            print(rows[-1], flush=True)
+
+        for i, n in enumerate(keys):  # one add_dynamic_partitions call with n new keys
+            ks = [f"batch-{j:06d}.csv" for j in range(n)]
+            for storage, inst in (("sqlite", sqlite_instance()), ("postgres", pg_instance(f"parts{i}"))):
+                attempt(storage, inst, n, "one add of N keys", lambda: inst.add_dynamic_partitions("p", ks))
+
+        # the landing sensor's pattern: small adds until `total`, then what each tick reads
+        for storage, inst in (("sqlite", sqlite_instance()), ("postgres", pg_instance(f"parts{len(keys)}"))):
+            def grow():
+                for start_at in range(0, total, chunk):
+                    inst.add_dynamic_partitions("p", [f"batch-{j:06d}.csv" for j in range(start_at, start_at + chunk)])
+            attempt(storage, inst, total, f"adds of {chunk} up to N", grow)
+            attempt(storage, inst, total, "read all keys (each sensor tick)",
+                    lambda: len(inst.get_dynamic_partitions("p")) == total or 1 / 0)
+            attempt(storage, inst, total, "re-add all N (a catch-up tick)",
+                    lambda: inst.add_dynamic_partitions("p", [f"batch-{j:06d}.csv" for j in range(total)]))
+    return rows
+
+
+def _markdown(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    for r in rows[1:]:
+        cols += [c for c in r if c not in cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--modes", nargs="+", default=["embedded", "celery1", "celery2"])
+    t.add_argument("--files", type=int, default=20)
+    t.add_argument("--rows", type=int, default=250)
+    t.add_argument("--timeout", type=float, default=240)
+    s = sub.add_parser("sensor")
+    s.add_argument("--files", type=int, nargs="+", default=[1000, 10000])
+    d = sub.add_parser("partitions")
+    d.add_argument("--keys", type=int, nargs="+", default=[30000, 32766, 32767, 36000])
+    d.add_argument("--total", type=int, default=36000)
+    d.add_argument("--chunk", type=int, default=1000)
+    a = p.parse_args()
+    if a.what != "sensor" and servers.missing_servers():
+        raise SystemExit(servers.missing_servers())
+    if a.what == "throughput":
+        rows = [throughput(m, a.files, a.rows, a.timeout) for m in a.modes]
+    elif a.what == "sensor":
+        rows = [sensor(n) for n in a.files]
+    else:
+        rows = partitions(a.keys, a.total, a.chunk)
+    print(_markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

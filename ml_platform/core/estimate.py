@@ -1,0 +1,302 @@
+"""The champion's performance on a batch: measured when it carries labels, estimated when not.
+
+Measured: the gate metric on the batch with a bootstrap interval, against the champion's
+holdout figure and its own interval (``measure``).
+
+Estimated: confidence-based performance estimation (CBPE). The champion's probabilities are
+calibrated on its reference data (its holdout: rows it never trained on) with scikit-learn's
+``IsotonicRegression``, one class against the rest. On an unlabelled batch each row's
+calibrated probability is its expected label, which gives the expected confusion matrix and
+the expected ROC AUC / accuracy / F1 / log loss without a single label. The interval is the
+spread of the metric the batch would realise if its labels were drawn from those
+probabilities (simulated, ``n_sim`` draws). This holds while the concept holds (P(y | x) as
+on the reference): it sees a drop caused by covariate shift (rows moving to where the model
+is less sure) and is blind to a changed concept, which only labels show. Regression has no
+such estimate: the answer is an honest "no estimate".
+
+The isotonic steps travel as plain numbers in the version's serving metadata (key
+``cbpe``): no pickle, no sklearn needed to read them back (``np.interp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ml_platform.core.training import HIGHER_IS_BETTER, metric_function
+
+ESTIMABLE = {"roc_auc", "accuracy", "f1", "log_loss"}
+MIN_REFERENCE_ROWS = 50
+
+
+# ---- calibration on the reference ----------------------------------------------------------
+
+@dataclass
+class Calibration:
+    """Isotonic steps per calibrated column: binary -> one (class 1), multiclass -> one per class."""
+
+    classes: list
+    x: list[list[float]]
+    y: list[list[float]]
+    reference_rows: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Calibration | None":
+        if not d:
+            return None
+        return cls(classes=list(d["classes"]), x=d["x"], y=d["y"], reference_rows=int(d["reference_rows"]))
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (rows sum to 1) for the model's raw ``outputs`` [N, classes]."""
+        q = np.asarray(outputs, dtype=np.float64)
+        if len(self.classes) == 2:
+            p1 = np.interp(q[:, 1], self.x[0], self.y[0])
+            return np.column_stack([1 - p1, p1])
+        p = np.column_stack([np.interp(q[:, k], self.x[k], self.y[k]) for k in range(len(self.classes))])
+        s = p.sum(axis=1, keepdims=True)
+        # all-zero rows (every class says "never"): fall back to the raw probabilities
+        return np.where(s > 0, p / np.where(s > 0, s, 1), q)
+
+
+def calibration_bins(rows: int) -> int:
+    """Quantile bins of the reference: ~200 rows each, 5 to 20. Raw isotonic steps on every row
+    overfit the reference and made the expected AUC optimistic (+0.016 on a narrowed batch, against
+    +0.009 with 10 bins, measured in test_estimate)."""
+    return int(min(20, max(5, rows // 200)))
+
+
+def fit_calibration(y, outputs: np.ndarray, classes) -> Calibration | None:
+    """Isotonic calibration of ``outputs`` (probabilities [N, classes]) on labels ``y``, fitted on
+    quantile-bin means of the reference and interpolated linearly between them (anchored at 0 and 1);
+    None when the reference is too small or holds a single class."""
+    from sklearn.isotonic import IsotonicRegression  # the monitoring readers need numpy only
+
+    y = np.asarray(y)
+    q = np.asarray(outputs, dtype=np.float64)
+    classes = list(np.asarray(classes).tolist())
+    if len(y) < MIN_REFERENCE_ROWS or len(np.unique(y)) < 2:
+        return None
+    cols = [1] if len(classes) == 2 else list(range(len(classes)))
+    nb = calibration_bins(len(y))
+    xs, ys = [], []
+    for k in cols:
+        s, hit = q[:, k], (y == classes[k]).astype(np.float64)
+        edges = np.unique(np.quantile(s, np.linspace(0, 1, nb + 1)))
+        idx = np.clip(np.searchsorted(edges, s, side="right") - 1, 0, max(len(edges) - 2, 0))
+        cnt = np.bincount(idx)
+        keep = cnt > 0
+        xm = (np.bincount(idx, s) / np.maximum(cnt, 1))[keep]
+        ym = (np.bincount(idx, hit) / np.maximum(cnt, 1))[keep]
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0).fit(xm, ym, sample_weight=cnt[keep])
+        fx, fy = np.r_[0.0, xm, 1.0], np.r_[0.0, iso.predict(xm), 1.0]
+        fx, first = np.unique(fx, return_index=True)  # np.interp needs increasing x
+        xs.append([float(v) for v in fx])
+        ys.append([float(v) for v in fy[first]])
+    return Calibration(classes=classes, x=xs, y=ys, reference_rows=int(len(y)))
+
+
+# ---- expected metrics ----------------------------------------------------------------------
+
+def expected_binary_auc(p: np.ndarray, score: np.ndarray) -> float:
+    """E[TP-pairs] / (E[positives] * E[negatives]) with rows ranked by the model's ``score`` and
+    each row a positive with probability ``p`` (ties count one half, as in ROC AUC)."""
+    _, inv = np.unique(score, return_inverse=True)
+    pos = np.bincount(inv, weights=p)
+    neg = np.bincount(inv, weights=1 - p)
+    below = np.cumsum(neg) - neg
+    denom = pos.sum() * neg.sum()
+    return float(np.sum(pos * (below + 0.5 * neg)) / denom) if denom > 0 else float("nan")
+
+
+def expected_metric(metric: str, p: np.ndarray, q: np.ndarray) -> float:
+    """``metric`` expected from calibrated probabilities ``p`` and raw outputs ``q`` (both [N, classes])."""
+    k = q.shape[1]
+    pred = q.argmax(axis=1)
+    if metric == "roc_auc":
+        if k == 2:
+            return expected_binary_auc(p[:, 1], q[:, 1])
+        return float(np.mean([expected_binary_auc(p[:, c], q[:, c]) for c in range(k)]))
+    if metric == "accuracy":
+        return float(np.mean(p[np.arange(len(p)), pred]))
+    if metric == "f1":
+        def f1(c):
+            hit = pred == c
+            tp, fp, fn = p[hit, c].sum(), (1 - p[hit, c]).sum(), p[~hit, c].sum()
+            return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+        return float(f1(1) if k == 2 else np.mean([f1(c) for c in range(k)]))
+    if metric == "log_loss":
+        return float(-np.mean(np.sum(p * np.log(np.clip(q, 1e-7, 1)), axis=1)))
+    raise ValueError(f"no CBPE estimate for {metric}")
+
+
+def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, seed: int) -> np.ndarray:
+    """The metric realised under ``n_sim`` label draws from ``p``."""
+    rng = np.random.default_rng(seed)
+    n, k = p.shape
+    out = np.full(n_sim, np.nan)
+    if metric == "roc_auc" and k == 2:
+        from scipy.stats import rankdata
+        ranks = rankdata(q[:, 1])
+        block = max(1, min(n_sim, 4_000_000 // max(n, 1)))
+        for start in range(0, n_sim, block):
+            b = min(block, n_sim - start)
+            y = rng.random((b, n)) < p[:, 1]
+            n1 = y.sum(axis=1).astype(np.float64)
+            n0 = n - n1
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start:start + b] = (y @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
+        return out[np.isfinite(out)]
+    fn = metric_function(metric, "classification", classes)
+    cls = np.asarray(classes)
+    cum = np.cumsum(p, axis=1)
+    for i in range(n_sim):
+        idx = np.minimum((rng.random(n)[:, None] > cum).sum(axis=1), k - 1)
+        try:
+            out[i] = fn(cls[idx], q)
+        except ValueError:
+            pass
+    return out[np.isfinite(out)]
+
+
+# ---- per-batch figures ---------------------------------------------------------------------
+
+@dataclass
+class Performance:
+    """The champion's gate metric on one batch (measured or estimated), against its holdout."""
+
+    method: str                      # measured | cbpe | none
+    metric: str
+    rows: int = 0
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    baseline: float | None = None    # the champion's holdout figure
+    baseline_ci: list = field(default_factory=list)
+    drop: float | None = None        # baseline - value, sign-adjusted: > 0 = worse
+    significant: bool = False        # the whole interval is worse than the holdout's interval
+    champion_version: int | None = None
+    reason: str = ""                 # why there is no figure (method "none")
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _judge(perf: Performance, higher: bool) -> Performance:
+    lo, hi = perf.baseline_ci or [perf.baseline, perf.baseline]
+    perf.drop = (perf.baseline - perf.value) if higher else (perf.value - perf.baseline)
+    # Both figures are estimates: a drop counts only when the batch's interval clears the
+    # holdout's own interval (small holdouts otherwise cry wolf).
+    perf.significant = bool(perf.ci_high < lo if higher else perf.ci_low > hi)
+    return perf
+
+
+def _baseline(meta: dict, metric: str) -> tuple[float | None, list]:
+    base = (meta.get("metrics") or {}).get(metric)
+    ci = (meta.get("metrics_ci") or {}).get(metric) or ([base, base] if base is not None else [])
+    return (None if base is None else float(base)), [float(v) for v in ci]
+
+
+def _fast_binary_auc(classes):
+    """ROC AUC as the Mann-Whitney statistic on average ranks: equal to sklearn's, ~10x faster."""
+    from scipy.stats import rankdata
+    positive = classes[1]
+
+    def auc(y, proba):
+        pos = np.asarray(y) == positive
+        n1 = int(pos.sum())
+        n0 = len(pos) - n1
+        if n1 == 0 or n0 == 0:
+            raise ValueError("ROC AUC is undefined on one class")
+        return float((rankdata(proba[:, 1])[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return auc
+
+
+def measure(y, outputs: np.ndarray, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
+            n_boot: int = 200, seed: int = 0, version: int | None = None) -> Performance:
+    """Measured ``metric`` of the champion (``meta``: its serving metadata) on a labelled batch."""
+    from ml_platform.core.drift import bootstrap_metric_drop
+    base, base_ci = _baseline(meta, metric)
+    if base is None:
+        return Performance("none", metric, len(y), reason=f"champion has no holdout {metric}",
+                           champion_version=version)
+    fn = metric_function(metric, task, meta.get("classes"))
+    if metric == "roc_auc" and task == "classification" and len(meta.get("classes") or []) == 2:
+        fn = _fast_binary_auc(meta["classes"])  # the bootstrap calls it hundreds of times
+    res = bootstrap_metric_drop(y, outputs, metric=fn,
+                                baseline=base, higher_is_better=HIGHER_IS_BETTER[metric],
+                                alpha=alpha, n_boot=n_boot, seed=seed)
+    perf = Performance("measured", metric, int(len(y)), res["value"], res["ci_low"], res["ci_high"], base,
+                       base_ci, champion_version=version)
+    return _judge(perf, HIGHER_IS_BETTER[metric])
+
+
+def estimate(outputs: np.ndarray | None, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
+             n_sim: int = 200, seed: int = 0, version: int | None = None) -> Performance:
+    """CBPE estimate of ``metric`` on an unlabelled batch from the champion's ``outputs``
+    (probabilities [N, classes]); method "none" with the reason when it cannot be estimated."""
+    def none(why: str) -> Performance:
+        return Performance("none", metric, 0 if outputs is None else len(outputs), reason=why,
+                           champion_version=version)
+    if task != "classification":
+        return none("regression: no label-free estimate of the error (labels decide)")
+    if metric not in ESTIMABLE:
+        return none(f"{metric} cannot be estimated without labels")
+    cal = Calibration.from_dict(meta.get("cbpe"))
+    if cal is None:
+        return none(f"champion v{version} carries no calibration (trained before CBPE, or its holdout "
+                    "was too small or held one class)")
+    base, base_ci = _baseline(meta, metric)
+    if base is None:
+        return none(f"champion v{version} has no holdout {metric}")
+    q = np.asarray(outputs, dtype=np.float64)
+    if len(q) == 0 or not np.isfinite(q).all():
+        return none("no finite champion outputs to estimate from")
+    p = cal.probabilities(q)
+    value = expected_metric(metric, p, q)
+    sims = _simulated(metric, p, q, cal.classes, n_sim, seed)
+    if not np.isfinite(value) or sims.size == 0:
+        return none(f"{metric} is undefined on this batch (a single expected class)")
+    lo, hi = np.quantile(sims, [alpha / 2, 1 - alpha / 2])
+    perf = Performance("cbpe", metric, int(len(q)), float(value), float(min(lo, value)), float(max(hi, value)),
+                       base, base_ci, champion_version=version)
+    return _judge(perf, HIGHER_IS_BETTER[metric])
+
+
+def binary_outputs(score: np.ndarray) -> np.ndarray:
+    """[1 - s, s] from a binary model's positive-class score (the live sample keeps the score)."""
+    s = np.asarray(score, dtype=np.float64)
+    return np.column_stack([1 - s, s])
+
+
+# ---- how well the estimate tracked the realised metric ---------------------------------------
+
+@dataclass
+class Tracking:
+    rows: list[dict]                 # per labelled batch: partition, estimated, realised, error, inside
+    mean_abs_error: float | None
+    covered: float | None            # share of batches whose realised value fell in the estimate's interval
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tracking(records: list[dict]) -> Tracking:
+    """Estimated vs realised on every batch that has both (catalog records: ``estimate`` and
+    ``performance``), in arrival order."""
+    rows = []
+    for r in records:
+        e, m = r.get("estimate") or {}, r.get("performance") or {}
+        if e.get("value") is None or m.get("value") is None:
+            continue
+        rows.append({"partition": r["partition"], "metric": m.get("metric"), "estimated": e["value"],
+                     "estimate_ci": [e.get("ci_low"), e.get("ci_high")], "realised": m["value"],
+                     "error": round(e["value"] - m["value"], 5),
+                     "inside": bool(e.get("ci_low") is not None and e["ci_low"] <= m["value"] <= e["ci_high"])})
+    if not rows:
+        return Tracking([], None, None)
+    return Tracking(rows, round(float(np.mean([abs(r["error"]) for r in rows])), 5),
+                    round(float(np.mean([r["inside"] for r in rows])), 3))
