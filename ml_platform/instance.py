@@ -9,14 +9,15 @@ from pathlib import Path
 
 import yaml
 
+from ml_platform import scale_out
 from ml_platform.settings import CONFIG_ENV, Settings
 
 LOCATION_NAME = "ml_platform"  # = workspace.yaml's location_name: one name, so run history and
 MODULE = "ml_platform.definitions"  # schedule state follow the code however it is started
 
 
-def dagster_yaml() -> dict:
-    return {
+def dagster_yaml(settings: Settings | None = None) -> dict:
+    doc = {
         "telemetry": {"enabled": False},
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
@@ -42,6 +43,13 @@ def dagster_yaml() -> dict:
         # per-step DEBUG events (~60 lines a run). Dagster events still reach the event log.
         "python_logs": {"python_log_level": "INFO"},
     }
+    if settings is not None and settings.scale_out.postgres is not None:
+        doc["storage"] = scale_out.storage_section(settings)
+    if settings is not None and scale_out.enabled(settings):
+        doc["run_launcher"] = scale_out.run_launcher_section(settings)
+        # A launched run waits in the broker until a worker is free: STARTING is not "stuck".
+        doc["run_monitoring"]["start_timeout_seconds"] = scale_out.START_TIMEOUT_SECONDS
+    return doc
 
 
 def workspace_yaml() -> dict:
@@ -65,7 +73,8 @@ def prepare_environment(settings: Settings) -> None:
     that `dagster dev` and the dagster CLI read in the config's folder."""
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    _write_if_changed(home / "dagster.yaml", yaml.safe_dump(dagster_yaml(), sort_keys=False))
+    scale_out.export_password(settings)  # environment only: never into the files written here
+    _write_if_changed(home / "dagster.yaml", yaml.safe_dump(dagster_yaml(settings), sort_keys=False))
     _write_if_changed(workspace_path(settings), yaml.safe_dump(workspace_yaml(), sort_keys=False))
     env = {"DAGSTER_HOME": str(home), CONFIG_ENV: str(settings.source),
            "MLFLOW_TRACKING_URI": settings.tracking_uri}

@@ -11,6 +11,7 @@ control-plane sensor under `ml-platform up`, or by the next `ml-platform run`.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import dagster as dg
 TAG_WORKER_DIED = "ml_platform/worker_died"
 TAG_RETRY_OF = "ml_platform/retry_of"
 TAG_ATTEMPT = "ml_platform/attempt"
+TAG_WORKER_HOST = "ml_platform/worker_host"  # = scale_out.TAG_WORKER_HOST, set by a Celery worker
 TAG_SALVAGED = "ml_platform/salvaged"  # a dead train run whose candidate was kept (no retrain)
 MAX_ATTEMPTS = 3
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
@@ -70,10 +72,15 @@ def fail_dead_runs(instance: dg.DagsterInstance, job_names: list[str]) -> list[d
         run = rec.dagster_run
         if run.job_name not in job_names:
             continue
+        host = run.tags.get(TAG_WORKER_HOST)
+        if host is not None and host != socket.gethostname():
+            continue  # a Celery worker on another host: its PID means nothing here
         pid = worker_pid(instance, run.run_id)
         if pid is None or pid_alive(pid, rec.start_time):
             continue
-        instance.add_run_tags(run.run_id, {TAG_WORKER_DIED: str(pid)})
+        # dagster/max_retries 0: the run-retry daemon must not re-launch it as well (a second
+        # copy of the same batch); ml_platform's retry (runs_to_retry) is the one.
+        instance.add_run_tags(run.run_id, {TAG_WORKER_DIED: str(pid), "dagster/max_retries": "0"})
         instance.report_run_failed(run, message=f"run worker (pid {pid}) died; ml_platform retries the run")
         dead.append(run)
     return dead
@@ -113,7 +120,8 @@ def _dt(ts: float):
 def retry_tags(run: dg.DagsterRun) -> dict:
     """The dead run's own tags (trigger, reason, batch, regime...) plus the retry lineage."""
     tags = {k: v for k, v in run.tags.items()
-            if not k.startswith("dagster/") and k not in (TAG_WORKER_DIED, TAG_SALVAGED)}
+            if not k.startswith(("dagster/", "dagster-celery/", "ml_platform/worker"))
+            and k not in (TAG_WORKER_DIED, TAG_SALVAGED)}
     tags[TAG_RETRY_OF] = run.run_id
     tags[TAG_ATTEMPT] = str(int(run.tags.get(TAG_ATTEMPT, "1")) + 1)
     return tags
