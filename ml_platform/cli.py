@@ -13,10 +13,31 @@ from ml_platform.settings import ConfigError, Settings, load_settings
 
 
 def _settings(args) -> Settings:
+    from ml_platform.scale_out import export_password
+
     s = load_settings(args.config)
     for w in s.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    export_password(s)  # scale_out.postgres: libpq (MLflow, Dagster) reads it from the environment only
     return s
+
+
+def cmd_worker(args) -> int:
+    """A Celery worker that executes runs (scale_out.celery): one run at a time per worker
+    (solo pool: the worker's PID is the run's, which is how a killed worker is noticed)."""
+    from ml_platform import scale_out
+
+    s = _settings(args)
+    if not scale_out.enabled(s):
+        print(f"{s.source}: scale_out.celery is not configured: runs execute in-process under "
+              "`ml-platform up`; see the README's scale-out section", file=sys.stderr)
+        return 2
+    from ml_platform.celery_app import app
+
+    name = args.name or f"ml_platform-{os.getpid()}@%h"
+    app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "-Q", scale_out.CELERY_QUEUE,
+                     "--hostname", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle"])
+    return 0
 
 
 def cmd_simulate(args) -> int:
@@ -172,6 +193,8 @@ def cmd_up(args) -> int:
         procs.append(subprocess.Popen(cmd, env=env, start_new_session=True, cwd=s.source.parent))
     print(f"[up] Dagster UI: http://{s.ui.host}:{s.ui.port}   endpoint: {s.endpoint_url}   "
           f"MLflow: {s.tracking_uri}\n[up] DAGSTER_HOME={s.dagster_home}; Ctrl-C stops everything")
+    if s.scale_out.celery is not None:
+        print("[up] runs execute on Celery workers: start one or more with `ml-platform worker`", flush=True)
 
     def stop(*_):
         for p in procs:  # dagster dev shuts down cleanly on SIGINT, and may ignore SIGTERM
@@ -244,6 +267,10 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("file")
     sc.add_argument("--out", help="output Parquet (default: next to the input, *.predictions.parquet)")
     sc.set_defaults(fn=cmd_score)
+    wk = command("worker", "a Celery worker that executes runs (when scale_out.celery is configured)")
+    wk.add_argument("--name", help="Celery node name (default: ml_platform-<pid>@<host>)")
+    wk.add_argument("--loglevel", default="INFO")
+    wk.set_defaults(fn=cmd_worker)
     st = command("status", "champions, versions, gate verdicts, batches")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

@@ -450,7 +450,7 @@ class Settings(_Strict):
     def tracking_uri(self) -> str:
         pg = self.scale_out.postgres
         if pg is not None:  # no password in the URI: libpq reads PGPASSWORD (scale_out.export_password)
-            return f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.mlflow_db}"
+            return f"postgresql+psycopg2://{pg.user}@{pg.host}:{pg.port}/{pg.mlflow_db}"
         return f"sqlite:///{self.storage / 'mlflow' / 'mlflow.db'}"
 
     @property
@@ -494,7 +494,8 @@ def _format_errors(err: ValidationError) -> str:
             msg = msg.replace("Input should be", "expected")
         elif e["type"] == "finite_number":
             msg = "expected a finite number"
-        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not isinstance(
+        secret = path.endswith("_url")  # a URL may carry credentials: never echo it
+        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not secret and not isinstance(
             e["input"], (dict, list)
         ):
             shown = repr(e["input"])
