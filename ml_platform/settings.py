@@ -223,6 +223,7 @@ class RetrainConfig(_Strict):
     min_new_rows: int = Field(500, ge=0)        # rows since the champion before a drift retrain
     cooldown_seconds: float = Field(0, ge=0)
     performance_alpha: float = Field(0.05, gt=0, lt=1)
+    min_drop: float = Field(0.005, ge=0)        # a significant drop retrains only when at least this large
     # performance: drift alone never retrains while the measured (labels) or CBPE-estimated
     # performance holds; drift: persistent drift retrains (debounced) whatever the performance.
     trigger_on: Literal["performance", "drift"] = "performance"

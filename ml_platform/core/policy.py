@@ -59,10 +59,15 @@ def _shifted(rec: dict) -> bool:
     return ((rec.get("drift") or {}).get("verdict") == "drifted" or _dropped(rec))
 
 
-def _dropped(rec: dict) -> bool:
+def dropped(p: dict, min_drop: float = 0.0) -> bool:
+    """A performance figure (measured or estimated) shows a drop that is significant and at least
+    ``retrain.min_drop`` (on a near-perfect holdout a 1e-5 drop can be "significant")."""
+    return bool(p.get("significant")) and float(p.get("drop") or 0.0) >= min_drop
+
+
+def _dropped(rec: dict, min_drop: float = 0.0) -> bool:
     """Measured, or (without labels) estimated, significant drop."""
-    return bool((rec.get("performance") or {}).get("significant")
-                or (rec.get("estimate") or {}).get("significant"))
+    return dropped(rec.get("performance") or {}, min_drop) or dropped(rec.get("estimate") or {}, min_drop)
 
 
 def _interval(p: dict) -> str:
@@ -117,7 +122,7 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     if rows < cfg.drift.min_rows:  # too small to judge: never a retrain by itself
         return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
                                        f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
-    if perf.get("significant"):
+    if dropped(perf, rc.min_drop):
         why = f"{_interval(perf)} below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}"
         if cooling:
             return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
@@ -128,13 +133,14 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
     if measured:
-        parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop)")
+        parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop"
+                     + (f" of at least {rc.min_drop})" if perf.get("significant") else ")"))
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
     if estimated:
         what = (f"estimated {_interval(est)} without labels (CBPE) vs holdout {est['baseline']:.4f}")
-        if est.get("significant"):
-            streak = _streak(validated, _dropped)
+        if dropped(est, rc.min_drop):
+            streak = _streak(validated, lambda h: _dropped(h, rc.min_drop))
             what = f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
             if streak < rc.debounce_batches:
                 return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")

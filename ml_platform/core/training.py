@@ -181,6 +181,18 @@ def regression_metrics(y, pred) -> dict[str, float]:
             "r2": float(skm.r2_score(y, pred))}
 
 
+def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic on average ranks: sklearn's value (ties count one
+    half), without its input validation, which dominated the bootstraps that call it hundreds of times."""
+    from scipy.stats import rankdata
+    pos = np.asarray(positive, dtype=bool)
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("ROC AUC is undefined on one class")
+    return float((rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def metric_function(name: str, task: str, classes=None):
     """metric(y, outputs) for one metric; the common ones computed directly because the
     bootstrap calls it hundreds of times. Raises ValueError where it is undefined."""
@@ -188,7 +200,7 @@ def metric_function(name: str, task: str, classes=None):
         return lambda y, pred: regression_metrics(y, pred)[name]
     classes = np.asarray(classes)
     if name == "roc_auc" and len(classes) == 2:
-        return lambda y, proba: float(skm.roc_auc_score(y == classes[1], proba[:, 1]))
+        return lambda y, proba: binary_auc(y == classes[1], proba[:, 1])
     if name == "accuracy":
         return lambda y, proba: float(np.mean(classes[proba.argmax(axis=1)] == y))
 

@@ -41,7 +41,7 @@ def _rec(p, verdict="stable", rows=1000, significant=False, status="validated", 
          "drift": {"verdict": verdict, "share_drifted": 0.5 if verdict == "drifted" else 0.0,
                    "drifted_features": ["age"] if verdict == "drifted" else [], "rows": rows},
          "performance": {"metric": "roc_auc", "value": 0.6, "ci_low": 0.55, "ci_high": 0.65, "baseline": 0.8,
-                         "significant": significant, "champion_version": 1}}
+                         "drop": 0.2, "significant": significant, "champion_version": 1}}
     if decision is not None:
         r["decision"] = decision
     r.update(kw)
@@ -75,7 +75,7 @@ def _unlabelled(p, verdict="drifted", est_significant=False, estimate=True, **kw
     r["labelled"] = False
     r["performance"] = {"skipped": "batch carries no labels"}
     r["estimate"] = ({"method": "cbpe", "metric": "roc_auc", "value": 0.7, "ci_low": 0.68, "ci_high": 0.72,
-                      "baseline": 0.8, "significant": est_significant}
+                      "baseline": 0.8, "drop": 0.1, "significant": est_significant}
                      if estimate else {"method": "none", "reason": "regression: no label-free estimate"})
     return r
 
@@ -137,6 +137,14 @@ def test_small_batches_and_broken_references_never_retrain(settings):
     broken["drift"]["reason"] = "drift reference of champion v1 is missing; retraining falls back to the schedule"
     d = decide(broken, [_rec("x", "drifted")], cfg, has_champion=True)
     assert not d.retrain and "falls back to the schedule" in d.reason
+
+
+def test_a_significant_but_negligible_drop_does_not_retrain(settings):
+    """A near-perfect holdout (CI [1, 1]) makes a 1e-5 drop "significant": retrain.min_drop."""
+    rec = _rec("p", significant=True)
+    rec["performance"].update(value=0.99996, ci_low=0.9999, ci_high=0.99999, baseline=1.0, drop=0.00004)
+    d = decide(rec, [], settings.models["churn"], has_champion=True)
+    assert not d.retrain and "no significant drop of at least 0.005" in d.reason, d.reason
 
 
 def test_cooldown_holds_a_retrain(settings):
