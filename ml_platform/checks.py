@@ -5,7 +5,6 @@ records it on the MLflow model version (so `status` and MLflow show it) and in t
 """
 
 
-import json
 import time
 
 import dagster as dg
@@ -13,11 +12,10 @@ import numpy as np
 
 from ml_platform.assets.common import Chain
 from ml_platform.assets.training import load_training_set
-from ml_platform.champion import champion_version
-from ml_platform.core import export, gate, training
+from ml_platform.core import bootstrap, export, gate, slices
 from ml_platform.core.candidate import Candidate
 from ml_platform.core.frames import feeds_of
-from ml_platform.promotion import version_files_of
+from ml_platform.fair_comparison import FairComparison, fair_comparison
 from ml_platform.resources.registry import MlflowRegistry
 
 
@@ -32,25 +30,35 @@ def _result(registry: MlflowRegistry, chain: Chain, candidate: Candidate, v: gat
                                                           candidate.version, **figures})
 
 
+def comparison_tags(v: gate.Verdict) -> dict:
+    """The comparison's figures as version tags (MLflow shows them; `status` reads them)."""
+    keys = ("method", "rows", "delta", "ci_low", "ci_high", "confidence", "candidate", "champion")
+    return {f"gate.comparison.{k}": (f"{v.figures[k]:.6g}" if isinstance(v.figures[k], float) else v.figures[k])
+            for k in keys if v.figures.get(k) is not None}
+
+
+def slice_table(results: list[slices.SliceResult], metric: str) -> dg.TableMetadataValue:
+    """One row per slice (UI): figures, what it was held to, and the verdict."""
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn("slice", "string"), dg.TableColumn("rows", "int"),
+        dg.TableColumn("candidate", "float", description=f"candidate {metric} on the slice"),
+        dg.TableColumn("champion", "float", description=f"champion {metric} on the slice"),
+        dg.TableColumn("delta", "float", description="candidate - champion, > 0 = better"),
+        dg.TableColumn("threshold", "float"), dg.TableColumn("max_regression", "float"),
+        dg.TableColumn("verdict", "string"), dg.TableColumn("note", "string")])
+
+    def num(x):
+        return "" if x is None else round(float(x), 5)
+    records = [dg.TableRecord({
+        "slice": r.slice, "rows": r.rows, "candidate": num(r.candidate), "champion": num(r.champion),
+        "delta": num(r.delta), "threshold": num(r.threshold), "max_regression": num(r.max_regression),
+        "verdict": "not judged" if not r.judged else ("pass" if r.passed else "FAIL"), "note": r.note})
+        for r in results]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
 def _candidate_session(candidate: Candidate):
     return export.session(candidate.files.onnx.read_bytes())
-
-
-def champion_metric_on(chain: Chain, registry: MlflowRegistry, holdout) -> tuple[int | None, float | None]:
-    """The serving champion's gate metric on this holdout (its ONNX graph, like it serves)."""
-    version = champion_version(chain.settings, chain.name)
-    if version is None:
-        return None, None
-    files = version_files_of(chain.settings, registry, chain.name, version)
-    meta = json.loads(files.serving.read_text())
-    out = export.onnx_predict(export.session(files.onnx.read_bytes()), holdout, chain.cfg)
-    cfg = chain.cfg
-    y = training.target_values(holdout, cfg)
-    if cfg.task == "classification":
-        m = training.classification_metrics(y, out, meta["classes"])
-    else:
-        m = training.regression_metrics(y, out)
-    return version, m.get(cfg.gate_metric)
 
 
 def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
@@ -65,17 +73,57 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         return _result(registry, chain, candidate_model, v)
 
     @dg.asset_check(asset=key, name="not_worse_than_champion", blocking=True,
-                    description=f"{metric} not worse than the champion's on the same holdout "
-                                f"by more than {cfg.gate.max_regression}")
+                    description=f"{metric} not worse than the champion's by more than {cfg.gate.max_regression}, "
+                                f"on holdout rows neither trained on ({cfg.gate.comparison} comparison)")
     def not_worse_than_champion(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
-        _, holdout = load_training_set({"path": candidate_model.training_set})
-        champ_version, champ_value = champion_metric_on(chain, registry, holdout)
-        judged_against = "none" if champ_version is None else str(champ_version)
-        if champ_version == candidate_model.version:
-            champ_version = None  # re-checking the serving champion itself
-        v = gate.not_worse_than_champion(metric, candidate_model.metrics.get(metric), champ_value,
-                                         champ_version, cfg.gate.max_regression)
-        return _result(registry, chain, candidate_model, v, {"gate.judged_against": judged_against})
+        fc = fair_comparison(chain, registry, candidate_model)
+        v = compare(fc)
+        return _result(registry, chain, candidate_model, v, {"gate.judged_against": fc.judged_against,
+                                                              **comparison_tags(v)})
+
+    def compare(fc: FairComparison) -> gate.Verdict:
+        g, champ = cfg.gate, fc.champion_version
+        short = gate.too_few_rows(champ, rows=fc.rows, min_rows=g.min_comparison_rows, note=fc.set.note,
+                                  method=g.comparison)
+        if short is not None:
+            return short
+        if champ is None:
+            return gate.not_worse_by_bootstrap(None, None, max_regression=g.max_regression,
+                                               min_rows=g.min_comparison_rows, rows=fc.rows)
+        if g.comparison == "plain":
+            one = np.ones((fc.rows, 1), dtype=np.int32)
+            val = lambda o: float(bootstrap.weighted_metric(metric, cfg.task, fc.y, o.values, o.classes)(one)[0])  # noqa: E731
+            v = gate.not_worse_than_champion(metric, val(fc.candidate), val(fc.champion), champ, g.max_regression)
+            v.figures.update(method="plain", rows=fc.rows)
+            v.reason += f" ({fc.set.note})"
+            return v
+        interval = bootstrap.paired_bootstrap(
+            metric, cfg.task, fc.y, fc.candidate.values, fc.champion.values,
+            candidate_classes=fc.candidate.classes, champion_classes=fc.champion.classes,
+            resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
+        return gate.not_worse_by_bootstrap(interval, champ, max_regression=g.max_regression,
+                                           min_rows=g.min_comparison_rows, rows=fc.rows, note=fc.set.note)
+
+    @dg.asset_check(asset=key, name="per_slice", blocking=True,
+                    description=f"{metric} on each configured slice (gate.slices): its floor and its allowed "
+                                "regression against the champion on the same slice")
+    def per_slice(registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+        fc = fair_comparison(chain, registry, candidate_model)
+        results = []
+        for sl in cfg.gate.slices:
+            for label, mask in slices.slice_masks(fc.set.rows, sl.feature, cfg.features[sl.feature].type, sl.bins):
+                results.append(slices.judge_slice(
+                    label, mask, metric=metric, task=cfg.task, y=fc.y, candidate_outputs=fc.candidate.values,
+                    candidate_classes=fc.candidate.classes,
+                    champion_outputs=None if fc.champion is None else fc.champion.values,
+                    champion_classes=None if fc.champion is None else fc.champion.classes,
+                    threshold=sl.threshold, max_regression=sl.max_regression, min_rows=sl.min_rows))
+        v = gate.per_slice(results, fc.champion_version, len(cfg.gate.slices))
+        failing = ",".join(r.slice for r in results if r.judged and not r.passed)
+        res = _result(registry, chain, candidate_model, v, {"gate.per_slice.failing": failing or "none"})
+        return dg.AssetCheckResult(passed=res.passed, metadata={**res.metadata, "rows": fc.rows,
+                                                                "comparison_set": fc.set.note,
+                                                                "slices": slice_table(results, metric)})
 
     @dg.asset_check(asset=key, name="onnx_parity", blocking=True,
                     description="ONNX outputs equal sklearn's on the holdout up to float32 rounding "
@@ -103,4 +151,4 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         v = gate.latency_budget(float(np.percentile(times, 99)), cfg.gate.latency_budget_ms)
         return _result(registry, chain, candidate_model, v)
 
-    return [min_metric, not_worse_than_champion, onnx_parity, latency_budget]
+    return [min_metric, not_worse_than_champion, per_slice, onnx_parity, latency_budget]

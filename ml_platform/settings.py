@@ -195,12 +195,37 @@ class TrainingConfig(_Strict):
         return v
 
 
+class SliceConfig(_Strict):
+    # One sliced feature of the per-slice gate (core/slices.py): each value of a categorical
+    # feature, or the intervals between `bins` (numeric feature, left-closed), on the comparison set.
+    feature: str
+    bins: Optional[list[float]] = Field(None, min_length=1)
+    threshold: Optional[float] = None              # floor of the gate metric on each slice (ceiling for errors)
+    max_regression: Optional[float] = Field(None, ge=0)  # vs the champion on the same slice
+    min_rows: int = Field(50, ge=1)                # smaller slices are reported, not judged
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.threshold is None and self.max_regression is None:
+            raise ValueError("@threshold: expected threshold and/or max_regression for the slice")
+        if self.bins is not None and any(b >= a for a, b in zip(self.bins[1:], self.bins)):
+            raise ValueError(f"@bins: expected strictly increasing edges (got {self.bins})")
+        return self
+
+
 class GateConfig(_Strict):
     # Classification default: ROC AUC floor. Regression default: RMSE ceiling.
     metric: Optional[Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]] = None
     threshold: Optional[float] = None
-    # How much worse than the champion (same holdout) a candidate may be.
+    # How much worse than the champion a candidate may be, on the rows neither trained on.
     max_regression: float = Field(0.01, ge=0)
+    # not_worse_than_champion: "bootstrap" = the paired bootstrap interval of the difference must
+    # lie above -max_regression; "plain" = the point difference alone.
+    comparison: Literal["bootstrap", "plain"] = "bootstrap"
+    min_comparison_rows: int = Field(100, ge=1)    # fewer: "not enough evidence", the champion stays
+    resamples: int = Field(1000, ge=100, le=100_000)
+    confidence: float = Field(0.9, ge=0.5, lt=1)   # two-sided interval; its lower bound decides
+    slices: list[SliceConfig] = Field(default_factory=list)
     # ONNX parity (core/gate.py onnx_parity): |onnx - sklearn| <= parity_tolerance + parity_rtol * |sklearn|.
     # parity_tolerance is absolute: default 1e-4 on probabilities (classification); for regression
     # the default is parity_rtol x the output scale (max |prediction| on the holdout), so that it
@@ -287,6 +312,15 @@ class ModelConfig(_Strict):
             raise ValueError(f"gate.metric {self.gate.metric!r} is a regression metric")
         if self.task == "regression" and self.gate.metric in {"roc_auc", "accuracy", "f1", "log_loss"}:
             raise ValueError(f"gate.metric {self.gate.metric!r} is a classification metric")
+        for i, sl in enumerate(self.gate.slices):
+            spec = self.features.get(sl.feature)
+            if spec is None:
+                raise ValueError(f"@gate.slices.{i}.feature: {sl.feature!r} is not a configured feature")
+            if spec.type == "numeric" and sl.bins is None:
+                raise ValueError(f"@gate.slices.{i}.bins: numeric feature {sl.feature!r} needs bin edges")
+            if spec.type == "categorical" and sl.bins is not None:
+                raise ValueError(f"@gate.slices.{i}.bins: categorical feature {sl.feature!r} is sliced by "
+                                 "value; remove bins")
         seen = set()
         for i, est in enumerate(self.estimator_list):
             key = "estimator" if self.estimators is None else f"estimators.{i}"

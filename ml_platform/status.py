@@ -37,6 +37,7 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             "promoted": t.get("promoted") == "true",
             "reasons": [f"{c}: {t[f'gate.{c}.reason']}" for c in GATE_CHECKS if f"gate.{c}.reason" in t],
             "trigger": t.get("trigger", "manual"),
+            **_gate_figures(t),
         })
     batches = []
     for r in catalog.read_records(settings.model_dir(name)):
@@ -63,6 +64,20 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             "repairs": repairs}
 
 
+def _gate_figures(tags: dict) -> dict:
+    """The champion comparison's figures (``gate.comparison.*`` tags: method, rows, delta = candidate
+    - champion with > 0 better, ci_low/ci_high, ...) and the failing slices, when the gate recorded them."""
+    out = {}
+    comp = {k.removeprefix("gate.comparison."): v for k, v in tags.items() if k.startswith("gate.comparison.")}
+    if comp:
+        out["comparison"] = {k: (v if k == "method" else int(v) if k == "rows" else float(v))
+                             for k, v in comp.items()}
+    if "gate.per_slice.failing" in tags:
+        failing = tags["gate.per_slice.failing"]
+        out["failing_slices"] = [] if failing == "none" else failing.split(",")
+    return out
+
+
 def estimate_tracking(records: list[dict]) -> dict:
     t = estimate_tracking_of(records)
     return {"batches": len(t.rows), "mean_abs_error": t.mean_abs_error, "covered": t.covered,
@@ -86,8 +101,8 @@ def render(doc: dict) -> str:
                    + (f"v{ch['version']} ({metrics})" if ch["version"] is not None else "none"))
         if m["versions"]:
             out.append(tabulate([[v["version"], v["trigger"], v["gate_state"], "yes" if v["promoted"] else "",
-                                  "\n".join(v["reasons"])] for v in m["versions"]],
-                                headers=["version", "trigger", "gate", "promoted", "reasons"]))
+                                  _comparison_cell(v), "\n".join(v["reasons"])] for v in m["versions"]],
+                                headers=["version", "trigger", "gate", "promoted", "vs champion", "reasons"]))
         if m["batches"]:
             out.append(tabulate([[b["partition"], b["rows"], b["quarantined_rows"], b["status"],
                                   _drift_cell(b), _performance_cell(b), _retrain_cell(b),
@@ -122,6 +137,14 @@ def render(doc: dict) -> str:
                   a.get("endpoint", "")] for a in m["audit"]],
                 headers=["at", "from", "to", "kind", "by", "why", "endpoint"], maxcolwidths=[None] * 5 + [50, 40]))
     return "\n".join(out)
+
+
+def _comparison_cell(v: dict) -> str:
+    c = v.get("comparison") or {}
+    if "delta" not in c:
+        return ""
+    ci = f" [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]" if "ci_low" in c else ""
+    return f"{c['delta']:+.4f}{ci}, {c.get('rows', '?')} rows"
 
 
 def _drift_cell(b: dict) -> str:

@@ -17,7 +17,7 @@ from dagster import ConfigurableResource
 from ml_platform.core import version_files
 from ml_platform.core.version_files import VersionFiles
 
-GATE_CHECKS = ("min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget")
+GATE_CHECKS = ("min_metric", "not_worse_than_champion", "per_slice", "onnx_parity", "latency_budget")
 
 
 def _pip_requirements() -> list[str]:
@@ -112,6 +112,21 @@ class MlflowRegistry(ConfigurableResource):
                     raise FileNotFoundError(f"{model} v{version}: {name} is not among the version's "
                                             f"MLflow artifacts ({version_files.ARTIFACT_PATH}/)")
         return dest
+
+    def version_batches(self, model: str, version: int) -> dict | None:
+        """The batches the version trained on (its run's ``batches.json``: batch -> sha256), or
+        None when the run has none."""
+        import json
+
+        import mlflow
+        mv = self.version(model, version)
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="batches.json",
+                                                          dst_path=d, tracking_uri=self.tracking_uri)
+            except Exception:  # noqa: BLE001 - MLflow raises its own exception for a missing artifact
+                return None
+            return json.loads(Path(got).read_text())
 
     def gate_verdicts(self, model: str, version: int) -> dict[str, tuple[str, str]]:
         """check -> (state, reason) as the gate recorded it on the version ("missing" if never)."""

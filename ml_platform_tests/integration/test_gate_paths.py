@@ -157,6 +157,6 @@ def test_automation_deploys_a_candidate_materialized_alone_iff_it_passes(world):
     sel = [dg.AssetKey(["churn", "training_set"]), CANDIDATE]
     done = job.execute_in_process(instance=inst, asset_selection=sel, raise_on_error=False)
     checks = {e.check_name: e.passed for e in done.get_asset_check_evaluations()}
-    assert all(checks.values()) and len(checks) == 4, checks
+    assert all(checks.values()) and len(checks) == 5, checks
     res = dg.evaluate_automation_conditions(defs=defs2, instance=inst, cursor=res.cursor)
     assert res.get_num_requested(DEPLOY) == 1

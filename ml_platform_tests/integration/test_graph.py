@@ -98,7 +98,8 @@ def test_each_good_batch_made_a_gated_deployed_champion(world):
     assert [t.version for t in trained] == [1, 2, 3]
     for t in trained:
         assert t.deployed, t
-        assert {c for c, _, _ in t.gate} == {"min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget"}
+        assert {c for c, _, _ in t.gate} == {"min_metric", "not_worse_than_champion", "per_slice", "onnx_parity",
+                                            "latency_budget"}
         assert all(passed for _, passed, _ in t.gate)
     assert trained[0].trigger == "arrival"
 
@@ -149,7 +150,7 @@ def test_status_json_shape(world):
     v = m["versions"][0]
     assert set(v) >= {"version", "gate_passed", "promoted", "reasons", "trigger"}
     assert v["gate_passed"] is True and v["promoted"] is True and v["trigger"] == "arrival"
-    assert len(v["reasons"]) == 4
+    assert len(v["reasons"]) == 5
     b = {x["file"].split("/")[-1]: x for x in m["batches"]}
     assert b["empty.csv"]["status"] == "failed" and b["garbage-rows.csv"]["quarantined_rows"] == 30
     assert set(b["good-1.csv"]) >= {"partition", "file", "rows", "quarantined_rows", "status"}
