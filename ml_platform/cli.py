@@ -1,4 +1,4 @@
-"""`ml-platform`: up | run | serve | simulate | rollback | status | score."""
+"""`ml-platform`: up | run | serve | simulate | rollback | status | score | worker | train | approve | reject."""
 
 from __future__ import annotations
 
@@ -271,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     wk.add_argument("--name", help="Celery node name (default: ml_platform-<pid>@<host>)")
     wk.add_argument("--loglevel", default="INFO")
     wk.set_defaults(fn=cmd_worker)
+    from ml_platform.cli_approval import add_commands
+
+    add_commands(command)  # train | approve | reject
     st = command("status", "champions, versions, gate verdicts, batches")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

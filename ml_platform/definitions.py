@@ -8,12 +8,14 @@ from ml_platform.assets.common import Chain
 from ml_platform.assets.deploy import build_deployed_model
 from ml_platform.assets.ingest import build_raw_batch, build_validated_batch
 from ml_platform.assets.live import build_live_drift
+from ml_platform.assets.payoff import build_payoff
 from ml_platform.assets.monitoring import build_batch_predictions, build_champion_performance, build_drift_report
 from ml_platform.assets.training import build_candidate_model, build_training_set
 from ml_platform.checks import build_gate_checks
 from ml_platform.jobs import RUN_TAGS, build_jobs
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
+from ml_platform.resources.tracking import tracking_resource
 from ml_platform.sensors import build_schedules, build_sensors
 from ml_platform.settings import Settings, load_settings
 
@@ -25,7 +27,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         chain = Chain(name, cfg, settings)
         assets += [build_raw_batch(chain), build_validated_batch(chain), build_batch_predictions(chain),
                    build_drift_report(chain), build_champion_performance(chain), build_training_set(chain),
-                   build_candidate_model(chain), build_deployed_model(chain), build_live_drift(chain)]
+                   build_candidate_model(chain), build_deployed_model(chain), build_live_drift(chain),
+                   build_payoff(chain)]
         checks += build_gate_checks(chain)
         chain_jobs = build_jobs(chain)
         jobs += chain_jobs
@@ -38,7 +41,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         minimum_interval_seconds=5, run_tags=RUN_TAGS))
     return dg.Definitions(
         assets=assets, asset_checks=checks, jobs=jobs, sensors=sensors, schedules=schedules,
-        resources={"registry": registry, "endpoint": endpoint_for(settings)},
+        resources={"registry": registry, "endpoint": endpoint_for(settings), "mlflow": tracking_resource(settings)},
     )
 
 

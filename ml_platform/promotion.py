@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from ml_platform import faults
 from ml_platform.champion import champion_version, store as model_store
-from ml_platform.core import audit, version_files
+from ml_platform.core import approval, audit, version_files
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
 from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
@@ -79,6 +79,9 @@ def gate_refusal(registry: MlflowRegistry, model: str, version: int, *, serving:
     except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown version
         return f"{model} v{version} is not a registered version"
     tags = mv.tags
+    rejected = approval.rejection(tags)
+    if rejected:
+        return f"{model} v{version} was {rejected}"
     bad = [f"{c} {tags.get(f'gate.{c}', 'not run')}"
            + (f" ({tags[f'gate.{c}.reason']})" if tags.get(f"gate.{c}.reason") else "")
            for c in GATE_CHECKS if tags.get(f"gate.{c}") != "passed"]
@@ -206,9 +209,70 @@ def _tell_endpoint(settings: Settings, endpoint: EndpointClient | None, model: s
     return ok, ("reloaded" if ok else why), why
 
 
+# ---------------------------------------------------------------- approval mode
+def approve(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClient | None, model: str,
+            version: int | None = None, *, by: str, via: str = "cli") -> Promotion:
+    """A person approves a candidate (default: the newest awaiting approval): a gated champion
+    move whose audit entry names them; the version is tagged with who and when."""
+    if version is None:
+        waiting = awaiting_approval(settings, registry, model)
+        if not waiting:
+            raise PromotionError(f"{model}: no candidate is awaiting approval (champion "
+                                 f"{_v(champion_version(settings, model))}); name one with --version")
+        version = waiting[0].version
+    trigger = _tag(registry, model, version, "trigger") or "manual"
+    p = move_champion(settings, registry, endpoint, model, version, actor=f"{by} ({via})", trigger=trigger,
+                      reason=f"approved by {by}: passed every blocking gate check", kind="deploy")
+    registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
+    return p
+
+
+def reject(settings: Settings, registry: MlflowRegistry, model: str, version: int | None = None, *,
+           by: str, reason: str = "", via: str = "cli") -> int:
+    """A person rejects a candidate (default: the newest awaiting approval): recorded on the
+    version and in the audit (kind "reject"); the champion stays. Returns the version."""
+    with _move_lock(settings, model):
+        current = champion_version(settings, model)
+        if version is None:
+            waiting = awaiting_approval(settings, registry, model)
+            if not waiting:
+                raise PromotionError(f"{model}: no candidate is awaiting approval (champion {_v(current)}); "
+                                     "name one with --version")
+            version = waiting[0].version
+        if version == current:
+            raise PromotionError(f"{model} v{version} is the champion: roll it back instead of rejecting it")
+        try:
+            registry.version(model, version)
+        except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown version
+            raise PromotionError(f"{model} v{version} is not a registered version") from None
+        at = audit.now_iso()
+        registry.set_version_tags(model, version, approval.decision_tags(approval.REJECTED, by, at, reason))
+        audit.append(settings.model_dir(model), audit.AuditEntry(
+            at=at, model=model, previous=current, to=current, actor=f"{by} ({via})", trigger="approval",
+            reason=f"rejected v{version}" + (f": {reason}" if reason else ""), kind="reject",
+            gate={c: f"{state}: {why}" for c, (state, why) in registry.gate_verdicts(model, version).items()},
+            endpoint="unchanged", intent="", candidate=version))
+    return version
+
+
+def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) -> list[approval.Awaiting]:
+    """Gate-passed candidates waiting for a person, newest first (whatever deploy.approval says:
+    in auto mode the list holds only candidates the automation could not deploy)."""
+    return approval.awaiting([(int(v.version), v.tags) for v in registry.versions(model)],
+                             champion_version(settings, model), gate_passed=gate_passed)
+
+
+def _tag(registry: MlflowRegistry, model: str, version: int, key: str) -> str | None:
+    try:
+        return registry.version(model, version).tags.get(key)
+    except Exception:  # noqa: BLE001 - an unknown version: move_champion says so
+        return None
+
+
 def rollback_targets(registry: MlflowRegistry, model: str) -> list[int]:
-    """Versions that passed the gate, newest first."""
-    return [int(v.version) for v in reversed(registry.versions(model)) if gate_passed(v.tags)]
+    """Versions that passed the gate (and no person rejected), newest first."""
+    return [int(v.version) for v in reversed(registry.versions(model))
+            if gate_passed(v.tags) and not approval.rejection(v.tags)]
 
 
 def rollback(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClient | None, model: str,
@@ -265,7 +329,7 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
             current = None
         alias = registry.champion_alias(model)
         if current is None and alias is not None:
-            last = (audit.read(settings.model_dir(model)) or [None])[-1]
+            last = ([e for e in audit.read(settings.model_dir(model)) if e.moved] or [None])[-1]
             if last is not None and last.to is None:
                 registry.set_champion_alias(model, None)
                 notes.append(f"MLflow alias champion named v{alias} after the champion was removed; alias deleted")

@@ -27,6 +27,7 @@ class TrainOutcome:
     metrics: dict = field(default_factory=dict)
     gate: list[tuple[str, bool, str]] = field(default_factory=list)
     deployed: bool = False
+    awaiting_approval: bool = False  # passed the gate; deploy.approval: required holds it for a person
     error: str | None = None
 
 
@@ -59,7 +60,9 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
         out.gate.append((ev.check_name, ev.passed, str(ev.metadata.get("reason").value
                                                        if "reason" in ev.metadata else "")))
     out.deployed = champion_version(chain.settings, chain.name) == out.version
-    if out.deployed or not all(passed for _, passed, _ in out.gate):
+    passed = bool(out.gate) and all(p for _, p, _ in out.gate)
+    out.awaiting_approval = passed and not out.deployed and chain.cfg.deploy.approval == "required"
+    if out.deployed or not passed or out.awaiting_approval:
         out.error = None  # a gate rejection is an outcome, reported by its checks
     return out
 
@@ -165,6 +168,24 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
     return summary
 
 
+def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=print) -> TrainOutcome:
+    """`ml-platform train`: one retrain of ``name`` through the same job, selection and gate as
+    the sensor's (trigger "manual"), in the platform's instance; waits for a train run of the
+    model launched by the daemon first (one train run per model at a time)."""
+    from ml_platform.core.policy import Decision
+
+    chain = Chain(name, settings.models[name], settings)
+    repair(settings, defs, instance, name, echo)
+    d = Decision(True, "manual", f"ml-platform train by {by}")
+    _wait_for_train_pool(instance, chain, echo)
+    echo(f"[{name}] training a candidate (trigger manual, by {by})")
+    res = defs.resolve_job_def(f"{name}_train").execute_in_process(
+        instance=instance, raise_on_error=False, tags=train_tags(d, None))
+    out = _train_outcome(res, chain, d.trigger, d.reason)
+    _echo_train(name, out, echo)
+    return out
+
+
 def _echo_train(name: str, t: TrainOutcome, echo) -> None:
     if t.version is None:
         echo(f"[{name}]   training failed: {t.error}")
@@ -175,5 +196,8 @@ def _echo_train(name: str, t: TrainOutcome, echo) -> None:
         echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")
     if t.deployed:
         echo(f"[{name}]   deployed v{t.version} as champion")
+    elif t.awaiting_approval:
+        echo(f"[{name}]   v{t.version} awaits approval (deploy.approval: required): "
+             f"ml-platform approve --model {name} --version {t.version}  (or reject)")
     else:
         echo(f"[{name}]   not deployed" + (f": {t.error}" if t.error else " (gate rejected the candidate)"))

@@ -275,6 +275,13 @@ class AutomationConfig(_Strict):
     live_drift_interval_seconds: int = Field(300, ge=1)  # live-sample drift check, when new samples exist
 
 
+class DeployConfig(_Strict):
+    # auto: a candidate that passes every blocking gate check serves at once. required: it waits
+    # "awaiting approval" until a person approves it (Materialize deployed_model in the UI, or
+    # `ml-platform approve`) or rejects it (`ml-platform reject`); the gate still applies.
+    approval: Literal["auto", "required"] = "auto"
+
+
 class ModelConfig(_Strict):
     landing_dir: str
     target: str
@@ -291,6 +298,7 @@ class ModelConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     automation: AutomationConfig = Field(default_factory=AutomationConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     @model_validator(mode="after")
     def _check(self):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from ml_platform.champion import champion_version
-from ml_platform.core import audit, catalog, live
+from ml_platform.core import approval, audit, catalog, live
 from ml_platform.core.estimate import tracking as estimate_tracking_of
+from ml_platform.ledger import payoff_lines, payoff_of
 from ml_platform.promotion import reconcile
 from ml_platform.resources.registry import GATE_CHECKS, MlflowRegistry, gate_passed
 from ml_platform.settings import Settings
@@ -37,6 +38,7 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             "promoted": t.get("promoted") == "true",
             "reasons": [f"{c}: {t[f'gate.{c}.reason']}" for c in GATE_CHECKS if f"gate.{c}.reason" in t],
             "trigger": t.get("trigger", "manual"),
+            **({"approval": t[approval.TAG], "approval_by": t.get(approval.TAG_BY, "")} if t.get(approval.TAG) else {}),
             **_gate_figures(t),
         })
     batches = []
@@ -56,12 +58,25 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
         if r.get("estimate"):
             b["estimate"] = r["estimate"]
         batches.append(b)
+    waiting = approval.awaiting([(int(v.version), v.tags) for v in versions], current, gate_passed=gate_passed)
     return {"champion": champion, "versions": vout, "batches": batches,
+            # deploy.approval: required -> gate-passed candidates waiting for a person
+            "approval": {"mode": settings.models[name].deploy.approval,
+                         "awaiting": [a.to_dict() for a in waiting]
+                         if settings.models[name].deploy.approval == "required" else []},
+            "payoff": _payoff(settings, registry, name, versions),
             # CBPE: how far the label-free estimate was from the realised metric once labels came
             "estimate_tracking": estimate_tracking(catalog.read_records(settings.model_dir(name))),
             "live_drift": live.read_summary(settings.model_dir(name)),
             "audit": [a.to_dict() for a in audit.read(settings.model_dir(name))],
             "repairs": repairs}
+
+
+def _payoff(settings: Settings, registry: MlflowRegistry, name: str, versions: list) -> dict:
+    try:
+        return payoff_of(settings, registry, name, versions).to_dict()
+    except Exception as e:  # noqa: BLE001 - status must still print
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _gate_figures(tags: dict) -> dict:
@@ -129,6 +144,12 @@ def render(doc: dict) -> str:
                            + (" - significant drop" if le.get("significant") else ""))
             elif le.get("reason"):
                 out.append(f"  no live performance estimate: {le['reason']}")
+        for a in (m.get("approval") or {}).get("awaiting", []):
+            out.append(f"AWAITING APPROVAL: v{a['version']} ({a['trigger']}) passed the gate"
+                       + (f" against v{a['judged_against']}, which no longer serves: re-run its checks"
+                          if a["stale"] else "") + f"; ml-platform approve --model {name} --version "
+                       f"{a['version']}  |  ml-platform reject --model {name} --version {a['version']}")
+        out += payoff_lines(m.get("payoff") or {})
         if m.get("repairs"):
             out.append("repaired just now:\n" + "\n".join(f"  - {r}" for r in m["repairs"]))
         if m["audit"]:

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 AUDIT_FILE = "audit.jsonl"
+DECISION_KINDS = ("reject",)  # entries that record a decision without moving the champion
 INTENT_FILE = "champion_intent.json"
 
 
@@ -62,6 +63,12 @@ class AuditEntry:
     gate: dict
     endpoint: str
     intent: str
+    candidate: int | None = None  # the version a person rejected (kind "reject": nothing moved)
+
+    @property
+    def moved(self) -> bool:
+        """A champion move (deploy, rollback, repair...), not a decision that left it in place."""
+        return self.kind not in DECISION_KINDS
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,7 +80,7 @@ class AuditEntry:
         return cls(at=d.get("at", ""), model=d.get("model", ""), previous=d.get("from"), to=d.get("to"),
                    actor=d.get("actor", ""), trigger=d.get("trigger", ""), reason=d.get("reason", ""),
                    kind=d.get("kind", ""), gate=d.get("gate") or {}, endpoint=d.get("endpoint", ""),
-                   intent=d.get("intent", ""))
+                   intent=d.get("intent", ""), candidate=d.get("candidate"))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -53,17 +53,20 @@ class Candidate:
     dir: str
     training_set: str
     trigger: str
-    batches: dict = field(default_factory=dict)
+    batches: dict = field(default_factory=dict)  # the batches of the window it trained on -> sha256
+    window: str = ""                             # that window, e.g. "newest 3 batches"
 
     @property
     def files(self) -> VersionFiles:
         return VersionFiles(Path(self.dir))
 
 
-def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, *, name: str) -> CandidateArtifacts:
-    """Fit the configured pipeline, evaluate it on the holdout, export ONNX, and build the
-    serving metadata and the drift reference that travel with the version."""
-    pipe = training.fit(train, cfg)
+def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, *, name: str,
+                    pipe: Pipeline | None = None, window: str | None = None) -> CandidateArtifacts:
+    """Fit the configured pipeline (or take ``pipe``, already fitted on ``train``), evaluate it on
+    the holdout, export ONNX, and build the serving metadata and the drift reference that travel
+    with the version."""
+    pipe = training.fit(train, cfg) if pipe is None else pipe
     metrics = training.evaluate(pipe, holdout, cfg)
     onnx_bytes = export.export_onnx(pipe, cfg)
     clf = cfg.task == "classification"
@@ -92,6 +95,7 @@ def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig
             meta["cbpe"] = cal.to_dict()
     params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
               "train_rows": len(train), "holdout_rows": len(holdout),
-              "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all"}
+              "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all",
+              "window": window or "all"}
     return CandidateArtifacts(pipe, onnx_bytes, metrics, ref, drift_ref.to_dict(), meta, params,
                               len(train), len(holdout))

@@ -81,10 +81,14 @@ def shifted(record: dict) -> bool:
             or bool((record.get("performance") or {}).get("significant")))
 
 
-def regime_start(records: list[dict]) -> str | None:
+def regime_start(records: list[dict], upto: str | None = None) -> str | None:
     """First batch of the trailing run of shifted validated batches (arrival order), or None when
     the newest validated batch is not shifted. Read from the verdicts in the catalog, so a UI
-    click after drift finds the regime the sensor's retrain found."""
+    click after drift finds the regime the sensor's retrain found. ``upto``: the newest batch
+    of the training set; later records are not looked at (the choice follows the data)."""
+    keys = [r["partition"] for r in records]
+    if upto in keys:
+        records = records[:keys.index(upto) + 1]
     start = None
     for rec in reversed(records):
         if rec.get("status") != "validated":

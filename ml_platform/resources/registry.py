@@ -55,23 +55,46 @@ class MlflowRegistry(ConfigurableResource):
         except Exception:  # created concurrently by another run
             return c.get_experiment_by_name(model).experiment_id
 
+    def _start_run(self, model: str, parent_run_id: str | None, run_name: str | None):
+        """A run in the model's experiment; nested under ``parent_run_id`` (the retrain's run,
+        dagster-mlflow's) when given, in the parent's experiment."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        if parent_run_id is None:
+            return mlflow.start_run(experiment_id=self.experiment_id(model), run_name=run_name)
+        exp_id = self.client().get_run(parent_run_id).info.experiment_id
+        return mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=True, parent_run_id=parent_run_id)
+
+    def log_trial(self, model: str, *, params: dict, metrics: dict, tags: dict, run_name: str,
+                  parent_run_id: str | None = None) -> str:
+        """A candidate that was fitted and judged but not registered: params and holdout metrics."""
+        import mlflow
+        with self._start_run(model, parent_run_id, run_name) as run:
+            mlflow.log_params(params)
+            mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+            mlflow.set_tags(tags)
+        return run.info.run_id
+
     def log_candidate(self, model: str, pipe, files: VersionFiles, *, params: dict, metrics: dict,
-                      tags: dict, input_sample, batches: dict) -> tuple[int, str]:
+                      tags: dict, input_sample, batches: dict, parent_run_id: str | None = None,
+                      run_tags: dict | None = None, run_name: str | None = None) -> tuple[int, str]:
         """One MLflow run (params, metrics, the sklearn model, the version's files, the batch
         hashes) and a new registry version with alias ``challenger``. Returns (version, run_id).
         The version's files are logged under ``serving/``: the serving store can be rebuilt
-        from the registry alone (``download_version_files``)."""
+        from the registry alone (``download_version_files``). ``tags`` go on the run and the
+        version; ``run_tags`` on the run only."""
         import mlflow
         import skops.io
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        exp_id = self.experiment_id(model)
-        with mlflow.start_run(experiment_id=exp_id, run_name=tags.get("dagster_run_id")) as run:
+        with self._start_run(model, parent_run_id, run_name or tags.get("dagster_run_id")) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
-            mlflow.set_tags({**tags, "git_commit": git_commit(), "batch_count": str(len(batches))})
+            # "dagster_run_id" stays off the run: dagster-mlflow finds the run it resumes by it.
+            mlflow.set_tags({**{k: v for k, v in tags.items() if k != "dagster_run_id"}, **(run_tags or {}),
+                             "git_commit": git_commit(), "batch_count": str(len(batches))})
             untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
             proba = hasattr(pipe, "predict_proba")
             info = mlflow.sklearn.log_model(
@@ -89,7 +112,7 @@ class MlflowRegistry(ConfigurableResource):
         c.set_registered_model_alias(model, "challenger", version)
         c.set_model_version_tag(model, str(version), "trigger", tags.get("trigger", "manual"))
         c.set_model_version_tag(model, str(version), "batch_count", str(len(batches)))
-        for k in ("training_set", "dagster_run_id"):
+        for k in ("training_set", "dagster_run_id", "train_window"):
             if k in tags:
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id

@@ -98,7 +98,7 @@ def test_definitions_load_with_every_part(settings):
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "batch_predictions", "drift_report",
                                            "champion_performance", "training_set", "candidate_model",
-                                           "deployed_model", "live_drift")}
+                                           "deployed_model", "live_drift", "payoff")}
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
     assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
             "onnx_parity", "latency_budget", "live_traffic_stable"} <= checks

@@ -41,6 +41,9 @@ def test_regime_start_is_the_trailing_run_of_shifted_batches():
     assert selection.regime_start(recs) == "b2"
     recs.append({"partition": "bad", "status": "failed"})  # failed batches are skipped over
     assert selection.regime_start(recs) == "b2"
+    recs.append({"partition": "b4", "status": "validated", "drift": {"verdict": "stable"}})
+    assert selection.regime_start(recs) is None
+    assert selection.regime_start(recs, upto="bad") == "b2"  # as of the training set's newest batch
 
 
 def test_the_holdout_is_the_newest_rows_of_the_newest_batch(tmp_path):
