@@ -100,13 +100,13 @@ def test_figures_reach_the_ui_mlflow_and_status(world):
     registry = defs.resources["registry"]
     tags = registry.version("churn", 2).tags
     assert tags["gate.per_slice"] == "failed" and tags["gate.per_slice.failing"] == "payment_method=voucher"
-    assert tags["gate.comparison.method"] == "bootstrap" and int(tags["gate.comparison.rows"]) == 1000
+    assert tags["gate.comparison.method"] == "bootstrap" and int(tags["gate.comparison.rows"]) >= 1000
     assert float(tags["gate.comparison.ci_low"]) > 0
     doc = status(s, registry)["models"]["churn"]
     v2 = next(v for v in doc["versions"] if v["version"] == 2)
     assert v2["failing_slices"] == ["payment_method=voucher"]
     c = v2["comparison"]
-    assert c["rows"] == 1000 and c["ci_low"] <= c["delta"] <= c["ci_high"], c
+    assert c["rows"] >= 1000 and c["ci_low"] <= c["delta"] <= c["ci_high"], c
     assert any(r.startswith("per_slice: 1 of") for r in v2["reasons"]), v2["reasons"]
     # The UI: the check's metadata holds the figures and the slice table.
     key = dg.AssetKey(["churn", "candidate_model"])
