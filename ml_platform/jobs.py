@@ -5,7 +5,7 @@ from typing import Optional
 import dagster as dg
 import pandas as pd
 
-from ml_platform.assets.common import TAG_MODEL, Chain, md_table, train_pool
+from ml_platform.assets.common import TAG_MODEL, Chain, table, train_pool
 from ml_platform.core import audit
 from ml_platform.promotion import PromotionError, rollback
 from ml_platform.resources.endpoint import EndpointClient
@@ -29,7 +29,7 @@ def live_drift_job_name(chain: Chain) -> str:
 
 
 def _v(version) -> str:
-    return "none" if version is None else f"v{version}"
+    return "no previous champion" if version is None else f"v{version}"
 
 
 def audit_table(chain: Chain, last: int = 20) -> dg.MetadataValue:
@@ -37,7 +37,7 @@ def audit_table(chain: Chain, last: int = 20) -> dg.MetadataValue:
     rows = [{"at": a.at[:19], "from": _v(a.previous), "to": _v(a.to), "kind": a.kind, "by": a.actor,
              "trigger": a.trigger, "why": a.reason, "endpoint": a.endpoint}
             for a in audit.read(chain.dir)[-last:]]
-    return md_table(pd.DataFrame(rows[::-1]), max_rows=last)
+    return table(pd.DataFrame(rows[::-1]), max_rows=last, empty="no champion move yet")
 
 
 class RollbackConfig(dg.Config):

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from ml_platform.assets.common import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, Chain, md_table
+from ml_platform.assets.common import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, Chain, table
 from ml_platform.core import catalog
 from ml_platform.core.frames import category_array
 from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
@@ -207,13 +207,15 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
                               quarantined_rows=len(bad), invalid_share=share,
                               validated_path=str(chain.validated_path(partition)),
                               quarantine_reasons=bad["_reason"].head(5).tolist(), validated_at=time.time(), **ids)
+        # Both counts a person checks: the rows the file held and the rows that passed.
         yield dg.MaterializeResult(metadata={
-            "status": status, "valid_rows": len(valid), "quarantined_rows": len(bad), "labelled": outcome.labelled,
+            "status": status, "file_rows": len(valid) + len(bad), "valid_rows": len(valid),
+            "quarantined_rows": len(bad), "labelled": outcome.labelled,
             "invalid_share": float(share), "flags": "; ".join(flags) or "none", **ids,
-            "quarantined": md_table(bad[["_row", "_reason"]]),
+            "quarantined": table(bad[["_row", "_reason"]].rename(columns={"_row": "file row"})),
             "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
-            **({"label_balance": md_table(valid[chain.cfg.target].value_counts().rename_axis("class")
-                                          .reset_index())}
+            **({"label_balance": table(valid[chain.cfg.target].value_counts().rename_axis("class")
+                                       .rename("rows").reset_index())}
                if chain.cfg.task == "classification" and outcome.labelled else {}),
         })
         yield dg.AssetCheckResult(
@@ -224,7 +226,7 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name="null_rates", passed=worst.empty,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"null_rates": md_table(nulls.rename("null_rate").rename_axis("feature").reset_index()),
+            metadata={"null_rates": table(nulls.rename("null rate").rename_axis("feature").reset_index()),
                       "over_limit": ", ".join(worst.index) or "none"})
         yield dg.AssetCheckResult(check_name="row_count", passed=len(valid) >= vcfg.min_rows,
                                   severity=dg.AssetCheckSeverity.WARN,

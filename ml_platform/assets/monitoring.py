@@ -2,7 +2,6 @@
 drift_report and champion_performance. Each writes its verdict on the batch record, where
 the retrain policy (sensor or `ml-platform run`) reads it."""
 
-import base64
 import json
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml_platform.assets.common import Chain, md_table
+from ml_platform.assets.common import Chain, bar, display_name, plot, table
 from ml_platform.champion import champion_model
 from ml_platform.core import catalog, drift, estimate, export, training, version_files
 from ml_platform.core.candidate import SCORE, scores_of
@@ -87,8 +86,8 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={
             "model_version": version, "rows": len(df), "rows_per_second": float(rate),
             "path": dg.MetadataValue.path(str(path)),
-            "score_distribution": md_table(pd.DataFrame({
-                "from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})),
+            "score_distribution": table(pd.DataFrame({
+                "model score from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})),
         })
 
     return batch_predictions
@@ -116,7 +115,7 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
             context.log.error(summary["reason"])
         if "verdict" in summary:
             catalog.update_record(chain.dir, partition, drift=summary)
-            return dg.MaterializeResult(metadata={k: str(v) for k, v in summary.items()})
+            return dg.MaterializeResult(metadata=skipped_metadata(summary))
 
         ref = load_reference(chain, version)
         pred = predictions_path(chain, partition)
@@ -125,23 +124,55 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
         result = drift.compute_drift_from_config(ref, df, cfg.drift)
         summary.update(drift_summary(result))
         catalog.update_record(chain.dir, partition, drift=summary)
-        return dg.MaterializeResult(metadata=drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png"))
+        meta = drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png")
+        if rec.get("rows") is not None:  # the file's rows beside the valid rows compared
+            meta["file_rows"] = int(rec["rows"])
+        return dg.MaterializeResult(metadata=meta)
 
     return drift_report
 
 
+def skipped_metadata(summary: dict) -> dict:
+    """A drift report that compared nothing: what it would have compared with, in words."""
+    version = summary.get("champion_version")
+    return {**{k: str(v) for k, v in summary.items() if v is not None and k != "champion_version"},
+            "champion_version": "no champion serving" if version is None else f"v{version}"}
+
+
+def per_feature_table(result: drift.DriftResult) -> dg.MetadataValue:
+    """One row per feature (the model score last), drifted ones first: the verdict, a bar of
+    statistic / threshold (1.0 = the threshold) and the figures behind it."""
+    rows = []
+    for f in result.features + ([result.score] if result.score is not None else []):
+        ratio, tag = f.threshold_ratio()
+        numeric = f.statistic != "jensen_shannon"
+        rows.append({
+            "feature": "model score" if f.kind == "score" else display_name(f.feature),
+            "drift": "DRIFTED" if f.drifted else "stable",
+            "vs threshold": bar(ratio), "by": tag,  # the statistic nearest its threshold
+            "PSI or JS": round(f.value, 4) if np.isfinite(f.value) else None,
+            "its threshold": round(f.threshold, 4),
+            "W1 distance": round(f.distance, 4) if numeric and f.distance is not None else None,
+            "W1 threshold": round(f.distance_threshold, 4) if numeric and f.distance_threshold else None,
+            "unseen categories": None if numeric else int(f.unseen),
+            "null rate": round(f.null_rate, 4), "rows": f.rows})
+    df = pd.DataFrame(rows)
+    order = df["drift"].ne("DRIFTED").astype(int)  # drifted first, then config order
+    return table(df.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o"), max_rows=200)
+
+
 def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict:
-    """Verdict, per-feature table and bar chart (inline PNG, also saved at ``chart``)."""
-    meta = {"verdict": result.verdict, "share_drifted": float(result.share_drifted),
-            "drifted_features": ", ".join(result.drifted_features) or "none",
+    """Verdict, per-feature table (inline in the UI, with bars) and the bar chart (PNG, also
+    saved at ``chart``)."""
+    meta = {"verdict": result.verdict, "share_drifted": round(float(result.share_drifted), 4),
+            "drifted_features": ", ".join(display_name(f) for f in result.drifted_features) or "none",
             "champion_version": version, "rows": result.rows}
     if result.features:
         png = drift.drift_bar_chart_png(result)
         chart.parent.mkdir(parents=True, exist_ok=True)
         chart.write_bytes(png)
-        meta["per_feature"] = md_table(pd.DataFrame(result.table_rows()), max_rows=100)
-        meta["chart"] = dg.MetadataValue.md(
-            f"![drift per feature](data:image/png;base64,{base64.b64encode(png).decode()})")
+        meta["per_feature"] = per_feature_table(result)
+        meta["chart"] = plot(png, "drift per feature")
         meta["chart_path"] = dg.MetadataValue.path(str(chart))
     return meta
 

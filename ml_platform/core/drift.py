@@ -567,6 +567,17 @@ class FeatureDrift:
     def to_dict(self) -> dict:
         return {k: _clean(v) for k, v in asdict(self).items()}
 
+    def threshold_ratio(self) -> tuple[float, str]:
+        """(statistic / threshold, "PSI" | "W1" | "JS"): 1.0 is the threshold; numeric features
+        take the larger of the PSI and distance ratios (either one drifts the feature)."""
+        r = self.value / self.threshold if self.threshold and math.isfinite(self.value) else 0.0
+        tag = "JS" if self.statistic == "jensen_shannon" else "PSI"
+        if self.distance is not None and self.distance_threshold and math.isfinite(self.distance):
+            rd = self.distance / self.distance_threshold
+            if rd > r:
+                r, tag = rd, "W1"
+        return r, tag
+
 
 @dataclass
 class DriftResult:
@@ -684,15 +695,8 @@ def drift_bar_chart_png(result: DriftResult) -> bytes:
     items = list(result.features) + ([result.score] if result.score is not None else [])
     labels, ratios, colors = [], [], []
     for f in items:
-        r = f.value / f.threshold if f.threshold and math.isfinite(f.value) else 0.0
-        tag = "PSI"
-        if f.distance is not None and f.distance_threshold and math.isfinite(f.distance):
-            rd = f.distance / f.distance_threshold
-            if rd > r:
-                r, tag = rd, "W1"
-        if f.statistic == "jensen_shannon":
-            tag = "JS"
-        labels.append(f"{'score: ' if f.kind == 'score' else ''}{f.feature} ({tag})")
+        r, tag = f.threshold_ratio()
+        labels.append(f"{'model score' if f.kind == 'score' else f.feature} ({tag})")
         ratios.append(r)
         colors.append("#d62728" if f.drifted else ("#7f7f7f" if f.kind == "score" else "#1f77b4"))
     height = max(2.0, 0.32 * len(items) + 1.2)
