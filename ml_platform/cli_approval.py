@@ -50,11 +50,11 @@ def cmd_reject(args) -> int:
     from ml_platform.cli import _model, _settings
     from ml_platform.core.approval import os_user
     from ml_platform.promotion import PromotionError, reject
+    from ml_platform.resources.registry import registry_for
 
     s = _settings(args)
     name = _model(s, args.model)
     by = args.by or os_user()
-    from ml_platform.resources.registry import registry_for
 
     try:
         v = reject(s, registry_for(s), name, args.version, by=by, reason=args.reason or "")

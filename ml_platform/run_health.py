@@ -143,6 +143,8 @@ def salvage_train_run(settings, registry, endpoint, model: str, run: dg.DagsterR
         return True, f"v{v.version} was registered but the gate did not finish"
     if verdict is False:
         return False, f"v{v.version} was rejected by the gate before the worker died"
+    if settings.models[model].deploy.approval == "required":  # a person deploys it, not the repair
+        return False, f"v{v.version} passed the gate; it awaits approval (deploy.approval: required)"
     try:
         p = move_champion(settings, registry, endpoint, model, int(v.version),
                           actor=f"repair of dagster run {run.run_id}", trigger=run.tags.get("ml_platform/trigger", ""),
