@@ -29,6 +29,7 @@ the demo simulator (``core/simulate.py``: stable, then sudden concept drift).
     .venv/bin/python benchmarks/self_healing.py --only sea demo  # some of them
     .venv/bin/python benchmarks/self_healing.py --quick          # fewer, smaller batches
     .venv/bin/python benchmarks/self_healing.py --markdown       # the README table
+    .venv/bin/python benchmarks/self_healing.py --trigger-on drift   # the older rule: drift retrains
 
 Needs ``river`` (``pip install -e '.[bench]'``).
 """
@@ -423,7 +424,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="8 batches of 1000 rows")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trigger-on", choices=["performance", "drift"], default=None,
+                    help="retrain.trigger_on for the platform peer (drift: the older drift-driven rule)")
     a = ap.parse_args(argv)
+    overrides = {"retrain": {"trigger_on": a.trigger_on}} if a.trigger_on else None
     results = []
     t0 = time.perf_counter()
     for s in scenarios():
@@ -431,7 +435,7 @@ def main(argv=None) -> int:
             continue
         if a.quick:
             s.n_batches, s.rows = min(s.n_batches, 8), 1000
-        results.append(run_scenario(s, log=None if (a.markdown or a.json) else print))
+        results.append(run_scenario(s, log=None if (a.markdown or a.json) else print, overrides=overrides))
     rows = [r.row() for r in results]
     if a.json:
         print(json.dumps(rows, indent=1))
