@@ -102,7 +102,8 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
             candidate_classes=fc.candidate.classes, champion_classes=fc.champion.classes,
             resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
         return gate.not_worse_by_bootstrap(interval, champ, max_regression=g.max_regression,
-                                           min_rows=g.min_comparison_rows, rows=fc.rows, note=fc.set.note)
+                                           min_rows=g.min_comparison_rows, rows=fc.rows, note=fc.set.note,
+                                           strict=g.comparison == "bootstrap_strict")
 
     @dg.asset_check(asset=key, name="per_slice", blocking=True,
                     description=f"{metric} on each configured slice (gate.slices): its floor and its allowed "

@@ -219,12 +219,14 @@ class GateConfig(_Strict):
     threshold: Optional[float] = None
     # How much worse than the champion a candidate may be, on the rows neither trained on.
     max_regression: float = Field(0.01, ge=0)
-    # not_worse_than_champion: "bootstrap" = the paired bootstrap interval of the difference must
-    # lie above -max_regression; "plain" = the point difference alone.
-    comparison: Literal["bootstrap", "plain"] = "bootstrap"
+    # not_worse_than_champion on the paired bootstrap interval of (candidate - champion):
+    # "bootstrap" refuses when the whole interval is below -max_regression (shown worse);
+    # "bootstrap_strict" passes only when the whole interval is above it (non-inferiority);
+    # "plain" compares the two point values.
+    comparison: Literal["bootstrap", "bootstrap_strict", "plain"] = "bootstrap"
     min_comparison_rows: int = Field(100, ge=1)    # fewer: "not enough evidence", the champion stays
     resamples: int = Field(1000, ge=100, le=100_000)
-    confidence: float = Field(0.9, ge=0.5, lt=1)   # two-sided interval; its lower bound decides
+    confidence: float = Field(0.9, ge=0.5, lt=1)   # two-sided interval level
     slices: list[SliceConfig] = Field(default_factory=list)
     # ONNX parity (core/gate.py onnx_parity): |onnx - sklearn| <= parity_tolerance + parity_rtol * |sklearn|.
     # parity_tolerance is absolute: default 1e-4 on probabilities (classification); for regression

@@ -65,19 +65,27 @@ def too_few_rows(champion_version: int | None, *, rows: int, min_rows: int, note
 
 
 def not_worse_by_bootstrap(interval: PairedInterval | None, champion_version: int | None, *,
-                           max_regression: float, min_rows: int, rows: int, note: str = "") -> Verdict:
-    """Non-inferiority on the fair comparison set: the paired bootstrap interval of (candidate -
-    champion), sign-adjusted so that > 0 is better, must lie above ``-max_regression``. Fewer than
-    ``min_rows`` rows (or no resample where the metric is defined) is not enough evidence: the
-    check fails and the champion stays."""
+                           max_regression: float, min_rows: int, rows: int, note: str = "",
+                           strict: bool = False) -> Verdict:
+    """The paired bootstrap interval of (candidate - champion) on the fair comparison set,
+    sign-adjusted so that > 0 is better, against ``-max_regression``:
+
+    - default: refused when the whole interval lies below ``-max_regression`` (the candidate is
+      shown worse than allowed); noise alone never refuses a candidate;
+    - ``strict`` (non-inferiority): passes only when the whole interval lies above it (the
+      candidate is shown within the allowed regression); a wide interval keeps the champion.
+
+    Fewer than ``min_rows`` rows (or no resample where the metric is defined) is not enough
+    evidence either way: the check fails and the champion stays."""
     check = "not_worse_than_champion"
-    figures = {"method": "bootstrap", "champion_version": champion_version, "rows": rows,
+    method = "bootstrap_strict" if strict else "bootstrap"
+    figures = {"method": method, "champion_version": champion_version, "rows": rows,
                "min_rows": min_rows, "max_regression": max_regression}
     if champion_version is None:
         return Verdict(check, True, "no champion yet: the first model is judged on the absolute threshold alone",
                        figures)
     where = f" ({note})" if note else ""
-    short = too_few_rows(champion_version, rows=rows, min_rows=min_rows, note=note, method="bootstrap")
+    short = too_few_rows(champion_version, rows=rows, min_rows=min_rows, note=note, method=method)
     if short is not None or interval is None:
         return short or Verdict(check, False, f"not enough evidence: no interval; champion v{champion_version} "
                                               "stays", figures)
@@ -88,13 +96,19 @@ def not_worse_by_bootstrap(interval: PairedInterval | None, champion_version: in
     if not np.isfinite(interval.ci_low):
         return Verdict(check, False, f"not enough evidence: {m} undefined on every resample of the {rows} "
                                      f"comparison rows; champion v{champion_version} stays", figures)
-    ok = interval.ci_low >= -max_regression
     sign = "+" if interval.delta >= 0 else ""
     head = (f"{m} {interval.candidate:.4f} vs champion v{champion_version} {interval.champion:.4f}: "
             f"improvement {sign}{interval.delta:.4f}, {interval.confidence:.0%} interval "
             f"[{interval.ci_low:+.4f}, {interval.ci_high:+.4f}] on {rows} rows neither trained on{where}")
-    tail = (f"lower bound >= -{max_regression:g} (allowed regression)" if ok else
-            f"lower bound < -{max_regression:g}: not shown to be within the allowed regression")
+    bar = -max_regression
+    if strict:
+        ok = interval.ci_low >= bar
+        tail = (f"lower bound >= {bar:g}: shown within the allowed regression" if ok else
+                f"lower bound < {bar:g}: not shown to be within the allowed regression (strict)")
+    else:
+        ok = interval.ci_high >= bar
+        tail = (f"upper bound >= {bar:g}: not shown worse than the allowed regression" if ok else
+                f"the whole interval is below {bar:g}: worse than the allowed regression")
     return Verdict(check, ok, f"{head}; {tail}", figures)
 
 

@@ -98,10 +98,18 @@ def _interval(delta, lo, hi, rows=500):
 
 
 def test_bootstrap_verdict_against_the_margin():
-    ok = gate.not_worse_by_bootstrap(_interval(0.002, -0.008, 0.012), 3, max_regression=0.01, min_rows=100, rows=500)
+    kw = dict(max_regression=0.01, min_rows=100, rows=500)
+    ok = gate.not_worse_by_bootstrap(_interval(0.002, -0.008, 0.012), 3, **kw)
     assert ok.passed and "[-0.0080, +0.0120]" in ok.reason and "500 rows" in ok.reason, ok.reason
-    bad = gate.not_worse_by_bootstrap(_interval(0.002, -0.03, 0.03), 3, max_regression=0.01, min_rows=100, rows=500)
-    assert not bad.passed and "not shown" in bad.reason and bad.figures["ci_low"] == -0.03, bad.reason
+    # A wide interval: noise alone does not refuse by default; strict (non-inferiority) does.
+    wide = _interval(-0.02, -0.05, 0.01)
+    assert gate.not_worse_by_bootstrap(wide, 3, **kw).passed
+    strict = gate.not_worse_by_bootstrap(wide, 3, strict=True, **kw)
+    assert not strict.passed and "not shown" in strict.reason and strict.figures["method"] == "bootstrap_strict"
+    assert gate.not_worse_by_bootstrap(_interval(0.002, -0.008, 0.012), 3, strict=True, **kw).passed
+    # Shown worse than allowed: refused either way.
+    worse = gate.not_worse_by_bootstrap(_interval(-0.05, -0.08, -0.02), 3, **kw)
+    assert not worse.passed and "whole interval is below -0.01" in worse.reason and worse.figures["ci_high"] == -0.02
     first = gate.not_worse_by_bootstrap(None, None, max_regression=0.01, min_rows=100, rows=0)
     assert first.passed and "no champion" in first.reason
 
