@@ -8,6 +8,7 @@ PostgreSQL refuses to run as root: as root, the cluster belongs to Debian's ``po
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -47,6 +48,9 @@ def missing_servers() -> str | None:
     if missing:
         return (f"{' and '.join(missing)} not installed: `apt-get install -y postgresql redis-server` "
                 "(.ci/run does it)")
+    libs = [m for m in ("dagster_postgres", "dagster_celery", "psycopg2", "redis") if importlib.util.find_spec(m) is None]
+    if libs:
+        return f"Python packages {', '.join(libs)} not installed: pip install -e '.[scale]' (make does it)"
     return None
 
 
