@@ -12,7 +12,7 @@ import numpy as np
 
 from ml_platform.assets.common import Chain
 from ml_platform.assets.training import load_training_set
-from ml_platform.core import bootstrap, export, gate, slices
+from ml_platform.core import export, gate, slices
 from ml_platform.core.candidate import Candidate
 from ml_platform.core.frames import feeds_of
 from ml_platform.fair_comparison import FairComparison, fair_comparison
@@ -82,28 +82,11 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
                                                               **comparison_tags(v)})
 
     def compare(fc: FairComparison) -> gate.Verdict:
-        g, champ = cfg.gate, fc.champion_version
-        short = gate.too_few_rows(champ, rows=fc.rows, min_rows=g.min_comparison_rows, note=fc.set.note,
-                                  method=g.comparison)
-        if short is not None:
-            return short
-        if champ is None:
-            return gate.not_worse_by_bootstrap(None, None, max_regression=g.max_regression,
-                                               min_rows=g.min_comparison_rows, rows=fc.rows)
-        if g.comparison == "plain":
-            one = np.ones((fc.rows, 1), dtype=np.int32)
-            val = lambda o: float(bootstrap.weighted_metric(metric, cfg.task, fc.y, o.values, o.classes)(one)[0])  # noqa: E731
-            v = gate.not_worse_than_champion(metric, val(fc.candidate), val(fc.champion), champ, g.max_regression)
-            v.figures.update(method="plain", rows=fc.rows)
-            v.reason += f" ({fc.set.note})"
-            return v
-        interval = bootstrap.paired_bootstrap(
-            metric, cfg.task, fc.y, fc.candidate.values, fc.champion.values,
-            candidate_classes=fc.candidate.classes, champion_classes=fc.champion.classes,
-            resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
-        return gate.not_worse_by_bootstrap(interval, champ, max_regression=g.max_regression,
-                                           min_rows=g.min_comparison_rows, rows=fc.rows, note=fc.set.note,
-                                           strict=g.comparison == "bootstrap_strict")
+        champ = fc.champion
+        return gate.judge_against_champion(cfg, fc.y, fc.candidate.values, fc.candidate.classes,
+                                           None if champ is None else champ.values,
+                                           None if champ is None else champ.classes,
+                                           fc.champion_version, note=fc.set.note)
 
     @dg.asset_check(asset=key, name="per_slice", blocking=True,
                     description=f"{metric} on each configured slice (gate.slices): its floor and its allowed "

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ml_platform.core.bootstrap import PairedInterval
+from ml_platform.core.bootstrap import PairedInterval, paired_bootstrap, weighted_metric
 from ml_platform.core.slices import SliceResult
 from ml_platform.core.training import HIGHER_IS_BETTER
+
+if TYPE_CHECKING:
+    from ml_platform.settings import ModelConfig
 
 
 @dataclass
@@ -110,6 +114,36 @@ def not_worse_by_bootstrap(interval: PairedInterval | None, champion_version: in
         tail = (f"upper bound >= {bar:g}: not shown worse than the allowed regression" if ok else
                 f"the whole interval is below {bar:g}: worse than the allowed regression")
     return Verdict(check, ok, f"{head}; {tail}", figures)
+
+
+def judge_against_champion(cfg: ModelConfig, y, candidate_outputs, candidate_classes, champion_outputs,
+                           champion_classes, champion_version: int | None, note: str = "") -> Verdict:
+    """``not_worse_than_champion`` as configured (``cfg.gate.comparison``) on the rows of ``y``, which
+    neither model trained on (``core/comparison.py``): the one decision the gate check and the
+    benchmarks share. Outputs: probabilities [N, classes] or predictions [N]."""
+    g, metric, rows = cfg.gate, cfg.gate_metric, len(y)
+    short = too_few_rows(champion_version, rows=rows, min_rows=g.min_comparison_rows, note=note, method=g.comparison)
+    if short is not None:
+        return short
+    if champion_version is None:
+        return not_worse_by_bootstrap(None, None, max_regression=g.max_regression, min_rows=g.min_comparison_rows,
+                                      rows=rows)
+    if g.comparison == "plain":
+        one = np.ones((rows, 1), dtype=np.int32)
+
+        def value(out, classes) -> float:
+            return float(weighted_metric(metric, cfg.task, y, out, classes)(one)[0])
+        v = not_worse_than_champion(metric, value(candidate_outputs, candidate_classes),
+                                    value(champion_outputs, champion_classes), champion_version, g.max_regression)
+        v.figures.update(method="plain", rows=rows)
+        v.reason += f" ({note})" if note else ""
+        return v
+    interval = paired_bootstrap(metric, cfg.task, y, candidate_outputs, champion_outputs,
+                                candidate_classes=candidate_classes, champion_classes=champion_classes,
+                                resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
+    return not_worse_by_bootstrap(interval, champion_version, max_regression=g.max_regression,
+                                  min_rows=g.min_comparison_rows, rows=rows, note=note,
+                                  strict=g.comparison == "bootstrap_strict")
 
 
 def per_slice(results: list[SliceResult], champion_version: int | None, configured: int) -> Verdict:

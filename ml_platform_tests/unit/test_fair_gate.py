@@ -180,3 +180,23 @@ def test_slices_name_the_failing_ones_with_figures():
     assert [label for label, _ in ages] == ["age < 30", "age in [30, 60)", "age >= 60"]
     assert sum(m.sum() for _, m in ages) == n
     assert gate.per_slice([], None, configured=0).passed
+
+
+def test_judge_against_champion_follows_gate_comparison(settings):
+    base = settings.models["churn"]
+    y, _ = _scores(400, 5, 1.0)
+    cand, champ = _probs(y, 0.9, 1), _probs(y, 1.0, 2)  # about equal: a wide interval around ~0
+
+    def judge(comparison, rows=400):
+        cfg = base.model_copy(update={"gate": base.gate.model_copy(update={"comparison": comparison})})
+        return gate.judge_against_champion(cfg, y[:rows], cand[:rows], CLASSES, champ[:rows], CLASSES, 2,
+                                           note="test rows")
+    boot, strict, plain = judge("bootstrap"), judge("bootstrap_strict"), judge("plain")
+    print(boot.reason, strict.reason, plain.reason, sep="\n")
+    assert boot.figures["method"] == "bootstrap" and boot.figures["ci_low"] < 0 < boot.figures["ci_high"]
+    assert boot.passed and not strict.passed and plain.figures["method"] == "plain"
+    assert plain.figures["delta"] == pytest.approx(boot.figures["delta"])
+    few = judge("bootstrap", rows=60)
+    assert not few.passed and few.reason.startswith("not enough evidence: 60 comparison rows (test rows)")
+    first = gate.judge_against_champion(base, y, cand, CLASSES, None, None, None)
+    assert first.passed and "no champion" in first.reason
