@@ -9,7 +9,8 @@ script:
             drift reference, ``core.estimate.measure`` with labels, ``core.estimate.estimate``
             = CBPE without), the retrain policy ``core.policy.decide`` on the batch records, and on
             a retrain the training set / candidate selection / gate of ``assets/training.py`` and
-            ``checks.py`` (``core.selection``, ``core.candidate.build_candidate``, ``core.gate``);
+            ``checks.py`` (``core.selection``, ``core.candidate.build_candidate``, ``core.comparison``,
+            ``core.bootstrap``, ``core.gate``);
   never     the first model, never retrained;
   every     retrains on all data after every batch (no gate): the blind peer of issue 10.
 
@@ -47,7 +48,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ml_platform.core import drift, estimate, gate, selection, training
+from ml_platform.core import bootstrap, comparison, drift, estimate, gate, selection, training
 from ml_platform.core.candidate import SCORE, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.policy import decide
@@ -229,6 +230,7 @@ class Champion:
     reference: drift.DriftReference
     version: int
     batches: tuple[str, ...]
+    training_set: pd.DataFrame   # with _batch/_row/_holdout: the gate's fair set excludes what it trained on
 
 
 @dataclass
@@ -260,22 +262,47 @@ def training_set(records: list[dict], frames: dict[str, pd.DataFrame], cfg: Mode
     return df
 
 
-def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, holdout: pd.DataFrame,
+def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFrame, batches, version: int,
                   champion: Champion | None) -> list[gate.Verdict]:
-    """The gate's metric checks as ``checks.py`` asks them (one line to swap in another
-    comparison); parity and latency are properties of the export, not of the policy."""
-    m = cfg.gate_metric
-    champ_value = None if champion is None else _metric(cfg, champion.pipe, holdout)
-    return [gate.min_metric(m, cand_metrics.get(m), cfg.gate_threshold),
-            gate.not_worse_than_champion(m, cand_metrics.get(m), champ_value,
-                                         None if champion is None else champion.version, cfg.gate.max_regression)]
+    """The gate's metric checks as ``checks.py`` asks them: the holdout floor, and the champion
+    comparison on the fair set (holdout rows neither model trained on, ``core.comparison``) by
+    ``gate.comparison`` (paired bootstrap by default). Parity and latency are properties of the
+    export, not of the policy: not run here."""
+    m, g = cfg.gate_metric, cfg.gate
+    verdicts = [gate.min_metric(m, cand_metrics.get(m), cfg.gate_threshold)]
+    if champion is None:
+        return verdicts
+    holdout = ts[ts[selection.HOLDOUT]].drop(columns=[selection.HOLDOUT])
+    cs = comparison.comparison_set(holdout, [comparison.trained_on(ts, batches, version),
+                                             comparison.trained_on(champion.training_set, champion.batches,
+                                                                   champion.version)])
+    rows, champ = len(cs.rows), champion.version
+    short = gate.too_few_rows(champ, rows=rows, min_rows=g.min_comparison_rows, note=cs.note, method=g.comparison)
+    if short is not None:
+        return verdicts + [short]
+    y = training.target_values(cs.rows, cfg)
+    cand_out, champ_out = _outputs(cand_pipe, cs.rows, cfg), _outputs(champion.pipe, cs.rows, cfg)
+    classes = getattr(cand_pipe, "classes_", None)
+    if g.comparison == "plain":
+        one = np.ones((rows, 1), dtype=np.int32)
+        val = lambda o, c: float(bootstrap.weighted_metric(m, cfg.task, y, o, c)(one)[0])  # noqa: E731
+        return verdicts + [gate.not_worse_than_champion(m, val(cand_out, classes),
+                                                        val(champ_out, getattr(champion.pipe, "classes_", None)),
+                                                        champ, g.max_regression)]
+    interval = bootstrap.paired_bootstrap(m, cfg.task, y, cand_out, champ_out, candidate_classes=classes,
+                                          champion_classes=getattr(champion.pipe, "classes_", None),
+                                          resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
+    return verdicts + [gate.not_worse_by_bootstrap(interval, champ, max_regression=g.max_regression,
+                                                   min_rows=g.min_comparison_rows, rows=rows, note=cs.note,
+                                                   strict=g.comparison == "bootstrap_strict")]
 
 
 def retrain(records: list[dict], frames: dict, cfg: ModelConfig, champion: Champion | None,
             version: int) -> tuple[Champion | None, list[gate.Verdict]]:
     """training_set -> candidate_model (selection over windows x estimators) -> the gate."""
-    df = training_set(records, frames, cfg)
-    mask = df.pop(selection.HOLDOUT).to_numpy(bool)
+    ts = training_set(records, frames, cfg)
+    df = ts.drop(columns=[selection.HOLDOUT])
+    mask = ts[selection.HOLDOUT].to_numpy(bool)
     train, holdout = df[~mask], df[mask]
     regime = selection.regime_start(records)
     order = list(dict.fromkeys(df[selection.BATCH]))
@@ -285,11 +312,11 @@ def retrain(records: list[dict], frames: dict, cfg: ModelConfig, champion: Champ
     wcfg = cfg.model_copy(update={"estimator": win.estimator})
     wtrain = train[train[selection.BATCH].isin(win.window.batches)]
     art = build_candidate(wtrain, holdout, wcfg, name="bench", pipe=win.pipe, window=win.window.label)
-    verdicts = gate_verdicts(cfg, art.metrics, holdout, champion)
+    verdicts = gate_verdicts(cfg, art.metrics, art.pipe, ts, win.window.batches, version, champion)
     if not all(v.passed for v in verdicts):
         return None, verdicts
     return Champion(art.pipe, art.serving_meta, drift.DriftReference.from_dict(art.drift_reference), version,
-                    win.window.batches), verdicts
+                    win.window.batches, ts), verdicts
 
 
 def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str) -> dict:
