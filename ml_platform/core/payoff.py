@@ -28,11 +28,17 @@ AROUND = 3  # batches averaged on each side of a promotion for "served before / 
 class BatchFacts:
     partition: str
     landed_at: float                    # epoch seconds: the landing file's time, else the ingest's
+    # When it was ingested and scored: which champion scored it is decided then (files landed
+    # at once are scored one after another, across champion moves).
+    scored_at: float = 0.0
     drifted: bool = False               # the drift verdict said "drifted"
     dropped: bool = False               # measured (labels) or estimated (CBPE) significant drop
     stable: bool = False                # judged and neither drifted nor dropped
     served_version: int | None = None   # the champion that scored the batch
     served_metric: float | None = None  # its metric on the batch's labels
+
+    def __post_init__(self):
+        self.scored_at = self.scored_at or self.landed_at
 
     @classmethod
     def from_record(cls, rec: dict) -> "BatchFacts":
@@ -42,7 +48,8 @@ class BatchFacts:
         dropped = bool(perf.get("significant") or est.get("significant"))
         judged = drift.get("verdict") in ("drifted", "stable")
         version = perf.get("champion_version", est.get("champion_version"))
-        return cls(partition=rec["partition"], landed_at=float(rec.get("arrival") or rec.get("ingested_at") or 0),
+        landed = float(rec.get("arrival") or rec.get("ingested_at") or 0)
+        return cls(partition=rec["partition"], landed_at=landed, scored_at=float(rec.get("ingested_at") or landed),
                    drifted=drifted, dropped=dropped, stable=judged and not drifted and not dropped,
                    served_version=None if version is None else int(version),
                    served_metric=None if perf.get("value") is None else float(perf["value"]))
@@ -151,9 +158,9 @@ def _promotions(moves: list[AuditEntry], batches: list[BatchFacts],
         if m.to is None or m.kind == "repair":
             continue
         t = epoch(m.at)
-        before = [b.served_metric for b in batches if b.landed_at < t and b.served_version == m.previous
+        before = [b.served_metric for b in batches if b.scored_at < t and b.served_version == m.previous
                   and b.served_metric is not None][-AROUND:]
-        after = [b.served_metric for b in batches if b.landed_at >= t and b.served_version == m.to
+        after = [b.served_metric for b in batches if b.scored_at >= t and b.served_version == m.to
                  and b.served_metric is not None][:AROUND]
         v = versions.get(m.to)
         out.append(PromotionFacts(
@@ -176,7 +183,8 @@ def _blocked(versions: list[VersionFacts]) -> list[Blocked]:
 def _episodes(batches: list[BatchFacts], deploys: list[AuditEntry],
               versions: list[VersionFacts]) -> list[Episode]:
     """Walk the batches in landing order: a shifted batch opens an episode; the first deploy
-    after it closes it (recovered), or else a later stable batch (subsided)."""
+    after it was scored closes it (recovered: time from its landing), or else a later stable
+    batch (subsided)."""
     episodes: list[Episode] = []
     deploy_times = sorted((epoch(d.at), d) for d in deploys)
     blocked = {b.version for b in _blocked(versions)}
@@ -184,23 +192,23 @@ def _episodes(batches: list[BatchFacts], deploys: list[AuditEntry],
 
     def close(first: BatchFacts, shifted: list[BatchFacts], end: float | None, status: str,
               by: AuditEntry | None) -> Episode:
-        lo, hi = first.landed_at, end if end is not None else float("inf")
+        lo, hi = first.scored_at, end if end is not None else float("inf")
         trained = [v for v in versions if lo <= v.created_at <= hi]
         return Episode(first_batch=first.partition, started_at=_iso(first.landed_at), batches=len(shifted),
                        status=status, performance_dropped=any(b.dropped for b in shifted),
                        retrains=len(trained), blocked=sum(v.version in blocked for v in trained),
                        recovered_by=by.to if by else None, recovered_at=by.at if by else None,
-                       time_to_recovery_seconds=(end - lo) if by and end is not None else None)
+                       time_to_recovery_seconds=(end - first.landed_at) if by and end is not None else None)
 
     for b in batches:
         if open_ep is not None:
             first, shifted = open_ep
-            done = next(((t, d) for t, d in deploy_times if first.landed_at <= t <= b.landed_at), None)
+            done = next(((t, d) for t, d in deploy_times if first.scored_at <= t <= b.scored_at), None)
             if done is not None:
                 episodes.append(close(first, shifted, done[0], "recovered", done[1]))
                 open_ep = None
             elif b.stable:
-                episodes.append(close(first, shifted, b.landed_at, "subsided", None))
+                episodes.append(close(first, shifted, b.scored_at, "subsided", None))
                 open_ep = None
         if open_ep is None and (b.drifted or b.dropped):
             open_ep = (b, [b])
@@ -208,7 +216,7 @@ def _episodes(batches: list[BatchFacts], deploys: list[AuditEntry],
             open_ep[1].append(b)
     if open_ep is not None:
         first, shifted = open_ep
-        done = next(((t, d) for t, d in deploy_times if t >= first.landed_at), None)
+        done = next(((t, d) for t, d in deploy_times if t >= first.scored_at), None)
         episodes.append(close(first, shifted, done[0], "recovered", done[1]) if done
                         else close(first, shifted, None, "open", None))
     return episodes
@@ -217,7 +225,7 @@ def _episodes(batches: list[BatchFacts], deploys: list[AuditEntry],
 def ledger(metric: str, batches: list[BatchFacts], versions: list[VersionFacts],
            audit: list[AuditEntry]) -> Payoff:
     """The payoff of one model from its batches, versions and audit (any order)."""
-    batches = sorted(batches, key=lambda b: (b.landed_at, b.partition))
+    batches = sorted(batches, key=lambda b: (b.landed_at, b.scored_at, b.partition))
     versions = sorted(versions, key=lambda v: v.version)
     moves = [e for e in audit if e.moved]
     deploys = [e for e in moves if e.kind == "deploy" and e.to is not None]

@@ -86,6 +86,26 @@ def test_rollback_after_a_deploy_closes_nothing_and_is_listed():
     assert p.episodes[-1].status == "open"  # a rollback is not a new champion for a drift episode
 
 
+def test_files_landed_at_once_are_judged_by_when_they_were_scored():
+    """`ml-platform run` on files that landed together: b2 drifts, v2 takes over while b3 and b4
+    wait; they are scored by v2. Recovery is measured from b2's landing."""
+    landed = T0
+
+    def b(i, served, metric, **kw):
+        return BatchFacts(f"b{i}", landed, scored_at=T0 + 60 * i, served_version=served, served_metric=metric, **kw)
+    batches = [b(0, None, None), b(1, 1, 0.77, stable=True), b(2, 1, 0.49, drifted=True, dropped=True),
+               b(3, 2, 0.76, stable=True), b(4, 2, 0.74, stable=True)]
+    versions = [VersionFacts(1, "arrival", T0 + 30, "passed", train_seconds=3.0),
+                VersionFacts(2, "performance", T0 + 150, "passed", train_seconds=4.0, gate_delta=0.2)]
+    audit = [move(T0 + 40, None, 1, trigger="arrival"), move(T0 + 170, 1, 2)]
+    p = ledger("roc_auc", batches, versions, audit)
+    (e,) = p.episodes
+    assert (e.status, e.recovered_by, e.time_to_recovery_seconds, e.retrains) == ("recovered", 2, 170.0, 1), e
+    second = p.promotions[1]
+    assert abs(second.served_before - (0.77 + 0.49) / 2) < 1e-9 and second.batches_before == 2
+    assert abs(second.served_after - 0.75) < 1e-9 and second.batches_after == 2
+
+
 def test_empty_history():
     p = ledger("rmse", [], [], [])
     d = p.to_dict()
