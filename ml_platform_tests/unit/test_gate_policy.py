@@ -1,3 +1,5 @@
+import pytest
+
 from ml_platform.core import gate
 from ml_platform.core.policy import decide
 
@@ -153,3 +155,16 @@ def test_cooldown_holds_a_retrain(settings):
     h = [_rec("a", decision={"retrain": True, "at": 1000.0})]
     d = decide(_rec("p", significant=True, validated_at=1500.0), h, cfg, has_champion=True)
     assert not d.retrain and "cooldown" in d.reason
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("retrain: {trigger_on: bogus}\n", "models.churn.retrain.trigger_on: expected 'performance' or 'drift'"),
+    ("retrain: {unestimated_drift: maybe}\n", "models.churn.retrain.unestimated_drift: expected 'retrain' or 'wait'"),
+    ("retrain: {min_drop: -1}\n", "models.churn.retrain.min_drop"),
+])
+def test_policy_keys_are_validated_at_load(tmp_path, extra, problem):
+    from ml_platform.settings import ConfigError, load_settings
+    from ml_platform_tests.conftest import write_config
+    with pytest.raises(ConfigError) as e:
+        load_settings(write_config(tmp_path, extra=extra))
+    assert problem in str(e.value), str(e.value)
