@@ -139,10 +139,11 @@ def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
     import dagster as dg
 
     os.environ["PGPASSWORD"] = PASSWORD
-    rows = []
-    with servers.postgres(PASSWORD, databases=[f"parts{i}" for i in range(len(keys) + 1)]) as pg:
+    rows, roots = [], []
+    with ExitStack() as cleanup, servers.postgres(PASSWORD, databases=[f"parts{i}" for i in range(len(keys) + 1)]) as pg:
         def pg_instance(db: str):
             root = Path(tempfile.mkdtemp(prefix="mlp-bench-pg-"))
+            roots.append(root)
             (root / "dagster.yaml").write_text(
                 "telemetry: {enabled: false}\nstorage:\n  postgres:\n    postgres_db:\n"
                 f"      {{username: {servers.PG_USER}, hostname: 127.0.0.1, port: {pg.port}, db_name: {db},"
@@ -151,7 +152,10 @@ def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
 
         def sqlite_instance():
             root = Path(tempfile.mkdtemp(prefix="mlp-bench-sqlite-"))
+            roots.append(root)
             return dg.DagsterInstance.from_config(str(root))
+
+        cleanup.callback(lambda: [shutil.rmtree(r, ignore_errors=True) for r in roots])
 
         def attempt(storage: str, instance, n: int, how: str, fn) -> None:
             t = time.perf_counter()
