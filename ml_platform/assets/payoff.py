@@ -50,10 +50,31 @@ def blocked_table(p: payoff.Payoff) -> dg.MetadataValue:
                  empty="no candidate blocked")
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(p: payoff.Payoff) -> str:
+    """The served metric per labelled batch as one line of text (seen without a click: the PNG
+    chart sits behind "Show Markdown"); "|" where the champion changed, "·" a batch without labels."""
+    vals = [b.served_metric for b in p.timeline]
+    known = [v for v in vals if v is not None]
+    if not known:
+        return "no labelled batch scored by a champion yet"
+    lo, hi = min(known), max(known)
+    out, last = [], None
+    for b, v in zip(p.timeline, vals):
+        if last is not None and b.served_version is not None and b.served_version != last:
+            out.append("|")
+        last = b.served_version if b.served_version is not None else last
+        out.append("·" if v is None else SPARKS[int((v - lo) / (hi - lo) * 7) if hi > lo else 3])
+    return f"{''.join(out)}  ({p.metric} {lo:.3f} .. {hi:.3f})"
+
+
 def chart(p: payoff.Payoff) -> bytes:
     """Served metric per batch (a colour per champion), drifted batches shaded, promotions as
     vertical lines."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -70,8 +91,9 @@ def chart(p: payoff.Payoff) -> bytes:
                 ax.plot(*zip(*pts), "o-", ms=4, label=f"v{version}")
         for r in p.promotions:
             t = payoff.epoch(r.at)
-            x = next((i for i, b in enumerate(p.timeline) if b.landed_at >= t), len(p.timeline)) - 0.5
+            x = next((i for i, b in enumerate(p.timeline) if b.scored_at >= t), len(p.timeline)) - 0.5
             ax.axvline(x, color="black", ls="--", lw=0.8)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("batch (landing order); red = drifted or under-performing")
         ax.set_ylabel(f"served {p.metric}")
         ax.set_title(f"served {p.metric} per batch; dashed = champion moves")
@@ -106,6 +128,7 @@ def build_payoff(chain: Chain) -> dg.AssetsDefinition:
             "training_seconds": p.train_seconds_total,
             "training_seconds_by_trigger": ", ".join(f"{k}: {s:.1f}" for k, s in p.train_seconds_by_trigger.items())
             or "none",
+            "served_per_batch": sparkline(p),
             "chart": plot(chart(p), f"served {p.metric} per batch"),
         })
 

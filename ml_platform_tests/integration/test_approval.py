@@ -146,6 +146,16 @@ def test_reject_records_it_and_leaves_the_champion(w, capsys):
     assert not res.success and champion_version(w["settings"], "churn") == 2
 
 
+def test_the_repair_of_a_dead_train_run_does_not_deploy_in_approval_mode(w):
+    from ml_platform import run_health
+
+    reg = w["defs"].resources["registry"]
+    run = w["instance"].get_run_by_id(reg.version("churn", 3).tags["dagster_run_id"])
+    retrain, note = run_health.salvage_train_run(w["settings"], reg, None, "churn", run)
+    assert not retrain and "awaits approval" in note, note
+    assert champion_version(w["settings"], "churn") == 2
+
+
 def test_approving_a_failed_candidate_is_refused_with_the_gate_reasons(w, capsys):
     bad = generate_batch(ROWS, seed=4, start_id=30_000)
     bad["churned"] = np.random.default_rng(0).permutation(bad["churned"].to_numpy())
@@ -191,4 +201,5 @@ def test_status_json_carries_the_payoff_and_the_asset_shows_it(w, capsys):
     meta = res.asset_materializations_for_node("churn__payoff")[0].metadata
     assert meta["retrains"].value == 5 and meta["bad_deploys_prevented"].value == 2
     assert isinstance(meta["promotions"], dg.TableMetadataValue) and len(meta["promotions"].records) == 2
+    assert "|" in meta["served_per_batch"].value, meta["served_per_batch"]  # the v1 -> v2 move
     assert meta["chart"].value.startswith("![served roc_auc per batch](data:image/png;base64,")
