@@ -54,15 +54,19 @@ def _read_training_set(path: str | None) -> pd.DataFrame | None:
     return comparison.with_row_ids(pd.read_parquet(path))
 
 
-def champion_trained_on(chain: Chain, registry: MlflowRegistry, version: int) -> comparison.TrainedOn:
+def champion_trained_on(chain: Chain, registry: MlflowRegistry, version: int,
+                        among: set[str] | None = None) -> comparison.TrainedOn:
     """What the champion trained on: its batches (``batches.json``) minus its own holdout (its
     training set). Without the training set every row of its batches counts; without the batches,
-    those of its training set (all of them: a version that predates ``batches.json``)."""
+    those of its training set (all of them: a version that predates ``batches.json``). ``among``:
+    only the rows of these batches are listed (the holdout's: no other row can be excluded)."""
     tags = registry.version(chain.name, version).tags
     df = _read_training_set(tags.get("training_set"))
     batches = registry.version_batches(chain.name, version)
     if batches is None:
         batches = [] if df is None else df[BATCH].astype(str).unique()
+    if df is not None and among is not None:
+        df = df[df[BATCH].astype(str).isin(among)]
     return comparison.trained_on(df, batches, version)
 
 
@@ -76,7 +80,7 @@ def fair_comparison(chain: Chain, registry: MlflowRegistry, candidate: Candidate
     champ = None if serving in (None, candidate.version) else serving
     trained = [comparison.trained_on(df, candidate.batches or df[BATCH].astype(str).unique(), candidate.version)]
     if champ is not None:
-        trained.append(champion_trained_on(chain, registry, champ))
+        trained.append(champion_trained_on(chain, registry, champ, among=set(holdout[BATCH].astype(str))))
     cs = comparison.comparison_set(holdout, trained)
     cand = _outputs(candidate.files.onnx.read_bytes(), json.loads(candidate.files.serving.read_text()), cs.rows, chain)
     champ_out = None
