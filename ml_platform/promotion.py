@@ -223,7 +223,8 @@ def approve(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClie
     trigger = _tag(registry, model, version, "trigger") or "manual"
     p = move_champion(settings, registry, endpoint, model, version, actor=f"{by} ({via})", trigger=trigger,
                       reason=f"approved by {by}: passed every blocking gate check", kind="deploy")
-    registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
+    if p.previous != p.version:  # approving the serving champion again changes nothing
+        registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
     return p
 
 

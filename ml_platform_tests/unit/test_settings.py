@@ -276,3 +276,13 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "models.churn.retrain.schedule: expected a cron string" in err
     assert "Traceback" not in err
+
+
+def test_deploy_approval_is_auto_or_required(tmp_path):
+    msg = _load_with(tmp_path, BASE + "    deploy: {approval: sometimes}\n")
+    assert "models.churn.deploy.approval: expected 'auto' or 'required' (got 'sometimes')" in msg, msg
+    p = tmp_path / "ok.yaml"
+    p.write_text(BASE + "    deploy: {approval: required}\n")
+    assert load_settings(p).models["churn"].deploy.approval == "required"
+    p.write_text(BASE)
+    assert load_settings(p).models["churn"].deploy.approval == "auto"
