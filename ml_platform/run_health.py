@@ -134,6 +134,7 @@ def salvage_train_run(settings, registry, endpoint, model: str, run: dg.DagsterR
     from ml_platform.promotion import PromotionError, move_champion
     from ml_platform.resources.registry import gate_passed
 
+    registry.end_runs_of(model, run.run_id)  # its MLflow runs stay RUNNING otherwise
     mine = [v for v in registry.versions(model) if v.tags.get("dagster_run_id") == run.run_id]
     if not mine:
         return True, "no candidate was registered"

@@ -99,6 +99,12 @@ def test_killed_while_training_the_retrain_is_run_again(tmp_path):
     # The batch's retrain decision was recorded by the run that acted on it.
     rec = json.loads(next((s.model_dir("churn") / "batches").glob("*.json")).read_text())
     assert rec["decision"]["retrain"] is True and rec["decision"]["run_id"]
+    # The dead run's MLflow runs were ended (KILLED), not left RUNNING for ever.
+    from mlflow import MlflowClient
+    c = MlflowClient(s.tracking_uri)
+    runs = c.search_runs([c.get_experiment_by_name("churn").experiment_id])
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"], [r.info for r in runs]
+    assert any(r.info.status == "KILLED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
 
 
 def test_the_store_is_rebuilt_from_the_registry(tmp_path):
