@@ -165,7 +165,10 @@ def test_a_much_worse_candidate_is_blocked_and_the_champion_stays(world):
     t = out[0].train
     assert t.version == 4 and not t.deployed
     verdicts = {c: p for c, p, _ in t.gate}
-    assert verdicts["min_metric"] is False and verdicts["not_worse_than_champion"] is False
+    # The holdout is the shuffled batch: both models are at chance there, so the fair paired
+    # comparison need not tell them apart; the floor blocks it.
+    assert verdicts["min_metric"] is False, t.gate
+    assert "rows neither trained on" in dict((c, r) for c, _, r in t.gate)["not_worse_than_champion"], t.gate
     assert defs.resources["registry"].champion_alias("churn") == 3
     assert ModelStore(s.serving_dir).current("churn")["version"] == 3
     v4 = status(s, defs.resources["registry"])["models"]["churn"]["versions"][-1]
