@@ -130,10 +130,61 @@ def test_dagster_asset_materialize_cli_on_the_platform_instance_refuses_it(world
                        text=True, timeout=300)
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "did not pass the gate" in out, out[-3000:]
+    # Like the platform's own runs, at INFO (the instance's python_log_level), not DEBUG.
+    assert " - ERROR - " in out and " - DEBUG - " not in out, out[-3000:]
     _assert_v1_serves(world, before)
     # ... and it ran on the platform's instance, not a temporary one.
     runs = world["instance"].get_runs(dg.RunsFilter(job_name="__ASSET_JOB"), limit=5)
     assert runs and runs[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_a_backfill_run_by_the_daemon_refuses_it(world):
+    """The UI's "Materialize all" over partitions is a backfill that the daemon executes."""
+    import signal
+
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from ml_platform.instance import workspace_path
+
+    inst, defs, s = world["instance"], world["defs"], world["settings"]
+    before = _moves(world)
+    chain = [dg.AssetKey(["churn", a]) for a in ("validated_batch", "training_set", "candidate_model",
+                                                 "deployed_model")]
+    newest = inst.get_dynamic_partitions("churn_batches")[-1]  # the shuffled batch
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(), partition_names=[newest],
+        asset_selection=chain, backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=inst,
+        all_partitions=False, title=None, description=None, run_config=None)
+    inst.add_backfill(backfill)
+    daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace_path(s))],
+                              env=dict(os.environ), cwd=world["root"], start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def deploy_runs():
+        runs = inst.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+        return [r for r in runs if DEPLOY in (r.asset_selection or ())]
+
+    try:  # the backfill's run that targets deployed_model, once it has finished
+        deadline = time.time() + 300
+        while time.time() < deadline and daemon.poll() is None:
+            if any(r.is_finished for r in deploy_runs()) and \
+                    inst.get_backfill(backfill.backfill_id).status != BulkActionStatus.REQUESTED:
+                break
+            time.sleep(2)
+    finally:
+        if inst.get_backfill(backfill.backfill_id).status == BulkActionStatus.REQUESTED:
+            # never left "in progress": the automation condition waits on in-progress backfills
+            inst.update_backfill(inst.get_backfill(backfill.backfill_id).with_status(BulkActionStatus.CANCELED))
+        os.killpg(daemon.pid, signal.SIGKILL)
+        out = daemon.communicate()[0]
+    done = [r for r in deploy_runs() if r.is_finished]
+    assert done, f"the backfill never finished its deploy run:\n{out[-3000:]}"
+    assert done[0].status == dg.DagsterRunStatus.FAILURE, done[0]
+    errors = [e.dagster_event.step_failure_data.error.message for e in inst.all_logs(done[0].run_id)
+              if e.is_dagster_event and e.dagster_event.is_step_failure]
+    # Either the blocking check stops the step before it starts, or the step itself refuses.
+    assert any("min_metric" in m or "did not pass the gate" in m for m in errors), errors
+    _assert_v1_serves(world, before)
 
 
 def test_automation_deploys_a_candidate_materialized_alone_iff_it_passes(world):
