@@ -127,6 +127,18 @@ def retry_tags(run: dg.DagsterRun) -> dict:
     return tags
 
 
+def end_orphan_mlflow_runs(instance: dg.DagsterInstance, registry, model: str) -> list[str]:
+    """MLflow runs left RUNNING by a Dagster run that has finished (its worker was killed,
+    whoever noticed: Dagster's run monitoring or this module): marked KILLED."""
+    ended = []
+    for dagster_run_id in set(registry.running_runs(model).values()):
+        run = instance.get_run_by_id(dagster_run_id)
+        if run is None or run.is_finished:
+            registry.end_runs_of(model, dagster_run_id)
+            ended.append(dagster_run_id)
+    return ended
+
+
 def salvage_train_run(settings, registry, endpoint, model: str, run: dg.DagsterRun) -> tuple[bool, str]:
     """What a dead train run left: (retrain needed?, what was done). A candidate it registered
     and the gate fully judged is not trained again: a passing one is deployed now (through

@@ -212,6 +212,8 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
                                           tags=run_health.retry_tags(r)))
         try:
             notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
+            notes += [f"MLflow runs of finished run {r} were still RUNNING: marked KILLED"
+                      for r in run_health.end_orphan_mlflow_runs(context.instance, registry_for(settings), chain.name)]
         except Exception as e:  # noqa: BLE001 - report, try again next tick
             notes = [f"champion repair failed: {type(e).__name__}: {e}"]
         for n in notes:

@@ -151,17 +151,22 @@ class MlflowRegistry(ConfigurableResource):
                 return None
             return json.loads(Path(got).read_text())
 
+    def running_runs(self, model: str) -> dict[str, str]:
+        """MLflow runs of this model still RUNNING -> the Dagster run that opened them."""
+        from ml_platform.resources.tracking import TAG_DAGSTER_RUN
+
+        runs = self.client().search_runs([self.experiment_id(model)], max_results=200,
+                                         filter_string="attributes.status = 'RUNNING'")
+        return {r.info.run_id: r.data.tags[TAG_DAGSTER_RUN] for r in runs if TAG_DAGSTER_RUN in r.data.tags}
+
     def end_runs_of(self, model: str, dagster_run_id: str) -> int:
         """Mark KILLED the MLflow runs a dead Dagster run left RUNNING (its parent and
         candidates): its worker could not end them. Returns how many."""
-        from ml_platform.resources.tracking import TAG_DAGSTER_RUN
-
         c = self.client()
-        runs = c.search_runs([self.experiment_id(model)], max_results=100, filter_string=(
-            f"tags.`{TAG_DAGSTER_RUN}` = '{dagster_run_id}' and attributes.status = 'RUNNING'"))
-        for r in runs:
-            c.set_terminated(r.info.run_id, status="KILLED")
-        return len(runs)
+        mine = [m for m, d in self.running_runs(model).items() if d == dagster_run_id]
+        for run_id in mine:
+            c.set_terminated(run_id, status="KILLED")
+        return len(mine)
 
     def gate_verdicts(self, model: str, version: int) -> dict[str, tuple[str, str]]:
         """check -> (state, reason) as the gate recorded it on the version ("missing" if never)."""

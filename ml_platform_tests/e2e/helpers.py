@@ -17,10 +17,11 @@ def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=timeout, cwd=config.parent)
 
 
-def start(config: Path, *args: str, log: Path) -> subprocess.Popen:
+def start(config: Path, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     f = open(log, "wb")
     return subprocess.Popen([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=config.parent)
+                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=config.parent,
+                            env={**os.environ, **(env or {})})
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 20) -> None:
