@@ -27,7 +27,7 @@ status: install
 
 ## The whole suite: unit, integration (real Dagster + MLflow), end-to-end (real processes).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15
 
 ## Unit tests only (seconds).
 test-fast: install

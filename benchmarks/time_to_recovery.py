@@ -6,8 +6,8 @@ intervals unless --automation is given):
 
   1. `ml-platform up` seeds 3 demo batches; wait until a champion serves and the platform
      is idle (every batch decided, no run queued or in progress);
-  2. land ONE drifted file (``generate_batch(rows, drift=1.0)``, labelled) atomically:
-     written under a tmp name, then renamed;
+  2. land ONE drifted file (``generate_batch(rows, drift=1.0)``, labelled; ``--files N``: N
+     of them together) atomically: written under a tmp name, then renamed;
   3. poll ``POST /models/churn/invocations`` until the ``X-Model-Version`` header changes;
   4. split the time with run records (``create_timestamp``, ``start_time``, ``end_time``),
      run events (dequeue, launch) and step stats of the ingest and train runs.
@@ -197,8 +197,12 @@ def one(args, rep: int) -> dict:
         settled = time.time() - t0
         time.sleep(args.quiet_seconds)  # let sensors tick on an idle platform, as in steady state
         load = os.getloadavg()[0]
-        df = generate_batch(args.rows, seed=4242 + rep, drift=args.drift, start_id=50_000_000)
-        src, landed = land_atomically(root / "landing", f"drifted-{rep}.csv", df)
+        # --files N: N drifted files land together (the stage split follows the first one)
+        landed_files = [land_atomically(root / "landing", f"drifted-{rep}-{i}.csv",
+                                        generate_batch(args.rows, seed=4242 + 100 * rep + i, drift=args.drift,
+                                                       start_id=50_000_000 + 1_000_000 * i))
+                        for i in range(args.files)]
+        src, landed = landed_files[0]
         mtime = src.stat().st_mtime
         served_at, new = None, None
         deadline = landed + args.timeout
@@ -237,6 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", type=int, default=2000, help="rows of the drifted file (demo batches: 2000)")
     ap.add_argument("--drift", type=float, default=1.0)
+    ap.add_argument("--files", type=int, default=1, help="drifted files landed together")
     ap.add_argument("--automation", default="",
                     help="YAML flow mapping for models.churn.automation, e.g. '{landing_interval_seconds: 1}'")
     ap.add_argument("--quiet-seconds", type=float, default=10.0)
@@ -255,7 +260,7 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     ok = [r for r in results if r.get("total") is not None]
-    print(f"\nautomation: {args.automation or 'defaults'}; drifted file: {args.rows} rows; "
+    print(f"\nautomation: {args.automation or 'defaults'}; {args.files} drifted file(s) of {args.rows} rows; "
           f"{len(ok)}/{len(results)} recovered; load average at landing: "
           + ", ".join(f"{r['load_average']:.2f}" for r in results))
     if args.markdown:
