@@ -186,6 +186,11 @@ class TrainingConfig(_Strict):
     newest_batches: int = Field(3, ge=1)       # N of the "newest" window
     min_holdout_rows: int = Field(200, ge=1)   # the holdout reaches back batch by batch until it holds this
     search_budget: int = Field(0, ge=0, le=100)  # extra parameter settings tried on the best window/estimator
+    # A candidate trained on more rows wins over the holdout's best when it is within
+    # gate.max_regression of it and the paired bootstrap (gate.confidence, gate.resamples) does
+    # not show it worse: on a few hundred holdout rows a narrow window's small lead is often
+    # noise, and more data generalises to the next batches better.
+    prefer_more_data: bool = True
 
     @field_validator("windows")
     @classmethod

@@ -137,6 +137,8 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         except ValueError as e:
             raise dg.Failure(str(e)) from None
         win = sel.winner
+        if sel.note:
+            context.log.info(sel.note)
         trigger = context.run.tags.get(TAG_TRIGGER, "manual")
         links = link_tags(chain.settings, context.run_id)
         for i, t in enumerate(sel.trials):
@@ -153,7 +155,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         art.write(staging)
         batches = {b: training_set["batches"][b] for b in win.window.batches}
         tags = {"dagster_run_id": context.run_id, "trigger": trigger, "training_set": training_set["path"],
-                "train_window": win.window.label}
+                "train_window": win.window.label, **({"selection_note": sel.note[:4000]} if sel.note else {})}
         # The MLflow signature takes doubles (what JSON and pandas give MLflow's own tools).
         sample = model_inputs(wtrain.head(50), cfg).astype({c: "float64" for c in cfg.numeric_features})
         version, run_id = registry.log_candidate(
@@ -174,6 +176,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             "window": win.window.label, "estimator": win.estimator.name,
             "regime_start": regime or "none (the newest batch is not shifted)",
             "candidates": comparison_table(sel),
+            "selection": sel.note or f"the holdout's best by {sel.metric}",
             "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": round(v, 5)} for k, v in metrics.items()])),
             "train_rows": art.train_rows, "holdout_rows": art.holdout_rows,
             **{f"holdout_{k}": float(v) for k, v in metrics.items()},

@@ -5,8 +5,9 @@ one) and `ml-platform run` (files landed at once) reach the same decisions.
 
 ``on_drift`` (default) is performance-centred (``retrain.trigger_on: performance``): covariate
 drift alone is a reason to look closer, not to retrain. It retrains when
-  - the champion's metric dropped significantly on a labelled batch (trigger "performance",
-    at once: labels are the strongest evidence), or
+  - the champion's metric dropped significantly on a labelled batch, or pooled over the last
+    2-3 labelled batches (a drop too small for one batch's rows; trigger "performance", at once:
+    labels are the strongest evidence), or
   - on unlabelled batches, the CBPE estimate of the metric (``core/estimate.py``) dropped
     significantly over ``debounce_batches`` consecutive batches since the last retrain, with
     at least ``min_new_rows`` new rows (trigger "estimated_performance"), or
@@ -129,6 +130,15 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
         return Decision(True, "performance", f"significant performance drop: {why}",
                         _regime_start(recent, record))
     validated = [h for h in recent + [record] if h.get("status") == "validated"]
+    pool = _pooled_drop(validated, rc.performance_alpha, rc.min_drop)
+    if pool is not None:
+        k, p = pool
+        why = (f"{_interval(p)} over the last {k} labelled batches ({p.rows} rows) below champion "
+               f"v{p.champion_version} holdout {p.baseline:.4f}")
+        if cooling:
+            return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "performance", f"significant performance drop: {why}",
+                        _regime_start(recent, record))
     new_rows = sum(int(h.get("valid_rows") or 0) for h in validated)
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
@@ -181,6 +191,27 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     elif verdict == "stable":
         parts.insert(0, f"no drift (share {d.get('share_drifted', 0):.0%})")
     return Decision(False, "none", "; ".join(parts) or "nothing to act on")
+
+
+def _pooled_drop(validated: list[dict], alpha: float, min_drop: float):
+    """(k, pooled figure) for the shortest trailing run of k = 2 or 3 labelled batches, measured
+    against the same champion, whose pooled figure shows a significant drop; else None."""
+    from ml_platform.core.estimate import pooled
+    run: list[dict] = []
+    for h in reversed(validated):
+        p = h.get("performance") or {}
+        if p.get("method") != "measured" or p.get("value") is None:
+            break
+        if run and p.get("champion_version") != run[0].get("champion_version"):
+            break
+        run.insert(0, p)
+        if len(run) >= 2:
+            fig = pooled(run, alpha=alpha)
+            if fig is not None and dropped(fig.to_dict(), min_drop):
+                return len(run), fig
+        if len(run) == 3:
+            break
+    return None
 
 
 def _streak(validated: list[dict], hit) -> int:

@@ -69,6 +69,8 @@ class Selection:
     metric: str
     holdout_rows: int
     regime_start: str | None
+    top: int | None = None   # the holdout's best when ``best`` is a wider tied one
+    note: str = ""           # why ``best`` is not the holdout's best
 
     @property
     def winner(self) -> Trial:
@@ -223,7 +225,45 @@ def select(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, windows
     best = int(np.argmax(keys))  # the first of equal keys
     if keys[best] == -np.inf:  # the metric is undefined on this holdout for all: the first fitted one
         best = trials.index(fitted[0])
-    return Selection(trials, best, metric, len(holdout), regime)
+        return Selection(trials, best, metric, len(holdout), regime)
+    top, note = best, ""
+    if cfg.training.prefer_more_data:
+        best, note = _more_data_when_tied(trials, best, holdout, cfg)
+    return Selection(trials, best, metric, len(holdout), regime, top=top, note=note)
+
+
+def _more_data_when_tied(trials: list[Trial], best: int, holdout: pd.DataFrame,
+                         cfg: ModelConfig) -> tuple[int, str]:
+    """The trial with the most training rows that is within ``gate.max_regression`` of ``best`` on
+    the holdout and whose paired bootstrap interval of (it - best) reaches 0 (not shown worse),
+    with the note saying so; else ``best``. A clear lead of a narrow window (a changed concept:
+    the demo, Agrawal) keeps the narrow window."""
+    from ml_platform.core.bootstrap import paired_bootstrap
+    from ml_platform.core.frames import model_inputs
+    lead = trials[best]
+    wider = sorted((i for i, t in enumerate(trials) if not t.skipped and t.pipe is not None
+                    and t.train_rows > lead.train_rows and np.isfinite(_ranking_key(cfg.gate_metric, t))),
+                   key=lambda i: -trials[i].train_rows)
+    if not wider:
+        return best, ""
+    x, y = model_inputs(holdout, cfg), training.target_values(holdout, cfg)
+
+    def outputs(t: Trial):
+        return t.pipe.predict_proba(x) if cfg.task == "classification" else t.pipe.predict(x)
+    lead_out, g = outputs(lead), cfg.gate
+    for i in wider:
+        t = trials[i]
+        iv = paired_bootstrap(cfg.gate_metric, cfg.task, y, outputs(t), lead_out,
+                              candidate_classes=getattr(t.pipe, "classes_", None),
+                              champion_classes=getattr(lead.pipe, "classes_", None),
+                              resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
+        if np.isfinite(iv.ci_high) and iv.ci_high >= 0 and iv.delta >= -g.max_regression:
+            return i, (f"{t.name} ({t.train_rows} rows) preferred to the holdout's best {lead.name} "
+                       f"({lead.train_rows} rows): {cfg.gate_metric} {iv.delta:+.4f}, "
+                       f"{iv.confidence:.0%} CI [{iv.ci_low:+.4f}, {iv.ci_high:+.4f}] on {iv.rows} rows "
+                       f"does not show it worse, within gate.max_regression {g.max_regression} "
+                       "(training.prefer_more_data)")
+    return best, ""
 
 
 def _figure(t: Trial, metric: str) -> str:
