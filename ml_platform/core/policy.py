@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.settings import ModelConfig
 
 
@@ -40,24 +41,24 @@ class Decision:
         return asdict(self)
 
 
-def monitoring_complete(record: dict) -> bool:
+def monitoring_complete(record: BatchRecord) -> bool:
     """The batch's ingest run is done writing what the policy reads."""
-    if record.get("status") in (None, "raw"):
+    if record.status in (None, "raw"):
         return False
-    if record.get("status") != "validated":
+    if not record.is_validated:
         return True
-    return "drift" in record and "performance" in record
+    return record.drift is not None and record.performance is not None
 
 
-def _since_last_retrain(history: list[dict]) -> list[dict]:
+def _since_last_retrain(history: list[BatchRecord]) -> list[BatchRecord]:
     for i in range(len(history) - 1, -1, -1):
-        if (history[i].get("decision") or {}).get("retrain"):
+        if history[i].retrained:
             return history[i + 1:]
     return history
 
 
-def _shifted(rec: dict) -> bool:
-    return ((rec.get("drift") or {}).get("verdict") == "drifted" or _dropped(rec))
+def _shifted(rec: BatchRecord) -> bool:
+    return rec.drifted or _dropped(rec)
 
 
 def dropped(p: dict, min_drop: float = 0.0) -> bool:
@@ -66,34 +67,34 @@ def dropped(p: dict, min_drop: float = 0.0) -> bool:
     return bool(p.get("significant")) and float(p.get("drop") or 0.0) >= min_drop
 
 
-def _dropped(rec: dict, min_drop: float = 0.0) -> bool:
+def _dropped(rec: BatchRecord, min_drop: float = 0.0) -> bool:
     """Measured, or (without labels) estimated, significant drop."""
-    return dropped(rec.get("performance") or {}, min_drop) or dropped(rec.get("estimate") or {}, min_drop)
+    return dropped(rec.performance_figure, min_drop) or dropped(rec.estimate_figure, min_drop)
 
 
 def _interval(p: dict) -> str:
     return f"{p['metric']} {p['value']:.4f} (95% CI {p['ci_low']:.4f}-{p['ci_high']:.4f})"
 
 
-def _regime_start(recent: list[dict], record: dict) -> str:
+def _regime_start(recent: list[BatchRecord], record: BatchRecord) -> str:
     """First batch of the trailing run of drifted / under-performing batches."""
-    start = record["partition"]
+    start = record.partition
     for h in reversed(recent):
-        if h.get("status") != "validated":
+        if not h.is_validated:
             continue
         if not _shifted(h):
             break
-        start = h["partition"]
+        start = h.partition
     return start
 
 
-def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion: bool,
+def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *, has_champion: bool,
            retrain_in_flight: bool = False, now: float | None = None) -> Decision:
     """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions.
     ``retrain_in_flight``: a train run of this model is queued or running."""
-    status = record.get("status")
+    status = record.status
     if status != "validated":
-        return Decision(False, "none", f"batch {status}: {record.get('reason')}")
+        return Decision(False, "none", f"batch {status}: {record.reason}")
     rc = cfg.retrain
     if rc.policy == "on_arrival":
         if not has_champion:
@@ -102,24 +103,24 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     if retrain_in_flight:
         return Decision(False, "none", "a retrain is already queued or running: this batch is judged "
                                        "against its result (at most one retrain in flight)")
-    if not record.get("labelled", True) and not has_champion:
+    if record.unlabelled and not has_champion:
         return Decision(False, "none", "unlabelled batch and no champion: nothing to train on")
     if not has_champion:
         return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
 
     recent = _since_last_retrain(history)
-    last_retrain = next((h["decision"]["at"] for h in reversed(history)
-                         if (h.get("decision") or {}).get("retrain") and "at" in h["decision"]), None)
-    at = record.get("validated_at") or now
+    last_retrain = next((h.decision["at"] for h in reversed(history) if h.retrained and "at" in h.decision),
+                        None)
+    at = record.validated_at or now
     cooling = (rc.cooldown_seconds > 0 and last_retrain is not None and at is not None
                and at - last_retrain < rc.cooldown_seconds)
 
-    perf = record.get("performance") or {}
-    est = record.get("estimate") or {}
-    d = record.get("drift") or {}
-    verdict = d.get("verdict")
+    perf = record.performance_figure
+    est = record.estimate_figure
+    d = record.drift_summary
+    verdict = record.drift_verdict
     parts = []
-    rows = int(record.get("valid_rows") or 0)
+    rows = int(record.valid_rows or 0)
     if rows < cfg.drift.min_rows:  # too small to judge: never a retrain by itself
         return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
                                        f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
@@ -129,17 +130,17 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
             return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "performance", f"significant performance drop: {why}",
                         _regime_start(recent, record))
-    validated = [h for h in recent + [record] if h.get("status") == "validated"]
+    validated = [h for h in recent + [record] if h.is_validated]
     pool = _pooled_drop(validated, rc.performance_alpha, rc.min_drop)
     if pool is not None:
         k, p = pool
-        why = (f"{_interval(p)} over the last {k} labelled batches ({p.rows} rows) below champion "
+        why = (f"{_interval(p.to_dict())} over the last {k} labelled batches ({p.rows} rows) below champion "
                f"v{p.champion_version} holdout {p.baseline:.4f}")
         if cooling:
             return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "performance", f"significant performance drop: {why}",
                         _regime_start(recent, record))
-    new_rows = sum(int(h.get("valid_rows") or 0) for h in validated)
+    new_rows = sum(int(h.valid_rows or 0) for h in validated)
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
     if measured:
@@ -169,7 +170,7 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
                                        f"(share {d.get('share_drifted', 0):.0%}) looked at closer: "
                                        f"{'; '.join(parts)}; drift alone does not retrain")
     if verdict == "drifted" and (judged or rc.unestimated_drift == "retrain"):
-        streak = _streak(validated, lambda h: (h.get("drift") or {}).get("verdict") == "drifted")
+        streak = _streak(validated, lambda h: h.drifted)
         what = (f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
                 f"(share {d.get('share_drifted', 0):.0%}), {streak} consecutive drifted batch(es), "
                 f"{new_rows} new rows since the last retrain"
@@ -187,19 +188,19 @@ def decide(record: dict, history: list[dict], cfg: ModelConfig, *, has_champion:
     elif verdict in ("no reference", "no champion", "skipped"):
         parts.insert(0, d.get("reason") or verdict)
     elif verdict == "not enough data":
-        parts.insert(0, f"drift: not enough data ({d.get('rows', record.get('valid_rows'))} rows)")
+        parts.insert(0, f"drift: not enough data ({d.get('rows', record.valid_rows)} rows)")
     elif verdict == "stable":
         parts.insert(0, f"no drift (share {d.get('share_drifted', 0):.0%})")
     return Decision(False, "none", "; ".join(parts) or "nothing to act on")
 
 
-def _pooled_drop(validated: list[dict], alpha: float, min_drop: float):
+def _pooled_drop(validated: list[BatchRecord], alpha: float, min_drop: float):
     """(k, pooled figure) for the shortest trailing run of k = 2 or 3 labelled batches, measured
     against the same champion, whose pooled figure shows a significant drop; else None."""
     from ml_platform.core.estimate import pooled
     run: list[dict] = []
     for h in reversed(validated):
-        p = h.get("performance") or {}
+        p = h.performance_figure
         if p.get("method") != "measured" or p.get("value") is None:
             break
         if run and p.get("champion_version") != run[0].get("champion_version"):
@@ -214,7 +215,7 @@ def _pooled_drop(validated: list[dict], alpha: float, min_drop: float):
     return None
 
 
-def _streak(validated: list[dict], hit) -> int:
+def _streak(validated: list[BatchRecord], hit) -> int:
     """Consecutive batches (newest backwards) for which ``hit`` holds."""
     n = 0
     for h in reversed(validated):
