@@ -152,12 +152,12 @@ def main(argv=None) -> int:
             assert len(out) == 1, out
             o = out[0]
             rec = catalog.read_record(settings.model_dir("churn"), o.partition)
-            perf = rec.get("performance") or {}
-            dec = rec.get("decision") or {}
+            perf, dec = rec.performance_figure, rec.decision or {}
             v, auc_s = served_auc(settings, "churn", fresh_stable)
             _, auc_d = served_auc(settings, "churn", fresh_drift)
-            row = {"i": i, "phase": phase, "rows": rec.get("valid_rows", n), "drift": rec.get("drift") or {},
-                   "performance": perf, "retrain": bool(dec.get("retrain")),
+            row = {"i": i, "phase": phase, "rows": rec.valid_rows if rec.valid_rows is not None else n,
+                   "drift": rec.drift_summary,
+                   "performance": perf, "retrain": rec.retrained,
                    "trigger": dec.get("trigger"), "reason": dec.get("reason"),
                    "candidate": o.train.version if o.train else None,
                    "deployed": bool(o.train and o.train.deployed),

@@ -49,6 +49,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from ml_platform.core import bootstrap, comparison, drift, estimate, gate, selection, training
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.candidate import SCORE, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.policy import decide
@@ -249,14 +250,14 @@ class Run:
         return float(np.nanmean(self.scores)) if self.scores else float("nan")
 
 
-def training_set(records: list[dict], frames: dict[str, pd.DataFrame], cfg: ModelConfig) -> pd.DataFrame:
+def training_set(records: list[BatchRecord], frames: dict[str, pd.DataFrame], cfg: ModelConfig) -> pd.DataFrame:
     """As the ``training_set`` asset builds it: validated labelled batches (the configured
     window), ``_batch``/``_row`` columns, the holdout drawn from the newest batches."""
-    recs = [r for r in records if r.get("status") == "validated" and r.get("labelled", True)]
+    recs = [r for r in records if r.trainable]
     if cfg.training.window_batches:
         recs = recs[-cfg.training.window_batches:]
-    df = pd.concat([frames[r["partition"]].assign(**{selection.BATCH: r["partition"],
-                                                     selection.ROW: np.arange(len(frames[r["partition"]]))})
+    df = pd.concat([frames[r.partition].assign(**{selection.BATCH: r.partition,
+                                                   selection.ROW: np.arange(len(frames[r.partition]))})
                     for r in recs], ignore_index=True)
     df[selection.HOLDOUT] = selection.mark_holdout(df, cfg)
     return df
@@ -297,7 +298,7 @@ def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFr
                                                    strict=g.comparison == "bootstrap_strict")]
 
 
-def retrain(records: list[dict], frames: dict, cfg: ModelConfig, champion: Champion | None,
+def retrain(records: list[BatchRecord], frames: dict, cfg: ModelConfig, champion: Champion | None,
             version: int) -> tuple[Champion | None, list[gate.Verdict]]:
     """training_set -> candidate_model (selection over windows x estimators) -> the gate."""
     ts = training_set(records, frames, cfg)
@@ -319,36 +320,37 @@ def retrain(records: list[dict], frames: dict, cfg: ModelConfig, champion: Champ
                     win.window.batches, ts), verdicts
 
 
-def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str) -> dict:
+def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str) -> BatchRecord:
     """The batch record the monitoring assets write (drift_report + champion_performance)."""
     from ml_platform.assets.monitoring import drift_summary
     out = _outputs(champ.pipe, df, cfg)
     d = drift.compute_drift_from_config(champ.reference, df.assign(**{SCORE: scores_of(out, cfg.task)}), cfg.drift)
     alpha = cfg.retrain.performance_alpha
-    return {"partition": partition, "status": "validated", "valid_rows": len(df), "labelled": True,
-            "drift": {"champion_version": champ.version, **drift_summary(d)},
-            "performance": estimate.measure(training.target_values(df, cfg), out, champ.meta, cfg.gate_metric,
-                                            cfg.task, alpha=alpha, version=champ.version).to_dict(),
-            "estimate": estimate.estimate(out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
-                                          version=champ.version).to_dict()}
+    return BatchRecord(partition, status="validated", valid_rows=len(df), labelled=True,
+                       drift={"champion_version": champ.version, **drift_summary(d)},
+                       performance=estimate.measure(training.target_values(df, cfg), out, champ.meta,
+                                                    cfg.gate_metric, cfg.task, alpha=alpha,
+                                                    version=champ.version).to_dict(),
+                       estimate=estimate.estimate(out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
+                                                  version=champ.version).to_dict())
 
 
 def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print) -> Run:
     run = Run("platform")
     frames = {f"b{i:03d}": b for i, b in enumerate(batches)}
-    records: list[dict] = []
+    records: list[BatchRecord] = []
     champion: Champion | None = None
     version = 0
     for i, (p, df) in enumerate(frames.items()):
         if champion is None:
-            rec = {"partition": p, "status": "validated", "valid_rows": len(df), "labelled": True}
+            rec = BatchRecord(p, status="validated", valid_rows=len(df), labelled=True)
         else:
             run.scores.append(_metric(cfg, champion.pipe, df))  # served before its labels land
             rec = monitor(cfg, champion, df, p)
-            if rec["estimate"].get("value") is not None:
-                run.estimates.append((rec["estimate"]["value"], rec["performance"]["value"]))
+            if rec.estimated_value is not None:
+                run.estimates.append((rec.estimated_value, rec.measured_value))
         d = decide(rec, records, cfg, has_champion=champion is not None, now=float(i))
-        rec["decision"] = {**d.to_dict(), "at": float(i)}
+        rec.decision = {**d.to_dict(), "at": float(i)}
         records.append(rec)
         if d.retrain:
             version += 1
@@ -364,9 +366,9 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print) -> Ru
             else:
                 run.blocked.append(f"{p}: " + "; ".join(v.reason for v in verdicts if not v.passed))
         if log:
-            pr, es = rec.get("performance") or {}, rec.get("estimate") or {}
-            log(f"  {p} {(rec.get('drift') or {}).get('verdict', '-'):>15} "
-                f"measured {pr.get('value') or float('nan'):.4f} estimated {es.get('value') or float('nan'):.4f} "
+            log(f"  {p} {rec.drift_summary.get('verdict', '-'):>15} "
+                f"measured {rec.measured_value or float('nan'):.4f} "
+                f"estimated {rec.estimated_value or float('nan'):.4f} "
                 f"{'RETRAIN ' + d.trigger if d.retrain else 'no'}  champion v{champion.version if champion else '-'}")
     return run
 

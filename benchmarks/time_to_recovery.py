@@ -85,7 +85,7 @@ def idle(instance, model_dir: Path, expected_batches: int) -> bool:
     from ml_platform.core import catalog
 
     recs = catalog.read_records(model_dir)
-    if len(recs) < expected_batches or any(not r.get("decision") for r in recs):
+    if len(recs) < expected_batches or any(not r.decided for r in recs):
         return False
     busy = instance.get_runs(filters=dg.RunsFilter(statuses=[
         dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -222,9 +222,8 @@ def one(args, rep: int) -> dict:
         if served_at is None:
             from ml_platform.core import catalog
             rec = next((r for r in catalog.read_records(root / "state" / "models" / MODEL)
-                        if r["partition"] == res.get("partition")), {})
-            res["no_recovery"] = {"decision": rec.get("decision"), "drift": rec.get("drift"),
-                                  "performance": rec.get("performance")}
+                        if r.partition == res.get("partition")), catalog.BatchRecord(""))
+            res["no_recovery"] = {"decision": rec.decision, "drift": rec.drift, "performance": rec.performance}
         return res
     finally:
         stop_up(proc)

@@ -150,9 +150,8 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
                                           raise_on_error=False)
             for rec, d in pending_decisions(chain, instance):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
-                bo = BatchOutcome(rec["partition"], rec.get("file", ""), rec.get("status", "?"),
-                                  rec.get("valid_rows", rec.get("rows", 0)) or 0,
-                                  rec.get("quarantined_rows", 0) or 0, rec.get("reason"),
+                bo = BatchOutcome(rec.partition, rec.file or "", rec.status or "?", rec.row_count,
+                                  rec.quarantined_rows or 0, rec.reason,
                                   f"{'retrain' if d.retrain else 'no retrain'} ({d.trigger}): {d.reason}")
                 echo(f"[{name}]   {bo.status}: {bo.rows} valid rows, {bo.quarantined_rows} quarantined"
                      + (f" - {bo.reason}" if bo.reason else ""))
@@ -161,7 +160,7 @@ def run_pending(settings: Settings, defs, instance, models: list[str] | None = N
                     _wait_for_train_pool(instance, chain, echo)
                     res = train_job.execute_in_process(
                         instance=instance, raise_on_error=False,
-                        tags=train_tags(d, rec["partition"]))
+                        tags=train_tags(d, rec.partition))
                     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)

@@ -7,6 +7,7 @@ before its run is submitted leaves the batch undecided, and the next tick decide
 (same run_key, so never twice)."""
 
 
+import dataclasses
 import json
 import time
 
@@ -17,6 +18,7 @@ from ml_platform.assets.common import (TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_R
                                        TAG_SOURCE, TAG_TRIGGER, Chain)
 from ml_platform.champion import champion_version
 from ml_platform.core import catalog
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile, scan_landing
 from ml_platform.core.live import sample_files
 from ml_platform.core.policy import Decision, decide, monitoring_complete
@@ -40,7 +42,7 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
 
 
 def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
-                      retrain_in_flight: bool = False) -> list[tuple[dict, Decision]]:
+                      retrain_in_flight: bool = False) -> list[tuple[BatchRecord, Decision]]:
     """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
     order. A "no retrain" is recorded on the batch here (no run will act on it); a retrain is
     recorded by the train run that carries it. A retrain decided here is in flight for the
@@ -49,22 +51,22 @@ def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
     has_champion = champion_version(chain.settings, chain.name) is not None
     out = []
     for i, rec in enumerate(records):
-        if rec.get("decision"):
+        if rec.decided:
             continue
         if not monitoring_complete(rec):
             # Decide in arrival order: wait for an earlier batch still being ingested, unless
             # its ingest died long ago (then it stays undecided and the rest go on).
-            if time.time() - float(rec.get("ingested_at") or 0) < STALE_INGEST_SECONDS:
+            if time.time() - float(rec.ingested_at or 0) < STALE_INGEST_SECONDS:
                 break
             continue
-        if instance is not None and batch_train_run(instance, chain, rec["partition"]):
+        if instance is not None and batch_train_run(instance, chain, rec.partition):
             retrain_in_flight = True  # decided before; its run has not recorded it yet
             continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
         decision = {**d.to_dict(), "at": time.time()}
         if not d.retrain:
-            catalog.update_record(chain.dir, rec["partition"], decision=decision)
-        records[i] = {**rec, "decision": decision}
+            catalog.update_record(chain.dir, rec.partition, decision=decision)
+        records[i] = dataclasses.replace(rec, decision=decision)
         retrain_in_flight = retrain_in_flight or d.retrain
         out.append((rec, d))
     return out
@@ -92,23 +94,23 @@ def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
     return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=active), limit=1))
 
 
-def decision_observation(chain: Chain, rec: dict, d: Decision) -> dg.AssetObservation:
+def decision_observation(chain: Chain, rec: BatchRecord, d: Decision) -> dg.AssetObservation:
     """The decision as an observation on the batch's drift_report partition (UI: asset page)."""
-    drift = rec.get("drift") or {}
-    perf = rec.get("performance") or {}
+    drift = rec.drift_summary
+    perf = rec.performance_figure
     meta = {"retrain": d.retrain, "trigger": d.trigger, "reason": d.reason,
             "drift_verdict": str(drift.get("verdict", "n/a")),
             "share_drifted": float(drift.get("share_drifted") or 0.0)}
     if perf.get("value") is not None:
         meta.update(performance=float(perf["value"]), performance_drop=float(perf["drop"]),
                     significant_drop=bool(perf["significant"]))
-    est = rec.get("estimate") or {}
+    est = rec.estimate_figure
     if est.get("value") is not None:  # CBPE, label-free: next to the measured figure when both exist
         meta.update(estimated_performance=float(est["value"]), estimated_ci_low=float(est["ci_low"]),
                     estimated_ci_high=float(est["ci_high"]), estimated_significant_drop=bool(est["significant"]))
     elif est.get("reason"):
         meta["estimate"] = f"none: {est['reason']}"
-    return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec["partition"], metadata=meta)
+    return dg.AssetObservation(asset_key=chain.key("drift_report"), partition=rec.partition, metadata=meta)
 
 
 CONTROL_PLANE_INTERVAL = 10
@@ -159,11 +161,11 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         decisions = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain))
         requests = []
         for rec, d in decisions:
-            context.log.info(f"{rec['partition']}: {'RETRAIN' if d.retrain else 'no retrain'} "
+            context.log.info(f"{rec.partition}: {'RETRAIN' if d.retrain else 'no retrain'} "
                              f"({d.trigger}): {d.reason}")
             if d.retrain:
-                requests.append(dg.RunRequest(run_key=f"train-{rec['partition']}",
-                                              tags=train_tags(d, rec["partition"])))
+                requests.append(dg.RunRequest(run_key=f"train-{rec.partition}",
+                                              tags=train_tags(d, rec.partition)))
         if not decisions:
             return dg.SkipReason("no newly monitored batch")
         return dg.SensorResult(run_requests=requests,

@@ -43,20 +43,11 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
         })
     batches = []
     for r in catalog.read_records(settings.model_dir(name)):
-        b = {"partition": r["partition"], "file": r.get("file", ""),
-             "rows": int(r.get("valid_rows", r.get("rows", 0)) or 0),
-             "quarantined_rows": int(r.get("quarantined_rows", 0) or 0),
-             "status": r.get("status", "unknown")}
-        if r.get("reason"):
-            b["reason"] = r["reason"]
-        if r.get("decision"):
-            b["decision"] = r["decision"]
-        if r.get("drift"):
-            b["drift"] = r["drift"]
-        if r.get("performance"):
-            b["performance"] = r["performance"]
-        if r.get("estimate"):
-            b["estimate"] = r["estimate"]
+        b = {"partition": r.partition, "file": r.file or "", "rows": r.row_count,
+             "quarantined_rows": int(r.quarantined_rows or 0), "status": r.status or "unknown"}
+        for k in ("reason", "decision", "drift", "performance", "estimate"):
+            if getattr(r, k):
+                b[k] = getattr(r, k)
         batches.append(b)
     waiting = approval.awaiting([(int(v.version), v.tags) for v in versions], current, gate_passed=gate_passed)
     return {"champion": champion, "versions": vout, "batches": batches,
@@ -93,7 +84,7 @@ def _gate_figures(tags: dict) -> dict:
     return out
 
 
-def estimate_tracking(records: list[dict]) -> dict:
+def estimate_tracking(records: list[catalog.BatchRecord]) -> dict:
     t = estimate_tracking_of(records)
     return {"batches": len(t.rows), "mean_abs_error": t.mean_abs_error, "covered": t.covered,
             "per_batch": t.rows}

@@ -26,7 +26,7 @@ def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, s
     if rec is None:
         raise dg.Failure(f"partition {context.partition_key!r} has no source file: it was not "
                          "created by the landing sensor or `ml-platform run`")
-    return Path(rec["file"]), rec.get("sha256"), float(rec.get("arrival", time.time()))
+    return Path(rec.file), rec.sha256, float(rec.arrival if rec.arrival is not None else time.time())
 
 
 def _stored_copy(dest_dir: Path) -> Path | None:
@@ -119,10 +119,10 @@ def _duplicate_ids(chain: Chain, partition: str, valid: pd.DataFrame) -> tuple[i
     within = int(ids.duplicated().sum())
     seen: set = set()
     for rec in catalog.read_records(chain.dir):
-        if rec["partition"] == partition:
+        if rec.partition == partition:
             break
-        path = Path(rec.get("validated_path") or "")
-        if rec.get("status") == "validated" and rec.get("validated_path") and path.exists():
+        path = Path(rec.validated_path or "")
+        if rec.is_validated and rec.validated_path and path.exists():
             try:
                 seen.update(category_array(pd.read_parquet(path, columns=[idc])[idc]).tolist())
             except (KeyError, ValueError, OSError, pa.ArrowException):
@@ -160,13 +160,13 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
               description="Rows that pass the config's pandera schema; the rest quarantined with reasons.")
     def validated_batch(context: dg.AssetExecutionContext):
         partition = context.partition_key
-        rec = catalog.read_record(chain.dir, partition) or {}
-        stored = Path(rec.get("stored_path", ""))
-        source = rec.get("file", str(stored))
+        rec = catalog.read_record(chain.dir, partition) or catalog.BatchRecord(partition)
+        stored = Path(rec.stored_path or "")
+        source = rec.file if rec.file is not None else str(stored)
         try:
-            if rec.get("refused"):
-                raise BatchReadError(rec.get("reason") or f"{source}: refused")
-            if not rec.get("stored_path") or not stored.is_file():
+            if rec.refused:
+                raise BatchReadError(rec.reason or f"{source}: refused")
+            if not rec.stored_path or not stored.is_file():
                 raise BatchReadError(f"{source}: no raw copy in storage (the copy failed)")
             outcome = validate_batch(read_batch(stored, display_name=source), chain.cfg,
                                      model_name=chain.name, source=source)

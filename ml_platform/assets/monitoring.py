@@ -38,11 +38,10 @@ def drift_summary(result: drift.DriftResult) -> dict:
             "score_drifted": bool(result.score and result.score.drifted)}
 
 
-def _validated(chain: Chain, partition: str) -> tuple[dict, pd.DataFrame | None]:
-    rec = catalog.read_record(chain.dir, partition) or {}
-    if rec.get("status") not in ("validated", "rejected") or not rec.get("validated_path"):
-        return rec, None
-    return rec, pd.read_parquet(rec["validated_path"])
+def _validated(chain: Chain, partition: str) -> tuple[catalog.BatchRecord, pd.DataFrame | None]:
+    rec = catalog.read_record(chain.dir, partition) or catalog.BatchRecord(partition)
+    path = rec.validated_rows_path
+    return rec, None if path is None else pd.read_parquet(path)
 
 
 def predictions_path(chain: Chain, partition: str) -> Path:
@@ -60,7 +59,7 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
         rec, df = _validated(chain, partition)
         version, onnx_bytes, meta = serving_champion(chain)
         if df is None or version is None:
-            why = "no champion serving yet" if version is None else f"batch {rec.get('status')}"
+            why = "no champion serving yet" if version is None else f"batch {rec.status}"
             catalog.update_record(chain.dir, partition, predictions={"skipped": why})
             return dg.MaterializeResult(metadata={"skipped": why})
         sess = export.session(onnx_bytes)
@@ -105,7 +104,7 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
         version, _, _ = serving_champion(chain)
         summary = {"champion_version": version}
         if df is None:
-            summary.update(verdict="skipped", reason=f"batch {rec.get('status')}")
+            summary.update(verdict="skipped", reason=f"batch {rec.status}")
         elif version is None:
             summary.update(verdict="no champion", reason="no champion serving yet: nothing to compare with")
         elif not reference_path(chain, version).exists():
@@ -125,8 +124,8 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
         summary.update(drift_summary(result))
         catalog.update_record(chain.dir, partition, drift=summary)
         meta = drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png")
-        if rec.get("rows") is not None:  # the file's rows beside the valid rows compared
-            meta["file_rows"] = int(rec["rows"])
+        if rec.rows is not None:  # the file's rows beside the valid rows compared
+            meta["file_rows"] = int(rec.rows)
         return dg.MaterializeResult(metadata=meta)
 
     return drift_report
@@ -210,7 +209,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         version, _, meta = serving_champion(chain)
         pred = predictions_path(chain, partition)
         if df is None or version is None or not pred.exists():
-            why = f"batch {rec.get('status')}" if df is None else "no champion predictions for this batch"
+            why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
             catalog.update_record(chain.dir, partition, performance={"skipped": why},
                                   estimate={"method": "none", "reason": why})
             return dg.MaterializeResult(metadata={"skipped": why})
@@ -225,8 +224,8 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         why = None
         if cfg.target not in df or df[cfg.target].isna().all():
             why = "batch carries no labels"
-        elif rec.get("single_class") is not None and metric_name in ("roc_auc", "f1"):
-            why = f"single class {rec['single_class']!r} in target {cfg.target}: {metric_name} is undefined"
+        elif rec.single_class is not None and metric_name in ("roc_auc", "f1"):
+            why = f"single class {rec.single_class!r} in target {cfg.target}: {metric_name} is undefined"
         elif metric_name not in (meta.get("metrics") or {}):
             why = f"champion v{version} has no holdout {metric_name} to compare with"
         md = {"champion_version": version, **performance_metadata(est, "estimated_")}

@@ -19,11 +19,10 @@ from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.resources.tracking import end_mlflow_hook, link_tags
 
 
-def training_batches(chain: Chain) -> tuple[list[dict], str]:
+def training_batches(chain: Chain) -> tuple[list[catalog.BatchRecord], str]:
     """Validated, labelled batches every candidate window draws from, in arrival order, and
     why these: all of them, or the newest ``training.window_batches``."""
-    recs = [r for r in catalog.read_records(chain.dir)
-            if r.get("status") == "validated" and r.get("labelled", True)]
+    recs = [r for r in catalog.read_records(chain.dir) if r.trainable]
     window = chain.cfg.training.window_batches
     return (recs[-window:], f"newest {window} batches") if window else (recs, "all batches")
 
@@ -39,7 +38,7 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
         batches, why = training_batches(chain)
         if not batches:
             raise dg.Failure("no validated, labelled batch to train on yet")
-        frames = [pd.read_parquet(b["validated_path"]).assign(**{selection.BATCH: b["partition"]})
+        frames = [pd.read_parquet(b.validated_path).assign(**{selection.BATCH: b.partition})
                   .pipe(lambda f: f.assign(**{selection.ROW: np.arange(len(f))})) for b in batches]
         df = pd.concat(frames, ignore_index=True)
         df[selection.HOLDOUT] = selection.mark_holdout(df, cfg)
@@ -48,11 +47,11 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
         df.to_parquet(path, index=False)
         pool = list(dict.fromkeys(df.loc[df[selection.HOLDOUT], selection.BATCH]))
         value = {"path": str(path), "rows": len(df), "holdout_rows": int(df[selection.HOLDOUT].sum()),
-                 "batches": {b["partition"]: b["sha256"] for b in batches}}
+                 "batches": {b.partition: b.sha256 for b in batches}}
         meta = {
             "rows": len(df), "holdout_rows": value["holdout_rows"], "batch_count": len(batches), "window": why,
             "batches": md_table(pd.DataFrame(
-                [{"partition": b["partition"], "sha256": b["sha256"][:16], "rows": b.get("valid_rows")}
+                [{"partition": b.partition, "sha256": b.sha256[:16], "rows": b.valid_rows}
                  for b in batches]), max_rows=50),
             "holdout": (f"newest {cfg.training.holdout_fraction:.0%} of the rows of {', '.join(pool)} by "
                         + (cfg.timestamp_column if cfg.timestamp_column

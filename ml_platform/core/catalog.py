@@ -2,7 +2,8 @@
 
 It is what the CLI (`run`, `status`) and the sensors agree on: which landing content was
 already ingested (by sha256), in which order it arrived, and what became of it. The
-Dagster event log holds the same facts as asset metadata for the UI.
+Dagster event log holds the same facts as asset metadata for the UI. Records are typed
+(``core/batch_record.BatchRecord``); the JSON files keep the shape they always had.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from ml_platform.core.batch_record import FIELDS, BatchRecord
 
 
 def _records_dir(model_dir: Path) -> Path:
@@ -25,27 +28,35 @@ def write_json_atomic(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def update_record(model_dir: Path, partition: str, **fields) -> dict:
-    """Merge ``fields`` into the batch record (created on first call)."""
+def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
+    """Merge ``fields`` (``BatchRecord`` field names) into the batch record, created on first call."""
+    unknown = sorted(set(fields) - FIELDS) + sorted({"partition"} & set(fields))
+    if unknown:
+        raise TypeError(f"update_record: not a batch record field: {', '.join(unknown)}")
     path = _records_dir(model_dir) / f"{partition}.json"
-    rec = json.loads(path.read_text()) if path.exists() else {"partition": partition}
-    rec.update(fields)
-    write_json_atomic(path, rec)
+    rec = _load(path) if path.exists() else BatchRecord(partition)
+    for k, v in fields.items():
+        setattr(rec, k, v)
+    write_json_atomic(path, rec.to_dict())
     return rec
 
 
-def read_record(model_dir: Path, partition: str) -> dict | None:
+def _load(path: Path) -> BatchRecord:
+    return BatchRecord.from_dict(json.loads(path.read_text()))
+
+
+def read_record(model_dir: Path, partition: str) -> BatchRecord | None:
     path = _records_dir(model_dir) / f"{partition}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _load(path) if path.exists() else None
 
 
-def read_records(model_dir: Path) -> list[dict]:
+def read_records(model_dir: Path) -> list[BatchRecord]:
     """Every batch record, in arrival order."""
     d = _records_dir(model_dir)
     if not d.is_dir():
         return []
-    recs = [json.loads(p.read_text()) for p in d.glob("*.json")]
-    return sorted(recs, key=lambda r: (r.get("arrival", 0), r.get("file", ""), r["partition"]))
+    recs = [_load(p) for p in d.glob("*.json")]
+    return sorted(recs, key=lambda r: (r.arrival or 0, r.file or "", r.partition))
 
 
 def records_stamp(model_dir: Path) -> int:
@@ -55,4 +66,4 @@ def records_stamp(model_dir: Path) -> int:
 
 
 def known_sha256(model_dir: Path) -> set[str]:
-    return {r["sha256"] for r in read_records(model_dir) if r.get("sha256")}
+    return {r.sha256 for r in read_records(model_dir) if r.sha256}

@@ -26,6 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.training import HIGHER_IS_BETTER, metric_function
 
 ESTIMABLE = {"roc_auc", "accuracy", "f1", "log_loss"}
@@ -302,15 +303,15 @@ class Tracking:
         return asdict(self)
 
 
-def tracking(records: list[dict]) -> Tracking:
-    """Estimated vs realised on every batch that has both (catalog records: ``estimate`` and
+def tracking(records: list[BatchRecord]) -> Tracking:
+    """Estimated vs realised on every batch that has both (``BatchRecord``s: ``estimate`` and
     ``performance``), in arrival order."""
     rows = []
     for r in records:
-        e, m = r.get("estimate") or {}, r.get("performance") or {}
+        e, m = r.estimate_figure, r.performance_figure
         if e.get("value") is None or m.get("value") is None:
             continue
-        rows.append({"partition": r["partition"], "metric": m.get("metric"), "estimated": e["value"],
+        rows.append({"partition": r.partition, "metric": m.get("metric"), "estimated": e["value"],
                      "estimate_ci": [e.get("ci_low"), e.get("ci_high")], "realised": m["value"],
                      "error": round(e["value"] - m["value"], 5),
                      "inside": bool(e.get("ci_low") is not None and e["ci_low"] <= m["value"] <= e["ci_high"])})

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from ml_platform.core.audit import AuditEntry
+from ml_platform.core.batch_record import BatchRecord
 
 AROUND = 3  # batches averaged on each side of a promotion for "served before / after"
 
@@ -41,18 +42,17 @@ class BatchFacts:
         self.scored_at = self.scored_at or self.landed_at
 
     @classmethod
-    def from_record(cls, rec: dict) -> "BatchFacts":
+    def from_record(cls, rec: BatchRecord) -> "BatchFacts":
         """From a catalog record (``core/catalog``)."""
-        drift, perf, est = rec.get("drift") or {}, rec.get("performance") or {}, rec.get("estimate") or {}
-        drifted = drift.get("verdict") == "drifted"
-        dropped = bool(perf.get("significant") or est.get("significant"))
-        judged = drift.get("verdict") in ("drifted", "stable")
-        version = perf.get("champion_version", est.get("champion_version"))
-        landed = float(rec.get("arrival") or rec.get("ingested_at") or 0)
-        return cls(partition=rec["partition"], landed_at=landed, scored_at=float(rec.get("ingested_at") or landed),
+        perf = rec.performance_figure
+        drifted, dropped = rec.drifted, rec.significant_drop
+        judged = rec.drift_verdict in ("drifted", "stable")
+        version = perf.get("champion_version", rec.estimate_figure.get("champion_version"))
+        landed = rec.landed_at
+        return cls(partition=rec.partition, landed_at=landed, scored_at=float(rec.ingested_at or landed),
                    drifted=drifted, dropped=dropped, stable=judged and not drifted and not dropped,
                    served_version=None if version is None else int(version),
-                   served_metric=None if perf.get("value") is None else float(perf["value"]))
+                   served_metric=None if rec.measured_value is None else float(rec.measured_value))
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ml_platform.core import training
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
 BATCH = "_batch"      # training-set column: the row's batch (partition key)
@@ -77,27 +78,26 @@ class Selection:
         return self.trials[self.best]
 
 
-def shifted(record: dict) -> bool:
+def shifted(record: BatchRecord) -> bool:
     """The batch differs from what the champion knows: drifted, or its metric dropped significantly."""
-    return ((record.get("drift") or {}).get("verdict") == "drifted"
-            or bool((record.get("performance") or {}).get("significant")))
+    return record.drifted or bool(record.performance_figure.get("significant"))
 
 
-def regime_start(records: list[dict], upto: str | None = None) -> str | None:
+def regime_start(records: list[BatchRecord], upto: str | None = None) -> str | None:
     """First batch of the trailing run of shifted validated batches (arrival order), or None when
     the newest validated batch is not shifted. Read from the verdicts in the catalog, so a UI
     click after drift finds the regime the sensor's retrain found. ``upto``: the newest batch
     of the training set; later records are not looked at (the choice follows the data)."""
-    keys = [r["partition"] for r in records]
+    keys = [r.partition for r in records]
     if upto in keys:
         records = records[:keys.index(upto) + 1]
     start = None
     for rec in reversed(records):
-        if rec.get("status") != "validated":
+        if not rec.is_validated:
             continue
         if not shifted(rec):
             break
-        start = rec["partition"]
+        start = rec.partition
     return start
 
 

@@ -169,7 +169,7 @@ def test_numbers_beyond_float32_are_quarantined_naming_the_column(world):
     o = world["summary"]["big-numbers.csv"]
     assert o.status == "validated" and o.quarantined_rows == 20 and o.rows == 280
     rec = _record(world, "big-numbers.csv")
-    assert all(r.startswith("monthly_charges: too large for a float32") for r in rec["quarantine_reasons"])
+    assert all(r.startswith("monthly_charges: too large for a float32") for r in rec.quarantine_reasons)
 
 
 @pytest.mark.parametrize("name,reason", [("timestamps.parquet", "age: a timestamp is not a number"),
@@ -177,7 +177,7 @@ def test_numbers_beyond_float32_are_quarantined_naming_the_column(world):
 def test_wrongly_typed_numeric_columns_are_quarantined(world, name, reason):
     o = world["summary"][name]
     assert o.status == "rejected" and o.quarantined_rows == 300
-    assert all(r.startswith(reason) for r in _record(world, name)["quarantine_reasons"])
+    assert all(r.startswith(reason) for r in _record(world, name).quarantine_reasons)
 
 
 def test_secrets_file_fails_without_echoing_its_content(world):
@@ -185,7 +185,7 @@ def test_secrets_file_fails_without_echoing_its_content(world):
     assert o.status == "failed" and "missing column(s)" in o.reason and "0 of the 12 configured" in o.reason
     everything = "\n".join(world["lines"]) + to_json(status(world["settings"], world["defs"].resources["registry"]))
     for rec in catalog.read_records(world["chain"].dir):
-        everything += json.dumps(rec)
+        everything += json.dumps(rec.to_dict())
     instance = world["instance"]
     for key in ("raw_batch", "validated_batch"):
         for ev in instance.get_event_records(dg.EventRecordsFilter(
@@ -206,16 +206,16 @@ def test_a_symlink_given_to_raw_batch_is_refused_not_copied(world):
     job.execute_in_process(instance=instance, partition_key=f.partition_key, tags=ingest_tags(f),
                            raise_on_error=False)
     rec = catalog.read_record(chain.dir, f.partition_key)
-    assert rec["status"] == "failed" and rec["refused"] and "refused: a symbolic link" in rec["reason"]
+    assert rec.status == "failed" and rec.refused and "refused: a symbolic link" in rec.reason
     assert not chain.raw_dir(f.partition_key).exists()
-    assert "AWS_SECRET" not in json.dumps(rec)
+    assert "AWS_SECRET" not in json.dumps(rec.to_dict())
 
 
 def test_single_class_target_is_said_in_the_batch_verdict(world):
     o = world["summary"]["one-class.csv"]
     assert o.status == "validated" and "single class '0' in target churned" in o.reason
     rec = _record(world, "one-class.csv")
-    assert rec["single_class"] == "0" and rec["flags"] == ["single class '0' in target churned"]
+    assert rec.single_class == "0" and rec.flags == ["single class '0' in target churned"]
     assert any("single class '0' in target churned" in line for line in world["lines"])
 
 
@@ -223,9 +223,9 @@ def test_ids_seen_in_earlier_batches_are_counted_not_rejected(world):
     o = world["summary"]["same-ids.csv"]
     assert o.status == "validated" and o.rows == 300
     rec = _record(world, "same-ids.csv")
-    assert rec["duplicate_ids"] == 300 and rec["duplicate_ids_within_batch"] == 0
+    assert rec.duplicate_ids == 300 and rec.duplicate_ids_within_batch == 0
     assert "300 id(s) in customer_id already seen in earlier batches" in o.reason
-    assert _record(world, "good-1.csv")["duplicate_ids"] == 0
+    assert _record(world, "good-1.csv").duplicate_ids == 0
     ev = world["instance"].get_latest_materialization_event(dg.AssetKey(["churn", "validated_batch"]))
     assert ev is not None
     mats = world["instance"].get_event_records(dg.EventRecordsFilter(

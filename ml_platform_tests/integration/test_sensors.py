@@ -67,21 +67,21 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert "no champion yet" in result.run_requests[0].tags["ml_platform/reason"]
         obs = {e.partition: e.metadata for e in result.asset_events}
         assert obs["a-1"]["retrain"].value is True and obs["b-2"]["retrain"].value is False
-        assert catalog.read_record(mdir, "b-2")["decision"]["retrain"] is False
-        assert "decision" not in catalog.read_record(mdir, "c-3")
-        assert "decision" not in catalog.read_record(mdir, "a-2")
-        assert "decision" not in catalog.read_record(mdir, "d-4")  # decisions keep arrival order
+        assert catalog.read_record(mdir, "b-2").decision["retrain"] is False
+        assert catalog.read_record(mdir, "c-3").decision is None
+        assert catalog.read_record(mdir, "a-2").decision is None
+        assert catalog.read_record(mdir, "d-4").decision is None  # decisions keep arrival order
         # The retrain decision travels in the run's tags: until that run exists (the tick may
         # have died before submitting it), a tick asks again with the same run_key (deduped).
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in again.run_requests] == ["train-a-1"]
-        assert "decision" not in catalog.read_record(mdir, "a-1")
+        assert catalog.read_record(mdir, "a-1").decision is None
         run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(),
                             tags=result.run_requests[0].tags)
         instance.add_run(run)  # submitted: a-1 is now in flight
         assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
         record_retrain_decision(Chain("churn", settings.models["churn"], settings), run.tags, run.run_id)
-        assert catalog.read_record(mdir, "a-1")["decision"]["retrain"] is True  # recorded by the run
+        assert catalog.read_record(mdir, "a-1").decision["retrain"] is True  # recorded by the run
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
         assert isinstance(sensor(ctx), dg.SkipReason)
         # An idle tick does not re-read the records; a new record is decided on the next one.

@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ml_platform.core import estimate
+from ml_platform.core.batch_record import BatchRecord
 
 
 def _data(n, rng, shift=0.0, spread=1.0, classes=2):
@@ -88,6 +89,6 @@ def test_tracking_pairs_estimates_with_realised_values():
             {"partition": "b", "estimate": {"value": 0.80, "ci_low": 0.78, "ci_high": 0.82},
              "performance": {"metric": "roc_auc", "value": 0.70}},
             {"partition": "c", "estimate": {"value": 0.8}, "performance": {"skipped": "no labels"}}]
-    t = estimate.tracking(recs)
+    t = estimate.tracking([BatchRecord.from_dict(r) for r in recs])
     assert [r["partition"] for r in t.rows] == ["a", "b"]
     assert t.mean_abs_error == pytest.approx(0.055) and t.covered == 0.5

@@ -1,6 +1,7 @@
 import pytest
 
 from ml_platform.core import gate
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.policy import decide
 
 
@@ -32,9 +33,9 @@ def test_parity_and_latency():
 def test_policy_on_arrival(settings):
     from ml_platform.settings import RetrainConfig
     cfg = settings.models["churn"].model_copy(update={"retrain": RetrainConfig(policy="on_arrival")})
-    assert decide({"status": "validated"}, [], cfg, has_champion=False).trigger == "arrival"
-    assert decide({"status": "validated"}, [], cfg, has_champion=True).retrain
-    d = decide({"status": "failed", "reason": "file is empty"}, [], cfg, has_champion=False)
+    assert decide(BatchRecord("a", status="validated"), [], cfg, has_champion=False).trigger == "arrival"
+    assert decide(BatchRecord("a", status="validated"), [], cfg, has_champion=True).retrain
+    d = decide(BatchRecord("b", status="failed", reason="file is empty"), [], cfg, has_champion=False)
     assert not d.retrain and "file is empty" in d.reason
 
 
@@ -47,7 +48,7 @@ def _rec(p, verdict="stable", rows=1000, significant=False, status="validated", 
     if decision is not None:
         r["decision"] = decision
     r.update(kw)
-    return r
+    return BatchRecord.from_dict(r)
 
 
 def test_on_drift_leaves_stable_batches_alone(settings):
@@ -74,9 +75,9 @@ def test_drift_alone_does_not_retrain_while_measured_performance_holds(settings)
 
 def _unlabelled(p, verdict="drifted", est_significant=False, estimate=True, **kw):
     r = _rec(p, verdict, **kw)
-    r["labelled"] = False
-    r["performance"] = {"skipped": "batch carries no labels"}
-    r["estimate"] = ({"method": "cbpe", "metric": "roc_auc", "value": 0.7, "ci_low": 0.68, "ci_high": 0.72,
+    r.labelled = False
+    r.performance = {"skipped": "batch carries no labels"}
+    r.estimate = ({"method": "cbpe", "metric": "roc_auc", "value": 0.7, "ci_low": 0.68, "ci_high": 0.72,
                       "baseline": 0.8, "drop": 0.1, "significant": est_significant}
                      if estimate else {"method": "none", "reason": "regression: no label-free estimate"})
     return r
@@ -130,13 +131,13 @@ def test_significant_performance_drop_retrains_at_once(settings):
 def test_small_batches_and_broken_references_never_retrain(settings):
     cfg = settings.models["churn"]
     small = _rec("s", "not enough data", rows=50)
-    small["performance"] = {"skipped": "batch carries no labels"}
+    small.performance = {"skipped": "batch carries no labels"}
     d = decide(small, [], cfg, has_champion=True)
     assert not d.retrain and "too small to judge" in d.reason
     tiny_drop = _rec("t", "not enough data", rows=120, significant=True)
     assert not decide(tiny_drop, [], cfg, has_champion=True).retrain
     broken = _rec("b", "no reference")
-    broken["drift"]["reason"] = "drift reference of champion v1 is missing; retraining falls back to the schedule"
+    broken.drift["reason"] = "drift reference of champion v1 is missing; retraining falls back to the schedule"
     d = decide(broken, [_rec("x", "drifted")], cfg, has_champion=True)
     assert not d.retrain and "falls back to the schedule" in d.reason
 
@@ -144,7 +145,7 @@ def test_small_batches_and_broken_references_never_retrain(settings):
 def test_a_significant_but_negligible_drop_does_not_retrain(settings):
     """A near-perfect holdout (CI [1, 1]) makes a 1e-5 drop "significant": retrain.min_drop."""
     rec = _rec("p", significant=True)
-    rec["performance"].update(value=0.99996, ci_low=0.9999, ci_high=0.99999, baseline=1.0, drop=0.00004)
+    rec.performance.update(value=0.99996, ci_low=0.9999, ci_high=0.99999, baseline=1.0, drop=0.00004)
     d = decide(rec, [], settings.models["churn"], has_champion=True)
     assert not d.retrain and "no significant drop of at least 0.005" in d.reason, d.reason
 

@@ -2,6 +2,7 @@
 candidate, one still open), a rejected candidate, a rollback, and the served metric around moves."""
 
 from ml_platform.core.audit import AuditEntry
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.payoff import BatchFacts, VersionFacts, ledger
 from datetime import datetime, timezone
 
@@ -117,10 +118,10 @@ def test_from_record_reads_the_catalog_fields():
     rec = {"partition": "p", "arrival": 5.0, "drift": {"verdict": "stable"},
            "performance": {"value": 0.8, "significant": False, "champion_version": 2},
            "estimate": {"significant": False, "champion_version": 2}}
-    b = BatchFacts.from_record(rec)
+    b = BatchFacts.from_record(BatchRecord.from_dict(rec))
     assert (b.landed_at, b.drifted, b.dropped, b.stable, b.served_version, b.served_metric) == (5.0, False, False,
                                                                                                 True, 2, 0.8)
-    b = BatchFacts.from_record({"partition": "q", "ingested_at": 7, "drift": {"verdict": "not enough data"},
-                                "performance": {"skipped": "batch carries no labels"},
-                                "estimate": {"significant": True, "champion_version": 1}})
+    b = BatchFacts.from_record(BatchRecord("q", ingested_at=7, drift={"verdict": "not enough data"},
+                                           performance={"skipped": "batch carries no labels"},
+                                           estimate={"significant": True, "champion_version": 1}))
     assert (b.landed_at, b.dropped, b.stable, b.served_version, b.served_metric) == (7.0, True, False, 1, None)

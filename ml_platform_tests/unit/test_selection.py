@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from ml_platform.core import selection, training
+from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.simulate import generate_batch
 from ml_platform.settings import ConfigError, load_settings
 from ml_platform_tests.conftest import write_config
@@ -30,18 +31,18 @@ def _training_set(cfg, sizes=(1500, 1500, 1500, 1500, 1500), drift_from=3):
 
 
 def _records(verdicts):
-    return [{"partition": f"b{i}", "status": "validated", "drift": {"verdict": v}} for i, v in enumerate(verdicts)]
+    return [BatchRecord(f"b{i}", status="validated", drift={"verdict": v}) for i, v in enumerate(verdicts)]
 
 
 def test_regime_start_is_the_trailing_run_of_shifted_batches():
     assert selection.regime_start(_records(["stable", "stable", "stable", "drifted", "drifted"])) == "b3"
     assert selection.regime_start(_records(["drifted", "stable", "drifted", "stable"])) is None
     recs = _records(["stable", "stable", "stable"])
-    recs[2]["performance"] = {"significant": True}  # a significant drop is a shift too
+    recs[2].performance = {"significant": True}  # a significant drop is a shift too
     assert selection.regime_start(recs) == "b2"
-    recs.append({"partition": "bad", "status": "failed"})  # failed batches are skipped over
+    recs.append(BatchRecord("bad", status="failed"))  # failed batches are skipped over
     assert selection.regime_start(recs) == "b2"
-    recs.append({"partition": "b4", "status": "validated", "drift": {"verdict": "stable"}})
+    recs.append(BatchRecord("b4", status="validated", drift={"verdict": "stable"}))
     assert selection.regime_start(recs) is None
     assert selection.regime_start(recs, upto="bad") == "b2"  # as of the training set's newest batch
 

@@ -1,0 +1,149 @@
+"""The batch record: what the catalog keeps about one ingested batch, typed.
+
+Ingest, monitoring and the retrain policy each write their part of it (``catalog.update_record``)
+and a dozen readers (policy, selection, sensors, status, the payoff ledger, benchmarks) read
+it. One dataclass with one accessor per derived fact keeps them from each re-deriving it from
+a free dict (``(rec.get("performance") or {}).get("value")`` in ten places, each with its own
+default). Nested sections stay the dicts their writers produce: ``drift`` (monitoring's
+``drift_summary``), ``performance`` / ``estimate`` (``estimate.Performance.to_dict()`` or a
+``skipped`` / ``reason`` note), ``decision`` (``policy.Decision.to_dict()`` + ``at``, ``run_id``).
+
+The JSON on disk keeps its shape: unset fields (None) are left out, as before they were never
+written; keys this class does not know (older or newer stores) are kept in ``extra`` and written back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class BatchRecord:
+    partition: str
+    # raw_batch: the landing file and its immutable copy
+    file: str | None = None                 # the landing file's path
+    stored_path: str | None = None          # the raw copy in storage
+    sha256: str | None = None
+    size: int | None = None
+    arrival: float | None = None            # the landing file's mtime (arrival order)
+    rows: int | None = None                 # rows the file held
+    ingested_at: float | None = None
+    status: str | None = None               # raw | validated | rejected | failed
+    reason: str | None = None               # why failed / rejected, and the batch's flags
+    refused: bool = False                   # never copied (a link, outside the landing dir)
+    # validated_batch
+    valid_rows: int | None = None
+    quarantined_rows: int | None = None
+    invalid_share: float | None = None
+    labelled: bool | None = None            # None: not validated yet
+    single_class: Any = None                # the one target class, when there is only one
+    flags: list | None = None
+    quarantine_reasons: list | None = None  # the first few
+    duplicate_ids: int | None = None
+    duplicate_ids_within_batch: int | None = None
+    validated_path: str | None = None
+    validated_at: float | None = None
+    # monitoring (against the champion serving at the time) and the retrain policy
+    predictions: dict | None = None
+    drift: dict | None = None
+    performance: dict | None = None
+    estimate: dict | None = None
+    decision: dict | None = None
+    extra: dict = field(default_factory=dict)  # keys this class does not know, kept on rewrite
+
+    # ---- (de)serialisation ----------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BatchRecord":
+        known = {k: v for k, v in d.items() if k in FIELDS}
+        extra = {k: v for k, v in d.items() if k not in FIELDS}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            if f.name == "partition" or v is not None and not (f.name == "refused" and v is False):
+                out[f.name] = v
+        return {**out, **self.extra}
+
+    # ---- one accessor per fact ------------------------------------------------------------
+
+    @property
+    def is_validated(self) -> bool:
+        return self.status == "validated"
+
+    @property
+    def unlabelled(self) -> bool:
+        """Validation found no labels (a record not validated yet is not known unlabelled)."""
+        return self.labelled is False
+
+    @property
+    def trainable(self) -> bool:
+        """Validated and labelled: a batch the training set draws from."""
+        return self.is_validated and not self.unlabelled
+
+    @property
+    def validated_rows_path(self) -> str | None:
+        """The validated rows' parquet, for a batch that has them (validated or rejected)."""
+        return self.validated_path if self.status in ("validated", "rejected") and self.validated_path else None
+
+    @property
+    def row_count(self) -> int:
+        """Valid rows once validated, else the file's rows (0 when unknown)."""
+        return int((self.valid_rows if self.valid_rows is not None else self.rows) or 0)
+
+    @property
+    def landed_at(self) -> float:
+        """Epoch seconds: the landing file's time, else the ingest's, else 0."""
+        return float(self.arrival or self.ingested_at or 0)
+
+    @property
+    def drift_summary(self) -> dict:
+        return self.drift or {}
+
+    @property
+    def drift_verdict(self) -> str | None:
+        return self.drift_summary.get("verdict")
+
+    @property
+    def drifted(self) -> bool:
+        return self.drift_verdict == "drifted"
+
+    @property
+    def performance_figure(self) -> dict:
+        """The measured figure (``Performance.to_dict``), or ``{"skipped": why}``, or {}."""
+        return self.performance or {}
+
+    @property
+    def estimate_figure(self) -> dict:
+        """The CBPE figure (``Performance.to_dict``), or ``{"method": "none", "reason": why}``, or {}."""
+        return self.estimate or {}
+
+    @property
+    def measured_value(self) -> float | None:
+        return self.performance_figure.get("value")
+
+    @property
+    def estimated_value(self) -> float | None:
+        return self.estimate_figure.get("value")
+
+    @property
+    def significant_drop(self) -> bool:
+        """The measured or the estimated figure says "significant drop" (no ``min_drop``)."""
+        return bool(self.performance_figure.get("significant") or self.estimate_figure.get("significant"))
+
+    @property
+    def decided(self) -> bool:
+        return bool(self.decision)
+
+    @property
+    def retrained(self) -> bool:
+        """The retrain policy decided a retrain on this batch."""
+        return bool((self.decision or {}).get("retrain"))
+
+
+FIELDS = frozenset(f.name for f in fields(BatchRecord)) - {"extra"}
