@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             assert len(out) == 1, out
             o = out[0]
             rec = catalog.read_record(settings.model_dir("churn"), o.partition)
-            perf, dec = rec.performance_figure, rec.decision or {}
+            perf, dec = rec.performance_figure, rec.decision.to_dict() if rec.decision else {}
             v, auc_s = served_auc(settings, "churn", fresh_stable)
             _, auc_d = served_auc(settings, "churn", fresh_drift)
             row = {"i": i, "phase": phase, "rows": rec.valid_rows if rec.valid_rows is not None else n,

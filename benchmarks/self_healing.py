@@ -41,6 +41,7 @@ import argparse
 import json
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -350,7 +351,7 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print) -> Ru
             if rec.estimated_value is not None:
                 run.estimates.append((rec.estimated_value, rec.measured_value))
         d = decide(rec, records, cfg, has_champion=champion is not None, now=float(i))
-        rec.decision = {**d.to_dict(), "at": float(i)}
+        rec.decision = dataclasses.replace(d, at=float(i))
         records.append(rec)
         if d.retrain:
             version += 1

@@ -223,7 +223,7 @@ def one(args, rep: int) -> dict:
             from ml_platform.core import catalog
             rec = next((r for r in catalog.read_records(root / "state" / "models" / MODEL)
                         if r.partition == res.get("partition")), catalog.BatchRecord(""))
-            res["no_recovery"] = {"decision": rec.decision, "drift": rec.drift, "performance": rec.performance}
+            res["no_recovery"] = {"decision": rec.decision and rec.decision.to_dict(), "drift": rec.drift, "performance": rec.performance}
         return res
     finally:
         stop_up(proc)

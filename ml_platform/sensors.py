@@ -63,7 +63,7 @@ def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
             retrain_in_flight = True  # decided before; its run has not recorded it yet
             continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
-        decision = {**d.to_dict(), "at": time.time()}
+        decision = dataclasses.replace(d, at=time.time())
         if not d.retrain:
             catalog.update_record(chain.dir, rec.partition, decision=decision)
         records[i] = dataclasses.replace(rec, decision=decision)
@@ -83,9 +83,9 @@ def record_retrain_decision(chain: Chain, tags: dict, run_id: str) -> None:
     batch = tags.get(TAG_BATCH)
     if not batch or catalog.read_record(chain.dir, batch) is None:
         return
-    catalog.update_record(chain.dir, batch, decision={
-        "retrain": True, "trigger": tags.get(TAG_TRIGGER, "manual"), "reason": tags.get(TAG_REASON, ""),
-        "regime_start": tags.get(TAG_REGIME_START), "at": time.time(), "run_id": run_id})
+    catalog.update_record(chain.dir, batch, decision=Decision(
+        True, tags.get(TAG_TRIGGER, "manual"), tags.get(TAG_REASON, ""), tags.get(TAG_REGIME_START),
+        at=time.time(), run_id=run_id))
 
 
 def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:

@@ -46,8 +46,9 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
         b = {"partition": r.partition, "file": r.file or "", "rows": r.row_count,
              "quarantined_rows": int(r.quarantined_rows or 0), "status": r.status or "unknown"}
         for k in ("reason", "decision", "drift", "performance", "estimate"):
-            if getattr(r, k):
-                b[k] = getattr(r, k)
+            v = getattr(r, k)
+            if v:
+                b[k] = v.to_dict() if hasattr(v, "to_dict") else v
         batches.append(b)
     waiting = approval.awaiting([(int(v.version), v.tags) for v in versions], current, gate_passed=gate_passed)
     return {"champion": champion, "versions": vout, "batches": batches,

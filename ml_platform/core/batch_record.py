@@ -6,7 +6,7 @@ it. One dataclass with one accessor per derived fact keeps them from each re-der
 a free dict (``(rec.get("performance") or {}).get("value")`` in ten places, each with its own
 default). Nested sections stay the dicts their writers produce: ``drift`` (monitoring's
 ``drift_summary``), ``performance`` / ``estimate`` (``estimate.Performance.to_dict()`` or a
-``skipped`` / ``reason`` note), ``decision`` (``policy.Decision.to_dict()`` + ``at``, ``run_id``).
+``skipped`` / ``reason`` note), ``decision`` is a ``Decision`` (below).
 
 The JSON on disk keeps its shape: unset fields (None) are left out, as before they were never
 written; keys this class does not know (older or newer stores) are kept in ``extra`` and written back.
@@ -14,8 +14,31 @@ written; keys this class does not know (older or newer stores) are kept in ``ext
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+
+@dataclass
+class Decision:
+    """The retrain policy's answer for one batch (``core/policy.decide``), as recorded on it."""
+
+    retrain: bool
+    trigger: str  # arrival | drift | performance | estimated_performance | manual | none
+    reason: str
+    # For drift / performance retrains: the first batch of the new regime. Training on the
+    # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
+    regime_start: str | None = None
+    at: float | None = None        # when it was recorded (epoch seconds; cooldown reads it)
+    run_id: str | None = None      # the train run that acted on a retrain
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: "dict | Decision | None") -> "Decision | None":
+        if d is None or isinstance(d, Decision):
+            return d
+        return cls(**{"trigger": "none", "reason": "", **{k: d[k] for k in _DECISION_FIELDS if k in d}})
 
 
 @dataclass
@@ -49,7 +72,7 @@ class BatchRecord:
     drift: dict | None = None
     performance: dict | None = None
     estimate: dict | None = None
-    decision: dict | None = None
+    decision: Decision | None = None
     extra: dict = field(default_factory=dict)  # keys this class does not know, kept on rewrite
 
     # ---- (de)serialisation ----------------------------------------------------------------
@@ -58,6 +81,8 @@ class BatchRecord:
     def from_dict(cls, d: dict) -> "BatchRecord":
         known = {k: v for k, v in d.items() if k in FIELDS}
         extra = {k: v for k, v in d.items() if k not in FIELDS}
+        if "decision" in known:
+            known["decision"] = Decision.from_dict(known["decision"])
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict:
@@ -66,6 +91,8 @@ class BatchRecord:
             if f.name == "extra":
                 continue
             v = getattr(self, f.name)
+            if isinstance(v, Decision):
+                v = v.to_dict()
             if f.name == "partition" or v is not None and not (f.name == "refused" and v is False):
                 out[f.name] = v
         return {**out, **self.extra}
@@ -143,7 +170,8 @@ class BatchRecord:
     @property
     def retrained(self) -> bool:
         """The retrain policy decided a retrain on this batch."""
-        return bool((self.decision or {}).get("retrain"))
+        return self.decision is not None and self.decision.retrain
 
 
 FIELDS = frozenset(f.name for f in fields(BatchRecord)) - {"extra"}
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))

@@ -22,23 +22,10 @@ always allowed. ``on_arrival`` retrains on every validated batch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-from ml_platform.core.batch_record import BatchRecord
+from ml_platform.core.batch_record import BatchRecord, Decision
 from ml_platform.settings import ModelConfig
 
-
-@dataclass
-class Decision:
-    retrain: bool
-    trigger: str  # arrival | drift | performance | estimated_performance | none
-    reason: str
-    # For drift / performance retrains: the first batch of the new regime. Training on the
-    # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
-    regime_start: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["Decision", "decide", "monitoring_complete", "dropped"]
 
 
 def monitoring_complete(record: BatchRecord) -> bool:
@@ -109,7 +96,7 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
         return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
 
     recent = _since_last_retrain(history)
-    last_retrain = next((h.decision["at"] for h in reversed(history) if h.retrained and "at" in h.decision),
+    last_retrain = next((h.decision.at for h in reversed(history) if h.retrained and h.decision.at is not None),
                         None)
     at = record.validated_at or now
     cooling = (rc.cooldown_seconds > 0 and last_retrain is not None and at is not None

@@ -67,7 +67,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert "no champion yet" in result.run_requests[0].tags["ml_platform/reason"]
         obs = {e.partition: e.metadata for e in result.asset_events}
         assert obs["a-1"]["retrain"].value is True and obs["b-2"]["retrain"].value is False
-        assert catalog.read_record(mdir, "b-2").decision["retrain"] is False
+        assert catalog.read_record(mdir, "b-2").decision.retrain is False
         assert catalog.read_record(mdir, "c-3").decision is None
         assert catalog.read_record(mdir, "a-2").decision is None
         assert catalog.read_record(mdir, "d-4").decision is None  # decisions keep arrival order
@@ -81,7 +81,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         instance.add_run(run)  # submitted: a-1 is now in flight
         assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
         record_retrain_decision(Chain("churn", settings.models["churn"], settings), run.tags, run.run_id)
-        assert catalog.read_record(mdir, "a-1").decision["retrain"] is True  # recorded by the run
+        assert catalog.read_record(mdir, "a-1").decision.retrain is True  # recorded by the run
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
         assert isinstance(sensor(ctx), dg.SkipReason)
         # An idle tick does not re-read the records; a new record is decided on the next one.

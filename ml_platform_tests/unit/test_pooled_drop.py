@@ -3,7 +3,7 @@ too small for one batch's rows pooled over the last 2-3 labelled batches (core/e
 core/policy)."""
 
 from ml_platform.core import estimate
-from ml_platform.core.batch_record import BatchRecord
+from ml_platform.core.batch_record import BatchRecord, Decision
 from ml_platform.core.policy import decide
 
 Z = 1.959964
@@ -19,7 +19,7 @@ def _figure(value: float, se: float = 0.0087, version: int = 1, base: float = 0.
 def _rec(p: str, value: float, **kw) -> BatchRecord:
     return BatchRecord(p, status="validated", valid_rows=2000, labelled=True,
                        drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
-                       performance=_figure(value, **kw), decision={"retrain": False, "trigger": "none", "at": 0.0})
+                       performance=_figure(value, **kw), decision=Decision(False, "none", "held", at=0.0))
 
 
 def test_one_batch_is_judged_on_the_combined_error_of_batch_and_holdout():
@@ -52,7 +52,7 @@ def test_batches_of_another_champion_or_before_a_retrain_are_not_pooled(settings
     assert estimate.pooled([old.performance, new.performance]) is None
     assert not decide(new, [old], cfg, has_champion=True).retrain
     retrained = _rec("b1", 0.866)
-    retrained.decision = {"retrain": True, "trigger": "performance", "at": 0.0}
+    retrained.decision = Decision(True, "performance", "a drop", at=0.0)
     assert not decide(_rec("b2", 0.866), [retrained], cfg, has_champion=True).retrain
 
 
