@@ -36,8 +36,10 @@ class Decision:
 
     @classmethod
     def from_dict(cls, d: "dict | Decision | None") -> "Decision | None":
-        if d is None or isinstance(d, Decision):
+        if isinstance(d, Decision):
             return d
+        if not d:  # None or {}: not decided
+            return None
         return cls(**{"trigger": "none", "reason": "", **{k: d[k] for k in _DECISION_FIELDS if k in d}})
 
 
@@ -158,10 +160,13 @@ class BatchRecord:
     def estimated_value(self) -> float | None:
         return self.estimate_figure.get("value")
 
-    @property
-    def significant_drop(self) -> bool:
-        """The measured or the estimated figure says "significant drop" (no ``min_drop``)."""
-        return bool(self.performance_figure.get("significant") or self.estimate_figure.get("significant"))
+    def dropped(self, min_drop: float = 0.0) -> bool:
+        """The measured or (without labels) the estimated figure shows a drop (``figure_dropped``)."""
+        return figure_dropped(self.performance_figure, min_drop) or figure_dropped(self.estimate_figure, min_drop)
+
+    def shifted(self, min_drop: float = 0.0) -> bool:
+        """The batch differs from what the champion knows: drifted, or its metric dropped."""
+        return self.drifted or self.dropped(min_drop)
 
     @property
     def decided(self) -> bool:
@@ -171,6 +176,13 @@ class BatchRecord:
     def retrained(self) -> bool:
         """The retrain policy decided a retrain on this batch."""
         return self.decision is not None and self.decision.retrain
+
+
+def figure_dropped(p: dict, min_drop: float = 0.0) -> bool:
+    """A performance figure (``Performance.to_dict``, measured or estimated) shows a significant
+    drop of at least ``min_drop`` (``retrain.min_drop``: on a near-perfect holdout a 1e-5 drop
+    can be "significant")."""
+    return bool(p.get("significant")) and float(p.get("drop") or 0.0) >= min_drop
 
 
 FIELDS = frozenset(f.name for f in fields(BatchRecord)) - {"extra"}

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ml_platform.core.batch_record import FIELDS, BatchRecord
+from ml_platform.core.batch_record import Decision, FIELDS, BatchRecord
 
 
 def _records_dir(model_dir: Path) -> Path:
@@ -36,7 +36,7 @@ def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
     path = _records_dir(model_dir) / f"{partition}.json"
     rec = _load(path) if path.exists() else BatchRecord(partition)
     for k, v in fields.items():
-        setattr(rec, k, v)
+        setattr(rec, k, Decision.from_dict(v) if k == "decision" else v)
     write_json_atomic(path, rec.to_dict())
     return rec
 

@@ -20,7 +20,6 @@ The isotonic steps travel as plain numbers in the version's serving metadata (ke
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 
@@ -180,7 +179,7 @@ class Performance:
     baseline: float | None = None    # the champion's holdout figure
     baseline_ci: list = field(default_factory=list)
     drop: float | None = None        # baseline - value, sign-adjusted: > 0 = worse
-    significant: bool = False        # worse than the holdout beyond both figures' error (``_judge``)
+    significant: bool = False        # the whole interval is worse than the holdout's interval
     champion_version: int | None = None
     reason: str = ""                 # why there is no figure (method "none")
 
@@ -197,38 +196,37 @@ def _se(lo: float | None, hi: float | None, z: float) -> float:
     return 0.0 if lo is None or hi is None else max(float(hi) - float(lo), 0.0) / (2 * z)
 
 
-def _judge(perf: Performance, higher: bool, alpha: float, one_sided: bool = False) -> Performance:
+def _judge(perf: Performance, higher: bool) -> Performance:
     lo, hi = perf.baseline_ci or [perf.baseline, perf.baseline]
     perf.drop = (perf.baseline - perf.value) if higher else (perf.value - perf.baseline)
-    # Both figures are estimates: the drop counts when it clears their combined error (a
-    # two-sample z test on the two bootstrap intervals). Asking the intervals not to overlap,
-    # as before, is ~1.4x stricter and missed the 0.02-0.04 AUC steps of river's SEA at 2,000 rows.
-    z = _z(alpha)
-    bar = NormalDist().inv_cdf(1 - alpha) if one_sided else z
-    perf.significant = bool(perf.drop > bar * math.hypot(_se(perf.ci_low, perf.ci_high, z), _se(lo, hi, z)))
+    # Both figures are estimates and every labelled batch is judged against the same holdout:
+    # a drop counts only when the batch's interval clears the holdout's own interval. A z test
+    # on their combined error retrained blindly on 28 % of 20-batch stable streams (simulated,
+    # holdout SE 0.008, batch SE 0.009); this rule, pooled looks included, on 4.5 %.
+    perf.significant = bool(perf.ci_high < lo if higher else perf.ci_low > hi)
     return perf
 
 
 def pooled(perfs: list[dict], *, alpha: float = 0.05) -> Performance | None:
     """The champion's figure over several batches at once (``Performance.to_dict`` records of one
-    champion version against one holdout): inverse-variance mean of the batch figures, judged
-    like one batch. A drop too small for one batch's rows shows on two or three."""
+    champion version against one holdout): the inverse-variance mean of the batch figures with
+    its (1 - alpha) interval, judged like one batch. A drop too small for one batch's rows shows
+    on two or three."""
     if len(perfs) < 2 or len({p.get("champion_version") for p in perfs}) != 1:
         return None
     z = _z(alpha)
     ses = np.array([_se(p.get("ci_low"), p.get("ci_high"), z) for p in perfs])
-    if (ses <= 0).any():
+    values = np.array([p.get("value") if p.get("value") is not None else np.nan for p in perfs], dtype=float)
+    if not (np.isfinite(ses).all() and (ses > 0).all() and np.isfinite(values).all()):
         return None
     w = 1 / ses ** 2
-    value = float(np.sum(w * [p["value"] for p in perfs]) / w.sum())
+    value = float(np.sum(w * values) / w.sum())
     se = float(1 / np.sqrt(w.sum()))
-    first = perfs[-1]
-    perf = Performance(first["method"], first["metric"], int(sum(p.get("rows") or 0 for p in perfs)), value,
-                       value - z * se, value + z * se, first["baseline"], list(first.get("baseline_ci") or []),
-                       champion_version=first.get("champion_version"))
-    # One batch is judged two-sided (conservative: one noisy batch must not retrain); a drop
-    # that persists over several is the one-sided question "worse?" at ``alpha``.
-    return _judge(perf, HIGHER_IS_BETTER[first["metric"]], alpha, one_sided=True)
+    newest = perfs[-1]
+    perf = Performance(newest["method"], newest["metric"], int(sum(p.get("rows") or 0 for p in perfs)), value,
+                       value - z * se, value + z * se, newest["baseline"], list(newest.get("baseline_ci") or []),
+                       champion_version=newest.get("champion_version"))
+    return _judge(perf, HIGHER_IS_BETTER[newest["metric"]])
 
 
 def _baseline(meta: dict, metric: str) -> tuple[float | None, list]:
@@ -250,7 +248,7 @@ def measure(y, outputs: np.ndarray, meta: dict, metric: str, task: str, *, alpha
                                 alpha=alpha, n_boot=n_boot, seed=seed)
     perf = Performance("measured", metric, int(len(y)), res["value"], res["ci_low"], res["ci_high"], base,
                        base_ci, champion_version=version)
-    return _judge(perf, HIGHER_IS_BETTER[metric], alpha)
+    return _judge(perf, HIGHER_IS_BETTER[metric])
 
 
 def estimate(outputs: np.ndarray | None, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
@@ -282,7 +280,7 @@ def estimate(outputs: np.ndarray | None, meta: dict, metric: str, task: str, *, 
     lo, hi = np.quantile(sims, [alpha / 2, 1 - alpha / 2])
     perf = Performance("cbpe", metric, int(len(q)), float(value), float(min(lo, value)), float(max(hi, value)),
                        base, base_ci, champion_version=version)
-    return _judge(perf, HIGHER_IS_BETTER[metric], alpha)
+    return _judge(perf, HIGHER_IS_BETTER[metric])
 
 
 def binary_outputs(score: np.ndarray) -> np.ndarray:

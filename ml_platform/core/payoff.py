@@ -45,7 +45,7 @@ class BatchFacts:
     def from_record(cls, rec: BatchRecord) -> "BatchFacts":
         """From a catalog record (``core/catalog``)."""
         perf = rec.performance_figure
-        drifted, dropped = rec.drifted, rec.significant_drop
+        drifted, dropped = rec.drifted, rec.dropped()
         judged = rec.drift_verdict in ("drifted", "stable")
         version = perf.get("champion_version", rec.estimate_figure.get("champion_version"))
         landed = rec.landed_at

@@ -22,10 +22,10 @@ always allowed. ``on_arrival`` retrains on every validated batch.
 
 from __future__ import annotations
 
-from ml_platform.core.batch_record import BatchRecord, Decision
+from ml_platform.core.batch_record import BatchRecord, Decision, figure_dropped
 from ml_platform.settings import ModelConfig
 
-__all__ = ["Decision", "decide", "monitoring_complete", "dropped"]
+__all__ = ["Decision", "decide", "monitoring_complete"]
 
 
 def monitoring_complete(record: BatchRecord) -> bool:
@@ -44,32 +44,18 @@ def _since_last_retrain(history: list[BatchRecord]) -> list[BatchRecord]:
     return history
 
 
-def _shifted(rec: BatchRecord) -> bool:
-    return rec.drifted or _dropped(rec)
+def _interval(p: dict, alpha: float) -> str:
+    return f"{p['metric']} {p['value']:.4f} ({1 - alpha:.0%} CI {p['ci_low']:.4f}-{p['ci_high']:.4f})"
 
 
-def dropped(p: dict, min_drop: float = 0.0) -> bool:
-    """A performance figure (measured or estimated) shows a drop that is significant and at least
-    ``retrain.min_drop`` (on a near-perfect holdout a 1e-5 drop can be "significant")."""
-    return bool(p.get("significant")) and float(p.get("drop") or 0.0) >= min_drop
-
-
-def _dropped(rec: BatchRecord, min_drop: float = 0.0) -> bool:
-    """Measured, or (without labels) estimated, significant drop."""
-    return dropped(rec.performance_figure, min_drop) or dropped(rec.estimate_figure, min_drop)
-
-
-def _interval(p: dict) -> str:
-    return f"{p['metric']} {p['value']:.4f} (95% CI {p['ci_low']:.4f}-{p['ci_high']:.4f})"
-
-
-def _regime_start(recent: list[BatchRecord], record: BatchRecord) -> str:
-    """First batch of the trailing run of drifted / under-performing batches."""
-    start = record.partition
-    for h in reversed(recent):
+def _regime_start(recent: list[BatchRecord], start: str) -> str:
+    """First batch of the trailing run of drifted / under-performing batches ending just before
+    ``start`` (the batch that showed the shift; the first of a pooled window), else ``start``."""
+    keys = [h.partition for h in recent]
+    for h in reversed(recent[:keys.index(start)] if start in keys else recent):
         if not h.is_validated:
             continue
-        if not _shifted(h):
+        if not h.shifted():
             break
         start = h.partition
     return start
@@ -111,22 +97,21 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     if rows < cfg.drift.min_rows:  # too small to judge: never a retrain by itself
         return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
                                        f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
-    if dropped(perf, rc.min_drop):
-        why = f"{_interval(perf)} below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}"
-        if cooling:
-            return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "performance", f"significant performance drop: {why}",
-                        _regime_start(recent, record))
     validated = [h for h in recent + [record] if h.is_validated]
-    pool = _pooled_drop(validated, rc.performance_alpha, rc.min_drop)
-    if pool is not None:
+    alpha = rc.performance_alpha
+    drop, start = None, record.partition
+    if figure_dropped(perf, rc.min_drop):
+        drop = f"{_interval(perf, alpha)} below champion v{perf.get('champion_version')} holdout {perf['baseline']:.4f}"
+    elif (pool := _pooled_drop(validated, alpha, rc.min_drop)) is not None:
         k, p = pool
-        why = (f"{_interval(p.to_dict())} over the last {k} labelled batches ({p.rows} rows) below champion "
-               f"v{p.champion_version} holdout {p.baseline:.4f}")
+        start = validated[-k].partition
+        drop = (f"{_interval(p.to_dict(), alpha)} over the last {k} labelled batches ({p.rows} rows) below "
+                f"champion v{p.champion_version} holdout {p.baseline:.4f}")
+    if drop is not None:
         if cooling:
-            return Decision(False, "none", f"{why}, but within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "performance", f"significant performance drop: {why}",
-                        _regime_start(recent, record))
+            return Decision(False, "none", f"{drop}, but within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "performance", f"significant performance drop: {drop}",
+                        _regime_start(recent, start))
     new_rows = sum(int(h.valid_rows or 0) for h in validated)
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
@@ -136,9 +121,9 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
     if estimated:
-        what = (f"estimated {_interval(est)} without labels (CBPE) vs holdout {est['baseline']:.4f}")
-        if dropped(est, rc.min_drop):
-            streak = _streak(validated, lambda h: _dropped(h, rc.min_drop))
+        what = (f"estimated {_interval(est, alpha)} without labels (CBPE) vs holdout {est['baseline']:.4f}")
+        if figure_dropped(est, rc.min_drop):
+            streak = _streak(validated, lambda h: h.dropped(rc.min_drop))
             what = f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
             if streak < rc.debounce_batches:
                 return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
@@ -146,7 +131,7 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
                 return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
             if cooling:
                 return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
-            return Decision(True, "estimated_performance", what, _regime_start(recent, record))
+            return Decision(True, "estimated_performance", what, _regime_start(recent, record.partition))
         parts.append(f"{what} (no significant drop)")
     elif not measured and est.get("reason"):
         parts.append(f"no estimate: {est['reason']}")
@@ -168,7 +153,7 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
             return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
         if cooling:
             return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "drift", what, _regime_start(recent, record))
+        return Decision(True, "drift", what, _regime_start(recent, record.partition))
     if verdict == "drifted":
         parts.insert(0, f"drift in {', '.join(d.get('drifted_features') or []) or 'features'}, performance neither "
                         "measured nor estimated: waiting for labels (retrain.unestimated_drift: wait)")
@@ -195,7 +180,7 @@ def _pooled_drop(validated: list[BatchRecord], alpha: float, min_drop: float):
         run.insert(0, p)
         if len(run) >= 2:
             fig = pooled(run, alpha=alpha)
-            if fig is not None and dropped(fig.to_dict(), min_drop):
+            if fig is not None and figure_dropped(fig.to_dict(), min_drop):
                 return len(run), fig
         if len(run) == 3:
             break

@@ -78,11 +78,6 @@ class Selection:
         return self.trials[self.best]
 
 
-def shifted(record: BatchRecord) -> bool:
-    """The batch differs from what the champion knows: drifted, or its metric dropped significantly."""
-    return record.drifted or bool(record.performance_figure.get("significant"))
-
-
 def regime_start(records: list[BatchRecord], upto: str | None = None) -> str | None:
     """First batch of the trailing run of shifted validated batches (arrival order), or None when
     the newest validated batch is not shifted. Read from the verdicts in the catalog, so a UI
@@ -92,10 +87,13 @@ def regime_start(records: list[BatchRecord], upto: str | None = None) -> str | N
     if upto in keys:
         records = records[:keys.index(upto) + 1]
     start = None
+    newest = next((r for r in reversed(records) if r.is_validated), None)
+    if newest is not None and newest.retrained and newest.decision.regime_start:
+        return newest.decision.regime_start  # the policy's own answer (e.g. a drop pooled over batches)
     for rec in reversed(records):
         if not rec.is_validated:
             continue
-        if not shifted(rec):
+        if not rec.shifted():
             break
         start = rec.partition
     return start
@@ -199,7 +197,8 @@ def select(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, windows
            regime: str | None = None, log=None) -> Selection:
     """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
     parameter settings on the best one's window, judge all on ``holdout`` and pick the best by
-    the gate metric (ties: the earlier, i.e. the wider window and the first estimator).
+    the gate metric (ties: the earlier, i.e. the wider window and the first estimator); with
+    ``training.prefer_more_data`` a wider candidate within noise of it instead (``_more_data_when_tied``).
     Raises ValueError when no candidate could be fitted."""
     if holdout.empty:
         raise ValueError("the holdout is empty: nothing to judge the candidates on")
@@ -243,7 +242,7 @@ def _more_data_when_tied(trials: list[Trial], best: int, holdout: pd.DataFrame,
     lead = trials[best]
     wider = sorted((i for i, t in enumerate(trials) if not t.skipped and t.pipe is not None
                     and t.train_rows > lead.train_rows and np.isfinite(_ranking_key(cfg.gate_metric, t))),
-                   key=lambda i: -trials[i].train_rows)
+                   key=lambda i: (-trials[i].train_rows, -_ranking_key(cfg.gate_metric, trials[i])))
     if not wider:
         return best, ""
     x, y = model_inputs(holdout, cfg), training.target_values(holdout, cfg)

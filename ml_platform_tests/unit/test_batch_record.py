@@ -16,7 +16,7 @@ def test_update_merges_typed_fields_and_keeps_the_json_shape(tmp_path):
                        "valid_rows": 9, "labelled": True, "drift": {"verdict": "drifted"},
                        "performance": {"value": 0.7, "significant": True}}
     r = catalog.read_record(tmp_path, "p")
-    assert r.trainable and r.drifted and r.significant_drop and r.measured_value == 0.7 and r.row_count == 9
+    assert r.trainable and r.drifted and r.dropped() and r.measured_value == 0.7 and r.row_count == 9
 
 
 def test_an_unknown_field_is_refused_by_name(tmp_path):
