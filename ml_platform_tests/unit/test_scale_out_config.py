@@ -23,6 +23,8 @@ def test_default_is_embedded(tmp_path):
     s = load_settings(write_config(tmp_path))
     doc = dagster_yaml(s)
     assert "storage" not in doc and "run_launcher" not in doc and s.tracking_uri.startswith("sqlite:///")
+    # one machine: the landing sensor's ingest runs go one at a time (time to recovery, 3 files)
+    assert doc["concurrency"]["runs"]["tag_concurrency_limits"] == [{"key": "ml_platform/sha256", "limit": 1}]
 
 
 def test_postgres_and_celery_in_dagster_yaml_password_by_reference(tmp_path, monkeypatch):
@@ -38,6 +40,7 @@ def test_postgres_and_celery_in_dagster_yaml_password_by_reference(tmp_path, mon
     db = doc["storage"]["postgres"]["postgres_db"]
     assert db["password"] == {"env": "MY_PG_PW"} and db["db_name"] == "dagster" and db["port"] == 5433
     assert doc["run_launcher"]["class"] == "CeleryRunLauncher"
+    assert "tag_concurrency_limits" not in doc["concurrency"]["runs"]  # workers: as many ingests as they take
     assert doc["run_launcher"]["config"]["broker"] == "redis://broker:6379/0"
     assert SECRET not in text and SECRET not in (tmp_path / ".env").read_text()
     import os
