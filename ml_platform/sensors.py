@@ -21,7 +21,7 @@ from ml_platform.core import catalog
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile, scan_landing
 from ml_platform.core.live import sample_files
-from ml_platform.core.policy import Decision, decide, monitoring_complete
+from ml_platform.core.policy import Decision, decide, monitoring_complete, scheduled
 from ml_platform.jobs import ingest_job_name, live_drift_job_name, train_job_name
 
 
@@ -227,9 +227,34 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
     return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor]
 
 
+def last_scheduled_start(instance: dg.DagsterInstance, chain: Chain) -> float | None:
+    """When the newest schedule-launched train run of this model started (epoch seconds)."""
+    recs = instance.get_run_records(dg.RunsFilter(job_name=train_job_name(chain), tags={TAG_TRIGGER: "schedule"}),
+                                    limit=1)
+    if not recs:
+        return None
+    r = recs[0]
+    return r.start_time or r.create_timestamp.timestamp()
+
+
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
-    d = Decision(True, "schedule", f"weekly retrain ({chain.cfg.retrain.schedule})")
-    return [dg.ScheduleDefinition(
-        name=f"{chain.name}_weekly_retrain", job_name=train_job_name(chain),
-        cron_schedule=chain.cfg.retrain.schedule, default_status=dg.DefaultScheduleStatus.RUNNING,
-        tags=train_tags(d, None), description="Retrain even without drift; judged by the same gate.")]
+    @dg.schedule(name=f"{chain.name}_weekly_retrain", job_name=train_job_name(chain),
+                 cron_schedule=chain.cfg.retrain.schedule, default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description="Retrain even without drift when labelled batches landed since the champion's "
+                             "training data; judged by the same gate. Skipped (with the reason) when "
+                             "there is nothing new to learn from.")
+    def weekly_retrain(context: dg.ScheduleEvaluationContext):
+        from ml_platform.resources.registry import registry_for
+
+        settings = chain.settings
+        version = champion_version(settings, chain.name)
+        batches = registry_for(settings).version_batches(chain.name, version) if version is not None else None
+        d = scheduled(catalog.read_records(chain.dir), chain.cfg, champion=version, champion_batches=batches,
+                      retrain_in_flight=train_in_flight(context.instance, chain),
+                      since=last_scheduled_start(context.instance, chain))
+        context.log.info(d.reason)
+        if not d.retrain:
+            return dg.SkipReason(d.reason)
+        return dg.RunRequest(tags=train_tags(d, None))
+
+    return [weekly_retrain]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from ml_platform.core.batch_record import BatchRecord, Decision, figure_dropped
 from ml_platform.settings import ModelConfig
 
-__all__ = ["Decision", "decide", "monitoring_complete"]
+__all__ = ["Decision", "decide", "monitoring_complete", "scheduled"]
 
 
 def monitoring_complete(record: BatchRecord) -> bool:
@@ -195,3 +195,34 @@ def _streak(validated: list[BatchRecord], hit) -> int:
             break
         n += 1
     return n
+
+
+def scheduled(records: list[BatchRecord], cfg: ModelConfig, *, champion: int | None,
+              champion_batches=None, retrain_in_flight: bool = False, since: float | None = None) -> Decision:
+    """The weekly schedule's decision (``retrain.schedule``): a retrain judged by the gate even
+    without drift, but only when it has something new to learn from. ``records``: the catalog in
+    arrival order; ``champion_batches``: the batches the champion's window trained on (None:
+    unknown, then it retrains); ``since``: when the last scheduled train run started. New data
+    = labelled batches after the newest batch the champion trained on or a retrain decision
+    covered, validated after ``since``; without any, the run would refit the rows the champion
+    (or a blocked candidate) already learnt from, and is skipped."""
+    when = f"weekly retrain ({cfg.retrain.schedule})"
+    if retrain_in_flight:
+        return Decision(False, "none", f"{when} skipped: a retrain is already queued or running")
+    if not any(r.trainable for r in records):
+        return Decision(False, "none", f"{when} skipped: no labelled batch to train on yet")
+    if champion is not None and champion_batches is None:
+        return Decision(True, "schedule", f"{when}: champion v{champion}'s training batches are unknown")
+    window = set(map(str, champion_batches or ()))
+    cut = max((i for i, r in enumerate(records) if r.partition in window or r.retrained), default=-1)
+    new = [r for r in records[cut + 1:] if r.trainable and (since is None or (r.validated_at or 0) > since)]
+    model = f"champion v{champion}'s training data" if champion is not None else "the last training attempt"
+    if not new:
+        last = f"; newest used: {records[cut].partition}" if cut >= 0 else ""
+        return Decision(False, "none", f"{when} skipped: no labelled batch since {model} or the last "
+                                       f"retrain{last}: it would refit the same rows")
+    if champion is None:
+        return Decision(True, "schedule", f"{when}: no champion yet")
+    rows = sum(r.row_count for r in new)
+    return Decision(True, "schedule", f"{when}: {len(new)} new labelled batch(es), {rows} rows, since champion "
+                                      f"v{champion}'s training data (first: {new[0].partition})")

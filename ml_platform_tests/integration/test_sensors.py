@@ -107,13 +107,35 @@ def test_definitions_load_with_every_part(settings):
     assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 1"
 
 
-def test_weekly_schedule_requests_a_train_run_tagged_schedule(settings):
+def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
+    """The schedule is evaluated against a real instance and catalog: nothing labelled -> skipped
+    with the reason; a labelled batch -> a train run tagged schedule; while that run is in flight,
+    and after it with no newer batch, skipped (it would refit the same rows)."""
     import datetime
 
     defs = build_definitions(settings)
     sched = defs.resolve_schedule_def("churn_weekly_retrain")
-    assert sched.default_status == dg.DefaultScheduleStatus.RUNNING
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime.datetime(2026, 11, 23, 3, 0))
-    req = sched.evaluate_tick(ctx).run_requests[0]
-    assert req.tags["ml_platform/trigger"] == "schedule" and "weekly" in req.tags["ml_platform/reason"]
-    assert sched.job_name == "churn_train"
+    assert sched.default_status == dg.DefaultScheduleStatus.RUNNING and sched.job_name == "churn_train"
+    mdir = settings.model_dir("churn")
+    at = datetime.datetime(2026, 11, 23, 3, 0)
+    with dg.instance_for_test() as instance:
+        def tick():
+            return sched.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+
+        empty = tick()
+        assert not empty.run_requests and "no labelled batch to train on yet" in empty.skip_message, empty
+        catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a", labelled=True,
+                              valid_rows=500, validated_at=time.time() - 60)
+        req = tick().run_requests[0]
+        assert req.tags["ml_platform/trigger"] == "schedule" and "weekly" in req.tags["ml_platform/reason"], req.tags
+        run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(), tags=req.tags,
+                            status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(run)
+        busy = tick()
+        assert not busy.run_requests and "already queued or running" in busy.skip_message, busy
+        instance.report_run_failed(run)  # done (blocked by the gate, or failed): a-1 was looked at
+        seen = tick()
+        assert not seen.run_requests and "it would refit the same rows" in seen.skip_message, seen.skip_message
+        catalog.update_record(mdir, "b-2", arrival=2, status="validated", sha256="b", labelled=True,
+                              valid_rows=500, validated_at=time.time() + 1)
+        assert tick().run_requests, "a batch validated after the last scheduled run is new data"
