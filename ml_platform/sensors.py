@@ -248,7 +248,11 @@ def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
 
         settings = chain.settings
         version = champion_version(settings, chain.name)
-        batches = registry_for(settings).version_batches(chain.name, version) if version is not None else None
+        try:
+            batches = registry_for(settings).version_batches(chain.name, version) if version is not None else None
+        except Exception as e:  # noqa: BLE001 - MLflow down: the window is unknown, retrain (the safe side)
+            context.log.warning(f"champion v{version}'s training batches unreadable ({type(e).__name__}: {e})")
+            batches = None
         d = scheduled(catalog.read_records(chain.dir), chain.cfg, champion=version, champion_batches=batches,
                       retrain_in_flight=train_in_flight(context.instance, chain),
                       since=last_scheduled_start(context.instance, chain))

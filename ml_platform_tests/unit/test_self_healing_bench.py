@@ -50,3 +50,13 @@ def test_sudden_concept_drift_heals_after_one_batch(bench):
     assert p.retrains <= every.retrains / 2, (p.retrains, every.retrains)
     assert p.prequential > never.prequential + 0.03, r.row()
     assert r.champion_dropped and r.met, r.row()  # within 0.005 of the every-batch peer
+
+
+def test_the_schedule_retrains_on_new_labelled_batches_only_at_its_ticks(bench):
+    """--schedule-every K: the weekly schedule (core.policy.scheduled) after every K-th batch,
+    judged by the same gate, where the policy alone keeps the champion."""
+    lines = []
+    r = bench.run_scenario(_scenario(bench, "covariate", 7, 1000, 3), log=lines.append, schedule_every=3)
+    p = r.runs["platform"]
+    assert p.triggers == ["b003:schedule", "b006:schedule"], (p.triggers, lines)
+    assert p.promoted + len(p.blocked) == 3, (p.promoted, p.blocked)  # the first model + two gated candidates
