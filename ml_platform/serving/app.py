@@ -53,7 +53,7 @@ from starlette.routing import Route
 from ml_platform.serving.batching import IN_FLIGHT
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.model import LoadedModel, RejectedModel, load_version
-from ml_platform.serving.requests import RequestError, _jtype
+from ml_platform.serving.requests import V2_TYPES, RequestError, _jtype
 from ml_platform.serving.sample import LiveSampler
 from ml_platform.serving.store import ModelStore
 
@@ -1137,7 +1137,7 @@ def openapi_document(models: list[str]) -> dict:
                     "label": {}, "probabilities": {"type": "object", "additionalProperties": {"type": "number"}}}}]}}}},
             "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
                 "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT64", "INT32", "BYTES"]},
+                "datatype": {"type": "string", "enum": sorted(V2_TYPES)},
                 "data": {"type": "array", "items": {}}}},
             "V2Request": {"type": "object", "required": ["inputs"], "properties": {
                 "id": {"type": "string"},
