@@ -342,7 +342,7 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
     (``core.policy.scheduled``: a retrain only with labelled batches new since the champion's
     training data); 0: the policy alone."""
     run = Run("platform")
-    last_tick = None
+    last_candidate = None   # when the newest candidate's run started (the schedule's ``since``)
     frames = {f"b{i:03d}": b for i, b in enumerate(batches)}
     records: list[BatchRecord] = []
     champion: Champion | None = None
@@ -361,10 +361,10 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
         records.append(rec)
         if not d.retrain and champion is not None and schedule_every and i % schedule_every == 0:
             d = scheduled(records, cfg, champion=champion.version, champion_batches=champion.batches,
-                          since=last_tick)
-            last_tick = float(i) + 0.5  # the tick comes after this batch's validation
+                          since=last_candidate)
         if d.retrain:
             version += 1
+            last_candidate = float(i) + 0.5  # after this batch's validation
             t0 = time.perf_counter()
             new, verdicts = retrain(records, frames, cfg, champion, version)
             run.train_seconds += time.perf_counter() - t0

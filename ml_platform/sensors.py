@@ -227,14 +227,17 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
     return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor]
 
 
-def last_scheduled_start(instance: dg.DagsterInstance, chain: Chain) -> float | None:
-    """When the newest schedule-launched train run of this model started (epoch seconds)."""
-    recs = instance.get_run_records(dg.RunsFilter(job_name=train_job_name(chain), tags={TAG_TRIGGER: "schedule"}),
-                                    limit=1)
-    if not recs:
+def newest_candidate_run_start(instance: dg.DagsterInstance, chain: Chain) -> float | None:
+    """When the run that built the newest candidate started (epoch seconds), or None. The
+    candidate is materialized before the gate judges it, so this covers blocked candidates
+    too; a run that died before building one is not counted."""
+    event = instance.get_latest_materialization_event(chain.key("candidate_model"))
+    if event is None:
         return None
-    r = recs[0]
-    return r.start_time or r.create_timestamp.timestamp()
+    rec = instance.get_run_record_by_id(event.run_id)
+    if rec is None:
+        return None
+    return rec.start_time or rec.create_timestamp.timestamp()
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
@@ -247,15 +250,15 @@ def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
         from ml_platform.resources.registry import registry_for
 
         settings = chain.settings
-        version = champion_version(settings, chain.name)
+        version = batches = None
         try:
+            version = champion_version(settings, chain.name)
             batches = registry_for(settings).version_batches(chain.name, version) if version is not None else None
-        except Exception as e:  # noqa: BLE001 - MLflow down: the window is unknown, retrain (the safe side)
-            context.log.warning(f"champion v{version}'s training batches unreadable ({type(e).__name__}: {e})")
-            batches = None
+        except Exception as e:  # noqa: BLE001 - unreadable pointer or MLflow down: the window is unknown
+            context.log.warning(f"champion's training batches unreadable ({type(e).__name__}: {e})")
         d = scheduled(catalog.read_records(chain.dir), chain.cfg, champion=version, champion_batches=batches,
                       retrain_in_flight=train_in_flight(context.instance, chain),
-                      since=last_scheduled_start(context.instance, chain))
+                      since=newest_candidate_run_start(context.instance, chain))
         context.log.info(d.reason)
         if not d.retrain:
             return dg.SkipReason(d.reason)

@@ -200,29 +200,33 @@ def _streak(validated: list[BatchRecord], hit) -> int:
 def scheduled(records: list[BatchRecord], cfg: ModelConfig, *, champion: int | None,
               champion_batches=None, retrain_in_flight: bool = False, since: float | None = None) -> Decision:
     """The weekly schedule's decision (``retrain.schedule``): a retrain judged by the gate even
-    without drift, but only when it has something new to learn from. ``records``: the catalog in
-    arrival order; ``champion_batches``: the batches the champion's window trained on (None:
-    unknown, then it retrains); ``since``: when the last scheduled train run started. New data
-    = labelled batches after the newest batch the champion trained on or a retrain decision
-    covered, validated after ``since``; without any, the run would refit the rows the champion
-    (or a blocked candidate) already learnt from, and is skipped."""
+    without drift, but only when it has something new to learn from.
+
+    ``records``: the catalog in arrival order. ``champion_batches``: the batches the champion's
+    window trained on (None: unknown). ``since``: when the run that built the newest candidate
+    started (whatever launched it, and whether the gate passed or blocked it; a run that died
+    before building one does not count). New data = labelled batches outside the champion's
+    window validated after ``since``; without ``since`` (no candidate recorded on this
+    instance), those after the newest batch of the window. Without any, a retrain would refit
+    the rows the champion or the last candidate already learnt from, and is skipped."""
     when = f"weekly retrain ({cfg.retrain.schedule})"
     if retrain_in_flight:
         return Decision(False, "none", f"{when} skipped: a retrain is already queued or running")
     if not any(r.trainable for r in records):
         return Decision(False, "none", f"{when} skipped: no labelled batch to train on yet")
-    if champion is not None and champion_batches is None:
-        return Decision(True, "schedule", f"{when}: champion v{champion}'s training batches are unknown")
     window = set(map(str, champion_batches or ()))
-    cut = max((i for i, r in enumerate(records) if r.partition in window or r.retrained), default=-1)
-    new = [r for r in records[cut + 1:] if r.trainable and (since is None or (r.validated_at or 0) > since)]
-    model = f"champion v{champion}'s training data" if champion is not None else "the last training attempt"
+    if since is not None:
+        new = [r for r in records if r.trainable and r.partition not in window and (r.validated_at or 0) > since]
+        used = "the newest candidate's run started"
+    else:
+        cut = max((i for i, r in enumerate(records) if r.partition in window), default=-1)
+        new = [r for r in records[cut + 1:] if r.trainable]
+        used = f"champion v{champion}'s training data" + (f" (newest: {records[cut].partition})" if cut >= 0 else "")
     if not new:
-        last = f"; newest used: {records[cut].partition}" if cut >= 0 else ""
-        return Decision(False, "none", f"{when} skipped: no labelled batch since {model} or the last "
-                                       f"retrain{last}: it would refit the same rows")
-    if champion is None:
-        return Decision(True, "schedule", f"{when}: no champion yet")
+        return Decision(False, "none", f"{when} skipped: no labelled batch validated since {used}: "
+                                       "it would refit the same rows")
+    unknown = champion is not None and champion_batches is None
     rows = sum(r.row_count for r in new)
-    return Decision(True, "schedule", f"{when}: {len(new)} new labelled batch(es), {rows} rows, since champion "
-                                      f"v{champion}'s training data (first: {new[0].partition})")
+    return Decision(True, "schedule", f"{when}: {len(new)} new labelled batch(es), {rows} rows, since {used} "
+                                      f"(first: {new[0].partition})"
+                    + (f"; champion v{champion}'s training batches are unknown" if unknown else ""))

@@ -108,10 +108,14 @@ def test_definitions_load_with_every_part(settings):
 
 
 def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
-    """The schedule is evaluated against a real instance and catalog: nothing labelled -> skipped
-    with the reason; a labelled batch -> a train run tagged schedule; while that run is in flight,
-    and after it with no newer batch, skipped (it would refit the same rows)."""
+    """The schedule evaluated against a real instance and catalog: nothing labelled -> skipped
+    with the reason; a labelled batch -> a train run tagged schedule; while a train run is in
+    flight, skipped; a run that died before building a candidate does not count; once a run
+    built a candidate (passed or blocked), skipped until a newer labelled batch is validated."""
     import datetime
+
+    from ml_platform.assets.common import Chain
+    from ml_platform.serving.store import ModelStore
 
     defs = build_definitions(settings)
     sched = defs.resolve_schedule_def("churn_weekly_retrain")
@@ -127,15 +131,32 @@ def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
         catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a", labelled=True,
                               valid_rows=500, validated_at=time.time() - 60)
         req = tick().run_requests[0]
-        assert req.tags["ml_platform/trigger"] == "schedule" and "weekly" in req.tags["ml_platform/reason"], req.tags
+        assert req.tags["ml_platform/trigger"] == "schedule" and "1 new labelled batch(es), 500 rows" in \
+            req.tags["ml_platform/reason"], req.tags
         run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(), tags=req.tags,
                             status=dg.DagsterRunStatus.STARTED)
         instance.add_run(run)
         busy = tick()
         assert not busy.run_requests and "already queued or running" in busy.skip_message, busy
-        instance.report_run_failed(run)  # done (blocked by the gate, or failed): a-1 was looked at
+        instance.report_run_failed(run)  # died before building a candidate: a-1 was never judged
+        assert tick().run_requests, "a run that built no candidate must not count as having learnt a-1"
+
+        # A train run builds a candidate (what the gate then passes or blocks): a-1 is now used.
+        key = Chain("churn", settings.models["churn"], settings).key("candidate_model")
+        built = dg.materialize([dg.asset(key=key)(lambda: None)], instance=instance)
+        assert built.success
         seen = tick()
         assert not seen.run_requests and "it would refit the same rows" in seen.skip_message, seen.skip_message
+
+        # A champion whose training batches cannot be read (no registry entry): the window is
+        # unknown, the newest candidate's run still tells what was used, and the tick does not fail.
+        store = ModelStore(settings.serving_dir)
+        store.publish("churn", 7, b"not-onnx", {"version": 7})
+        store.point("churn", 7)
+        unknown = tick()
+        assert not unknown.run_requests and "refit the same rows" in unknown.skip_message, unknown.skip_message
         catalog.update_record(mdir, "b-2", arrival=2, status="validated", sha256="b", labelled=True,
-                              valid_rows=500, validated_at=time.time() + 1)
-        assert tick().run_requests, "a batch validated after the last scheduled run is new data"
+                              valid_rows=300, validated_at=time.time() + 1)
+        fresh = tick().run_requests[0].tags["ml_platform/reason"]
+        assert "1 new labelled batch(es), 300 rows" in fresh and "first: b-2" in fresh, fresh
+        assert "champion v7's training batches are unknown" in fresh, fresh
