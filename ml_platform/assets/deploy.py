@@ -72,7 +72,8 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
         except PromotionError as e:
             raise dg.Failure(description=f"v{version} not deployed: {e}",
                              metadata={"candidate_version": version, "refusal": str(e)}) from None
-        context.log.info(f"v{version} is the champion (was v{p.previous}); endpoint: {p.endpoint}")
+        was = f"was v{p.previous}" if p.previous is not None else "no previous champion"
+        context.log.info(f"v{version} is the champion ({was}); endpoint: {p.endpoint}")
         yield dg.MaterializeResult(metadata=_served_metadata(chain, endpoint, candidate_model, p))
 
     return deployed_model

@@ -51,23 +51,34 @@ def blocked_table(p: payoff.Payoff) -> dg.MetadataValue:
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
+MIN_SPAN = 0.02  # of the metric's size: noise in the 4th decimal is not drawn as a cliff
+
+
+def value_range(values: list[float]) -> tuple[float, float]:
+    """(low, high) to draw ``values`` on: their range, widened around its middle to at least
+    MIN_SPAN of their size."""
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, MIN_SPAN * max(abs(lo), abs(hi)), 1e-12)
+    mid = (lo + hi) / 2
+    return mid - span / 2, mid + span / 2
 
 
 def sparkline(p: payoff.Payoff) -> str:
     """The served metric per labelled batch as one line of text (seen without a click: the PNG
-    chart sits behind "Show Markdown"); "|" where the champion changed, "·" a batch without labels."""
+    chart sits behind "Show Markdown"); "|" where the champion changed, "·" a batch without a
+    served metric (no labels, or no champion to score it)."""
     vals = [b.served_metric for b in p.timeline]
     known = [v for v in vals if v is not None]
     if not known:
         return "no labelled batch scored by a champion yet"
-    lo, hi = min(known), max(known)
+    lo, hi = value_range(known)
     out, last = [], None
     for b, v in zip(p.timeline, vals):
         if last is not None and b.served_version is not None and b.served_version != last:
             out.append("|")
         last = b.served_version if b.served_version is not None else last
-        out.append("·" if v is None else SPARKS[int((v - lo) / (hi - lo) * 7) if hi > lo else 3])
-    return f"{''.join(out)}  ({p.metric} {lo:.3f} .. {hi:.3f})"
+        out.append("·" if v is None else SPARKS[min(7, max(0, int((v - lo) / (hi - lo) * 7)))])
+    return f"{''.join(out)}  ({p.metric} {min(known):.3f} .. {max(known):.3f})"
 
 
 def chart(p: payoff.Payoff) -> bytes:
@@ -93,6 +104,11 @@ def chart(p: payoff.Payoff) -> bytes:
             t = payoff.epoch(r.at)
             x = next((i for i, b in enumerate(p.timeline) if b.scored_at >= t), len(p.timeline)) - 0.5
             ax.axvline(x, color="black", ls="--", lw=0.8)
+        known = [b.served_metric for b in p.timeline if b.served_metric is not None]
+        if known:
+            lo, hi = value_range(known)
+            pad = (hi - lo) * 0.1
+            ax.set_ylim(lo - pad, hi + pad)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("batch (landing order); red = drifted or under-performing")
         ax.set_ylabel(f"served {p.metric}")

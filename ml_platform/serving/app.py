@@ -61,6 +61,7 @@ log = logging.getLogger("ml_platform.serving")
 
 INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop stays free
 SAMPLE_SLICE = 32  # live-sample requests encoded per event-loop slice
+SMOKE_HEADER = b"x-ml-platform-smoke"  # the deploy's smoke rows: answered, not sampled (``smoke_allowed``)
 JSON = "application/json"
 _perf = time.perf_counter
 
@@ -299,15 +300,20 @@ class _FastPath:
             elif path == "/invocations":
                 protocol = "mlflow"
             if protocol is not None and (name is None or (name and "/" not in name)):
-                ct = cl = None
+                ct = cl = smoke = auth = None
                 for k, v in scope["headers"]:
                     if k == b"content-type":
                         ct = v
                     elif k == b"content-length":
                         cl = v
+                    elif k == SMOKE_HEADER:
+                        smoke = v
+                    elif k == b"authorization":
+                        auth = v
                 try:
-                    status, body, version, close = await self.state.score(name, protocol, ct, cl, receive,
-                                                                          scope.get(IN_FLIGHT))
+                    status, body, version, close = await self.state.score(
+                        name, protocol, ct, cl, receive, scope.get(IN_FLIGHT),
+                        sample=smoke is None or not self.state.smoke_allowed(auth))
                 except _Disconnected:
                     return
                 except Exception:  # what ServerErrorMiddleware would do: log, answer 500
@@ -689,10 +695,20 @@ class ServingState:
                                 "model", 503)
         return model
 
+    def smoke_allowed(self, authorization: bytes | None) -> bool:
+        """A request marked as the deploy's smoke test stays out of the live sample: with an
+        admin token configured, only when it also carries that token (clients cannot hide
+        their traffic from drift monitoring)."""
+        if self.admin_token is None:
+            return True
+        scheme, _, token = (authorization or b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.admin_token.encode())
+
     async def score(self, name: str | None, protocol: str, ct: bytes | None, cl: bytes | None,
-                    receive, in_flight=None) -> tuple[int, bytes, bytes | None, bool]:
+                    receive, in_flight=None, sample: bool = True) -> tuple[int, bytes, bytes | None, bool]:
         """The hot path. -> (status, JSON body, X-Model-Version or None, close the connection).
-        ``in_flight``: the server's requests in flight, when it says (``batching.IN_FLIGHT``)."""
+        ``in_flight``: the server's requests in flight, when it says (``batching.IN_FLIGHT``).
+        ``sample`` False: answered and counted, but not added to the live sample (smoke rows)."""
         t0 = _perf()
         slot = self.slots.get(name if name is not None else self.only)
         model = slot.model if slot is not None else None
@@ -725,7 +741,7 @@ class ServingState:
                 raw = await self._read_body(ct, cl, receive)
             if raw is not None:
                 if len(raw) > LARGE_BODY_BYTES:
-                    return await self._score_large(model, hot, protocol, raw, t0)
+                    return await self._score_large(model, hot, protocol, raw, t0, sample)
                 body = self._decode(raw)
             if protocol == "mlflow":
                 parsed = model.schema.parse_mlflow(body)
@@ -780,7 +796,7 @@ class ServingState:
                                else self._v2_payload(model, outs, n, wanted, rid))
             self.metrics.predicted_values(model.name, model.version_str, outs[0].reshape(-1),
                                           model.value_buckets)
-        if self.sampler is not None:
+        if sample and self.sampler is not None:
             self.sampler.add(model, parsed, outs)
         hot.requests += 1
         hot.rows += n
@@ -788,7 +804,8 @@ class ServingState:
         return 200, out, model.version_bytes, False
 
     # ------------------------------------------------------- big requests
-    async def _score_large(self, model: LoadedModel, hot, protocol: str, raw: bytes, t0: float):
+    async def _score_large(self, model: LoadedModel, hot, protocol: str, raw: bytes, t0: float,
+                           sample: bool = True):
         """A big body: everything but the accounting runs in a worker thread (``_large_work``),
         LARGE_CONCURRENCY requests at a time, so single-row requests keep their latency."""
         if self._large_sem is None:
@@ -803,7 +820,7 @@ class ServingState:
                 counts[k] = counts.get(k, 0) + c
         if values is not None:
             self.metrics.predicted_values(model.name, model.version_str, values, model.value_buckets)
-        if self.sampler is not None:
+        if sample and self.sampler is not None:
             self.sampler.add_many(model, samples)
         hot.requests += 1
         hot.rows += n
@@ -880,8 +897,10 @@ class ServingState:
         # Normally unreached: _FastPath answers these routes before Starlette's router.
         h = request.headers
         enc = lambda v: v.encode("latin-1") if v is not None else None  # noqa: E731
+        smoke = h.get(SMOKE_HEADER.decode()) is not None and self.smoke_allowed(enc(h.get("authorization")))
         status, body, version, close = await self.score(name, protocol, enc(h.get("content-type")),
-                                                        enc(h.get("content-length")), request.receive)
+                                                        enc(h.get("content-length")), request.receive,
+                                                        sample=not smoke)
         headers = {"X-Model-Version": version.decode()} if version else {}
         if close:
             headers["Connection"] = "close"

@@ -471,6 +471,29 @@ def test_live_sample_is_written_and_bounded(serving_dir, tmp_path):
     assert rows[0]["_ts"].endswith("+00:00")
 
 
+@pytest.mark.parametrize("token", [None, "s3cret-token"])
+def test_the_deploys_smoke_rows_stay_out_of_the_live_sample(serving_dir, tmp_path, token):
+    """A request marked X-ML-Platform-Smoke (the deploy's smoke test) is answered like any other
+    but not sampled, so live_drift never judges smoke rows. With an admin token, only a request
+    that carries the token is exempt: a client cannot hide its traffic from monitoring."""
+    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600,
+                     poll_seconds=3600, admin_token=token)
+    body = {"dataframe_records": [GOOD]}
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    with TestClient(app) as c:
+        smoke = c.post(clf_url(), json=body, headers={"X-ML-Platform-Smoke": "1", **auth})
+        assert smoke.status_code == 200 and smoke.headers["x-model-version"] == "1", smoke.text
+        state = app.state.serving
+        assert state.sampler.rows == 0, "smoke rows were sampled"
+        if token:
+            assert c.post(clf_url(), json=body, headers={"X-ML-Platform-Smoke": "1",
+                                                         "Authorization": "Bearer wrong"}).status_code == 200
+            assert state.sampler.rows == 1, "a smoke header without the admin token must still be sampled"
+        else:
+            assert c.post(clf_url(), json=body).status_code == 200
+            assert state.sampler.rows == 1
+
+
 # ---------------------------------------------------------------- import hygiene
 def test_endpoint_imports_no_heavy_stack():
     code = ("import sys, ml_platform.serving.app, ml_platform.serving.server, ml_platform.serving.store;"

@@ -125,3 +125,23 @@ def test_from_record_reads_the_catalog_fields():
                                            performance={"skipped": "batch carries no labels"},
                                            estimate={"significant": True, "champion_version": 1}))
     assert (b.landed_at, b.dropped, b.stable, b.served_version, b.served_metric) == (7.0, True, False, 1, None)
+
+
+def test_the_sparkline_does_not_draw_noise_as_a_cliff():
+    """0.5101 vs 0.5098 were drawn as a full bar next to an empty one; now a move smaller than
+    2 % of the metric stays in the middle rows, and a real drop still spans the scale."""
+    from types import SimpleNamespace
+
+    from ml_platform.assets.payoff import sparkline, value_range
+
+    def line(values):
+        timeline = [SimpleNamespace(served_metric=v, served_version=1) for v in values]
+        return sparkline(SimpleNamespace(timeline=timeline, metric="roc_auc"))
+
+    flat = line([None, 0.5101, 0.5098])
+    assert flat.startswith("·") and "█" not in flat and "▁" not in flat, flat
+    assert "(roc_auc 0.510 .. 0.510)" in flat, flat
+    drop = line([0.90, 0.89, 0.50])
+    assert drop[:3] == "█▇▁", drop
+    lo, hi = value_range([1200.0, 1201.0])  # regression scale: the span follows the size
+    assert hi - lo >= 0.02 * 1201 - 1e-9
