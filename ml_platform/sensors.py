@@ -26,6 +26,7 @@ from ml_platform.jobs import ingest_job_name, live_drift_job_name, train_job_nam
 
 
 STALE_INGEST_SECONDS = 600
+FIRST_MODEL_WAIT_SECONDS = 120  # the first model waits this long at most for ingests queued with it
 
 
 def ingest_tags(f: LandingFile) -> dict:
@@ -46,7 +47,9 @@ def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
     """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
     order. A "no retrain" is recorded on the batch here (no run will act on it); a retrain is
     recorded by the train run that carries it. A retrain decided here is in flight for the
-    batches after it, so one call never asks for two retrains (on_drift)."""
+    batches after it, so one call never asks for two retrains (on_drift). Without a champion,
+    the first retrain waits (at most FIRST_MODEL_WAIT_SECONDS) while ingest runs are queued or
+    running: files landed together all go into the first model."""
     records = catalog.read_records(chain.dir)
     has_champion = champion_version(chain.settings, chain.name) is not None
     out = []
@@ -63,6 +66,9 @@ def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
             retrain_in_flight = True  # decided before; its run has not recorded it yet
             continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
+        if (d.retrain and not has_champion and instance is not None and ingest_in_flight(instance, chain)
+                and time.time() - float(rec.validated_at or 0) < FIRST_MODEL_WAIT_SECONDS):
+            break  # the first model trains on the files that landed with this one: wait for their ingests
         decision = dataclasses.replace(d, at=time.time())
         if not d.retrain:
             catalog.update_record(chain.dir, rec.partition, decision=decision)
@@ -88,10 +94,16 @@ def record_retrain_decision(chain: Chain, tags: dict, run_id: str) -> None:
         at=time.time(), run_id=run_id))
 
 
+ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+          dg.DagsterRunStatus.STARTED]
+
+
 def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
-    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-              dg.DagsterRunStatus.STARTED]
-    return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=active), limit=1))
+    return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=ACTIVE), limit=1))
+
+
+def ingest_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
+    return bool(instance.get_run_ids(dg.RunsFilter(job_name=ingest_job_name(chain), statuses=ACTIVE), limit=1))
 
 
 def decision_observation(chain: Chain, rec: BatchRecord, d: Decision) -> dg.AssetObservation:

@@ -74,8 +74,9 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
             return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
         return Decision(True, "arrival", "policy on_arrival: every validated batch retrains")
     if retrain_in_flight:
-        return Decision(False, "none", "a retrain is already queued or running: this batch is judged "
-                                       "against its result (at most one retrain in flight)")
+        return Decision(False, "none", "a retrain is already queued or running (at most one in flight): "
+                                       "this batch is not a reason for another; the batches after it are "
+                                       "judged against that retrain's result")
     if record.unlabelled and not has_champion:
         return Decision(False, "none", "unlabelled batch and no champion: nothing to train on")
     if not has_champion:
