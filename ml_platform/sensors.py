@@ -26,7 +26,6 @@ from ml_platform.jobs import ingest_job_name, live_drift_job_name, train_job_nam
 
 
 STALE_INGEST_SECONDS = 600
-FIRST_MODEL_WAIT_SECONDS = 120  # the first model waits this long at most for ingests queued with it
 
 
 def ingest_tags(f: LandingFile) -> dict:
@@ -42,28 +41,15 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
     return tags
 
 
-@dataclasses.dataclass
-class Pending:
-    decisions: list[tuple[BatchRecord, Decision]]
-    waiting: str | None = None  # why the first retrain waits (ingests queued or running)
-
-    def __iter__(self):
-        return iter(self.decisions)
-
-
 def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
-                      retrain_in_flight: bool = False, wait_for_ingests: bool = False) -> Pending:
+                      retrain_in_flight: bool = False) -> list[tuple[BatchRecord, Decision]]:
     """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
     order. A "no retrain" is recorded on the batch here (no run will act on it); a retrain is
     recorded by the train run that carries it. A retrain decided here is in flight for the
-    batches after it, so one call never asks for two retrains (on_drift).
-
-    ``wait_for_ingests`` (the sensor; ``ml-platform run`` ingests in order itself): without a
-    champion, the first retrain waits (at most FIRST_MODEL_WAIT_SECONDS) while ingest runs of
-    other batches are queued or running, so files landed together all go into the first model."""
+    batches after it, so one call never asks for two retrains (on_drift)."""
     records = catalog.read_records(chain.dir)
     has_champion = champion_version(chain.settings, chain.name) is not None
-    out, waiting = [], None
+    out = []
     for i, rec in enumerate(records):
         if rec.decided:
             continue
@@ -77,19 +63,13 @@ def pending_decisions(chain: Chain, instance: dg.DagsterInstance | None,
             retrain_in_flight = True  # decided before; its run has not recorded it yet
             continue
         d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
-        if (d.retrain and not has_champion and wait_for_ingests and instance is not None
-                and time.time() - float(rec.validated_at or 0) < FIRST_MODEL_WAIT_SECONDS
-                and ingest_in_flight(instance, chain, {r.partition for r in records if monitoring_complete(r)})):
-            # the first model trains on the files that landed with this one: wait for their ingests
-            waiting = f"{rec.partition}: the first retrain waits for the ingest runs queued or running"
-            break
         decision = dataclasses.replace(d, at=time.time())
         if not d.retrain:
             catalog.update_record(chain.dir, rec.partition, decision=decision)
         records[i] = dataclasses.replace(rec, decision=decision)
         retrain_in_flight = retrain_in_flight or d.retrain
         out.append((rec, d))
-    return Pending(out, waiting)
+    return out
 
 
 def batch_train_run(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:
@@ -108,19 +88,10 @@ def record_retrain_decision(chain: Chain, tags: dict, run_id: str) -> None:
         at=time.time(), run_id=run_id))
 
 
-ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED]
-
-
 def train_in_flight(instance: dg.DagsterInstance, chain: Chain) -> bool:
-    return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=ACTIVE), limit=1))
-
-
-def ingest_in_flight(instance: dg.DagsterInstance, chain: Chain, done=()) -> bool:
-    """An ingest run is queued or running for a batch not in ``done`` (batches whose records are
-    complete: their own run may still be finishing)."""
-    runs = instance.get_runs(dg.RunsFilter(job_name=ingest_job_name(chain), statuses=ACTIVE), limit=100)
-    return any(r.tags.get("dagster/partition") not in done for r in runs)
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+    return bool(instance.get_run_ids(dg.RunsFilter(job_name=train_job_name(chain), statuses=active), limit=1))
 
 
 def decision_observation(chain: Chain, rec: BatchRecord, d: Decision) -> dg.AssetObservation:
@@ -186,11 +157,8 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         last = json.loads(context.cursor) if context.cursor else {}
         if last.get("stamp") == stamp and now - last.get("at", 0) < 60:
             return dg.SkipReason("no batch record changed")
-        pending = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain),
-                                    wait_for_ingests=True)
-        decisions = pending.decisions
-        if not pending.waiting:  # (the ingests it waits for end without a record change: look again next tick)
-            context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
+        context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
+        decisions = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain))
         requests = []
         for rec, d in decisions:
             context.log.info(f"{rec.partition}: {'RETRAIN' if d.retrain else 'no retrain'} "
@@ -199,7 +167,7 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
                 requests.append(dg.RunRequest(run_key=f"train-{rec.partition}",
                                               tags=train_tags(d, rec.partition)))
         if not decisions:
-            return dg.SkipReason(pending.waiting or "no newly monitored batch")
+            return dg.SkipReason("no newly monitored batch")
         return dg.SensorResult(run_requests=requests,
                                asset_events=[decision_observation(chain, rec, d) for rec, d in decisions])
 

@@ -92,33 +92,6 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert {e.partition for e in woke.asset_events} == {"c-3", "d-4"}
 
 
-def test_the_first_model_waits_for_the_files_that_landed_with_its_batch(settings):
-    """No champion: while ingest runs are queued or running, the first retrain waits, so the
-    files that landed together all go into the first model (the demo lands three)."""
-    defs = build_definitions(settings)
-    sensor = _sensor(defs, "churn_retrain_sensor")
-    mdir = settings.model_dir("churn")
-    catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a", labelled=True, valid_rows=500,
-                          validated_at=time.time(), drift={"verdict": "no champion"},
-                          performance={"skipped": "no champion"})
-    with dg.instance_for_test() as instance:
-        def ingest(partition):
-            run = dg.DagsterRun(job_name="churn_ingest", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED,
-                                tags={"dagster/partition": partition})
-            instance.add_run(run)
-            return run
-
-        ingest("a-1")  # a-1's own run, still finishing after its record is complete: not waited for
-        other = ingest("b-2")
-        ctx = dg.build_sensor_context(instance=instance, definitions=defs)
-        waiting = sensor(ctx)
-        assert isinstance(waiting, dg.SkipReason) and "waits for the ingest runs" in waiting.skip_message, waiting
-        assert catalog.read_record(mdir, "a-1").decision is None  # not decided yet: decided once they are in
-        instance.report_run_failed(other)  # done (however it ended): nothing more to wait for
-        go = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor, definitions=defs))
-        assert [r.run_key for r in go.run_requests] == ["train-a-1"], go  # at once: no record had changed
-
-
 def test_definitions_load_with_every_part(settings):
     defs = build_definitions(settings)
     repo = defs.get_repository_def()
