@@ -176,6 +176,42 @@ def _seed_demo_data(s: Settings) -> None:
             print(f"[up] wrote {len(paths)} demo batches to {landing}")
 
 
+def _signal(pid: int, sig: int, group: bool) -> None:
+    try:
+        os.killpg(pid, sig) if group else os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait(procs, seconds: float) -> None:
+    deadline = time.time() + seconds
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _group_gone(procs, seconds: float) -> bool:
+    """True once no process is left in any of the children's process groups."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        for p in procs:
+            p.poll()  # reap, so a zombie leader does not keep its group "alive"
+        if not any(_group_alive(p.pid) for p in procs):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def cmd_up(args) -> int:
     from ml_platform.champion import champion_version
     from ml_platform.instance import prepare_environment, workspace_path
@@ -197,15 +233,20 @@ def cmd_up(args) -> int:
         print("[up] runs execute on Celery workers: start one or more with `ml-platform worker`", flush=True)
 
     def stop(*_):
-        for p in procs:  # dagster dev shuts down cleanly on SIGINT, and may ignore SIGTERM
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGINT if p.args is dagster else signal.SIGTERM)
-        deadline = time.time() + 15
+        # dagster dev alone gets SIGINT: it stops the daemon and webserver before its code server.
+        # SIGINT to its whole group would kill the code server under a sensor tick in flight
+        # ("Location ml_platform does not exist" tracebacks). Runs still in flight in its group
+        # are interrupted afterwards, so they end FAILED rather than orphaned.
+        print("[up] stopping", file=sys.stderr, flush=True)
         for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # dagster dev can ignore SIGTERM
+            if p.poll() is None:
+                _signal(p.pid, signal.SIGINT if p.args is dagster else signal.SIGTERM, group=p.args is not dagster)
+        _wait(procs, 20)
+        for p in procs:
+            _signal(p.pid, signal.SIGINT, group=True)  # leftovers: run workers, a code server
+        if not _group_gone(procs, 10):
+            for p in procs:
+                _signal(p.pid, signal.SIGKILL, group=True)
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
@@ -223,7 +264,7 @@ def cmd_up(args) -> int:
                           f"{s.endpoint_url}/models/{name}/invocations", flush=True)
                 served[name] = version
         time.sleep(1)
-    print("[up] a child process exited; stopping", file=sys.stderr)
+    print("[up] a child process exited", file=sys.stderr)
     stop()
     return 1
 

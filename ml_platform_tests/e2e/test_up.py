@@ -50,7 +50,9 @@ def test_up_deploys_a_champion_without_a_click(tmp_path):
     finally:
         stop(up, sig=signal.SIGTERM, grace=40)
         log = (tmp_path / "up.log").read_text(errors="replace")
-    assert "Traceback" not in log.split("[up] a child process exited")[0] or "KeyboardInterrupt" in log
+    # Only while running: the daemon can log a tick in flight at its own shutdown (a Dagster race).
+    running = log.split("[up] stopping")[0]
+    assert "Traceback" not in running, running[running.find("Traceback") - 500:][:4000]
     assert f"[up] churn: champion v{version} published" in log
 
 
