@@ -73,7 +73,6 @@ def build_jobs(chain: Chain) -> list:
         selection=dg.AssetSelection.assets(*(chain.key(a) for a in (
             "raw_batch", "validated_batch", "batch_predictions", "drift_report", "champion_performance"))),
         partitions_def=chain.partitions,
-        executor_def=dg.in_process_executor,  # one process per run: steps are small
         tags={TAG_MODEL: chain.name},
         description=f"Copy, validate and monitor one {chain.name} batch.",
     )
@@ -81,13 +80,12 @@ def build_jobs(chain: Chain) -> list:
         train_job_name(chain),
         selection=dg.AssetSelection.assets(chain.key("training_set"), chain.key("candidate_model"),
                                            chain.key("deployed_model")),
-        executor_def=dg.in_process_executor,
         tags={TAG_MODEL: chain.name},
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
     live = dg.define_asset_job(
         live_drift_job_name(chain), selection=dg.AssetSelection.assets(chain.key("live_drift")),
-        executor_def=dg.in_process_executor, tags={TAG_MODEL: chain.name},
+        tags={TAG_MODEL: chain.name},
         description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
     )
     return [ingest, train, live, build_rollback_job(chain)]

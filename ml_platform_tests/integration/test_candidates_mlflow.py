@@ -2,7 +2,7 @@
 a retrain after drift fits every window as a child MLflow run nested under the Dagster run's
 own MLflow run (dagster-mlflow's), registers the best, keeps every artifact under the
 platform's storage (no ./mlruns), and a click in the UI (candidate_model materialized with no
-sensor tags, in-process and through `dagster asset materialize`'s multiprocess executor)
+sensor tags, in-process and through `dagster asset materialize`)
 chooses the same windows as the sensor's retrain."""
 
 import os
@@ -156,9 +156,9 @@ def test_a_ui_click_after_drift_chooses_the_sensors_windows(world):
     assert mat.metadata["regime_start"].value == sensor_mat.metadata["regime_start"].value
 
 
-def test_dagster_asset_materialize_nests_candidates_across_step_processes(world):
-    """The UI's executor runs each step in its own process: the Dagster run's MLflow run is
-    found again by each step, the candidates nest under it, and the run is ended."""
+def test_dagster_asset_materialize_nests_candidates_under_the_runs_mlflow_run(world):
+    """Dagster's own CLI (as a UI click): the Dagster run's MLflow run is found by each step,
+    the candidates nest under it, and the run is ended."""
     import mlflow
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
     r = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "ml_platform.definitions",
