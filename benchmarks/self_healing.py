@@ -337,8 +337,8 @@ def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str)
     return BatchRecord(partition, status="validated", valid_rows=len(df), labelled=True,
                        drift={"champion_version": champ.version, **drift_summary(d)},
                        performance=estimate.measure(training.target_values(df, cfg), out, champ.meta,
-                                                    cfg.gate_metric, cfg.task, alpha=alpha,
-                                                    version=champ.version).to_dict(),
+                                                    cfg.gate_metric, cfg.task, alpha=alpha, version=champ.version,
+                                                    concept_alpha=cfg.retrain.concept_alpha).to_dict(),
                        estimate=estimate.estimate(out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
                                                   version=champ.version).to_dict())
 

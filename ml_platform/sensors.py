@@ -104,6 +104,8 @@ def decision_observation(chain: Chain, rec: BatchRecord, d: Decision) -> dg.Asse
     if perf.get("value") is not None:
         meta.update(performance=float(perf["value"]), performance_drop=float(perf["drop"]),
                     significant_drop=bool(perf["significant"]))
+        if rec.concept_check:
+            meta.update(concept_moved=rec.concept_moved, concept_p_value=float(rec.concept_check["p_value"]))
     est = rec.estimate_figure
     if est.get("value") is not None:  # CBPE, label-free: next to the measured figure when both exist
         meta.update(estimated_performance=float(est["value"]), estimated_ci_low=float(est["ci_low"]),

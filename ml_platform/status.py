@@ -172,7 +172,9 @@ def _performance_cell(b: dict) -> str:
     p, e = b.get("performance") or {}, b.get("estimate") or {}
     cells = []
     if p.get("value") is not None:
-        cells.append(f"{p['value']:.4f}" + ("!" if p.get("significant") else ""))
+        c = p.get("concept") or {}
+        cells.append(f"{p['value']:.4f}" + ("!" if p.get("significant") else "")
+                     + (f" (concept moved, p={c['p_value']:.0e})" if c.get("significant") else ""))
     if e.get("value") is not None:
         cells.append(f"~{e['value']:.4f}" + ("!" if e.get("significant") else ""))
     return " / ".join(cells)

@@ -188,10 +188,17 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
     if perf.value is None:
         return {f"{prefix}skipped": perf.reason}
     lo, hi = perf.baseline_ci or [perf.baseline, perf.baseline]
-    return {f"{prefix}metric": perf.metric, f"{prefix}value": perf.value, f"{prefix}ci_low": perf.ci_low,
-            f"{prefix}ci_high": perf.ci_high, f"{prefix}drop": perf.drop,
-            f"{prefix}significant_drop": perf.significant, "holdout_baseline": perf.baseline,
-            "holdout_ci_low": float(lo), "holdout_ci_high": float(hi)}
+    md = {f"{prefix}metric": perf.metric, f"{prefix}value": perf.value, f"{prefix}ci_low": perf.ci_low,
+          f"{prefix}ci_high": perf.ci_high, f"{prefix}drop": perf.drop,
+          f"{prefix}significant_drop": perf.significant, "holdout_baseline": perf.baseline,
+          "holdout_ci_low": float(lo), "holdout_ci_high": float(hi)}
+    if perf.concept:  # labels against the champion's calibration, per score bin (a reliability table)
+        c = perf.concept
+        md.update(concept_moved=bool(c["significant"]), concept_p_value=float(c["p_value"]),
+                  concept_bins=table(pd.DataFrame(c["bins"]).rename(columns={
+                      "score": "champion score", "expected": f"expected share {c['cls']}",
+                      "observed": f"observed share {c['cls']}"})))
+    return md
 
 
 def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
@@ -233,7 +240,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
             return dg.MaterializeResult(metadata={"skipped": why, **md})
         perf = estimate.measure(training.target_values(df, cfg), outputs, meta, metric_name, cfg.task,
-                                alpha=alpha, version=version)
+                                alpha=alpha, version=version, concept_alpha=cfg.retrain.concept_alpha)
         catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
         md.update(performance_metadata(perf))
         if est.value is not None:

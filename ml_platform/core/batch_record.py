@@ -23,7 +23,7 @@ class Decision:
     """The retrain policy's answer for one batch (``core/policy.decide``), as recorded on it."""
 
     retrain: bool
-    trigger: str  # arrival | drift | performance | estimated_performance | manual | none
+    trigger: str  # arrival | drift | performance | concept | estimated_performance | schedule | manual | none
     reason: str
     # For drift / performance retrains: the first batch of the new regime. Training on the
     # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
@@ -164,9 +164,20 @@ class BatchRecord:
         """The measured or (without labels) the estimated figure shows a drop (``figure_dropped``)."""
         return figure_dropped(self.performance_figure, min_drop) or figure_dropped(self.estimate_figure, min_drop)
 
+    @property
+    def concept_check(self) -> dict:
+        """The labels against the champion's calibration (``ConceptCheck.to_dict``), or {}."""
+        return self.performance_figure.get("concept") or {}
+
+    @property
+    def concept_moved(self) -> bool:
+        """The labels no longer follow the champion's calibrated probabilities (significant)."""
+        return bool(self.concept_check.get("significant"))
+
     def shifted(self, min_drop: float = 0.0) -> bool:
-        """The batch differs from what the champion knows: drifted, or its metric dropped."""
-        return self.drifted or self.dropped(min_drop)
+        """The batch differs from what the champion knows: drifted, its metric dropped, or its
+        concept moved."""
+        return self.drifted or self.dropped(min_drop) or self.concept_moved
 
     @property
     def decided(self) -> bool:

@@ -14,6 +14,13 @@ on the reference): it sees a drop caused by covariate shift (rows moving to wher
 is less sure) and is blind to a changed concept, which only labels show. Regression has no
 such estimate: the answer is an honest "no estimate".
 
+Concept check (``check_calibration``): on a labelled batch the same calibration says how many
+positives each score bin should hold. When the labels no longer follow it (a Hosmer-Lemeshow
+chi-square whose variance includes the reference bins' own uncertainty, so a fixed error of
+the calibration is not read as a change) P(y | x) moved: the concept changed, even where the
+ROC AUC barely moves (a threshold that shifts keeps the ranking). The retrain policy reads it
+(``retrain.concept_alpha``); a covariate shift with the concept unchanged keeps it calibrated.
+
 The isotonic steps travel as plain numbers in the version's serving metadata (key
 ``cbpe``): no pickle, no sklearn needed to read them back (``np.interp``).
 """
@@ -42,6 +49,7 @@ class Calibration:
     x: list[list[float]]
     y: list[list[float]]
     reference_rows: int
+    counts: list[list[int]] | None = None   # reference rows behind each step (0 for the anchors)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +58,20 @@ class Calibration:
     def from_dict(cls, d: dict | None) -> "Calibration | None":
         if not d:
             return None
-        return cls(classes=list(d["classes"]), x=d["x"], y=d["y"], reference_rows=int(d["reference_rows"]))
+        return cls(classes=list(d["classes"]), x=d["x"], y=d["y"], reference_rows=int(d["reference_rows"]),
+                   counts=d.get("counts"))
+
+    def bins(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(score, calibrated rate, reference rows) of column ``k``'s reference bins, anchors left
+        out. Without recorded counts (calibrations written before them) the quantile bins are
+        taken as equal."""
+        x, y = np.asarray(self.x[k], dtype=float), np.asarray(self.y[k], dtype=float)
+        if self.counts is not None:
+            n = np.asarray(self.counts[k], dtype=float)
+        else:
+            n = np.r_[0.0, np.full(max(len(x) - 2, 0), self.reference_rows / max(len(x) - 2, 1)), 0.0]
+        keep = n > 0
+        return x[keep], y[keep], n[keep]
 
     def probabilities(self, outputs: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (rows sum to 1) for the model's raw ``outputs`` [N, classes]."""
@@ -84,7 +105,7 @@ def fit_calibration(y, outputs: np.ndarray, classes) -> Calibration | None:
         return None
     cols = [1] if len(classes) == 2 else list(range(len(classes)))
     nb = calibration_bins(len(y))
-    xs, ys = [], []
+    xs, ys, ns = [], [], []
     for k in cols:
         s, hit = q[:, k], (y == classes[k]).astype(np.float64)
         edges = np.unique(np.quantile(s, np.linspace(0, 1, nb + 1)))
@@ -95,10 +116,12 @@ def fit_calibration(y, outputs: np.ndarray, classes) -> Calibration | None:
         ym = (np.bincount(idx, hit) / np.maximum(cnt, 1))[keep]
         iso = IsotonicRegression(y_min=0.0, y_max=1.0).fit(xm, ym, sample_weight=cnt[keep])
         fx, fy = np.r_[0.0, xm, 1.0], np.r_[0.0, iso.predict(xm), 1.0]
+        fn = np.r_[0, cnt[keep], 0]
         fx, first = np.unique(fx, return_index=True)  # np.interp needs increasing x
         xs.append([float(v) for v in fx])
         ys.append([float(v) for v in fy[first]])
-    return Calibration(classes=classes, x=xs, y=ys, reference_rows=int(len(y)))
+        ns.append([int(v) for v in fn[first]])
+    return Calibration(classes=classes, x=xs, y=ys, reference_rows=int(len(y)), counts=ns)
 
 
 # ---- expected metrics ----------------------------------------------------------------------
@@ -164,6 +187,88 @@ def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, s
     return out[np.isfinite(out)]
 
 
+# ---- concept check: do the labels still follow the calibration? ---------------------------
+
+@dataclass
+class ConceptCheck:
+    """The champion's calibrated probabilities against a labelled batch, per reference score bin
+    (``bins``: score, rows, expected and observed share of the class, z), and whether they
+    disagree beyond chance at level ``alpha`` (``significant``: the concept moved)."""
+
+    p_value: float
+    statistic: float
+    dof: int
+    rows: int
+    alpha: float
+    significant: bool
+    cls: str                 # the class column judged (binary: the positive class; else the worst)
+    expected_rate: float     # its share the calibration expects on the batch
+    observed_rate: float     # its share in the labels
+    bins: list[dict]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+    @property
+    def worst(self) -> dict:
+        return max(self.bins, key=lambda b: abs(b["z"]))
+
+    def summary(self) -> str:
+        w = self.worst
+        return (f"labels no longer follow the champion's calibrated probabilities (p = {self.p_value:.1e}, "
+                f"chi2 {self.statistic:.1f} on {self.dof} score bins, {self.rows} rows): {self.cls!s} share "
+                f"{self.observed_rate:.3f} against {self.expected_rate:.3f} expected; worst bin scores "
+                f"~{w['score']:.2f}: {w['observed']:.3f} observed, {w['expected']:.3f} expected, {w['rows']} rows")
+
+
+def _column_check(hit: np.ndarray, q: np.ndarray, p: np.ndarray, cal: Calibration, k: int):
+    """Hosmer-Lemeshow chi-square of one calibrated column on the reference bins. Each bin's
+    variance adds the reference's own uncertainty about its rate (n_batch^2 r(1-r) / n_ref), so a
+    large batch judges the concept, not the finite reference."""
+    from scipy.stats import chi2
+    xs, rate, nref = cal.bins(k)
+    if len(xs) == 0:
+        return None
+    b = np.searchsorted((xs[1:] + xs[:-1]) / 2, q)  # the nearest reference bin by score
+    nb = len(xs)
+    n = np.bincount(b, minlength=nb).astype(float)
+    obs, exp = np.bincount(b, hit, nb), np.bincount(b, p, nb)
+    r = (rate * nref + 0.5) / (nref + 1)  # a bin at rate 0 or 1 is still uncertain
+    var = np.bincount(b, p * (1 - p), nb) + n ** 2 * r * (1 - r) / nref
+    used = (n > 0) & (var > 0)
+    z = np.zeros(nb)
+    z[used] = (obs - exp)[used] / np.sqrt(var[used])
+    stat, dof = float(np.sum(z[used] ** 2)), int(used.sum())
+    bins = [{"score": round(float(xs[i]), 4), "rows": int(n[i]), "expected": round(float(exp[i] / n[i]), 4),
+             "observed": round(float(obs[i] / n[i]), 4), "z": round(float(z[i]), 2)} for i in np.flatnonzero(used)]
+    return float(chi2.sf(stat, dof)), stat, dof, float(exp.sum() / len(q)), float(obs.sum() / len(q)), bins
+
+
+def check_calibration(y, outputs: np.ndarray, cal: Calibration | None, *, alpha: float = 0.001,
+                      min_rows: int = MIN_REFERENCE_ROWS) -> ConceptCheck | None:
+    """Do ``y`` (a labelled batch) follow the champion's calibration ``cal`` of its ``outputs``?
+    None without a calibration or with too few rows. Multiclass: every class against the rest,
+    the worst reported, its p-value times the classes (Bonferroni)."""
+    y = np.asarray(y)
+    q = np.asarray(outputs, dtype=np.float64)
+    if cal is None or len(y) < min_rows or q.ndim != 2 or not np.isfinite(q).all():
+        return None
+    p = cal.probabilities(q)
+    cols = [1] if len(cal.classes) == 2 else list(range(len(cal.classes)))
+    best = None
+    for i, k in enumerate(cols):
+        got = _column_check((y == cal.classes[k]).astype(float), q[:, k], p[:, k], cal, i)
+        if got is not None and (best is None or got[0] < best[1][0]):
+            best = (k, got)
+    if best is None:
+        return None
+    k, (pv, stat, dof, expected, observed, bins) = best
+    pv = min(1.0, pv * len(cols))
+    return ConceptCheck(pv, stat, dof, int(len(y)), alpha, bool(pv < alpha), str(cal.classes[k]), expected,
+                        observed, bins)
+
+
 # ---- per-batch figures ---------------------------------------------------------------------
 
 @dataclass
@@ -182,6 +287,7 @@ class Performance:
     significant: bool = False        # the whole interval is worse than the holdout's interval
     champion_version: int | None = None
     reason: str = ""                 # why there is no figure (method "none")
+    concept: dict | None = None      # measured only: ``ConceptCheck.to_dict`` (labels vs calibration)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -236,8 +342,10 @@ def _baseline(meta: dict, metric: str) -> tuple[float | None, list]:
 
 
 def measure(y, outputs: np.ndarray, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
-            n_boot: int = 200, seed: int = 0, version: int | None = None) -> Performance:
-    """Measured ``metric`` of the champion (``meta``: its serving metadata) on a labelled batch."""
+            n_boot: int = 200, seed: int = 0, version: int | None = None,
+            concept_alpha: float = 0.001) -> Performance:
+    """Measured ``metric`` of the champion (``meta``: its serving metadata) on a labelled batch,
+    with the concept check (``check_calibration`` at ``concept_alpha``) for a calibrated classifier."""
     from ml_platform.core.drift import bootstrap_metric_drop
     base, base_ci = _baseline(meta, metric)
     if base is None:
@@ -248,6 +356,9 @@ def measure(y, outputs: np.ndarray, meta: dict, metric: str, task: str, *, alpha
                                 alpha=alpha, n_boot=n_boot, seed=seed)
     perf = Performance("measured", metric, int(len(y)), res["value"], res["ci_low"], res["ci_high"], base,
                        base_ci, champion_version=version)
+    if task == "classification":
+        check = check_calibration(y, outputs, Calibration.from_dict(meta.get("cbpe")), alpha=concept_alpha)
+        perf.concept = check.to_dict() if check is not None else None
     return _judge(perf, HIGHER_IS_BETTER[metric])
 
 

@@ -8,6 +8,11 @@ drift alone is a reason to look closer, not to retrain. It retrains when
   - the champion's metric dropped significantly on a labelled batch, or pooled over the last
     2-3 labelled batches (a drop too small for one batch's rows; trigger "performance", at once:
     labels are the strongest evidence), or
+  - the labels no longer follow the champion's calibrated probabilities (``ConceptCheck`` at
+    ``retrain.concept_alpha``; trigger "concept", at once): P(y | x) moved. A classifier's ROC AUC
+    can hold through such a change (a decision threshold that shifts keeps the ranking) while a
+    model refitted on the new labels gains; a covariate shift with the concept unchanged keeps the
+    calibration and does not trigger it, or
   - on unlabelled batches, the CBPE estimate of the metric (``core/estimate.py``) dropped
     significantly over ``debounce_batches`` consecutive batches since the last retrain, with
     at least ``min_new_rows`` new rows (trigger "estimated_performance"), or
@@ -113,6 +118,11 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
             return Decision(False, "none", f"{drop}, but within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "performance", f"significant performance drop: {drop}",
                         _regime_start(recent, start))
+    if record.concept_moved:
+        concept = f"concept change: {_concept(record)}"
+        if cooling:
+            return Decision(False, "none", f"{concept}, but within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "concept", concept, _regime_start(recent, record.partition))
     new_rows = sum(int(h.valid_rows or 0) for h in validated)
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
@@ -165,6 +175,12 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     elif verdict == "stable":
         parts.insert(0, f"no drift (share {d.get('share_drifted', 0):.0%})")
     return Decision(False, "none", "; ".join(parts) or "nothing to act on")
+
+
+def _concept(record: BatchRecord) -> str:
+    from ml_platform.core.estimate import ConceptCheck
+    c = record.concept_check
+    return ConceptCheck(**{k: c[k] for k in ConceptCheck.__dataclass_fields__}).summary()
 
 
 def _pooled_drop(validated: list[BatchRecord], alpha: float, min_drop: float):

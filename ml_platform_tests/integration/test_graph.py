@@ -156,6 +156,24 @@ def test_status_json_shape(world):
     assert set(b["good-1.csv"]) >= {"partition", "file", "rows", "quarantined_rows", "status"}
 
 
+def test_champion_performance_shows_the_concept_check(world):
+    """A labelled batch is checked against the serving champion's calibration: the p-value and
+    the reliability table (expected vs observed share per score bin) in the UI, the figures on
+    the batch record (status). The demo's stable batches keep their concept."""
+    mats = world["instance"].get_event_records(dg.EventRecordsFilter(
+        dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", "champion_performance"])))
+    metas = [m.asset_materialization.metadata for m in mats]
+    checked = [m for m in metas if "concept_p_value" in m]
+    assert checked, [sorted(m) for m in metas]
+    md = checked[-1]
+    assert md["concept_moved"].value is False and 0.001 <= md["concept_p_value"].value <= 1, md
+    rows = md["concept_bins"].value.records
+    assert len(rows) >= 3 and {"champion score", "rows", "z"} <= set(rows[0].data), rows[0].data
+    doc = status(world["settings"], world["defs"].resources["registry"])
+    concepts = [(b.get("performance") or {}).get("concept") for b in doc["models"]["churn"]["batches"]]
+    assert any(c and c["bins"] and not c["significant"] for c in concepts), concepts
+
+
 def test_a_much_worse_candidate_is_blocked_and_the_champion_stays(world):
     s, defs, inst = world["settings"], world["defs"], world["instance"]
     bad = generate_batch(1500, seed=15, start_id=30_000)
