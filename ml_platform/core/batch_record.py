@@ -175,9 +175,8 @@ class BatchRecord:
         return bool(self.concept_check.get("significant"))
 
     def shifted(self, min_drop: float = 0.0) -> bool:
-        """The batch differs from what the champion knows: drifted, its metric dropped, or its
-        concept moved."""
-        return self.drifted or self.dropped(min_drop) or self.concept_moved
+        """The batch differs from what the champion knows: drifted, or its metric dropped."""
+        return self.drifted or self.dropped(min_drop)
 
     @property
     def decided(self) -> bool:
