@@ -12,8 +12,8 @@ drift alone is a reason to look closer, not to retrain. It retrains when
     ``retrain.concept_alpha``; trigger "concept", at once): P(y | x) moved. A classifier's ROC AUC
     can hold through such a change (a decision threshold that shifts keeps the ranking) while a
     model refitted on the new labels gains; a covariate shift with the concept unchanged keeps the
-    calibration and does not trigger it. Such a retrain offers no window of the new regime
-    alone: the ranking held, so the older rows still teach it (river SEA: a regime-only model
+    calibration and does not trigger it. A concept change alone does not start a
+    regime window: the ranking held, so the older rows still teach it (river SEA: a regime-only model
     of one threshold served the next at ROC AUC 0.78, the all-data model at 0.90), or
   - on unlabelled batches, the CBPE estimate of the metric (``core/estimate.py``) dropped
     significantly over ``debounce_batches`` consecutive batches since the last retrain, with
