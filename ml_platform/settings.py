@@ -257,7 +257,7 @@ class RetrainConfig(_Strict):
     performance_alpha: float = Field(0.05, gt=0, lt=1)
     min_drop: float = Field(0.005, ge=0)        # a significant drop retrains only when at least this large
     # Labels that no longer follow the champion's calibrated probabilities (a classifier's
-    # concept moved, even where its metric holds) retrain at this level; 0 turns the check off.
+    # concept moved, even where its metric holds) retrain at this level; 0: recorded, never retrains.
     concept_alpha: float = Field(0.001, ge=0, lt=1)
     # performance: drift alone never retrains while the measured (labels) or CBPE-estimated
     # performance holds; drift: persistent drift retrains (debounced) whatever the performance.

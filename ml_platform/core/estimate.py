@@ -68,8 +68,9 @@ class Calibration:
         x, y = np.asarray(self.x[k], dtype=float), np.asarray(self.y[k], dtype=float)
         if self.counts is not None:
             n = np.asarray(self.counts[k], dtype=float)
-        else:
-            n = np.r_[0.0, np.full(max(len(x) - 2, 0), self.reference_rows / max(len(x) - 2, 1)), 0.0]
+        else:  # the anchors are the points (0, 0) and (1, 1)
+            anchor = ((x == 0) & (y == 0)) | ((x == 1) & (y == 1))
+            n = np.where(anchor, 0.0, self.reference_rows / max(int((~anchor).sum()), 1))
         keep = n > 0
         return x[keep], y[keep], n[keep]
 
@@ -117,6 +118,8 @@ def fit_calibration(y, outputs: np.ndarray, classes) -> Calibration | None:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0).fit(xm, ym, sample_weight=cnt[keep])
         fx, fy = np.r_[0.0, xm, 1.0], np.r_[0.0, iso.predict(xm), 1.0]
         fn = np.r_[0, cnt[keep], 0]
+        if xm[0] <= 0:  # a bin of rows scored exactly 0 keeps its own rate, not the anchor's
+            fx, fy, fn = fx[1:], fy[1:], fn[1:]
         fx, first = np.unique(fx, return_index=True)  # np.interp needs increasing x
         xs.append([float(v) for v in fx])
         ys.append([float(v) for v in fy[first]])
@@ -208,7 +211,9 @@ class ConceptCheck:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+        # p-values and levels keep 3 significant figures (1e-20 is not 0); rates 6 decimals
+        return {k: (float(f"{v:.3g}") if k in ("p_value", "alpha") else round(v, 6) if isinstance(v, float) else v)
+                for k, v in d.items()}
 
     @property
     def worst(self) -> dict:
@@ -222,14 +227,18 @@ class ConceptCheck:
                 f"~{w['score']:.2f}: {w['observed']:.3f} observed, {w['expected']:.3f} expected, {w['rows']} rows")
 
 
-def _column_check(hit: np.ndarray, q: np.ndarray, p: np.ndarray, cal: Calibration, k: int):
+def _column_check(hit: np.ndarray, q: np.ndarray, cal: Calibration, k: int):
     """Hosmer-Lemeshow chi-square of one calibrated column on the reference bins. Each bin's
     variance adds the reference's own uncertainty about its rate (n_batch^2 r(1-r) / n_ref), so a
-    large batch judges the concept, not the finite reference."""
+    large batch judges the concept, not the finite reference; the price: a change of a bin's
+    rate much below sqrt(r(1-r) / n_ref) (~0.03 for 200-row bins) is never significant.
+    Expected rates come from the bins alone, flat beyond the outer ones: CBPE's anchors at
+    scores 0 and 1 would expect no positive among rows scored exactly 0."""
     from scipy.stats import chi2
     xs, rate, nref = cal.bins(k)
     if len(xs) == 0:
         return None
+    p = np.interp(q, xs, rate)
     b = np.searchsorted((xs[1:] + xs[:-1]) / 2, q)  # the nearest reference bin by score
     nb = len(xs)
     n = np.bincount(b, minlength=nb).astype(float)
@@ -254,11 +263,10 @@ def check_calibration(y, outputs: np.ndarray, cal: Calibration | None, *, alpha:
     q = np.asarray(outputs, dtype=np.float64)
     if cal is None or len(y) < min_rows or q.ndim != 2 or not np.isfinite(q).all():
         return None
-    p = cal.probabilities(q)
     cols = [1] if len(cal.classes) == 2 else list(range(len(cal.classes)))
     best = None
     for i, k in enumerate(cols):
-        got = _column_check((y == cal.classes[k]).astype(float), q[:, k], p[:, k], cal, i)
+        got = _column_check((y == cal.classes[k]).astype(float), q[:, k], cal, i)
         if got is not None and (best is None or got[0] < best[1][0]):
             best = (k, got)
     if best is None:

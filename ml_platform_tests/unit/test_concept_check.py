@@ -108,3 +108,25 @@ def test_multiclass_and_calibrations_recorded_before_bin_counts():
     old = estimate.Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k != "counts"})
     assert old.counts is None
     assert not estimate.check_calibration(y[4500:], model.predict_proba(x[4500:]), old).significant
+
+
+def test_rows_scored_exactly_zero_keep_their_own_rate():
+    """A model that scores many rows exactly 0 (a random forest's pure leaves): those rows hold a
+    few positives, the same in reference and batch. Neither CBPE's anchor at 0 nor a bin dropped
+    for it may turn them into a concept change (review: 5 of 10 unchanged batches flagged)."""
+    rng = np.random.default_rng(7)
+
+    def draw(n):
+        zero = rng.random(n) < 0.4
+        q1 = np.where(zero, 0.0, rng.random(n))
+        y = np.where(zero, rng.random(n) < 0.05, rng.random(n) < q1).astype(int)
+        return y, np.column_stack([1 - q1, q1])
+
+    cal = estimate.fit_calibration(*draw(2000), [0, 1])
+    assert sum(cal.counts[0]) == 2000, (cal.x[0][:3], cal.counts[0][:3])  # no reference bin lost
+    ps = [estimate.check_calibration(*draw(2000), cal).p_value for _ in range(10)]
+    assert min(ps) > 0.001, ps
+    moved = estimate.check_calibration(*(lambda y, q: (np.where(q[:, 1] == 0, rng.random(len(y)) < 0.3, y), q))(
+        *draw(2000)), cal)
+    assert moved.significant and moved.worst["score"] < 0.05, moved.worst  # the bin of the zeros
+    assert 0 < moved.to_dict()["p_value"] < 1e-6  # small p-values survive the record (3 significant figures)
