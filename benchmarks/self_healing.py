@@ -18,7 +18,8 @@ Figures per scenario: retrains (after the first model), the prequential metric (
 scored batches of the gate metric of the model serving when the batch arrived), and issue 10's goal:
   - where the champion's performance did not drop (the never-retrain peer's metric: its first 3
     scored batches against every later 3-batch rolling mean, lower by more than 0.01): no retrain;
-  - where it did: platform >= every-batch - 0.005 with at most half its retrains.
+  - where it did: platform >= every-batch - 0.005 with at most half its retrains; that goal also
+    for the regional stream, as issue 10 states it for its regional data.
 ``retraining_pays`` (every-batch > never + 0.005) is reported beside it: retraining can pay
 without any drop (more data), which a performance-centred policy does not chase.
 
@@ -73,6 +74,10 @@ class Scenario:
     n_batches: int = 16
     rows: int = 2000
     warmup: int = 4   # the first model trains on this many batches' rows (past the steep learning curve)
+    # "every": judged against the every-batch peer whatever the never-retrain metric does, as
+    # issue 10 states for its regional data ("the every-batch peer's AUC minus 0.005, with at
+    # most half its retrains"); None: by the drop rule (Result.champion_dropped).
+    goal: str | None = None
 
 
 def _seed(base: int, replicate: int, batch: int) -> int:
@@ -198,7 +203,7 @@ def scenarios() -> list[Scenario]:
                  {"features": _numeric([f"x{j}" for j in range(5)])}, covariate_shift),
         Scenario("regional", "recurring regional shift, relationship moving monthly",
                  {"features": {"region": {"type": "categorical"}, **_numeric([f"x{j}" for j in range(4)])}},
-                 regional, n_batches=12),
+                 regional, n_batches=12, goal="every"),
         Scenario("demo", "demo simulator: stable, then sudden concept drift at half-way",
                  {"features": demo_features, "target": "churned", "id_column": "customer_id",
                   "timestamp_column": "event_time"}, demo),
@@ -328,17 +333,25 @@ def retrain(records: list[BatchRecord], frames: dict, cfg: ModelConfig, champion
                     win.window.batches, ts), verdicts
 
 
-def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str) -> BatchRecord:
-    """The batch record the monitoring assets write (drift_report + champion_performance)."""
+def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str,
+            prior: list[pd.DataFrame] = ()) -> BatchRecord:
+    """The batch record the monitoring assets write (drift_report + champion_performance);
+    ``prior``: the labelled batches before this one (the challenger check's training rows)."""
     from ml_platform.assets.monitoring import drift_summary
+    from ml_platform.core import challenger
     out = _outputs(champ.pipe, df, cfg)
     d = drift.compute_drift_from_config(champ.reference, df.assign(**{SCORE: scores_of(out, cfg.task)}), cfg.drift)
     alpha = cfg.retrain.performance_alpha
+    perf = estimate.measure(training.target_values(df, cfg), out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
+                            version=champ.version, concept_alpha=cfg.retrain.concept_alpha)
+    prior = list(prior)[-cfg.training.window_batches:] if cfg.training.window_batches else list(prior)
+    if prior:
+        ch = challenger.check(pd.concat(prior, ignore_index=True), df, out, getattr(champ.pipe, "classes_", None), cfg,
+                              train_batches=len(prior), seed=cfg.training.seed)
+        perf.challenger = ch.to_dict() if ch is not None else None
     return BatchRecord(partition, status="validated", valid_rows=len(df), labelled=True,
                        drift={"champion_version": champ.version, **drift_summary(d)},
-                       performance=estimate.measure(training.target_values(df, cfg), out, champ.meta,
-                                                    cfg.gate_metric, cfg.task, alpha=alpha, version=champ.version,
-                                                    concept_alpha=cfg.retrain.concept_alpha).to_dict(),
+                       performance=perf.to_dict(),
                        estimate=estimate.estimate(out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
                                                   version=champ.version).to_dict())
 
@@ -358,7 +371,7 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
             rec = BatchRecord(p, status="validated", valid_rows=len(df), labelled=True, validated_at=float(i))
         else:
             run.scores.append(_metric(cfg, champion.pipe, df))  # served before its labels land
-            rec = monitor(cfg, champion, df, p)
+            rec = monitor(cfg, champion, df, p, prior=[frames[r.partition] for r in records if r.trainable])
             rec.validated_at = float(i)
             if rec.estimated_value is not None:
                 run.estimates.append((rec.estimated_value, rec.measured_value))
@@ -428,13 +441,18 @@ class Result:
         return bool(np.nanmin(rolling) < base - DROP_MARGIN)
 
     @property
+    def against_every(self) -> bool:
+        """Judged against the every-batch peer (a drop, or the scenario's stated goal)."""
+        return self.scenario.goal == "every" or self.champion_dropped
+
+    @property
     def goal(self) -> str:
-        return "every-batch - 0.005, <= half its retrains" if self.champion_dropped else "no retrain"
+        return "every-batch - 0.005, <= half its retrains" if self.against_every else "no retrain"
 
     @property
     def met(self) -> bool:
         p, e = self.runs["platform"], self.runs["every"]
-        if not self.champion_dropped:
+        if not self.against_every:
             return p.retrains == 0
         return p.prequential >= e.prequential - TOLERANCE and p.retrains <= e.retrains / 2
 
@@ -478,9 +496,10 @@ def replicated(results: list[Result]) -> pd.DataFrame:
         retr = np.array([r.runs["platform"].retrains for r in rs])
         every_retr = np.array([r.runs["every"].retrains for r in rs])
         dropped = sum(r.champion_dropped for r in rs)
-        # the goal on the means: the drop criterion by majority of seeds
+        # the goal on the means: the scenario's stated goal, else the drop criterion by majority of seeds
+        vs_every = sum(r.against_every for r in rs) * 2 > len(rs)
         on_mean = (pre["platform"].mean() >= pre["every"].mean() - TOLERANCE and retr.mean() <= every_retr.mean() / 2
-                   if dropped * 2 > len(rs) else bool((retr == 0).all()))
+                   if vs_every else bool((retr == 0).all()))
         out.append({"scenario": name, "seeds": len(rs), "never": round(pre["never"].mean(), 4),
                     "every": round(pre["every"].mean(), 4), "platform": round(pre["platform"].mean(), 4),
                     "platform - every (min..max)": f"{(pre['platform'] - pre['every']).min():+.4f}.."

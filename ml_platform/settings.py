@@ -259,6 +259,12 @@ class RetrainConfig(_Strict):
     # Labels that no longer follow the champion's calibrated probabilities (a classifier's
     # concept moved, even where its metric holds) retrain at this level; 0: recorded, never retrains.
     concept_alpha: float = Field(0.001, ge=0, lt=1)
+    # A model refitted on the labelled batches before a labelled batch, scored on it next to the
+    # champion (core/challenger.py): when the paired bootstrap interval's lower end (at
+    # challenger_confidence) reaches this gain, retraining is measured to pay (classification;
+    # null turns the check off).
+    challenger_min_gain: Optional[float] = Field(0.005, ge=0)
+    challenger_confidence: float = Field(0.98, gt=0, lt=1)
     # performance: drift alone never retrains while the measured (labels) or CBPE-estimated
     # performance holds; drift: persistent drift retrains (debounced) whatever the performance.
     trigger_on: Literal["performance", "drift"] = "performance"

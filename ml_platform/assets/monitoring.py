@@ -12,7 +12,7 @@ import pandas as pd
 
 from ml_platform.assets.common import Chain, bar, display_name, plot, table
 from ml_platform.champion import champion_model
-from ml_platform.core import catalog, drift, estimate, export, training, version_files
+from ml_platform.core import catalog, challenger, drift, estimate, export, training, version_files
 from ml_platform.core.candidate import SCORE, scores_of
 
 BOOTSTRAP_MAX_ROWS = 20_000
@@ -192,6 +192,11 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
           f"{prefix}ci_high": perf.ci_high, f"{prefix}drop": perf.drop,
           f"{prefix}significant_drop": perf.significant, "holdout_baseline": perf.baseline,
           "holdout_ci_low": float(lo), "holdout_ci_high": float(hi)}
+    if perf.challenger:  # would a retrain have paid on this batch
+        ch = perf.challenger
+        md.update(challenger_value=float(ch["challenger"]), challenger_gain=float(ch["delta"]),
+                  challenger_gain_ci_low=float(ch["ci_low"]), challenger_gain_ci_high=float(ch["ci_high"]),
+                  retraining_pays=bool(ch["pays"]))
     if perf.concept:  # labels against the champion's calibration, per score bin (a reliability table)
         c = perf.concept
         md.update(concept_moved=bool(c["significant"]), concept_p_value=float(c["p_value"]),
@@ -199,6 +204,25 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
                       "score": "champion score", "expected": f"expected share {c['cls']}",
                       "observed": f"observed share {c['cls']}"})))
     return md
+
+
+def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndarray, meta: dict) -> dict | None:
+    """``core.challenger.check`` of this labelled batch: a refit on the labelled batches that
+    arrived before it (the training set's window) against the champion's outputs on it."""
+    cfg = chain.cfg
+    if cfg.task != "classification" or cfg.retrain.challenger_min_gain is None:
+        return None
+    recs = catalog.read_records(chain.dir)
+    keys = [r.partition for r in recs]
+    prior = [r for r in recs[:keys.index(partition)] if r.trainable and r.validated_path] if partition in keys else []
+    if cfg.training.window_batches:
+        prior = prior[-cfg.training.window_batches:]
+    if not prior:
+        return None
+    rows = pd.concat([pd.read_parquet(r.validated_path) for r in prior], ignore_index=True)
+    got = challenger.check(rows, df, outputs, meta.get("classes"), cfg, train_batches=len(prior),
+                           seed=cfg.training.seed)
+    return got.to_dict() if got is not None else None
 
 
 def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
@@ -241,6 +265,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             return dg.MaterializeResult(metadata={"skipped": why, **md})
         perf = estimate.measure(training.target_values(df, cfg), outputs, meta, metric_name, cfg.task,
                                 alpha=alpha, version=version, concept_alpha=cfg.retrain.concept_alpha)
+        perf.challenger = _challenger(chain, partition, df, outputs, meta)
         catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
         md.update(performance_metadata(perf))
         if est.value is not None:

@@ -23,7 +23,7 @@ class Decision:
     """The retrain policy's answer for one batch (``core/policy.decide``), as recorded on it."""
 
     retrain: bool
-    trigger: str  # arrival | drift | performance | concept | estimated_performance | schedule | manual | none
+    trigger: str  # arrival | drift | performance | concept | challenger | estimated_performance | schedule | manual | none
     reason: str
     # For drift / performance retrains: the first batch of the new regime. Training on the
     # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
@@ -173,6 +173,17 @@ class BatchRecord:
     def concept_moved(self) -> bool:
         """The labels no longer follow the champion's calibrated probabilities (significant)."""
         return bool(self.concept_check.get("significant"))
+
+    @property
+    def challenger_check(self) -> dict:
+        """A refit on the batches before it against the champion on this batch
+        (``ChallengerCheck.to_dict``), or {}."""
+        return self.performance_figure.get("challenger") or {}
+
+    @property
+    def retraining_pays(self) -> bool:
+        """The challenger check measured a gain of at least ``retrain.challenger_min_gain``."""
+        return bool(self.challenger_check.get("pays"))
 
     def shifted(self, min_drop: float = 0.0) -> bool:
         """The batch differs from what the champion knows: drifted, or its metric dropped."""

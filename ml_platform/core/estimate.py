@@ -296,6 +296,7 @@ class Performance:
     champion_version: int | None = None
     reason: str = ""                 # why there is no figure (method "none")
     concept: dict | None = None      # measured only: ``ConceptCheck.to_dict`` (labels vs calibration)
+    challenger: dict | None = None   # measured only: ``challenger.ChallengerCheck.to_dict`` (would a refit pay)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}

@@ -15,6 +15,11 @@ drift alone is a reason to look closer, not to retrain. It retrains when
     calibration and does not trigger it. A concept change alone does not start a
     regime window: the ranking held, so the older rows still teach it (river SEA: a regime-only model
     of one threshold served the next at ROC AUC 0.78, the all-data model at 0.90), or
+  - a model refitted on the labelled batches before this one beat the champion on it by at least
+    ``retrain.challenger_min_gain`` (the lower end of the paired bootstrap interval,
+    ``core/challenger.py``; trigger "challenger", at once): retraining is measured to pay, on
+    rows neither model trained on, where no drop shows (a relationship that moves a little every
+    month). A concept that holds gains only the learning curve's thousandths, below the bar, or
   - on unlabelled batches, the CBPE estimate of the metric (``core/estimate.py``) dropped
     significantly over ``debounce_batches`` consecutive batches since the last retrain, with
     at least ``min_new_rows`` new rows (trigger "estimated_performance"), or
@@ -125,12 +130,19 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
         if cooling:
             return Decision(False, "none", f"{concept}, but within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "concept", concept)
+    if record.retraining_pays:
+        pays = f"retraining pays: {_challenger(record)}"
+        if cooling:
+            return Decision(False, "none", f"{pays}, but within the {rc.cooldown_seconds:.0f}s cooldown")
+        return Decision(True, "challenger", pays)
     new_rows = sum(int(h.valid_rows or 0) for h in validated)
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
     if measured:
         parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop"
                      + (f" of at least {rc.min_drop})" if perf.get("significant") else ")"))
+        if record.challenger_check:
+            parts.append(f"{_challenger(record)}: below retrain.challenger_min_gain {rc.challenger_min_gain}")
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
     if estimated:
@@ -183,6 +195,11 @@ def _concept(record: BatchRecord) -> str:
     from ml_platform.core.estimate import ConceptCheck
     c = record.concept_check
     return ConceptCheck(**{k: c[k] for k in ConceptCheck.__dataclass_fields__}).summary()
+
+
+def _challenger(record: BatchRecord) -> str:
+    from ml_platform.core.challenger import ChallengerCheck
+    return ChallengerCheck.from_dict(record.challenger_check).summary()
 
 
 def _pooled_drop(validated: list[BatchRecord], alpha: float, min_drop: float):

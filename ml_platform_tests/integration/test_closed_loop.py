@@ -176,11 +176,21 @@ def test_no_false_alarm_on_twenty_stable_batches(loop):
     assert len(stable) == 20 and {b["rows"] for b in stable} == set(STABLE_SIZES)
     assert [b["drift"]["verdict"] for b in stable] == ["stable"] * 20
     assert all(b["performance"]["value"] > 0.7 for b in stable)
+    # Nothing dropped, drifted or moved: no alarm. A retrain here is only the challenger check's
+    # (core/challenger.py): a refit on the batches so far measured to gain at least
+    # retrain.challenger_min_gain on the new batch (the demo's learning curve is still steep
+    # after the 3,000-row first model), at most twice over the twenty.
     alarms = [(b["file"], b["decision"]["reason"]) for b in stable if _decision(b)[0]]
-    assert alarms == []
+    assert all(b["decision"]["trigger"] in ("none", "challenger") for b in stable), alarms
+    assert len(alarms) <= 2, alarms
     for b in stable:
-        assert b["decision"]["trigger"] == "none"
         assert b["performance"]["significant"] is False, b
+        assert not (b["performance"].get("concept") or {}).get("significant"), b["performance"]["concept"]
+        ch = b["performance"].get("challenger")
+        if b["decision"]["trigger"] == "challenger":
+            assert ch["pays"] and ch["ci_low"] >= 0.005 and ch["delta"] > 0, ch
+        elif ch:
+            assert not ch["pays"] and "below retrain.challenger_min_gain" in b["decision"]["reason"], b["decision"]
 
 
 def test_tiny_drifted_batch_never_triggers_a_retrain_by_itself(loop):
