@@ -174,7 +174,8 @@ def _performance_cell(b: dict) -> str:
     if p.get("value") is not None:
         c = p.get("concept") or {}
         cells.append(f"{p['value']:.4f}" + ("!" if p.get("significant") else "")
-                     + (f" (concept moved, p={c['p_value']:.0e})" if c.get("significant") else ""))
+                     + (f" (concept moved, p={c['p_value']:.0e})" if c.get("significant") else "")
+                     + (f" (a refit gains {ch['delta']:+.4f})" if (ch := p.get("challenger") or {}).get("pays") else ""))
     if e.get("value") is not None:
         cells.append(f"~{e['value']:.4f}" + ("!" if e.get("significant") else ""))
     return " / ".join(cells)
