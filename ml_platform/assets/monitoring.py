@@ -192,7 +192,7 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
           f"{prefix}ci_high": perf.ci_high, f"{prefix}drop": perf.drop,
           f"{prefix}significant_drop": perf.significant, "holdout_baseline": perf.baseline,
           "holdout_ci_low": float(lo), "holdout_ci_high": float(hi)}
-    if perf.challenger:  # would a retrain have paid on this batch
+    if perf.challenger and "error" not in perf.challenger:  # would a retrain have paid on this batch
         ch = perf.challenger
         md.update(challenger_value=float(ch["challenger"]), challenger_gain=float(ch["delta"]),
                   challenger_gain_ci_low=float(ch["ci_low"]), challenger_gain_ci_high=float(ch["ci_high"]),
@@ -214,14 +214,26 @@ def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndar
         return None
     recs = catalog.read_records(chain.dir)
     keys = [r.partition for r in recs]
-    prior = [r for r in recs[:keys.index(partition)] if r.trainable and r.validated_path] if partition in keys else []
+    if partition not in keys or recs[keys.index(partition)].status != "validated":
+        return None  # a rejected batch is measured, never a reason to retrain
+    prior = [r for r in recs[:keys.index(partition)] if r.trainable and r.validated_path]
     if cfg.training.window_batches:
         prior = prior[-cfg.training.window_batches:]
     if not prior:
         return None
-    rows = pd.concat([pd.read_parquet(r.validated_path) for r in prior], ignore_index=True)
-    got = challenger.check(rows, df, outputs, meta.get("classes"), cfg, train_batches=len(prior),
-                           seed=cfg.training.seed)
+    columns = [*cfg.features, cfg.target]
+    try:  # a failed refit loses only this check, never the batch's figures or the decisions after it
+        frames, rows = [], 0
+        for r in reversed(prior):  # the newest first, up to challenger.MAX_TRAIN_ROWS
+            frames.insert(0, pd.read_parquet(r.validated_path, columns=columns))
+            rows += len(frames[0])
+            if rows >= challenger.MAX_TRAIN_ROWS:
+                break
+        got = challenger.check(pd.concat(frames, ignore_index=True).tail(challenger.MAX_TRAIN_ROWS), df, outputs,
+                               meta.get("classes"), cfg, train_batches=len(frames), seed=cfg.training.seed)
+    except Exception as e:  # noqa: BLE001 - recorded on the batch and in the log
+        dg.get_dagster_logger().warning(f"challenger check of {partition} failed: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
     return got.to_dict() if got is not None else None
 
 

@@ -26,6 +26,7 @@ from ml_platform.core.frames import model_inputs
 from ml_platform.settings import ModelConfig
 
 MIN_TRAIN_ROWS = 50
+MAX_TRAIN_ROWS = 200_000   # the newest rows before the batch: bounds the ingest run's fit and memory
 
 
 @dataclass

@@ -141,7 +141,9 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     if measured:
         parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop"
                      + (f" of at least {rc.min_drop})" if perf.get("significant") else ")"))
-        if record.challenger_check:
+        if record.challenger_check.get("error"):
+            parts.append(f"challenger check failed: {record.challenger_check['error']}")
+        elif record.challenger_check:
             parts.append(f"{_challenger(record)}: below retrain.challenger_min_gain {rc.challenger_min_gain}")
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")

@@ -62,3 +62,16 @@ def test_the_policy_retrains_when_retraining_pays(settings):
     rec.performance = {**perf, "challenger": small.to_dict()}
     d = decide(rec, [], cfg, has_champion=True)
     assert not d.retrain and "below retrain.challenger_min_gain 0.005" in d.reason, d.reason
+
+
+def test_a_failed_check_is_said_and_never_retrains(settings):
+    cfg = settings.models["churn"]
+    rec = BatchRecord("b5", status="validated", valid_rows=2000, labelled=True,
+                      drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
+                      performance={"method": "measured", "metric": "roc_auc", "rows": 2000, "value": 0.8,
+                                   "ci_low": 0.78, "ci_high": 0.82, "baseline": 0.8, "baseline_ci": [0.78, 0.82],
+                                   "drop": 0.0, "significant": False, "champion_version": 1,
+                                   "challenger": {"error": "MemoryError: "}})
+    assert not rec.retraining_pays
+    d = decide(rec, [], cfg, has_champion=True)
+    assert not d.retrain and "challenger check failed: MemoryError" in d.reason, d.reason
