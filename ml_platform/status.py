@@ -175,10 +175,19 @@ def _performance_cell(b: dict) -> str:
         c = p.get("concept") or {}
         cells.append(f"{p['value']:.4f}" + ("!" if p.get("significant") else "")
                      + (f" (concept moved, p={c['p_value']:.0e})" if c.get("significant") else "")
-                     + (f" (a refit gains {ch['delta']:+.4f})" if (ch := p.get("challenger") or {}).get("pays") else ""))
+                     + _challenger_note(p.get("challenger") or {}))
     if e.get("value") is not None:
         cells.append(f"~{e['value']:.4f}" + ("!" if e.get("significant") else ""))
     return " / ".join(cells)
+
+
+def _challenger_note(ch: dict) -> str:
+    """The challenger check in a few words: what a refit on the earlier batches would change."""
+    if ch.get("error"):
+        return " (refit check failed)"
+    if "delta" not in ch:
+        return ""
+    return f" (a refit gains {ch['delta']:+.4f})" if ch.get("pays") else f" (refit {ch['delta']:+.4f}: no sure gain)"
 
 
 def _retrain_cell(b: dict) -> str:

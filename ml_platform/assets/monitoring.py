@@ -201,8 +201,8 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
         c = perf.concept
         md.update(concept_moved=bool(c["significant"]), concept_p_value=float(c["p_value"]),
                   concept_bins=table(pd.DataFrame(c["bins"]).rename(columns={
-                      "score": "champion score", "expected": f"expected share {c['cls']}",
-                      "observed": f"observed share {c['cls']}"})))
+                      "score": "champion score", "expected": f"expected share of class {c['cls']}",
+                      "observed": f"observed share of class {c['cls']}"})))
     return md
 
 
@@ -245,7 +245,9 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
               deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
               partitions_def=chain.partitions, group_name=chain.name,
               description=f"The champion's {metric_name} on the batch: measured on labels (bootstrap interval) "
-                          "and estimated without them (CBPE), both against its holdout.")
+                          "and estimated without them (CBPE), both against its holdout; with labels also the "
+                          "concept check (labels vs its calibrated probabilities, concept_*) and the challenger "
+                          "check (a refit on the earlier batches scored on this one, challenger_*).")
     def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         partition = context.partition_key
         rec, df = _validated(chain, partition)

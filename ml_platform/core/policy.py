@@ -123,13 +123,16 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     if drop is not None:
         if cooling:
             return Decision(False, "none", f"{drop}, but within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "performance", f"significant performance drop: {drop}",
+        also = ([f"concept change too: {_concept(record)}"] if record.concept_moved else []) \
+            + ([f"retraining pays too: {_challenger(record)}"] if record.retraining_pays else [])
+        return Decision(True, "performance", "; ".join([f"significant performance drop: {drop}", *also]),
                         _regime_start(recent, start))
     if record.concept_moved:
         concept = f"concept change: {_concept(record)}"
         if cooling:
             return Decision(False, "none", f"{concept}, but within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "concept", concept)
+        also = [f"retraining pays too: {_challenger(record)}"] if record.retraining_pays else []
+        return Decision(True, "concept", "; ".join([concept, *also]))
     if record.retraining_pays:
         pays = f"retraining pays: {_challenger(record)}"
         if cooling:

@@ -75,3 +75,16 @@ def test_a_failed_check_is_said_and_never_retrains(settings):
     assert not rec.retraining_pays
     d = decide(rec, [], cfg, has_champion=True)
     assert not d.retrain and "challenger check failed: MemoryError" in d.reason, d.reason
+
+
+def test_a_drop_that_also_pays_says_both(settings):
+    cfg = settings.models["churn"]
+    ch = challenger.ChallengerCheck("roc_auc", 2000, 8000, 4, 0.78, 0.70, 0.08, 0.06, 0.10, 0.98, 0.005, True)
+    rec = BatchRecord("b5", status="validated", valid_rows=2000, labelled=True,
+                      drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
+                      performance={"method": "measured", "metric": "roc_auc", "rows": 2000, "value": 0.70,
+                                   "ci_low": 0.68, "ci_high": 0.72, "baseline": 0.80, "baseline_ci": [0.78, 0.82],
+                                   "drop": 0.10, "significant": True, "champion_version": 1,
+                                   "challenger": ch.to_dict()})
+    d = decide(rec, [], cfg, has_champion=True)
+    assert d.trigger == "performance" and "; retraining pays too: a model refitted" in d.reason, d.reason
