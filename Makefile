@@ -3,16 +3,24 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TSTAMP := $(VENV)/.installed-test-stamp
 
-.PHONY: install up run status test test-fast bench clean
+.PHONY: install install-test up run status lint test test-fast docs clean
 
+# `make up` installs the platform alone; `make test` adds the test tools and the scale-out extras.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,scale]"
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
+$(TSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test,scale]"
+	touch $(TSTAMP)
+
 install: $(STAMP)
+
+install-test: $(TSTAMP)
 
 ## Dagster UI + daemon (sensors running) + endpoint; writes demo data on first start.
 up: install
@@ -25,13 +33,23 @@ run: install
 status: install
 	$(BIN)/ml-platform status
 
-## The whole suite: unit, integration (real Dagster + MLflow), end-to-end (real processes).
-test: install
+## Style and the layer rules (ruff, import-linter).
+lint: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+## The whole suite: lint, unit, integration (real Dagster + MLflow), end-to-end (real processes).
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=15
 
-## Unit tests only (seconds).
-test-fast: install
-	$(BIN)/python -m pytest -q ml_platform_tests/unit
+## Lint + unit tests (under a minute).
+test-fast: lint
+	$(BIN)/python -m pytest -q -n 2 ml_platform_tests/unit
+
+## docs/configuration.md, generated from the field descriptions in ml_platform/settings.py.
+docs: install
+	$(BIN)/python -m ml_platform.config_reference --write
 
 clean:
 	rm -rf .ml_platform data/landing

@@ -1,4 +1,4 @@
-"""Batch scoring of a 1M-row file: ``ml_platform.scoring.score_file`` vs scikit-learn
+"""Batch scoring of a 1M-row file: ``ml_platform.control.scoring.score_file`` vs scikit-learn
 ``predict_proba`` on the same fitted pipeline (run by hand):
 
     .venv/bin/python benchmarks/batch_scoring.py [--rows 1000000] [--repeats 3] [--formats parquet csv]
@@ -90,8 +90,8 @@ def child(contender: str, cfg_path: Path, src: Path, out: Path) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from ml_platform.control.scoring import score_file
     from ml_platform.core import export, frames
-    from ml_platform.scoring import score_file
     from ml_platform.serving.store import ModelStore
     from ml_platform.settings import load_settings
 
@@ -104,6 +104,7 @@ def child(contender: str, cfg_path: Path, src: Path, out: Path) -> dict:
     fmt = "csv" if src.suffix == ".csv" else "parquet"
     read = (lambda p: pd.read_csv(p)) if fmt == "csv" else pd.read_parquet  # noqa: E731
     import gc
+
     gc.collect()
     hwm_imports = _status_mb("VmHWM")
     reset = _reset_peak()
@@ -117,8 +118,11 @@ def child(contender: str, cfg_path: Path, src: Path, out: Path) -> dict:
         _write(_frame(df, cfg, proba, pipe.classes_, version), out)
         rows = len(df)
     elif contender == "sklearn_chunked":
-        chunks = (pd.read_csv(src, chunksize=CHUNK) if fmt == "csv" else
-                  (b.to_pandas() for b in pq.ParquetFile(src).iter_batches(batch_size=CHUNK)))
+        chunks = (
+            pd.read_csv(src, chunksize=CHUNK)
+            if fmt == "csv"
+            else (b.to_pandas() for b in pq.ParquetFile(src).iter_batches(batch_size=CHUNK))
+        )
         writer, rows = None, 0
         for df in chunks:
             proba = pipe.predict_proba(frames.model_inputs(df, cfg))
@@ -136,8 +140,14 @@ def child(contender: str, cfg_path: Path, src: Path, out: Path) -> dict:
         raise ValueError(contender)
     seconds = time.perf_counter() - t0
     peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak, "base_rss_mb": base,
-            "import_peak_mb": hwm_imports, "peak_reset": reset}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "peak_rss_mb": peak,
+        "base_rss_mb": base,
+        "import_peak_mb": hwm_imports,
+        "peak_reset": reset,
+    }
 
 
 # ------------------------------------------------------------------ parent side
@@ -169,8 +179,22 @@ def setup(root: Path, rows: int, formats: list[str]) -> tuple[Path, dict[str, Pa
 
 
 def run_child(contender: str, cfg_path: Path, src: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", contender, "--config", str(cfg_path),
-                           "--input", str(src), "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            contender,
+            "--config",
+            str(cfg_path),
+            "--input",
+            str(src),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{contender} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -211,11 +235,15 @@ def main() -> int:
     try:
         t = time.perf_counter()
         cfg_path, files = setup(root, args.rows, args.formats)
-        print(f"setup (fit, export, {args.rows:,} rows as {', '.join(args.formats)}): "
-              f"{time.perf_counter() - t:.1f} s; load {os.getloadavg()[0]:.2f}")
-        lines = ["| input | contender | rows/s (median) | seconds | vs sklearn | peak RSS | "
-                 "working memory (peak − RSS after imports) | load avg (range) |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|"]
+        print(
+            f"setup (fit, export, {args.rows:,} rows as {', '.join(args.formats)}): "
+            f"{time.perf_counter() - t:.1f} s; load {os.getloadavg()[0]:.2f}"
+        )
+        lines = [
+            "| input | contender | rows/s (median) | seconds | vs sklearn | peak RSS | "
+            "working memory (peak − RSS after imports) | load avg (range) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for fmt, src in files.items():
             res, outs = {}, {}
             for rep in range(args.repeats):  # interleaved, so load changes hit everyone alike
@@ -226,9 +254,12 @@ def main() -> int:
                     r["load"], r["load_after"] = la, os.getloadavg()[0]
                     res.setdefault(c, []).append(r)
                     outs[c] = out
-                    print(f"  {fmt:7s} {c:16s} run {rep + 1}: {r['rows'] / r['seconds']:>10,.0f} rows/s  "
-                          f"{r['seconds']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB "
-                          f"(+{r['peak_rss_mb'] - r['base_rss_mb']:.0f})  load {la:.2f}", flush=True)
+                    print(
+                        f"  {fmt:7s} {c:16s} run {rep + 1}: {r['rows'] / r['seconds']:>10,.0f} rows/s  "
+                        f"{r['seconds']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MB "
+                        f"(+{r['peak_rss_mb'] - r['base_rss_mb']:.0f})  load {la:.2f}",
+                        flush=True,
+                    )
             print("  " + check_same(outs))
             med = {c: statistics.median(r["seconds"] for r in rs) for c, rs in res.items()}
             for c, rs in res.items():
@@ -238,8 +269,10 @@ def main() -> int:
                 vs = f"{med['sklearn'] / med[c]:.2f}×" if "sklearn" in med else "–"
                 loads = [r[k] for r in rs for k in ("load", "load_after")]
                 la = f"{min(loads):.2f}–{max(loads):.2f}"
-                lines.append(f"| {fmt} | {c} | {rows / med[c]:,.0f} | {med[c]:.2f} | {vs} | {peak:.0f} MB | "
-                             f"{work:.0f} MB | {la} |")
+                lines.append(
+                    f"| {fmt} | {c} | {rows / med[c]:,.0f} | {med[c]:.2f} | {vs} | {peak:.0f} MB | "
+                    f"{work:.0f} MB | {la} |"
+                )
         print()
         print("\n".join(lines))
     finally:

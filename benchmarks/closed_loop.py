@@ -103,15 +103,18 @@ def fmt_perf(p: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 50_000, 100_000],
-                    help="stable batch sizes, cycled")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=[1_000, 10_000, 50_000, 100_000], help="stable batch sizes, cycled"
+    )
     ap.add_argument("--stable", type=int, default=24, help="stable batches after the first champion")
     ap.add_argument("--drifted", type=int, default=4, help="drifted batches at the end")
     ap.add_argument("--drifted-rows", type=int, default=10_000)
     ap.add_argument("--first-rows", type=int, default=10_000, help="rows of the batch the first champion learns")
     ap.add_argument("--drift", type=float, default=1.0)
     ap.add_argument("--eval-rows", type=int, default=50_000, help="fresh rows for the served metric")
-    ap.add_argument("--extra-config", default="", help="YAML lines under models.churn (e.g. 'retrain: {debounce_batches: 1}')")
+    ap.add_argument(
+        "--extra-config", default="", help="YAML lines under models.churn (e.g. 'retrain: {debounce_batches: 1}')"
+    )
     ap.add_argument("--workdir", help="keep the world here (default: a temp dir, removed)")
     ap.add_argument("--markdown", action="store_true", help="print the per-batch table as markdown")
     ap.add_argument("--json", help="write per-batch rows and totals to this file")
@@ -123,11 +126,13 @@ def main(argv=None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         write_config(root, extra=args.extra_config.replace("\\n", "\n") + ("\n" if args.extra_config else ""))
         settings = load_settings(root / "ml_platform.yaml")
-        from ml_platform.instance import get_instance  # persistent instance under storage_dir, like `ml-platform run`
+        from ml_platform.runtime.instance import (
+            get_instance,  # persistent instance under storage_dir, like `ml-platform run`
+        )
 
         instance = get_instance(settings)
-        from ml_platform.definitions import build_definitions
-        from ml_platform.runner import run_pending
+        from ml_platform.control.runner import run_pending
+        from ml_platform.defs.definitions import build_definitions
 
         defs = build_definitions(settings)
         landing = settings.landing_dir("churn")
@@ -155,47 +160,75 @@ def main(argv=None) -> int:
             perf, dec = rec.performance_figure, rec.decision.to_dict() if rec.decision else {}
             v, auc_s = served_auc(settings, "churn", fresh_stable)
             _, auc_d = served_auc(settings, "churn", fresh_drift)
-            row = {"i": i, "phase": phase, "rows": rec.valid_rows if rec.valid_rows is not None else n,
-                   "drift": rec.drift_summary,
-                   "performance": perf, "retrain": rec.retrained,
-                   "trigger": dec.get("trigger"), "reason": dec.get("reason"),
-                   "candidate": o.train.version if o.train else None,
-                   "deployed": bool(o.train and o.train.deployed),
-                   "gate": [(c, p) for c, p, _ in o.train.gate] if o.train else [],
-                   "champion": v, "auc_stable": auc_s, "auc_drifted": auc_d, "seconds": round(secs, 2)}
+            row = {
+                "i": i,
+                "phase": phase,
+                "rows": rec.valid_rows if rec.valid_rows is not None else n,
+                "drift": rec.drift_summary,
+                "performance": perf,
+                "retrain": rec.retrained,
+                "trigger": dec.get("trigger"),
+                "reason": dec.get("reason"),
+                "candidate": o.train.version if o.train else None,
+                "deployed": bool(o.train and o.train.deployed),
+                "gate": [(c, p) for c, p, _ in o.train.gate] if o.train else [],
+                "champion": v,
+                "auc_stable": auc_s,
+                "auc_drifted": auc_d,
+                "seconds": round(secs, 2),
+            }
             rows_out.append(row)
-            dec_s = (f"RETRAIN ({row['trigger']}) -> v{row['candidate']} "
-                     f"{'deployed' if row['deployed'] else 'REJECTED'}") if row["retrain"] else "no retrain"
-            print(f"{i:3d} {phase:8s} {row['rows']:>7,} | {fmt_drift(row['drift']):14s} | "
-                  f"{fmt_perf(row['performance']):62s} | {dec_s:30s} | v{v} stable {auc_s:.3f} "
-                  f"drifted {auc_d:.3f} | {secs:5.1f}s", flush=True)
+            dec_s = (
+                (f"RETRAIN ({row['trigger']}) -> v{row['candidate']} {'deployed' if row['deployed'] else 'REJECTED'}")
+                if row["retrain"]
+                else "no retrain"
+            )
+            print(
+                f"{i:3d} {phase:8s} {row['rows']:>7,} | {fmt_drift(row['drift']):14s} | "
+                f"{fmt_perf(row['performance']):62s} | {dec_s:30s} | v{v} stable {auc_s:.3f} "
+                f"drifted {auc_d:.3f} | {secs:5.1f}s",
+                flush=True,
+            )
 
         stable = [r for r in rows_out if r["phase"] == "stable"]
         drifted = [r for r in rows_out if r["phase"] == "drifted"]
         false_alarms = sum(r["retrain"] for r in stable)
         before = rows_out[len(stable)]  # last stable batch (or the first champion)
-        recovered_at = next((k + 1 for k, r in enumerate(drifted)
-                             if r["deployed"] and r["champion"] != before["champion"]), None)
+        recovered_at = next(
+            (k + 1 for k, r in enumerate(drifted) if r["deployed"] and r["champion"] != before["champion"]), None
+        )
         totals = {
-            "stable_batches": len(stable), "stable_rows": sum(r["rows"] for r in stable),
+            "stable_batches": len(stable),
+            "stable_rows": sum(r["rows"] for r in stable),
             "false_alarms": false_alarms,
-            "drifted_batches": len(drifted), "drifted_batches_to_recovery": recovered_at,
-            "champion_before": before["champion"], "champion_after": rows_out[-1]["champion"],
-            "served_auc_drifted_before": before["auc_drifted"], "served_auc_drifted_after": rows_out[-1]["auc_drifted"],
+            "drifted_batches": len(drifted),
+            "drifted_batches_to_recovery": recovered_at,
+            "champion_before": before["champion"],
+            "champion_after": rows_out[-1]["champion"],
+            "served_auc_drifted_before": before["auc_drifted"],
+            "served_auc_drifted_after": rows_out[-1]["auc_drifted"],
             "served_auc_stable_before": before["auc_stable"],
-            "pipeline_seconds": round(seconds_total, 1), "load_average": os.getloadavg(),
+            "pipeline_seconds": round(seconds_total, 1),
+            "load_average": os.getloadavg(),
         }
         print(json.dumps(totals, indent=1), flush=True)
         if args.markdown:
-            print("| # | phase | rows | drift verdict (share) | champion ROC AUC on batch [95% CI] vs holdout [CI] | "
-                  "decision | serving | served AUC, fresh drifted data | s |")
+            print(
+                "| # | phase | rows | drift verdict (share) | champion ROC AUC on batch [95% CI] vs holdout [CI] | "
+                "decision | serving | served AUC, fresh drifted data | s |"
+            )
             print("|---:|---|---:|---|---|---|---|---:|---:|")
             for r in rows_out:
-                dec_s = (f"**retrain ({r['trigger']})** -> v{r['candidate']} "
-                         f"{'deployed' if r['deployed'] else 'rejected'}") if r["retrain"] else "–"
-                print(f"| {r['i']} | {r['phase']} | {r['rows']:,} | {fmt_drift(r['drift'])} | "
-                      f"{fmt_perf(r['performance'])} | {dec_s} | v{r['champion']} | {r['auc_drifted']:.3f} | "
-                      f"{r['seconds']:.1f} |")
+                dec_s = (
+                    (f"**retrain ({r['trigger']})** -> v{r['candidate']} {'deployed' if r['deployed'] else 'rejected'}")
+                    if r["retrain"]
+                    else "–"
+                )
+                print(
+                    f"| {r['i']} | {r['phase']} | {r['rows']:,} | {fmt_drift(r['drift'])} | "
+                    f"{fmt_perf(r['performance'])} | {dec_s} | v{r['champion']} | {r['auc_drifted']:.3f} | "
+                    f"{r['seconds']:.1f} |"
+                )
         if args.json:
             Path(args.json).write_text(json.dumps({"batches": rows_out, "totals": totals}, indent=1, default=str))
     return 0

@@ -103,8 +103,7 @@ def run_scipy(ref, cur, repeats):
         for c in cat:
             r, b = ref[c].value_counts(), cur[c].value_counts()
             idx = r.index.union(b.index)
-            table = np.vstack([r.reindex(idx, fill_value=0).to_numpy(),
-                               b.reindex(idx, fill_value=0).to_numpy()])
+            table = np.vstack([r.reindex(idx, fill_value=0).to_numpy(), b.reindex(idx, fill_value=0).to_numpy()])
             drifted += stats.chi2_contingency(table)[1] < 0.05
         return drifted
 
@@ -122,15 +121,17 @@ def run_evidently(ref, cur, repeats):
     dd = DataDefinition(numerical_columns=num, categorical_columns=cat)
 
     def run(a, b):
-        return Report([DataDriftPreset()]).run(Dataset.from_pandas(b, data_definition=dd),
-                                               Dataset.from_pandas(a, data_definition=dd))
+        return Report([DataDriftPreset()]).run(
+            Dataset.from_pandas(b, data_definition=dd), Dataset.from_pandas(a, data_definition=dd)
+        )
 
     run(ref.head(2000), cur.head(2000))  # warm-up
 
     def once():
         snap = run(ref, cur).dict()
-        counts = [m["value"]["count"] for m in snap["metrics"]
-                  if m.get("metric_name", "").startswith("DriftedColumnsCount")]
+        counts = [
+            m["value"]["count"] for m in snap["metrics"] if m.get("metric_name", "").startswith("DriftedColumnsCount")
+        ]
         return int(counts[0]) if counts else -1
 
     return once, {}
@@ -158,11 +159,15 @@ def worker(contender: str, rows: int, ref_rows: int, repeats: int) -> dict:
     alloc_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {
-        "contender": contender, "rows": rows, "ref_rows": ref_rows,
-        "median_s": statistics.median(times), "times": times,
+        "contender": contender,
+        "rows": rows,
+        "ref_rows": ref_rows,
+        "median_s": statistics.median(times),
+        "times": times,
         "alloc_peak_mb": alloc_peak / 2**20,
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "drifted": int(drifted), **extra,
+        "drifted": int(drifted),
+        **extra,
     }
 
 
@@ -173,8 +178,9 @@ def evidently_python(explicit: str | None) -> tuple[str | None, str]:
     candidates = [explicit] if explicit else [sys.executable, str(ROOT / ".venv-bench/bin/python")]
     for py in candidates:
         if py and Path(py).exists():
-            r = subprocess.run([py, "-c", "import evidently; print(evidently.__version__)"],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [py, "-c", "import evidently; print(evidently.__version__)"], capture_output=True, text=True
+            )
             if r.returncode == 0:
                 return py, r.stdout.strip()
     return None, "not installed (pip install evidently; see benchmarks/README.md)"
@@ -187,8 +193,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
     ap.add_argument("--evidently-python", default=None)
-    ap.add_argument("--worker", nargs=4, metavar=("CONTENDER", "ROWS", "REF_ROWS", "REPEATS"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=4, metavar=("CONTENDER", "ROWS", "REF_ROWS", "REPEATS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         c, rows, ref_rows, reps = args.worker
@@ -196,8 +201,7 @@ def main() -> None:
         return
 
     ev_py, ev_version = evidently_python(args.evidently_python)
-    env = dict(os.environ, DO_NOT_TRACK="1", EVIDENTLY_DISABLE_TELEMETRY="1",
-               PYTHONWARNINGS="ignore")
+    env = dict(os.environ, DO_NOT_TRACK="1", EVIDENTLY_DISABLE_TELEMETRY="1", PYTHONWARNINGS="ignore")
     results, notes = [], []
     for rows in args.sizes:
         for c in args.contenders:
@@ -207,8 +211,7 @@ def main() -> None:
                     notes.append(f"evidently: {ev_version}")
                     continue
                 py = ev_py
-            cmd = [py, str(Path(__file__).resolve()), "--worker", c, str(rows), str(args.ref_rows),
-                   str(args.repeats)]
+            cmd = [py, str(Path(__file__).resolve()), "--worker", c, str(rows), str(args.ref_rows), str(args.repeats)]
             print(f"# running {c} on {rows:,} rows ...", file=sys.stderr, flush=True)
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
             line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -219,15 +222,22 @@ def main() -> None:
 
     import platform
 
-    print(f"\nDrift check, {N_NUM} numeric + {N_CAT} categorical columns, reference "
-          f"{args.ref_rows:,} rows, median of {args.repeats} "
-          f"(Python {platform.python_version()}, {os.cpu_count()} CPUs"
-          f"{', evidently ' + ev_version if ev_py else ''}).\n")
-    print("| batch rows | contender | time (median) | speed-up vs scipy loop | build reference "
-          "| peak alloc (tracemalloc) | process max RSS | drifted columns |")
+    print(
+        f"\nDrift check, {N_NUM} numeric + {N_CAT} categorical columns, reference "
+        f"{args.ref_rows:,} rows, median of {args.repeats} "
+        f"(Python {platform.python_version()}, {os.cpu_count()} CPUs"
+        f"{', evidently ' + ev_version if ev_py else ''}).\n"
+    )
+    print(
+        "| batch rows | contender | time (median) | speed-up vs scipy loop | build reference "
+        "| peak alloc (tracemalloc) | process max RSS | drifted columns |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    label = {"ours": "ml_platform drift", "scipy": "scipy ks_2samp + chi2 loop",
-             "evidently": "Evidently DataDriftPreset"}
+    label = {
+        "ours": "ml_platform drift",
+        "scipy": "scipy ks_2samp + chi2 loop",
+        "evidently": "Evidently DataDriftPreset",
+    }
     for rows in args.sizes:
         base = next((r["median_s"] for r in results if r["rows"] == rows and r["contender"] == "scipy"), None)
         for r in [r for r in results if r["rows"] == rows]:
@@ -235,8 +245,10 @@ def main() -> None:
             speed = "–" if ratio is None else (f"{ratio:.1f}×" if ratio >= 1 else f"{ratio:.2f}×")
             build = f"{r['build_s']:.2f} s" if "build_s" in r else "–"
             delta = f"{r['alloc_peak_mb']:.0f} MB"
-            print(f"| {rows:,} | {label[r['contender']]} | {r['median_s'] * 1000:,.0f} ms | {speed} "
-                  f"| {build} | {delta} | {r['max_rss_mb']:.0f} MB | {r['drifted']}/{N_NUM + N_CAT} |")
+            print(
+                f"| {rows:,} | {label[r['contender']]} | {r['median_s'] * 1000:,.0f} ms | {speed} "
+                f"| {build} | {delta} | {r['max_rss_mb']:.0f} MB | {r['drifted']}/{N_NUM + N_CAT} |"
+            )
     for n in notes:
         print(f"\nNote: {n}")
 

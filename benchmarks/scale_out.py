@@ -89,17 +89,22 @@ def throughput(mode: str, files: int, rows: int, timeout: float) -> dict:
     last = max(r.end_time for r in done)
     durations = sorted(r.end_time - r.start_time for r in done)
     span = last - first
-    return {"mode": mode, "files": files, "ingested": len(done), "span_s": round(span, 1),
-            "batches_per_min": round(len(done) / span * 60, 1),
-            "run_median_s": round(durations[len(durations) // 2], 1),
-            "first_run_after_start_s": round(first - t0, 1)}
+    return {
+        "mode": mode,
+        "files": files,
+        "ingested": len(done),
+        "span_s": round(span, 1),
+        "batches_per_min": round(len(done) / span * 60, 1),
+        "run_median_s": round(durations[len(durations) // 2], 1),
+        "first_run_after_start_s": round(first - t0, 1),
+    }
 
 
 # ---------------------------------------------------------------- landing sensor
 def sensor(n_files: int) -> dict:
     import dagster as dg
 
-    from ml_platform.definitions import build_definitions
+    from ml_platform.defs.definitions import build_definitions
     from ml_platform.settings import load_settings
 
     root = Path(tempfile.mkdtemp(prefix="mlp-bench-sensor-"))
@@ -140,14 +145,19 @@ def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
 
     os.environ["PGPASSWORD"] = PASSWORD
     rows, roots = [], []
-    with ExitStack() as cleanup, servers.postgres(PASSWORD, databases=[f"parts{i}" for i in range(len(keys) + 1)]) as pg:
+    with (
+        ExitStack() as cleanup,
+        servers.postgres(PASSWORD, databases=[f"parts{i}" for i in range(len(keys) + 1)]) as pg,
+    ):
+
         def pg_instance(db: str):
             root = Path(tempfile.mkdtemp(prefix="mlp-bench-pg-"))
             roots.append(root)
             (root / "dagster.yaml").write_text(
                 "telemetry: {enabled: false}\nstorage:\n  postgres:\n    postgres_db:\n"
                 f"      {{username: {servers.PG_USER}, hostname: 127.0.0.1, port: {pg.port}, db_name: {db},"
-                " password: {env: PGPASSWORD}, scheme: postgresql+psycopg2}\n")
+                " password: {env: PGPASSWORD}, scheme: postgresql+psycopg2}\n"
+            )
             return dg.DagsterInstance.from_config(str(root))
 
         def sqlite_instance():
@@ -164,8 +174,16 @@ def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
                 ok, err = "ok", ""
             except Exception as e:  # noqa: BLE001 - the figure is whether it breaks
                 ok, err = "FAILS", f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
-            rows.append({"storage": storage, "partitions": n, "how": how, "result": ok,
-                         "seconds": round(time.perf_counter() - t, 2), "error": err})
+            rows.append(
+                {
+                    "storage": storage,
+                    "partitions": n,
+                    "how": how,
+                    "result": ok,
+                    "seconds": round(time.perf_counter() - t, 2),
+                    "error": err,
+                }
+            )
             print(rows[-1], flush=True)
 
         for i, n in enumerate(keys):  # one add_dynamic_partitions call with n new keys
@@ -175,14 +193,26 @@ def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
 
         # the landing sensor's pattern: small adds until `total`, then what each tick reads
         for storage, inst in (("sqlite", sqlite_instance()), ("postgres", pg_instance(f"parts{len(keys)}"))):
+
             def grow():
                 for start_at in range(0, total, chunk):
                     inst.add_dynamic_partitions("p", [f"batch-{j:06d}.csv" for j in range(start_at, start_at + chunk)])
+
             attempt(storage, inst, total, f"adds of {chunk} up to N", grow)
-            attempt(storage, inst, total, "read all keys (each sensor tick)",
-                    lambda: len(inst.get_dynamic_partitions("p")) == total or 1 / 0)
-            attempt(storage, inst, total, "re-add all N (a catch-up tick)",
-                    lambda: inst.add_dynamic_partitions("p", [f"batch-{j:06d}.csv" for j in range(total)]))
+            attempt(
+                storage,
+                inst,
+                total,
+                "read all keys (each sensor tick)",
+                lambda: len(inst.get_dynamic_partitions("p")) == total or 1 / 0,
+            )
+            attempt(
+                storage,
+                inst,
+                total,
+                "re-add all N (a catch-up tick)",
+                lambda: inst.add_dynamic_partitions("p", [f"batch-{j:06d}.csv" for j in range(total)]),
+            )
     return rows
 
 

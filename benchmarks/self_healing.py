@@ -41,12 +41,12 @@ Needs ``river`` (``pip install -e '.[bench]'``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -59,21 +59,22 @@ from ml_platform.core.frames import model_inputs
 from ml_platform.core.policy import decide, scheduled
 from ml_platform.settings import ModelConfig
 
-TOLERANCE = 0.005    # the issue's margin against the every-batch peer
-DROP_MARGIN = 0.01   # "the champion's performance dropped": see Result.champion_dropped
+TOLERANCE = 0.005  # the issue's margin against the every-batch peer
+DROP_MARGIN = 0.01  # "the champion's performance dropped": see Result.champion_dropped
 
 
 # ---- scenarios -------------------------------------------------------------------------------
+
 
 @dataclass
 class Scenario:
     name: str
     what: str
-    config: dict                       # ModelConfig fields (target / task / features ...)
-    batches: Callable[[int, int, int], list[pd.DataFrame]]   # (batches, rows, seed) -> labelled batches
+    config: dict  # ModelConfig fields (target / task / features ...)
+    batches: Callable[[int, int, int], list[pd.DataFrame]]  # (batches, rows, seed) -> labelled batches
     n_batches: int = 16
     rows: int = 2000
-    warmup: int = 4   # the first model trains on this many batches' rows (past the steep learning curve)
+    warmup: int = 4  # the first model trains on this many batches' rows (past the steep learning curve)
     # "every": judged against the every-batch peer whatever the never-retrain metric does, as
     # issue 10 states for its regional data ("the every-batch peer's AUC minus 0.005, with at
     # most half its retrains"); None: by the drop rule (Result.champion_dropped).
@@ -101,33 +102,51 @@ def agrawal(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
     """Agrawal's loan concept switches twice (functions 0 -> 2 -> 5), a third of the way each;
     5% feature perturbation and 5% label noise."""
     from river.datasets import synth
+
     out = []
     for i in range(n):
         fn = [0, 2, 5][min(2, 3 * i // n)]
-        df = _river(synth.Agrawal(classification_function=fn, seed=_seed(1000, seed, i), balance_classes=False,
-                                  perturbation=0.05), rows)
+        df = _river(
+            synth.Agrawal(
+                classification_function=fn, seed=_seed(1000, seed, i), balance_classes=False, perturbation=0.05
+            ),
+            rows,
+        )
         flip = np.random.default_rng(_seed(1000, seed, i)).random(rows) < 0.05  # 5% label noise: not a perfect AUC
         out.append(df.assign(y=np.where(flip, 1 - df["y"], df["y"])))
     return out
 
 
 AGRAWAL_FEATURES = {c: {"type": "numeric"} for c in ("salary", "commission", "age", "hvalue", "hyears", "loan")} | {
-    c: {"type": "categorical"} for c in ("elevel", "car", "zipcode")}
+    c: {"type": "categorical"} for c in ("elevel", "car", "zipcode")
+}
 
 
 def sea(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
     """SEA: y = x0 + x1 <= threshold, the threshold switching variant every quarter (10% label noise)."""
     from river.datasets import synth
-    return [_river(synth.SEA(variant=[0, 1, 2, 3][min(3, 4 * i // n)], noise=0.1, seed=_seed(2000, seed, i)), rows)
-            for i in range(n)]
+
+    return [
+        _river(synth.SEA(variant=[0, 1, 2, 3][min(3, 4 * i // n)], noise=0.1, seed=_seed(2000, seed, i)), rows)
+        for i in range(n)
+    ]
 
 
 def hyperplane(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
     """A rotating hyperplane: one continuous stream, the weights of 5 of 10 features drift a
     little on every row (gradual drift)."""
     from river.datasets import synth
-    stream = iter(synth.Hyperplane(seed=_seed(3, seed, 0), n_features=10, n_drift_features=5, mag_change=0.002,
-                                   noise_percentage=0.05, sigma=0.1))
+
+    stream = iter(
+        synth.Hyperplane(
+            seed=_seed(3, seed, 0),
+            n_features=10,
+            n_drift_features=5,
+            mag_change=0.002,
+            noise_percentage=0.05,
+            sigma=0.1,
+        )
+    )
     return [_river(stream, rows) for _ in range(n)]
 
 
@@ -168,8 +187,13 @@ def regional(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
         x = rng.normal(0, 1, (rows, 4)) + np.array([[0.5 * season, 0, -0.3 * season, 0]])
         drift_t = 0.25 * i  # the relationship moves month by month, differently per region
         slope = np.array([1.0, -0.5, 0.6, 1.4])[region] + np.array([0.3, -0.2, 0.25, -0.3])[region] * drift_t
-        logit = slope * x[:, 0] - 0.8 * x[:, 1] + np.array([0.0, 0.6, -0.4, 0.3])[region] * x[:, 2] \
-            + 0.5 * np.sin(x[:, 3] * (1 + 0.1 * drift_t)) + np.array([-0.5, 0.3, 0.0, -0.2])[region]
+        logit = (
+            slope * x[:, 0]
+            - 0.8 * x[:, 1]
+            + np.array([0.0, 0.6, -0.4, 0.3])[region] * x[:, 2]
+            + 0.5 * np.sin(x[:, 3] * (1 + 0.1 * drift_t))
+            + np.array([-0.5, 0.3, 0.0, -0.2])[region]
+        )
         df = _logit_frame(x, logit, rng)
         df.insert(0, "region", np.array(["north", "south", "east", "west"])[region])
         out.append(df)
@@ -179,9 +203,17 @@ def regional(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
 def demo(n: int, rows: int, seed: int = 0) -> list[pd.DataFrame]:
     """The demo simulator: stable batches, then from half-way on sudden concept drift (drift=1.0)."""
     from ml_platform.core.simulate import generate_batch
-    return [generate_batch(rows, seed=_seed(6000, seed, i), drift=1.0 if i >= n // 2 else 0.0, start_id=i * rows,
-                           start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=i))
-            for i in range(n)]
+
+    return [
+        generate_batch(
+            rows,
+            seed=_seed(6000, seed, i),
+            drift=1.0 if i >= n // 2 else 0.0,
+            start_id=i * rows,
+            start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=i),
+        )
+        for i in range(n)
+    ]
 
 
 def _numeric(names) -> dict:
@@ -189,30 +221,60 @@ def _numeric(names) -> dict:
 
 
 def scenarios() -> list[Scenario]:
-    from ml_platform_tests.conftest import DEMO_FEATURES
     import yaml
+
+    from ml_platform_tests.conftest import DEMO_FEATURES
+
     demo_features = yaml.safe_load(DEMO_FEATURES)
     return [
-        Scenario("agrawal", "river Agrawal, concept switches 0 -> 2 -> 5", {"features": AGRAWAL_FEATURES},
-                 agrawal),
-        Scenario("sea", "river SEA, threshold variant switches every quarter, 10% noise",
-                 {"features": _numeric(["x0", "x1", "x2"])}, sea),
-        Scenario("hyperplane", "river rotating Hyperplane, gradual drift (5 of 10 weights)",
-                 {"features": _numeric([f"x{j}" for j in range(10)])}, hyperplane),
-        Scenario("covariate", "covariate-only shift, unchanged concept",
-                 {"features": _numeric([f"x{j}" for j in range(5)])}, covariate_shift),
-        Scenario("regional", "recurring regional shift, relationship moving monthly",
-                 {"features": {"region": {"type": "categorical"}, **_numeric([f"x{j}" for j in range(4)])}},
-                 regional, n_batches=12, goal="every"),
-        Scenario("demo", "demo simulator: stable, then sudden concept drift at half-way",
-                 {"features": demo_features, "target": "churned", "id_column": "customer_id",
-                  "timestamp_column": "event_time"}, demo),
+        Scenario("agrawal", "river Agrawal, concept switches 0 -> 2 -> 5", {"features": AGRAWAL_FEATURES}, agrawal),
+        Scenario(
+            "sea",
+            "river SEA, threshold variant switches every quarter, 10% noise",
+            {"features": _numeric(["x0", "x1", "x2"])},
+            sea,
+        ),
+        Scenario(
+            "hyperplane",
+            "river rotating Hyperplane, gradual drift (5 of 10 weights)",
+            {"features": _numeric([f"x{j}" for j in range(10)])},
+            hyperplane,
+        ),
+        Scenario(
+            "covariate",
+            "covariate-only shift, unchanged concept",
+            {"features": _numeric([f"x{j}" for j in range(5)])},
+            covariate_shift,
+        ),
+        Scenario(
+            "regional",
+            "recurring regional shift, relationship moving monthly",
+            {"features": {"region": {"type": "categorical"}, **_numeric([f"x{j}" for j in range(4)])}},
+            regional,
+            n_batches=12,
+            goal="every",
+        ),
+        Scenario(
+            "demo",
+            "demo simulator: stable, then sudden concept drift at half-way",
+            {
+                "features": demo_features,
+                "target": "churned",
+                "id_column": "customer_id",
+                "timestamp_column": "event_time",
+            },
+            demo,
+        ),
     ]
 
 
 def model_config(s: Scenario, overrides: dict | None = None) -> ModelConfig:
-    base = {"landing_dir": "unused", "target": "y", "task": "classification",
-            "estimator": {"name": "hist_gradient_boosting", "params": {"max_iter": 60}}}
+    base = {
+        "landing_dir": "unused",
+        "target": "y",
+        "task": "classification",
+        "estimator": {"name": "hist_gradient_boosting", "params": {"max_iter": 60}},
+    }
     cfg = {**base, **s.config}
     for k, v in (overrides or {}).items():
         cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
@@ -220,6 +282,7 @@ def model_config(s: Scenario, overrides: dict | None = None) -> ModelConfig:
 
 
 # ---- the peers -------------------------------------------------------------------------------
+
 
 def _outputs(pipe, df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
     x = model_inputs(df, cfg)
@@ -239,21 +302,22 @@ def _metric(cfg: ModelConfig, pipe, df: pd.DataFrame) -> float:
 class Champion:
     """The serving model as monitoring sees it: the fitted pipeline, its serving metadata
     (holdout metrics + interval, CBPE calibration) and its drift reference."""
+
     pipe: object
     meta: dict
     reference: drift.DriftReference
     version: int
     batches: tuple[str, ...]
-    training_set: pd.DataFrame   # with _batch/_row/_holdout: the gate's fair set excludes what it trained on
+    training_set: pd.DataFrame  # with _batch/_row/_holdout: the gate's fair set excludes what it trained on
 
 
 @dataclass
 class Run:
     peer: str
-    scores: list[float] = field(default_factory=list)   # prequential metric per scored batch
-    retrains: int = 0                                    # after the first model
+    scores: list[float] = field(default_factory=list)  # prequential metric per scored batch
+    retrains: int = 0  # after the first model
     promoted: int = 0
-    blocked: list[str] = field(default_factory=list)     # gate reasons of blocked candidates
+    blocked: list[str] = field(default_factory=list)  # gate reasons of blocked candidates
     triggers: list[str] = field(default_factory=list)
     estimates: list[tuple[float, float]] = field(default_factory=list)  # (estimated, realised)
     train_seconds: float = 0.0
@@ -268,16 +332,23 @@ def training_set(records: list[BatchRecord], frames: dict[str, pd.DataFrame], cf
     window), ``_batch``/``_row`` columns, the holdout drawn from the newest batches."""
     recs = [r for r in records if r.trainable]
     if cfg.training.window_batches:
-        recs = recs[-cfg.training.window_batches:]
-    df = pd.concat([frames[r.partition].assign(**{selection.BATCH: r.partition,
-                                                   selection.ROW: np.arange(len(frames[r.partition]))})
-                    for r in recs], ignore_index=True)
+        recs = recs[-cfg.training.window_batches :]
+    df = pd.concat(
+        [
+            frames[r.partition].assign(
+                **{selection.BATCH: r.partition, selection.ROW: np.arange(len(frames[r.partition]))}
+            )
+            for r in recs
+        ],
+        ignore_index=True,
+    )
     df[selection.HOLDOUT] = selection.mark_holdout(df, cfg)
     return df
 
 
-def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFrame, batches, version: int,
-                  champion: Champion | None) -> list[gate.Verdict]:
+def gate_verdicts(
+    cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFrame, batches, version: int, champion: Champion | None
+) -> list[gate.Verdict]:
     """The gate's metric checks as ``checks.py`` asks them: the holdout floor, and the champion
     comparison on the fair set (holdout rows neither model trained on, ``core.comparison``) by
     ``gate.comparison`` (paired bootstrap by default). Parity and latency are properties of the
@@ -287,9 +358,13 @@ def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFr
     if champion is None:
         return verdicts
     holdout = ts[ts[selection.HOLDOUT]].drop(columns=[selection.HOLDOUT])
-    cs = comparison.comparison_set(holdout, [comparison.trained_on(ts, batches, version),
-                                             comparison.trained_on(champion.training_set, champion.batches,
-                                                                   champion.version)])
+    cs = comparison.comparison_set(
+        holdout,
+        [
+            comparison.trained_on(ts, batches, version),
+            comparison.trained_on(champion.training_set, champion.batches, champion.version),
+        ],
+    )
     rows, champ = len(cs.rows), champion.version
     short = gate.too_few_rows(champ, rows=rows, min_rows=g.min_comparison_rows, note=cs.note, method=g.comparison)
     if short is not None:
@@ -300,19 +375,43 @@ def gate_verdicts(cfg: ModelConfig, cand_metrics: dict, cand_pipe, ts: pd.DataFr
     if g.comparison == "plain":
         one = np.ones((rows, 1), dtype=np.int32)
         val = lambda o, c: float(bootstrap.weighted_metric(m, cfg.task, y, o, c)(one)[0])  # noqa: E731
-        return verdicts + [gate.not_worse_than_champion(m, val(cand_out, classes),
-                                                        val(champ_out, getattr(champion.pipe, "classes_", None)),
-                                                        champ, g.max_regression)]
-    interval = bootstrap.paired_bootstrap(m, cfg.task, y, cand_out, champ_out, candidate_classes=classes,
-                                          champion_classes=getattr(champion.pipe, "classes_", None),
-                                          resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
-    return verdicts + [gate.not_worse_by_bootstrap(interval, champ, max_regression=g.max_regression,
-                                                   min_rows=g.min_comparison_rows, rows=rows, note=cs.note,
-                                                   strict=g.comparison == "bootstrap_strict")]
+        return verdicts + [
+            gate.not_worse_than_champion(
+                m,
+                val(cand_out, classes),
+                val(champ_out, getattr(champion.pipe, "classes_", None)),
+                champ,
+                g.max_regression,
+            )
+        ]
+    interval = bootstrap.paired_bootstrap(
+        m,
+        cfg.task,
+        y,
+        cand_out,
+        champ_out,
+        candidate_classes=classes,
+        champion_classes=getattr(champion.pipe, "classes_", None),
+        resamples=g.resamples,
+        confidence=g.confidence,
+        seed=cfg.training.seed,
+    )
+    return verdicts + [
+        gate.not_worse_by_bootstrap(
+            interval,
+            champ,
+            max_regression=g.max_regression,
+            min_rows=g.min_comparison_rows,
+            rows=rows,
+            note=cs.note,
+            strict=g.comparison == "bootstrap_strict",
+        )
+    ]
 
 
-def retrain(records: list[BatchRecord], frames: dict, cfg: ModelConfig, champion: Champion | None,
-            version: int) -> tuple[Champion | None, list[gate.Verdict]]:
+def retrain(
+    records: list[BatchRecord], frames: dict, cfg: ModelConfig, champion: Champion | None, version: int
+) -> tuple[Champion | None, list[gate.Verdict]]:
     """training_set -> candidate_model (selection over windows x estimators) -> the gate."""
     ts = training_set(records, frames, cfg)
     df = ts.drop(columns=[selection.HOLDOUT])
@@ -329,31 +428,55 @@ def retrain(records: list[BatchRecord], frames: dict, cfg: ModelConfig, champion
     verdicts = gate_verdicts(cfg, art.metrics, art.pipe, ts, win.window.batches, version, champion)
     if not all(v.passed for v in verdicts):
         return None, verdicts
-    return Champion(art.pipe, art.serving_meta, drift.DriftReference.from_dict(art.drift_reference), version,
-                    win.window.batches, ts), verdicts
+    return Champion(
+        art.pipe, art.serving_meta, drift.DriftReference.from_dict(art.drift_reference), version, win.window.batches, ts
+    ), verdicts
 
 
-def monitor(cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str,
-            prior: list[pd.DataFrame] = ()) -> BatchRecord:
+def monitor(
+    cfg: ModelConfig, champ: Champion, df: pd.DataFrame, partition: str, prior: list[pd.DataFrame] = ()
+) -> BatchRecord:
     """The batch record the monitoring assets write (drift_report + champion_performance);
     ``prior``: the labelled batches before this one (the challenger check's training rows)."""
-    from ml_platform.assets.monitoring import drift_summary
     from ml_platform.core import challenger
+    from ml_platform.defs.assets.monitoring import drift_summary
+
     out = _outputs(champ.pipe, df, cfg)
     d = drift.compute_drift_from_config(champ.reference, df.assign(**{SCORE: scores_of(out, cfg.task)}), cfg.drift)
     alpha = cfg.retrain.performance_alpha
-    perf = estimate.measure(training.target_values(df, cfg), out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
-                            version=champ.version, concept_alpha=cfg.retrain.concept_alpha)
-    prior = list(prior)[-cfg.training.window_batches:] if cfg.training.window_batches else list(prior)
+    perf = estimate.measure(
+        training.target_values(df, cfg),
+        out,
+        champ.meta,
+        cfg.gate_metric,
+        cfg.task,
+        alpha=alpha,
+        version=champ.version,
+        concept_alpha=cfg.retrain.concept_alpha,
+    )
+    prior = list(prior)[-cfg.training.window_batches :] if cfg.training.window_batches else list(prior)
     if prior:
-        ch = challenger.check(pd.concat(prior, ignore_index=True), df, out, getattr(champ.pipe, "classes_", None), cfg,
-                              train_batches=len(prior), seed=cfg.training.seed)
+        ch = challenger.check(
+            pd.concat(prior, ignore_index=True),
+            df,
+            out,
+            getattr(champ.pipe, "classes_", None),
+            cfg,
+            train_batches=len(prior),
+            seed=cfg.training.seed,
+        )
         perf.challenger = ch.to_dict() if ch is not None else None
-    return BatchRecord(partition, status="validated", valid_rows=len(df), labelled=True,
-                       drift={"champion_version": champ.version, **drift_summary(d)},
-                       performance=perf.to_dict(),
-                       estimate=estimate.estimate(out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha,
-                                                  version=champ.version).to_dict())
+    return BatchRecord(
+        partition,
+        status="validated",
+        valid_rows=len(df),
+        labelled=True,
+        drift={"champion_version": champ.version, **drift_summary(d)},
+        performance=perf.to_dict(),
+        estimate=estimate.estimate(
+            out, champ.meta, cfg.gate_metric, cfg.task, alpha=alpha, version=champ.version
+        ).to_dict(),
+    )
 
 
 def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, schedule_every: int = 0) -> Run:
@@ -361,7 +484,7 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
     (``core.policy.scheduled``: a retrain only with labelled batches new since the champion's
     training data); 0: the policy alone."""
     run = Run("platform")
-    last_candidate = None   # when the newest candidate's run started (the schedule's ``since``)
+    last_candidate = None  # when the newest candidate's run started (the schedule's ``since``)
     frames = {f"b{i:03d}": b for i, b in enumerate(batches)}
     records: list[BatchRecord] = []
     champion: Champion | None = None
@@ -379,8 +502,9 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
         rec.decision = dataclasses.replace(d, at=float(i))
         records.append(rec)
         if not d.retrain and champion is not None and schedule_every and i % schedule_every == 0:
-            d = scheduled(records, cfg, champion=champion.version, champion_batches=champion.batches,
-                          since=last_candidate)
+            d = scheduled(
+                records, cfg, champion=champion.version, champion_batches=champion.batches, since=last_candidate
+            )
         if d.retrain:
             version += 1
             last_candidate = float(i) + 0.5  # after this batch's validation
@@ -396,10 +520,12 @@ def run_platform(cfg: ModelConfig, batches: list[pd.DataFrame], log=print, sched
             else:
                 run.blocked.append(f"{p}: " + "; ".join(v.reason for v in verdicts if not v.passed))
         if log:
-            log(f"  {p} {rec.drift_summary.get('verdict', '-'):>15} "
+            log(
+                f"  {p} {rec.drift_summary.get('verdict', '-'):>15} "
                 f"measured {rec.measured_value or float('nan'):.4f} "
                 f"estimated {rec.estimated_value or float('nan'):.4f} "
-                f"{'RETRAIN ' + d.trigger if d.retrain else 'no'}  champion v{champion.version if champion else '-'}")
+                f"{'RETRAIN ' + d.trigger if d.retrain else 'no'}  champion v{champion.version if champion else '-'}"
+            )
     return run
 
 
@@ -411,13 +537,14 @@ def run_peer(peer: str, cfg: ModelConfig, batches: list[pd.DataFrame]) -> Run:
         run.scores.append(_metric(cfg, pipe, df))
         if peer == "every" and i < len(batches) - 1:
             t0 = time.perf_counter()
-            pipe = training.fit(pd.concat(batches[:i + 1], ignore_index=True), cfg)
+            pipe = training.fit(pd.concat(batches[: i + 1], ignore_index=True), cfg)
             run.train_seconds += time.perf_counter() - t0
             run.retrains += 1
     return run
 
 
 # ---- verdict -------------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -459,25 +586,45 @@ class Result:
     def row(self) -> dict:
         p, n, e = self.runs["platform"], self.runs["never"], self.runs["every"]
         err = [abs(a - b) for a, b in p.estimates]
-        return {"scenario": self.scenario.name, "seed": self.seed, "batches": self.scenario.n_batches, "rows": self.scenario.rows,
-                "never": round(n.prequential, 4), "every": round(e.prequential, 4),
-                "platform": round(p.prequential, 4), "retrains": p.retrains, "every_retrains": e.retrains,
-                "blocked": len(p.blocked), "cbpe_mae": round(float(np.mean(err)), 4) if err else None,
-                "dropped": self.champion_dropped, "retraining_pays": self.retraining_pays, "goal": self.goal, "met": self.met, "triggers": " ".join(p.triggers)}
+        return {
+            "scenario": self.scenario.name,
+            "seed": self.seed,
+            "batches": self.scenario.n_batches,
+            "rows": self.scenario.rows,
+            "never": round(n.prequential, 4),
+            "every": round(e.prequential, 4),
+            "platform": round(p.prequential, 4),
+            "retrains": p.retrains,
+            "every_retrains": e.retrains,
+            "blocked": len(p.blocked),
+            "cbpe_mae": round(float(np.mean(err)), 4) if err else None,
+            "dropped": self.champion_dropped,
+            "retraining_pays": self.retraining_pays,
+            "goal": self.goal,
+            "met": self.met,
+            "triggers": " ".join(p.triggers),
+        }
 
 
-def run_scenario(s: Scenario, *, log=print, overrides: dict | None = None, schedule_every: int = 0,
-                 seed: int = 0) -> Result:
+def run_scenario(
+    s: Scenario, *, log=print, overrides: dict | None = None, schedule_every: int = 0, seed: int = 0
+) -> Result:
     with threadpool_limits(limits=1):  # as the platform fits; spinning OpenMP threads on 2 busy cores
-        return _run_scenario(s, log=log, overrides=overrides, schedule_every=schedule_every,  # made each
-                             seed=seed)                                                      # HGB predict ~50x slower
+        return _run_scenario(
+            s,
+            log=log,
+            overrides=overrides,
+            schedule_every=schedule_every,  # made each
+            seed=seed,
+        )  # HGB predict ~50x slower
 
 
-def _run_scenario(s: Scenario, *, log=print, overrides: dict | None = None, schedule_every: int = 0,
-                  seed: int = 0) -> Result:
+def _run_scenario(
+    s: Scenario, *, log=print, overrides: dict | None = None, schedule_every: int = 0, seed: int = 0
+) -> Result:
     cfg = model_config(s, overrides)
     raw = s.batches(s.n_batches + s.warmup - 1, s.rows, seed)
-    batches = [pd.concat(raw[:s.warmup], ignore_index=True), *raw[s.warmup:]]
+    batches = [pd.concat(raw[: s.warmup], ignore_index=True), *raw[s.warmup :]]
     if log:
         log(f"== {s.name}: {s.what} ({s.n_batches} x {s.rows} rows, seed {seed})")
     runs = {"platform": run_platform(cfg, batches, log=log, schedule_every=schedule_every)}
@@ -498,14 +645,27 @@ def replicated(results: list[Result]) -> pd.DataFrame:
         dropped = sum(r.champion_dropped for r in rs)
         # the goal on the means: the scenario's stated goal, else the drop criterion by majority of seeds
         vs_every = sum(r.against_every for r in rs) * 2 > len(rs)
-        on_mean = (pre["platform"].mean() >= pre["every"].mean() - TOLERANCE and retr.mean() <= every_retr.mean() / 2
-                   if vs_every else bool((retr == 0).all()))
-        out.append({"scenario": name, "seeds": len(rs), "never": round(pre["never"].mean(), 4),
-                    "every": round(pre["every"].mean(), 4), "platform": round(pre["platform"].mean(), 4),
-                    "platform - every (min..max)": f"{(pre['platform'] - pre['every']).min():+.4f}.."
-                                                   f"{(pre['platform'] - pre['every']).max():+.4f}",
-                    "retrains (mean, max)": f"{retr.mean():.1f}, {retr.max()}", "every_retrains": int(every_retr.max()),
-                    "dropped (seeds)": dropped, "met (seeds)": sum(r.met for r in rs), "met on means": on_mean})
+        on_mean = (
+            pre["platform"].mean() >= pre["every"].mean() - TOLERANCE and retr.mean() <= every_retr.mean() / 2
+            if vs_every
+            else bool((retr == 0).all())
+        )
+        out.append(
+            {
+                "scenario": name,
+                "seeds": len(rs),
+                "never": round(pre["never"].mean(), 4),
+                "every": round(pre["every"].mean(), 4),
+                "platform": round(pre["platform"].mean(), 4),
+                "platform - every (min..max)": f"{(pre['platform'] - pre['every']).min():+.4f}.."
+                f"{(pre['platform'] - pre['every']).max():+.4f}",
+                "retrains (mean, max)": f"{retr.mean():.1f}, {retr.max()}",
+                "every_retrains": int(every_retr.max()),
+                "dropped (seeds)": dropped,
+                "met (seeds)": sum(r.met for r in rs),
+                "met on means": on_mean,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -515,12 +675,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="8 batches of 1000 rows")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--trigger-on", choices=["performance", "drift"], default=None,
-                    help="retrain.trigger_on for the platform peer (drift: the older drift-driven rule)")
-    ap.add_argument("--schedule-every", type=int, default=0, metavar="K",
-                    help="simulate the weekly schedule ticking after every K-th batch (default 0: the policy alone)")
-    ap.add_argument("--seeds", type=int, default=1, metavar="N",
-                    help="replicate every scenario with N draws of its random numbers (default 1: the published seed)")
+    ap.add_argument(
+        "--trigger-on",
+        choices=["performance", "drift"],
+        default=None,
+        help="retrain.trigger_on for the platform peer (drift: the older drift-driven rule)",
+    )
+    ap.add_argument(
+        "--schedule-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="simulate the weekly schedule ticking after every K-th batch (default 0: the policy alone)",
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replicate every scenario with N draws of its random numbers (default 1: the published seed)",
+    )
     a = ap.parse_args(argv)
     overrides = {"retrain": {"trigger_on": a.trigger_on}} if a.trigger_on else None
     results = []
@@ -531,16 +705,22 @@ def main(argv=None) -> int:
         if a.quick:
             s.n_batches, s.rows = min(s.n_batches, 8), 1000
         for seed in range(a.seeds):
-            results.append(run_scenario(s, log=None if (a.markdown or a.json or a.seeds > 1) else print,
-                                        overrides=overrides, schedule_every=a.schedule_every, seed=seed))
+            results.append(
+                run_scenario(
+                    s,
+                    log=None if (a.markdown or a.json or a.seeds > 1) else print,
+                    overrides=overrides,
+                    schedule_every=a.schedule_every,
+                    seed=seed,
+                )
+            )
     rows = [r.row() for r in results]
     if a.json:
         print(json.dumps(rows, indent=1))
         return 0 if all(r.met for r in results) else 1
     show = (lambda t: t.to_markdown(index=False)) if a.markdown else (lambda t: t.to_string(index=False))
     print(show(pd.DataFrame(rows)))
-    print(f"\n{time.perf_counter() - t0:.0f} s; goal met in {sum(r.met for r in results)}/{len(results)} "
-          f"scenario runs")
+    print(f"\n{time.perf_counter() - t0:.0f} s; goal met in {sum(r.met for r in results)}/{len(results)} scenario runs")
     if a.seeds > 1:
         summary = replicated(results)
         print("\nover seeds 0.." + str(a.seeds - 1) + ":\n" + show(summary))

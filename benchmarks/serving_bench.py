@@ -28,14 +28,26 @@ from pathlib import Path
 import numpy as np
 
 ROWS = {
-    "mlflow": ("/models/bench/invocations",
-               {"dataframe_split": {"columns": ["id", "age", "income", "plan", "region"],
-                                    "data": [[17, 42.0, 5100.5, "gold", 3]]}}),
-    "v2": ("/v2/models/bench/infer",
-           {"inputs": [{"name": "age", "shape": [1], "datatype": "FP32", "data": [42.0]},
-                       {"name": "income", "shape": [1], "datatype": "FP32", "data": [5100.5]},
-                       {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["gold"]},
-                       {"name": "region", "shape": [1], "datatype": "INT64", "data": [3]}]}),
+    "mlflow": (
+        "/models/bench/invocations",
+        {
+            "dataframe_split": {
+                "columns": ["id", "age", "income", "plan", "region"],
+                "data": [[17, 42.0, 5100.5, "gold", 3]],
+            }
+        },
+    ),
+    "v2": (
+        "/v2/models/bench/infer",
+        {
+            "inputs": [
+                {"name": "age", "shape": [1], "datatype": "FP32", "data": [42.0]},
+                {"name": "income", "shape": [1], "datatype": "FP32", "data": [5100.5]},
+                {"name": "plan", "shape": [1], "datatype": "BYTES", "data": ["gold"]},
+                {"name": "region", "shape": [1], "datatype": "INT64", "data": [3]},
+            ]
+        },
+    ),
 }
 
 
@@ -50,10 +62,20 @@ def build_store(root: Path) -> Path:
 
     cfg_raw = {
         "storage_dir": "state",
-        "models": {"bench": {
-            "landing_dir": "landing", "target": "y", "task": "classification", "id_column": "id",
-            "features": {"age": {"type": "numeric"}, "income": {"type": "numeric"},
-                         "plan": {"type": "categorical"}, "region": {"type": "categorical"}}}},
+        "models": {
+            "bench": {
+                "landing_dir": "landing",
+                "target": "y",
+                "task": "classification",
+                "id_column": "id",
+                "features": {
+                    "age": {"type": "numeric"},
+                    "income": {"type": "numeric"},
+                    "plan": {"type": "categorical"},
+                    "region": {"type": "categorical"},
+                },
+            }
+        },
     }
     cfg_path = root / "ml_platform.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg_raw))
@@ -61,9 +83,15 @@ def build_store(root: Path) -> Path:
     cfg = settings.models["bench"]
     rng = np.random.default_rng(0)
     n = 5000
-    df = pd.DataFrame({"id": np.arange(n), "age": rng.integers(18, 90, n).astype(float),
-                       "income": rng.lognormal(8, 1, n), "plan": rng.choice(["free", "gold", "pro"], n),
-                       "region": rng.integers(1, 9, n)})
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "age": rng.integers(18, 90, n).astype(float),
+            "income": rng.lognormal(8, 1, n),
+            "plan": rng.choice(["free", "gold", "pro"], n),
+            "region": rng.integers(1, 9, n),
+        }
+    )
     df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
     pipe = fit(df, cfg)
     smoke = [{"age": 40.0, "income": 3000.0, "plan": "pro", "region": 2}]
@@ -96,11 +124,26 @@ def wait_ready(port: int, timeout: float = 30) -> None:
 
 def run_wrk(port: int, path: str, body: dict, conns: int, seconds: int) -> str:
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                   f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    lua.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua),
-                              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{conns}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(lua),
+                f"http://127.0.0.1:{port}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout
     finally:
         lua.unlink()
@@ -108,8 +151,10 @@ def run_wrk(port: int, path: str, body: dict, conns: int, seconds: int) -> str:
 
 async def _py_client(port: int, path: str, body: dict, conns: int, seconds: float) -> str:
     payload = json.dumps(body).encode()
-    req = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    req = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     lat: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
@@ -132,8 +177,10 @@ async def _py_client(port: int, path: str, body: dict, conns: int, seconds: floa
     await asyncio.gather(*(one() for _ in range(conns)))
     dt = time.perf_counter() - t0
     a = np.array(lat) * 1000
-    return (f"  {len(lat) / dt:,.0f} req/s   p50 {np.percentile(a, 50):.3f} ms   p99 "
-            f"{np.percentile(a, 99):.3f} ms   errors {errors}")
+    return (
+        f"  {len(lat) / dt:,.0f} req/s   p50 {np.percentile(a, 50):.3f} ms   p99 "
+        f"{np.percentile(a, 99):.3f} ms   errors {errors}"
+    )
 
 
 def main() -> int:
@@ -149,9 +196,23 @@ def main() -> int:
         cfg_path = build_store(tmp)
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(args.workers)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "ml_platform.serving",
+                "--config",
+                str(cfg_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_ready(port)
         path, body = ROWS[args.protocol]
         use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))

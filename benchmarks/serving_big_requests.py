@@ -46,13 +46,16 @@ sys.path.insert(0, str(HERE.parent))
 from serving_bench import build_store, free_port, wait_ready  # noqa: E402
 
 PATH = "/models/bench/invocations"
-ONE = {"dataframe_split": {"columns": ["id", "age", "income", "plan", "region"],
-                           "data": [[17, 42.0, 5100.5, "gold", 3]]}}
+ONE = {
+    "dataframe_split": {"columns": ["id", "age", "income", "plan", "region"], "data": [[17, 42.0, 5100.5, "gold", 3]]}
+}
 
 
 def request_bytes(body: bytes) -> bytes:
-    return (f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
@@ -80,10 +83,17 @@ def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytes]:
 def big_client(port: int, rows: int, stop_at: float, out) -> None:
     """A process: ``rows``-row requests back to back until ``stop_at``; puts its latencies."""
     rng = np.random.default_rng(os.getpid())
-    recs = [{"id": i, "age": float(a), "income": float(b), "plan": p, "region": int(r)}
-            for i, (a, b, p, r) in enumerate(zip(rng.integers(18, 90, rows), rng.lognormal(8, 1, rows).round(2),
-                                                 rng.choice(["free", "gold", "pro"], rows),
-                                                 rng.integers(1, 9, rows)))]
+    recs = [
+        {"id": i, "age": float(a), "income": float(b), "plan": p, "region": int(r)}
+        for i, (a, b, p, r) in enumerate(
+            zip(
+                rng.integers(18, 90, rows),
+                rng.lognormal(8, 1, rows).round(2),
+                rng.choice(["free", "gold", "pro"], rows),
+                rng.integers(1, 9, rows),
+            )
+        )
+    ]
     req = request_bytes(json.dumps({"dataframe_records": recs}).encode())
     lat, errors = [], 0
     sock = socket.create_connection(("127.0.0.1", port))
@@ -113,8 +123,13 @@ def probe(port: int, seconds: float) -> dict:
         errors += status != 200
     sock.close()
     a = np.array(lat) * 1000
-    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)),
-            "max": float(a.max()), "errors": errors}
+    return {
+        "n": len(a),
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "errors": errors,
+    }
 
 
 def main() -> int:
@@ -137,10 +152,26 @@ def main() -> int:
         env = dict(os.environ)
         if args.src:
             env["PYTHONPATH"] = str(Path(args.src).resolve()) + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.Popen([sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path),
-                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                stdout=open(tmp / "server.log", "wb"), stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=tmp)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ml_platform.serving",
+                "--config",
+                str(cfg_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=open(tmp / "server.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            cwd=tmp,
+        )
         wait_ready(port)
         print(f"server from {args.src or HERE.parent}; load average {os.getloadavg()[0]:.2f}")
         probe(port, 1.0)  # warm-up
@@ -162,14 +193,20 @@ def main() -> int:
         size = big[0][0] if big else 0
         big_lat = [x for _, lat, _ in big for x in lat]
         big_err = sum(e for _, _, e in big)
-        print(f"{'phase':10s} {'single-row requests':>20s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} "
-              f"{'errors':>7s} {'load':>5s}")
+        print(
+            f"{'phase':10s} {'single-row requests':>20s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} "
+            f"{'errors':>7s} {'load':>5s}"
+        )
         for k, r in results.items():
-            print(f"{k:10s} {r['n']:>20,d} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.1f} "
-                  f"{r['errors']:>7d} {r['load']:>5.2f}")
-        print(f"big requests ({args.big_clients} clients, {args.rows:,} rows, {size / 1e6:.1f} MB each): "
-              f"{len(big_lat)} done in ~{args.seconds + 3:.0f} s, mean {np.mean(big_lat) * 1000 if big_lat else 0:.0f} ms, "
-              f"errors {big_err}")
+            print(
+                f"{k:10s} {r['n']:>20,d} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['max']:>8.1f} "
+                f"{r['errors']:>7d} {r['load']:>5.2f}"
+            )
+        print(
+            f"big requests ({args.big_clients} clients, {args.rows:,} rows, {size / 1e6:.1f} MB each): "
+            f"{len(big_lat)} done in ~{args.seconds + 3:.0f} s, mean {np.mean(big_lat) * 1000 if big_lat else 0:.0f} ms, "  # noqa: E501
+            f"errors {big_err}"
+        )
     finally:
         if proc is not None:
             try:

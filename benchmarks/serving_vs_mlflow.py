@@ -83,10 +83,19 @@ def serve_echo(port: int, workers: int) -> None:
     import uvicorn
 
     have = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731 - as serving/server.py
-    uvicorn.run("serving_vs_mlflow:echo_app", factory=True, app_dir=str(HERE), host="127.0.0.1",
-                port=port, workers=workers, loop="uvloop" if have("uvloop") else "asyncio",
-                http="httptools" if have("httptools") else "h11", access_log=False,
-                log_level="warning", lifespan="on")
+    uvicorn.run(
+        "serving_vs_mlflow:echo_app",
+        factory=True,
+        app_dir=str(HERE),
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        loop="uvloop" if have("uvloop") else "asyncio",
+        http="httptools" if have("httptools") else "h11",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -95,20 +104,25 @@ def loadavg() -> float:
 
 
 def cli(cfg: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "ml_platform", "--config", str(cfg), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=cfg.parent)
+    return subprocess.run(
+        [PY, "-m", "ml_platform", "--config", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cfg.parent,
+    )
 
 
 class Server:
     """A server process in its own session, stopped by its process group only."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, health: str, log: Path,
-                 env: dict | None = None):
+    def __init__(self, name: str, cmd: list[str], port: int, health: str, log: Path, env: dict | None = None):
         self.name, self.port, self.health = name, port, health
         self.log = log
         with open(log, "ab") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True, cwd=log.parent)
+            self.proc = subprocess.Popen(
+                cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=log.parent
+            )
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -119,8 +133,7 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n"
-                                   + self.log.read_text()[-3000:])
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n" + self.log.read_text()[-3000:])
             try:
                 if httpx.get(self.url(self.health), timeout=1).status_code == 200:
                     return
@@ -163,10 +176,12 @@ def _ms(text: str) -> float:
 
 def parse_wrk(out: str) -> dict:
     """req/s, p50, p99 (ms) and errors (non-2xx + socket errors) from ``wrk --latency``."""
-    res = {"rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
-           "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
-           "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
-           "requests": int(re.search(r"(\d+) requests in", out).group(1))}
+    res = {
+        "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+    }
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     res["errors"] = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
@@ -179,15 +194,13 @@ def build_world(root: Path) -> tuple[Path, dict]:
     from ml_platform.settings import load_settings
     from ml_platform_tests.conftest import write_config
 
-    cfg = write_config(root, port=free_port(), ui_port=free_port(),
-                       extra="retrain: {policy: on_arrival}\n")
+    cfg = write_config(root, port=free_port(), ui_port=free_port(), extra="retrain: {policy: on_arrival}\n")
     write_batches(load_settings(cfg).landing_dir(MODEL), 3, rows=2000, seed=0)
     t = time.perf_counter()
     run = cli(cfg, "run")
     (root / "run.log").write_text(run.stdout + run.stderr)
     if run.returncode != 0:
-        raise RuntimeError(f"ml-platform run failed ({run.returncode}), see {root / 'run.log'}:\n"
-                           + run.stderr[-3000:])
+        raise RuntimeError(f"ml-platform run failed ({run.returncode}), see {root / 'run.log'}:\n" + run.stderr[-3000:])
     print(f"ml-platform run: {time.perf_counter() - t:.1f} s")
     st = cli(cfg, "status", "--json")
     status = json.loads(st.stdout)
@@ -240,15 +253,18 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--servers", nargs="+", default=["ours", "mlflow", "echo"],
-                    choices=["ours", "mlflow", "echo"])
+    ap.add_argument("--servers", nargs="+", default=["ours", "mlflow", "echo"], choices=["ours", "mlflow", "echo"])
     ap.add_argument("--skip-swap-demo", action="store_true")
-    ap.add_argument("--contention", action="store_true",
-                    help="run a busy-loop process during every cell (another job holding a core)")
+    ap.add_argument(
+        "--contention",
+        action="store_true",
+        help="run a busy-loop process during every cell (another job holding a core)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (its path is printed)")
     ap.add_argument("--src", help="run our endpoint from this checkout (before/after comparisons)")
-    ap.add_argument("--ab-rounds", type=int, default=0,
-                    help="with --src: interleaved A/B, this checkout vs --src, N rounds")
+    ap.add_argument(
+        "--ab-rounds", type=int, default=0, help="with --src: interleaved A/B, this checkout vs --src, N rounds"
+    )
     ap.add_argument("--echo-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     ap.add_argument("--echo-workers", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,8 +285,11 @@ def main() -> int:
         passed = [v["version"] for v in status["models"][MODEL]["versions"] if v["gate_passed"]]
         print(f"tracking URI {tracking}; champion v{champ}; gate-passed versions {passed}")
         ours_port = int(re.search(r"port: (\d+)", cfg.read_text()).group(1))
-        env_mlflow = {**os.environ, "MLFLOW_TRACKING_URI": tracking,
-                      "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env_mlflow = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         row = body_row()
         body = {"dataframe_records": [row]}
         probs = version_probabilities(cfg, row)
@@ -284,20 +303,47 @@ def main() -> int:
 
         def start(kind: str, workers: int) -> Server:
             if kind == "ours":
-                s = Server(f"ours/{workers}w", [PY, "-m", "ml_platform", "--config", str(cfg), "serve",
-                                                "--workers", str(workers)],
-                           ours_port, "/v2/health/ready", root / "ours.log", env=env_ours)
+                s = Server(
+                    f"ours/{workers}w",
+                    [PY, "-m", "ml_platform", "--config", str(cfg), "serve", "--workers", str(workers)],
+                    ours_port,
+                    "/v2/health/ready",
+                    root / "ours.log",
+                    env=env_ours,
+                )
             elif kind == "mlflow":
                 port = free_port()
-                s = Server(f"mlflow/{workers}w", [str(BIN / "mlflow"), "models", "serve", "-m",
-                                                  f"models:/{MODEL}@champion", "--env-manager", "local",
-                                                  "-p", str(port), "-h", "127.0.0.1", "-w", str(workers)],
-                           port, "/ping", root / "mlflow.log", env=env_mlflow)
+                s = Server(
+                    f"mlflow/{workers}w",
+                    [
+                        str(BIN / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        f"models:/{MODEL}@champion",
+                        "--env-manager",
+                        "local",
+                        "-p",
+                        str(port),
+                        "-h",
+                        "127.0.0.1",
+                        "-w",
+                        str(workers),
+                    ],
+                    port,
+                    "/ping",
+                    root / "mlflow.log",
+                    env=env_mlflow,
+                )
             else:
                 port = free_port()
-                s = Server(f"echo/{workers}w", [PY, str(Path(__file__).resolve()), "--echo-server", str(port),
-                                                "--echo-workers", str(workers)],
-                           port, "/health", root / "echo.log")
+                s = Server(
+                    f"echo/{workers}w",
+                    [PY, str(Path(__file__).resolve()), "--echo-server", str(port), "--echo-workers", str(workers)],
+                    port,
+                    "/health",
+                    root / "echo.log",
+                )
             servers.append(s)
             s.wait_ready()
             return s
@@ -312,15 +358,16 @@ def main() -> int:
                 try:
                     if kind != "echo":
                         p1, ver = ask(s, body)
-                        print(f"{s.name}: P(churn) {p1:.7f} = {which(p1, probs)}"
-                              + (f", X-Model-Version {ver}" if ver else ""))
+                        print(
+                            f"{s.name}: P(churn) {p1:.7f} = {which(p1, probs)}"
+                            + (f", X-Model-Version {ver}" if ver else "")
+                        )
                         if which(p1, probs) != f"v{champ}":
                             raise RuntimeError(f"{s.name} does not answer like champion v{champ}: {p1}")
                     run_wrk(s.port, PATH, body, 8, 2)  # warm-up
                     for c in args.connections:
                         la = loadavg()
-                        hog = (subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                               if args.contention else None)
+                        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.contention else None
                         try:
                             r = parse_wrk(run_wrk(s.port, PATH, body, c, args.seconds))
                         finally:
@@ -329,9 +376,11 @@ def main() -> int:
                                 hog.wait()
                         r.update(server=kind, workers=w, conns=c, load=la, load_after=loadavg())
                         results.append(r)
-                        print(f"  {s.name:10s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
-                              f"p99 {r['p99']:.3f} ms  errors {r['errors']}  (load {la:.2f}->{r['load_after']:.2f})",
-                              flush=True)
+                        print(
+                            f"  {s.name:10s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
+                            f"p99 {r['p99']:.3f} ms  errors {r['errors']}  (load {la:.2f}->{r['load_after']:.2f})",
+                            flush=True,
+                        )
                 finally:
                     s.stop()
                     servers.remove(s)
@@ -367,8 +416,14 @@ def ab(args, cfg: Path, port: int, body: dict, env_src: dict, root: Path) -> Non
     rows: dict[tuple, list] = {}
     for rnd in range(args.ab_rounds):
         for label, env in (("after", None), ("before", env_src)):
-            s = Server(f"{label}", [PY, "-m", "ml_platform", "--config", str(cfg), "serve", "--workers", "1"],
-                       port, "/v2/health/ready", root / f"{label}.log", env=env)
+            s = Server(
+                f"{label}",
+                [PY, "-m", "ml_platform", "--config", str(cfg), "serve", "--workers", "1"],
+                port,
+                "/v2/health/ready",
+                root / f"{label}.log",
+                env=env,
+            )
             try:
                 s.wait_ready()
                 run_wrk(s.port, PATH, body, 8, 2)  # warm-up
@@ -378,9 +433,12 @@ def ab(args, cfg: Path, port: int, body: dict, env_src: dict, root: Path) -> Non
                     r["cpu_us"] = (cpu(s.proc.pid) - c0) / max(r["requests"], 1) * 1e6
                     r["load"] = la
                     rows.setdefault((label, c), []).append(r)
-                    print(f"  round {rnd + 1} {label:6s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
-                          f"p99 {r['p99']:.3f} ms  server CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}  "
-                          f"(load {la:.2f})", flush=True)
+                    print(
+                        f"  round {rnd + 1} {label:6s} c={c:<3d} {r['rps']:>9,.0f} req/s  p50 {r['p50']:.3f} ms  "
+                        f"p99 {r['p99']:.3f} ms  server CPU {r['cpu_us']:.0f} µs/req  errors {r['errors']}  "
+                        f"(load {la:.2f})",
+                        flush=True,
+                    )
             finally:
                 s.stop()
     print()
@@ -388,28 +446,32 @@ def ab(args, cfg: Path, port: int, body: dict, env_src: dict, root: Path) -> Non
     print("|---|---:|---:|---:|---:|---:|---|---|")
     for (label, c), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0] != "before")):
         med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
-        print(f"| {label} | {c} | {med('rps'):,.0f} | {med('p50'):.3f} | {med('p99'):.2f} | {med('cpu_us'):.0f} | "
-              + " / ".join(f"{r['rps']:,.0f}" for r in rs)
-              + f" | {min(r['load'] for r in rs):.2f}–{max(r['load'] for r in rs):.2f} |")
+        print(
+            f"| {label} | {c} | {med('rps'):,.0f} | {med('p50'):.3f} | {med('p99'):.2f} | {med('cpu_us'):.0f} | "
+            + " / ".join(f"{r['rps']:,.0f}" for r in rs)
+            + f" | {min(r['load'] for r in rs):.2f}–{max(r['load'] for r in rs):.2f} |"
+        )
 
 
 def table(results: list[dict]) -> str:
     by = {(r["server"], r["workers"], r["conns"]): r for r in results}
-    lines = ["| server | workers | connections | req/s | p50 ms | p99 ms | errors | load avg before→after | "
-             "ours / mlflow (req/s) | ours / echo (req/s) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    names = {"ours": "ml_platform (ONNX Runtime)", "mlflow": "mlflow models serve",
-             "echo": "Starlette echo (no model)"}
+    lines = [
+        "| server | workers | connections | req/s | p50 ms | p99 ms | errors | load avg before→after | "
+        "ours / mlflow (req/s) | ours / echo (req/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    names = {"ours": "ml_platform (ONNX Runtime)", "mlflow": "mlflow models serve", "echo": "Starlette echo (no model)"}
     for r in results:
         ratios = ["", ""]
         if r["server"] == "ours":
             for i, other in enumerate(("mlflow", "echo")):
                 o = by.get((other, r["workers"], r["conns"]))
-                ratios[i] = (f"{r['rps'] / o['rps']:.{1 if other == 'mlflow' else 2}f}×"
-                             if o and o["rps"] else "–")
-        lines.append(f"| {names[r['server']]} | {r['workers']} | {r['conns']} | {r['rps']:,.0f} | "
-                     f"{r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} | {r['load']:.2f}→{r['load_after']:.2f} | "
-                     f"{ratios[0]} | {ratios[1]} |")
+                ratios[i] = f"{r['rps'] / o['rps']:.{1 if other == 'mlflow' else 2}f}×" if o and o["rps"] else "–"
+        lines.append(
+            f"| {names[r['server']]} | {r['workers']} | {r['conns']} | {r['rps']:,.0f} | "
+            f"{r['p50']:.3f} | {r['p99']:.3f} | {r['errors']} | {r['load']:.2f}→{r['load_after']:.2f} | "
+            f"{ratios[0]} | {ratios[1]} |"
+        )
     return "\n".join(lines)
 
 
@@ -422,8 +484,9 @@ def swap_demo(cfg: Path, start, body: dict, probs: dict, champ: int, passed: lis
         print(f"swap demo skipped: no other gate-passed version than v{champ}")
         return
     target = targets[-1]
-    client = MlflowClient(tracking_uri=env_mlflow["MLFLOW_TRACKING_URI"],
-                          registry_uri=env_mlflow["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(
+        tracking_uri=env_mlflow["MLFLOW_TRACKING_URI"], registry_uri=env_mlflow["MLFLOW_TRACKING_URI"]
+    )
     alias = lambda: client.get_model_version_by_alias(MODEL, "champion").version  # noqa: E731
     ours = start("ours", 2)
     mlf = start("mlflow", 1)
@@ -432,21 +495,27 @@ def swap_demo(cfg: Path, start, body: dict, probs: dict, champ: int, passed: lis
     def observe(when: str) -> None:
         po, vo = ask(ours, body)
         pm, _ = ask(mlf, body)
-        rows.append(f"| {when} | v{alias()} | {which(po, probs)} (X-Model-Version {vo}, P {po:.6f}) | "
-                    f"{which(pm, probs)} (P {pm:.6f}) |")
+        rows.append(
+            f"| {when} | v{alias()} | {which(po, probs)} (X-Model-Version {vo}, P {po:.6f}) | "
+            f"{which(pm, probs)} (P {pm:.6f}) |"
+        )
 
     try:
         # The same row with the integer-coded categorical sent as a JSON number: ours treats
         # 3 and "3" as one category (as in training); MLflow's pyfunc does not convert it.
         as_int = {"dataframe_records": [{**body["dataframe_records"][0], "region": 3}]}
         (po, _), (pm, _) = ask(ours, as_int), ask(mlf, as_int)
-        print(f'region sent as 3 instead of "3": ml_platform P {po:.6f} ({which(po, probs)}), '
-              f"mlflow P {pm:.6f} ({which(pm, probs)})")
+        print(
+            f'region sent as 3 instead of "3": ml_platform P {po:.6f} ({which(po, probs)}), '
+            f"mlflow P {pm:.6f} ({which(pm, probs)})"
+        )
         observe("before")
         t = time.perf_counter()
         rb = cli(cfg, "rollback", "--model", MODEL, "--to-version", str(target))
-        print(f"$ ml-platform rollback --model {MODEL} --to-version {target}  ->  "
-              f"{(rb.stdout or rb.stderr).strip()}  ({time.perf_counter() - t:.1f} s)")
+        print(
+            f"$ ml-platform rollback --model {MODEL} --to-version {target}  ->  "
+            f"{(rb.stdout or rb.stderr).strip()}  ({time.perf_counter() - t:.1f} s)"
+        )
         observe("right after the rollback")
         time.sleep(5)
         observe("5 s later")
@@ -459,8 +528,11 @@ def swap_demo(cfg: Path, start, body: dict, probs: dict, champ: int, passed: lis
     print("| moment | MLflow alias `champion` | ml_platform serves | mlflow models serve serves |")
     print("|---|---|---|---|")
     print("\n".join(rows))
-    print("(version identified by P(churn) of the request row: "
-          + ", ".join(f"v{v} {p:.6f}" for v, p in sorted(probs.items())) + ")")
+    print(
+        "(version identified by P(churn) of the request row: "
+        + ", ".join(f"v{v} {p:.6f}" for v, p in sorted(probs.items()))
+        + ")"
+    )
 
 
 if __name__ == "__main__":

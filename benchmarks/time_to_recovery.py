@@ -45,8 +45,13 @@ MODEL = "churn"
 
 def start_up(config: Path, log: Path) -> subprocess.Popen:
     f = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "ml_platform", "--config", str(config), "up"],
-                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=config.parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml_platform", "--config", str(config), "up"],
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=config.parent,
+    )
 
 
 def stop_up(proc: subprocess.Popen) -> None:
@@ -82,14 +87,22 @@ def wait(fn, timeout: float, interval: float, what: str):
 
 def idle(instance, model_dir: Path, expected_batches: int) -> bool:
     import dagster as dg
+
     from ml_platform.core import catalog
 
     recs = catalog.read_records(model_dir)
     if len(recs) < expected_batches or any(not r.decided for r in recs):
         return False
-    busy = instance.get_runs(filters=dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED]))
+    busy = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ]
+        )
+    )
     return not busy
 
 
@@ -112,21 +125,29 @@ def run_events(instance, run_id: str) -> dict[str, float]:
 
 
 def steps(instance, run_id: str) -> dict[str, tuple[float, float]]:
-    return {s.step_key.split("__", 1)[1]: (s.start_time, s.end_time)
-            for s in instance.get_run_step_stats(run_id) if s.start_time and s.end_time}
+    return {
+        s.step_key.split("__", 1)[1]: (s.start_time, s.end_time)
+        for s in instance.get_run_step_stats(run_id)
+        if s.start_time and s.end_time
+    }
 
 
 def breakdown(instance, src: Path, landed: float, mtime: float, served_at: float, old: int, new: int | None) -> dict:
     import dagster as dg
-    from ml_platform.assets.common import TAG_BATCH, TAG_SOURCE
+
+    from ml_platform.names import TAG_BATCH, TAG_SOURCE
 
     ing = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_SOURCE: str(src)}))
     if not ing:
         return {"error": "no ingest run for the drifted file"}
     ing = ing[0]
     partition = ing.dagster_run.tags.get("dagster/partition")
-    out = {"partition": partition, "champion_before": old, "champion_after": new,
-           "total": (served_at - landed) if served_at else None}
+    out = {
+        "partition": partition,
+        "champion_before": old,
+        "champion_after": new,
+        "total": (served_at - landed) if served_at else None,
+    }
     ie, ist = run_events(instance, ing.dagster_run.run_id), steps(instance, ing.dagster_run.run_id)
     ing_created = ing.create_timestamp.timestamp()
     out["sensor_wait"] = ing_created - landed
@@ -135,8 +156,9 @@ def breakdown(instance, src: Path, landed: float, mtime: float, served_at: float
     out["ingest_dequeue"] = ie["RUN_STARTING"] - ing_created
     out["ingest_worker_start"] = ing.start_time - ie["RUN_STARTING"]
     out["ingest_validation"] = sum(ist[k][1] - ist[k][0] for k in ("raw_batch", "validated_batch") if k in ist)
-    out["ingest_monitoring"] = sum(ist[k][1] - ist[k][0] for k in
-                                   ("batch_predictions", "drift_report", "champion_performance") if k in ist)
+    out["ingest_monitoring"] = sum(
+        ist[k][1] - ist[k][0] for k in ("batch_predictions", "drift_report", "champion_performance") if k in ist
+    )
     out["ingest_other"] = (ing.end_time - ing.start_time) - out["ingest_validation"] - out["ingest_monitoring"]
     tr = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_BATCH: partition}))
     if not tr:
@@ -159,21 +181,23 @@ def breakdown(instance, src: Path, landed: float, mtime: float, served_at: float
     return out
 
 
-STAGES = [("sensor_wait", "landing sensor wait (file lands -> ingest run created)"),
-          ("ingest_dequeue", "ingest run created -> launched (queue, dequeue tick)"),
-          ("ingest_worker_start", "ingest run launched -> started (run worker process start-up)"),
-          ("ingest_validation", "ingest steps: raw copy + validation"),
-          ("ingest_monitoring", "ingest steps: predictions, drift, performance"),
-          ("ingest_other", "ingest run: other (between steps, run end)"),
-          ("retrain_sensor_wait", "retrain sensor wait (ingest end -> train run created)"),
-          ("train_dequeue", "train run created -> launched (queue, dequeue tick)"),
-          ("train_worker_start", "train run launched -> started (run worker process start-up)"),
-          ("training", "training (training_set + candidate_model)"),
-          ("gate", "gate (4 blocking check steps)"),
-          ("deploy", "deploy (deployed_model step)"),
-          ("train_other", "train run: other (between steps, run end)"),
-          ("run_end_to_served", "endpoint swap (train run end -> new version answers; < 0: before run end)"),
-          ("total", "total: file lands -> new champion serving")]
+STAGES = [
+    ("sensor_wait", "landing sensor wait (file lands -> ingest run created)"),
+    ("ingest_dequeue", "ingest run created -> launched (queue, dequeue tick)"),
+    ("ingest_worker_start", "ingest run launched -> started (run worker process start-up)"),
+    ("ingest_validation", "ingest steps: raw copy + validation"),
+    ("ingest_monitoring", "ingest steps: predictions, drift, performance"),
+    ("ingest_other", "ingest run: other (between steps, run end)"),
+    ("retrain_sensor_wait", "retrain sensor wait (ingest end -> train run created)"),
+    ("train_dequeue", "train run created -> launched (queue, dequeue tick)"),
+    ("train_worker_start", "train run launched -> started (run worker process start-up)"),
+    ("training", "training (training_set + candidate_model)"),
+    ("gate", "gate (4 blocking check steps)"),
+    ("deploy", "deploy (deployed_model step)"),
+    ("train_other", "train run: other (between steps, run end)"),
+    ("run_end_to_served", "endpoint swap (train run end -> new version answers; < 0: before run end)"),
+    ("total", "total: file lands -> new champion serving"),
+]
 
 
 def one(args, rep: int) -> dict:
@@ -181,8 +205,13 @@ def one(args, rep: int) -> dict:
 
     root = Path(tempfile.mkdtemp(prefix="ttr-"))
     port, ui_port = free_port(), free_port()
-    config = write_config(root, port=port, ui_port=ui_port, poll_seconds=None,
-                          extra=f"automation: {args.automation}\n" if args.automation else "")
+    config = write_config(
+        root,
+        port=port,
+        ui_port=ui_port,
+        poll_seconds=None,
+        extra=f"automation: {args.automation}\n" if args.automation else "",
+    )
     os.environ["DAGSTER_HOME"] = str(root / "state" / "dagster_home")
     base = f"http://127.0.0.1:{port}"
     proc = start_up(config, root / "up.log")
@@ -198,10 +227,16 @@ def one(args, rep: int) -> dict:
         time.sleep(args.quiet_seconds)  # let sensors tick on an idle platform, as in steady state
         load = os.getloadavg()[0]
         # --files N: N drifted files land together (the stage split follows the first one)
-        landed_files = [land_atomically(root / "landing", f"drifted-{rep}-{i}.csv",
-                                        generate_batch(args.rows, seed=4242 + 100 * rep + i, drift=args.drift,
-                                                       start_id=50_000_000 + 1_000_000 * i))
-                        for i in range(args.files)]
+        landed_files = [
+            land_atomically(
+                root / "landing",
+                f"drifted-{rep}-{i}.csv",
+                generate_batch(
+                    args.rows, seed=4242 + 100 * rep + i, drift=args.drift, start_id=50_000_000 + 1_000_000 * i
+                ),
+            )
+            for i in range(args.files)
+        ]
         src, landed = landed_files[0]
         mtime = src.stat().st_mtime
         served_at, new = None, None
@@ -217,13 +252,28 @@ def one(args, rep: int) -> dict:
         except TimeoutError:
             pass
         res = breakdown(instance, src, landed, mtime, served_at, old, new)
-        res.update(first_champion_after_up=first, idle_after_up=settled, load_average=load,
-                   world=str(root) if args.keep else None)
+        res.update(
+            first_champion_after_up=first,
+            idle_after_up=settled,
+            load_average=load,
+            world=str(root) if args.keep else None,
+        )
         if served_at is None:
             from ml_platform.core import catalog
-            rec = next((r for r in catalog.read_records(root / "state" / "models" / MODEL)
-                        if r.partition == res.get("partition")), catalog.BatchRecord(""))
-            res["no_recovery"] = {"decision": rec.decision and rec.decision.to_dict(), "drift": rec.drift, "performance": rec.performance}
+
+            rec = next(
+                (
+                    r
+                    for r in catalog.read_records(root / "state" / "models" / MODEL)
+                    if r.partition == res.get("partition")
+                ),
+                catalog.BatchRecord(""),
+            )
+            res["no_recovery"] = {
+                "decision": rec.decision and rec.decision.to_dict(),
+                "drift": rec.drift,
+                "performance": rec.performance,
+            }
         return res
     finally:
         stop_up(proc)
@@ -241,8 +291,11 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=2000, help="rows of the drifted file (demo batches: 2000)")
     ap.add_argument("--drift", type=float, default=1.0)
     ap.add_argument("--files", type=int, default=1, help="drifted files landed together")
-    ap.add_argument("--automation", default="",
-                    help="YAML flow mapping for models.churn.automation, e.g. '{landing_interval_seconds: 1}'")
+    ap.add_argument(
+        "--automation",
+        default="",
+        help="YAML flow mapping for models.churn.automation, e.g. '{landing_interval_seconds: 1}'",
+    )
     ap.add_argument("--quiet-seconds", type=float, default=10.0)
     ap.add_argument("--poll", type=float, default=0.2, help="endpoint polling interval")
     ap.add_argument("--timeout", type=float, default=240)
@@ -259,9 +312,11 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     ok = [r for r in results if r.get("total") is not None]
-    print(f"\nautomation: {args.automation or 'defaults'}; {args.files} drifted file(s) of {args.rows} rows; "
-          f"{len(ok)}/{len(results)} recovered; load average at landing: "
-          + ", ".join(f"{r['load_average']:.2f}" for r in results))
+    print(
+        f"\nautomation: {args.automation or 'defaults'}; {args.files} drifted file(s) of {args.rows} rows; "
+        f"{len(ok)}/{len(results)} recovered; load average at landing: "
+        + ", ".join(f"{r['load_average']:.2f}" for r in results)
+    )
     if args.markdown:
         cols = " | ".join(f"run {i + 1}" for i in range(len(results)))
         print(f"| stage | {cols} | median |\n|---|" + "---:|" * (len(results) + 1))
@@ -275,7 +330,9 @@ def main(argv=None) -> int:
             print(f"{label:62s} " + " ".join(f"{fmt(v):>7s}" for v in vals) + f"   median {fmt(med)} s")
     for r in results:
         if "no_recovery" in r:
-            print(f"NO RECOVERY ({r['world'] or 'use --keep to keep the world'}): {json.dumps(r['no_recovery'], default=str)[:600]}")
+            print(
+                f"NO RECOVERY ({r['world'] or 'use --keep to keep the world'}): {json.dumps(r['no_recovery'], default=str)[:600]}"  # noqa: E501
+            )
     return 0
 
 

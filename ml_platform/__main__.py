@@ -1,5 +1,5 @@
 import sys
 
-from ml_platform.cli import main
+from ml_platform.cli.main import main
 
 sys.exit(main())

@@ -1,7 +1,8 @@
 """`ml_platform.yaml` -> typed settings: the one source of truth for every layer.
 
-The firm keys (DESIGN §3) are ``storage_dir``, ``serving`` and ``models``; every other
-key has a default and is documented in the README. Errors name the key path and
+Only ``models`` (and in each model its columns and task) is required; every other key has a
+default. Each field's ``description`` is its documentation: docs/configuration.md is generated
+from them (``python -m ml_platform.config_reference --write``). Errors name the key path and
 what was expected, e.g. ``ml_platform.yaml: models.churn.features.age.type: expected
 'numeric' or 'categorical' (got 'int')``.
 """
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from ml_platform.names import BUILTIN_GATE_CHECKS
 
 CONFIG_ENV = "ML_PLATFORM_CONFIG"
 DEFAULT_CONFIG_NAME = "ml_platform.yaml"
@@ -37,14 +39,22 @@ class _Strict(BaseModel):
 
 
 class FeatureSpec(_Strict):
-    # boolean: a categorical feature with the values "false" / "true" (what booleans become,
-    # see serving/values.py); it is stored as such, so every layer sees a categorical.
-    type: Literal["numeric", "categorical", "boolean"]
-    min: Optional[float] = None
-    max: Optional[float] = None
-    nullable: bool = True
-    # Allowed categories (strings or integer codes); other values are quarantined.
-    values: Optional[list[Union[str, int]]] = None
+    type: Literal["numeric", "categorical", "boolean"] = Field(
+        description="`boolean` is a categorical feature with the values `false` and `true` (what booleans "
+        "become in batches and requests, core/values.py); it is stored as such, so every layer sees a categorical."
+    )
+    min: Optional[float] = Field(
+        None, description="Numeric features: the smallest valid value; rows below it are quarantined."
+    )
+    max: Optional[float] = Field(
+        None, description="Numeric features: the largest valid value; rows above it are quarantined."
+    )
+    nullable: bool = Field(True, description="`false`: rows with a missing value are quarantined.")
+    values: Optional[list[Union[str, int]]] = Field(
+        None,
+        description="Categorical features: the allowed categories (strings or integer codes; `3`, `3.0` and "
+        '`"3"` are one category); rows with another value are quarantined. Not set: any value.',
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -77,23 +87,74 @@ class FeatureSpec(_Strict):
 # Constructor parameters of each estimator (scikit-learn get_params()), per task. Kept as data
 # so that loading the config never imports sklearn (the endpoint loads it too);
 # ml_platform_tests/unit/test_settings.py checks it against the installed scikit-learn.
-_HGB = {"categorical_features", "early_stopping", "interaction_cst", "l2_regularization", "learning_rate",
-        "loss", "max_bins", "max_depth", "max_features", "max_iter", "max_leaf_nodes", "min_samples_leaf",
-        "monotonic_cst", "n_iter_no_change", "random_state", "scoring", "tol", "validation_fraction",
-        "verbose", "warm_start"}
-_RF = {"bootstrap", "ccp_alpha", "criterion", "max_depth", "max_features", "max_leaf_nodes", "max_samples",
-       "min_impurity_decrease", "min_samples_leaf", "min_samples_split", "min_weight_fraction_leaf",
-       "monotonic_cst", "n_estimators", "n_jobs", "oob_score", "random_state", "verbose", "warm_start"}
+_HGB = {
+    "categorical_features",
+    "early_stopping",
+    "interaction_cst",
+    "l2_regularization",
+    "learning_rate",
+    "loss",
+    "max_bins",
+    "max_depth",
+    "max_features",
+    "max_iter",
+    "max_leaf_nodes",
+    "min_samples_leaf",
+    "monotonic_cst",
+    "n_iter_no_change",
+    "random_state",
+    "scoring",
+    "tol",
+    "validation_fraction",
+    "verbose",
+    "warm_start",
+}
+_RF = {
+    "bootstrap",
+    "ccp_alpha",
+    "criterion",
+    "max_depth",
+    "max_features",
+    "max_leaf_nodes",
+    "max_samples",
+    "min_impurity_decrease",
+    "min_samples_leaf",
+    "min_samples_split",
+    "min_weight_fraction_leaf",
+    "monotonic_cst",
+    "n_estimators",
+    "n_jobs",
+    "oob_score",
+    "random_state",
+    "verbose",
+    "warm_start",
+}
 ESTIMATOR_PARAMS = {
     ("hist_gradient_boosting", "classification"): frozenset(_HGB | {"class_weight"}),
     ("hist_gradient_boosting", "regression"): frozenset(_HGB | {"quantile"}),
     ("random_forest", "classification"): frozenset(_RF | {"class_weight"}),
     ("random_forest", "regression"): frozenset(_RF),
-    ("logistic_regression", "classification"): frozenset({
-        "C", "class_weight", "dual", "fit_intercept", "intercept_scaling", "l1_ratio", "max_iter", "n_jobs",
-        "penalty", "random_state", "solver", "tol", "verbose", "warm_start"}),
-    ("ridge", "regression"): frozenset({"alpha", "copy_X", "fit_intercept", "max_iter", "positive",
-                                        "random_state", "solver", "tol"}),
+    ("logistic_regression", "classification"): frozenset(
+        {
+            "C",
+            "class_weight",
+            "dual",
+            "fit_intercept",
+            "intercept_scaling",
+            "l1_ratio",
+            "max_iter",
+            "n_jobs",
+            "penalty",
+            "random_state",
+            "solver",
+            "tol",
+            "verbose",
+            "warm_start",
+        }
+    ),
+    ("ridge", "regression"): frozenset(
+        {"alpha", "copy_X", "fit_intercept", "max_iter", "positive", "random_state", "solver", "tol"}
+    ),
 }
 
 
@@ -101,10 +162,13 @@ ESTIMATOR_PARAMS = {
 # module). Accepts what Dagster's schedules accept: 5 fields, numbers, names, ranges (also
 # wrapping ones), lists, steps, ? and L in day-of-month, day#n in day-of-week, and @aliases.
 _CRON_ALIASES = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-_CRON_FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
-                ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-                    "jan feb mar apr may jun jul aug sep oct nov dec".split())}),
-                ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}))
+_CRON_FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}),
+    ("day of week", 0, 7, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
+)
 _CRON_ITEM = re.compile(r"(?:(\*)|([a-z0-9]+)(?:-([a-z0-9]+))?)(?:/(\d+))?")
 _CRON_NTH = re.compile(r"(?:[0-7]|sun|mon|tue|wed|thu|fri|sat)#[1-5]")
 
@@ -116,8 +180,10 @@ def cron_problem(expr: str) -> Optional[str]:
         return None
     parts = text.split(" ") if text else []
     if len(parts) != 5:
-        return ("expected a cron string of 5 fields (minute hour day-of-month month day-of-week, "
-                f"e.g. '0 3 * * 1') or an alias such as @daily, got {len(parts)} field(s)")
+        return (
+            "expected a cron string of 5 fields (minute hour day-of-month month day-of-week, "
+            f"e.g. '0 3 * * 1') or an alias such as @daily, got {len(parts)} field(s)"
+        )
     days = None
     for k, (part, (name, lo, hi, names)) in enumerate(zip(parts, _CRON_FIELDS)):
         vals: set[int] = set()
@@ -157,40 +223,109 @@ def _cron_value(token: str, names: dict) -> int:
 
 
 class EstimatorConfig(_Strict):
-    # hist_gradient_boosting is the strong default for tabular data; the others are
-    # there for speed or for users who want a linear baseline.
-    name: Literal[
-        "hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"
-    ] = "hist_gradient_boosting"
-    params: dict = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+
+    name: Optional[Literal["hist_gradient_boosting", "random_forest", "logistic_regression", "ridge"]] = Field(
+        None,
+        description="A built-in estimator, in a pipeline with numeric median imputation (plus scaling for linear "
+        "models) and a categorical one-hot that ignores unseen values. HistGradientBoosting (the default when "
+        "neither `name` nor `class` is given) is the strong default for tabular data; the others are there for "
+        "speed or a linear baseline (`logistic_regression`: classification only; `ridge`: regression only).",
+    )
+    class_path: Optional[str] = Field(
+        None,
+        alias="class",
+        description="Instead of `name`: any scikit-learn-compatible estimator class by import path (e.g. "
+        "`sklearn.ensemble.ExtraTreesClassifier`, `lightgbm.LGBMClassifier` with the `boosting` extra), in the same "
+        "pipeline. It must have an ONNX converter; its import, parameters and converter are checked when the "
+        "definitions load.",
+    )
+    params: dict = Field(
+        default_factory=dict,
+        description="Passed to the estimator's constructor; a name it does not take is a config error. Where "
+        "nothing is set, the platform uses for HistGradientBoosting 100 iterations, 15 leaves, L2 1.0 and no early "
+        "stopping, for random forests 100 trees and one job (both: `training.seed` as `random_state`), for "
+        "logistic regression 1000 iterations.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.name is not None and self.class_path is not None:
+            raise ValueError("@class: give either name or class, not both")
+        if self.name is None and self.class_path is None:
+            object.__setattr__(self, "name", "hist_gradient_boosting")
+        return self
+
+    @property
+    def label(self) -> str:
+        """How people read it: the shortcut's name, or the class's own name."""
+        return self.name if self.class_path is None else self.class_path.replace(":", ".").rsplit(".", 1)[-1]
 
 
 class ValidationConfig(_Strict):
-    max_invalid_share: float = Field(0.2, ge=0, le=1)
-    max_null_rate: float = Field(0.5, ge=0, le=1)
-    min_rows: int = Field(10, ge=1)
+    max_invalid_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Share of a batch's rows that may be quarantined; above it, `schema_conformance` fails and "
+        "the batch is rejected.",
+    )
+    max_null_rate: float = Field(
+        0.5, ge=0, le=1, description="`null_rates` warns when a feature's share of missing values is above it."
+    )
+    min_rows: int = Field(10, ge=1, description="Fewer valid rows: the batch is rejected and `row_count` warns.")
 
 
 class TrainingConfig(_Strict):
-    window_batches: Optional[int] = Field(None, ge=1)  # None = every validated batch
-    # After drift: train on the batches since the drift began ("regime") when they hold at
-    # least min_regime_rows, or always use the window above ("window").
-    drift_window: Literal["regime", "window"] = "regime"
-    min_regime_rows: int = Field(1000, ge=1)
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 0
-    # Candidate selection (core/selection.py): every retrain fits windows x estimators (+ a
-    # search), all judged on one holdout drawn from the newest batches.
+    window_batches: Optional[int] = Field(
+        None,
+        ge=1,
+        description="The training set (and so every window) holds only the newest N validated labelled batches. "
+        "Not set: every one.",
+    )
+    drift_window: Literal["regime", "window"] = Field(
+        "regime",
+        description="After drift: `regime` adds the batches since the drift began as a candidate window (when "
+        "they hold `min_regime_rows` training rows); `window` never adds it.",
+    )
+    min_regime_rows: int = Field(1000, ge=1, description="Training rows the `regime` window needs to be a candidate.")
+    holdout_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the newest batch held out: its newest rows by `timestamp_column`, else a stable "
+        "hash of the id (or of the row). No candidate ever trains on a holdout row.",
+    )
+    seed: int = Field(0, description="Seed of the estimators, the parameter search and the gate's bootstrap.")
     windows: list[Literal["all", "newest", "regime"]] = Field(
-        default_factory=lambda: ["all", "newest", "regime"], min_length=1)
-    newest_batches: int = Field(3, ge=1)       # N of the "newest" window
-    min_holdout_rows: int = Field(200, ge=1)   # the holdout reaches back batch by batch until it holds this
-    search_budget: int = Field(0, ge=0, le=100)  # extra parameter settings tried on the best window/estimator
-    # A candidate trained on more rows wins over the holdout's best when it is within
-    # gate.max_regression of it and the paired bootstrap (gate.confidence, gate.resamples) does
-    # not show it worse: on a few hundred holdout rows a narrow window's small lead is often
-    # noise, and more data generalises to the next batches better.
-    prefer_more_data: bool = True
+        default_factory=lambda: ["all", "newest", "regime"],
+        min_length=1,
+        description="The candidate training windows, each at most once: `all` the training set's batches, "
+        "`newest` the newest `newest_batches`, `regime` the batches since a shift began. Every retrain fits "
+        "windows x estimators (+ a search), all judged on one holdout drawn from the newest batches "
+        "(core/selection.py); windows holding the same batches are fitted once.",
+    )
+    newest_batches: int = Field(3, ge=1, description="N of the `newest` window.")
+    min_holdout_rows: int = Field(
+        200,
+        ge=1,
+        description="The holdout reaches back batch by batch (the batch before joins its pool) until it holds "
+        "this many rows.",
+    )
+    search_budget: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Extra parameter settings tried on the best window and estimator, drawn (seeded) from a small "
+        "built-in space around it; keys set in `params` stay fixed.",
+    )
+    prefer_more_data: bool = Field(
+        True,
+        description="A candidate trained on more rows wins over the holdout's best when it is within "
+        "`gate.max_regression` of it and the paired bootstrap (`gate.confidence`, `gate.resamples`) does not show "
+        "it worse: on a few hundred holdout rows a narrow window's small lead is often noise, and more data "
+        "generalises to the next batches better.",
+    )
 
     @field_validator("windows")
     @classmethod
@@ -203,11 +338,27 @@ class TrainingConfig(_Strict):
 class SliceConfig(_Strict):
     # One sliced feature of the per-slice gate (core/slices.py): each value of a categorical
     # feature, or the intervals between `bins` (numeric feature, left-closed), on the comparison set.
-    feature: str
-    bins: Optional[list[float]] = Field(None, min_length=1)
-    threshold: Optional[float] = None              # floor of the gate metric on each slice (ceiling for errors)
-    max_regression: Optional[float] = Field(None, ge=0)  # vs the champion on the same slice
-    min_rows: int = Field(50, ge=1)                # smaller slices are reported, not judged
+    feature: str = Field(
+        description="A configured feature: each value of a categorical one is a slice, or each interval between "
+        "the `bins` of a numeric one."
+    )
+    bins: Optional[list[float]] = Field(
+        None,
+        min_length=1,
+        description="Numeric features only, and required for them: strictly increasing edges of left-closed "
+        "intervals (`[30, 60]`: below 30, [30, 60), 60 and above).",
+    )
+    threshold: Optional[float] = Field(
+        None,
+        description="Floor of the gate metric on each slice (a ceiling for error metrics). Each slice entry needs "
+        "`threshold` and/or `max_regression`.",
+    )
+    max_regression: Optional[float] = Field(
+        None, ge=0, description="How much worse than the champion on the same slice (point values) a slice may be."
+    )
+    min_rows: int = Field(
+        50, ge=1, description="Smaller slices (and slices where the metric is undefined) are reported, not judged."
+    )
 
     @model_validator(mode="after")
     def _check(self):
@@ -218,60 +369,158 @@ class SliceConfig(_Strict):
         return self
 
 
+def _check_name(path: str) -> str:
+    return path.rsplit(":", 1)[-1]
+
+
 class GateConfig(_Strict):
-    # Classification default: ROC AUC floor. Regression default: RMSE ceiling.
-    metric: Optional[Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]] = None
-    threshold: Optional[float] = None
-    # How much worse than the champion a candidate may be, on the rows neither trained on.
-    max_regression: float = Field(0.01, ge=0)
-    # not_worse_than_champion on the paired bootstrap interval of (candidate - champion):
-    # "bootstrap" refuses when the whole interval is below -max_regression (shown worse);
-    # "bootstrap_strict" passes only when the whole interval is above it (non-inferiority);
-    # "plain" compares the two point values.
-    comparison: Literal["bootstrap", "bootstrap_strict", "plain"] = "bootstrap"
-    min_comparison_rows: int = Field(100, ge=1)    # fewer: "not enough evidence", the champion stays
-    resamples: int = Field(1000, ge=100, le=100_000)
-    confidence: float = Field(0.9, ge=0.5, lt=1)   # two-sided interval level
-    slices: list[SliceConfig] = Field(default_factory=list)
-    # ONNX parity (core/gate.py onnx_parity): |onnx - sklearn| <= parity_tolerance + parity_rtol * |sklearn|.
-    # parity_tolerance is absolute: default 1e-4 on probabilities (classification); for regression
-    # the default is parity_rtol x the output scale (max |prediction| on the holdout), so that it
-    # follows the target's units. parity_rtol applies to regression only (float32 rounding).
-    parity_tolerance: Optional[float] = Field(None, gt=0)
-    parity_rtol: float = Field(1e-4, ge=0, lt=1)
-    latency_budget_ms: float = Field(50.0, gt=0)  # p99 of a single-row ONNX call
+    metric: Optional[Literal["roc_auc", "accuracy", "f1", "log_loss", "rmse", "mae", "r2"]] = Field(
+        None,
+        description="The metric the gate, candidate selection and the retrain checks judge by (`rmse`, `mae`, "
+        "`r2`: regression; the others: classification). Not set: `roc_auc` for classification, `rmse` for "
+        "regression.",
+    )
+    threshold: Optional[float] = Field(
+        None,
+        description="`min_metric`: the holdout metric's floor (a ceiling for the error metrics `log_loss`, `rmse`, "
+        "`mae`). Not set: 0.7 when the metric is `roc_auc`, else no absolute bar.",
+    )
+    max_regression: float = Field(
+        0.01,
+        ge=0,
+        description="How much worse than the champion a candidate may be, on the rows neither trained on (in the "
+        "metric's units).",
+    )
+    comparison: Literal["bootstrap", "bootstrap_strict", "plain"] = Field(
+        "bootstrap",
+        description="`not_worse_than_champion` on the paired bootstrap interval of (candidate - champion): "
+        "`bootstrap` refuses when the whole interval is below -`max_regression` (shown worse); `bootstrap_strict` "
+        "passes only when the whole interval is above it (non-inferiority); `plain` compares the two point values.",
+    )
+    min_comparison_rows: int = Field(
+        100, ge=1, description='Fewer comparison rows: "not enough evidence", the champion stays (every method).'
+    )
+    resamples: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples.")
+    confidence: float = Field(0.9, ge=0.5, lt=1, description="Two-sided level of the bootstrap interval.")
+    slices: list[SliceConfig] = Field(
+        default_factory=list,
+        description="The slices `per_slice` judges (docs/gate.md); none: the check passes.",
+    )
+    parity_tolerance: Optional[float] = Field(
+        None,
+        gt=0,
+        description="`onnx_parity` (core/gate.py): each holdout row must satisfy |onnx - sklearn| <= "
+        "parity_tolerance + parity_rtol x |sklearn|. This absolute part is, when not set, 1e-4 on probabilities "
+        "(classification) and, for regression, `parity_rtol` x the output scale (max |prediction| on the "
+        "holdout), so that it follows the target's units.",
+    )
+    parity_rtol: float = Field(
+        1e-4,
+        ge=0,
+        lt=1,
+        description="The relative part of `onnx_parity`, for regression only: float32 rounding grows with the target.",
+    )
+    latency_budget_ms: float = Field(
+        50.0,
+        gt=0,
+        description="`latency_budget`: the p99 of a single-row ONNX call must stay within it; the endpoint holds "
+        "a version it loads to the same budget.",
+    )
+    checks: list[str] = Field(
+        default_factory=list,
+        description="Your own blocking checks, `module:function` each: `(candidate, champion, rows) -> "
+        "GateVerdict` on the comparison rows neither model trained on (docs/gate.md). Each is an asset check named "
+        "after its function, recorded on the MLflow version like the built-in five, and asked for by every path "
+        "to the champion.",
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _check_paths(cls, checks: list[str]) -> list[str]:
+        names = [_check_name(c) for c in checks]
+        for c, n in zip(checks, names):
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", c):
+                raise ValueError(f"{c!r}: expected 'package.module:function'")
+            if n in BUILTIN_GATE_CHECKS or names.count(n) > 1:
+                raise ValueError(f"{c!r}: a check named {n!r} exists already; rename the function")
+        return checks
+
+    @property
+    def check_names(self) -> tuple[str, ...]:
+        """The user checks' names (their functions' names), in order."""
+        return tuple(_check_name(c) for c in self.checks)
 
 
 class DriftConfig(_Strict):
-    min_rows: int = Field(200, ge=1)            # smaller batches: "not enough data"
-    drifted_share: float = Field(0.3, gt=0, le=1)  # share of drifted features -> batch drifted
-    chunks: int = Field(10, ge=3)               # reference chunks for threshold calibration
-    psi_bins: int = Field(10, ge=2)
+    min_rows: int = Field(
+        200, ge=1, description='Smaller batches get the verdict "not enough data" and never retrain by themselves.'
+    )
+    drifted_share: float = Field(0.3, gt=0, le=1, description="Share of drifted features that makes a batch drifted.")
+    chunks: int = Field(10, ge=3, description="Reference chunks that calibrate the drift thresholds.")
+    psi_bins: int = Field(10, ge=2, description="PSI bins (reference quantiles).")
 
 
 class RetrainConfig(_Strict):
-    policy: Literal["on_drift", "on_arrival"] = "on_drift"
-    debounce_batches: int = Field(2, ge=1)     # consecutive drifted batches before retraining
-    min_new_rows: int = Field(500, ge=0)        # rows since the champion before a drift retrain
-    cooldown_seconds: float = Field(0, ge=0)
-    performance_alpha: float = Field(0.05, gt=0, lt=1)
-    min_drop: float = Field(0.005, ge=0)        # a significant drop retrains only when at least this large
-    # Labels that no longer follow the champion's calibrated probabilities (a classifier's
-    # concept moved, even where its metric holds) retrain at this level; 0: recorded, never retrains.
-    concept_alpha: float = Field(0.001, ge=0, lt=1)
-    # A model refitted on the labelled batches before a labelled batch, scored on it next to the
-    # champion (core/challenger.py): when the paired bootstrap interval's lower end (at
-    # challenger_confidence) reaches this gain, retraining is measured to pay (classification;
-    # null turns the check off).
-    challenger_min_gain: Optional[float] = Field(0.005, ge=0)
-    challenger_confidence: float = Field(0.98, gt=0, lt=1)
-    # performance: drift alone never retrains while the measured (labels) or CBPE-estimated
-    # performance holds; drift: persistent drift retrains (debounced) whatever the performance.
-    trigger_on: Literal["performance", "drift"] = "performance"
-    # Drift on a batch whose performance can be neither measured nor estimated (regression
-    # without labels, a champion without calibration): retrain once debounced, or wait for labels.
-    unestimated_drift: Literal["retrain", "wait"] = "retrain"
-    schedule: str = "0 3 * * 1"                 # weekly retrain, cron, default Mondays 03:00
+    policy: Literal["on_drift", "on_arrival"] = Field(
+        "on_drift",
+        description="`on_drift`: the retrain policy of docs/retraining.md; `on_arrival`: every validated batch "
+        "retrains.",
+    )
+    debounce_batches: int = Field(
+        2,
+        ge=1,
+        description="Consecutive drifted batches (or batches whose estimated metric dropped) before a drift or "
+        "estimated-performance retrain.",
+    )
+    min_new_rows: int = Field(
+        500, ge=0, description="Rows since the last retrain before a drift or estimated-performance retrain."
+    )
+    cooldown_seconds: float = Field(0, ge=0, description="Minimum time between retrains.")
+    performance_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Level of the intervals of the measured and estimated (CBPE) performance-drop tests (one "
+        "batch, or 2-3 labelled batches pooled).",
+    )
+    min_drop: float = Field(
+        0.005,
+        ge=0,
+        description="A significant drop retrains only when at least this large (in the gate metric's units).",
+    )
+    concept_alpha: float = Field(
+        0.001,
+        ge=0,
+        lt=1,
+        description="Labels that no longer follow the champion's calibrated probabilities (a classifier's concept "
+        "moved, even where its metric holds) retrain at this level (trigger `concept`); `0`: recorded, never "
+        "retrains.",
+    )
+    challenger_min_gain: Optional[float] = Field(
+        0.005,
+        ge=0,
+        description="A model refitted on the labelled batches before a labelled batch is scored on it next to the "
+        "champion (core/challenger.py): when the lower end of the paired bootstrap interval of its gain reaches "
+        "this, retraining is measured to pay and it retrains (trigger `challenger`, classification); `null` turns "
+        "the check off.",
+    )
+    challenger_confidence: float = Field(0.98, gt=0, lt=1, description="Confidence of the challenger check's interval.")
+    trigger_on: Literal["performance", "drift"] = Field(
+        "performance",
+        description="`performance`: drift alone never retrains while the measured (labels) or CBPE-estimated "
+        "performance holds; `drift`: persistent drift retrains (debounced) whatever the performance.",
+    )
+    unestimated_drift: Literal["retrain", "wait"] = Field(
+        "retrain",
+        description="Drift on a batch whose performance can be neither measured nor estimated (regression "
+        "without labels, a champion without calibration): `retrain` once debounced, or `wait` for labels.",
+    )
+    schedule: str = Field(
+        "0 3 * * 1",
+        description="The weekly retrain (cron; the default is Mondays 03:00). A tick is skipped when no labelled "
+        "batch was validated since the champion's training data and the newest candidate's run. Stop it in the "
+        "UI to turn it off.",
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -283,51 +532,104 @@ class RetrainConfig(_Strict):
 
 
 class AutomationConfig(_Strict):
-    # 1 s: the sensor daemon loops every 5 s and a 5 s minimum interval can miss a loop;
-    # measured on 2 cores, landing wait 8.0 -> 2.5 s (benchmarks/README.md, time to recovery).
-    landing_interval_seconds: int = Field(1, ge=1)
-    retrain_interval_seconds: int = Field(1, ge=1)
-    settle_seconds: float = Field(2.0, ge=0)    # a file must be unchanged this long before ingest
-    live_drift_interval_seconds: int = Field(300, ge=1)  # live-sample drift check, when new samples exist
+    landing_interval_seconds: int = Field(
+        1,
+        ge=1,
+        description="Landing sensor interval. 1 s because the sensor daemon loops about every 5 s and a 5 s "
+        "minimum interval can miss a loop.",
+    )
+    retrain_interval_seconds: int = Field(1, ge=1, description="Retrain sensor interval (1 s for the same reason).")
+    settle_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="A landing file must be unchanged this long before it is ingested (by the sensor, and by "
+        "`ml-platform run`, which waits).",
+    )
+    live_drift_interval_seconds: int = Field(
+        300, ge=1, description="At most this often, `live_drift` runs on new live-sample files."
+    )
 
 
 class DeployConfig(_Strict):
-    # auto: a candidate that passes every blocking gate check serves at once. required: it waits
-    # "awaiting approval" until a person approves it (Materialize deployed_model in the UI, or
-    # `ml-platform approve`) or rejects it (`ml-platform reject`); the gate still applies.
-    approval: Literal["auto", "required"] = "auto"
+    approval: Literal["auto", "required"] = Field(
+        "auto",
+        description="`auto`: a candidate that passes every blocking gate check serves at once. `required`: it "
+        'waits "awaiting approval" until a person approves it (Materialize `deployed_model` in the UI, or '
+        "`ml-platform approve`) or rejects it (`ml-platform reject`); the gate still applies.",
+    )
 
 
 class ModelConfig(_Strict):
-    landing_dir: str
-    target: str
-    task: Literal["classification", "regression"]
-    features: dict[str, FeatureSpec]
-    id_column: Optional[str] = None
-    timestamp_column: Optional[str] = None
-    estimator: EstimatorConfig = Field(default_factory=EstimatorConfig)
-    # Several estimators: each is a candidate on each training window (replaces `estimator`).
-    estimators: Optional[list[EstimatorConfig]] = Field(None, min_length=1)
-    validation: ValidationConfig = Field(default_factory=ValidationConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    drift: DriftConfig = Field(default_factory=DriftConfig)
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    automation: AutomationConfig = Field(default_factory=AutomationConfig)
-    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    landing_dir: str = Field(
+        description="Where this model's CSV or Parquet batch files appear (relative to the config file). A landing "
+        "dir shared by two models is a warning: each ingests every file there."
+    )
+    target: str = Field(
+        description="The label column. A file without it is unlabelled: monitored and scored, never trained on."
+    )
+    task: Literal["classification", "regression"] = Field(
+        description="What the model predicts; it decides the estimators and metrics allowed."
+    )
+    features: dict[str, FeatureSpec] = Field(
+        description="The model's input columns (at least one), by column name. Other columns of a file are kept "
+        "in its raw copy and ignored."
+    )
+    id_column: Optional[str] = Field(
+        None,
+        description="A row id: the holdout hashes it (without a timestamp), ids seen in earlier batches are "
+        "counted (`duplicate_ids`), and the endpoint accepts and ignores it.",
+    )
+    timestamp_column: Optional[str] = Field(
+        None, description="When given, the holdout is the newest rows by this column (time-ordered)."
+    )
+    estimator: EstimatorConfig = Field(
+        default_factory=EstimatorConfig, description="The estimator every candidate window is fitted with."
+    )
+    pipeline: Optional[str] = Field(
+        None,
+        description="Instead of `estimator`: `module:function` returning your whole unfitted scikit-learn "
+        "Pipeline; it is fitted on the model's input columns (after `transform`) and must export to ONNX.",
+    )
+    estimators: Optional[list[EstimatorConfig]] = Field(
+        None,
+        min_length=1,
+        description="Several estimators (each entry as `estimator`): each is a candidate on each training window. "
+        "Instead of `estimator`: giving both is an error. The first is the challenger check's refit.",
+    )
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="What a batch must meet to be validated (docs/bad-input.md)."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig,
+        description="The training set, its holdout and the candidates of a retrain (docs/retraining.md).",
+    )
+    gate: GateConfig = Field(
+        default_factory=GateConfig, description="The blocking checks a candidate must pass (docs/gate.md)."
+    )
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig, description="Drift of a batch (and of live traffic) against the champion's data."
+    )
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="When a batch retrains (docs/retraining.md)."
+    )
+    automation: AutomationConfig = Field(
+        default_factory=AutomationConfig, description="The sensors' pace under `ml-platform up`."
+    )
+    deploy: DeployConfig = Field(
+        default_factory=DeployConfig, description="Whether a candidate that passed the gate serves by itself."
+    )
 
     @model_validator(mode="after")
     def _check(self):
         if not self.features:
             raise ValueError("at least one feature is required")
-        special = {"target": self.target, "id_column": self.id_column,
-                   "timestamp_column": self.timestamp_column}
+        special = {"target": self.target, "id_column": self.id_column, "timestamp_column": self.timestamp_column}
         for key, col in special.items():
             if col is not None and col in self.features:
                 raise ValueError(f"{key} {col!r} must not also be listed under features")
         keys = list(special)
         for i, key in enumerate(keys):
-            for other in keys[i + 1:]:
+            for other in keys[i + 1 :]:
                 if special[key] is not None and special[key] == special[other]:
                     raise ValueError(f"@{other}: expected a column other than {key} (both are {special[key]!r})")
         if self.estimators is not None and "estimator" in self.model_fields_set:
@@ -343,11 +645,16 @@ class ModelConfig(_Strict):
             if spec.type == "numeric" and sl.bins is None:
                 raise ValueError(f"@gate.slices.{i}.bins: numeric feature {sl.feature!r} needs bin edges")
             if spec.type == "categorical" and sl.bins is not None:
-                raise ValueError(f"@gate.slices.{i}.bins: categorical feature {sl.feature!r} is sliced by "
-                                 "value; remove bins")
+                raise ValueError(
+                    f"@gate.slices.{i}.bins: categorical feature {sl.feature!r} is sliced by value; remove bins"
+                )
         seen = set()
+        if self.pipeline is not None and ("estimator" in self.model_fields_set or self.estimators is not None):
+            raise ValueError("@pipeline: give either pipeline or estimator(s), not both")
         for i, est in enumerate(self.estimator_list):
             key = "estimator" if self.estimators is None else f"estimators.{i}"
+            if est.class_path is not None:
+                continue  # checked where the definitions load (core/estimators.problems): it imports the class
             if self.task == "regression" and est.name == "logistic_regression":
                 raise ValueError(f"@{key}.name: estimator logistic_regression needs task: classification")
             if self.task == "classification" and est.name == "ridge":
@@ -357,8 +664,9 @@ class ModelConfig(_Strict):
             if unknown:
                 raise ValueError(
                     f"@{key}.params: unknown parameter(s) {', '.join(map(repr, unknown))} for "
-                    f"{est.name} ({self.task}); expected some of {', '.join(sorted(allowed))}")
-            ident = (est.name, repr(sorted(est.params.items())))
+                    f"{est.name} ({self.task}); expected some of {', '.join(sorted(allowed))}"
+                )
+            ident = (est.label, repr(sorted(est.params.items())))
             if ident in seen:
                 raise ValueError(f"@{key}: the same estimator and params are listed twice")
             seen.add(ident)
@@ -390,38 +698,63 @@ class ModelConfig(_Strict):
 
 
 class ServingConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
-    admin_token: Optional[str] = None        # required for /admin/* when not on loopback
-    max_body_bytes: int = Field(1_048_576, ge=1024)
-    poll_seconds: float = Field(1.0, gt=0)   # how often workers look for a new champion
-    # live sample (storage/live_samples/<model>/*.jsonl, read by the live_drift asset):
-    # at most this many rows per second per worker; 0 turns it off
-    sample_rows_per_second: float = Field(100.0, ge=0)
-    sample_max_mb: float = Field(256.0, gt=0)  # disk cap per model; the oldest sample files go first
-    header_timeout_seconds: float = Field(10.0, gt=0)  # request line + headers must arrive within this (408)
-    body_timeout_seconds: float = Field(30.0, gt=0)    # the body must arrive within this after the headers (408)
-    keep_alive_seconds: float = Field(5.0, gt=0)       # idle keep-alive connections close after this
-    max_connections: int = Field(1000, ge=1)           # per worker; more get a 503 and are closed
+    host: str = Field(
+        "127.0.0.1", description="Endpoint address. Off loopback (`0.0.0.0`), `/admin/reload` needs the admin token."
+    )
+    port: int = Field(8080, ge=0, le=65535, description="Endpoint port.")
+    workers: int = Field(1, ge=1, description="Uvicorn worker processes; all poll the same champion pointer.")
+    admin_token: Optional[str] = Field(
+        None,
+        description="Bearer token for `/admin/*`, required when the endpoint is not on loopback. Not set there: "
+        "`ml-platform serve` uses (and creates once, mode 0600) `storage_dir/secrets/admin_token` and prints only "
+        "its path.",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Request size limit (413 above).")
+    poll_seconds: float = Field(1.0, gt=0, description="How often workers look for a new champion.")
+    sample_rows_per_second: float = Field(
+        100.0,
+        ge=0,
+        description="Live sample (`storage_dir/live_samples/<model>/*.jsonl`, read by the `live_drift` asset): at "
+        "most this many scored rows per second per worker; `0` turns it off.",
+    )
+    sample_max_mb: float = Field(
+        256.0, gt=0, description="Live sample disk cap per model; the oldest sample files are deleted first."
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request's line and headers must arrive within this, else 408 and close."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request's body must arrive within this after its headers, else 408 and close."
+    )
+    keep_alive_seconds: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    max_connections: int = Field(1000, ge=1, description="Open connections per worker; beyond it, a 503 and close.")
 
 
 class UIConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(3000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Dagster UI address for `ml-platform up`.")
+    port: int = Field(3000, ge=0, le=65535, description="Dagster UI port for `ml-platform up`.")
 
 
 class PostgresConfig(_Strict):
     """One PostgreSQL server for Dagster's run / event-log / schedule storage and MLflow's
     backend store (two databases). The password is never a config value: it is read from an
-    environment variable or a file (ml_platform/scale_out.py), never written anywhere."""
-    host: str = "127.0.0.1"
-    port: int = Field(5432, ge=1, le=65535)
-    user: str = "ml_platform"
-    password_env: Optional[str] = None   # name of the variable holding the password
-    password_file: Optional[str] = None  # or a file holding it (relative to this config file)
-    dagster_db: str = "dagster"
-    mlflow_db: str = "mlflow"
+    environment variable or a file (ml_platform/runtime/scale_out.py), never written anywhere."""
+
+    host: str = Field("127.0.0.1", description="The PostgreSQL server.")
+    port: int = Field(5432, ge=1, le=65535, description="Its port.")
+    user: str = Field("ml_platform", description="The role the platform logs in as; it owns both databases.")
+    password_env: Optional[str] = Field(
+        None,
+        description="Name of the environment variable holding the password (it must be set); never the password "
+        "itself.",
+    )
+    password_file: Optional[str] = Field(
+        None,
+        description="Or a readable file holding it (relative to this config file). Neither: libpq's own "
+        "`PGPASSWORD` / `.pgpass`.",
+    )
+    dagster_db: str = Field("dagster", description="Dagster's database (runs, event log, schedules); created by you.")
+    mlflow_db: str = Field("mlflow", description="MLflow's backend-store database; created by you.")
 
     @model_validator(mode="after")
     def _one_password_source(self):
@@ -434,8 +767,16 @@ class PostgresConfig(_Strict):
 
 class CeleryConfig(_Strict):
     """Runs execute on Celery workers (`ml-platform worker`), queued through this broker."""
-    broker_url: str                         # redis://host:port/db or amqp://user@host//
-    backend_url: Optional[str] = None       # task results; default: the broker (Redis)
+
+    broker_url: str = Field(
+        description="`redis://host:port/db`, `rediss://...` or `amqp://user@host//`. No password in it: the URL is "
+        "written to the instance's files; a broker that needs one is reached through `CELERY_BROKER_URL` "
+        "(docs/scale-out.md)."
+    )
+    backend_url: Optional[str] = Field(
+        None,
+        description="Celery result backend, same rules (`CELERY_RESULT_BACKEND` for a password). Not set: the broker.",
+    )
 
     @field_validator("broker_url", "backend_url")
     @classmethod
@@ -451,8 +792,16 @@ class CeleryConfig(_Strict):
 
 
 class ScaleOutConfig(_Strict):
-    postgres: Optional[PostgresConfig] = None
-    celery: Optional[CeleryConfig] = None
+    postgres: Optional[PostgresConfig] = Field(
+        None,
+        description="Dagster's storage and MLflow's backend store on one PostgreSQL server (two databases). Not "
+        "set: SQLite under `storage_dir`.",
+    )
+    celery: Optional[CeleryConfig] = Field(
+        None,
+        description="Runs execute on Celery workers (`ml-platform worker`); needs `scale_out.postgres`. Not set: "
+        "runs execute in processes of the machine that runs `up`.",
+    )
 
     @model_validator(mode="after")
     def _celery_needs_postgres(self):
@@ -462,14 +811,27 @@ class ScaleOutConfig(_Strict):
 
 
 class Settings(_Strict):
-    storage_dir: str = ".ml_platform"
-    serving: ServingConfig = Field(default_factory=ServingConfig)
-    ui: UIConfig = Field(default_factory=UIConfig)
-    scale_out: ScaleOutConfig = Field(default_factory=ScaleOutConfig)  # PostgreSQL + Celery (README)
-    models: dict[str, ModelConfig]
+    storage_dir: str = Field(
+        ".ml_platform", description="All platform state (docs/state-and-failure.md); relative to the config file."
+    )
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig, description="The endpoint (`ml-platform serve`, started by `up`)."
+    )
+    ui: UIConfig = Field(default_factory=UIConfig, description="The Dagster UI that `ml-platform up` starts.")
+    scale_out: ScaleOutConfig = Field(
+        default_factory=ScaleOutConfig,
+        description="PostgreSQL storage and Celery workers (docs/scale-out.md). Not set: SQLite and runs on one "
+        "machine.",
+    )
+    models: dict[str, ModelConfig] = Field(
+        description="One asset chain and one endpoint route per model, at least one. A name is 1-64 ASCII "
+        "letters, digits and `_`, starting with a letter (it becomes a Dagster asset key prefix and a URL path)."
+    )
 
     _base_dir: Path = PrivateAttr(default=Path("."))
     _source: Path = PrivateAttr(default=Path(DEFAULT_CONFIG_NAME))
+    _project: Optional[Path] = PrivateAttr(default=None)  # the dg project the models come from, if any
+    _component_files: dict = PrivateAttr(default_factory=dict)  # model name -> its defs.yaml
 
     _warnings: list = PrivateAttr(default_factory=list)
 
@@ -481,9 +843,11 @@ class Settings(_Strict):
         for name in models:
             if not MODEL_NAME.fullmatch(name):
                 shown = repr(name) if len(name) <= 40 else repr(name[:37] + "...")
-                raise ValueError(f"model name {shown} ({len(name)} characters): expected 1-64 ASCII letters, "
-                                 "digits and '_', starting with a letter (it becomes a Dagster asset key "
-                                 "prefix and a URL path)")
+                raise ValueError(
+                    f"model name {shown} ({len(name)} characters): expected 1-64 ASCII letters, "
+                    "digits and '_', starting with a letter (it becomes a Dagster asset key "
+                    "prefix and a URL path)"
+                )
         return models
 
     @property
@@ -496,6 +860,17 @@ class Settings(_Strict):
     @property
     def source(self) -> Path:
         return self._source
+
+    def origin(self, model: str) -> str:
+        """Where a model's keys are written, to start an error message: ``<file>: models.<name>``
+        or ``<defs.yaml>: attributes``."""
+        f = self._component_files.get(model)
+        return f"{f}: attributes" if f is not None else f"{self._source}: models.{model}"
+
+    @property
+    def project(self) -> Optional[Path]:
+        """The `dg` project directory whose ModelComponents these models are, or None."""
+        return self._project
 
     @cached_property
     def storage(self) -> Path:
@@ -554,8 +929,11 @@ def _format_errors(err: ValidationError) -> str:
         elif e["type"] == "finite_number":
             msg = "expected a finite number"
         secret = path.endswith("_url")  # a URL may carry credentials: never echo it
-        if e["type"] not in ("missing", "extra_forbidden") and "input" in e and not secret and not isinstance(
-            e["input"], (dict, list)
+        if (
+            e["type"] not in ("missing", "extra_forbidden")
+            and "input" in e
+            and not secret
+            and not isinstance(e["input"], (dict, list))
         ):
             shown = repr(e["input"])
             msg += f" (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
@@ -574,30 +952,129 @@ def config_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_settings(path: str | os.PathLike | None = None) -> Settings:
+    """The settings of a config file, or of a `dg` project (a directory, or a config file in one).
+
+    In a `dg` project (``[tool.dg]`` in its pyproject.toml) the models are its ``defs.yaml``
+    files of ``type: ml_platform.ModelComponent``, and ``ml_platform.yaml`` at its root is
+    optional: platform-wide settings only (storage_dir, serving, ui, scale_out)."""
     src = config_path(path)
+    if src.is_dir():
+        src = src / DEFAULT_CONFIG_NAME
+    project = src.parent if is_dg_project(src.parent) else None
     try:
         raw = yaml.safe_load(src.read_text())
     except FileNotFoundError:
-        raise ConfigError(
-            f"{src}: config file not found (set {CONFIG_ENV} or run from the directory "
-            f"holding {DEFAULT_CONFIG_NAME})"
-        ) from None
+        if project is None:
+            raise ConfigError(
+                f"{src}: config file not found (set {CONFIG_ENV}, pass --project DIR, or run from the directory "
+                f"holding {DEFAULT_CONFIG_NAME} or a dg project)"
+            ) from None
+        raw = {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{src}: not valid YAML: {e}") from None
+    if raw is None and project is not None:
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: expected a mapping at the top level")
+    components = component_models(project) if project is not None else {}
+    if project is not None:
+        raw = {**raw, "models": _with_components(src, raw.get("models"), components)}
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(f"{src}: invalid configuration: {_format_errors(e)}") from None
     settings._base_dir = src.parent
     settings._source = src
+    settings._project = project
+    settings._component_files = {name: f for name, (_, f) in components.items()}
     problems, warnings = _check_paths(settings)
     if problems:
         body = problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems)
         raise ConfigError(f"{src}: invalid configuration: {body}")
     settings._warnings = warnings
     return settings
+
+
+# ---------------------------------------------------------------- dg projects (ModelComponent)
+COMPONENT_TYPE = "ml_platform.ModelComponent"
+_SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages", "build", "dist"}
+
+
+class ComponentAttributes(ModelConfig):
+    """A ModelComponent's ``attributes``: the keys of ``models.<name>`` plus the model's name."""
+
+    name: str = Field(description="The model's name: its Dagster asset key prefix and endpoint route.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not MODEL_NAME.fullmatch(name):
+            raise ValueError("expected 1-64 ASCII letters, digits and '_', starting with a letter")
+        return name
+
+    def model_config_only(self) -> ModelConfig:
+        """The model's config without its name (what ``models.<name>`` holds)."""
+        return ModelConfig.model_validate(self.model_dump(exclude={"name"}, exclude_unset=True))
+
+
+def is_dg_project(directory: Path) -> bool:
+    """A `dg` project: its pyproject.toml has a ``[tool.dg]`` table."""
+    try:
+        return "[tool.dg" in (directory / "pyproject.toml").read_text()
+    except OSError:
+        return False
+
+
+def component_files(project: Path) -> list[Path]:
+    """The project's ``defs.yaml`` files (virtualenvs, hidden and build folders skipped)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(project):
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and d not in _SKIPPED_DIRS and not (Path(dirpath, d) / "pyvenv.cfg").exists()
+        )
+        if "defs.yaml" in filenames:
+            out.append(Path(dirpath, "defs.yaml"))
+    return out
+
+
+def component_models(project: Path) -> dict[str, tuple[ModelConfig, Path]]:
+    """name -> (config, defs.yaml) of every ModelComponent in a `dg` project. A bad attribute is a
+    ConfigError naming the file and the key path, like a bad key in ml_platform.yaml."""
+    out: dict[str, tuple[ModelConfig, Path]] = {}
+    for f in component_files(project):
+        try:
+            docs = [d for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{f}: not valid YAML: {e}") from None
+        for doc in docs:
+            if doc.get("type") != COMPONENT_TYPE:
+                continue
+            try:
+                attrs = ComponentAttributes.model_validate(doc.get("attributes") or {})
+            except ValidationError as e:
+                raise ConfigError(f"{f}: invalid attributes: {_format_errors(e)}") from None
+            if attrs.name in out:
+                raise ConfigError(f"{f}: model {attrs.name!r} is also defined in {out[attrs.name][1]}")
+            out[attrs.name] = (attrs.model_config_only(), f)
+    return out
+
+
+def _with_components(src: Path, models: object, components: dict[str, tuple[ModelConfig, Path]]) -> object:
+    if models is not None and not isinstance(models, dict):
+        return models  # Settings reports the type error
+    models = dict(models or {})
+    for name, (cfg, f) in components.items():
+        if name in models:
+            raise ConfigError(f"{f}: model {name!r} is also configured under models: in {src}")
+        models[name] = cfg
+    if not models:
+        raise ConfigError(
+            f"{src.parent}: a dg project with no model: add a defs.yaml with `type: {COMPONENT_TYPE}` "
+            f"(`dg scaffold defs {COMPONENT_TYPE} <name>`) or models: to {src.name}"
+        )
+    return models
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -636,7 +1113,7 @@ def _check_paths(settings: Settings) -> tuple[list[str], list[str]]:
     if pg is not None and pg.password_env is not None and pg.password_env not in os.environ:
         problems.append(f"scale_out.postgres.password_env: environment variable {pg.password_env} is not set")
     if pg is not None and pg.password_file is not None:
-        pw = (settings.source.parent / pg.password_file)
+        pw = settings.source.parent / pg.password_file
         if not pw.is_file() or not os.access(pw, os.R_OK):
             problems.append(f"scale_out.postgres.password_file: expected a readable file ({pw})")
     by_dir: dict[Path, list[str]] = {}
@@ -649,11 +1126,12 @@ def _check_paths(settings: Settings) -> tuple[list[str], list[str]]:
             continue
         if not landing.exists():
             # `ml-platform up` / `simulate` create it (a fresh clone has no data/landing yet)
-            warnings.append(f"{key}: {landing} does not exist yet; nothing is ingested for {name} "
-                            "until it is created")
+            warnings.append(f"{key}: {landing} does not exist yet; nothing is ingested for {name} until it is created")
         by_dir.setdefault(landing, []).append(name)
     for landing, names in by_dir.items():
         if len(names) > 1:
-            warnings.append(f"{' and '.join(f'models.{n}.landing_dir' for n in names)} are the same "
-                            f"directory ({landing}): every file there is ingested by each of these models")
+            warnings.append(
+                f"{' and '.join(f'models.{n}.landing_dir' for n in names)} are the same "
+                f"directory ({landing}): every file there is ingested by each of these models"
+            )
     return problems, warnings

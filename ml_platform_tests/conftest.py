@@ -23,13 +23,15 @@ DEMO_FEATURES = """\
 """
 
 
-def write_config(root: Path, *, port: int = 8080, extra: str = "", ui_port: int = 3000,
-                 poll_seconds: float | None = 0.5) -> Path:
+def write_config(
+    root: Path, *, port: int = 8080, extra: str = "", ui_port: int = 3000, poll_seconds: float | None = 0.5
+) -> Path:
     """A churn-model config like the committed one, with all state under ``root``
     (``poll_seconds=None`` keeps the serving default)."""
     cfg = root / "ml_platform.yaml"
     poll = f", poll_seconds: {poll_seconds}" if poll_seconds is not None else ""
-    cfg.write_text(textwrap.dedent(f"""\
+    cfg.write_text(
+        textwrap.dedent(f"""\
         storage_dir: state
         serving: {{host: 127.0.0.1, port: {port}{poll}}}
         ui: {{host: 127.0.0.1, port: {ui_port}}}
@@ -40,7 +42,11 @@ def write_config(root: Path, *, port: int = 8080, extra: str = "", ui_port: int 
             task: classification
             id_column: customer_id
             timestamp_column: event_time
-        """) + textwrap.indent(textwrap.dedent(extra), "    ") + "    features:\n" + DEMO_FEATURES)
+        """)
+        + textwrap.indent(textwrap.dedent(extra), "    ")
+        + "    features:\n"
+        + DEMO_FEATURES
+    )
     (root / "landing").mkdir(exist_ok=True)
     return cfg
 

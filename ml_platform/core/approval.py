@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 
 # Version tags (MLflow): the decision, who took it, when, and why.
-TAG = "approval"            # approved | rejected
+TAG = "approval"  # approved | rejected
 TAG_BY = "approval.by"
 TAG_AT = "approval.at"
 TAG_REASON = "approval.reason"
@@ -28,8 +28,8 @@ class Awaiting:
 
     version: int
     trigger: str
-    judged_against: str     # the champion the gate compared it with ("none" for a first model)
-    stale: bool             # judged against a champion that no longer serves: re-run its checks first
+    judged_against: str  # the champion the gate compared it with ("none" for a first model)
+    stale: bool  # judged against a champion that no longer serves: re-run its checks first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,8 +55,7 @@ def rejection(tags: dict) -> str | None:
     if tags.get(TAG) != REJECTED:
         return None
     why = tags.get(TAG_REASON)
-    return (f"rejected by {tags.get(TAG_BY, 'someone')} at {tags.get(TAG_AT, '?')[:19]}"
-            + (f": {why}" if why else ""))
+    return f"rejected by {tags.get(TAG_BY, 'someone')} at {tags.get(TAG_AT, '?')[:19]}" + (f": {why}" if why else "")
 
 
 def decision_tags(decision: str, by: str, at: str, reason: str = "") -> dict[str, str]:

@@ -44,7 +44,7 @@ class Intent:
     at: str = field(default_factory=now_iso)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Intent":
+    def from_dict(cls, d: dict) -> Intent:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -76,11 +76,21 @@ class AuditEntry:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AuditEntry":
-        return cls(at=d.get("at", ""), model=d.get("model", ""), previous=d.get("from"), to=d.get("to"),
-                   actor=d.get("actor", ""), trigger=d.get("trigger", ""), reason=d.get("reason", ""),
-                   kind=d.get("kind", ""), gate=d.get("gate") or {}, endpoint=d.get("endpoint", ""),
-                   intent=d.get("intent", ""), candidate=d.get("candidate"))
+    def from_dict(cls, d: dict) -> AuditEntry:
+        return cls(
+            at=d.get("at", ""),
+            model=d.get("model", ""),
+            previous=d.get("from"),
+            to=d.get("to"),
+            actor=d.get("actor", ""),
+            trigger=d.get("trigger", ""),
+            reason=d.get("reason", ""),
+            kind=d.get("kind", ""),
+            gate=d.get("gate") or {},
+            endpoint=d.get("endpoint", ""),
+            intent=d.get("intent", ""),
+            candidate=d.get("candidate"),
+        )
 
 
 def _fsync_dir(path: Path) -> None:

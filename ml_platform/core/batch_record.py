@@ -23,19 +23,21 @@ class Decision:
     """The retrain policy's answer for one batch (``core/policy.decide``), as recorded on it."""
 
     retrain: bool
-    trigger: str  # arrival | drift | performance | concept | challenger | estimated_performance | schedule | manual | none
+    trigger: (
+        str  # arrival | drift | performance | concept | challenger | estimated_performance | schedule | manual | none
+    )
     reason: str
     # For drift / performance retrains: the first batch of the new regime. Training on the
     # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
     regime_start: str | None = None
-    at: float | None = None        # when it was recorded (epoch seconds; cooldown reads it)
-    run_id: str | None = None      # the train run that acted on a retrain
+    at: float | None = None  # when it was recorded (epoch seconds; cooldown reads it)
+    run_id: str | None = None  # the train run that acted on a retrain
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: "dict | Decision | None") -> "Decision | None":
+    def from_dict(cls, d: dict | Decision | None) -> Decision | None:
         if isinstance(d, Decision):
             return d
         if not d:  # None or {}: not decided
@@ -47,22 +49,22 @@ class Decision:
 class BatchRecord:
     partition: str
     # raw_batch: the landing file and its immutable copy
-    file: str | None = None                 # the landing file's path
-    stored_path: str | None = None          # the raw copy in storage
+    file: str | None = None  # the landing file's path
+    stored_path: str | None = None  # the raw copy in storage
     sha256: str | None = None
     size: int | None = None
-    arrival: float | None = None            # the landing file's mtime (arrival order)
-    rows: int | None = None                 # rows the file held
+    arrival: float | None = None  # the landing file's mtime (arrival order)
+    rows: int | None = None  # rows the file held
     ingested_at: float | None = None
-    status: str | None = None               # raw | validated | rejected | failed
-    reason: str | None = None               # why failed / rejected, and the batch's flags
-    refused: bool = False                   # never copied (a link, outside the landing dir)
+    status: str | None = None  # raw | validated | rejected | failed
+    reason: str | None = None  # why failed / rejected, and the batch's flags
+    refused: bool = False  # never copied (a link, outside the landing dir)
     # validated_batch
     valid_rows: int | None = None
     quarantined_rows: int | None = None
     invalid_share: float | None = None
-    labelled: bool | None = None            # None: not validated yet
-    single_class: Any = None                # the one target class, when there is only one
+    labelled: bool | None = None  # None: not validated yet
+    single_class: Any = None  # the one target class, when there is only one
     flags: list | None = None
     quarantine_reasons: list | None = None  # the first few
     duplicate_ids: int | None = None
@@ -80,7 +82,7 @@ class BatchRecord:
     # ---- (de)serialisation ----------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BatchRecord":
+    def from_dict(cls, d: dict) -> BatchRecord:
         known = {k: v for k, v in d.items() if k in FIELDS}
         extra = {k: v for k, v in d.items() if k not in FIELDS}
         if "decision" in known:

@@ -9,8 +9,8 @@ scikit-learn). The same counts serve both models: the interval is of the paired 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def _binary_auc(pos: np.ndarray, score: np.ndarray) -> WeightedMetric:
     neg_order = np.flatnonzero(~pos)[np.argsort(score[~pos], kind="mergesort")]
     neg_sorted = score[neg_order]
     pos_idx = np.flatnonzero(pos)
-    lo = np.searchsorted(neg_sorted, score[pos_idx], side="left")   # negatives strictly below
+    lo = np.searchsorted(neg_sorted, score[pos_idx], side="left")  # negatives strictly below
     hi = np.searchsorted(neg_sorted, score[pos_idx], side="right")  # ... or equal
     ties = bool((hi != lo).any())
 
@@ -66,6 +66,7 @@ def _binary_auc(pos: np.ndarray, score: np.ndarray) -> WeightedMetric:
         twice_below = 2 * cum[lo] if not ties else cum[lo] + cum[hi]  # ties count one half
         num = np.einsum("ij,ij->j", wp, twice_below, dtype=np.float64) / 2
         return _ratio(num, wp.sum(axis=0, dtype=np.float64) * cum[-1])
+
     return f
 
 
@@ -76,6 +77,7 @@ def _f1(pred_pos: np.ndarray, true_pos: np.ndarray) -> Callable[[np.ndarray], tu
         tp, fp, fn = _dot(terms, w)
         den = 2 * tp + fp + fn
         return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1.0), 0.0), den
+
     return f
 
 
@@ -89,19 +91,21 @@ def weighted_metric(name: str, task: str, y, outputs, classes=None) -> WeightedM
         yf = y.astype(np.float64)
         err = out - yf
         if name == "rmse":
-            return lambda w: np.sqrt(_dot(err ** 2, w) / n)
+            return lambda w: np.sqrt(_dot(err**2, w) / n)
         if name == "mae":
             return lambda w: _dot(np.abs(err), w) / n
         if name == "r2":
+
             def r2(w):
-                swy, swy2 = _dot(yf, w), _dot(yf ** 2, w)
-                sst = swy2 - swy ** 2 / n
-                return 1.0 - _ratio(_dot(err ** 2, w), np.where(sst > 1e-12 * np.maximum(swy2, 1.0), sst, 0.0))
+                swy, swy2 = _dot(yf, w), _dot(yf**2, w)
+                sst = swy2 - swy**2 / n
+                return 1.0 - _ratio(_dot(err**2, w), np.where(sst > 1e-12 * np.maximum(swy2, 1.0), sst, 0.0))
+
             return r2
         raise ValueError(f"unknown regression metric {name!r}")
 
     classes = np.asarray(classes)
-    onehot = y[:, None] == classes[None, :]           # (n, k): the row's true class
+    onehot = y[:, None] == classes[None, :]  # (n, k): the row's true class
     known = onehot.any(axis=1)
     pred = out.argmax(axis=1)
     if name == "accuracy":
@@ -127,6 +131,7 @@ def weighted_metric(name: str, task: str, y, outputs, classes=None) -> WeightedM
             vals = np.stack([a(w) for a in aucs], axis=1)
             undefined = np.isnan(vals).any(axis=1) | (_dot(~known, w) > 0)
             return np.where(undefined, np.nan, np.nan_to_num(vals).mean(axis=1))
+
         return ovr
     elif name == "f1":  # macro over the classes present in the truth or the predictions
         per = [_f1(pred == j, onehot[:, j]) for j in range(len(classes))]
@@ -135,6 +140,7 @@ def weighted_metric(name: str, task: str, y, outputs, classes=None) -> WeightedM
             vals, dens = zip(*(f(w) for f in per))
             v, present = np.stack(vals, axis=1), np.stack(dens, axis=1) > 0
             return _ratio((v * present).sum(axis=1), present.sum(axis=1).astype(np.float64))
+
         return macro
     raise ValueError(f"unknown classification metric {name!r}")
 
@@ -153,13 +159,23 @@ class PairedInterval:
     ci_low: float
     ci_high: float
     confidence: float
-    resamples: int        # resamples where both values were defined
+    resamples: int  # resamples where both values were defined
     seed: int
 
 
-def paired_bootstrap(metric: str, task: str, y, candidate_outputs, champion_outputs, *,
-                     candidate_classes=None, champion_classes=None, resamples: int = 1000,
-                     confidence: float = 0.9, seed: int = 0) -> PairedInterval:
+def paired_bootstrap(
+    metric: str,
+    task: str,
+    y,
+    candidate_outputs,
+    champion_outputs,
+    *,
+    candidate_classes=None,
+    champion_classes=None,
+    resamples: int = 1000,
+    confidence: float = 0.9,
+    seed: int = 0,
+) -> PairedInterval:
     """The paired bootstrap interval of (candidate - champion) on the same ``y``. Both models are
     evaluated on the same resampled rows. Resamples where either value is undefined (ROC AUC on a
     single class) are dropped; with none left the interval is NaN."""
@@ -175,6 +191,5 @@ def paired_bootstrap(metric: str, task: str, y, candidate_outputs, champion_outp
     deltas = np.concatenate([sign * (cand(w) - champ(w)) for w in resample_counts(n, resamples, seed)])
     deltas = deltas[np.isfinite(deltas)]
     a = (1.0 - confidence) / 2
-    lo, hi = (np.quantile(deltas, [a, 1 - a]) if deltas.size else (np.nan, np.nan))
-    return PairedInterval(metric, n, c0, h0, sign * (c0 - h0), float(lo), float(hi), confidence,
-                          int(deltas.size), seed)
+    lo, hi = np.quantile(deltas, [a, 1 - a]) if deltas.size else (np.nan, np.nan)
+    return PairedInterval(metric, n, c0, h0, sign * (c0 - h0), float(lo), float(hi), confidence, int(deltas.size), seed)

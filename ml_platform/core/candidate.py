@@ -28,9 +28,9 @@ class CandidateArtifacts:
     pipe: Pipeline
     onnx_bytes: bytes
     metrics: dict[str, float]
-    holdout_outputs: np.ndarray   # sklearn's own outputs on the holdout (parity reference)
+    holdout_outputs: np.ndarray  # sklearn's own outputs on the holdout (parity reference)
     drift_reference: dict
-    serving_meta: dict            # without "version": the registry assigns it
+    serving_meta: dict  # without "version": the registry assigns it
     params: dict
     train_rows: int
     holdout_rows: int
@@ -54,15 +54,22 @@ class Candidate:
     training_set: str
     trigger: str
     batches: dict = field(default_factory=dict)  # the batches of the window it trained on -> sha256
-    window: str = ""                             # that window, e.g. "newest 3 batches"
+    window: str = ""  # that window, e.g. "newest 3 batches"
 
     @property
     def files(self) -> VersionFiles:
         return VersionFiles(Path(self.dir))
 
 
-def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, *, name: str,
-                    pipe: Pipeline | None = None, window: str | None = None) -> CandidateArtifacts:
+def build_candidate(
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    cfg: ModelConfig,
+    *,
+    name: str,
+    pipe: Pipeline | None = None,
+    window: str | None = None,
+) -> CandidateArtifacts:
     """Fit the configured pipeline (or take ``pipe``, already fitted on ``train``), evaluate it on
     the holdout, export ONNX, and build the serving metadata and the drift reference that travel
     with the version."""
@@ -77,7 +84,8 @@ def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig
     x_train = model_inputs(train, cfg)
     train_out = np.asarray(pipe.predict_proba(x_train) if clf else pipe.predict(x_train))
     drift_ref = drift.build_reference_from_config(
-        train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE)
+        train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE
+    )
     smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
     meta = export.serving_metadata(pipe, cfg, name=name, version=None, metrics=metrics, smoke_rows=smoke)
     meta.pop("version", None)
@@ -85,17 +93,28 @@ def build_candidate(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig
     gm = cfg.gate_metric
     if gm in metrics:
         ci = drift.bootstrap_metric_drop(
-            training.target_values(holdout, cfg), ref,
+            training.target_values(holdout, cfg),
+            ref,
             metric=training.metric_function(gm, cfg.task, getattr(pipe, "classes_", None)),
-            baseline=metrics[gm], alpha=cfg.retrain.performance_alpha, n_boot=200, seed=0)
+            baseline=metrics[gm],
+            alpha=cfg.retrain.performance_alpha,
+            n_boot=200,
+            seed=0,
+        )
         meta["metrics_ci"] = {gm: [ci["ci_low"], ci["ci_high"]]}
     if clf:  # CBPE: the holdout calibrates the probabilities that estimate unlabelled batches
         cal = estimate.fit_calibration(training.target_values(holdout, cfg), ref, pipe.classes_)
         if cal is not None:
             meta["cbpe"] = cal.to_dict()
-    params = {"estimator": cfg.estimator.name, **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
-              "train_rows": len(train), "holdout_rows": len(holdout),
-              "features": ",".join(cfg.features), "window_batches": cfg.training.window_batches or "all",
-              "window": window or "all"}
-    return CandidateArtifacts(pipe, onnx_bytes, metrics, ref, drift_ref.to_dict(), meta, params,
-                              len(train), len(holdout))
+    params = {
+        "estimator": cfg.estimator.label if cfg.pipeline is None else cfg.pipeline,
+        **{f"estimator.{k}": v for k, v in cfg.estimator.params.items()},
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "features": ",".join(cfg.features),
+        "window_batches": cfg.training.window_batches or "all",
+        "window": window or "all",
+    }
+    return CandidateArtifacts(
+        pipe, onnx_bytes, metrics, ref, drift_ref.to_dict(), meta, params, len(train), len(holdout)
+    )

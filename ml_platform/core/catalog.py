@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ml_platform.core.batch_record import Decision, FIELDS, BatchRecord
+from ml_platform.core.batch_record import FIELDS, BatchRecord, Decision
 
 
 def _records_dir(model_dir: Path) -> Path:

@@ -55,9 +55,9 @@ def trained_on(training_set: pd.DataFrame | None, batches, version: int | None =
 
 @dataclass
 class ComparisonSet:
-    rows: pd.DataFrame          # the fair rows, holdout order kept
-    holdout_rows: int           # before exclusion
-    excluded: dict              # version -> holdout rows it trained on (dropped)
+    rows: pd.DataFrame  # the fair rows, holdout order kept
+    holdout_rows: int  # before exclusion
+    excluded: dict  # version -> holdout rows it trained on (dropped)
 
     @property
     def note(self) -> str:

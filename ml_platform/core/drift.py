@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -74,15 +75,15 @@ __all__ = [
 ]
 
 REFERENCE_VERSION = 1
-FINE_GRID = 100          # target number of fine quantile bins (Wasserstein grid)
-PSI_EPS = 1e-4           # smoothing of empty PSI bins
-SAFETY = 1.25            # multiplies the chunk-calibrated unit thresholds
-GUARD_ALPHA = 1e-6       # per-statistic false-alarm rate of the asymptotic guard
+FINE_GRID = 100  # target number of fine quantile bins (Wasserstein grid)
+PSI_EPS = 1e-4  # smoothing of empty PSI bins
+SAFETY = 1.25  # multiplies the chunk-calibrated unit thresholds
+GUARD_ALPHA = 1e-6  # per-statistic false-alarm rate of the asymptotic guard
 PSI_FLOOR = 0.02
 JS_FLOOR = 0.02
 DISTANCE_FLOOR = 0.05
-MAX_CATEGORIES = 1000    # at most this many categories get their own bucket ...
-MIN_CATEGORY_ROWS = 10   # ... and only with this many reference rows; rarer ones are pooled
+MAX_CATEGORIES = 1000  # at most this many categories get their own bucket ...
+MIN_CATEGORY_ROWS = 10  # ... and only with this many reference rows; rarer ones are pooled
 MAX_POOLED_NAMES = 10000  # names of pooled (rare) categories kept to tell them from unseen
 
 Verdict = Literal["drifted", "stable", "not enough data"]
@@ -194,16 +195,16 @@ class NumericReference:
     """Reference summary of one numeric column (a feature or the model score)."""
 
     name: str
-    kind: str                      # "numeric" or "score"
-    rows: int                      # non-null reference rows
+    kind: str  # "numeric" or "score"
+    rows: int  # non-null reference rows
     null_rate: float
-    fine_edges: list[float]        # sorted unique reference quantiles (Wasserstein grid)
-    fine_cdf: list[float]          # reference P(X < edge) at each fine edge
-    psi_edges: list[float]         # subset of fine_edges; outer PSI bins are open-ended
-    psi_ref: list[float]           # reference share per PSI bin (len(psi_edges) + 1)
-    scale: float                   # IQR, else std, else 1
-    psi_unit: float                # threshold = max(PSI_FLOOR, psi_unit * (1/n + 1/rows))
-    distance_unit: float           # threshold = max(DISTANCE_FLOOR, unit * sqrt(1/n + 1/rows))
+    fine_edges: list[float]  # sorted unique reference quantiles (Wasserstein grid)
+    fine_cdf: list[float]  # reference P(X < edge) at each fine edge
+    psi_edges: list[float]  # subset of fine_edges; outer PSI bins are open-ended
+    psi_ref: list[float]  # reference share per PSI bin (len(psi_edges) + 1)
+    scale: float  # IQR, else std, else 1
+    psi_unit: float  # threshold = max(PSI_FLOOR, psi_unit * (1/n + 1/rows))
+    distance_unit: float  # threshold = max(DISTANCE_FLOOR, unit * sqrt(1/n + 1/rows))
     chunk_rows: list[int] = field(default_factory=list)
     chunk_psi: list[float] = field(default_factory=list)
     chunk_distance: list[float] = field(default_factory=list)
@@ -214,15 +215,14 @@ class NumericReference:
         self._psi_ref = np.asarray(self.psi_ref, dtype=np.float64)
         psi_edges = np.asarray(self.psi_edges, dtype=np.float64)
         # PSI bin of every fine bin (fine bin j is [edge[j-1], edge[j]); bin 0 is open).
-        self._fine_to_psi = np.concatenate(
-            [[0], np.searchsorted(psi_edges, self._edges, side="right")]
-        ).astype(np.intp)
+        self._fine_to_psi = np.concatenate([[0], np.searchsorted(psi_edges, self._edges, side="right")]).astype(np.intp)
         self._widths = np.diff(self._edges)
         self._n_psi_bins = len(psi_edges) + 1
 
     # counts of values strictly below each fine edge -> (psi, scaled Wasserstein)
-    def _stats_from_below(self, below: np.ndarray, n: int, ref_cdf: Optional[np.ndarray] = None,
-                          ref_psi: Optional[np.ndarray] = None) -> tuple[float, float]:
+    def _stats_from_below(
+        self, below: np.ndarray, n: int, ref_cdf: Optional[np.ndarray] = None, ref_psi: Optional[np.ndarray] = None
+    ) -> tuple[float, float]:
         below = np.asarray(below, dtype=np.float64)
         fine_counts = np.diff(below, prepend=0.0, append=float(n))
         p = np.bincount(self._fine_to_psi, weights=fine_counts, minlength=self._n_psi_bins) / n
@@ -256,11 +256,11 @@ class CategoricalReference:
     """Reference summary of one categorical feature."""
 
     name: str
-    rows: int                      # non-null reference rows
+    rows: int  # non-null reference rows
     null_rate: float
-    categories: list[str]          # canonical string keys with their own bucket, most frequent first
-    ref_share: list[float]         # len(categories) + 2: ..., pooled rare ("other"), unseen
-    js_unit: float                 # threshold = max(JS_FLOOR, js_unit * sqrt(1/n + 1/rows))
+    categories: list[str]  # canonical string keys with their own bucket, most frequent first
+    ref_share: list[float]  # len(categories) + 2: ..., pooled rare ("other"), unseen
+    js_unit: float  # threshold = max(JS_FLOOR, js_unit * sqrt(1/n + 1/rows))
     pooled: list[str] = field(default_factory=list)  # rare reference categories ("other")
     chunk_rows: list[int] = field(default_factory=list)
     chunk_js: list[float] = field(default_factory=list)
@@ -322,7 +322,7 @@ class DriftReference:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DriftReference":
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftReference:
         if int(d.get("version", REFERENCE_VERSION)) != REFERENCE_VERSION:
             raise ValueError(f"unsupported drift reference version {d.get('version')!r}")
 
@@ -353,20 +353,23 @@ def _chunk_ids(n_rows: int, chunks: int, seed: int) -> np.ndarray:
     return ids
 
 
-def _numeric_reference(name: str, kind: str, x: np.ndarray, chunk_ids: np.ndarray,
-                       chunks: int, bins: int) -> NumericReference:
+def _numeric_reference(
+    name: str, kind: str, x: np.ndarray, chunk_ids: np.ndarray, chunks: int, bins: int
+) -> NumericReference:
     ok = np.isfinite(x)
     xv = x[ok]
     n = int(xv.size)
     null_rate = float(1.0 - n / max(x.size, 1))
     if n < 2 * chunks:
-        raise ValueError(f"drift reference: column {name!r} has only {n} non-null rows "
-                         f"(need at least {2 * chunks} for {chunks} calibration chunks)")
+        raise ValueError(
+            f"drift reference: column {name!r} has only {n} non-null rows "
+            f"(need at least {2 * chunks} for {chunks} calibration chunks)"
+        )
     m = max(1, math.ceil(FINE_GRID / bins))
     g = bins * m
     q_fine = np.quantile(xv, np.arange(1, g, dtype=np.float64) / g)
     fine = np.unique(q_fine)
-    psi_edges = np.unique(q_fine[m - 1::m])  # exactly a subset of the fine edges
+    psi_edges = np.unique(q_fine[m - 1 :: m])  # exactly a subset of the fine edges
     if fine.size == 1:  # (nearly) constant column: bins below / at / above the value
         fine = psi_edges = np.array([fine[0], np.nextafter(fine[0], np.inf)])
     q25, q75 = np.quantile(xv, [0.25, 0.75])
@@ -382,15 +385,22 @@ def _numeric_reference(name: str, kind: str, x: np.ndarray, chunk_ids: np.ndarra
     fine_to_psi = np.concatenate([[0], np.searchsorted(psi_edges, fine, side="right")])
     psi_ref = np.bincount(fine_to_psi, weights=fine_counts, minlength=len(psi_edges) + 1) / n
     ref = NumericReference(
-        name=name, kind=kind, rows=n, null_rate=null_rate,
-        fine_edges=fine.tolist(), fine_cdf=(below / n).tolist(),
-        psi_edges=psi_edges.tolist(), psi_ref=psi_ref.tolist(), scale=scale,
-        psi_unit=0.0, distance_unit=0.0,
+        name=name,
+        kind=kind,
+        rows=n,
+        null_rate=null_rate,
+        fine_edges=fine.tolist(),
+        fine_cdf=(below / n).tolist(),
+        psi_edges=psi_edges.tolist(),
+        psi_ref=psi_ref.tolist(),
+        scale=scale,
+        psi_unit=0.0,
+        distance_unit=0.0,
     )
 
     # --- calibration: every chunk against the full reference
     cid = chunk_ids[ok]
-    fine_bin = np.searchsorted(fine, xv, side="right")        # fine bin per row
+    fine_bin = np.searchsorted(fine, xv, side="right")  # fine bin per row
     nb = len(fine) + 1
     per_chunk = np.bincount(cid * nb + fine_bin, minlength=chunks * nb).reshape(chunks, nb)
     rows_c = per_chunk.sum(axis=1)
@@ -402,8 +412,7 @@ def _numeric_reference(name: str, kind: str, x: np.ndarray, chunk_ids: np.ndarra
         # behaves like an independent batch (sees categories/values the rest lacks)
         rest = n - int(rows_c[i])
         rest_cdf = (below - below_c[i]) / rest
-        rest_psi = np.bincount(fine_to_psi, weights=fine_counts - per_chunk[i],
-                               minlength=len(psi_edges) + 1) / rest
+        rest_psi = np.bincount(fine_to_psi, weights=fine_counts - per_chunk[i], minlength=len(psi_edges) + 1) / rest
         psi_c[i], dist_c[i] = ref._stats_from_below(below_c[i], int(rows_c[i]), rest_cdf, rest_psi)
     noise = 1.0 / np.maximum(rows_c, 1) + 1.0 / np.maximum(n - rows_c, 1)
 
@@ -440,8 +449,7 @@ def _category_shares(own: np.ndarray, other: float, singletons: int, total: int)
     return q
 
 
-def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray,
-                           chunks: int) -> CategoricalReference:
+def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray, chunks: int) -> CategoricalReference:
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
     keys = [_cat_key(u) for u in uniques.tolist()] if len(uniques) else []
     # canonical key per unique value (several raw values may share one key: 1 and "1")
@@ -452,8 +460,10 @@ def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray,
     ok = codes >= 0
     n = int(ok.sum())
     if n < 2 * chunks:
-        raise ValueError(f"drift reference: column {name!r} has only {n} non-null rows "
-                         f"(need at least {2 * chunks} for {chunks} calibration chunks)")
+        raise ValueError(
+            f"drift reference: column {name!r} has only {n} non-null rows "
+            f"(need at least {2 * chunks} for {chunks} calibration chunks)"
+        )
     row_key = unique_to_key[codes[ok]]
     n_keys = len(key_index)
     key_counts = np.bincount(row_key, minlength=n_keys)
@@ -466,11 +476,16 @@ def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray,
     is_own = np.zeros(n_keys, dtype=bool)
     is_own[own] = True
     # buckets: own categories (most frequent first), pooled rare ones ("other"), unseen
-    q = _category_shares(key_counts[own].astype(np.float64), float(key_counts[~is_own].sum()),
-                         int(np.count_nonzero(key_counts == 1)), n)
+    q = _category_shares(
+        key_counts[own].astype(np.float64), float(key_counts[~is_own].sum()), int(np.count_nonzero(key_counts == 1)), n
+    )
     ref = CategoricalReference(
-        name=name, rows=n, null_rate=float(1.0 - n / max(len(col), 1)),
-        categories=[key_names[i] for i in own], ref_share=q.tolist(), js_unit=0.0,
+        name=name,
+        rows=n,
+        null_rate=float(1.0 - n / max(len(col), 1)),
+        categories=[key_names[i] for i in own],
+        ref_share=q.tolist(),
+        js_unit=0.0,
         pooled=[key_names[i] for i in pooled],
     )
     # --- calibration, leave-one-chunk-out: the chunk against the rest of the reference,
@@ -487,8 +502,12 @@ def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray,
         p[kept] = kc[~is_own & seen].sum()
         p[kept + 1] = kc[~is_own & ~seen].sum()
         p /= max(int(rows_c[i]), 1)
-        q_rest = _category_shares(rest[own].astype(np.float64), float(rest[~is_own].sum()),
-                                  int(np.count_nonzero(rest == 1)), n - int(rows_c[i]))
+        q_rest = _category_shares(
+            rest[own].astype(np.float64),
+            float(rest[~is_own].sum()),
+            int(np.count_nonzero(rest == 1)),
+            n - int(rows_c[i]),
+        )
         js_c[i] = _js_distance(p, q_rest)
     noise = np.sqrt(1.0 / np.maximum(rows_c, 1) + 1.0 / np.maximum(n - rows_c, 1))
     k_eff = int(np.count_nonzero(q > 0))
@@ -501,7 +520,7 @@ def _categorical_reference(name: str, col: pd.Series, chunk_ids: np.ndarray,
 
 def build_reference(
     df: pd.DataFrame,
-    features: Mapping[str, "FeatureSpec"],
+    features: Mapping[str, FeatureSpec],
     *,
     chunks: int = 10,
     bins: int = 10,
@@ -532,18 +551,31 @@ def build_reference(
             refs[name] = _categorical_reference(name, df[name], ids, chunks)
     score = None
     if score_column is not None:
-        score = _numeric_reference(score_column, "score", _as_float(df[score_column]), ids,
-                                   chunks, bins)
-    return DriftReference(rows=n_rows, chunks=chunks, chunk_size=n_rows // chunks, bins=bins,
-                          seed=seed, features=refs, score_column=score_column, score=score)
+        score = _numeric_reference(score_column, "score", _as_float(df[score_column]), ids, chunks, bins)
+    return DriftReference(
+        rows=n_rows,
+        chunks=chunks,
+        chunk_size=n_rows // chunks,
+        bins=bins,
+        seed=seed,
+        features=refs,
+        score_column=score_column,
+        score=score,
+    )
 
 
-def build_reference_from_config(df: pd.DataFrame, features: Mapping[str, "FeatureSpec"],
-                                config: "DriftConfig", *, score_column: Optional[str] = None,
-                                seed: int = 0) -> DriftReference:
+def build_reference_from_config(
+    df: pd.DataFrame,
+    features: Mapping[str, FeatureSpec],
+    config: DriftConfig,
+    *,
+    score_column: Optional[str] = None,
+    seed: int = 0,
+) -> DriftReference:
     """``build_reference`` with ``chunks``/``bins`` taken from a ``DriftConfig``."""
-    return build_reference(df, features, chunks=config.chunks, bins=config.psi_bins,
-                           score_column=score_column, seed=seed)
+    return build_reference(
+        df, features, chunks=config.chunks, bins=config.psi_bins, score_column=score_column, seed=seed
+    )
 
 
 # ---------------------------------------------------------------------------- result
@@ -552,16 +584,16 @@ def build_reference_from_config(df: pd.DataFrame, features: Mapping[str, "Featur
 @dataclass
 class FeatureDrift:
     feature: str
-    kind: str                          # "numeric" / "categorical" / "score"
-    statistic: str                     # "psi" / "jensen_shannon"
+    kind: str  # "numeric" / "categorical" / "score"
+    statistic: str  # "psi" / "jensen_shannon"
     value: float
     threshold: float
-    distance: Optional[float]          # Wasserstein-1 / reference spread (numeric only)
+    distance: Optional[float]  # Wasserstein-1 / reference spread (numeric only)
     distance_threshold: Optional[float]
-    unseen: int                        # rows with categories absent from the reference
+    unseen: int  # rows with categories absent from the reference
     drifted: bool
-    rows: int = 0                      # non-null batch rows the statistics are based on
-    null_rate: float = 0.0             # batch null share (reported, not part of the verdict)
+    rows: int = 0  # non-null batch rows the statistics are based on
+    null_rate: float = 0.0  # batch null share (reported, not part of the verdict)
     reference_null_rate: float = 0.0
 
     def to_dict(self) -> dict:
@@ -609,23 +641,30 @@ class DriftResult:
         """One flat dict per feature (and the score last), for a metadata table."""
         out = []
         for f in self.features + ([self.score] if self.score is not None else []):
-            out.append({
-                "feature": f.feature,
-                "kind": f.kind,
-                "statistic": f.statistic,
-                "value": _clean(round(f.value, 6)) if math.isfinite(f.value) else None,
-                "threshold": _clean(round(f.threshold, 6)),
-                "distance": _clean(round(f.distance, 6)) if f.distance is not None and math.isfinite(f.distance) else None,
-                "distance_threshold": _clean(round(f.distance_threshold, 6)) if f.distance_threshold is not None else None,
-                "unseen": int(f.unseen),
-                "null_rate": _clean(round(f.null_rate, 6)),
-                "drifted": bool(f.drifted),
-            })
+            out.append(
+                {
+                    "feature": f.feature,
+                    "kind": f.kind,
+                    "statistic": f.statistic,
+                    "value": _clean(round(f.value, 6)) if math.isfinite(f.value) else None,
+                    "threshold": _clean(round(f.threshold, 6)),
+                    "distance": _clean(round(f.distance, 6))
+                    if f.distance is not None and math.isfinite(f.distance)
+                    else None,
+                    "distance_threshold": _clean(round(f.distance_threshold, 6))
+                    if f.distance_threshold is not None
+                    else None,
+                    "unseen": int(f.unseen),
+                    "null_rate": _clean(round(f.null_rate, 6)),
+                    "drifted": bool(f.drifted),
+                }
+            )
         return out
 
 
-def _feature_drift(ref: Union[NumericReference, CategoricalReference], col: Optional[pd.Series],
-                   n_rows: int) -> FeatureDrift:
+def _feature_drift(
+    ref: Union[NumericReference, CategoricalReference], col: Optional[pd.Series], n_rows: int
+) -> FeatureDrift:
     if isinstance(ref, CategoricalReference):
         if col is None:
             js, unseen, n = float("nan"), 0, 0
@@ -633,9 +672,16 @@ def _feature_drift(ref: Union[NumericReference, CategoricalReference], col: Opti
             js, unseen, n = ref.stats(col)
         thr = ref.threshold(n)
         return FeatureDrift(
-            feature=ref.name, kind="categorical", statistic="jensen_shannon", value=js,
-            threshold=thr, distance=None, distance_threshold=None, unseen=unseen,
-            drifted=bool(n > 0 and js > thr), rows=n,
+            feature=ref.name,
+            kind="categorical",
+            statistic="jensen_shannon",
+            value=js,
+            threshold=thr,
+            distance=None,
+            distance_threshold=None,
+            unseen=unseen,
+            drifted=bool(n > 0 and js > thr),
+            rows=n,
             null_rate=float(1.0 - n / n_rows) if n_rows else 0.0,
             reference_null_rate=ref.null_rate,
         )
@@ -646,15 +692,24 @@ def _feature_drift(ref: Union[NumericReference, CategoricalReference], col: Opti
     psi_thr, dist_thr = ref.thresholds(n)
     drifted = bool(n > 0 and (psi > psi_thr or dist > dist_thr))
     return FeatureDrift(
-        feature=ref.name, kind=ref.kind, statistic="psi", value=psi, threshold=psi_thr,
-        distance=dist, distance_threshold=dist_thr, unseen=0, drifted=drifted, rows=n,
+        feature=ref.name,
+        kind=ref.kind,
+        statistic="psi",
+        value=psi,
+        threshold=psi_thr,
+        distance=dist,
+        distance_threshold=dist_thr,
+        unseen=0,
+        drifted=drifted,
+        rows=n,
         null_rate=float(1.0 - n / n_rows) if n_rows else 0.0,
         reference_null_rate=ref.null_rate,
     )
 
 
-def compute_drift(reference: DriftReference, batch: pd.DataFrame, *, min_rows: int = 200,
-                  drifted_share: float = 0.3) -> DriftResult:
+def compute_drift(
+    reference: DriftReference, batch: pd.DataFrame, *, min_rows: int = 200, drifted_share: float = 0.3
+) -> DriftResult:
     """Compare ``batch`` with the reference.
 
     Verdict: "not enough data" when ``len(batch) < min_rows`` (no statistics computed);
@@ -666,8 +721,10 @@ def compute_drift(reference: DriftReference, batch: pd.DataFrame, *, min_rows: i
     rows = int(len(batch))
     if rows < min_rows:
         return DriftResult("not enough data", rows, 0.0, [], None, min_rows, drifted_share)
-    feats = [_feature_drift(ref, batch[name] if name in batch.columns else None, rows)
-             for name, ref in reference.features.items()]
+    feats = [
+        _feature_drift(ref, batch[name] if name in batch.columns else None, rows)
+        for name, ref in reference.features.items()
+    ]
     evaluated = [f for f in feats if f.rows > 0]
     share = (sum(f.drifted for f in evaluated) / len(evaluated)) if evaluated else 0.0
     score = None
@@ -677,10 +734,8 @@ def compute_drift(reference: DriftReference, batch: pd.DataFrame, *, min_rows: i
     return DriftResult(verdict, rows, float(share), feats, score, min_rows, drifted_share)
 
 
-def compute_drift_from_config(reference: DriftReference, batch: pd.DataFrame,
-                              config: "DriftConfig") -> DriftResult:
-    return compute_drift(reference, batch, min_rows=config.min_rows,
-                         drifted_share=config.drifted_share)
+def compute_drift_from_config(reference: DriftReference, batch: pd.DataFrame, config: DriftConfig) -> DriftResult:
+    return compute_drift(reference, batch, min_rows=config.min_rows, drifted_share=config.drifted_share)
 
 
 # ----------------------------------------------------------------------------- chart
@@ -710,8 +765,9 @@ def drift_bar_chart_png(result: DriftResult) -> bytes:
         ax.invert_yaxis()
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="threshold")
     ax.set_xlabel("statistic / threshold")
-    ax.set_title(f"Drift: {result.verdict} ({result.share_drifted:.0%} of features drifted, "
-                 f"{result.rows} rows)", fontsize=9)
+    ax.set_title(
+        f"Drift: {result.verdict} ({result.share_drifted:.0%} of features drifted, {result.rows} rows)", fontsize=9
+    )
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -41,6 +41,7 @@ MIN_REFERENCE_ROWS = 50
 
 # ---- calibration on the reference ----------------------------------------------------------
 
+
 @dataclass
 class Calibration:
     """Isotonic steps per calibrated column: binary -> one (class 1), multiclass -> one per class."""
@@ -49,17 +50,22 @@ class Calibration:
     x: list[list[float]]
     y: list[list[float]]
     reference_rows: int
-    counts: list[list[int]] | None = None   # reference rows behind each step (0 for the anchors)
+    counts: list[list[int]] | None = None  # reference rows behind each step (0 for the anchors)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Calibration | None":
+    def from_dict(cls, d: dict | None) -> Calibration | None:
         if not d:
             return None
-        return cls(classes=list(d["classes"]), x=d["x"], y=d["y"], reference_rows=int(d["reference_rows"]),
-                   counts=d.get("counts"))
+        return cls(
+            classes=list(d["classes"]),
+            x=d["x"],
+            y=d["y"],
+            reference_rows=int(d["reference_rows"]),
+            counts=d.get("counts"),
+        )
 
     def bins(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(score, calibrated rate, reference rows) of column ``k``'s reference bins, anchors left
@@ -88,8 +94,7 @@ class Calibration:
 
 def calibration_bins(rows: int) -> int:
     """Quantile bins of the reference: ~200 rows each, 5 to 20. Raw isotonic steps on every row
-    overfit the reference and made the expected AUC optimistic (+0.016 on a narrowed batch, against
-    +0.009 with 10 bins, measured in test_estimate)."""
+    overfit the reference and make the expected AUC optimistic (benchmarks/README.md)."""
     return int(min(20, max(5, rows // 200)))
 
 
@@ -129,6 +134,7 @@ def fit_calibration(y, outputs: np.ndarray, classes) -> Calibration | None:
 
 # ---- expected metrics ----------------------------------------------------------------------
 
+
 def expected_binary_auc(p: np.ndarray, score: np.ndarray) -> float:
     """E[TP-pairs] / (E[positives] * E[negatives]) with rows ranked by the model's ``score`` and
     each row a positive with probability ``p`` (ties count one half, as in ROC AUC)."""
@@ -151,10 +157,12 @@ def expected_metric(metric: str, p: np.ndarray, q: np.ndarray) -> float:
     if metric == "accuracy":
         return float(np.mean(p[np.arange(len(p)), pred]))
     if metric == "f1":
+
         def f1(c):
             hit = pred == c
             tp, fp, fn = p[hit, c].sum(), (1 - p[hit, c]).sum(), p[~hit, c].sum()
             return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+
         return float(f1(1) if k == 2 else np.mean([f1(c) for c in range(k)]))
     if metric == "log_loss":
         return float(-np.mean(np.sum(p * np.log(np.clip(q, 1e-7, 1)), axis=1)))
@@ -168,6 +176,7 @@ def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, s
     out = np.full(n_sim, np.nan)
     if metric == "roc_auc" and k == 2:
         from scipy.stats import rankdata
+
         ranks = rankdata(q[:, 1])
         block = max(1, min(n_sim, 4_000_000 // max(n, 1)))
         for start in range(0, n_sim, block):
@@ -176,7 +185,7 @@ def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, s
             n1 = y.sum(axis=1).astype(np.float64)
             n0 = n - n1
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[start:start + b] = (y @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
+                out[start : start + b] = (y @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
         return out[np.isfinite(out)]
     fn = metric_function(metric, "classification", classes)
     cls = np.asarray(classes)
@@ -192,6 +201,7 @@ def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, s
 
 # ---- concept check: do the labels still follow the calibration? ---------------------------
 
+
 @dataclass
 class ConceptCheck:
     """The champion's calibrated probabilities against a labelled batch, per reference score bin
@@ -204,16 +214,18 @@ class ConceptCheck:
     rows: int
     alpha: float
     significant: bool
-    cls: str                 # the class column judged (binary: the positive class; else the worst)
-    expected_rate: float     # its share the calibration expects on the batch
-    observed_rate: float     # its share in the labels
+    cls: str  # the class column judged (binary: the positive class; else the worst)
+    expected_rate: float  # its share the calibration expects on the batch
+    observed_rate: float  # its share in the labels
     bins: list[dict]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         # p-values and levels keep 3 significant figures (1e-20 is not 0); rates 6 decimals
-        return {k: (float(f"{v:.3g}") if k in ("p_value", "alpha") else round(v, 6) if isinstance(v, float) else v)
-                for k, v in d.items()}
+        return {
+            k: (float(f"{v:.3g}") if k in ("p_value", "alpha") else round(v, 6) if isinstance(v, float) else v)
+            for k, v in d.items()
+        }
 
     @property
     def worst(self) -> dict:
@@ -221,10 +233,12 @@ class ConceptCheck:
 
     def summary(self) -> str:
         w = self.worst
-        return (f"labels no longer follow the champion's calibrated probabilities (p = {self.p_value:.1e}, "
-                f"chi2 {self.statistic:.1f} on {self.dof} score bins, {self.rows} rows): {self.cls!s} share "
-                f"{self.observed_rate:.3f} against {self.expected_rate:.3f} expected; worst bin scores "
-                f"~{w['score']:.2f}: {w['observed']:.3f} observed, {w['expected']:.3f} expected, {w['rows']} rows")
+        return (
+            f"labels no longer follow the champion's calibrated probabilities (p = {self.p_value:.1e}, "
+            f"chi2 {self.statistic:.1f} on {self.dof} score bins, {self.rows} rows): {self.cls!s} share "
+            f"{self.observed_rate:.3f} against {self.expected_rate:.3f} expected; worst bin scores "
+            f"~{w['score']:.2f}: {w['observed']:.3f} observed, {w['expected']:.3f} expected, {w['rows']} rows"
+        )
 
 
 def _column_check(hit: np.ndarray, q: np.ndarray, cal: Calibration, k: int):
@@ -235,6 +249,7 @@ def _column_check(hit: np.ndarray, q: np.ndarray, cal: Calibration, k: int):
     Expected rates come from the bins alone, flat beyond the outer ones: CBPE's anchors at
     scores 0 and 1 would expect no positive among rows scored exactly 0."""
     from scipy.stats import chi2
+
     xs, rate, nref = cal.bins(k)
     if len(xs) == 0:
         return None
@@ -244,18 +259,27 @@ def _column_check(hit: np.ndarray, q: np.ndarray, cal: Calibration, k: int):
     n = np.bincount(b, minlength=nb).astype(float)
     obs, exp = np.bincount(b, hit, nb), np.bincount(b, p, nb)
     r = (rate * nref + 0.5) / (nref + 1)  # a bin at rate 0 or 1 is still uncertain
-    var = np.bincount(b, p * (1 - p), nb) + n ** 2 * r * (1 - r) / nref
+    var = np.bincount(b, p * (1 - p), nb) + n**2 * r * (1 - r) / nref
     used = (n > 0) & (var > 0)
     z = np.zeros(nb)
     z[used] = (obs - exp)[used] / np.sqrt(var[used])
     stat, dof = float(np.sum(z[used] ** 2)), int(used.sum())
-    bins = [{"score": round(float(xs[i]), 4), "rows": int(n[i]), "expected": round(float(exp[i] / n[i]), 4),
-             "observed": round(float(obs[i] / n[i]), 4), "z": round(float(z[i]), 2)} for i in np.flatnonzero(used)]
+    bins = [
+        {
+            "score": round(float(xs[i]), 4),
+            "rows": int(n[i]),
+            "expected": round(float(exp[i] / n[i]), 4),
+            "observed": round(float(obs[i] / n[i]), 4),
+            "z": round(float(z[i]), 2),
+        }
+        for i in np.flatnonzero(used)
+    ]
     return float(chi2.sf(stat, dof)), stat, dof, float(exp.sum() / len(q)), float(obs.sum() / len(q)), bins
 
 
-def check_calibration(y, outputs: np.ndarray, cal: Calibration | None, *, alpha: float = 0.001,
-                      min_rows: int = MIN_REFERENCE_ROWS) -> ConceptCheck | None:
+def check_calibration(
+    y, outputs: np.ndarray, cal: Calibration | None, *, alpha: float = 0.001, min_rows: int = MIN_REFERENCE_ROWS
+) -> ConceptCheck | None:
     """Do ``y`` (a labelled batch) follow the champion's calibration ``cal`` of its ``outputs``?
     None without a calibration or with too few rows. Multiclass: every class against the rest,
     the worst reported, its p-value times the classes (Bonferroni)."""
@@ -273,30 +297,32 @@ def check_calibration(y, outputs: np.ndarray, cal: Calibration | None, *, alpha:
         return None
     k, (pv, stat, dof, expected, observed, bins) = best
     pv = min(1.0, pv * len(cols))
-    return ConceptCheck(pv, stat, dof, int(len(y)), alpha, bool(pv < alpha), str(cal.classes[k]), expected,
-                        observed, bins)
+    return ConceptCheck(
+        pv, stat, dof, int(len(y)), alpha, bool(pv < alpha), str(cal.classes[k]), expected, observed, bins
+    )
 
 
 # ---- per-batch figures ---------------------------------------------------------------------
+
 
 @dataclass
 class Performance:
     """The champion's gate metric on one batch (measured or estimated), against its holdout."""
 
-    method: str                      # measured | cbpe | none
+    method: str  # measured | cbpe | none
     metric: str
     rows: int = 0
     value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    baseline: float | None = None    # the champion's holdout figure
+    baseline: float | None = None  # the champion's holdout figure
     baseline_ci: list = field(default_factory=list)
-    drop: float | None = None        # baseline - value, sign-adjusted: > 0 = worse
-    significant: bool = False        # the whole interval is worse than the holdout's interval
+    drop: float | None = None  # baseline - value, sign-adjusted: > 0 = worse
+    significant: bool = False  # the whole interval is worse than the holdout's interval
     champion_version: int | None = None
-    reason: str = ""                 # why there is no figure (method "none")
-    concept: dict | None = None      # measured only: ``ConceptCheck.to_dict`` (labels vs calibration)
-    challenger: dict | None = None   # measured only: ``challenger.ChallengerCheck.to_dict`` (would a refit pay)
+    reason: str = ""  # why there is no figure (method "none")
+    concept: dict | None = None  # measured only: ``ConceptCheck.to_dict`` (labels vs calibration)
+    challenger: dict | None = None  # measured only: ``challenger.ChallengerCheck.to_dict`` (would a refit pay)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -316,8 +342,8 @@ def _judge(perf: Performance, higher: bool) -> Performance:
     perf.drop = (perf.baseline - perf.value) if higher else (perf.value - perf.baseline)
     # Both figures are estimates and every labelled batch is judged against the same holdout:
     # a drop counts only when the batch's interval clears the holdout's own interval. A z test
-    # on their combined error retrained blindly on 28 % of 20-batch stable streams (simulated,
-    # holdout SE 0.008, batch SE 0.009); this rule, pooled looks included, on 4.5 %.
+    # on their combined error would retrain stable streams far too often, since each batch is
+    # looked at several times against one holdout (benchmarks/README.md has the simulation).
     perf.significant = bool(perf.ci_high < lo if higher else perf.ci_low > hi)
     return perf
 
@@ -334,13 +360,21 @@ def pooled(perfs: list[dict], *, alpha: float = 0.05) -> Performance | None:
     values = np.array([p.get("value") if p.get("value") is not None else np.nan for p in perfs], dtype=float)
     if not (np.isfinite(ses).all() and (ses > 0).all() and np.isfinite(values).all()):
         return None
-    w = 1 / ses ** 2
+    w = 1 / ses**2
     value = float(np.sum(w * values) / w.sum())
     se = float(1 / np.sqrt(w.sum()))
     newest = perfs[-1]
-    perf = Performance(newest["method"], newest["metric"], int(sum(p.get("rows") or 0 for p in perfs)), value,
-                       value - z * se, value + z * se, newest["baseline"], list(newest.get("baseline_ci") or []),
-                       champion_version=newest.get("champion_version"))
+    perf = Performance(
+        newest["method"],
+        newest["metric"],
+        int(sum(p.get("rows") or 0 for p in perfs)),
+        value,
+        value - z * se,
+        value + z * se,
+        newest["baseline"],
+        list(newest.get("baseline_ci") or []),
+        champion_version=newest.get("champion_version"),
+    )
     return _judge(perf, HIGHER_IS_BETTER[newest["metric"]])
 
 
@@ -350,42 +384,80 @@ def _baseline(meta: dict, metric: str) -> tuple[float | None, list]:
     return (None if base is None else float(base)), [float(v) for v in ci]
 
 
-def measure(y, outputs: np.ndarray, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
-            n_boot: int = 200, seed: int = 0, version: int | None = None,
-            concept_alpha: float = 0.001) -> Performance:
+def measure(
+    y,
+    outputs: np.ndarray,
+    meta: dict,
+    metric: str,
+    task: str,
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 200,
+    seed: int = 0,
+    version: int | None = None,
+    concept_alpha: float = 0.001,
+) -> Performance:
     """Measured ``metric`` of the champion (``meta``: its serving metadata) on a labelled batch,
     with the concept check (``check_calibration`` at ``concept_alpha``) for a calibrated classifier."""
     from ml_platform.core.drift import bootstrap_metric_drop
+
     base, base_ci = _baseline(meta, metric)
     if base is None:
-        return Performance("none", metric, len(y), reason=f"champion has no holdout {metric}",
-                           champion_version=version)
-    res = bootstrap_metric_drop(y, outputs, metric=metric_function(metric, task, meta.get("classes")),
-                                baseline=base, higher_is_better=HIGHER_IS_BETTER[metric],
-                                alpha=alpha, n_boot=n_boot, seed=seed)
-    perf = Performance("measured", metric, int(len(y)), res["value"], res["ci_low"], res["ci_high"], base,
-                       base_ci, champion_version=version)
+        return Performance("none", metric, len(y), reason=f"champion has no holdout {metric}", champion_version=version)
+    res = bootstrap_metric_drop(
+        y,
+        outputs,
+        metric=metric_function(metric, task, meta.get("classes")),
+        baseline=base,
+        higher_is_better=HIGHER_IS_BETTER[metric],
+        alpha=alpha,
+        n_boot=n_boot,
+        seed=seed,
+    )
+    perf = Performance(
+        "measured",
+        metric,
+        int(len(y)),
+        res["value"],
+        res["ci_low"],
+        res["ci_high"],
+        base,
+        base_ci,
+        champion_version=version,
+    )
     if task == "classification":
         check = check_calibration(y, outputs, Calibration.from_dict(meta.get("cbpe")), alpha=concept_alpha)
         perf.concept = check.to_dict() if check is not None else None
     return _judge(perf, HIGHER_IS_BETTER[metric])
 
 
-def estimate(outputs: np.ndarray | None, meta: dict, metric: str, task: str, *, alpha: float = 0.05,
-             n_sim: int = 200, seed: int = 0, version: int | None = None) -> Performance:
+def estimate(
+    outputs: np.ndarray | None,
+    meta: dict,
+    metric: str,
+    task: str,
+    *,
+    alpha: float = 0.05,
+    n_sim: int = 200,
+    seed: int = 0,
+    version: int | None = None,
+) -> Performance:
     """CBPE estimate of ``metric`` on an unlabelled batch from the champion's ``outputs``
     (probabilities [N, classes]); method "none" with the reason when it cannot be estimated."""
+
     def none(why: str) -> Performance:
-        return Performance("none", metric, 0 if outputs is None else len(outputs), reason=why,
-                           champion_version=version)
+        return Performance("none", metric, 0 if outputs is None else len(outputs), reason=why, champion_version=version)
+
     if task != "classification":
         return none("regression: no label-free estimate of the error (labels decide)")
     if metric not in ESTIMABLE:
         return none(f"{metric} cannot be estimated without labels")
     cal = Calibration.from_dict(meta.get("cbpe"))
     if cal is None:
-        return none(f"champion v{version} carries no calibration (trained before CBPE, or its holdout "
-                    "was too small or held one class)")
+        return none(
+            f"champion v{version} carries no calibration (trained before CBPE, or its holdout "
+            "was too small or held one class)"
+        )
     base, base_ci = _baseline(meta, metric)
     if base is None:
         return none(f"champion v{version} has no holdout {metric}")
@@ -398,8 +470,17 @@ def estimate(outputs: np.ndarray | None, meta: dict, metric: str, task: str, *, 
     if not np.isfinite(value) or sims.size == 0:
         return none(f"{metric} is undefined on this batch (a single expected class)")
     lo, hi = np.quantile(sims, [alpha / 2, 1 - alpha / 2])
-    perf = Performance("cbpe", metric, int(len(q)), float(value), float(min(lo, value)), float(max(hi, value)),
-                       base, base_ci, champion_version=version)
+    perf = Performance(
+        "cbpe",
+        metric,
+        int(len(q)),
+        float(value),
+        float(min(lo, value)),
+        float(max(hi, value)),
+        base,
+        base_ci,
+        champion_version=version,
+    )
     return _judge(perf, HIGHER_IS_BETTER[metric])
 
 
@@ -411,11 +492,12 @@ def binary_outputs(score: np.ndarray) -> np.ndarray:
 
 # ---- how well the estimate tracked the realised metric ---------------------------------------
 
+
 @dataclass
 class Tracking:
-    rows: list[dict]                 # per labelled batch: partition, estimated, realised, error, inside
+    rows: list[dict]  # per labelled batch: partition, estimated, realised, error, inside
     mean_abs_error: float | None
-    covered: float | None            # share of batches whose realised value fell in the estimate's interval
+    covered: float | None  # share of batches whose realised value fell in the estimate's interval
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -429,11 +511,21 @@ def tracking(records: list[BatchRecord]) -> Tracking:
         e, m = r.estimate_figure, r.performance_figure
         if e.get("value") is None or m.get("value") is None:
             continue
-        rows.append({"partition": r.partition, "metric": m.get("metric"), "estimated": e["value"],
-                     "estimate_ci": [e.get("ci_low"), e.get("ci_high")], "realised": m["value"],
-                     "error": round(e["value"] - m["value"], 5),
-                     "inside": bool(e.get("ci_low") is not None and e["ci_low"] <= m["value"] <= e["ci_high"])})
+        rows.append(
+            {
+                "partition": r.partition,
+                "metric": m.get("metric"),
+                "estimated": e["value"],
+                "estimate_ci": [e.get("ci_low"), e.get("ci_high")],
+                "realised": m["value"],
+                "error": round(e["value"] - m["value"], 5),
+                "inside": bool(e.get("ci_low") is not None and e["ci_low"] <= m["value"] <= e["ci_high"]),
+            }
+        )
     if not rows:
         return Tracking([], None, None)
-    return Tracking(rows, round(float(np.mean([abs(r["error"]) for r in rows])), 5),
-                    round(float(np.mean([r["inside"] for r in rows])), 3))
+    return Tracking(
+        rows,
+        round(float(np.mean([abs(r["error"]) for r in rows])), 5),
+        round(float(np.mean([r["inside"] for r in rows])), 3),
+    )

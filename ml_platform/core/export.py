@@ -18,7 +18,7 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 @cache
 def _skl2onnx():
-    """skl2onnx, imported on first export: it costs ~0.5 s, and most processes that import
+    """skl2onnx, imported on first export: its import is slow, and most processes that import
     this module (ingest runs, monitoring, scoring) only run ONNX graphs."""
     import skl2onnx
     from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
@@ -26,8 +26,9 @@ def _skl2onnx():
 
     from ml_platform.core.training import Float32Imputer
 
-    skl2onnx.update_registered_converter(Float32Imputer, "MlPlatformFloat32Imputer",
-                                         calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer)
+    skl2onnx.update_registered_converter(
+        Float32Imputer, "MlPlatformFloat32Imputer", calculate_sklearn_imputer_output_shapes, convert_sklearn_imputer
+    )
     return skl2onnx
 
 
@@ -51,13 +52,14 @@ def session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def onnx_predict(sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig,
-                 chunk_rows: int = 50_000) -> np.ndarray:
+def onnx_predict(
+    sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig, chunk_rows: int = 50_000
+) -> np.ndarray:
     """Probabilities [N, n_classes] (classification) or predictions [N] (regression),
     computed in chunks so memory stays bounded on large batches."""
     outs = []
     for start in range(0, len(df), chunk_rows):
-        res = sess.run(None, feeds_of(df.iloc[start:start + chunk_rows], cfg.features))
+        res = sess.run(None, feeds_of(df.iloc[start : start + chunk_rows], cfg.features))
         outs.append(res[1] if cfg.task == "classification" else res[0].reshape(-1))
     if not outs:
         return np.empty((0, 0) if cfg.task == "classification" else (0,))
@@ -72,8 +74,9 @@ def parity(pipe: Pipeline, sess: ort.InferenceSession, df: pd.DataFrame, cfg: Mo
     return float(np.max(np.abs(np.asarray(ref, dtype=np.float64) - got))) if len(df) else 0.0
 
 
-def serving_metadata(pipe: Pipeline, cfg: ModelConfig, *, name: str, version: int,
-                     metrics: dict, smoke_rows: list[dict]) -> dict:
+def serving_metadata(
+    pipe: Pipeline, cfg: ModelConfig, *, name: str, version: int, metrics: dict, smoke_rows: list[dict]
+) -> dict:
     """Everything the endpoint needs besides the ONNX graph (it never imports sklearn)."""
     classes = pipe.classes_.tolist() if cfg.task == "classification" else None
     return {

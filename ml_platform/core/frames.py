@@ -1,6 +1,6 @@
 """Turning a batch DataFrame into model inputs, the same way for training, ONNX and serving.
 
-The per-value rule is ``ml_platform.serving.values`` (standard library only, shared with
+The per-value rule is ``ml_platform.core.values`` (standard library only, shared with
 the endpoint): numeric features become float32 (NaN = missing); categorical features
 become strings (3, 3.0 and "3" are one category, booleans are "true" / "false", strings
 are stripped; missing = ``MISSING``). This module applies it column-wise: vectorised for
@@ -20,18 +20,26 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
 
-from ml_platform.serving.values import F32_OVERFLOW, MISSING, InvalidValue, category, number
+from ml_platform.core.values import F32_OVERFLOW, MISSING, InvalidValue, category, number
 from ml_platform.settings import ModelConfig
 
-__all__ = ["MISSING", "category_strings", "category_column", "category_array", "numeric_column",
-           "numeric_array", "feeds_of", "typed_frame", "model_inputs"]
+__all__ = [
+    "MISSING",
+    "category_strings",
+    "category_column",
+    "category_array",
+    "numeric_column",
+    "numeric_array",
+    "feeds_of",
+    "typed_frame",
+    "model_inputs",
+]
 
 Problems = dict  # reason -> positions (np.ndarray of int) of the cells it applies to
 
 # object columns whose distinct values can be typed once each: pandas hashes True == 1 == 1.0,
 # so columns mixing booleans with numbers (inferred "mixed-integer" / "mixed") go value by value
-_BY_DISTINCT = frozenset(("string", "boolean", "integer", "floating", "mixed-integer-float", "decimal",
-                          "empty"))
+_BY_DISTINCT = frozenset(("string", "boolean", "integer", "floating", "mixed-integer-float", "decimal", "empty"))
 
 
 def _group(bad: dict[int, str]) -> Problems:
@@ -75,8 +83,11 @@ def _categories(s: pd.Series, fill) -> tuple[np.ndarray, Problems]:
         if kind == "b":  # numpy bool, or pandas "boolean" with NA
             codes = np.where(s.isna().to_numpy(), -1, s.to_numpy(dtype=bool, na_value=False).astype(np.int64))
             canon, bad = np.array(["false", "true"], dtype=object), {}
-        elif kind in "iuf" or (kind == "O" or isinstance(s.dtype, pd.StringDtype)) and infer_dtype(
-                s, skipna=True) in _BY_DISTINCT:
+        elif (
+            kind in "iuf"
+            or (kind == "O" or isinstance(s.dtype, pd.StringDtype))
+            and infer_dtype(s, skipna=True) in _BY_DISTINCT
+        ):
             codes, uniques = pd.factorize(s, use_na_sentinel=True)
             canon, bad = _category_values(uniques.tolist() if len(uniques) else [])
         else:  # mixed objects (booleans with numbers, lists, timestamps ...): value by value
@@ -88,8 +99,9 @@ def _categories(s: pd.Series, fill) -> tuple[np.ndarray, Problems]:
         canon[j] = fill
     canon = np.where(pd.isna(canon), fill, canon) if fill is not None else canon
     out = _taken(canon, codes, fill)
-    problems = {why: np.flatnonzero(np.isin(codes, [j for j, w in bad.items() if w == why]))
-                for why in set(bad.values())}
+    problems = {
+        why: np.flatnonzero(np.isin(codes, [j for j, w in bad.items() if w == why])) for why in set(bad.values())
+    }
     return out, problems
 
 
@@ -191,8 +203,9 @@ def feeds_of(df: pd.DataFrame, features: dict) -> dict[str, np.ndarray]:
 
 def typed_frame(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
     """The columns ``types`` ({name: "numeric" | "categorical"}) of ``df``, typed as above."""
-    return pd.DataFrame({c: numeric_array(df[c]) if t == "numeric" else category_array(df[c])
-                         for c, t in types.items()}, index=df.index)
+    return pd.DataFrame(
+        {c: numeric_array(df[c]) if t == "numeric" else category_array(df[c]) for c, t in types.items()}, index=df.index
+    )
 
 
 def model_inputs(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:

@@ -47,10 +47,12 @@ def _open_regular(path: Path):
     (``O_NOFOLLOW``: a link swapped in after a check is refused too)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as e:
+    except OSError:
         if os.path.islink(path):
-            raise RefusedFile(f"{path.name}: refused: a symbolic link, not a regular file "
-                              "(landing files are never followed out of the landing dir)") from None
+            raise RefusedFile(
+                f"{path.name}: refused: a symbolic link, not a regular file "
+                "(landing files are never followed out of the landing dir)"
+            ) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -99,9 +101,15 @@ def copy_regular_file(src: Path, dest: Path) -> None:
         raise
 
 
-def scan_landing(landing_dir: Path, *, settle_seconds: float = 2.0, known_sha256: set[str] = frozenset(),
-                 hash_cache: dict | None = None, now: float | None = None,
-                 skipped: list | None = None) -> list[LandingFile]:
+def scan_landing(
+    landing_dir: Path,
+    *,
+    settle_seconds: float = 2.0,
+    known_sha256: set[str] = frozenset(),
+    hash_cache: dict | None = None,
+    now: float | None = None,
+    skipped: list | None = None,
+) -> list[LandingFile]:
     """Files ready for ingestion, in arrival order (modification time, then name).
 
     A file counts as still being written while it was modified less than ``settle_seconds``
@@ -130,8 +138,13 @@ def scan_landing(landing_dir: Path, *, settle_seconds: float = 2.0, known_sha256
             continue
         if now - st.st_mtime < settle_seconds:
             if skipped is not None:
-                skipped.append((p, f"{p.name}: still being written (modified {now - st.st_mtime:.1f}s ago, "
-                                   f"settle time {settle_seconds:g}s)"))
+                skipped.append(
+                    (
+                        p,
+                        f"{p.name}: still being written (modified {now - st.st_mtime:.1f}s ago, "
+                        f"settle time {settle_seconds:g}s)",
+                    )
+                )
             continue
         key = str(p)
         cached = hash_cache.get(key) if hash_cache is not None else None
@@ -179,8 +192,9 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
     name = display_name or str(path)
     fmt = SUPPORTED.get(path.suffix.lower())
     if fmt is None:
-        raise BatchReadError(f"{name}: unsupported file type {path.suffix or '(none)'!r}; "
-                             f"expected one of {sorted(SUPPORTED)}")
+        raise BatchReadError(
+            f"{name}: unsupported file type {path.suffix or '(none)'!r}; expected one of {sorted(SUPPORTED)}"
+        )
     if path.stat().st_size == 0:
         raise BatchReadError(f"{name}: file is empty")
     try:
@@ -205,7 +219,7 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
         raise BatchReadError(f"{name}: no columns to read (empty CSV)") from None
     except UnicodeDecodeError as e:
         raise BatchReadError(f"{name}: not UTF-8 text at byte {e.start} (is it another format?)") from None
-    except Exception as e:  # pyarrow / parser errors carry the detail (truncation, magic bytes, line)
+    except Exception as e:  # noqa: BLE001 - pyarrow / parser errors carry the detail (truncation, magic bytes, line)
         raise BatchReadError(f"{name}: cannot be read as {fmt}: {type(e).__name__}: {_short(e)}") from None
     if df.empty:
         raise BatchReadError(f"{name}: has a header but no rows")

@@ -19,10 +19,10 @@ import pandas as pd
 
 @dataclass
 class LiveWindow:
-    frame: pd.DataFrame               # feature columns, "_ts" and the score, oldest row first
+    frame: pd.DataFrame  # feature columns, "_ts" and the score, oldest row first
     files: list[Path] = field(default_factory=list)
-    other_version_rows: int = 0       # rows of other versions in the files read
-    unreadable_lines: int = 0         # lines that were not JSON objects (reported, skipped)
+    other_version_rows: int = 0  # rows of other versions in the files read
+    unreadable_lines: int = 0  # lines that were not JSON objects (reported, skipped)
 
     @property
     def first_ts(self) -> str | None:
@@ -51,8 +51,15 @@ def sample_files(sample_dir: Path) -> list[Path]:
     return sorted(Path(sample_dir).glob("live-*.jsonl"), key=lambda p: p.name, reverse=True)
 
 
-def read_window(sample_dir: Path, version: int, features: list[str], max_rows: int, *,
-                score_column: str, missing_token: str | None = None) -> LiveWindow:
+def read_window(
+    sample_dir: Path,
+    version: int,
+    features: list[str],
+    max_rows: int,
+    *,
+    score_column: str,
+    missing_token: str | None = None,
+) -> LiveWindow:
     """The newest ``max_rows`` rows scored by ``version``. Categorical nulls were written as
     the model's ``missing_token``; they come back as nulls, as in a validated batch."""
     rows: list[dict] = []
@@ -82,9 +89,11 @@ def read_window(sample_dir: Path, version: int, features: list[str], max_rows: i
     if rows and all(isinstance(p, dict) for p in probas):
         # imported here: `ml-platform status` reads summaries through this module without sklearn
         from ml_platform.core.training import positive_scores
+
         cols[score_column] = positive_scores(np.array([list(p.values()) for p in probas], dtype=np.float64))
     else:
-        cols[score_column] = pd.to_numeric(pd.Series([r.get("_prediction") for r in rows], dtype=object),
-                                           errors="coerce")
+        cols[score_column] = pd.to_numeric(
+            pd.Series([r.get("_prediction") for r in rows], dtype=object), errors="coerce"
+        )
     win.frame = pd.DataFrame(cols)
     return win

@@ -13,8 +13,7 @@ drift alone is a reason to look closer, not to retrain. It retrains when
     can hold through such a change (a decision threshold that shifts keeps the ranking) while a
     model refitted on the new labels gains; a covariate shift with the concept unchanged keeps the
     calibration and does not trigger it. A concept change alone does not start a
-    regime window: the ranking held, so the older rows still teach it (river SEA: a regime-only model
-    of one threshold served the next at ROC AUC 0.78, the all-data model at 0.90), or
+    regime window: the ranking held, so the older rows still teach it (benchmarks/README.md), or
   - a model refitted on the labelled batches before this one beat the champion on it by at least
     ``retrain.challenger_min_gain`` (the lower end of the paired bootstrap interval,
     ``core/challenger.py``; trigger "challenger", at once): retraining is measured to pay, on
@@ -52,7 +51,7 @@ def monitoring_complete(record: BatchRecord) -> bool:
 def _since_last_retrain(history: list[BatchRecord]) -> list[BatchRecord]:
     for i in range(len(history) - 1, -1, -1):
         if history[i].retrained:
-            return history[i + 1:]
+            return history[i + 1 :]
     return history
 
 
@@ -64,7 +63,7 @@ def _regime_start(recent: list[BatchRecord], start: str) -> str:
     """First batch of the trailing run of drifted / under-performing batches ending just before
     ``start`` (the batch that showed the shift; the first of a pooled window), else ``start``."""
     keys = [h.partition for h in recent]
-    for h in reversed(recent[:keys.index(start)] if start in keys else recent):
+    for h in reversed(recent[: keys.index(start)] if start in keys else recent):
         if not h.is_validated:
             continue
         if not h.shifted():
@@ -73,8 +72,15 @@ def _regime_start(recent: list[BatchRecord], start: str) -> str:
     return start
 
 
-def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *, has_champion: bool,
-           retrain_in_flight: bool = False, now: float | None = None) -> Decision:
+def decide(
+    record: BatchRecord,
+    history: list[BatchRecord],
+    cfg: ModelConfig,
+    *,
+    has_champion: bool,
+    retrain_in_flight: bool = False,
+    now: float | None = None,
+) -> Decision:
     """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions.
     ``retrain_in_flight``: a train run of this model is queued or running."""
     status = record.status
@@ -86,20 +92,27 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
             return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
         return Decision(True, "arrival", "policy on_arrival: every validated batch retrains")
     if retrain_in_flight:
-        return Decision(False, "none", "a retrain is already queued or running (at most one in flight): "
-                                       "this batch is not a reason for another; the batches after it are "
-                                       "judged against that retrain's result")
+        return Decision(
+            False,
+            "none",
+            "a retrain is already queued or running (at most one in flight): "
+            "this batch is not a reason for another; the batches after it are "
+            "judged against that retrain's result",
+        )
     if record.unlabelled and not has_champion:
         return Decision(False, "none", "unlabelled batch and no champion: nothing to train on")
     if not has_champion:
         return Decision(True, "arrival", "no champion yet: a retrain is always allowed")
 
     recent = _since_last_retrain(history)
-    last_retrain = next((h.decision.at for h in reversed(history) if h.retrained and h.decision.at is not None),
-                        None)
+    last_retrain = next((h.decision.at for h in reversed(history) if h.retrained and h.decision.at is not None), None)
     at = record.validated_at or now
-    cooling = (rc.cooldown_seconds > 0 and last_retrain is not None and at is not None
-               and at - last_retrain < rc.cooldown_seconds)
+    cooling = (
+        rc.cooldown_seconds > 0
+        and last_retrain is not None
+        and at is not None
+        and at - last_retrain < rc.cooldown_seconds
+    )
 
     perf = record.performance_figure
     est = record.estimate_figure
@@ -108,8 +121,12 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     parts = []
     rows = int(record.valid_rows or 0)
     if rows < cfg.drift.min_rows:  # too small to judge: never a retrain by itself
-        return Decision(False, "none", f"drift: not enough data ({rows} rows, drift.min_rows "
-                                       f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself")
+        return Decision(
+            False,
+            "none",
+            f"drift: not enough data ({rows} rows, drift.min_rows "
+            f"{cfg.drift.min_rows}): too small to judge, never a retrain by itself",
+        )
     validated = [h for h in recent + [record] if h.is_validated]
     alpha = rc.performance_alpha
     drop, start = None, record.partition
@@ -118,15 +135,22 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     elif (pool := _pooled_drop(validated, alpha, rc.min_drop)) is not None:
         k, p = pool
         start = validated[-k].partition
-        drop = (f"{_interval(p.to_dict(), alpha)} over the last {k} labelled batches ({p.rows} rows) below "
-                f"champion v{p.champion_version} holdout {p.baseline:.4f}")
+        drop = (
+            f"{_interval(p.to_dict(), alpha)} over the last {k} labelled batches ({p.rows} rows) below "
+            f"champion v{p.champion_version} holdout {p.baseline:.4f}"
+        )
     if drop is not None:
         if cooling:
             return Decision(False, "none", f"{drop}, but within the {rc.cooldown_seconds:.0f}s cooldown")
-        also = ([f"concept change too: {_concept(record)}"] if record.concept_moved else []) \
-            + ([f"retraining pays too: {_challenger(record)}"] if record.retraining_pays else [])
-        return Decision(True, "performance", "; ".join([f"significant performance drop: {drop}", *also]),
-                        _regime_start(recent, start))
+        also = ([f"concept change too: {_concept(record)}"] if record.concept_moved else []) + (
+            [f"retraining pays too: {_challenger(record)}"] if record.retraining_pays else []
+        )
+        return Decision(
+            True,
+            "performance",
+            "; ".join([f"significant performance drop: {drop}", *also]),
+            _regime_start(recent, start),
+        )
     if record.concept_moved:
         concept = f"concept change: {_concept(record)}"
         if cooling:
@@ -142,8 +166,10 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     measured = perf.get("value") is not None
     estimated = not measured and est.get("value") is not None
     if measured:
-        parts.append(f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop"
-                     + (f" of at least {rc.min_drop})" if perf.get("significant") else ")"))
+        parts.append(
+            f"{perf['metric']} {perf['value']:.4f} vs holdout {perf['baseline']:.4f} (no significant drop"
+            + (f" of at least {rc.min_drop})" if perf.get("significant") else ")")
+        )
         if record.challenger_check.get("error"):
             parts.append(f"challenger check failed: {record.challenger_check['error']}")
         elif record.challenger_check:
@@ -151,10 +177,12 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
     if estimated:
-        what = (f"estimated {_interval(est, alpha)} without labels (CBPE) vs holdout {est['baseline']:.4f}")
+        what = f"estimated {_interval(est, alpha)} without labels (CBPE) vs holdout {est['baseline']:.4f}"
         if figure_dropped(est, rc.min_drop):
             streak = _streak(validated, lambda h: h.dropped(rc.min_drop))
-            what = f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
+            what = (
+                f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
+            )
             if streak < rc.debounce_batches:
                 return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
             if new_rows < rc.min_new_rows:
@@ -168,15 +196,21 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
 
     judged = measured or estimated
     if verdict == "drifted" and judged and rc.trigger_on == "performance":
-        return Decision(False, "none", f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
-                                       f"(share {d.get('share_drifted', 0):.0%}) looked at closer: "
-                                       f"{'; '.join(parts)}; drift alone does not retrain")
+        return Decision(
+            False,
+            "none",
+            f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
+            f"(share {d.get('share_drifted', 0):.0%}) looked at closer: "
+            f"{'; '.join(parts)}; drift alone does not retrain",
+        )
     if verdict == "drifted" and (judged or rc.unestimated_drift == "retrain"):
         streak = _streak(validated, lambda h: h.drifted)
-        what = (f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
-                f"(share {d.get('share_drifted', 0):.0%}), {streak} consecutive drifted batch(es), "
-                f"{new_rows} new rows since the last retrain"
-                + ("" if judged else ", performance neither measured nor estimated"))
+        what = (
+            f"drift in {', '.join(d.get('drifted_features') or []) or 'features'} "
+            f"(share {d.get('share_drifted', 0):.0%}), {streak} consecutive drifted batch(es), "
+            f"{new_rows} new rows since the last retrain"
+            + ("" if judged else ", performance neither measured nor estimated")
+        )
         if streak < rc.debounce_batches:
             return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
         if new_rows < rc.min_new_rows:
@@ -185,8 +219,11 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
             return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
         return Decision(True, "drift", what, _regime_start(recent, record.partition))
     if verdict == "drifted":
-        parts.insert(0, f"drift in {', '.join(d.get('drifted_features') or []) or 'features'}, performance neither "
-                        "measured nor estimated: waiting for labels (retrain.unestimated_drift: wait)")
+        parts.insert(
+            0,
+            f"drift in {', '.join(d.get('drifted_features') or []) or 'features'}, performance neither "
+            "measured nor estimated: waiting for labels (retrain.unestimated_drift: wait)",
+        )
     elif verdict in ("no reference", "no champion", "skipped"):
         parts.insert(0, d.get("reason") or verdict)
     elif verdict == "not enough data":
@@ -198,12 +235,14 @@ def decide(record: BatchRecord, history: list[BatchRecord], cfg: ModelConfig, *,
 
 def _concept(record: BatchRecord) -> str:
     from ml_platform.core.estimate import ConceptCheck
+
     c = record.concept_check
     return ConceptCheck(**{k: c[k] for k in ConceptCheck.__dataclass_fields__}).summary()
 
 
 def _challenger(record: BatchRecord) -> str:
     from ml_platform.core.challenger import ChallengerCheck
+
     return ChallengerCheck.from_dict(record.challenger_check).summary()
 
 
@@ -211,6 +250,7 @@ def _pooled_drop(validated: list[BatchRecord], alpha: float, min_drop: float):
     """(k, pooled figure) for the shortest trailing run of k = 2 or 3 labelled batches, measured
     against the same champion, whose pooled figure shows a significant drop; else None."""
     from ml_platform.core.estimate import pooled
+
     run: list[dict] = []
     for h in reversed(validated):
         p = h.performance_figure
@@ -238,8 +278,15 @@ def _streak(validated: list[BatchRecord], hit) -> int:
     return n
 
 
-def scheduled(records: list[BatchRecord], cfg: ModelConfig, *, champion: int | None,
-              champion_batches=None, retrain_in_flight: bool = False, since: float | None = None) -> Decision:
+def scheduled(
+    records: list[BatchRecord],
+    cfg: ModelConfig,
+    *,
+    champion: int | None,
+    champion_batches=None,
+    retrain_in_flight: bool = False,
+    since: float | None = None,
+) -> Decision:
     """The weekly schedule's decision (``retrain.schedule``): a retrain judged by the gate even
     without drift, but only when it has something new to learn from.
 
@@ -261,13 +308,17 @@ def scheduled(records: list[BatchRecord], cfg: ModelConfig, *, champion: int | N
         used = "the newest candidate's run started"
     else:
         cut = max((i for i, r in enumerate(records) if r.partition in window), default=-1)
-        new = [r for r in records[cut + 1:] if r.trainable]
+        new = [r for r in records[cut + 1 :] if r.trainable]
         used = f"champion v{champion}'s training data" + (f" (newest: {records[cut].partition})" if cut >= 0 else "")
     if not new:
-        return Decision(False, "none", f"{when} skipped: no labelled batch validated since {used}: "
-                                       "it would refit the same rows")
+        return Decision(
+            False, "none", f"{when} skipped: no labelled batch validated since {used}: it would refit the same rows"
+        )
     unknown = champion is not None and champion_batches is None
     rows = sum(r.row_count for r in new)
-    return Decision(True, "schedule", f"{when}: {len(new)} new labelled batch(es), {rows} rows, since {used} "
-                                      f"(first: {new[0].partition})"
-                    + (f"; champion v{champion}'s training batches are unknown" if unknown else ""))
+    return Decision(
+        True,
+        "schedule",
+        f"{when}: {len(new)} new labelled batch(es), {rows} rows, since {used} "
+        f"(first: {new[0].partition})" + (f"; champion v{champion}'s training batches are unknown" if unknown else ""),
+    )

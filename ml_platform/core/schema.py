@@ -15,7 +15,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ml_platform.core.frames import category_column, numeric_column
-from ml_platform.serving.values import category
+from ml_platform.core.values import category
 from ml_platform.settings import ModelConfig
 
 
@@ -27,7 +27,7 @@ class BatchSchemaError(ValueError):
 class ValidationOutcome:
     valid: pd.DataFrame
     quarantined: pd.DataFrame  # the original rows plus `_row` (1-based data row) and `_reason`
-    labelled: bool = True      # False: the file has no target column (live / scoring data)
+    labelled: bool = True  # False: the file has no target column (live / scoring data)
     flags: list[str] = field(default_factory=list)  # e.g. "single class '0' in target churned"
     single_class: str | None = None  # classification: the only class of the valid rows, if only one
 
@@ -110,8 +110,7 @@ def _normalise(df: pd.DataFrame, cfg: ModelConfig, labelled: bool) -> tuple[pd.D
     return out, reasons
 
 
-def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, source: str,
-                        labelled: bool) -> None:
+def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, source: str, labelled: bool) -> None:
     """A configured column that appears more than once in the file is ambiguous: fail the batch.
     (pandas renames the second ``age`` to ``age.1``; ``landing.read_batch`` records the
     repeats in ``df.attrs["duplicate_columns"]``.)"""
@@ -119,10 +118,8 @@ def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, sou
     cols = required_columns(cfg, labelled)
     dup = [c for c in cols if repeats.get(c, 1) > 1]
     if dup:
-        where = ", ".join(f"{c!r} ({_config_key(cfg, model_name, c)}) appears {repeats[c]} times"
-                          for c in dup)
-        raise BatchSchemaError(f"{source}: duplicate column name(s): {where}; "
-                               "a configured column must appear once")
+        where = ", ".join(f"{c!r} ({_config_key(cfg, model_name, c)}) appears {repeats[c]} times" for c in dup)
+        raise BatchSchemaError(f"{source}: duplicate column name(s): {where}; a configured column must appear once")
 
 
 def _config_key(cfg: ModelConfig, model_name: str, col: str) -> str:
@@ -134,8 +131,9 @@ def _config_key(cfg: ModelConfig, model_name: str, col: str) -> str:
     return col
 
 
-def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "model",
-                   source: str = "batch") -> ValidationOutcome:
+def validate_batch(
+    df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "model", source: str = "batch"
+) -> ValidationOutcome:
     # A file without the target column is unlabelled data (monitoring and scoring only);
     # a target column with some empty cells is labelled data with bad rows.
     labelled = cfg.target in df.columns
@@ -148,7 +146,8 @@ def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "mod
         raise BatchSchemaError(
             f"{source}: missing column(s) {', '.join(repr(c) for c in missing)} required by "
             f"{', '.join(_config_key(cfg, model_name, c) for c in missing)}; the file has "
-            f"{len(df.columns)} column(s), {len(needed) - len(missing)} of the {len(needed)} configured")
+            f"{len(df.columns)} column(s), {len(needed) - len(missing)} of the {len(needed)} configured"
+        )
     df = df.reset_index(drop=True)
     norm, reasons = _normalise(df, cfg, labelled)
     schema = build_schema(cfg, labelled)
@@ -169,8 +168,9 @@ def validate_batch(df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "mod
     quarantined = df.loc[bad].copy()
     quarantined.insert(0, "_row", [i + 1 for i in bad])
     quarantined["_reason"] = ["; ".join(reasons[i]) for i in bad]
-    outcome = ValidationOutcome(valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True),
-                                labelled=labelled)
+    outcome = ValidationOutcome(
+        valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True), labelled=labelled
+    )
     if labelled and cfg.task == "classification" and len(outcome.valid):
         # Facts that make later verdicts moot: with one class no ROC AUC / F1 can be computed.
         classes = outcome.valid[cfg.target].dropna().unique()
@@ -194,5 +194,5 @@ def _describe(check: str) -> str:
     if check == "not_nullable":
         return "missing value"
     if check.startswith("isin("):
-        return "not an allowed value " + check[len("isin"):]
+        return "not an allowed value " + check[len("isin") :]
     return check.replace("greater_than_or_equal_to", ">=").replace("less_than_or_equal_to", "<=")

@@ -21,17 +21,25 @@ from ml_platform.core import training
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
-BATCH = "_batch"      # training-set column: the row's batch (partition key)
-ROW = "_row"          # its position in the batch's validated parquet: (_batch, _row) identifies a row
+BATCH = "_batch"  # training-set column: the row's batch (partition key)
+ROW = "_row"  # its position in the batch's validated parquet: (_batch, _row) identifies a row
 HOLDOUT = "_holdout"  # True for a holdout row: no candidate trains on it
 
 # The parameter search draws from these (keys the user fixed in `params` are left alone).
 SEARCH_SPACE = {
-    "hist_gradient_boosting": {"learning_rate": [0.03, 0.05, 0.1, 0.2], "max_leaf_nodes": [7, 15, 31, 63],
-                               "l2_regularization": [0.0, 0.1, 1.0, 10.0], "max_iter": [100, 200, 300],
-                               "min_samples_leaf": [10, 20, 50]},
-    "random_forest": {"n_estimators": [100, 200], "max_depth": [None, 8, 16],
-                      "min_samples_leaf": [1, 5, 20], "max_features": ["sqrt", 0.5, 1.0]},
+    "hist_gradient_boosting": {
+        "learning_rate": [0.03, 0.05, 0.1, 0.2],
+        "max_leaf_nodes": [7, 15, 31, 63],
+        "l2_regularization": [0.0, 0.1, 1.0, 10.0],
+        "max_iter": [100, 200, 300],
+        "min_samples_leaf": [10, 20, 50],
+    },
+    "random_forest": {
+        "n_estimators": [100, 200],
+        "max_depth": [None, 8, 16],
+        "min_samples_leaf": [1, 5, 20],
+        "max_features": ["sqrt", 0.5, 1.0],
+    },
     "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0, 100.0]},
     "ridge": {"alpha": [0.01, 0.1, 1.0, 10.0, 100.0]},
 }
@@ -39,8 +47,8 @@ SEARCH_SPACE = {
 
 @dataclass(frozen=True)
 class Window:
-    kind: str                # all | newest | regime
-    label: str               # what the UI and MLflow show, e.g. "regime since batch-0004 (1 batch)"
+    kind: str  # all | newest | regime
+    label: str  # what the UI and MLflow show, e.g. "regime since batch-0004 (1 batch)"
     batches: tuple[str, ...]
 
 
@@ -60,18 +68,18 @@ class Trial:
     @property
     def name(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in sorted(self.estimator.params.items()))
-        return f"{self.window.label} · {self.estimator.name}" + (f" ({params})" if params else "")
+        return f"{self.window.label} · {self.estimator.label}" + (f" ({params})" if params else "")
 
 
 @dataclass
 class Selection:
     trials: list[Trial]
-    best: int          # index of the winner in trials
+    best: int  # index of the winner in trials
     metric: str
     holdout_rows: int
     regime_start: str | None
-    top: int | None = None   # the holdout's best when ``best`` is a wider tied one
-    note: str = ""           # why ``best`` is not the holdout's best
+    top: int | None = None  # the holdout's best when ``best`` is a wider tied one
+    note: str = ""  # why ``best`` is not the holdout's best
 
     @property
     def winner(self) -> Trial:
@@ -85,7 +93,7 @@ def regime_start(records: list[BatchRecord], upto: str | None = None) -> str | N
     of the training set; later records are not looked at (the choice follows the data)."""
     keys = [r.partition for r in records]
     if upto in keys:
-        records = records[:keys.index(upto) + 1]
+        records = records[: keys.index(upto) + 1]
     start = None
     newest = next((r for r in reversed(records) if r.is_validated), None)
     if newest is not None and newest.retrained and newest.decision.regime_start:
@@ -125,8 +133,9 @@ def mark_holdout(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
     return mask
 
 
-def candidate_windows(batches: list[str], train_rows: dict[str, int], cfg: ModelConfig,
-                      regime: str | None) -> list[Window]:
+def candidate_windows(
+    batches: list[str], train_rows: dict[str, int], cfg: ModelConfig, regime: str | None
+) -> list[Window]:
     """The configured windows over ``batches`` (arrival order), without duplicates (two windows
     holding the same batches are fitted once) or empty ones. ``train_rows``: trainable (non-
     holdout) rows per batch. The regime window needs ``training.min_regime_rows`` of them."""
@@ -144,13 +153,12 @@ def candidate_windows(batches: list[str], train_rows: dict[str, int], cfg: Model
         if kind == "all":
             add("all", f"all {len(batches)} batch{'es' if len(batches) > 1 else ''}", batches)
         elif kind == "newest":
-            chosen = batches[-t.newest_batches:]
+            chosen = batches[-t.newest_batches :]
             add("newest", f"newest {len(chosen)} batch{'es' if len(chosen) > 1 else ''}", chosen)
         elif kind == "regime" and regime in batches and t.drift_window == "regime":
-            chosen = batches[batches.index(regime):]
+            chosen = batches[batches.index(regime) :]
             if sum(train_rows.get(b, 0) for b in chosen) >= t.min_regime_rows:
-                add("regime", f"regime since {regime} ({len(chosen)} batch{'es' if len(chosen) > 1 else ''})",
-                    chosen)
+                add("regime", f"regime since {regime} ({len(chosen)} batch{'es' if len(chosen) > 1 else ''})", chosen)
     return out
 
 
@@ -161,8 +169,14 @@ def _ranking_key(metric: str, trial: Trial) -> float:
     return value if training.HIGHER_IS_BETTER[metric] else -value
 
 
-def _fit(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, window: Window,
-         est: EstimatorConfig, search: bool = False) -> Trial:
+def _fit(
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    cfg: ModelConfig,
+    window: Window,
+    est: EstimatorConfig,
+    search: bool = False,
+) -> Trial:
     rows = train[train[BATCH].isin(window.batches)]
     if cfg.task == "classification" and rows[cfg.target].nunique() < 2:
         return Trial(window, est, {}, len(rows), 0.0, search, skipped="a single class in this window")
@@ -193,8 +207,14 @@ def search_settings(est: EstimatorConfig, budget: int, seed: int) -> list[Estima
     return out
 
 
-def select(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, windows: list[Window],
-           regime: str | None = None, log=None) -> Selection:
+def select(
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+    cfg: ModelConfig,
+    windows: list[Window],
+    regime: str | None = None,
+    log=None,
+) -> Selection:
     """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
     parameter settings on the best one's window, judge all on ``holdout`` and pick the best by
     the gate metric (ties: the earlier, i.e. the wider window and the first estimator); with
@@ -231,37 +251,56 @@ def select(train: pd.DataFrame, holdout: pd.DataFrame, cfg: ModelConfig, windows
     return Selection(trials, best, metric, len(holdout), regime, top=top, note=note)
 
 
-def _more_data_when_tied(trials: list[Trial], best: int, holdout: pd.DataFrame,
-                         cfg: ModelConfig) -> tuple[int, str]:
+def _more_data_when_tied(trials: list[Trial], best: int, holdout: pd.DataFrame, cfg: ModelConfig) -> tuple[int, str]:
     """The trial with the most training rows that is within ``gate.max_regression`` of ``best`` on
     the holdout and whose paired bootstrap interval of (it - best) reaches 0 (not shown worse),
     with the note saying so; else ``best``. A clear lead of a narrow window (a changed concept:
     the demo, Agrawal) keeps the narrow window."""
     from ml_platform.core.bootstrap import paired_bootstrap
     from ml_platform.core.frames import model_inputs
+
     lead = trials[best]
-    wider = sorted((i for i, t in enumerate(trials) if not t.skipped and t.pipe is not None
-                    and t.train_rows > lead.train_rows and np.isfinite(_ranking_key(cfg.gate_metric, t))),
-                   key=lambda i: (-trials[i].train_rows, -_ranking_key(cfg.gate_metric, trials[i])))
+    wider = sorted(
+        (
+            i
+            for i, t in enumerate(trials)
+            if not t.skipped
+            and t.pipe is not None
+            and t.train_rows > lead.train_rows
+            and np.isfinite(_ranking_key(cfg.gate_metric, t))
+        ),
+        key=lambda i: (-trials[i].train_rows, -_ranking_key(cfg.gate_metric, trials[i])),
+    )
     if not wider:
         return best, ""
     x, y = model_inputs(holdout, cfg), training.target_values(holdout, cfg)
 
     def outputs(t: Trial):
         return t.pipe.predict_proba(x) if cfg.task == "classification" else t.pipe.predict(x)
+
     lead_out, g = outputs(lead), cfg.gate
     for i in wider:
         t = trials[i]
-        iv = paired_bootstrap(cfg.gate_metric, cfg.task, y, outputs(t), lead_out,
-                              candidate_classes=getattr(t.pipe, "classes_", None),
-                              champion_classes=getattr(lead.pipe, "classes_", None),
-                              resamples=g.resamples, confidence=g.confidence, seed=cfg.training.seed)
+        iv = paired_bootstrap(
+            cfg.gate_metric,
+            cfg.task,
+            y,
+            outputs(t),
+            lead_out,
+            candidate_classes=getattr(t.pipe, "classes_", None),
+            champion_classes=getattr(lead.pipe, "classes_", None),
+            resamples=g.resamples,
+            confidence=g.confidence,
+            seed=cfg.training.seed,
+        )
         if np.isfinite(iv.ci_high) and iv.ci_high >= 0 and iv.delta >= -g.max_regression:
-            return i, (f"{t.name} ({t.train_rows} rows) preferred to the holdout's best {lead.name} "
-                       f"({lead.train_rows} rows): {cfg.gate_metric} {iv.delta:+.4f}, "
-                       f"{iv.confidence:.0%} CI [{iv.ci_low:+.4f}, {iv.ci_high:+.4f}] on {iv.rows} rows "
-                       f"does not show it worse, within gate.max_regression {g.max_regression} "
-                       "(training.prefer_more_data)")
+            return i, (
+                f"{t.name} ({t.train_rows} rows) preferred to the holdout's best {lead.name} "
+                f"({lead.train_rows} rows): {cfg.gate_metric} {iv.delta:+.4f}, "
+                f"{iv.confidence:.0%} CI [{iv.ci_low:+.4f}, {iv.ci_high:+.4f}] on {iv.rows} rows "
+                f"does not show it worse, within gate.max_regression {g.max_regression} "
+                "(training.prefer_more_data)"
+            )
     return best, ""
 
 
@@ -269,8 +308,11 @@ def _figure(t: Trial, metric: str) -> str:
     if t.skipped:
         return f"skipped ({t.skipped})"
     v = t.metrics.get(metric)
-    return f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s)" if v is not None \
+    return (
+        f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s)"
+        if v is not None
         else f"{metric} undefined on the holdout"
+    )
 
 
 def table(sel: Selection) -> pd.DataFrame:
@@ -278,9 +320,17 @@ def table(sel: Selection) -> pd.DataFrame:
     rows = []
     for i, t in enumerate(sel.trials):
         v = t.metrics.get(sel.metric)
-        rows.append({"winner": i == sel.best, "window": t.window.label, "estimator": t.estimator.name,
-                     "params": ", ".join(f"{k}={v}" for k, v in sorted(t.estimator.params.items())) or "defaults",
-                     "search": t.search, "train_rows": t.train_rows,
-                     sel.metric: None if v is None else float(v), "fit_seconds": round(t.fit_seconds, 2),
-                     "note": t.skipped or ""})
+        rows.append(
+            {
+                "winner": i == sel.best,
+                "window": t.window.label,
+                "estimator": t.estimator.label,
+                "params": ", ".join(f"{k}={v}" for k, v in sorted(t.estimator.params.items())) or "defaults",
+                "search": t.search,
+                "train_rows": t.train_rows,
+                sel.metric: None if v is None else float(v),
+                "fit_seconds": round(t.fit_seconds, 2),
+                "note": t.skipped or "",
+            }
+        )
     return pd.DataFrame(rows)

@@ -19,8 +19,9 @@ CONTRACTS = ["monthly", "annual", "two_year"]
 PAYMENTS = ["card", "bank_transfer", "paypal", "voucher"]
 
 
-def generate_batch(rows: int, *, seed: int = 0, drift: float = 0.0, start_id: int = 0,
-                   start_time: pd.Timestamp | None = None) -> pd.DataFrame:
+def generate_batch(
+    rows: int, *, seed: int = 0, drift: float = 0.0, start_id: int = 0, start_time: pd.Timestamp | None = None
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     d = float(drift)
     tenure = np.clip(rng.gamma(2.0 - 0.8 * d, 14.0, rows), 0, 120).round()
@@ -35,15 +36,19 @@ def generate_batch(rows: int, *, seed: int = 0, drift: float = 0.0, start_id: in
 
     # The label relationship moves with drift too: price sensitivity and support
     # frustration swap roles, so yesterday's model mis-ranks today's customers.
-    logit = (-1.0 + 0.9 * d
-             - 0.045 * tenure
-             + (0.025 - 0.05 * d) * (charges - 65)
-             + (0.45 - 0.7 * d) * calls
-             - 0.012 * usage
-             + np.where(contract == "monthly", 1.2, np.where(contract == "annual", 0.0, -1.0))
-             + np.where(plan == "premium", 0.5 * (1 - 2 * d), 0.0)
-             + np.where(region == 3, 0.6, 0.0) + np.where(region == 5, -0.4 + 1.4 * d, 0.0)
-             + d * 0.05 * (age - 45))
+    logit = (
+        -1.0
+        + 0.9 * d
+        - 0.045 * tenure
+        + (0.025 - 0.05 * d) * (charges - 65)
+        + (0.45 - 0.7 * d) * calls
+        - 0.012 * usage
+        + np.where(contract == "monthly", 1.2, np.where(contract == "annual", 0.0, -1.0))
+        + np.where(plan == "premium", 0.5 * (1 - 2 * d), 0.0)
+        + np.where(region == 3, 0.6, 0.0)
+        + np.where(region == 5, -0.4 + 1.4 * d, 0.0)
+        + d * 0.05 * (age - 45)
+    )
     churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
 
     # Realistic imperfections: a few missing usage readings and payment methods.
@@ -53,25 +58,35 @@ def generate_batch(rows: int, *, seed: int = 0, drift: float = 0.0, start_id: in
 
     start = start_time if start_time is not None else pd.Timestamp("2026-01-01", tz="UTC")
     ts = start + pd.to_timedelta(np.sort(rng.uniform(0, 86_400, rows)), unit="s")
-    return pd.DataFrame({
-        "customer_id": np.arange(start_id, start_id + rows),
-        "event_time": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tenure_months": tenure,
-        "monthly_charges": charges,
-        "support_calls": calls,
-        "usage_gb": usage,
-        "age": age,
-        "plan": plan,
-        "contract": contract,
-        "region": region,
-        "payment_method": payment,
-        "churned": churned,
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": np.arange(start_id, start_id + rows),
+            "event_time": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tenure_months": tenure,
+            "monthly_charges": charges,
+            "support_calls": calls,
+            "usage_gb": usage,
+            "age": age,
+            "plan": plan,
+            "contract": contract,
+            "region": region,
+            "payment_method": payment,
+            "churned": churned,
+        }
+    )
 
 
-def write_batches(landing_dir: Path, batches: int, *, rows: int = 2000, drift: float = 0.0,
-                  seed: int = 0, fmt: str = "csv", prefix: str = "batch",
-                  drift_from: int = 0) -> list[Path]:
+def write_batches(
+    landing_dir: Path,
+    batches: int,
+    *,
+    rows: int = 2000,
+    drift: float = 0.0,
+    seed: int = 0,
+    fmt: str = "csv",
+    prefix: str = "batch",
+    drift_from: int = 0,
+) -> list[Path]:
     """Write ``batches`` files atomically (tmp name, then rename) so a watching sensor
     never sees half a file. Batches ``drift_from`` and later get ``drift``."""
     landing_dir.mkdir(parents=True, exist_ok=True)
@@ -79,9 +94,13 @@ def write_batches(landing_dir: Path, batches: int, *, rows: int = 2000, drift: f
     paths = []
     for i in range(batches):
         n = existing + i
-        df = generate_batch(rows, seed=seed * 100_003 + n, drift=drift if i >= drift_from else 0.0,
-                            start_id=n * rows * 10 + seed * 10**9,
-                            start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=n))
+        df = generate_batch(
+            rows,
+            seed=seed * 100_003 + n,
+            drift=drift if i >= drift_from else 0.0,
+            start_id=n * rows * 10 + seed * 10**9,
+            start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=n),
+        )
         final = landing_dir / f"{prefix}-{n:04d}.{fmt}"
         tmp = landing_dir / f".{final.name}.tmp"
         if fmt == "csv":

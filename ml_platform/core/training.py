@@ -9,26 +9,24 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from ml_platform.core import estimators
 from ml_platform.core.frames import model_inputs, typed_frame
 from ml_platform.settings import ModelConfig
 
-HIGHER_IS_BETTER = {"roc_auc": True, "accuracy": True, "f1": True, "r2": True,
-                    "log_loss": False, "rmse": False, "mae": False}
-
-
-LINEAR = {"logistic_regression", "ridge"}
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "accuracy": True,
+    "f1": True,
+    "r2": True,
+    "log_loss": False,
+    "rmse": False,
+    "mae": False,
+}
 
 
 def holdout_mask(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
@@ -40,15 +38,17 @@ def holdout_mask(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
         ts = pd.to_datetime(df[cfg.timestamp_column], errors="coerce", utc=True)
         order = np.argsort(ts.to_numpy(dtype="datetime64[ns]"), kind="stable")
         mask = np.zeros(n, dtype=bool)
-        mask[order[n - max(1, int(round(n * frac))):]] = True
+        mask[order[n - max(1, int(round(n * frac))) :]] = True
         return mask
     if cfg.id_column and cfg.id_column in df:
         keys = df[cfg.id_column].astype(str)
     else:
         keys = df[list(cfg.features) + [cfg.target]].astype(str).agg("|".join, axis=1)
     buckets = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") % 10_000
-         for k in keys), dtype=np.int64, count=n)
+        (int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big") % 10_000 for k in keys),
+        dtype=np.int64,
+        count=n,
+    )
     return buckets < int(frac * 10_000)
 
 
@@ -92,46 +92,33 @@ def for_mlflow(pipe: Pipeline, cfg: ModelConfig) -> Pipeline:
     return Pipeline([("model_inputs", ModelInputs(types)), ("pipeline", pipe)])
 
 
-def _estimator(cfg: ModelConfig):
-    p = dict(cfg.estimator.params)
-    seed = cfg.training.seed
-    clf = cfg.task == "classification"
-    name = cfg.estimator.name
-    if name == "hist_gradient_boosting":
-        p.setdefault("random_state", seed)
-        p.setdefault("max_iter", 100)
-        p.setdefault("max_leaf_nodes", 15)
-        p.setdefault("l2_regularization", 1.0)
-        p.setdefault("early_stopping", False)
-        return (HistGradientBoostingClassifier if clf else HistGradientBoostingRegressor)(**p)
-    if name == "random_forest":
-        p.setdefault("random_state", seed)
-        p.setdefault("n_estimators", 100)
-        p.setdefault("n_jobs", 1)
-        return (RandomForestClassifier if clf else RandomForestRegressor)(**p)
-    if name == "logistic_regression":
-        p.setdefault("max_iter", 1000)
-        return LogisticRegression(**p)
-    return Ridge(**p)
-
-
 def build_pipeline(cfg: ModelConfig) -> Pipeline:
-    """Numeric: median impute (+ scale for linear models). Categorical: one-hot that ignores unseen values
-    (missing values already arrive as their own category, see ``frames.MISSING``)."""
+    """The user's own pipeline (``pipeline``), else the platform's around the configured estimator.
+    Numeric: median impute (+ scale for linear models). Categorical: one-hot that ignores unseen
+    values (missing values already arrive as their own category, see ``frames.MISSING``)."""
+    if cfg.pipeline is not None:
+        return estimators.user_pipeline(cfg)
     transformers = []
     if cfg.numeric_features:
         steps = [("impute", Float32Imputer(strategy="median", keep_empty_features=True))]
         # Trees are scale-invariant, and ONNX computes (x - mean) * (1 / std) where sklearn
         # computes (x - mean) / std: a 1-ulp difference that flips any split sitting exactly
         # on a repeated value (integer features, imputed values). So scale for linear models.
-        if cfg.estimator.name in LINEAR:
+        if estimators.is_linear(cfg.estimator, cfg.task):
             steps.append(("scale", StandardScaler()))
         transformers.append(("num", Pipeline(steps), cfg.numeric_features))
     if cfg.categorical_features:
-        transformers.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32),
-                             cfg.categorical_features))
+        transformers.append(
+            (
+                "cat",
+                OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32),
+                cfg.categorical_features,
+            )
+        )
     pre = ColumnTransformer(transformers, sparse_threshold=0.0)
-    return Pipeline([("preprocess", pre), ("model", _estimator(cfg))])
+    return Pipeline(
+        [("preprocess", pre), ("model", estimators.make_estimator(cfg.estimator, cfg.task, cfg.training.seed))]
+    )
 
 
 def target_values(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
@@ -147,8 +134,8 @@ def target_values(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
 
 def fit(train: pd.DataFrame, cfg: ModelConfig) -> Pipeline:
     pipe = build_pipeline(cfg)
-    # One OpenMP thread: on 2 cores shared with the webserver, the daemon and other runs,
-    # HistGradientBoosting's spinning threads made fits 3-60x slower than one thread.
+    # One OpenMP thread: on a small machine shared with the webserver, the daemon and other runs,
+    # HistGradientBoosting's spinning threads make fits many times slower than one thread.
     with threadpool_limits(limits=1):
         pipe.fit(model_inputs(train, cfg), target_values(train, cfg))
     float32_thresholds(pipe.steps[-1][1])
@@ -179,8 +166,10 @@ def positive_scores(proba: np.ndarray) -> np.ndarray:
 def classification_metrics(y, proba: np.ndarray, classes) -> dict[str, float]:
     classes = np.asarray(classes)
     pred = classes[proba.argmax(axis=1)]
-    out = {"accuracy": float(skm.accuracy_score(y, pred)),
-           "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-7, 1), labels=classes))}
+    out = {
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "log_loss": float(skm.log_loss(y, np.clip(proba, 1e-7, 1), labels=classes)),
+    }
     if len(np.unique(y)) < 2:
         return out  # ROC AUC and F1 are undefined on one class
     if len(classes) == 2:
@@ -193,15 +182,18 @@ def classification_metrics(y, proba: np.ndarray, classes) -> dict[str, float]:
 
 
 def regression_metrics(y, pred) -> dict[str, float]:
-    return {"rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
-            "mae": float(skm.mean_absolute_error(y, pred)),
-            "r2": float(skm.r2_score(y, pred))}
+    return {
+        "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+        "mae": float(skm.mean_absolute_error(y, pred)),
+        "r2": float(skm.r2_score(y, pred)),
+    }
 
 
 def binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic on average ranks: sklearn's value (ties count one
     half), without its input validation, which dominated the bootstraps that call it hundreds of times."""
     from scipy.stats import rankdata
+
     pos = np.asarray(positive, dtype=bool)
     n1 = int(pos.sum())
     n0 = len(pos) - n1
@@ -226,6 +218,7 @@ def metric_function(name: str, task: str, classes=None):
         if name not in m:
             raise ValueError(f"{name} undefined on this sample")
         return m[name]
+
     return fn
 
 
@@ -238,5 +231,4 @@ def evaluate(pipe: Pipeline, df: pd.DataFrame, cfg: ModelConfig) -> dict[str, fl
 
 def confusion(y, pred, classes) -> pd.DataFrame:
     m = skm.confusion_matrix(y, pred, labels=classes)
-    return pd.DataFrame(m, index=[f"true {c}" for c in classes],
-                        columns=[f"pred {c}" for c in classes])
+    return pd.DataFrame(m, index=[f"true {c}" for c in classes], columns=[f"pred {c}" for c in classes])

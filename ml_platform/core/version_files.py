@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ONNX = "model.onnx"                     # the graph the endpoint serves
-SERVING = "serving.json"                # core.export.serving_metadata (the endpoint's schema)
+ONNX = "model.onnx"  # the graph the endpoint serves
+SERVING = "serving.json"  # core.export.serving_metadata (the endpoint's schema)
 DRIFT_REFERENCE = "drift_reference.json"  # the training data's summary, drift compares with it
-HOLDOUT_OUTPUTS = "holdout_sklearn.npy"   # sklearn's own holdout outputs (the parity check)
-ARTIFACT_PATH = "serving"               # MLflow artifact folder holding the files below
+HOLDOUT_OUTPUTS = "holdout_sklearn.npy"  # sklearn's own holdout outputs (the parity check)
+ARTIFACT_PATH = "serving"  # MLflow artifact folder holding the files below
 REGISTRY_FILES = (ONNX, SERVING, DRIFT_REFERENCE)
-SERVES = (ONNX, SERVING)                # what a champion move and the endpoint need
+SERVES = (ONNX, SERVING)  # what a champion move and the endpoint need
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,12 @@ class EndpointClient(ConfigurableResource):
         """The endpoint's verdict for ``model``: {"version", "status", "reason"}.
         Raises EndpointUnavailable when nothing listens."""
         try:
-            r = httpx.post(f"{self.url}/admin/reload", params={"model": model},
-                           headers=self._headers(), timeout=self.timeout_seconds)
+            r = httpx.post(
+                f"{self.url}/admin/reload",
+                params={"model": model},
+                headers=self._headers(),
+                timeout=self.timeout_seconds,
+            )
         except httpx.TransportError as e:
             raise EndpointUnavailable(f"endpoint {self.url} not reachable: {e}") from None
         body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
@@ -48,8 +52,12 @@ class EndpointClient(ConfigurableResource):
         try:
             # marked as smoke (with the admin token, when there is one): answered like any request,
             # kept out of the live sample that live_drift judges
-            r = httpx.post(f"{self.url}/models/{model}/invocations", json={"dataframe_records": rows},
-                           headers={"X-ML-Platform-Smoke": "1", **self._headers()}, timeout=self.timeout_seconds)
+            r = httpx.post(
+                f"{self.url}/models/{model}/invocations",
+                json={"dataframe_records": rows},
+                headers={"X-ML-Platform-Smoke": "1", **self._headers()},
+                timeout=self.timeout_seconds,
+            )
         except httpx.TransportError as e:
             return False, f"smoke request failed: {e}"
         served = r.headers.get("x-model-version")

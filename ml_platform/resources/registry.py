@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from dagster import ConfigurableResource
 
 from ml_platform.core import version_files
 from ml_platform.core.version_files import VersionFiles
-
-GATE_CHECKS = ("min_metric", "not_worse_than_champion", "per_slice", "onnx_parity", "latency_budget")
+from ml_platform.names import MLFLOW_DAGSTER_RUN, gate_reason_tag, gate_tag
 
 
 def _pip_requirements() -> list[str]:
-    # Explicit: inferring them costs ~5 s per log_model (DESIGN §4).
+    # Explicit: MLflow would otherwise infer them by inspecting the environment on every
+    # log_model, which takes seconds per candidate.
     from importlib.metadata import version
+
     return [f"{p}=={version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy", "skops")]
 
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    except Exception:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or "unknown"
+        )
+    except Exception:  # noqa: BLE001 - no git, not a checkout: the commit is unknown
         return "unknown"
 
 
@@ -40,6 +46,7 @@ class MlflowRegistry(ConfigurableResource):
 
     def client(self):
         from mlflow import MlflowClient
+
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -52,7 +59,7 @@ class MlflowRegistry(ConfigurableResource):
         Path(self.artifact_root).mkdir(parents=True, exist_ok=True)
         try:
             return c.create_experiment(model, artifact_location=Path(self.artifact_root, model).as_uri())
-        except Exception:  # created concurrently by another run
+        except Exception:  # noqa: BLE001 - created concurrently by another run
             return c.get_experiment_by_name(model).experiment_id
 
     def _start_run(self, model: str, parent_run_id: str | None, run_name: str | None):
@@ -67,19 +74,33 @@ class MlflowRegistry(ConfigurableResource):
         exp_id = self.client().get_run(parent_run_id).info.experiment_id
         return mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=True, parent_run_id=parent_run_id)
 
-    def log_trial(self, model: str, *, params: dict, metrics: dict, tags: dict, run_name: str,
-                  parent_run_id: str | None = None) -> str:
+    def log_trial(
+        self, model: str, *, params: dict, metrics: dict, tags: dict, run_name: str, parent_run_id: str | None = None
+    ) -> str:
         """A candidate that was fitted and judged but not registered: params and holdout metrics."""
         import mlflow
+
         with self._start_run(model, parent_run_id, run_name) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
             mlflow.set_tags(tags)
         return run.info.run_id
 
-    def log_candidate(self, model: str, pipe, files: VersionFiles, *, params: dict, metrics: dict,
-                      tags: dict, input_sample, batches: dict, parent_run_id: str | None = None,
-                      run_tags: dict | None = None, run_name: str | None = None) -> tuple[int, str]:
+    def log_candidate(
+        self,
+        model: str,
+        pipe,
+        files: VersionFiles,
+        *,
+        params: dict,
+        metrics: dict,
+        tags: dict,
+        input_sample,
+        batches: dict,
+        parent_run_id: str | None = None,
+        run_tags: dict | None = None,
+        run_name: str | None = None,
+    ) -> tuple[int, str]:
         """One MLflow run (params, metrics, the sklearn model, the version's files, the batch
         hashes) and a new registry version with alias ``challenger``. Returns (version, run_id).
         The version's files are logged under ``serving/``: the serving store can be rebuilt
@@ -93,12 +114,21 @@ class MlflowRegistry(ConfigurableResource):
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
             # "dagster_run_id" stays off the run: dagster-mlflow finds the run it resumes by it.
-            mlflow.set_tags({**{k: v for k, v in tags.items() if k != "dagster_run_id"}, **(run_tags or {}),
-                             "git_commit": git_commit(), "batch_count": str(len(batches))})
+            mlflow.set_tags(
+                {
+                    **{k: v for k, v in tags.items() if k != "dagster_run_id"},
+                    **(run_tags or {}),
+                    "git_commit": git_commit(),
+                    "batch_count": str(len(batches)),
+                }
+            )
             untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
             proba = hasattr(pipe, "predict_proba")
             info = mlflow.sklearn.log_model(
-                pipe, name="model", serialization_format="skops", skops_trusted_types=untrusted,
+                pipe,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=untrusted,
                 pip_requirements=_pip_requirements(),
                 signature=infer_signature(input_sample, pipe.predict(input_sample)),
                 registered_model_name=model,
@@ -117,23 +147,32 @@ class MlflowRegistry(ConfigurableResource):
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id
 
-    def download_version_files(self, model: str, version: int, dest: VersionFiles,
-                               need: tuple = version_files.REGISTRY_FILES) -> VersionFiles:
+    def download_version_files(
+        self, model: str, version: int, dest: VersionFiles, need: tuple = version_files.REGISTRY_FILES
+    ) -> VersionFiles:
         """The version's files from the registry into ``dest`` (each moved into place whole);
         raises FileNotFoundError when one of ``need`` is not in the registry."""
         import mlflow
+
         mv = self.version(model, version)
         dest.dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.dir) as d:
-            got = Path(mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id, artifact_path=version_files.ARTIFACT_PATH, dst_path=d,
-                tracking_uri=self.tracking_uri))
+            got = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id,
+                    artifact_path=version_files.ARTIFACT_PATH,
+                    dst_path=d,
+                    tracking_uri=self.tracking_uri,
+                )
+            )
             for name in version_files.REGISTRY_FILES:
                 if (got / name).is_file():
                     (got / name).replace(dest.dir / name)
                 elif name in need:
-                    raise FileNotFoundError(f"{model} v{version}: {name} is not among the version's "
-                                            f"MLflow artifacts ({version_files.ARTIFACT_PATH}/)")
+                    raise FileNotFoundError(
+                        f"{model} v{version}: {name} is not among the version's "
+                        f"MLflow artifacts ({version_files.ARTIFACT_PATH}/)"
+                    )
         return dest
 
     def version_batches(self, model: str, version: int) -> dict | None:
@@ -142,22 +181,24 @@ class MlflowRegistry(ConfigurableResource):
         import json
 
         import mlflow
+
         mv = self.version(model, version)
         with tempfile.TemporaryDirectory() as d:
             try:
-                got = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="batches.json",
-                                                          dst_path=d, tracking_uri=self.tracking_uri)
+                got = mlflow.artifacts.download_artifacts(
+                    run_id=mv.run_id, artifact_path="batches.json", dst_path=d, tracking_uri=self.tracking_uri
+                )
             except Exception:  # noqa: BLE001 - MLflow raises its own exception for a missing artifact
                 return None
             return json.loads(Path(got).read_text())
 
     def running_runs(self, model: str) -> dict[str, str]:
         """MLflow runs of this model still RUNNING -> the Dagster run that opened them."""
-        from ml_platform.resources.tracking import TAG_DAGSTER_RUN
 
-        runs = self.client().search_runs([self.experiment_id(model)], max_results=200,
-                                         filter_string="attributes.status = 'RUNNING'")
-        return {r.info.run_id: r.data.tags[TAG_DAGSTER_RUN] for r in runs if TAG_DAGSTER_RUN in r.data.tags}
+        runs = self.client().search_runs(
+            [self.experiment_id(model)], max_results=200, filter_string="attributes.status = 'RUNNING'"
+        )
+        return {r.info.run_id: r.data.tags[MLFLOW_DAGSTER_RUN] for r in runs if MLFLOW_DAGSTER_RUN in r.data.tags}
 
     def end_runs_of(self, model: str, dagster_run_id: str) -> int:
         """Mark KILLED the MLflow runs a dead Dagster run left RUNNING (its parent and
@@ -168,10 +209,10 @@ class MlflowRegistry(ConfigurableResource):
             c.set_terminated(run_id, status="KILLED")
         return len(mine)
 
-    def gate_verdicts(self, model: str, version: int) -> dict[str, tuple[str, str]]:
+    def gate_verdicts(self, model: str, version: int, checks: Iterable[str]) -> dict[str, tuple[str, str]]:
         """check -> (state, reason) as the gate recorded it on the version ("missing" if never)."""
         tags = self.version(model, version).tags
-        return {c: (tags.get(f"gate.{c}", "missing"), tags.get(f"gate.{c}.reason", "")) for c in GATE_CHECKS}
+        return {c: (tags.get(gate_tag(c), "missing"), tags.get(gate_reason_tag(c), "")) for c in checks}
 
     def set_version_tags(self, model: str, version: int, tags: dict) -> None:
         c = self.client()
@@ -185,6 +226,7 @@ class MlflowRegistry(ConfigurableResource):
         """The version behind alias ``champion``: a MIRROR of the serving store's pointer
         (``promotion.champion_version`` is the accessor every reader uses)."""
         from mlflow.exceptions import MlflowException
+
         try:
             return int(self.client().get_model_version_by_alias(model, "champion").version)
         except MlflowException:
@@ -192,6 +234,7 @@ class MlflowRegistry(ConfigurableResource):
 
     def set_champion_alias(self, model: str, version: int | None) -> None:
         from mlflow.exceptions import MlflowException
+
         if version is not None:
             self.client().set_registered_model_alias(model, "champion", version)
             return
@@ -202,6 +245,7 @@ class MlflowRegistry(ConfigurableResource):
 
     def versions(self, model: str) -> list:
         from mlflow.exceptions import MlflowException
+
         try:
             vs = self.client().search_model_versions(f"name = '{model}'", max_results=10_000)
         except MlflowException:
@@ -211,16 +255,6 @@ class MlflowRegistry(ConfigurableResource):
     def run_metrics(self, run_id: str) -> dict:
         m = self.client().get_run(run_id).data.metrics
         return {k.removeprefix("holdout_"): v for k, v in m.items()}
-
-
-def gate_passed(tags: dict) -> bool | None:
-    """True/False once the gate ran (every check recorded a verdict), None before."""
-    verdicts = [tags.get(f"gate.{c}") for c in GATE_CHECKS]
-    if any(v == "failed" for v in verdicts):
-        return False
-    if all(v == "passed" for v in verdicts):
-        return True
-    return None
 
 
 def registry_for(settings) -> MlflowRegistry:

@@ -10,7 +10,9 @@ cannot do from static config, done here before it starts:
   location (``./mlruns`` in the working directory): the registry creates it first, with its
   artifact location under the platform's storage.
 The tracking URI comes from the platform's settings, never from run config (a PostgreSQL
-URI may carry a password).
+URI may carry a password). The resource key is the platform's own (``names.RESOURCE_MLFLOW``,
+so a user's project keeps ``mlflow``); dagster-mlflow's hook reads the key ``mlflow``, so
+``end_mlflow_hooks`` does what it does under our key.
 """
 
 from __future__ import annotations
@@ -19,25 +21,37 @@ import warnings
 
 import dagster as dg
 
-from ml_platform.assets.common import TAG_MODEL, TAG_TRIGGER
+from ml_platform.names import (
+    MLFLOW_DAGSTER_RUN,
+    MLFLOW_DAGSTER_URL,
+    MLFLOW_MODEL,
+    RESOURCE_MLFLOW,
+    TAG_MODEL,
+    TAG_TRIGGER,
+)
+from ml_platform.resources.registry import registry_for
 from ml_platform.settings import Settings
 
-# Set on every MLflow run of a Dagster run (parent and candidates): the link back to Dagster.
-# The children must not carry dagster-mlflow's own "dagster_run_id" tag: its resource finds
-# the run to resume by that tag, and would resume a child.
-TAG_DAGSTER_RUN = "ml_platform.dagster_run_id"
-TAG_DAGSTER_URL = "ml_platform.dagster_run_url"
+with warnings.catch_warnings():  # "beta" warnings at import, once per process
+    warnings.simplefilter("ignore")
+    from dagster_mlflow import mlflow_tracking
 
 
-def _dagster_mlflow():
-    with warnings.catch_warnings():  # "beta" warnings at import, once per process
-        warnings.simplefilter("ignore")
-        from dagster_mlflow import end_mlflow_on_run_finished, mlflow_tracking
-    return mlflow_tracking, end_mlflow_on_run_finished
+@dg.success_hook(name="end_mlflow_run_after_last_step", required_resource_keys={RESOURCE_MLFLOW})
+def _end_on_success(context: dg.HookContext) -> None:
+    # As dagster-mlflow's end_mlflow_on_run_finished: the MLflow run ends after the job's last op.
+    last = context._step_execution_context.job_def.nodes_in_topological_order[-1].name  # noqa: SLF001
+    if context.op.name == last:
+        getattr(context.resources, RESOURCE_MLFLOW).end_run()
 
 
-def end_mlflow_hook() -> dg.HookDefinition:
-    return _dagster_mlflow()[1]
+@dg.failure_hook(name="end_mlflow_run_on_failure", required_resource_keys={RESOURCE_MLFLOW})
+def _end_on_failure(context: dg.HookContext) -> None:
+    getattr(context.resources, RESOURCE_MLFLOW).end_run(status="FAILED")
+
+
+def end_mlflow_hooks() -> set[dg.HookDefinition]:
+    return {_end_on_success, _end_on_failure}
 
 
 def model_of_run(run: dg.DagsterRun, settings: Settings) -> str:
@@ -59,10 +73,15 @@ def run_url(settings: Settings, run_id: str) -> str:
 
 def link_tags(settings: Settings, run_id: str) -> dict[str, str]:
     """Short tags that link an MLflow run to its Dagster run (the note is the run's description
-    in the MLflow UI, a clickable link)."""
+    in the MLflow UI, a clickable link). Set on every MLflow run of a Dagster run (parent and
+    candidates); the children must not carry dagster-mlflow's own "dagster_run_id" tag: its
+    resource finds the run to resume by that tag, and would resume a child."""
     url = run_url(settings, run_id)
-    return {TAG_DAGSTER_RUN: run_id, TAG_DAGSTER_URL: url,
-            "mlflow.note.content": f"Dagster run [{run_id}]({url})"}
+    return {
+        MLFLOW_DAGSTER_RUN: run_id,
+        MLFLOW_DAGSTER_URL: url,
+        "mlflow.note.content": f"Dagster run [{run_id}]({url})",
+    }
 
 
 class _InitContext:
@@ -76,24 +95,30 @@ class _InitContext:
 
 
 def tracking_resource(settings: Settings) -> dg.ResourceDefinition:
-    mlflow_tracking, _ = _dagster_mlflow()
-
-    @dg.resource(description="dagster-mlflow's mlflow_tracking: one MLflow run per Dagster run, in the "
-                             "model's experiment (artifacts under the platform's storage)")
+    @dg.resource(
+        description="dagster-mlflow's mlflow_tracking: one MLflow run per Dagster run, in the "
+        "model's experiment (artifacts under the platform's storage)"
+    )
     def mlflow(context: dg.InitResourceContext):
         import mlflow as mlflow_module
-
-        from ml_platform.resources.registry import registry_for
 
         run = context.dagster_run
         model = model_of_run(run, settings)
         registry_for(settings).experiment_id(model)  # artifact location under storage, before set_experiment
         mlflow_module.set_tracking_uri(settings.tracking_uri)
         config = {
-            "experiment_name": model, "mlflow_tracking_uri": None, "parent_run_id": None, "mlflow_run_id": None,
-            "env": {}, "env_to_tag": None,
-            "extra_tags": {"mlflow.runName": f"{model} retrain {context.run_id[:8]}", "ml_platform.model": model,
-                           "trigger": run.tags.get(TAG_TRIGGER, "manual"), **link_tags(settings, context.run_id)},
+            "experiment_name": model,
+            "mlflow_tracking_uri": None,
+            "parent_run_id": None,
+            "mlflow_run_id": None,
+            "env": {},
+            "env_to_tag": None,
+            "extra_tags": {
+                "mlflow.runName": f"{model} retrain {context.run_id[:8]}",
+                MLFLOW_MODEL: model,
+                "trigger": run.tags.get(TAG_TRIGGER, "manual"),
+                **link_tags(settings, context.run_id),
+            },
         }
         with warnings.catch_warnings():  # its "beta" warning on every step
             warnings.filterwarnings("ignore", message=".*currently in beta")

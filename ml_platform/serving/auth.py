@@ -1,4 +1,5 @@
-"""The endpoint's admin token: one place that says where it comes from (standard library only).
+"""The endpoint's admin token: where it comes from, and the one check of a request's
+``Authorization`` header against it (standard library only).
 
 Order: ``serving.admin_token`` in the config, else the token file
 ``<storage_dir>/secrets/admin_token`` (mode 0600). ``ml-platform serve`` bound off loopback
@@ -9,6 +10,7 @@ carry at most the file's path.
 
 from __future__ import annotations
 
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -26,6 +28,13 @@ def read_admin_token(settings) -> str | None:
         return token_path(settings.storage).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def bearer_matches(authorization: bytes | None, token: str) -> bool:
+    """Does the raw ``Authorization`` header value say ``Bearer <token>``? (The scheme is
+    case-insensitive; the token is compared in constant time.)"""
+    scheme, _, given = (authorization or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token.encode())
 
 
 def ensure_admin_token(settings) -> str:

@@ -1,9 +1,9 @@
 """Cross-request batching: single-row requests that arrive in the same event-loop turn
 share one ONNX Runtime call.
 
-Under concurrent load the ONNX Runtime call was most of the endpoint's CPU (a fixed
-~20 µs per call for the demo model, plus ~2 µs per row), so 32 connections sending one
-row each paid for 32 calls. Here the first single-row request of a loop turn schedules
+An ONNX Runtime call has a fixed cost far above the cost of one more row, so under
+concurrent load, connections sending one row each would pay that cost once per request.
+Here the first single-row request of a loop turn schedules
 a flush with ``call_soon`` and waits on a future; every single-row request parsed before
 the flush runs joins it. The flush stacks the validated rows (``Schema.stack``), runs
 the session once and hands each request its own row of the outputs. Nothing waits for a
@@ -11,8 +11,8 @@ timer, only for the next loop turn.
 
 When the server says how many requests are in flight (``IN_FLIGHT`` in the ASGI scope:
 uvicorn's set of request tasks, put there by ``serving/protocol.py``) and this request
-is the only one, the app runs it at once instead: the extra loop turn cost a lone client
-~20 µs per request (measured at one connection).
+is the only one, the app runs it at once instead: with no neighbour to share a call
+with, waiting for the next loop turn would only add latency.
 
 A batch that fails is re-run row by row, so a failure lands only on the request that
 caused it. Rows are independent in every model the platform exports (trees, linear
@@ -53,7 +53,7 @@ class RowBatcher:
     def flush(self) -> None:
         batch, self._pending = self._pending, []
         for i in range(0, len(batch), MAX_BATCH_ROWS):
-            self._run(batch[i:i + MAX_BATCH_ROWS])
+            self._run(batch[i : i + MAX_BATCH_ROWS])
 
     def _run(self, batch: list) -> None:
         model = self.model
@@ -72,4 +72,4 @@ class RowBatcher:
             return
         for i, (_, fut) in enumerate(batch):
             if not fut.done():  # a cancelled request (client gone) needs no answer
-                fut.set_result([o[i:i + 1] for o in outs])
+                fut.set_result([o[i : i + 1] for o in outs])

@@ -26,8 +26,7 @@ from bisect import bisect_left
 
 import numpy as np
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                   0.1, 0.25, 0.5, 1.0, 2.5)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _POS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
 VALUE_BUCKETS = tuple(-b for b in reversed(_POS)) + (0.0,) + _POS
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -193,32 +192,47 @@ class Metrics:
         requests, rows, classes = self._merged()
         counter("requests_total", "Scored requests.", ("model", "version", "protocol"), requests)
         counter("rows_total", "Scored rows.", ("model", "version"), rows)
-        counter("request_errors_total", "Requests answered with an error, by kind.",
-                ("model", "version", "kind"), self.errors)
+        counter(
+            "request_errors_total",
+            "Requests answered with an error, by kind.",
+            ("model", "version", "kind"),
+            self.errors,
+        )
         out.append(f"# HELP {p}request_latency_seconds Time spent handling a scoring request in the app.")
         out.append(f"# TYPE {p}request_latency_seconds histogram")
         for k, h in sorted(self.latency.items()):
             out.extend(h.lines(p + "request_latency_seconds", _labels(("model", "protocol"), k)))
-        counter("predictions_total", "Predicted classes (classification).",
-                ("model", "version", "class"), classes)
+        counter("predictions_total", "Predicted classes (classification).", ("model", "version", "class"), classes)
         out.append(f"# HELP {p}prediction_value Predicted values (regression).")
         out.append(f"# TYPE {p}prediction_value histogram")
         for k, h in sorted(self.values.items()):
             out.extend(h.lines(p + "prediction_value", _labels(("model", "version"), k)))
-        out.append(f"# HELP {p}inference_batch_rows Rows per ONNX Runtime call shared by concurrent "
-                   "single-row requests (a request alone, or with several rows, runs its own call).")
+        out.append(
+            f"# HELP {p}inference_batch_rows Rows per ONNX Runtime call shared by concurrent "
+            "single-row requests (a request alone, or with several rows, runs its own call)."
+        )
         out.append(f"# TYPE {p}inference_batch_rows histogram")
         for m, h in sorted(self.batches.items()):
             out.extend(h.lines(p + "inference_batch_rows", _labels(("model",), (m,))))
         counter("model_reloads_total", "Model loads by outcome.", ("model", "status"), self.reloads)
-        counter("live_sample_rows_total", "Rows written to the live sample.", ("model",),
-                {(k,): v for k, v in self.sample_rows.items()})
-        counter("live_sample_dropped_rows_total",
-                "Rows not sampled (over the per-second budget or the buffer was full).",
-                ("model",), {(k,): v for k, v in self.sample_dropped.items()})
-        counter("live_sample_unwritable_rows_total",
-                "Sampled rows that could not be encoded as JSON (skipped; the others are written).",
-                ("model",), {(k,): v for k, v in self.sample_unwritable.items()})
+        counter(
+            "live_sample_rows_total",
+            "Rows written to the live sample.",
+            ("model",),
+            {(k,): v for k, v in self.sample_rows.items()},
+        )
+        counter(
+            "live_sample_dropped_rows_total",
+            "Rows not sampled (over the per-second budget or the buffer was full).",
+            ("model",),
+            {(k,): v for k, v in self.sample_dropped.items()},
+        )
+        counter(
+            "live_sample_unwritable_rows_total",
+            "Sampled rows that could not be encoded as JSON (skipped; the others are written).",
+            ("model",),
+            {(k,): v for k, v in self.sample_unwritable.items()},
+        )
         if self.gauges is not None:
             state = self.gauges()
             out.append(f"# HELP {p}model_version Version serving now (0 = none).")

@@ -1,5 +1,8 @@
 """One loaded model version: its ONNX Runtime session, request schema and output plan,
-plus the infrastructure validation a version must pass before it may serve."""
+plus the infrastructure validation a version must pass before it may serve.
+
+What the answers look like is the protocols' business (``requests.mlflow_predictions``,
+``v2.py``); what a request may hold is the schema's (``requests.Schema``)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,12 @@ from datetime import datetime, timezone
 import numpy as np
 import onnxruntime as ort
 
+from ml_platform.serving import v2
 from ml_platform.serving.batching import RowBatcher
-from ml_platform.serving.requests import RequestError, Schema
+from ml_platform.serving.errors import RequestError
+from ml_platform.serving.requests import Schema
 from ml_platform.serving.store import ModelStore
 
-_ORT_TO_V2 = {
-    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32", "tensor(string)": "BYTES", "tensor(bool)": "BOOL",
-    "tensor(float16)": "FP16",
-}
 LATENCY_CALLS = 50
 
 
@@ -63,8 +63,9 @@ class LoadedModel:
         inputs = {i.name: i for i in self.session.get_inputs()}
         feats = meta.get("features") or {}
         if set(inputs) != set(feats):
-            raise RejectedModel(version, f"ONNX inputs {sorted(inputs)} do not match the metadata "
-                                f"features {sorted(feats)}")
+            raise RejectedModel(
+                version, f"ONNX inputs {sorted(inputs)} do not match the metadata features {sorted(feats)}"
+            )
         ranks = {}
         for name, spec in feats.items():
             want = "tensor(float)" if spec.get("type") == "numeric" else "tensor(string)"
@@ -83,14 +84,19 @@ class LoadedModel:
             self.classes = classes
             self.class_keys = [str(c) for c in classes]
             by_name = {o.name: o for o in outs}
-            label = by_name.get("label") or next((o for o in outs if o.type in ("tensor(int64)", "tensor(string)")), None)
+            label = by_name.get("label") or next(
+                (o for o in outs if o.type in ("tensor(int64)", "tensor(string)")), None
+            )
             proba = by_name.get("probabilities") or next((o for o in outs if o.type == "tensor(float)"), None)
             if label is None or proba is None:
-                raise RejectedModel(version, f"classification graph needs a label and a probabilities "
-                                    f"output (has {[o.name for o in outs]}); export with ZipMap off")
+                raise RejectedModel(
+                    version,
+                    f"classification graph needs a label and a probabilities "
+                    f"output (has {[o.name for o in outs]}); export with ZipMap off",
+                )
             self.output_names = [label.name, proba.name]
             self._label_keys = {c: str(c) for c in classes}  # np.int64(1) hashes like 1
-            self.label_datatype = _ORT_TO_V2.get(label.type, "BYTES")
+            self.label_datatype = v2.FROM_ORT.get(label.type, "BYTES")
         else:
             self.classes = None
             self.class_keys = None
@@ -114,51 +120,6 @@ class LoadedModel:
     # ---- inference ----
     def run(self, feeds: dict) -> list:
         return self._run(self.output_names, feeds, None)
-
-    def mlflow_predictions(self, outs: list) -> list:
-        if self.classification:
-            keys = self.class_keys
-            return [{"label": lab, "probabilities": dict(zip(keys, p))}
-                    for lab, p in zip(outs[0].tolist(), outs[1].tolist())]
-        return outs[0].reshape(-1).tolist()
-
-    def v2_outputs(self, outs: list, n: int, wanted: list | None) -> list:
-        if self.classification:
-            k = len(self.classes)
-            avail = {
-                "label": lambda: {"name": "label", "shape": [n], "datatype": self.label_datatype,
-                                  "data": outs[0].tolist()},
-                "probabilities": lambda: {"name": "probabilities", "shape": [n, k], "datatype": "FP32",
-                                          "data": outs[1].reshape(-1).tolist()},
-            }
-        else:
-            avail = {"predictions": lambda: {"name": "predictions", "shape": [n], "datatype": "FP32",
-                                             "data": outs[0].reshape(-1).tolist()}}
-        names = wanted if wanted is not None else list(avail)
-        return [avail[nm]() for nm in names]
-
-    def check_outputs(self, wanted: list | None) -> None:
-        if wanted is None:
-            return
-        avail = ("label", "probabilities") if self.classification else ("predictions",)
-        for nm in wanted:
-            if nm not in avail:
-                raise RequestError("bad_request", f"unknown output {nm!r}: this model has {list(avail)}",
-                                   "outputs")
-
-    # ---- metadata (GET /v2/models/<name>) ----
-    def v2_inputs(self) -> list:
-        out = []
-        for f in self.schema.features:
-            out.append({"name": f.name, "datatype": "FP32" if f.numeric else "BYTES",
-                        "shape": [-1, 1] if f.rank2 else [-1]})
-        return out
-
-    def v2_output_meta(self) -> list:
-        if self.classification:
-            return [{"name": "label", "datatype": self.label_datatype, "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(self.classes)]}]
-        return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
 
     # ---- infrastructure validation ----
     def validate(self, latency_budget_ms: float) -> None:
@@ -190,8 +151,7 @@ class LoadedModel:
         p50, p99 = (float(x) * 1000 for x in np.percentile(times, [50, 99]))
         self.last_latency_ms = {"p50": round(p50, 4), "p99": round(p99, 4)}
         if p99 > latency_budget_ms:
-            raise RejectedModel(v, f"single-row latency p99 {p99:.2f} ms exceeds the budget "
-                                f"{latency_budget_ms} ms")
+            raise RejectedModel(v, f"single-row latency p99 {p99:.2f} ms exceeds the budget {latency_budget_ms} ms")
 
     def _rows_independent(self, rows: list[dict], outs: list) -> bool:
         """Does each smoke row, scored alone, get what it got in the batch? Only then may
@@ -204,8 +164,11 @@ class LoadedModel:
             for a, b in zip(alone, outs):
                 if a.shape[1:] != b.shape[1:]:
                     return False
-                same = (np.allclose(a[0], b[i], rtol=1e-5, atol=1e-6) if a.dtype.kind in "fiub"
-                        else np.array_equal(a[0], b[i]))
+                same = (
+                    np.allclose(a[0], b[i], rtol=1e-5, atol=1e-6)
+                    if a.dtype.kind in "fiub"
+                    else np.array_equal(a[0], b[i])
+                )
                 if not same:
                     return False
         return True
@@ -216,14 +179,20 @@ class LoadedModel:
             lab, proba = outs
             k = len(self.classes)
             if lab.shape != (n,) or proba.shape != (n, k):
-                raise RejectedModel(v, f"smoke_rows: expected label [{n}] and probabilities [{n}, {k}], "
-                                    f"got {list(lab.shape)} and {list(proba.shape)}")
+                raise RejectedModel(
+                    v,
+                    f"smoke_rows: expected label [{n}] and probabilities [{n}, {k}], "
+                    f"got {list(lab.shape)} and {list(proba.shape)}",
+                )
             if not np.all(np.isfinite(proba)):
                 raise RejectedModel(v, "smoke_rows: non-finite probabilities")
             labels = set(lab.tolist())
             if not labels <= set(self.classes):
-                raise RejectedModel(v, f"smoke_rows: labels {sorted(map(str, labels))} are not among "
-                                    f"the metadata classes {self.class_keys}")
+                raise RejectedModel(
+                    v,
+                    f"smoke_rows: labels {sorted(map(str, labels))} are not among "
+                    f"the metadata classes {self.class_keys}",
+                )
         else:
             pred = outs[0]
             if pred.shape not in ((n,), (n, 1)):
@@ -232,8 +201,9 @@ class LoadedModel:
                 raise RejectedModel(v, "smoke_rows: non-finite predictions")
 
 
-def load_version(store: ModelStore, name: str, version: int, latency_budget_ms: float,
-                 pointer: dict | None = None) -> LoadedModel:
+def load_version(
+    store: ModelStore, name: str, version: int, latency_budget_ms: float, pointer: dict | None = None
+) -> LoadedModel:
     """Read, build and validate one version; raises ``RejectedModel`` on any failure."""
     try:
         onnx_bytes, meta = store.read(name, version)

@@ -2,8 +2,8 @@
 
 uvicorn writes a response's status line and headers on ``http.response.start`` and the
 body on ``http.response.body``: two ``transport.write`` calls, so two ``send`` syscalls
-and, with ``TCP_NODELAY``, two TCP segments for a 100-byte JSON answer. Under load that
-was a quarter of the endpoint's CPU time (py-spy). :class:`CorkedTransport` holds a
+and, with ``TCP_NODELAY``, two TCP segments for a 100-byte JSON answer, a large share of
+the endpoint's CPU time on small requests. :class:`CorkedTransport` holds a
 response head written on its own until the next write (the body: one ``send`` for both)
 or, when none comes, until the event loop's next turn (``call_soon``), so nothing waits
 longer than one loop iteration and the byte order on the wire never changes.
@@ -22,7 +22,9 @@ connection that sends half a request line waits forever):
   at once, before it can hold anything.
 
 Deadlines cost a float per request; one sweep per second per worker closes the late ones.
-``configure`` sets them (``server.app_factory``, from ``serving.*`` in the config).
+``configure`` sets them (``server.app_factory``, from ``serving.*`` in the config; until
+then they are the config's defaults). Its error answers have the endpoint's error body
+(``errors.py``).
 
 Used by ``server.run`` as ``http="ml_platform.serving.protocol:HttpToolsCorked"`` when
 httptools is installed. Imported by uvicorn only (never by ``serving.app``).
@@ -30,10 +32,13 @@ httptools is installed. Imported by uvicorn only (never by ``serving.app``).
 
 from __future__ import annotations
 
-import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ml_platform.serving.batching import IN_FLIGHT
+from ml_platform.serving.errors import RequestError
+from ml_platform.settings import ServingConfig
+
+_DEFAULTS = ServingConfig()
 
 
 class CorkedTransport:
@@ -92,18 +97,20 @@ class CorkedTransport:
 
 
 def _error_response(status: int, reason: str, kind: str, message: str, field: str | None = None) -> bytes:
-    body = orjson.dumps({"error": {"kind": kind, "field": field, "message": message}})
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n" % (status, reason.encode(), len(body))) + body
+    body = RequestError(kind, message, field, status).encoded()
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n" % (status, reason.encode(), len(body))
+    ) + body
 
 
 SWEEP_SECONDS = 1.0
 
 
 class HttpToolsCorked(HttpToolsProtocol):
-    header_timeout: float | None = 10.0
-    body_timeout: float | None = 30.0
-    max_connections: int | None = None
+    header_timeout: float | None = _DEFAULTS.header_timeout_seconds
+    body_timeout: float | None = _DEFAULTS.body_timeout_seconds
+    max_connections: int | None = None  # None: no cap (``configure`` sets serving.max_connections)
 
     # per connection: when the part being read must be complete (None: not reading), and
     # which part that is ("idle": no request begun yet, "headers", "body")
@@ -111,8 +118,9 @@ class HttpToolsCorked(HttpToolsProtocol):
     _phase: str | None = None
 
     @classmethod
-    def configure(cls, header_timeout: float | None = None, body_timeout: float | None = None,
-                  max_connections: int | None = None) -> None:
+    def configure(
+        cls, header_timeout: float | None = None, body_timeout: float | None = None, max_connections: int | None = None
+    ) -> None:
         cls.header_timeout = header_timeout
         cls.body_timeout = body_timeout
         cls.max_connections = max_connections
@@ -123,9 +131,14 @@ class HttpToolsCorked(HttpToolsProtocol):
         cap = self.max_connections
         if cap is not None and len(self.connections) > cap:
             self.connections.discard(self)
-            transport.write(_error_response(503, "Service Unavailable", "overloaded",
-                                            f"too many connections (at most {cap} per worker: "
-                                            "serving.max_connections); retry later"))
+            transport.write(
+                _error_response(
+                    503,
+                    "Service Unavailable",
+                    "overloaded",
+                    f"too many connections (at most {cap} per worker: serving.max_connections); retry later",
+                )
+            )
             transport.close()
             return
         if self.header_timeout is not None:
@@ -172,12 +185,25 @@ class HttpToolsCorked(HttpToolsProtocol):
         if phase in ("headers", "body"):
             # answer unless a response is (being) sent: a pipelined predecessor's, or an early
             # answer to this request
-            if (not cycle.response_started if phase == "body"
-                    else cycle is None or cycle.response_complete or not cycle.response_started):
-                limit, key = ((self.body_timeout, "body_timeout_seconds") if phase == "body"
-                              else (self.header_timeout, "header_timeout_seconds"))
-                t.write(_error_response(408, "Request Timeout", "timeout", f"the request {phase} did "
-                                        f"not arrive within {limit:g} s (serving.{key})", phase))
+            if (
+                not cycle.response_started
+                if phase == "body"
+                else cycle is None or cycle.response_complete or not cycle.response_started
+            ):
+                limit, key = (
+                    (self.body_timeout, "body_timeout_seconds")
+                    if phase == "body"
+                    else (self.header_timeout, "header_timeout_seconds")
+                )
+                t.write(
+                    _error_response(
+                        408,
+                        "Request Timeout",
+                        "timeout",
+                        f"the request {phase} did not arrive within {limit:g} s (serving.{key})",
+                        phase,
+                    )
+                )
             if phase == "body" and not cycle.response_complete:  # the app reading it sees a disconnect
                 cycle.disconnected = True
                 cycle.message_event.set()

@@ -4,6 +4,10 @@ Workers are started by uvicorn from an import string + factory (:func:`app_facto
 so ``workers > 1`` works; the config path travels in ``$ML_PLATFORM_CONFIG`` and the
 admin token in ``$ML_PLATFORM_ADMIN_TOKEN`` (``serving/auth.py`` says where it comes from:
 the config, else the 0600 token file under storage_dir; it is never printed or logged).
+
+Every timeout and limit is read from ``serving.*`` (``settings.ServingConfig``, where its
+default is): the app's body limits, the protocol's read deadlines and connection cap, and
+uvicorn's keep-alive.
 """
 
 from __future__ import annotations
@@ -29,24 +33,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# Read limits (serving.*; getattr until settings.ServingConfig declares them).
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 30.0
-DEFAULT_KEEP_ALIVE = 5.0
-DEFAULT_MAX_CONNECTIONS = 1000
-
-
-def limits(settings: Settings) -> dict:
-    """The endpoint's connection limits, from ``serving.*`` (defaults when not set)."""
-    s = settings.serving
-    return {
-        "header_timeout_seconds": float(getattr(s, "header_timeout_seconds", DEFAULT_HEADER_TIMEOUT)),
-        "body_timeout_seconds": float(getattr(s, "body_timeout_seconds", DEFAULT_BODY_TIMEOUT)),
-        "keep_alive_seconds": float(getattr(s, "keep_alive_seconds", DEFAULT_KEEP_ALIVE)),
-        "max_connections": int(getattr(s, "max_connections", DEFAULT_MAX_CONNECTIONS)),
-    }
-
-
 def configure_protocol(settings: Settings) -> None:
     """Give the httptools protocol (``serving/protocol.py``) its read timeouts and connection
     cap; called in every worker process before it serves."""
@@ -54,18 +40,18 @@ def configure_protocol(settings: Settings) -> None:
         return
     from ml_platform.serving.protocol import HttpToolsCorked
 
-    lim = limits(settings)
-    HttpToolsCorked.configure(lim["header_timeout_seconds"], lim["body_timeout_seconds"],
-                              lim["max_connections"])
+    s = settings.serving
+    HttpToolsCorked.configure(s.header_timeout_seconds, s.body_timeout_seconds, s.max_connections)
 
 
 def build_app(settings: Settings, admin_token: str | None = None):
-    from ml_platform.serving.app import create_app
+    from ml_platform.serving.app import LATENCY_BUDGET_MS, create_app
 
     s = settings.serving
-    latency = min((m.gate.latency_budget_ms for m in settings.models.values()), default=50.0)
+    latency = min((m.gate.latency_budget_ms for m in settings.models.values()), default=LATENCY_BUDGET_MS)
     return create_app(
-        settings.serving_dir, list(settings.models),
+        settings.serving_dir,
+        list(settings.models),
         admin_token=admin_token or s.admin_token,
         max_body_bytes=s.max_body_bytes,
         poll_seconds=s.poll_seconds,
@@ -73,7 +59,7 @@ def build_app(settings: Settings, admin_token: str | None = None):
         sample_rows_per_second=s.sample_rows_per_second,
         sample_max_bytes=int(s.sample_max_mb * 1024 * 1024),
         latency_budget_ms=latency,
-        body_timeout_seconds=limits(settings)["body_timeout_seconds"],
+        body_timeout_seconds=s.body_timeout_seconds,
     )
 
 
@@ -85,8 +71,7 @@ def app_factory():
     return build_app(settings, os.environ.get(TOKEN_ENV) or None)
 
 
-def run(settings: Settings, host: str | None = None, port: int | None = None,
-        workers: int | None = None) -> None:
+def run(settings: Settings, host: str | None = None, port: int | None = None, workers: int | None = None) -> None:
     import uvicorn
 
     host = host or settings.serving.host
@@ -105,21 +90,26 @@ def run(settings: Settings, host: str | None = None, port: int | None = None,
     else:
         os.environ.pop(TOKEN_ENV, None)
     have = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
-    lim = limits(settings)
     uvicorn.run(
-        FACTORY, factory=True, host=host, port=port, workers=workers,
+        FACTORY,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
         loop="uvloop" if have("uvloop") else "asyncio",
         # httptools with one send() per response (see serving/protocol.py)
         http="ml_platform.serving.protocol:HttpToolsCorked" if have("httptools") else "h11",
         # no X-Forwarded-* rewriting: nothing here reads the client address or scheme, and
         # the middleware runs on every request
         proxy_headers=False,
-        access_log=False, log_level="info", lifespan="on",
+        access_log=False,
+        log_level="info",
+        lifespan="on",
         timeout_graceful_shutdown=10,
         # idle keep-alive connections close after this; a request's headers and body have
         # their own deadlines (serving/protocol.py), and at most max_connections per worker
-        timeout_keep_alive=lim["keep_alive_seconds"],
-        limit_concurrency=lim["max_connections"] + 1,  # uvicorn answers 503 from this many on
+        timeout_keep_alive=settings.serving.keep_alive_seconds,
+        limit_concurrency=settings.serving.max_connections + 1,  # uvicorn answers 503 from this many on
     )
 
 
@@ -128,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ml_platform.settings import ConfigError
 
-    ap = argparse.ArgumentParser(prog="python -m ml_platform.serving",
-                                 description="Serve the champion models over HTTP (ONNX Runtime).")
+    ap = argparse.ArgumentParser(
+        prog="python -m ml_platform.serving", description="Serve the champion models over HTTP (ONNX Runtime)."
+    )
     ap.add_argument("--config", help=f"ml_platform.yaml (default: ${CONFIG_ENV} or ./ml_platform.yaml)")
     ap.add_argument("--host", help="bind address (default: serving.host)")
     ap.add_argument("--port", type=int, help="port (default: serving.port)")

@@ -95,8 +95,7 @@ class ModelStore:
         return self.model_dir(name) / f"v{_check_version(version)}.json"
 
     # ---- writers (the deploy step) ----
-    def publish(self, name: str, version: int, onnx_bytes: bytes, meta: dict, *,
-                overwrite: bool = False) -> None:
+    def publish(self, name: str, version: int, onnx_bytes: bytes, meta: dict, *, overwrite: bool = False) -> None:
         """Write ``v<N>.onnx`` and ``v<N>.json``. Versions are immutable: publishing the
         same bytes again is a no-op, different bytes raise ``FileExistsError`` unless
         ``overwrite`` (never overwrite the version that is serving)."""
@@ -110,13 +109,18 @@ class ModelStore:
         meta_bytes = json.dumps(meta, indent=1).encode()
         onnx_path, meta_path = self.onnx_path(name, version), self.meta_path(name, version)
         if not overwrite and (onnx_path.exists() or meta_path.exists()):
-            same = (onnx_path.exists() and meta_path.exists()
-                    and onnx_path.read_bytes() == bytes(onnx_bytes)
-                    and json.loads(meta_path.read_text()) == json.loads(meta_bytes))
+            same = (
+                onnx_path.exists()
+                and meta_path.exists()
+                and onnx_path.read_bytes() == bytes(onnx_bytes)
+                and json.loads(meta_path.read_text()) == json.loads(meta_bytes)
+            )
             if same:
                 return
-            raise FileExistsError(f"{name} v{version} is already published with different "
-                                  "content; versions are immutable (publish a new version)")
+            raise FileExistsError(
+                f"{name} v{version} is already published with different "
+                "content; versions are immutable (publish a new version)"
+            )
         # The graph first, the metadata second: a version "exists" once both are there.
         atomic_write(onnx_path, bytes(onnx_bytes))
         atomic_write(meta_path, meta_bytes)

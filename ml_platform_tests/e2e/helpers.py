@@ -13,15 +13,25 @@ import httpx
 
 
 def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=config.parent)
+    return subprocess.run(
+        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=config.parent,
+    )
 
 
 def start(config: Path, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
     f = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-                            stdout=f, stderr=subprocess.STDOUT, start_new_session=True, cwd=config.parent,
-                            env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
+        stdout=f,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=config.parent,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 20) -> None:
@@ -49,5 +59,15 @@ def wait_for(fn, timeout: float, interval: float = 0.5, what: str = "condition")
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-ROW = {"customer_id": 1, "tenure_months": 3, "monthly_charges": 80.5, "support_calls": 4, "usage_gb": 10.0,
-       "age": 30, "plan": "basic", "contract": "monthly", "region": 3, "payment_method": "card"}
+ROW = {
+    "customer_id": 1,
+    "tenure_months": 3,
+    "monthly_charges": 80.5,
+    "support_calls": 4,
+    "usage_gb": 10.0,
+    "age": 30,
+    "plan": "basic",
+    "contract": "monthly",
+    "region": 3,
+    "payment_method": "card",
+}

@@ -46,9 +46,10 @@ def missing_servers() -> str | None:
         except KeyError:
             missing.append("a 'postgres' user to run PostgreSQL as (running as root)")
     if missing:
-        return (f"{' and '.join(missing)} not installed: `apt-get install -y postgresql redis-server` "
-                "(.ci/run does it)")
-    libs = [m for m in ("dagster_postgres", "dagster_celery", "psycopg2", "redis") if importlib.util.find_spec(m) is None]
+        return f"{' and '.join(missing)} not installed: `apt-get install -y postgresql redis-server` (.ci/run does it)"
+    libs = [
+        m for m in ("dagster_postgres", "dagster_celery", "psycopg2", "redis") if importlib.util.find_spec(m) is None
+    ]
     if libs:
         return f"Python packages {', '.join(libs)} not installed: pip install -e '.[scale]' (make does it)"
     return None
@@ -80,24 +81,63 @@ def postgres(password: str, databases=("dagster", "mlflow")):
         os.chown(root, pw.pw_uid, pw.pw_gid)
         os.chown(pwfile, pw.pw_uid, pw.pw_gid)
     os.chmod(pwfile, 0o600)
-    subprocess.run(_as_owner([str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "scram-sha-256",
-                              f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        _as_owner(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                PG_USER,
+                "-A",
+                "scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     pwfile.unlink()
     port = free_port()
     log = open(root / "postgres.log", "wb")
     # durability off: a test database (fsync, WAL flushes), as many connections as runs need
-    proc = subprocess.Popen(_as_owner([str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                                       "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root}",
-                                       "-c", "fsync=off", "-c", "synchronous_commit=off",
-                                       "-c", "full_page_writes=off", "-c", "max_connections=200"]),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        _as_owner(
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={root}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+            ]
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 60
         while True:
             try:
-                conn = psycopg2.connect(host="127.0.0.1", port=port, user=PG_USER, password=password,
-                                        dbname="postgres", connect_timeout=2)
+                conn = psycopg2.connect(
+                    host="127.0.0.1", port=port, user=PG_USER, password=password, dbname="postgres", connect_timeout=2
+                )
                 break
             except psycopg2.OperationalError:
                 if proc.poll() is not None or time.time() > deadline:
@@ -119,9 +159,24 @@ def postgres(password: str, databases=("dagster", "mlflow")):
 def redis():
     """redis-server on 127.0.0.1:<free port>, nothing persisted; yields its URL."""
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         import redis as redis_client
 

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from ml_platform.champion import champion_version
+from ml_platform.control.champion import champion_version
 from ml_platform.core import audit
 from ml_platform.core.simulate import write_batches
 from ml_platform.resources.registry import registry_for
@@ -30,13 +30,20 @@ def run_cli(config, *args, fault=None, timeout=300):
     env.pop("ML_PLATFORM_FAULT", None)
     if fault:
         env["ML_PLATFORM_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=config.parent, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=config.parent,
+        env=env,
+    )
 
 
 def world(tmp_path, batches=1):
-    config = write_config(tmp_path, port=free_port(), extra="retrain: {policy: on_arrival}\n"
-                                                             "automation: {settle_seconds: 0}\n")
+    config = write_config(
+        tmp_path, port=free_port(), extra="retrain: {policy: on_arrival}\nautomation: {settle_seconds: 0}\n"
+    )
     s = load_settings(config)
     write_batches(s.landing_dir("churn"), batches, rows=1200, seed=3)
     return config, s
@@ -101,6 +108,7 @@ def test_killed_while_training_the_retrain_is_run_again(tmp_path):
     assert rec["decision"]["retrain"] is True and rec["decision"]["run_id"]
     # The dead run's MLflow runs were ended (KILLED), not left RUNNING for ever.
     from mlflow import MlflowClient
+
     c = MlflowClient(s.tracking_uri)
     runs = c.search_runs([c.get_experiment_by_name("churn").experiment_id])
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"], [r.info for r in runs]
@@ -115,6 +123,7 @@ def test_the_store_is_rebuilt_from_the_registry(tmp_path):
     doc = json.loads(run_cli(config, "status", "--json").stdout)
     assert any("rebuilt from the registry" in r for r in doc["models"]["churn"]["repairs"])
     import shutil
+
     shutil.rmtree(s.serving_dir)  # the whole serving store lost
     shutil.rmtree(s.model_dir("churn") / "candidates")  # and the local cache of version files
     doc = json.loads(run_cli(config, "status", "--json").stdout)
@@ -122,6 +131,7 @@ def test_the_store_is_rebuilt_from_the_registry(tmp_path):
     assert champion_version(s, "churn") == 1
     from ml_platform.core import export
     from ml_platform.serving.store import ModelStore
+
     onnx_bytes, meta = ModelStore(s.serving_dir).read("churn", 1)
     export.session(onnx_bytes)  # a valid graph again
     assert meta["version"] == 1 and meta["classes"] == [0, 1]

@@ -18,8 +18,7 @@ TOKEN = "tok-" + "9f3c1a77e2b54d0c8a6e" * 2
 
 def test_deploy_and_rollback_send_the_token_and_never_leak_it(tmp_path):
     port = free_port()
-    config = write_config(tmp_path, port=port, extra="retrain: {policy: on_arrival}\n"
-                                                      "automation: {settle_seconds: 0}\n")
+    config = write_config(tmp_path, port=port, extra="retrain: {policy: on_arrival}\nautomation: {settle_seconds: 0}\n")
     config.write_text(config.read_text().replace("poll_seconds: 0.5}", f"poll_seconds: 30, admin_token: {TOKEN}}}"))
     s = load_settings(config)
     write_batches(s.landing_dir("churn"), 2, rows=1200, seed=5)
@@ -33,14 +32,17 @@ def test_deploy_and_rollback_send_the_token_and_never_leak_it(tmp_path):
         moves = audit.read(s.model_dir("churn"))
         # Without the token the endpoint answers 401 and the deploy is rolled back; with it,
         # the endpoint reloads at once (its poll is 30 s away) and the smoke request passes.
-        assert [(m.previous, m.to, m.endpoint) for m in moves] == [(None, 1, "reloaded"), (1, 2, "reloaded")], \
-            [m.to_dict() for m in moves]
+        assert [(m.previous, m.to, m.endpoint) for m in moves] == [(None, 1, "reloaded"), (1, 2, "reloaded")], [
+            m.to_dict() for m in moves
+        ]
         r = httpx.post(f"{base}/models/churn/invocations", json={"dataframe_records": [ROW]})
         assert r.headers["x-model-version"] == "2"
         rb = cli(config, "rollback", "--model", "churn")
         assert rb.returncode == 0 and "endpoint: reloaded" in rb.stdout, rb.stdout + rb.stderr
-        assert httpx.post(f"{base}/models/churn/invocations",
-                          json={"dataframe_records": [ROW]}).headers["x-model-version"] == "1"
+        assert (
+            httpx.post(f"{base}/models/churn/invocations", json={"dataframe_records": [ROW]}).headers["x-model-version"]
+            == "1"
+        )
         outputs = run.stdout + run.stderr + rb.stdout + rb.stderr + cli(config, "status", "--json").stdout
         assert TOKEN not in outputs
     finally:
@@ -53,6 +55,7 @@ def test_deploy_and_rollback_send_the_token_and_never_leak_it(tmp_path):
     from dagster._core.remote_representation.external_data import RepositorySnap
     from dagster._serdes import serialize_value
 
-    from ml_platform.definitions import build_definitions
+    from ml_platform.defs.definitions import build_definitions
+
     snap = serialize_value(RepositorySnap.from_def(build_definitions(s).get_repository_def()))
     assert "config_path" in snap and TOKEN not in snap

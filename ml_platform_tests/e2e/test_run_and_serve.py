@@ -34,7 +34,9 @@ def test_run_serve_and_a_blocked_worse_candidate(tmp_path):
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{base}/v2/health/ready").status_code == 200, 60, what="endpoint ready")
-        r = httpx.post(f"{base}/models/churn/invocations", json={"dataframe_records": [ROW, {**ROW, "tenure_months": 60}]})
+        r = httpx.post(
+            f"{base}/models/churn/invocations", json={"dataframe_records": [ROW, {**ROW, "tenure_months": 60}]}
+        )
         assert r.status_code == 200 and r.headers["x-model-version"] == "2"
         preds = r.json()["predictions"]
         assert len(preds) == 2 and set(preds[0]["probabilities"]) == {"0", "1"}
@@ -43,7 +45,9 @@ def test_run_serve_and_a_blocked_worse_candidate(tmp_path):
         assert bad.status_code == 400 and "monthly_charges" in json.dumps(bad.json())
 
         # A much worse candidate: shuffled labels, trained alone (window of one batch).
-        cfg_text = config.read_text().replace("    features:\n", "    training: {window_batches: 1}\n    features:\n", 1)
+        cfg_text = config.read_text().replace(
+            "    features:\n", "    training: {window_batches: 1}\n    features:\n", 1
+        )
         config.write_text(cfg_text)
         df = pd.read_csv(sorted((tmp_path / "landing").glob("*.csv"))[0])
         df["churned"] = np.random.default_rng(1).permutation(df["churned"].to_numpy())

@@ -20,9 +20,12 @@ from ml_platform_tests.conftest import free_port, write_config
 from ml_platform_tests.e2e import servers
 from ml_platform_tests.e2e.helpers import ROW, cli, start, stop, wait_for
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(servers.missing_servers() is not None,
-                                 reason=f"scale-out test skipped: {servers.missing_servers()}")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        servers.missing_servers() is not None, reason=f"scale-out test skipped: {servers.missing_servers()}"
+    ),
+]
 
 FILES = 16  # enough for both workers to take several runs and one to die mid-run; 30 cost 2 more minutes of CI
 PASSWORD_ENV = "ML_PLATFORM_TEST_PG_PASSWORD"
@@ -33,10 +36,12 @@ def _scale_out_config(tmp_path: Path, pg_port: int, broker: str) -> Path:
     port, ui_port = free_port(), free_port()
     config = write_config(tmp_path, port=port, ui_port=ui_port)
     with config.open("a") as f:
-        f.write(f"scale_out:\n"
-                f"  postgres: {{host: 127.0.0.1, port: {pg_port}, user: {servers.PG_USER}, "
-                f"password_env: {PASSWORD_ENV}}}\n"
-                f"  celery: {{broker_url: '{broker}'}}\n")
+        f.write(
+            f"scale_out:\n"
+            f"  postgres: {{host: 127.0.0.1, port: {pg_port}, user: {servers.PG_USER}, "
+            f"password_env: {PASSWORD_ENV}}}\n"
+            f"  celery: {{broker_url: '{broker}'}}\n"
+        )
     return config
 
 
@@ -63,16 +68,18 @@ def test_two_workers_one_killed_every_batch_once(tmp_path, monkeypatch):
         workers = [start(config, "worker", "--name", f"w{i}@%h", log=tmp_path / f"worker{i}.log") for i in (1, 2)]
         killed_run = None
         try:
-            wait_for(lambda: (config.parent / "state" / "dagster_home" / "dagster.yaml").exists(), 60,
-                     what="dagster.yaml")
+            wait_for(
+                lambda: (config.parent / "state" / "dagster_home" / "dagster.yaml").exists(), 60, what="dagster.yaml"
+            )
             instance = _instance(config)
             victim = workers[0]
 
             def victim_busy():  # worker 1 finished a run and is executing another one now
                 import dagster as dg
 
-                mine = [r for r in _ingest_runs(instance) if r.tags.get("ml_platform/worker", "").endswith(
-                    f":{victim.pid}")]
+                mine = [
+                    r for r in _ingest_runs(instance) if r.tags.get("ml_platform/worker", "").endswith(f":{victim.pid}")
+                ]
                 if not any(r.status == dg.DagsterRunStatus.SUCCESS for r in mine):
                     return None
                 return next((r for r in mine if r.status == dg.DagsterRunStatus.STARTED), None)
@@ -81,8 +88,10 @@ def test_two_workers_one_killed_every_batch_once(tmp_path, monkeypatch):
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(10)
             killed_at = time.time() - t0
-            print(f"SIGKILL worker 1 (pid {victim.pid}) at {killed_at:.1f}s while it ran "
-                  f"{killed_run.run_id[:8]} (partition {killed_run.tags.get('dagster/partition')})")
+            print(
+                f"SIGKILL worker 1 (pid {victim.pid}) at {killed_at:.1f}s while it ran "
+                f"{killed_run.run_id[:8]} (partition {killed_run.tags.get('dagster/partition')})"
+            )
 
             def all_ingested():
                 import dagster as dg
@@ -111,8 +120,9 @@ def test_two_workers_one_killed_every_batch_once(tmp_path, monkeypatch):
         import dagster as dg
 
         runs = _ingest_runs(instance)
-        per_partition = collections.Counter(r.tags["dagster/partition"] for r in runs
-                                            if r.status == dg.DagsterRunStatus.SUCCESS)
+        per_partition = collections.Counter(
+            r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS
+        )
         twice = {p: n for p, n in per_partition.items() if n != 1}
         print(f"{len(runs)} ingest runs for {len(per_partition)} batches in {elapsed:.0f}s; champion v{version}")
         assert len(per_partition) == FILES and not twice, f"batches not ingested exactly once: {twice}"
@@ -152,9 +162,16 @@ def _print_runs(instance) -> None:
 
     for rec in sorted(instance.get_run_records(), key=lambda r: r.create_timestamp):
         r = rec.dagster_run
-        print(r.run_id[:8], r.job_name, r.status.value, r.tags.get("dagster/partition", ""),
-              r.tags.get("ml_platform/worker"), r.tags.get("ml_platform/retry_of", "")[:8])
+        print(
+            r.run_id[:8],
+            r.job_name,
+            r.status.value,
+            r.tags.get("dagster/partition", ""),
+            r.tags.get("ml_platform/worker"),
+            r.tags.get("ml_platform/retry_of", "")[:8],
+        )
         if r.status == dg.DagsterRunStatus.FAILURE:
-            for e in instance.all_logs(r.run_id, of_type={dg.DagsterEventType.RUN_FAILURE,
-                                                          dg.DagsterEventType.ENGINE_EVENT}):
+            for e in instance.all_logs(
+                r.run_id, of_type={dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+            ):
                 print("    ", (e.message or "")[:300])

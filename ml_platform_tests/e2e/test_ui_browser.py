@@ -29,16 +29,25 @@ from ml_platform_tests.e2e.helpers import ROW, cli, start, stop, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOTS = Path(os.environ.get("ML_PLATFORM_SCREENSHOTS")
-                   or Path(__file__).resolve().parents[2] / "artifacts" / "screenshots")
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--window-size=1600,1200"]
+SCREENSHOTS = Path(
+    os.environ.get("ML_PLATFORM_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+)
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--window-size=1600,1200",
+]
 
 
 def _missing() -> str | None:
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        return ("no browser: install Debian's chromium and chromium-driver "
-                "(`apt-get install chromium chromium-driver`; .ci/run does)")
+        return (
+            "no browser: install Debian's chromium and chromium-driver "
+            "(`apt-get install chromium chromium-driver`; .ci/run does)"
+        )
     try:
         import selenium  # noqa: F401
     except ImportError:
@@ -74,6 +83,7 @@ class Browser:
 
     def body(self) -> str:
         from selenium.common.exceptions import WebDriverException
+
         try:
             return self.driver.find_element("tag name", "body").text
         except WebDriverException:
@@ -100,15 +110,18 @@ class Browser:
                 return got
             time.sleep(1)
         self.shot(f"FAILED-{shot}")
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; the page says:\n"
-                             f"{self.body()[-3000:]}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; the page says:\n{self.body()[-3000:]}")
 
     def wait_text(self, texts: list[str], timeout: float, shot: str) -> None:
         self.wait(lambda d: all(t in self.body() for t in texts), timeout, f"text {texts}", shot)
 
     def click(self, xpath: str, timeout: float, shot: str) -> None:
-        el = self.wait(lambda d: next((e for e in d.find_elements("xpath", xpath) if e.is_displayed()), None),
-                       timeout, f"element {xpath}", shot)
+        el = self.wait(
+            lambda d: next((e for e in d.find_elements("xpath", xpath) if e.is_displayed()), None),
+            timeout,
+            f"element {xpath}",
+            shot,
+        )
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
         el.click()
 
@@ -146,8 +159,7 @@ def _status(config: Path) -> dict:
 def _land_noisy_drifted_batch(landing: Path) -> str:
     """Drifted features and shuffled labels, newer than the demo batches: the champion's
     metric drops (a retrain), and the candidate's holdout (the newest rows) has no signal."""
-    df = generate_batch(2000, seed=5, start_id=900_000, drift=1.0,
-                        start_time=pd.Timestamp("2026-02-01", tz="UTC"))
+    df = generate_batch(2000, seed=5, start_id=900_000, drift=1.0, start_time=pd.Timestamp("2026-02-01", tz="UTC"))
     df["churned"] = np.random.default_rng(1).permutation(df["churned"].to_numpy())
     tmp = landing / ".noisy-drifted.csv.tmp"
     df.to_csv(tmp, index=False)
@@ -181,8 +193,12 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(tmp_path):
         reasons = dict(r.split(": ", 1) for r in v2["reasons"])
         print("v2 gate:", json.dumps(reasons, indent=1))
         assert reasons["min_metric"].startswith("roc_auc") and "< floor" in reasons["min_metric"]
-        wait_for(lambda: not [r for r in runs(ui) if r["status"] in ("QUEUED", "STARTING", "STARTED")],
-                 600, interval=3, what="the retrain run to finish")
+        wait_for(
+            lambda: not [r for r in runs(ui) if r["status"] in ("QUEUED", "STARTING", "STARTED")],
+            600,
+            interval=3,
+            what="the retrain run to finish",
+        )
         batches = _status(config)["batches"]
         noisy = next(b for b in batches if b["file"].endswith("noisy-drifted.csv"))
         assert noisy["drift"]["verdict"] == "drifted", noisy
@@ -190,19 +206,30 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(tmp_path):
         browser = Browser(ui)
         # --- 1. the asset graph of the model renders: every asset of the chain is a node ----
         browser.open("/asset-groups")
-        names = ["raw_batch", "validated_batch", "batch_predictions", "drift_report", "champion_performance",
-                 "training_set", "candidate_model", "deployed_model", "live_drift"]
+        names = [
+            "raw_batch",
+            "validated_batch",
+            "batch_predictions",
+            "drift_report",
+            "champion_performance",
+            "training_set",
+            "candidate_model",
+            "deployed_model",
+            "live_drift",
+        ]
         node = "//*[local-name()='foreignObject']//*[normalize-space(text())='{}']"
-        browser.wait(lambda d: all(d.find_elements("xpath", node.format(n)) for n in names
-                                   if n != "champion_performance"),
-                     120, "every asset as a node of the graph", "graph")
+        browser.wait(
+            lambda d: all(d.find_elements("xpath", node.format(n)) for n in names if n != "champion_performance"),
+            120,
+            "every asset as a node of the graph",
+            "graph",
+        )
         time.sleep(2)  # let the layout settle for the picture
         browser.shot("1-asset-graph")
 
         # --- 2. candidate_model's gate checks, each with its reason ------------------------
         browser.open("/assets/churn/candidate_model?view=checks")
-        browser.wait_text(["min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget"],
-                          120, "checks")
+        browser.wait_text(["min_metric", "not_worse_than_champion", "onnx_parity", "latency_budget"], 120, "checks")
         for check in ("min_metric", "latency_budget", "not_worse_than_champion"):
             browser.click(f"//*[normalize-space(text())='{check}']", 60, f"check-{check}")
             # The reason text is long; its first 40 characters identify it.
@@ -217,8 +244,15 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(tmp_path):
         browser.click("//button[normalize-space()='Materialize']", 60, "materialize-button")
 
         def launched():
-            return next((r for r in runs(ui) if r["runId"] not in before
-                         and (r["assetSelection"] or [{}])[0].get("path") == ["churn", "deployed_model"]), None)
+            return next(
+                (
+                    r
+                    for r in runs(ui)
+                    if r["runId"] not in before
+                    and (r["assetSelection"] or [{}])[0].get("path") == ["churn", "deployed_model"]
+                ),
+                None,
+            )
 
         run_id = wait_for(launched, 120, interval=2, what="the run Materialize launched")["runId"]
 
@@ -240,17 +274,32 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(tmp_path):
         browser.wait_text(["per_feature", "vs threshold", "DRIFTED", "model score", "chart"], 120, "drift")
         assert "__score__" not in browser.body()
         browser.shot("4-drift-report")
-        browser.click("//tr[.//*[normalize-space(text())='chart']]//*[normalize-space(text())='[Show Markdown]']",
-                      60, "drift-chart")
-        img = browser.wait(lambda d: next((i for i in d.find_elements("xpath", "//img[starts-with(@src, 'data:image/png')]")
-                                           if d.execute_script("return arguments[0].naturalWidth", i) > 100), None),
-                           60, "the drift chart image", "drift-chart")
+        browser.click(
+            "//tr[.//*[normalize-space(text())='chart']]//*[normalize-space(text())='[Show Markdown]']",
+            60,
+            "drift-chart",
+        )
+        img = browser.wait(
+            lambda d: next(
+                (
+                    i
+                    for i in d.find_elements("xpath", "//img[starts-with(@src, 'data:image/png')]")
+                    if d.execute_script("return arguments[0].naturalWidth", i) > 100
+                ),
+                None,
+            ),
+            60,
+            "the drift chart image",
+            "drift-chart",
+        )
         assert img.get_attribute("alt") == "drift per feature"
         browser.shot("4-drift-chart")
     except BaseException:
         lines = (tmp_path / "up.log").read_text(errors="replace").splitlines()
-        print("up.log (without DEBUG), last 60 lines:\n" + "\n".join(
-            [ln[:300] for ln in lines if " DEBUG " not in ln][-60:]))
+        print(
+            "up.log (without DEBUG), last 60 lines:\n"
+            + "\n".join([ln[:300] for ln in lines if " DEBUG " not in ln][-60:])
+        )
         raise
     finally:
         if browser is not None:

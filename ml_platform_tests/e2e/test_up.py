@@ -21,8 +21,12 @@ def test_up_deploys_a_champion_without_a_click(tmp_path):
     config = write_config(tmp_path, port=port, ui_port=ui_port)
     t0 = time.time()
     fired = tmp_path / "fault-fired"
-    up = start(config, "up", log=tmp_path / "up.log",
-               env={"ML_PLATFORM_FAULT": "train:fitting", "ML_PLATFORM_FAULT_ONCE": str(fired)})
+    up = start(
+        config,
+        "up",
+        log=tmp_path / "up.log",
+        env={"ML_PLATFORM_FAULT": "train:fitting", "ML_PLATFORM_FAULT_ONCE": str(fired)},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
 
@@ -35,11 +39,19 @@ def test_up_deploys_a_champion_without_a_click(tmp_path):
         assert int(version) >= 1
         assert fired.exists(), "the fault never fired: no train run reached fitting"
         # The retry deployed the champion; its run may still be finishing its last steps.
-        died, retries = wait_for(lambda: (lambda d, r: (d, r) if d and r else None)(*_dead_and_retried(config)),
-                                 90, interval=2, what="the dead train run failed and its retry succeeded")
+        died, retries = wait_for(
+            lambda: (lambda d, r: (d, r) if d and r else None)(*_dead_and_retried(config)),
+            90,
+            interval=2,
+            what="the dead train run failed and its retry succeeded",
+        )
         # The killed run's MLflow runs are ended by the control-plane sensor, not left RUNNING.
-        wait_for(lambda: not _running_mlflow_runs_of(config, died), 60, interval=2,
-                 what="the dead run's MLflow runs marked KILLED")
+        wait_for(
+            lambda: not _running_mlflow_runs_of(config, died),
+            60,
+            interval=2,
+            what="the dead run's MLflow runs marked KILLED",
+        )
         assert httpx.get(f"http://127.0.0.1:{ui_port}/server_info", timeout=10).status_code == 200
         doc = json.loads(cli(config, "status", "--json").stdout)
         batches = doc["models"]["churn"]["batches"]
@@ -52,7 +64,7 @@ def test_up_deploys_a_champion_without_a_click(tmp_path):
         log = (tmp_path / "up.log").read_text(errors="replace")
     # Only while running: the daemon can log a tick in flight at its own shutdown (a Dagster race).
     running = log.split("[up] stopping")[0]
-    assert "Traceback" not in running, running[running.find("Traceback") - 500:][:4000]
+    assert "Traceback" not in running, running[running.find("Traceback") - 500 :][:4000]
     assert f"[up] churn: champion v{version} published" in log
 
 
@@ -63,15 +75,19 @@ def _dead_and_retried(config):
     import dagster as dg
     from dagster._core.instance.ref import InstanceRef
 
-    from ml_platform.run_health import TAG_RETRY_OF
+    from ml_platform.control.run_health import TAG_RETRY_OF
     from ml_platform.settings import load_settings
 
     home = load_settings(config).dagster_home
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as inst:
         runs = inst.get_runs(dg.RunsFilter(job_name="churn_train"))
         died = [r.run_id for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
-        retries = [r.run_id for r in runs if r.status == dg.DagsterRunStatus.SUCCESS
-                   and (r.tags.get(TAG_RETRY_OF) in died or r.tags.get("dagster/parent_run_id") in died)]
+        retries = [
+            r.run_id
+            for r in runs
+            if r.status == dg.DagsterRunStatus.SUCCESS
+            and (r.tags.get(TAG_RETRY_OF) in died or r.tags.get("dagster/parent_run_id") in died)
+        ]
     return died, retries
 
 

@@ -13,13 +13,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ml_platform import cli
-from ml_platform.champion import champion_version
+from ml_platform.cli.main import main as cli_main
+from ml_platform.control.champion import champion_version
+from ml_platform.control.runner import run_pending
 from ml_platform.core import audit
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.instance import prepare_environment
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
+from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -45,7 +45,7 @@ def _ingest_and_train(w, name, df):
 
 def _cli(w, capsys, *args) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = cli.main(["--config", str(w["root"] / "ml_platform.yaml"), *args])
+    code = cli_main(["--config", str(w["root"] / "ml_platform.yaml"), *args])
     got = capsys.readouterr()
     return code, got.out, got.err
 
@@ -59,14 +59,16 @@ def _status(w, capsys) -> dict:
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
     root = tmp_path_factory.mktemp("approval")
-    write_config(root, extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\n"
-                             "automation: {settle_seconds: 0}\ndeploy: {approval: required}\n"
-                             "gate: {max_regression: 0.3}\n")  # tiny batches: noisy comparisons
+    write_config(
+        root,
+        extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\n"
+        "automation: {settle_seconds: 0}\ndeploy: {approval: required}\n"
+        "gate: {max_regression: 0.3}\n",
+    )  # tiny batches: noisy comparisons
     settings = load_settings(root / "ml_platform.yaml")
     saved = dict(os.environ)
     prepare_environment(settings)
-    w = {"settings": settings, "root": root, "defs": build_definitions(settings),
-         "instance": dg.DagsterInstance.get()}
+    w = {"settings": settings, "root": root, "defs": build_definitions(settings), "instance": dg.DagsterInstance.get()}
     w["first"] = _ingest_and_train(w, "b1.csv", generate_batch(ROWS, seed=1))
     yield w
     w["instance"].dispose()
@@ -108,7 +110,7 @@ def test_approve_from_the_cli_deploys_it_and_records_who(w, capsys):
     last = _moves(w)[-1]
     assert (last.kind, last.to, last.actor) == ("deploy", 1, "alice (cli)"), last
     assert last.at[:4] == time.strftime("%Y", time.gmtime())
-    tags = w["defs"].resources["registry"].version("churn", 1).tags
+    tags = w["defs"].resources["ml_platform_registry"].version("churn", 1).tags
     assert (tags["approval"], tags["approval.by"]) == ("approved", "alice"), tags
     assert _status(w, capsys)["approval"]["awaiting"] == []
 
@@ -118,8 +120,9 @@ def test_materializing_deployed_model_alone_in_the_ui_approves_the_newest(w):
     assert t.version == 2 and t.awaiting_approval, t
     assert champion_version(w["settings"], "churn") == 1
     job = w["defs"].resolve_implicit_global_asset_job_def()
-    res = job.execute_in_process(instance=w["instance"], asset_selection=[DEPLOY], raise_on_error=False,
-                                 tags={"ml_platform/approved_by": "bob"})
+    res = job.execute_in_process(
+        instance=w["instance"], asset_selection=[DEPLOY], raise_on_error=False, tags={"ml_platform/approved_by": "bob"}
+    )
     assert res.success, [e.message for e in res.all_events if e.is_step_failure]
     assert champion_version(w["settings"], "churn") == 2
     last = _moves(w)[-1]
@@ -149,7 +152,7 @@ def test_reject_records_it_and_leaves_the_champion(w, capsys):
 def test_the_repair_of_a_dead_train_run_does_not_deploy_in_approval_mode(w):
     from ml_platform import run_health
 
-    reg = w["defs"].resources["registry"]
+    reg = w["defs"].resources["ml_platform_registry"]
     run = w["instance"].get_run_by_id(reg.version("churn", 3).tags["dagster_run_id"])
     retrain, note = run_health.salvage_train_run(w["settings"], reg, None, "churn", run)
     assert not retrain and "awaits approval" in note, note
@@ -172,15 +175,31 @@ def test_ml_platform_train_prints_the_gate_verdict(w):
     """The CLI as a user runs it; the newest batch (the window) has shuffled labels: rejected."""
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "ml_platform", "train", "--model", "churn", "--by", "erin",
-                        "--config", str(w["root"] / "ml_platform.yaml")], cwd=w["root"], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ml_platform",
+            "train",
+            "--model",
+            "churn",
+            "--by",
+            "erin",
+            "--config",
+            str(w["root"] / "ml_platform.yaml"),
+        ],
+        cwd=w["root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = r.stdout + r.stderr
     print(f"ml-platform train took {time.monotonic() - t0:.1f} s")
     assert r.returncode == 0, out[-3000:]
     assert "training a candidate (trigger manual, by erin)" in out, out[-3000:]
     assert "gate min_metric: FAIL" in out and "candidate v5: rejected by the gate" in out, out[-3000:]
-    tags = w["defs"].resources["registry"].version("churn", 5).tags
+    tags = w["defs"].resources["ml_platform_registry"].version("churn", 5).tags
     assert tags["trigger"] == "manual", tags
     runs = w["instance"].get_runs(dg.RunsFilter(job_name="churn_train"), limit=1)
     assert runs[0].tags.get("ml_platform/trigger") == "manual"
@@ -196,8 +215,11 @@ def test_status_json_carries_the_payoff_and_the_asset_shows_it(w, capsys):
     assert p["bad_deploys_prevented"] == 2
     assert [(m["previous"], m["to"]) for m in p["promotions"]] == [(None, 1), (1, 2)], p["promotions"]
     assert p["train_runs_timed"] == 5 and p["train_seconds_total"] > 0, p
-    res = w["defs"].resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=w["instance"], asset_selection=[PAYOFF])
+    res = (
+        w["defs"]
+        .resolve_implicit_global_asset_job_def()
+        .execute_in_process(instance=w["instance"], asset_selection=[PAYOFF])
+    )
     meta = res.asset_materializations_for_node("churn__payoff")[0].metadata
     assert meta["retrains"].value == 5 and meta["bad_deploys_prevented"].value == 2
     assert isinstance(meta["promotions"], dg.TableMetadataValue) and len(meta["promotions"].records) == 2

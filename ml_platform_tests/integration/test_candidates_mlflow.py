@@ -14,12 +14,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ml_platform.assets.common import TAG_REGIME_START
+from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.instance import prepare_environment
-from ml_platform.resources.tracking import TAG_DAGSTER_RUN, TAG_DAGSTER_URL
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
+from ml_platform.names import MLFLOW_DAGSTER_RUN as TAG_DAGSTER_RUN
+from ml_platform.names import MLFLOW_DAGSTER_URL as TAG_DAGSTER_URL
+from ml_platform.names import TAG_REGIME_START
+from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -36,8 +37,11 @@ def _land(landing: Path, name: str, df, age: float) -> None:
 
 def _materialization(instance, run_id):
     ev = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
-    return next(e.event_log_entry.asset_materialization for e in ev
-                if e.event_log_entry.asset_materialization.asset_key == CANDIDATE)
+    return next(
+        e.event_log_entry.asset_materialization
+        for e in ev
+        if e.event_log_entry.asset_materialization.asset_key == CANDIDATE
+    )
 
 
 def _windows(mat) -> list[str]:
@@ -55,8 +59,12 @@ def world(tmp_path_factory):
     prepare_environment(settings)
     landing = settings.landing_dir("churn")
     for i in range(3):
-        _land(landing, f"b{i}.csv", generate_batch(1500, seed=70 + i, start_id=i * 10_000,
-                                                  start_time=_day(i)), age=600 - i)
+        _land(
+            landing,
+            f"b{i}.csv",
+            generate_batch(1500, seed=70 + i, start_id=i * 10_000, start_time=_day(i)),
+            age=600 - i,
+        )
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.get()
     first = run_pending(settings, defs, instance, echo=lambda *_: None)["churn"]
@@ -66,8 +74,16 @@ def world(tmp_path_factory):
     second = run_pending(settings, defs, instance, echo=lambda *_: None)["churn"]
     trains = [o.train for o in first + second if o.train]
     retrain = instance.get_runs(dg.RunsFilter(job_name="churn_train"), limit=1)[0]
-    yield {"settings": settings, "defs": defs, "instance": instance, "root": root, "cwd": cwd,
-           "trains": trains, "retrain": retrain, "registry": defs.resources["registry"]}
+    yield {
+        "settings": settings,
+        "defs": defs,
+        "instance": instance,
+        "root": root,
+        "cwd": cwd,
+        "trains": trains,
+        "retrain": retrain,
+        "registry": defs.resources["ml_platform_registry"],
+    }
     instance.dispose()
     os.chdir(saved_cwd)
     os.environ.clear()
@@ -76,6 +92,7 @@ def world(tmp_path_factory):
 
 def _day(i):
     import pandas as pd
+
     return pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=i)
 
 
@@ -85,8 +102,10 @@ def test_the_sensor_path_retrained_after_drift_on_every_window(world):
     assert run.tags.get("ml_platform/trigger") in ("drift", "performance"), run.tags
     mat = _materialization(world["instance"], run.run_id)
     windows = _windows(mat)
-    print("candidates:", [(r.data["window"], r.data["roc_auc"], r.data["winner"])
-                          for r in mat.metadata["candidates"].records])
+    print(
+        "candidates:",
+        [(r.data["window"], r.data["roc_auc"], r.data["winner"]) for r in mat.metadata["candidates"].records],
+    )
     assert [w.split(" ")[0] for w in windows] == ["all", "newest", "regime"], windows
     assert mat.metadata["regime_start"].value.startswith("b3.csv"), mat.metadata["regime_start"]
     # The comparison is a real table (schema + records), one winner, the registered one.
@@ -101,6 +120,7 @@ def test_the_sensor_path_retrained_after_drift_on_every_window(world):
 
 def test_candidates_are_child_runs_of_the_dagster_runs_mlflow_run(world):
     import mlflow
+
     run, registry = world["retrain"], world["registry"]
     c = mlflow.MlflowClient(world["settings"].tracking_uri)
     exp = c.get_experiment_by_name("churn")
@@ -130,6 +150,7 @@ def test_candidates_are_child_runs_of_the_dagster_runs_mlflow_run(world):
 
 def test_artifacts_stay_under_the_platform_storage(world):
     import mlflow
+
     s = world["settings"]
     c = mlflow.MlflowClient(s.tracking_uri)
     exp = c.get_experiment_by_name("churn")
@@ -160,10 +181,26 @@ def test_dagster_asset_materialize_nests_candidates_under_the_runs_mlflow_run(wo
     """Dagster's own CLI (as a UI click): the Dagster run's MLflow run is found by each step,
     the candidates nest under it, and the run is ended."""
     import mlflow
+
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
-    r = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "ml_platform.definitions",
-                        "--select", "churn/training_set,churn/candidate_model"], cwd=world["root"], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "ml_platform.defs.location",
+            "--select",
+            "churn/training_set,churn/candidate_model",
+        ],
+        cwd=world["root"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     inst = world["instance"]
     run = inst.get_runs(dg.RunsFilter(job_name="__ASSET_JOB"), limit=1)[0]
     failed = [e.step_key for e in inst.all_logs(run.run_id) if e.is_dagster_event and e.dagster_event.is_step_failure]
@@ -172,8 +209,9 @@ def test_dagster_asset_materialize_nests_candidates_under_the_runs_mlflow_run(wo
     c = mlflow.MlflowClient(world["settings"].tracking_uri)
     exp = c.get_experiment_by_name("churn")
     parents = c.search_runs([exp.experiment_id], f"tags.dagster_run_id = '{run.run_id}'")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED", \
-        [(p.info.run_name, p.info.status) for p in parents]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [
+        (p.info.run_name, p.info.status) for p in parents
+    ]
     children = c.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     assert len(children) == 3 and all(ch.data.tags[TAG_DAGSTER_RUN] == run.run_id for ch in children)
     assert _windows(_materialization(inst, run.run_id)) == _windows(_materialization(inst, world["retrain"].run_id))

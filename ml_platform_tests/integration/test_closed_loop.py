@@ -14,18 +14,17 @@ import time
 from pathlib import Path
 
 import dagster as dg
-
-from ml_platform.champion import champion_version
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml_platform.control.champion import champion_version
+from ml_platform.control.runner import run_pending
+from ml_platform.control.status import status
 from ml_platform.core import export
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform.status import status
 from ml_platform_tests.conftest import write_config
 
 STABLE_SIZES = [200, 500, 1000, 3000]
@@ -49,7 +48,7 @@ class World:
         write_config(root)
         self.settings = load_settings(root / "ml_platform.yaml")
         self.defs = build_definitions(self.settings)
-        self.registry = self.defs.resources["registry"]
+        self.registry = self.defs.resources["ml_platform_registry"]
         self.instance = instance
         self.landing = self.settings.landing_dir("churn")
         self.n = 0
@@ -106,8 +105,10 @@ def _opening_files() -> list[tuple[str, object]]:
         ("first.parquet", generate_batch(3000, seed=1)),
         ("tiny-stable.parquet", generate_batch(80, seed=2, start_id=10_000)),
         ("unlabelled.csv", generate_batch(300, seed=3, start_id=20_000).drop(columns=["churned"])),
-        ("drifted-unlabelled.parquet", generate_batch(600, seed=4, drift=1.0, start_id=30_000)
-         .drop(columns=["churned"])),
+        (
+            "drifted-unlabelled.parquet",
+            generate_batch(600, seed=4, drift=1.0, start_id=30_000).drop(columns=["churned"]),
+        ),
     ]
 
 
@@ -119,9 +120,10 @@ def loop(tmp_path_factory):
         fresh_drifted = generate_batch(5000, seed=777, drift=1.0, start_id=9_000_000)
         out = {"world": w, "opening": [w.step(name, df) for name, df in _opening_files()]}
         out["first_champion"] = w.champion()
-        out["stable"] = [w.step(f"stable-{n}.parquet",
-                                generate_batch(n, seed=100 + i, start_id=(i + 1) * 100_000))
-                         for i, n in enumerate(STABLE_SIZES * 5)]
+        out["stable"] = [
+            w.step(f"stable-{n}.parquet", generate_batch(n, seed=100 + i, start_id=(i + 1) * 100_000))
+            for i, n in enumerate(STABLE_SIZES * 5)
+        ]
         # Still before the drift: a tiny drifted batch, and a champion whose drift reference
         # went missing.
         out["tiny"] = w.step("tiny-drifted.parquet", generate_batch(120, seed=200, drift=1.0, start_id=3_000_000))
@@ -138,8 +140,12 @@ def loop(tmp_path_factory):
         out["auc_drifted_before"] = w.served_auc(fresh_drifted)
         out["drifted"] = []
         for i in range(3):
-            out["drifted"].append(w.step(f"drifted-{i}.parquet", generate_batch(
-                3000, seed=300 + i, drift=1.0, start_id=4_000_000 + i * 100_000)))
+            out["drifted"].append(
+                w.step(
+                    f"drifted-{i}.parquet",
+                    generate_batch(3000, seed=300 + i, drift=1.0, start_id=4_000_000 + i * 100_000),
+                )
+            )
             if w.champion() != out["champion_before_drift"]:
                 break
         out["versions"] = status(w.settings, w.registry)["models"]["churn"]["versions"]
@@ -216,8 +222,11 @@ def test_drift_is_noticed_and_a_better_champion_takes_over(loop):
     assert retrains, [b["decision"]["reason"] for b in drifted]
     assert _decision(retrains[0])[1] in ("drift", "performance")
     new = w.champion()
-    tried = [{"version": v["version"], "gate": v["gate_state"], "reasons": v["reasons"]}
-             for v in loop["versions"] if v["version"] > before]
+    tried = [
+        {"version": v["version"], "gate": v["gate_state"], "reasons": v["reasons"]}
+        for v in loop["versions"]
+        if v["version"] > before
+    ]
     assert new is not None and new > before, f"no new champion after the drift; candidates: {tried}"
     v = next(v for v in loop["versions"] if v["version"] == new)
     assert v["gate_passed"] and v["promoted"] and v["trigger"] in ("drift", "performance")
@@ -228,16 +237,26 @@ def test_drift_is_noticed_and_a_better_champion_takes_over(loop):
 
 # ---- same decisions whether the files land one at a time or all at once ----
 
+
 def _summary(w: World) -> list[tuple]:
-    return [(b["file"].split("/")[-1], b["status"], (b.get("drift") or {}).get("verdict"), *_decision(b),
-             (b.get("decision") or {}).get("reason")) for b in w.batches()]
+    return [
+        (
+            b["file"].split("/")[-1],
+            b["status"],
+            (b.get("drift") or {}).get("verdict"),
+            *_decision(b),
+            (b.get("decision") or {}).get("reason"),
+        )
+        for b in w.batches()
+    ]
 
 
 def test_all_at_once_decides_like_one_at_a_time(loop, tmp_path):
     """A second fresh world gets the loop's opening files plus the first stable one all at
     once (one `run_pending` call); the decisions must equal the one-at-a-time world's."""
-    files = _opening_files() + [(f"stable-{STABLE_SIZES[0]}.parquet",
-                                 generate_batch(STABLE_SIZES[0], seed=100, start_id=100_000))]
+    files = _opening_files() + [
+        (f"stable-{STABLE_SIZES[0]}.parquet", generate_batch(STABLE_SIZES[0], seed=100, start_id=100_000))
+    ]
     (tmp_path / "dagster_home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
         every = World(tmp_path / "world", inst)
@@ -245,8 +264,12 @@ def test_all_at_once_decides_like_one_at_a_time(loop, tmp_path):
             every.land(name, df)
         assert len(every.run()) == len(files)
         all_summary = _summary(every)
-    one_summary = loop["summary"][:len(files)]
+    one_summary = loop["summary"][: len(files)]
     assert all_summary == one_summary
     assert [(r[2], r[3], r[4]) for r in all_summary] == [
-        ("no champion", True, "arrival"), ("not enough data", False, "none"), ("stable", False, "none"),
-        ("drifted", False, "none"), ("stable", False, "none")]
+        ("no champion", True, "arrival"),
+        ("not enough data", False, "none"),
+        ("stable", False, "none"),
+        ("drifted", False, "none"),
+        ("stable", False, "none"),
+    ]

@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml_platform.assets.common import Chain
+from ml_platform.control.chain import Chain
+from ml_platform.control.decisions import ingest_tags
+from ml_platform.control.runner import run_pending
+from ml_platform.control.status import status, to_json
 from ml_platform.core import catalog, export
 from ml_platform.core.landing import LandingFile, scan_landing
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.runner import run_pending
-from ml_platform.sensors import ingest_tags
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform.status import status, to_json
 from ml_platform_tests.conftest import DEMO_FEATURES
 
 SECRET = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
@@ -54,7 +54,8 @@ def _land(landing, name, data, age):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("edges")
-    (root / "ml_platform.yaml").write_text(textwrap.dedent("""\
+    (root / "ml_platform.yaml").write_text(
+        textwrap.dedent("""\
         storage_dir: state
         models:
           churn:
@@ -66,7 +67,9 @@ def world(tmp_path_factory):
             validation: {min_rows: 10}
             features:
               autopay: {type: categorical}
-        """) + DEMO_FEATURES)
+        """)
+        + DEMO_FEATURES
+    )
     (root / "landing").mkdir()
     (root / "outside").mkdir()
     settings = load_settings(root / "ml_platform.yaml")
@@ -83,8 +86,11 @@ def world(tmp_path_factory):
     lists = pa.Table.from_pandas(_batch(300, seed=12, start_id=6000), preserve_index=False)
     plans = lists.column("plan").to_pylist()
     cells = [[p] if i < 30 else p for i, p in enumerate(plans)]  # 30 list cells, the rest strings
-    lists = lists.set_column(lists.schema.get_field_index("plan"), "plan",
-                             pa.array([c if isinstance(c, list) else [c] for c in cells], pa.list_(pa.string())))
+    lists = lists.set_column(
+        lists.schema.get_field_index("plan"),
+        "plan",
+        pa.array([c if isinstance(c, list) else [c] for c in cells], pa.list_(pa.string())),
+    )
     _land(landing, "lists.parquet", lists, age=700)  # a list column: every row quarantined
 
     big = _batch(300, seed=13, start_id=7000)
@@ -121,9 +127,16 @@ def world(tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         lines = []
         summary = run_pending(settings, defs, instance, echo=lines.append)
-        yield {"settings": settings, "defs": defs, "instance": instance, "root": root, "chain": chain,
-               "summary": {os.path.basename(o.file): o for o in summary["churn"]}, "lines": lines,
-               "first": first}
+        yield {
+            "settings": settings,
+            "defs": defs,
+            "instance": instance,
+            "root": root,
+            "chain": chain,
+            "summary": {os.path.basename(o.file): o for o in summary["churn"]},
+            "lines": lines,
+            "first": first,
+        }
 
 
 def _record(world, name):
@@ -131,9 +144,19 @@ def _record(world, name):
 
 
 def test_every_regular_file_became_a_batch_and_links_were_refused(world):
-    assert sorted(world["summary"]) == sorted([
-        "good-1.csv", "dup-column.csv", "lists.parquet", "big-numbers.csv", "timestamps.parquet",
-        "bools-in-numeric.parquet", "secrets.csv", "one-class.csv", "same-ids.csv"])
+    assert sorted(world["summary"]) == sorted(
+        [
+            "good-1.csv",
+            "dup-column.csv",
+            "lists.parquet",
+            "big-numbers.csv",
+            "timestamps.parquet",
+            "bools-in-numeric.parquet",
+            "secrets.csv",
+            "one-class.csv",
+            "same-ids.csv",
+        ]
+    )
     raw = [p.name for p in (world["chain"].dir / "raw").glob("*/*")]
     assert "passwd.csv" not in raw and "creds.csv" not in raw  # never copied into storage
     assert all(os.path.exists(world["root"] / "landing" / n) for n in world["summary"])  # nothing deleted
@@ -172,8 +195,13 @@ def test_numbers_beyond_float32_are_quarantined_naming_the_column(world):
     assert all(r.startswith("monthly_charges: too large for a float32") for r in rec.quarantine_reasons)
 
 
-@pytest.mark.parametrize("name,reason", [("timestamps.parquet", "age: a timestamp is not a number"),
-                                         ("bools-in-numeric.parquet", "support_calls: a boolean is not a number")])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("timestamps.parquet", "age: a timestamp is not a number"),
+        ("bools-in-numeric.parquet", "support_calls: a boolean is not a number"),
+    ],
+)
 def test_wrongly_typed_numeric_columns_are_quarantined(world, name, reason):
     o = world["summary"][name]
     assert o.status == "rejected" and o.quarantined_rows == 300
@@ -183,13 +211,16 @@ def test_wrongly_typed_numeric_columns_are_quarantined(world, name, reason):
 def test_secrets_file_fails_without_echoing_its_content(world):
     o = world["summary"]["secrets.csv"]
     assert o.status == "failed" and "missing column(s)" in o.reason and "0 of the 12 configured" in o.reason
-    everything = "\n".join(world["lines"]) + to_json(status(world["settings"], world["defs"].resources["registry"]))
+    everything = "\n".join(world["lines"]) + to_json(
+        status(world["settings"], world["defs"].resources["ml_platform_registry"])
+    )
     for rec in catalog.read_records(world["chain"].dir):
         everything += json.dumps(rec.to_dict())
     instance = world["instance"]
     for key in ("raw_batch", "validated_batch"):
-        for ev in instance.get_event_records(dg.EventRecordsFilter(
-                dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", key]))):
+        for ev in instance.get_event_records(
+            dg.EventRecordsFilter(dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", key]))
+        ):
             everything += repr(ev.asset_materialization.metadata)
     for ev in instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_CHECK_EVALUATION)):
         everything += repr(ev.event_log_entry.dagster_event.event_specific_data)
@@ -203,8 +234,7 @@ def test_a_symlink_given_to_raw_batch_is_refused_not_copied(world):
     f = LandingFile(link, "0" * 64, time.time(), 0)
     instance.add_dynamic_partitions(chain.partitions.name, [f.partition_key])
     job = world["defs"].resolve_job_def("churn_ingest")
-    job.execute_in_process(instance=instance, partition_key=f.partition_key, tags=ingest_tags(f),
-                           raise_on_error=False)
+    job.execute_in_process(instance=instance, partition_key=f.partition_key, tags=ingest_tags(f), raise_on_error=False)
     rec = catalog.read_record(chain.dir, f.partition_key)
     assert rec.status == "failed" and rec.refused and "refused: a symbolic link" in rec.reason
     assert not chain.raw_dir(f.partition_key).exists()
@@ -228,9 +258,13 @@ def test_ids_seen_in_earlier_batches_are_counted_not_rejected(world):
     assert _record(world, "good-1.csv").duplicate_ids == 0
     ev = world["instance"].get_latest_materialization_event(dg.AssetKey(["churn", "validated_batch"]))
     assert ev is not None
-    mats = world["instance"].get_event_records(dg.EventRecordsFilter(
-        dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", "validated_batch"]),
-        asset_partitions=[o.partition]))
+    mats = world["instance"].get_event_records(
+        dg.EventRecordsFilter(
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            asset_key=dg.AssetKey(["churn", "validated_batch"]),
+            asset_partitions=[o.partition],
+        )
+    )
     assert mats[0].asset_materialization.metadata["duplicate_ids"].value == 300
 
 
@@ -251,25 +285,44 @@ def test_endpoint_scores_json_true_like_the_batch_path(world):
     with TestClient(create_app(settings.serving_dir, ["churn"], poll_seconds=3600)) as client:
         for flag in (True, False):
             body = {"dataframe_records": [{**row, "autopay": flag}]}
-            r = client.post("/models/churn/invocations", content=json.dumps(body),  # JSON true / false
-                            headers={"content-type": "application/json"})
+            r = client.post(
+                "/models/churn/invocations",
+                content=json.dumps(body),  # JSON true / false
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code == 200, r.text
             served = r.json()["predictions"][0]["probabilities"]
             batch = export.onnx_predict(sess, pd.DataFrame([{**row, "autopay": flag}]), cfg)[0]
             assert [served[str(c)] for c in meta["classes"]] == pytest.approx(batch.tolist(), abs=1e-6)
-            text = client.post("/models/churn/invocations", content=json.dumps(
-                {"dataframe_records": [{**row, "autopay": " TRUE " if flag else "False"}]}),
-                headers={"content-type": "application/json"}).json()["predictions"][0]["probabilities"]
+            text = client.post(
+                "/models/churn/invocations",
+                content=json.dumps({"dataframe_records": [{**row, "autopay": " TRUE " if flag else "False"}]}),
+                headers={"content-type": "application/json"},
+            ).json()["predictions"][0]["probabilities"]
             assert text == served
             # Open Inference Protocol: a BOOL tensor for the boolean categorical, same answer.
-            inputs = [{"name": k, "shape": [1], "datatype": "FP64" if isinstance(v, float) else
-                       "INT64" if isinstance(v, int) and not isinstance(v, bool) else "BYTES", "data": [v]}
-                      for k, v in row.items() if k != "autopay"]
+            inputs = [
+                {
+                    "name": k,
+                    "shape": [1],
+                    "datatype": "FP64"
+                    if isinstance(v, float)
+                    else "INT64"
+                    if isinstance(v, int) and not isinstance(v, bool)
+                    else "BYTES",
+                    "data": [v],
+                }
+                for k, v in row.items()
+                if k != "autopay"
+            ]
             inputs.append({"name": "autopay", "shape": [1], "datatype": "BOOL", "data": [flag]})
             v2 = client.post("/v2/models/churn/infer", json={"inputs": inputs})
             assert v2.status_code == 200, v2.text
             probs = [o for o in v2.json()["outputs"] if o["name"] == "probabilities"][0]["data"]
             assert probs == pytest.approx(batch.tolist(), abs=1e-6)
-        bad = client.post("/models/churn/invocations", content=json.dumps(
-            {"dataframe_records": [{**row, "support_calls": True}]}), headers={"content-type": "application/json"})
+        bad = client.post(
+            "/models/churn/invocations",
+            content=json.dumps({"dataframe_records": [{**row, "support_calls": True}]}),
+            headers={"content-type": "application/json"},
+        )
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "support_calls"

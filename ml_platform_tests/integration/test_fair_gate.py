@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.champion import champion_version
+from ml_platform.control.champion import champion_version
+from ml_platform.control.runner import run_pending
+from ml_platform.control.status import status
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
-from ml_platform.status import status
 from ml_platform_tests.conftest import write_config
 
 CONFIG = """\
@@ -33,8 +33,13 @@ T0 = time.time() - 10_000
 
 
 def _batch(rows, seed, day, start_id, poison=None, drift=0.0):
-    df = generate_batch(rows, seed=seed, start_id=start_id, drift=drift,
-                        start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day))
+    df = generate_batch(
+        rows,
+        seed=seed,
+        start_id=start_id,
+        drift=drift,
+        start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day),
+    )
     if poison:
         # Flip the labels of one slice in the rows it trains on (the holdout = the newest 20% by
         # event_time keeps the true labels): the candidate learns that slice backwards.
@@ -53,15 +58,23 @@ def world(tmp_path_factory):
     landing = settings.landing_dir("churn")
     with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("fair_gate_dagster"))) as instance:
         outcomes = []
-        for i, df in enumerate([_batch(1500, 1, 0, 0, drift=1.0),            # a champion of an old regime
-                                _batch(5000, 2, 1, 10_000, poison="voucher"),  # better overall, not on vouchers
-                                _batch(5000, 3, 2, 20_000)]):                  # clean and clearly better
+        for i, df in enumerate(
+            [
+                _batch(1500, 1, 0, 0, drift=1.0),  # a champion of an old regime
+                _batch(5000, 2, 1, 10_000, poison="voucher"),  # better overall, not on vouchers
+                _batch(5000, 3, 2, 20_000),
+            ]
+        ):  # clean and clearly better
             p = landing / f"{i}-batch.csv"
             df.to_csv(p, index=False)
             os.utime(p, (T0 + 10 * i, T0 + 10 * i))
             outcomes += run_pending(settings, defs, instance, echo=lambda *_: None)["churn"]
-        yield {"settings": settings, "defs": defs, "instance": instance,
-               "trained": [o.train for o in outcomes if o.train]}
+        yield {
+            "settings": settings,
+            "defs": defs,
+            "instance": instance,
+            "trained": [o.train for o in outcomes if o.train],
+        }
 
 
 def _gate(t):
@@ -97,7 +110,7 @@ def test_a_clearly_better_candidate_passes_and_serves(world):
 
 def test_figures_reach_the_ui_mlflow_and_status(world):
     s, defs, inst = world["settings"], world["defs"], world["instance"]
-    registry = defs.resources["registry"]
+    registry = defs.resources["ml_platform_registry"]
     tags = registry.version("churn", 2).tags
     assert tags["gate.per_slice"] == "failed" and tags["gate.per_slice.failing"] == "payment_method=voucher"
     assert tags["gate.comparison.method"] == "bootstrap" and int(tags["gate.comparison.rows"]) >= 1000
@@ -110,8 +123,7 @@ def test_figures_reach_the_ui_mlflow_and_status(world):
     assert any(r.startswith("per_slice: 1 of") for r in v2["reasons"]), v2["reasons"]
     # The UI: the check's metadata holds the figures and the slice table.
     key = dg.AssetKey(["churn", "candidate_model"])
-    records = inst.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(key, "per_slice"), limit=5)
+    records = inst.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, "per_slice"), limit=5)
     evals = [r.event.dagster_event.event_specific_data for r in records if r.event and r.event.dagster_event]
     v2_eval = next(e for e in evals if e.metadata["candidate_version"].value == 2)
     table = v2_eval.metadata["slices"]
@@ -120,7 +132,11 @@ def test_figures_reach_the_ui_mlflow_and_status(world):
     assert rows["payment_method=voucher"]["verdict"] == "FAIL" and rows["payment_method=card"]["verdict"] == "pass"
     assert {"age < 40", "age in [40, 65)", "age >= 65"} <= set(rows)
     nw = inst.event_log_storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(key, "not_worse_than_champion"), limit=5)
-    meta = next(r.event.dagster_event.event_specific_data.metadata for r in nw
-                if r.event and r.event.dagster_event.event_specific_data.metadata["candidate_version"].value == 2)
+        dg.AssetCheckKey(key, "not_worse_than_champion"), limit=5
+    )
+    meta = next(
+        r.event.dagster_event.event_specific_data.metadata
+        for r in nw
+        if r.event and r.event.dagster_event.event_specific_data.metadata["candidate_version"].value == 2
+    )
     assert {"delta", "ci_low", "ci_high", "rows"} <= set(meta), sorted(meta)

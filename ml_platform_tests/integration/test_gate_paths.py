@@ -12,15 +12,17 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ml_platform.champion import champion_version
+from ml_platform import names
+from ml_platform.control.champion import champion_version
+from ml_platform.control.decisions import ingest_tags
+from ml_platform.control.promotion import PromotionError, approve, move_champion, rollback
+from ml_platform.control.runner import run_pending
+from ml_platform.control.status import model_status
 from ml_platform.core import audit
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.instance import prepare_environment
-from ml_platform.promotion import PromotionError, move_champion, rollback
-from ml_platform.runner import run_pending
-from ml_platform.sensors import ingest_tags
+from ml_platform.defs.definitions import build_definitions
+from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -39,8 +41,9 @@ def _land(landing, name, df, age=30):
 def world(tmp_path_factory):
     """v1 champion; v2 trained on shuffled labels: rejected by min_metric and not_worse."""
     root = tmp_path_factory.mktemp("gate_paths")
-    write_config(root, extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\n"
-                             "automation: {settle_seconds: 0}\n")
+    write_config(
+        root, extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\nautomation: {settle_seconds: 0}\n"
+    )
     settings = load_settings(root / "ml_platform.yaml")
     saved = dict(os.environ)
     prepare_environment(settings)  # a persistent instance under storage_dir, as the CLI uses
@@ -67,7 +70,7 @@ def _moves(w):
 def _assert_v1_serves(w, before):
     s = w["settings"]
     assert champion_version(s, "churn") == 1
-    assert w["defs"].resources["registry"].champion_alias("churn") == 1
+    assert w["defs"].resources["ml_platform_registry"].champion_alias("churn") == 1
     assert _moves(w) == before, "no audit entry for a refused move"
 
 
@@ -97,12 +100,15 @@ def test_a_direct_move_and_rollbacks_refuse_it(world):
     s, defs = world["settings"], world["defs"]
     before = _moves(world)
     with pytest.raises(PromotionError, match="v2 did not pass the gate"):
-        move_champion(s, defs.resources["registry"], None, "churn", 2, actor="test", reason="bypass")
+        move_champion(s, defs.resources["ml_platform_registry"], None, "churn", 2, actor="test", reason="bypass")
     with pytest.raises(PromotionError, match="did not pass the gate"):
-        rollback(s, defs.resources["registry"], None, "churn", to_version=2)
+        rollback(s, defs.resources["ml_platform_registry"], None, "churn", to_version=2)
     job = defs.resolve_job_def("churn_rollback")
-    res = job.execute_in_process(instance=world["instance"], raise_on_error=False, run_config={
-        "ops": {"churn_rollback_champion": {"config": {"to_version": 2}}}})
+    res = job.execute_in_process(
+        instance=world["instance"],
+        raise_on_error=False,
+        run_config={"ops": {"churn_rollback_champion": {"config": {"to_version": 2}}}},
+    )
     assert not res.success
     _assert_v1_serves(world, before)
 
@@ -115,7 +121,8 @@ def test_reexecuting_the_rejected_train_run_refuses_it(world):
     before = _moves(world)
     # Re-execution of that run's deploy step: it loads v2 from the run's stored output.
     res = defs.resolve_job_def("churn_train").execute_in_process(
-        instance=inst, asset_selection=[DEPLOY], raise_on_error=False, tags={"dagster/parent_run_id": old.run_id})
+        instance=inst, asset_selection=[DEPLOY], raise_on_error=False, tags={"dagster/parent_run_id": old.run_id}
+    )
     assert not res.success
     _assert_v1_serves(world, before)
 
@@ -125,9 +132,24 @@ def test_dagster_asset_materialize_cli_on_the_platform_instance_refuses_it(world
     root = world["root"]
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
     before = _moves(world)
-    r = subprocess.run([sys.executable, "-m", "dagster", "asset", "materialize", "-m", "ml_platform.definitions",
-                        "--select", "churn/deployed_model"], cwd=root, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "ml_platform.defs.location",
+            "--select",
+            "churn/deployed_model",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "did not pass the gate" in out, out[-3000:]
     # Like the platform's own runs, at INFO (the instance's python_log_level), not DEBUG.
@@ -145,21 +167,38 @@ def test_a_backfill_run_by_the_daemon_refuses_it(world):
     from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
-    from ml_platform.instance import workspace_path
+    from ml_platform.runtime.instance import workspace_path
 
     inst, defs, s = world["instance"], world["defs"], world["settings"]
     before = _moves(world)
-    chain = [dg.AssetKey(["churn", a]) for a in ("validated_batch", "training_set", "candidate_model",
-                                                 "deployed_model")]
+    chain = [
+        dg.AssetKey(["churn", a]) for a in ("validated_batch", "training_set", "candidate_model", "deployed_model")
+    ]
     newest = inst.get_dynamic_partitions("churn_batches")[-1]  # the shuffled batch
     backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(), asset_graph=defs.resolve_asset_graph(), partition_names=[newest],
-        asset_selection=chain, backfill_timestamp=time.time(), tags={}, dynamic_partitions_store=inst,
-        all_partitions=False, title=None, description=None, run_config=None)
+        backfill_id=make_new_backfill_id(),
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=[newest],
+        asset_selection=chain,
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=inst,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
     inst.add_backfill(backfill)
-    daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace_path(s))],
-                              env=dict(os.environ), cwd=world["root"], start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace_path(s))],
+        env=dict(os.environ),
+        cwd=world["root"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
     def deploy_runs():
         runs = inst.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
         return [r for r in runs if DEPLOY in (r.asset_selection or ())]
@@ -179,8 +218,11 @@ def test_a_backfill_run_by_the_daemon_refuses_it(world):
     done = [r for r in deploy_runs() if r.is_finished]
     assert done, f"the backfill never finished its deploy run:\n{out[-3000:]}"
     assert done[0].status == dg.DagsterRunStatus.FAILURE, done[0]
-    errors = [e.dagster_event.step_failure_data.error.message for e in inst.all_logs(done[0].run_id)
-              if e.is_dagster_event and e.dagster_event.is_step_failure]
+    errors = [
+        e.dagster_event.step_failure_data.error.message
+        for e in inst.all_logs(done[0].run_id)
+        if e.is_dagster_event and e.dagster_event.is_step_failure
+    ]
     # Either the blocking check stops the step before it starts, or the step itself refuses.
     assert any("min_metric" in m or "did not pass the gate" in m for m in errors), errors
     _assert_v1_serves(world, before)
@@ -200,8 +242,11 @@ def test_automation_deploys_a_candidate_materialized_alone_iff_it_passes(world):
     _land(s.landing_dir("churn"), "good-again.csv", generate_batch(1500, seed=5, start_id=90_000), age=10)
     f = next(f for f in scan_landing(s.landing_dir("churn"), settle_seconds=0) if f.path.name == "good-again.csv")
     inst.add_dynamic_partitions("churn_batches", [f.partition_key])
-    assert defs.resolve_job_def("churn_ingest").execute_in_process(
-        instance=inst, partition_key=f.partition_key, tags=ingest_tags(f)).success
+    assert (
+        defs.resolve_job_def("churn_ingest")
+        .execute_in_process(instance=inst, partition_key=f.partition_key, tags=ingest_tags(f))
+        .success
+    )
     defs2 = defs
     job = defs2.resolve_implicit_global_asset_job_def()
     sel = [dg.AssetKey(["churn", "training_set"]), CANDIDATE]
@@ -210,3 +255,27 @@ def test_automation_deploys_a_candidate_materialized_alone_iff_it_passes(world):
     assert all(checks.values()) and len(checks) == 5, checks
     res = dg.evaluate_automation_conditions(defs=defs2, instance=inst, cursor=res.cursor)
     assert res.get_num_requested(DEPLOY) == 1
+
+
+def test_a_check_added_to_the_registry_is_enforced_on_every_path(world, monkeypatch):
+    """The gate's checks are declared once (``names.gate_checks``): a check added there is
+    asked for by every path to the champion, so a version judged before it existed is refused."""
+    s, defs, inst = world["settings"], world["defs"], world["instance"]
+    reg = defs.resources["ml_platform_registry"]
+    passed = [int(v.version) for v in reg.versions("churn") if names.gate_passed(v.tags, names.gate_checks())]
+    target = max(v for v in passed if v != champion_version(s, "churn"))  # passed the 5 built-in checks
+    before = _moves(world)
+    monkeypatch.setattr(names, "BUILTIN_GATE_CHECKS", (*names.BUILTIN_GATE_CHECKS, "fairness"))
+    with pytest.raises(PromotionError, match="fairness not run"):
+        move_champion(s, reg, None, "churn", target, actor="test", reason="direct")
+    with pytest.raises(PromotionError, match="fairness not run"):
+        rollback(s, reg, None, "churn", target, actor="test")
+    with pytest.raises(PromotionError):
+        approve(s, reg, None, "churn", target, by="test")
+    job = defs.resolve_implicit_global_asset_job_def()  # a lone Materialize of deployed_model
+    res = job.execute_in_process(instance=inst, asset_selection=[DEPLOY], raise_on_error=False)
+    assert not res.success
+    doc = model_status(s, reg, "churn")
+    v = next(v for v in doc["versions"] if v["version"] == target)
+    assert v["gate_state"] == "pending" and not v["gate_passed"], v
+    _assert_v1_serves(world, before)

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_platform.control.promotion import PromotionError, rollback
+from ml_platform.control.runner import run_pending
+from ml_platform.control.status import status
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.promotion import PromotionError, rollback
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform.status import status
 from ml_platform_tests.conftest import write_config
 
 
@@ -55,14 +55,27 @@ def world(tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         lines = []
         summary = run_pending(settings, defs, instance, echo=lines.append)
-        yield {"settings": settings, "defs": defs, "instance": instance, "summary": summary["churn"],
-               "lines": lines, "root": root}
+        yield {
+            "settings": settings,
+            "defs": defs,
+            "instance": instance,
+            "summary": summary["churn"],
+            "lines": lines,
+            "root": root,
+        }
 
 
 def test_every_file_became_a_batch_in_arrival_order(world):
     files = [os.path.basename(o.file) for o in world["summary"]]
-    assert files == ["good-1.csv", "empty.csv", "garbage-rows.csv", "missing-column.csv",
-                     "truncated.parquet", "notes.json", "good-2.parquet"]
+    assert files == [
+        "good-1.csv",
+        "empty.csv",
+        "garbage-rows.csv",
+        "missing-column.csv",
+        "truncated.parquet",
+        "notes.json",
+        "good-2.parquet",
+    ]
 
 
 def test_bad_files_fail_with_reasons_and_others_go_on(world):
@@ -98,19 +111,25 @@ def test_each_good_batch_made_a_gated_deployed_champion(world):
     assert [t.version for t in trained] == [1, 2, 3]
     for t in trained:
         assert t.deployed, t
-        assert {c for c, _, _ in t.gate} == {"min_metric", "not_worse_than_champion", "per_slice", "onnx_parity",
-                                            "latency_budget"}
+        assert {c for c, _, _ in t.gate} == {
+            "min_metric",
+            "not_worse_than_champion",
+            "per_slice",
+            "onnx_parity",
+            "latency_budget",
+        }
         assert all(passed for _, passed, _ in t.gate)
     assert trained[0].trigger == "arrival"
 
 
 def test_serving_store_and_mlflow_alias_agree(world):
-    s, registry = world["settings"], world["defs"].resources["registry"]
+    s, registry = world["settings"], world["defs"].resources["ml_platform_registry"]
     assert registry.champion_alias("churn") == 3
     pointer = ModelStore(s.serving_dir).current("churn")
     assert pointer["version"] == 3 and pointer["previous"] == 2
     # MLflow's own tools load the registered sklearn model.
     import mlflow
+
     mlflow.set_tracking_uri(s.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/churn@champion")
     x = generate_batch(5, seed=99)
@@ -124,6 +143,7 @@ def test_serving_store_and_mlflow_alias_agree(world):
     np.testing.assert_array_equal(np.asarray(model.predict(as_json)), proba)
     # ... and MLflow's model agrees with the ONNX graph the endpoint serves
     from ml_platform.core import export
+
     onnx_bytes, _ = ModelStore(s.serving_dir).read("churn", 3)
     cfg = s.models["churn"]
     np.testing.assert_allclose(export.onnx_predict(export.session(onnx_bytes), x, cfg), proba, atol=1e-5)
@@ -141,7 +161,7 @@ def test_dagster_records_the_story(world):
 
 
 def test_status_json_shape(world):
-    doc = status(world["settings"], world["defs"].resources["registry"])
+    doc = status(world["settings"], world["defs"].resources["ml_platform_registry"])
     json.dumps(doc)
     m = doc["models"]["churn"]
     assert doc["tracking_uri"].startswith("sqlite:///")
@@ -160,8 +180,11 @@ def test_champion_performance_shows_the_concept_check(world):
     """A labelled batch is checked against the serving champion's calibration: the p-value and
     the reliability table (expected vs observed share per score bin) in the UI, the figures on
     the batch record (status). The demo's stable batches keep their concept."""
-    mats = world["instance"].get_event_records(dg.EventRecordsFilter(
-        dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", "champion_performance"])))
+    mats = world["instance"].get_event_records(
+        dg.EventRecordsFilter(
+            dg.DagsterEventType.ASSET_MATERIALIZATION, asset_key=dg.AssetKey(["churn", "champion_performance"])
+        )
+    )
     metas = [m.asset_materialization.metadata for m in mats]
     checked = [m for m in metas if "concept_p_value" in m]
     assert checked, [sorted(m) for m in metas]
@@ -169,7 +192,7 @@ def test_champion_performance_shows_the_concept_check(world):
     assert md["concept_moved"].value is False and 0.001 <= md["concept_p_value"].value <= 1, md
     rows = md["concept_bins"].value.records
     assert len(rows) >= 3 and {"champion score", "rows", "z"} <= set(rows[0].data), rows[0].data
-    doc = status(world["settings"], world["defs"].resources["registry"])
+    doc = status(world["settings"], world["defs"].resources["ml_platform_registry"])
     concepts = [(b.get("performance") or {}).get("concept") for b in doc["models"]["churn"]["batches"]]
     assert any(c and c["bins"] and not c["significant"] for c in concepts), concepts
 
@@ -187,15 +210,15 @@ def test_a_much_worse_candidate_is_blocked_and_the_champion_stays(world):
     # comparison need not tell them apart; the floor blocks it.
     assert verdicts["min_metric"] is False, t.gate
     assert "rows neither trained on" in dict((c, r) for c, _, r in t.gate)["not_worse_than_champion"], t.gate
-    assert defs.resources["registry"].champion_alias("churn") == 3
+    assert defs.resources["ml_platform_registry"].champion_alias("churn") == 3
     assert ModelStore(s.serving_dir).current("churn")["version"] == 3
-    v4 = status(s, defs.resources["registry"])["models"]["churn"]["versions"][-1]
+    v4 = status(s, defs.resources["ml_platform_registry"])["models"]["churn"]["versions"][-1]
     assert v4["gate_passed"] is False and v4["promoted"] is False
     assert any("min_metric: roc_auc" in r and "< floor" in r for r in v4["reasons"])
 
 
 def test_rollback_moves_alias_store_and_audit(world):
-    s, registry = world["settings"], world["defs"].resources["registry"]
+    s, registry = world["settings"], world["defs"].resources["ml_platform_registry"]
     with pytest.raises(PromotionError, match="did not pass the gate"):
         rollback(s, registry, None, "churn", to_version=4)
     p = rollback(s, registry, None, "churn", to_version=1)
@@ -204,7 +227,9 @@ def test_rollback_moves_alias_store_and_audit(world):
     assert ModelStore(s.serving_dir).current("churn")["version"] == 1
     audit = status(s, registry)["models"]["churn"]["audit"]
     assert audit[-1]["from"] == 3 and audit[-1]["to"] == 1 and audit[-1]["actor"] == "cli"
-    assert "roc_auc" in audit[-1]["gate"]["min_metric"] and audit[-1]["kind"] == "rollback"  # the target's gate figures travel along
+    assert (
+        "roc_auc" in audit[-1]["gate"]["min_metric"] and audit[-1]["kind"] == "rollback"
+    )  # the target's gate figures travel along
     with pytest.raises(PromotionError, match="no earlier version"):
         rollback(s, registry, None, "churn")  # v1 is the oldest
     assert rollback(s, registry, None, "churn", to_version=3).version == 3  # roll forward again
@@ -214,17 +239,21 @@ def test_rollback_moves_alias_store_and_audit(world):
 def test_rollback_job_records_the_move_in_dagster(world):
     defs, inst = world["defs"], world["instance"]
     job = defs.resolve_job_def("churn_rollback")
-    res = job.execute_in_process(instance=inst, run_config={
-        "ops": {"churn_rollback_champion": {"config": {"to_version": 3}}}})
+    res = job.execute_in_process(
+        instance=inst, run_config={"ops": {"churn_rollback_champion": {"config": {"to_version": 3}}}}
+    )
     assert res.success
-    assert defs.resources["registry"].champion_alias("churn") == 3
+    assert defs.resources["ml_platform_registry"].champion_alias("churn") == 3
     ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "deployed_model"]))
     meta = ev.asset_materialization.metadata
     moves = meta["alias_moves"]
     assert isinstance(moves, dg.TableMetadataValue), moves  # a table, shown inline in the UI
     assert meta["served_version"].value == 3 and moves.records[0].data["by"].startswith("dagster run")
-    bad = job.execute_in_process(instance=inst, raise_on_error=False, run_config={
-        "ops": {"churn_rollback_champion": {"config": {"to_version": 4}}}})
+    bad = job.execute_in_process(
+        instance=inst,
+        raise_on_error=False,
+        run_config={"ops": {"churn_rollback_champion": {"config": {"to_version": 4}}}},
+    )
     assert not bad.success  # v4 failed the gate: refusing is the outcome
 
 
@@ -239,11 +268,16 @@ def _send_live_traffic(settings, frame):
         from starlette.testclient import TestClient
     cfg = settings.models["churn"]
     cols = [cfg.id_column, *cfg.features]
-    app = create_app(settings.serving_dir, ["churn"], sample_dir=settings.live_samples_dir,
-                     sample_flush_seconds=3600, poll_seconds=3600)
+    app = create_app(
+        settings.serving_dir,
+        ["churn"],
+        sample_dir=settings.live_samples_dir,
+        sample_flush_seconds=3600,
+        poll_seconds=3600,
+    )
     with TestClient(app) as c:  # the sample is written on shutdown
         for i in range(0, len(frame), 250):
-            part = frame.iloc[i:i + 250][cols]
+            part = frame.iloc[i : i + 250][cols]
             body = {"dataframe_split": {"columns": cols, "data": json.loads(part.to_json(orient="values"))}}
             assert c.post("/models/churn/invocations", json=body).status_code == 200
 
@@ -261,7 +295,8 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
         assert job.execute_in_process(instance=inst, tags=req.tags).success
         ev = inst.get_latest_materialization_event(dg.AssetKey(["churn", "live_drift"]))
         check = inst.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey(["churn", "live_drift"]), "live_traffic_stable")])
+            [dg.AssetCheckKey(dg.AssetKey(["churn", "live_drift"]), "live_traffic_stable")]
+        )
         return ctx.cursor, ev.asset_materialization.metadata, list(check.values())[0]
 
     _send_live_traffic(s, generate_batch(1200, seed=40, start_id=50_000))
@@ -272,14 +307,14 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
     assert abs(meta["estimated_value"].value - meta["holdout_baseline"].value) < 0.05, meta
     assert meta["estimated_ci_low"].value <= meta["estimated_value"].value <= meta["estimated_ci_high"].value
     assert check.status.value == "SUCCEEDED"
-    assert isinstance(sensor(dg.build_sensor_context(instance=inst, cursor=cursor, definitions=defs)),
-                      dg.SkipReason)  # nothing new: no run
+    assert isinstance(
+        sensor(dg.build_sensor_context(instance=inst, cursor=cursor, definitions=defs)), dg.SkipReason
+    )  # nothing new: no run
     _send_live_traffic(s, generate_batch(3000, seed=41, start_id=60_000, drift=1.0))
     _, meta, check = check_run(cursor)
     assert meta["verdict"].value == "drifted" and meta["rows"].value == 4200
     assert "per_feature" in meta and "chart" in meta
     assert check.status.value == "FAILED" and check.evaluation.severity == dg.AssetCheckSeverity.WARN
-    live = status(s, defs.resources["registry"])["models"]["churn"]["live_drift"]
+    live = status(s, defs.resources["ml_platform_registry"])["models"]["churn"]["live_drift"]
     assert live["verdict"] == "drifted" and "tenure_months" in live["drifted_features"]
     assert live["estimate"]["method"] == "cbpe" and live["estimate"]["rows"] == 4200, live["estimate"]
-

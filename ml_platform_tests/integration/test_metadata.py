@@ -9,9 +9,9 @@ import time
 import dagster as dg
 import pytest
 
+from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -34,8 +34,8 @@ def world(tmp_path_factory):
     landing = settings.landing_dir("churn")
     good = generate_batch(1500, seed=10)
     good["age"] = good["age"].astype(object)
-    good.loc[:4, "age"] = "forty"           # five quarantined rows
-    good.loc[5:9, "usage_gb"] = None         # missing cells (null rates, not placeholders)
+    good.loc[:4, "age"] = "forty"  # five quarantined rows
+    good.loc[5:9, "usage_gb"] = None  # missing cells (null rates, not placeholders)
     _land(landing, "good.csv", good, age=300)
     _land(landing, "drifted.csv", generate_batch(1500, seed=11, start_id=5000, drift=1.0), age=200)
     defs = build_definitions(settings)
@@ -62,7 +62,8 @@ def _texts(value) -> list[str]:
     """Every string a person reads in one metadata value (each cell of a table)."""
     if isinstance(value, dg.TableMetadataValue):
         return [c.name for c in value.schema.columns] + [
-            str(v) for r in value.records for v in r.data.values() if v is not None]
+            str(v) for r in value.records for v in r.data.values() if v is not None
+        ]
     if isinstance(value, (dg.TextMetadataValue, dg.MarkdownMetadataValue)):
         return [value.value]
     return []
@@ -117,8 +118,11 @@ def test_no_placeholders_in_what_a_person_reads(world):
         for i, ev in enumerate(_events(inst, asset)):
             _assert_readable(f"{asset}[{i}]", ev.metadata)
     for asset in ("raw_batch", "validated_batch", "batch_predictions"):
-        assert not any(isinstance(v, dg.MarkdownMetadataValue) and "|" in v.value
-                       for ev in _events(inst, asset) for v in ev.metadata.values()), f"{asset}: markdown table"
+        assert not any(
+            isinstance(v, dg.MarkdownMetadataValue) and "|" in v.value
+            for ev in _events(inst, asset)
+            for v in ev.metadata.values()
+        ), f"{asset}: markdown table"
 
 
 def test_first_champion_says_there_was_none_before(world):

@@ -3,7 +3,7 @@ candidate or champion move; never again until something changes (its runs stay c
 
 import dagster as dg
 
-from ml_platform.definitions import build_definitions
+from ml_platform.defs.definitions import build_definitions
 
 PAYOFF = dg.AssetKey(["churn", "payoff"])
 DEPLOY = dg.AssetKey(["churn", "deployed_model"])
@@ -24,14 +24,14 @@ def test_payoff_is_refreshed_after_each_move_and_only_then(settings):
         got.append(r.get_num_requested(PAYOFF))
 
     tick()
-    tick()                                   # missing: requested once
+    tick()  # missing: requested once
     inst.report_runless_asset_event(dg.AssetMaterialization(PAYOFF))
-    tick()                                   # fresh: nothing
+    tick()  # fresh: nothing
     inst.report_runless_asset_event(dg.AssetMaterialization(DEPLOY))
-    tick()                                   # a champion move: once
+    tick()  # a champion move: once
     inst.report_runless_asset_event(dg.AssetMaterialization(PAYOFF))
     tick()
     inst.report_runless_asset_event(dg.AssetMaterialization(CANDIDATE))
-    tick()                                   # a new candidate: once
+    tick()  # a new candidate: once
     tick()
     assert got == [0, 1, 0, 1, 0, 1, 0], got

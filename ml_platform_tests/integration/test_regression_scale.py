@@ -8,16 +8,17 @@ import time
 import dagster as dg
 import numpy as np
 
-from ml_platform.champion import champion_version
+from ml_platform.control.champion import champion_version
+from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
-from ml_platform.definitions import build_definitions
-from ml_platform.runner import run_pending
+from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
 
 
 def test_prices_in_the_tens_of_thousands_deploy(tmp_path):
     (tmp_path / "landing").mkdir()
-    (tmp_path / "ml_platform.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "ml_platform.yaml").write_text(
+        textwrap.dedent("""\
         storage_dir: state
         models:
           price:
@@ -30,12 +31,14 @@ def test_prices_in_the_tens_of_thousands_deploy(tmp_path):
               monthly_charges: {type: numeric}
               usage_gb: {type: numeric}
               plan: {type: categorical}
-        """))
+        """)
+    )
     s = load_settings(tmp_path / "ml_platform.yaml")
     df = generate_batch(3000, seed=4)
     rng = np.random.default_rng(0)
-    df["price"] = (20_000 + 150 * df["tenure_months"] + 90 * df["monthly_charges"].fillna(50)
-                   + rng.normal(0, 800, len(df)))
+    df["price"] = (
+        20_000 + 150 * df["tenure_months"] + 90 * df["monthly_charges"].fillna(50) + rng.normal(0, 800, len(df))
+    )
     p = tmp_path / "landing" / "prices.csv"
     df.to_csv(p, index=False)
     os.utime(p, (time.time() - 60, time.time() - 60))

@@ -6,12 +6,11 @@ import time
 import dagster as dg
 from dagster._core.utils import make_new_run_id
 
-from ml_platform.assets.common import Chain
-from ml_platform.sensors import record_retrain_decision
-
+from ml_platform.control.chain import Chain
+from ml_platform.control.decisions import record_retrain_decision
 from ml_platform.core import catalog
 from ml_platform.core.simulate import write_batches
-from ml_platform.definitions import build_definitions
+from ml_platform.defs.definitions import build_definitions
 
 
 def _sensor(defs, name):
@@ -41,8 +40,9 @@ def test_landing_sensor_requests_each_settled_file_once(settings, tmp_path):
         # Once ingested (catalog knows the content), the same files are not requested again,
         # not even under another name.
         for r in result.run_requests:
-            catalog.update_record(settings.model_dir("churn"), r.partition_key,
-                                  sha256=r.tags["ml_platform/sha256"], status="validated")
+            catalog.update_record(
+                settings.model_dir("churn"), r.partition_key, sha256=r.tags["ml_platform/sha256"], status="validated"
+            )
         instance.add_dynamic_partitions("churn_batches", keys)
         os.rename(old[0], landing / "renamed-copy.csv")
         ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs)
@@ -54,8 +54,15 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
     defs = build_definitions(settings)
     sensor = _sensor(defs, "churn_retrain_sensor")
     mdir = settings.model_dir("churn")
-    catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a",
-                          drift={"verdict": "no champion"}, performance={"skipped": "no champion"})
+    catalog.update_record(
+        mdir,
+        "a-1",
+        arrival=1,
+        status="validated",
+        sha256="a",
+        drift={"verdict": "no champion"},
+        performance={"skipped": "no champion"},
+    )
     catalog.update_record(mdir, "a-2", arrival=1.5, status="validated", sha256="a2")  # ingest died long ago
     catalog.update_record(mdir, "b-2", arrival=2, status="failed", reason="file is empty", sha256="b")
     catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c", ingested_at=time.time())  # still ingesting
@@ -76,8 +83,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in again.run_requests] == ["train-a-1"]
         assert catalog.read_record(mdir, "a-1").decision is None
-        run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(),
-                            tags=result.run_requests[0].tags)
+        run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(), tags=result.run_requests[0].tags)
         instance.add_run(run)  # submitted: a-1 is now in flight
         assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)
         record_retrain_decision(Chain("churn", settings.models["churn"], settings), run.tags, run.run_id)
@@ -96,14 +102,37 @@ def test_definitions_load_with_every_part(settings):
     defs = build_definitions(settings)
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
-    assert keys == {f"churn/{a}" for a in ("raw_batch", "validated_batch", "batch_predictions", "drift_report",
-                                           "champion_performance", "training_set", "candidate_model",
-                                           "deployed_model", "live_drift", "payoff")}
+    assert keys == {
+        f"churn/{a}"
+        for a in (
+            "raw_batch",
+            "validated_batch",
+            "batch_predictions",
+            "drift_report",
+            "champion_performance",
+            "training_set",
+            "candidate_model",
+            "deployed_model",
+            "live_drift",
+            "payoff",
+        )
+    }
     checks = {k.name for k in repo.asset_graph.asset_check_keys}
-    assert {"schema_conformance", "null_rates", "row_count", "min_metric", "not_worse_than_champion",
-            "onnx_parity", "latency_budget", "live_traffic_stable"} <= checks
-    assert {s.name for s in repo.sensor_defs} >= {"churn_landing_sensor", "churn_retrain_sensor",
-                                                   "churn_live_drift_sensor"}
+    assert {
+        "schema_conformance",
+        "null_rates",
+        "row_count",
+        "min_metric",
+        "not_worse_than_champion",
+        "onnx_parity",
+        "latency_budget",
+        "live_traffic_stable",
+    } <= checks
+    assert {s.name for s in repo.sensor_defs} >= {
+        "churn_landing_sensor",
+        "churn_retrain_sensor",
+        "churn_live_drift_sensor",
+    }
     assert defs.resolve_schedule_def("churn_weekly_retrain").cron_schedule == "0 3 * * 1"
 
 
@@ -114,7 +143,7 @@ def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
     built a candidate (passed or blocked), skipped until a newer labelled batch is validated."""
     import datetime
 
-    from ml_platform.assets.common import Chain
+    from ml_platform.control.chain import Chain
     from ml_platform.serving.store import ModelStore
 
     defs = build_definitions(settings)
@@ -123,18 +152,30 @@ def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
     mdir = settings.model_dir("churn")
     at = datetime.datetime(2026, 11, 23, 3, 0)
     with dg.instance_for_test() as instance:
+
         def tick():
             return sched.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
 
         empty = tick()
         assert not empty.run_requests and "no labelled batch to train on yet" in empty.skip_message, empty
-        catalog.update_record(mdir, "a-1", arrival=1, status="validated", sha256="a", labelled=True,
-                              valid_rows=500, validated_at=time.time() - 60)
+        catalog.update_record(
+            mdir,
+            "a-1",
+            arrival=1,
+            status="validated",
+            sha256="a",
+            labelled=True,
+            valid_rows=500,
+            validated_at=time.time() - 60,
+        )
         req = tick().run_requests[0]
-        assert req.tags["ml_platform/trigger"] == "schedule" and "1 new labelled batch(es), 500 rows" in \
-            req.tags["ml_platform/reason"], req.tags
-        run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(), tags=req.tags,
-                            status=dg.DagsterRunStatus.STARTED)
+        assert (
+            req.tags["ml_platform/trigger"] == "schedule"
+            and "1 new labelled batch(es), 500 rows" in req.tags["ml_platform/reason"]
+        ), req.tags
+        run = dg.DagsterRun(
+            job_name="churn_train", run_id=make_new_run_id(), tags=req.tags, status=dg.DagsterRunStatus.STARTED
+        )
         instance.add_run(run)
         busy = tick()
         assert not busy.run_requests and "already queued or running" in busy.skip_message, busy
@@ -155,8 +196,16 @@ def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
         store.point("churn", 7)
         unknown = tick()
         assert not unknown.run_requests and "refit the same rows" in unknown.skip_message, unknown.skip_message
-        catalog.update_record(mdir, "b-2", arrival=2, status="validated", sha256="b", labelled=True,
-                              valid_rows=300, validated_at=time.time() + 1)
+        catalog.update_record(
+            mdir,
+            "b-2",
+            arrival=2,
+            status="validated",
+            sha256="b",
+            labelled=True,
+            valid_rows=300,
+            validated_at=time.time() + 1,
+        )
         fresh = tick().run_requests[0].tags["ml_platform/reason"]
         assert "1 new labelled batch(es), 300 rows" in fresh and "first: b-2" in fresh, fresh
         assert "champion v7's training batches are unknown" in fresh, fresh

@@ -70,13 +70,15 @@ class Built:
 
 def _clf_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({
-        "customer_id": [f"c{i}" for i in range(n)],
-        "tenure": rng.integers(0, 120, n).astype(float),
-        "charges": rng.normal(60, 20, n).round(2),
-        "plan": rng.choice(["basic", "plus", "pro"], n),
-        "region": rng.integers(1, 6, n),
-    })
+    df = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "tenure": rng.integers(0, 120, n).astype(float),
+            "charges": rng.normal(60, 20, n).round(2),
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+            "region": rng.integers(1, 6, n),
+        }
+    )
     df.loc[rng.random(n) < 0.1, "tenure"] = np.nan
     df.loc[rng.random(n) < 0.05, "plan"] = None
     score = (df.charges - 60) / 20 - df.tenure.fillna(60) / 60 + (df.plan == "pro") + (df.region == 3)
@@ -86,12 +88,14 @@ def _clf_frame(n: int, seed: int) -> pd.DataFrame:
 
 def _reg_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({
-        "size": rng.uniform(20, 200, n).round(1),
-        "rooms": rng.integers(1, 7, n).astype(float),
-        "city": rng.choice(["rome", "milan", "turin"], n),
-        "zone": rng.integers(1, 4, n),
-    })
+    df = pd.DataFrame(
+        {
+            "size": rng.uniform(20, 200, n).round(1),
+            "rooms": rng.integers(1, 7, n).astype(float),
+            "city": rng.choice(["rome", "milan", "turin"], n),
+            "zone": rng.integers(1, 4, n),
+        }
+    )
     df["price"] = df["size"] * 3 + df.rooms * 10 + (df.city == "milan") * 50 + rng.normal(0, 5, n)
     return df
 
@@ -130,8 +134,14 @@ def serving_dir(tmp_path, clf, reg) -> Path:
 
 @pytest.fixture
 def client(serving_dir, tmp_path):
-    app = create_app(serving_dir, [CLF, REG], max_body_bytes=64 * 1024, poll_seconds=0.05,
-                     sample_dir=tmp_path / "samples", sample_flush_seconds=3600)
+    app = create_app(
+        serving_dir,
+        [CLF, REG],
+        max_body_bytes=64 * 1024,
+        poll_seconds=0.05,
+        sample_dir=tmp_path / "samples",
+        sample_flush_seconds=3600,
+    )
     with TestClient(app) as c:
         yield c
 
@@ -151,6 +161,16 @@ def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """Rows as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
     out = []
     for rec in frame[columns].to_dict("records"):
-        out.append({k: (None if (isinstance(v, float) and np.isnan(v)) or v is None else
-                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+        out.append(
+            {
+                k: (
+                    None
+                    if (isinstance(v, float) and np.isnan(v)) or v is None
+                    else v.item()
+                    if hasattr(v, "item")
+                    else v
+                )
+                for k, v in rec.items()
+            }
+        )
     return out

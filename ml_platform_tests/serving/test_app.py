@@ -105,14 +105,22 @@ def test_v2_infer_matches_onnx_predict(client, clf, reg):
     assert [o["name"] for o in only.json()["outputs"]] == ["label"]
 
     rrows = records(reg.frame.iloc[:5], list(reg.cfg.features))
-    rinputs = [{"name": c, "shape": [5], "datatype": "BYTES" if c in ("city", "zone") else "FP64",
-                "data": [r[c] if c != "zone" else str(r[c]) for r in rrows]} for c in reg.cfg.features]
+    rinputs = [
+        {
+            "name": c,
+            "shape": [5],
+            "datatype": "BYTES" if c in ("city", "zone") else "FP64",
+            "data": [r[c] if c != "zone" else str(r[c]) for r in rrows],
+        }
+        for c in reg.cfg.features
+    ]
     rresp = client.post(f"/v2/models/{REG}/infer", json={"inputs": rinputs})
     assert rresp.status_code == 200, rresp.text
     (pred,) = rresp.json()["outputs"]
     assert pred["name"] == "predictions" and pred["shape"] == [5]
-    np.testing.assert_array_equal(np.array(pred["data"], dtype=np.float32),
-                                  onnx_predict(session(reg.onnx), reg.frame.iloc[:5], reg.cfg))
+    np.testing.assert_array_equal(
+        np.array(pred["data"], dtype=np.float32), onnx_predict(session(reg.onnx), reg.frame.iloc[:5], reg.cfg)
+    )
 
 
 def test_integer_codes_and_their_strings_are_one_category(client):
@@ -137,8 +145,7 @@ def test_nulls_follow_training_rules(client, clf):
 def test_invocations_serves_the_only_model(single_client, client):
     resp = single_client.post("/invocations", json={"dataframe_records": [GOOD]})
     assert resp.status_code == 200 and resp.headers["x-model-version"] == "1"
-    err = assert_error(client.post("/invocations", json={"dataframe_records": [GOOD]}), 400, "model_required",
-                       "model")
+    err = assert_error(client.post("/invocations", json={"dataframe_records": [GOOD]}), 400, "model_required", "model")
     assert CLF in err["message"] and REG in err["message"]
 
 
@@ -149,7 +156,11 @@ def test_v2_metadata(client):
     meta = resp.json()
     assert meta["name"] == CLF and meta["versions"] == ["1"] and meta["platform"] == "onnxruntime"
     assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
-        "tenure": "FP32", "charges": "FP32", "plan": "BYTES", "region": "BYTES"}
+        "tenure": "FP32",
+        "charges": "FP32",
+        "plan": "BYTES",
+        "region": "BYTES",
+    }
     assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
     assert meta["last_rejection"] is None and meta["ready"] is True
     assert client.get(f"/v2/models/{REG}").json()["outputs"][0]["name"] == "predictions"
@@ -187,8 +198,16 @@ REG_ROW = {"size": 70.0, "rooms": 2, "city": "milan", "zone": 1}
 def test_openapi_describes_the_routes(client):
     doc = client.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    for path in ("/models/{name}/invocations", "/invocations", "/v2/models/{name}/infer", "/v2/models/{name}",
-                 "/v2/health/live", "/v2/health/ready", "/metrics", "/admin/reload"):
+    for path in (
+        "/models/{name}/invocations",
+        "/invocations",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/metrics",
+        "/admin/reload",
+    ):
         assert path in doc["paths"], path
 
 
@@ -207,56 +226,148 @@ BAD_MLFLOW = {
     "empty_body": (b"", "empty_body", "body", None),
     "body_is_a_list": (b"[1, 2]", "bad_request", None, None),
     "no_known_key": (b'{"rows": []}', "bad_request", None, None),
-    "two_keys": (json.dumps({"dataframe_split": {}, "dataframe_records": []}).encode(), "bad_request",
-                 "dataframe_records", None),
-    "params_not_supported": (json.dumps({"dataframe_records": [GOOD], "params": {}}).encode(), "bad_request",
-                             "params", None),
+    "two_keys": (
+        json.dumps({"dataframe_split": {}, "dataframe_records": []}).encode(),
+        "bad_request",
+        "dataframe_records",
+        None,
+    ),
+    "params_not_supported": (
+        json.dumps({"dataframe_records": [GOOD], "params": {}}).encode(),
+        "bad_request",
+        "params",
+        None,
+    ),
     "split_not_object": (b'{"dataframe_split": [1]}', "bad_request", "dataframe_split", None),
-    "split_columns_not_list": (b'{"dataframe_split": {"columns": "tenure", "data": []}}', "bad_request",
-                               "dataframe_split.columns", None),
-    "ragged_rows": (json.dumps({"dataframe_split": {"columns": CLF_COLS, "data": [
-        ["a", 1.0, 2.0, "pro", 3], ["b", 1.0, "pro", 3]]}}).encode(), "bad_request", "dataframe_split.data[1]",
-        "row 1"),
-    "row_not_a_list": (json.dumps({"dataframe_split": {"columns": CLF_COLS, "data": [{"a": 1}]}}).encode(),
-                       "bad_request", "dataframe_split.data[0]", "row 0"),
-    "empty_data": (json.dumps({"dataframe_split": {"columns": CLF_COLS, "data": []}}).encode(), "empty",
-                   "dataframe_split.data", None),
+    "split_columns_not_list": (
+        b'{"dataframe_split": {"columns": "tenure", "data": []}}',
+        "bad_request",
+        "dataframe_split.columns",
+        None,
+    ),
+    "ragged_rows": (
+        json.dumps(
+            {"dataframe_split": {"columns": CLF_COLS, "data": [["a", 1.0, 2.0, "pro", 3], ["b", 1.0, "pro", 3]]}}
+        ).encode(),
+        "bad_request",
+        "dataframe_split.data[1]",
+        "row 1",
+    ),
+    "row_not_a_list": (
+        json.dumps({"dataframe_split": {"columns": CLF_COLS, "data": [{"a": 1}]}}).encode(),
+        "bad_request",
+        "dataframe_split.data[0]",
+        "row 0",
+    ),
+    "empty_data": (
+        json.dumps({"dataframe_split": {"columns": CLF_COLS, "data": []}}).encode(),
+        "empty",
+        "dataframe_split.data",
+        None,
+    ),
     "empty_records": (b'{"dataframe_records": []}', "empty", "dataframe_records", None),
     "record_not_object": (b'{"dataframe_records": [[1, 2]]}', "bad_request", "dataframe_records[0]", "row 0"),
-    "missing_column": (json.dumps({"dataframe_records": [{k: v for k, v in GOOD.items() if k != "plan"}]}).encode(),
-                       "missing_column", "plan", None),
-    "missing_in_split": (json.dumps({"dataframe_split": {"columns": ["tenure", "charges", "plan"],
-                                                         "data": [[1.0, 2.0, "pro"]]}}).encode(),
-                         "missing_column", "region", None),
-    "unknown_column": (json.dumps({"dataframe_records": [{**GOOD, "colour": "red"}]}).encode(),
-                       "unknown_column", "colour", None),
-    "duplicate_column": (json.dumps({"dataframe_split": {"columns": CLF_COLS + ["plan"], "data": [
-        ["a", 1.0, 2.0, "pro", 3, "pro"]]}}).encode(), "bad_request", "plan", None),
-    "non_string_column_name": (json.dumps({"dataframe_split": {"columns": [1, 2], "data": [[1, 2]]}}).encode(),
-                               "bad_request", "dataframe_split.columns", None),
-    "string_in_numeric": (json.dumps({"dataframe_records": [GOOD, {**GOOD, "tenure": "12"}]}).encode(),
-                          "wrong_type", "tenure", "row 1"),
-    "bool_in_numeric": (json.dumps({"dataframe_records": [{**GOOD, "charges": True}]}).encode(),
-                        "wrong_type", "charges", "row 0"),
+    "missing_column": (
+        json.dumps({"dataframe_records": [{k: v for k, v in GOOD.items() if k != "plan"}]}).encode(),
+        "missing_column",
+        "plan",
+        None,
+    ),
+    "missing_in_split": (
+        json.dumps(
+            {"dataframe_split": {"columns": ["tenure", "charges", "plan"], "data": [[1.0, 2.0, "pro"]]}}
+        ).encode(),
+        "missing_column",
+        "region",
+        None,
+    ),
+    "unknown_column": (
+        json.dumps({"dataframe_records": [{**GOOD, "colour": "red"}]}).encode(),
+        "unknown_column",
+        "colour",
+        None,
+    ),
+    "duplicate_column": (
+        json.dumps(
+            {"dataframe_split": {"columns": CLF_COLS + ["plan"], "data": [["a", 1.0, 2.0, "pro", 3, "pro"]]}}
+        ).encode(),
+        "bad_request",
+        "plan",
+        None,
+    ),
+    "non_string_column_name": (
+        json.dumps({"dataframe_split": {"columns": [1, 2], "data": [[1, 2]]}}).encode(),
+        "bad_request",
+        "dataframe_split.columns",
+        None,
+    ),
+    "string_in_numeric": (
+        json.dumps({"dataframe_records": [GOOD, {**GOOD, "tenure": "12"}]}).encode(),
+        "wrong_type",
+        "tenure",
+        "row 1",
+    ),
+    "bool_in_numeric": (
+        json.dumps({"dataframe_records": [{**GOOD, "charges": True}]}).encode(),
+        "wrong_type",
+        "charges",
+        "row 0",
+    ),
     # a JSON boolean in a categorical is the category 'true'/'false' (serving/values.py): not an allowed plan
-    "bool_not_an_allowed_category": (json.dumps({"dataframe_records": [{**GOOD, "plan": True}]}).encode(),
-                                     "out_of_schema", "plan", "row 0"),
-    "nested_in_numeric": (json.dumps({"dataframe_records": [{**GOOD, "charges": {"$gt": 1}}]}).encode(),
-                          "wrong_type", "charges", "row 0"),
-    "list_in_categorical": (json.dumps({"dataframe_records": [{**GOOD, "plan": ["pro"]}]}).encode(),
-                            "wrong_type", "plan", "row 0"),
-    "null_not_nullable": (json.dumps({"dataframe_records": [{**GOOD, "charges": None}]}).encode(),
-                          "null_not_allowed", "charges", "row 0"),
-    "below_min": (json.dumps({"dataframe_records": [GOOD, GOOD, {**GOOD, "tenure": -1}]}).encode(),
-                  "out_of_schema", "tenure", "row 2"),
-    "above_max_in_batch": (json.dumps({"dataframe_records": [GOOD] * 40 + [{**GOOD, "tenure": 601}]}).encode(),
-                           "out_of_schema", "tenure", "row 40"),
-    "huge_number": (b'{"dataframe_records": [{"tenure": 1, "charges": 1e300, "plan": "pro", "region": 1}]}',
-                    "out_of_schema", "charges", "float32"),
-    "unknown_category": (json.dumps({"dataframe_records": [{**GOOD, "plan": "gold"}]}).encode(),
-                         "out_of_schema", "plan", "row 0"),
-    "nan_literal": (b'{"dataframe_records": [{"tenure": NaN, "charges": 1, "plan": "pro", "region": 1}]}',
-                    "invalid_json", "body", None),
+    "bool_not_an_allowed_category": (
+        json.dumps({"dataframe_records": [{**GOOD, "plan": True}]}).encode(),
+        "out_of_schema",
+        "plan",
+        "row 0",
+    ),
+    "nested_in_numeric": (
+        json.dumps({"dataframe_records": [{**GOOD, "charges": {"$gt": 1}}]}).encode(),
+        "wrong_type",
+        "charges",
+        "row 0",
+    ),
+    "list_in_categorical": (
+        json.dumps({"dataframe_records": [{**GOOD, "plan": ["pro"]}]}).encode(),
+        "wrong_type",
+        "plan",
+        "row 0",
+    ),
+    "null_not_nullable": (
+        json.dumps({"dataframe_records": [{**GOOD, "charges": None}]}).encode(),
+        "null_not_allowed",
+        "charges",
+        "row 0",
+    ),
+    "below_min": (
+        json.dumps({"dataframe_records": [GOOD, GOOD, {**GOOD, "tenure": -1}]}).encode(),
+        "out_of_schema",
+        "tenure",
+        "row 2",
+    ),
+    "above_max_in_batch": (
+        json.dumps({"dataframe_records": [GOOD] * 40 + [{**GOOD, "tenure": 601}]}).encode(),
+        "out_of_schema",
+        "tenure",
+        "row 40",
+    ),
+    "huge_number": (
+        b'{"dataframe_records": [{"tenure": 1, "charges": 1e300, "plan": "pro", "region": 1}]}',
+        "out_of_schema",
+        "charges",
+        "float32",
+    ),
+    "unknown_category": (
+        json.dumps({"dataframe_records": [{**GOOD, "plan": "gold"}]}).encode(),
+        "out_of_schema",
+        "plan",
+        "row 0",
+    ),
+    "nan_literal": (
+        b'{"dataframe_records": [{"tenure": NaN, "charges": 1, "plan": "pro", "region": 1}]}',
+        "invalid_json",
+        "body",
+        None,
+    ),
     "deep_nesting": (b'{"dataframe_records": ' + b"[" * 2000 + b"]" * 2000 + b"}", "invalid_json", "body", None),
 }
 
@@ -281,14 +392,23 @@ def test_oversized_chunked_body_is_413(client):
     def chunks():
         for _ in range(100):
             yield b" " * 1024
-    assert_error(client.post(clf_url(), content=chunks(), headers={"content-type": "application/json"}),
-                 413, "payload_too_large", "body")
+
+    assert_error(
+        client.post(clf_url(), content=chunks(), headers={"content-type": "application/json"}),
+        413,
+        "payload_too_large",
+        "body",
+    )
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "text/csv"])
 def test_wrong_content_type_is_415(client, ctype):
-    assert_error(post_raw(client, json.dumps({"dataframe_records": [GOOD]}).encode(), ctype=ctype),
-                 415, "unsupported_media_type", "content-type")
+    assert_error(
+        post_raw(client, json.dumps({"dataframe_records": [GOOD]}).encode(), ctype=ctype),
+        415,
+        "unsupported_media_type",
+        "content-type",
+    )
 
 
 def test_missing_content_type_is_415(client):
@@ -302,8 +422,9 @@ def test_content_type_with_charset_is_fine(client):
 
 
 def test_unknown_model_is_404(client):
-    err = assert_error(client.post("/models/nope/invocations", json={"dataframe_records": [GOOD]}), 404,
-                       "unknown_model", "model")
+    err = assert_error(
+        client.post("/models/nope/invocations", json={"dataframe_records": [GOOD]}), 404, "unknown_model", "model"
+    )
     assert CLF in err["message"]
     assert_error(client.post("/v2/models/nope/infer", json={"inputs": []}), 404, "unknown_model", "model")
 
@@ -329,8 +450,11 @@ BAD_V2 = {
     "inputs_empty": ({"inputs": []}, "empty", "inputs"),
     "tensor_not_object": ({"inputs": [1, 2]}, "bad_request", "inputs[0]"),
     "missing_input": ({"inputs": v2_inputs(plan=None)}, "missing_column", "plan"),
-    "unknown_input": ({"inputs": v2_inputs(colour={"shape": [1], "datatype": "BYTES", "data": ["red"]})},
-                      "unknown_column", "colour"),
+    "unknown_input": (
+        {"inputs": v2_inputs(colour={"shape": [1], "datatype": "BYTES", "data": ["red"]})},
+        "unknown_column",
+        "colour",
+    ),
     "bad_datatype": ({"inputs": v2_inputs(tenure={"datatype": "FLOAT"})}, "bad_request", "inputs[0].datatype"),
     "datatype_not_a_string": ({"inputs": v2_inputs(plan={"datatype": []})}, "bad_request", "inputs[2].datatype"),
     "bytes_for_numeric": ({"inputs": v2_inputs(tenure={"datatype": "BYTES", "data": ["1"]})}, "wrong_type", "tenure"),
@@ -360,8 +484,9 @@ def test_bad_v2_request(client, case):
 # --------------------------------------------------------------- model lifecycle
 def test_no_champion_answers_503(serving_dir):
     with TestClient(create_app(serving_dir, [CLF, "fresh"], poll_seconds=3600)) as c:
-        assert_error(c.post("/models/fresh/invocations", json={"dataframe_records": [GOOD]}), 503,
-                     "no_champion", "model")
+        assert_error(
+            c.post("/models/fresh/invocations", json={"dataframe_records": [GOOD]}), 503, "no_champion", "model"
+        )
         assert c.get("/v2/health/ready").status_code == 200  # no champion does not block readiness
         assert c.get("/v2/models/fresh").json()["ready"] is False
         assert c.get("/v2/models/fresh/ready").status_code == 503
@@ -373,10 +498,13 @@ def test_admin_reload_needs_the_token(serving_dir):
         assert_error(c.post("/admin/reload", headers={"Authorization": "Bearer nope"}), 401, "unauthorized")
         ok = c.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
-        assert ok.json()["models"][CLF] == {"version": 1, "status": "unchanged", "reason": None,
-                                            "serving_version": 1}
-        assert_error(c.post("/admin/reload?model=nope", headers={"Authorization": "Bearer s3cret"}), 404,
-                     "unknown_model", "model")
+        assert ok.json()["models"][CLF] == {"version": 1, "status": "unchanged", "reason": None, "serving_version": 1}
+        assert_error(
+            c.post("/admin/reload?model=nope", headers={"Authorization": "Bearer s3cret"}),
+            404,
+            "unknown_model",
+            "model",
+        )
 
 
 def test_admin_reload_loads_and_rejects(serving_dir, clf):
@@ -403,11 +531,14 @@ def test_admin_reload_loads_and_rejects(serving_dir, clf):
         assert 'ml_platform_model_reloads_total{model="churn",status="rejected"} 1' in c.get("/metrics").text
 
 
-@pytest.mark.parametrize("bad_meta, reason", [
-    ({"smoke_rows": [{"tenure": "abc", "charges": 1.0, "plan": "pro", "region": 1}]}, "smoke_rows do not fit"),
-    ({"classes": [0, 1, 2]}, "probabilities"),
-    ({"features": {"tenure": {"type": "numeric"}}}, "do not match"),
-])
+@pytest.mark.parametrize(
+    "bad_meta, reason",
+    [
+        ({"smoke_rows": [{"tenure": "abc", "charges": 1.0, "plan": "pro", "region": 1}]}, "smoke_rows do not fit"),
+        ({"classes": [0, 1, 2]}, "probabilities"),
+        ({"features": {"tenure": {"type": "numeric"}}}, "do not match"),
+    ],
+)
 def test_infra_validation_rejects(serving_dir, clf, bad_meta, reason):
     store = ModelStore(serving_dir)
     with TestClient(create_app(serving_dir, [CLF], poll_seconds=3600)) as c:
@@ -454,8 +585,14 @@ def test_rollback_by_pointer(single_client, serving_dir, clf):
 
 # ------------------------------------------------------------------- live sample
 def test_live_sample_is_written_and_bounded(serving_dir, tmp_path):
-    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_max_rows=3,
-                     sample_flush_seconds=3600, poll_seconds=3600)
+    app = create_app(
+        serving_dir,
+        [CLF],
+        sample_dir=tmp_path / "live",
+        sample_max_rows=3,
+        sample_flush_seconds=3600,
+        poll_seconds=3600,
+    )
     with TestClient(app) as c:
         for body in ({"dataframe_records": [GOOD, {**GOOD, "tenure": None}]}, {"dataframe_records": [GOOD] * 2}):
             assert c.post(clf_url(), json=body).status_code == 200
@@ -476,8 +613,14 @@ def test_the_deploys_smoke_rows_stay_out_of_the_live_sample(serving_dir, tmp_pat
     """A request marked X-ML-Platform-Smoke (the deploy's smoke test) is answered like any other
     but not sampled, so live_drift never judges smoke rows. With an admin token, only a request
     that carries the token is exempt: a client cannot hide its traffic from monitoring."""
-    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600,
-                     poll_seconds=3600, admin_token=token)
+    app = create_app(
+        serving_dir,
+        [CLF],
+        sample_dir=tmp_path / "live",
+        sample_flush_seconds=3600,
+        poll_seconds=3600,
+        admin_token=token,
+    )
     body = {"dataframe_records": [GOOD]}
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     with TestClient(app) as c:
@@ -486,8 +629,12 @@ def test_the_deploys_smoke_rows_stay_out_of_the_live_sample(serving_dir, tmp_pat
         state = app.state.serving
         assert state.sampler.rows == 0, "smoke rows were sampled"
         if token:
-            assert c.post(clf_url(), json=body, headers={"X-ML-Platform-Smoke": "1",
-                                                         "Authorization": "Bearer wrong"}).status_code == 200
+            assert (
+                c.post(
+                    clf_url(), json=body, headers={"X-ML-Platform-Smoke": "1", "Authorization": "Bearer wrong"}
+                ).status_code
+                == 200
+            )
             assert state.sampler.rows == 1, "a smoke header without the admin token must still be sampled"
         else:
             assert c.post(clf_url(), json=body).status_code == 200
@@ -496,9 +643,11 @@ def test_the_deploys_smoke_rows_stay_out_of_the_live_sample(serving_dir, tmp_pat
 
 # ---------------------------------------------------------------- import hygiene
 def test_endpoint_imports_no_heavy_stack():
-    code = ("import sys, ml_platform.serving.app, ml_platform.serving.server, ml_platform.serving.store;"
-            "print(sorted(m for m in ('dagster', 'sklearn', 'mlflow', 'pandas', 'pandera', 'skl2onnx')"
-            " if m in sys.modules))")
+    code = (
+        "import sys, ml_platform.serving.app, ml_platform.serving.server, ml_platform.serving.store;"
+        "print(sorted(m for m in ('dagster', 'sklearn', 'mlflow', 'pandas', 'pandera', 'skl2onnx')"
+        " if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -540,9 +689,11 @@ def test_live_sample_directory_keeps_to_its_disk_cap(tmp_path):
     (d / ".live-20261129T000000000000Z-1.jsonl.tmp").write_bytes(b"x" * 5000)  # being written: not ours
     s = LiveSampler(tmp_path, max_bytes=2500)
     assert s.trim(d) == 3
-    assert sorted(p.name for p in d.iterdir()) == [".live-20261129T000000000000Z-1.jsonl.tmp",
-                                                   "live-20261123T000000000000Z-1.jsonl",
-                                                   "live-20261124T000000000000Z-1.jsonl"]
+    assert sorted(p.name for p in d.iterdir()) == [
+        ".live-20261129T000000000000Z-1.jsonl.tmp",
+        "live-20261123T000000000000Z-1.jsonl",
+        "live-20261124T000000000000Z-1.jsonl",
+    ]
     s.max_bytes = 10  # the newest file always stays
     assert s.trim(d) == 1 and [p.name for p in d.glob("live-*")] == ["live-20261124T000000000000Z-1.jsonl"]
     written = s.write_lines({CLF: [b'{"a": 1}\n']})  # writing trims too

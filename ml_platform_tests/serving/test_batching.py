@@ -31,6 +31,7 @@ def _submit_all(batcher: RowBatcher, parsed: list[Parsed]) -> list:
     async def go():
         futs = [batcher.submit(p) for p in parsed]  # all in one loop turn
         return await asyncio.gather(*futs, return_exceptions=True)
+
     return asyncio.run(go())
 
 
@@ -75,16 +76,18 @@ def test_concurrent_http_requests_are_batched_and_answered_right(serving_dir, cl
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 alone = [(await c.post(url, json={"dataframe_records": [r]})).json() for r in rows]
-                together = await asyncio.gather(*[c.post(url, json={"dataframe_records": [r]})
-                                                  for r in rows])
+                together = await asyncio.gather(*[c.post(url, json={"dataframe_records": [r]}) for r in rows])
                 metrics = (await c.get("/metrics")).text
         return alone, together, metrics
 
     alone, together, metrics = asyncio.run(go())
     assert all(r.status_code == 200 and r.headers["x-model-version"] == "1" for r in together)
     assert [r.json() for r in together] == alone
-    count = next(line for line in metrics.splitlines()
-                 if line.startswith('ml_platform_inference_batch_rows_count{model="churn"}'))
+    count = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('ml_platform_inference_batch_rows_count{model="churn"}')
+    )
     calls = int(float(count.rsplit(" ", 1)[1]))
     # 60 requests one by one + 60 at once (+ none for metrics): the 60 at once shared calls
     assert 60 < calls < 120, metrics
@@ -107,8 +110,11 @@ def test_bad_requests_among_concurrent_good_ones_fail_alone(serving_dir, clf):
     app = create_app(serving_dir, [CLF], poll_seconds=3600)
     rows = _rows(clf, 30)
     url = f"/models/{CLF}/invocations"
-    bad = [{**rows[0], "tenure": "x"}, {**rows[1], "plan": "gold"},
-           {k: v for k, v in rows[2].items() if k != "charges"}]
+    bad = [
+        {**rows[0], "tenure": "x"},
+        {**rows[1], "plan": "gold"},
+        {k: v for k, v in rows[2].items() if k != "charges"},
+    ]
 
     async def go():
         async with app.router.lifespan_context(app):
@@ -122,5 +128,8 @@ def test_bad_requests_among_concurrent_good_ones_fail_alone(serving_dir, clf):
     alone, answers = asyncio.run(go())
     errors = [r for r in answers if r.status_code != 200]
     assert [(r.status_code, r.json()["error"]["field"]) for r in errors] == [
-        (400, "tenure"), (400, "plan"), (400, "charges")]
+        (400, "tenure"),
+        (400, "plan"),
+        (400, "charges"),
+    ]
     assert [r.json() for r in answers if r.status_code == 200] == alone

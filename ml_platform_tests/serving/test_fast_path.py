@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pytest
 
+from ml_platform.serving.errors import RequestError
 from ml_platform.serving.model import LoadedModel
-from ml_platform.serving.requests import RequestError
 from ml_platform_tests.serving.conftest import CLF, REG
 
 GOOD = {"customer_id": "x1", "tenure": 10.0, "charges": 55.5, "plan": "pro", "region": 3}
@@ -30,7 +30,7 @@ ROWS = [
     {**GOOD, "tenure": -1},
     {**GOOD, "charges": None},
     {**GOOD, "charges": 1e39},
-    {**GOOD, "charges": -(10 ** 40)},
+    {**GOOD, "charges": -(10**40)},
     {**GOOD, "plan": "gold"},
     {**GOOD, "plan": 3},
     {**GOOD, "plan": ["pro"]},
@@ -96,7 +96,8 @@ def test_single_row_feeds_and_errors_match_general_path(clf_model, row):
     assert parsed.ids == ([row.get("customer_id")])
     # the live sample's columns are the feeds, flattened
     assert orjson.dumps({k: v.tolist() for k, v in parsed.columns.items()}) == orjson.dumps(
-        {k: v.reshape(-1).tolist() for k, v in feeds.items()})  # NaN -> null, as the sample writes
+        {k: v.reshape(-1).tolist() for k, v in feeds.items()}
+    )  # NaN -> null, as the sample writes
     # and the model answers exactly as it does on the general path's feeds
     for a, b in zip(clf_model.run(parsed.feeds), clf_model.run(feeds)):
         np.testing.assert_array_equal(a, b)
@@ -121,9 +122,20 @@ def test_metrics_count_single_and_multi_row_requests(client):
         assert client.post(url, json={"dataframe_records": [GOOD]}).status_code == 200
     assert client.post(url, json={"dataframe_records": [GOOD, GOOD]}).status_code == 200
     assert client.post("/invocations", json={"dataframe_records": [GOOD]}).status_code == 400  # 2 models
-    r = client.post(f"/v2/models/{CLF}/infer", json={"inputs": [
-        {"name": k, "shape": [1], "datatype": "FP32" if isinstance(v, float) else "BYTES" if isinstance(v, str)
-         else "INT64", "data": [v]} for k, v in GOOD.items()]})
+    r = client.post(
+        f"/v2/models/{CLF}/infer",
+        json={
+            "inputs": [
+                {
+                    "name": k,
+                    "shape": [1],
+                    "datatype": "FP32" if isinstance(v, float) else "BYTES" if isinstance(v, str) else "INT64",
+                    "data": [v],
+                }
+                for k, v in GOOD.items()
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     text = client.get("/metrics").text
     assert 'ml_platform_requests_total{model="churn",version="1",protocol="mlflow"} 4' in text
@@ -141,8 +153,10 @@ def test_single_row_answer_matches_batch_answer(client):
     two = client.post(url, json={"dataframe_records": [GOOD, GOOD]})
     assert one.headers["x-model-version"] == "1" and one.headers["content-type"] == "application/json"
     assert one.json()["predictions"][0] == two.json()["predictions"][0]
-    reg = client.post(f"/models/{REG}/invocations", json={"dataframe_records": [
-        {"size": 70.0, "rooms": 2, "city": "milan", "zone": 1}]})
+    reg = client.post(
+        f"/models/{REG}/invocations",
+        json={"dataframe_records": [{"size": 70.0, "rooms": 2, "city": "milan", "zone": 1}]},
+    )
     assert reg.status_code == 200 and isinstance(reg.json()["predictions"][0], float)
 
 
@@ -158,14 +172,17 @@ def test_unexpected_error_on_fast_path_is_a_json_500(client, monkeypatch):
     assert r.json()["error"]["kind"] == "internal"
 
 
-@pytest.mark.parametrize("body,ct,kind,status", [
-    (b"", "application/json", "empty_body", 400),
-    (b"   ", "application/json", "empty_body", 400),
-    (b"null", "application/json", "bad_request", 400),
-    (b"{nope", "application/json", "invalid_json", 400),
-    (b"{}", "text/plain", "unsupported_media_type", 415),
-    (b'{"dataframe_records": [{}]}', "application/json; charset=utf-8", "missing_column", 400),
-])
+@pytest.mark.parametrize(
+    "body,ct,kind,status",
+    [
+        (b"", "application/json", "empty_body", 400),
+        (b"   ", "application/json", "empty_body", 400),
+        (b"null", "application/json", "bad_request", 400),
+        (b"{nope", "application/json", "invalid_json", 400),
+        (b"{}", "text/plain", "unsupported_media_type", 415),
+        (b'{"dataframe_records": [{}]}', "application/json; charset=utf-8", "missing_column", 400),
+    ],
+)
 def test_body_errors_on_the_fast_read(client, body, ct, kind, status):
     r = client.post(f"/models/{CLF}/invocations", content=body, headers={"content-type": ct})
     assert r.status_code == status, r.text

@@ -15,34 +15,53 @@ from ml_platform_tests.serving.conftest import CLF, REG, TestClient
 
 CLF_COLUMNS = ["customer_id", "tenure", "charges", "plan", "region"]
 
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
-           | st.sampled_from(["pro", "basic", "3", "", "\x00", "NaN"]))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["pro", "basic", "3", "", "\x00", "NaN"])
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 columns = st.lists(st.sampled_from(CLF_COLUMNS + ["other", ""]) | st.text(max_size=5), max_size=6)
 cells = scalars | st.lists(scalars, max_size=2) | st.dictionaries(st.text(max_size=3), scalars, max_size=2)
 
 split_bodies = st.builds(
     lambda cols, rows: {"dataframe_split": {"columns": cols, "data": rows}},
     st.one_of(st.just(CLF_COLUMNS), columns),
-    st.lists(st.lists(cells, min_size=0, max_size=6), max_size=4))
+    st.lists(st.lists(cells, min_size=0, max_size=6), max_size=4),
+)
 record_bodies = st.builds(
     lambda recs, key: {key: recs},
     st.lists(st.fixed_dictionaries({}, optional={c: cells for c in CLF_COLUMNS + ["extra"]}), max_size=4),
-    st.sampled_from(["dataframe_records", "inputs"]))
+    st.sampled_from(["dataframe_records", "inputs"]),
+)
 tensor = st.fixed_dictionaries(
-    {"name": st.sampled_from(CLF_COLUMNS + ["size", "x"]),
-     "shape": st.lists(st.integers(-1, 3), min_size=0, max_size=3),
-     "datatype": st.sampled_from(["FP32", "FP64", "INT64", "BYTES", "BOOL", "UINT8", "STRING"]),
-     "data": st.lists(cells, max_size=4)},
-    optional={"parameters": json_values})
-v2_bodies = st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=6)},
-                                  optional={"id": json_values, "outputs": json_values, "parameters": json_values})
+    {
+        "name": st.sampled_from(CLF_COLUMNS + ["size", "x"]),
+        "shape": st.lists(st.integers(-1, 3), min_size=0, max_size=3),
+        "datatype": st.sampled_from(["FP32", "FP64", "INT64", "BYTES", "BOOL", "UINT8", "STRING"]),
+        "data": st.lists(cells, max_size=4),
+    },
+    optional={"parameters": json_values},
+)
+v2_bodies = st.fixed_dictionaries(
+    {"inputs": st.lists(tensor, max_size=6)},
+    optional={"id": json_values, "outputs": json_values, "parameters": json_values},
+)
 
 any_body = st.one_of(json_values, split_bodies, record_bodies, v2_bodies)
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture(scope="module")
@@ -69,15 +88,21 @@ def check(resp):
 @FUZZ
 @given(body=any_body, model=st.sampled_from([CLF, REG]))
 def test_fuzz_invocations(fuzz_client, body, model):
-    check(fuzz_client.post(f"/models/{model}/invocations", content=json.dumps(body),
-                           headers={"content-type": "application/json"}))
+    check(
+        fuzz_client.post(
+            f"/models/{model}/invocations", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+    )
 
 
 @FUZZ
 @given(body=any_body, model=st.sampled_from([CLF, REG]))
 def test_fuzz_v2_infer(fuzz_client, body, model):
-    check(fuzz_client.post(f"/v2/models/{model}/infer", content=json.dumps(body),
-                           headers={"content-type": "application/json"}))
+    check(
+        fuzz_client.post(
+            f"/v2/models/{model}/infer", content=json.dumps(body), headers={"content-type": "application/json"}
+        )
+    )
 
 
 @FUZZ

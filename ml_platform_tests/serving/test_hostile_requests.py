@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from ml_platform.core.export import onnx_predict, session
-from ml_platform.serving.app import CHUNK_ROWS, LARGE_BODY_BYTES, MAX_ID_CHARS, MAX_JSON_DEPTH, create_app
+from ml_platform.serving.app import create_app
+from ml_platform.serving.body import LARGE_BODY_BYTES, MAX_JSON_DEPTH
+from ml_platform.serving.large import CHUNK_ROWS
+from ml_platform.serving.requests import MAX_ID_CHARS
 from ml_platform.serving.sample import LiveSampler
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
@@ -54,26 +57,31 @@ def assert_error(resp, status, kind, field):
 
 
 def v2_inputs(n=1, **override):
-    base = {"tenure": {"name": "tenure", "shape": [n], "datatype": "FP32", "data": [10.0] * n},
-            "charges": {"name": "charges", "shape": [n], "datatype": "FP32", "data": [50.0] * n},
-            "plan": {"name": "plan", "shape": [n], "datatype": "BYTES", "data": ["pro"] * n},
-            "region": {"name": "region", "shape": [n], "datatype": "INT64", "data": [2] * n}}
+    base = {
+        "tenure": {"name": "tenure", "shape": [n], "datatype": "FP32", "data": [10.0] * n},
+        "charges": {"name": "charges", "shape": [n], "datatype": "FP32", "data": [50.0] * n},
+        "plan": {"name": "plan", "shape": [n], "datatype": "BYTES", "data": ["pro"] * n},
+        "region": {"name": "region", "shape": [n], "datatype": "INT64", "data": [2] * n},
+    }
     for k, v in override.items():
         base[k] = {**base.get(k, {"name": k}), **v}
     return list(base.values())
 
 
 # ------------------------------------------------------------------ nesting depth
-@pytest.mark.parametrize("url, body, field", [
-    (URL, {"dataframe_records": [{**GOOD, "charges": "RAW"}]}, "dataframe_records[0].charges"),
-    (URL, {"dataframe_records": [GOOD, {**GOOD, "plan": "RAW"}]}, "dataframe_records[1].plan"),
-    (URL, {"dataframe_records": [{**GOOD, "customer_id": "RAW"}]}, "dataframe_records[0].customer_id"),
-    (URL, {"dataframe_split": {"columns": COLS, "data": [["a", 1.0, "RAW", "pro", 3]]}}, "dataframe_split.data"),
-    (URL, {"inputs": {c: [v] for c, v in {**GOOD, "region": "RAW"}.items()}}, "inputs.region"),
-    (V2_URL, {"inputs": v2_inputs(tenure={"data": ["RAW"]})}, "inputs[0].data"),
-    (V2_URL, {"inputs": v2_inputs(), "parameters": {"x": "RAW"}}, "parameters.x"),
-    (V2_URL, {"inputs": v2_inputs(tenure={"shape": "RAW"})}, "inputs[0].shape"),
-])
+@pytest.mark.parametrize(
+    "url, body, field",
+    [
+        (URL, {"dataframe_records": [{**GOOD, "charges": "RAW"}]}, "dataframe_records[0].charges"),
+        (URL, {"dataframe_records": [GOOD, {**GOOD, "plan": "RAW"}]}, "dataframe_records[1].plan"),
+        (URL, {"dataframe_records": [{**GOOD, "customer_id": "RAW"}]}, "dataframe_records[0].customer_id"),
+        (URL, {"dataframe_split": {"columns": COLS, "data": [["a", 1.0, "RAW", "pro", 3]]}}, "dataframe_split.data"),
+        (URL, {"inputs": {c: [v] for c, v in {**GOOD, "region": "RAW"}.items()}}, "inputs.region"),
+        (V2_URL, {"inputs": v2_inputs(tenure={"data": ["RAW"]})}, "inputs[0].data"),
+        (V2_URL, {"inputs": v2_inputs(), "parameters": {"x": "RAW"}}, "parameters.x"),
+        (V2_URL, {"inputs": v2_inputs(tenure={"shape": "RAW"})}, "inputs[0].shape"),
+    ],
+)
 def test_a_value_nested_1000_deep_is_a_400_naming_the_field(client, url, body, field):
     resp = post_raw(client, url, with_raw(body, nested(1000)))
     err = assert_error(resp, 400, "too_deep", field)
@@ -101,12 +109,15 @@ def test_v2_datatype_that_is_not_a_type_name(client, datatype):
 
 
 # ------------------------------------------------------------------ id column values
-@pytest.mark.parametrize("value, kind", [
-    (["a"], "wrong_type"),
-    ({"a": 1}, "wrong_type"),
-    (True, "wrong_type"),
-    ("x" * (MAX_ID_CHARS + 1), "out_of_schema"),
-])
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        (["a"], "wrong_type"),
+        ({"a": 1}, "wrong_type"),
+        (True, "wrong_type"),
+        ("x" * (MAX_ID_CHARS + 1), "out_of_schema"),
+    ],
+)
 def test_id_values_must_be_short_scalars(client, value, kind):
     for rows in ([{**GOOD, "customer_id": value}], [GOOD, GOOD, GOOD, {**GOOD, "customer_id": value}]):
         err = assert_error(client.post(URL, json={"dataframe_records": rows}), 400, kind, "customer_id")
@@ -124,8 +135,7 @@ def test_scalar_ids_are_fine(client, value):
 
 
 def test_an_id_nested_300_deep_is_refused_and_the_live_sample_is_kept(serving_dir, tmp_path):
-    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600,
-                     poll_seconds=3600)
+    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600, poll_seconds=3600)
     with TestClient(app) as c:
         assert c.post(URL, json={"dataframe_records": [GOOD]}).status_code == 200
         resp = post_raw(c, URL, with_raw({"dataframe_records": [{**GOOD, "customer_id": "RAW"}]}, nested(300)))
@@ -140,8 +150,7 @@ def test_an_id_nested_300_deep_is_refused_and_the_live_sample_is_kept(serving_di
 def test_live_sample_writer_skips_a_row_it_cannot_encode(serving_dir, tmp_path):
     """Whatever gets into the sample (here: past validation, by hand), one bad row is
     skipped and counted; the other rows of the window are written."""
-    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600,
-                     poll_seconds=3600)
+    app = create_app(serving_dir, [CLF], sample_dir=tmp_path / "live", sample_flush_seconds=3600, poll_seconds=3600)
     with TestClient(app) as c:
         state = app.state.serving
         model = state.slots[CLF].model
@@ -180,8 +189,14 @@ def test_sampler_encode_survives_a_broken_item(tmp_path, clf):
 # ------------------------------------------------------------------ big requests
 @pytest.fixture
 def big_client(serving_dir, tmp_path):
-    app = create_app(serving_dir, [CLF], max_body_bytes=8 << 20, poll_seconds=3600,
-                     sample_dir=tmp_path / "live", sample_flush_seconds=3600)
+    app = create_app(
+        serving_dir,
+        [CLF],
+        max_body_bytes=8 << 20,
+        poll_seconds=3600,
+        sample_dir=tmp_path / "live",
+        sample_flush_seconds=3600,
+    )
     with TestClient(app) as c:
         yield c
 
@@ -191,8 +206,11 @@ def test_big_requests_answer_like_small_ones(big_client, clf):
     frame = clf.frame.sample(n, replace=True, random_state=0).reset_index(drop=True)
     rows = records(frame, COLS)
     ref = onnx_predict(session(clf.onnx), frame, clf.cfg)
-    bodies = [{"dataframe_records": rows}, {"inputs": rows},
-              {"dataframe_split": {"columns": COLS, "data": [[r[c] for c in COLS] for r in rows]}}]
+    bodies = [
+        {"dataframe_records": rows},
+        {"inputs": rows},
+        {"dataframe_split": {"columns": COLS, "data": [[r[c] for c in COLS] for r in rows]}},
+    ]
     for body in bodies:
         raw = json.dumps(body, indent=1).encode()  # whitespace between the rows too
         assert len(raw) > LARGE_BODY_BYTES
@@ -200,8 +218,7 @@ def test_big_requests_answer_like_small_ones(big_client, clf):
         assert resp.status_code == 200, resp.text[:300]
         preds = resp.json()["predictions"]
         assert len(preds) == n
-        np.testing.assert_array_equal(np.array([p["probabilities"]["1"] for p in preds], dtype=np.float32),
-                                      ref[:, 1])
+        np.testing.assert_array_equal(np.array([p["probabilities"]["1"] for p in preds], dtype=np.float32), ref[:, 1])
         small = big_client.post(URL, json={"dataframe_records": rows[:50]}).json()["predictions"]
         assert preds[:50] == small
     text = big_client.get("/metrics").text
@@ -220,8 +237,12 @@ def test_big_request_errors_name_the_row_of_the_whole_request(big_client):
     assert err["message"].startswith(f"row {bad_row}:"), err
     data = [[r.get(c) for c in COLS] for r in rows]
     data[bad_row + 1] = data[bad_row + 1][:-1]
-    err = assert_error(big_client.post(URL, json={"dataframe_split": {"columns": COLS, "data": data}}), 400,
-                       "bad_request", f"dataframe_split.data[{bad_row + 1}]")
+    err = assert_error(
+        big_client.post(URL, json={"dataframe_split": {"columns": COLS, "data": data}}),
+        400,
+        "bad_request",
+        f"dataframe_split.data[{bad_row + 1}]",
+    )
     assert err["message"].startswith(f"row {bad_row + 1} ")
     rows[bad_row] = {**GOOD, "customer_id": ["x"]}
     err = assert_error(big_client.post(URL, json={"dataframe_records": rows}), 400, "wrong_type", "customer_id")
@@ -241,8 +262,13 @@ def real_server(tmp_path, clf):
     cfg = write_config(tmp_path, port, max_body_bytes=1 << 20)
     publish(ModelStore(load_settings(cfg).serving_dir), CLF, clf, 1)
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ml_platform.serving", "--config", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def ready():
@@ -251,6 +277,7 @@ def real_server(tmp_path, clf):
             return httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
+
     try:
         wait_until(ready, 30, "the endpoint to be ready")
         yield base, port
@@ -272,8 +299,10 @@ def test_413_reaches_a_client_that_is_still_sending(real_server):
         assert err["kind"] in ("payload_too_large", "unknown_model")
     # chunked (no Content-Length): the limit is found while reading; the answer still arrives
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(
+            f"POST {URL} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+        )
         chunk = b"%x\r\n%s\r\n" % (1 << 16, b" " * (1 << 16))
         for _ in range(64):  # 4 MB
             s.sendall(chunk)
@@ -293,19 +322,24 @@ def test_single_rows_are_answered_while_a_big_request_is_in_flight(tmp_path, clf
     cfg = write_config(tmp_path, port, max_body_bytes=32 << 20)
     publish(ModelStore(load_settings(cfg).serving_dir), CLF, clf, 1)
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ml_platform.serving", "--config", str(cfg)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     n = 100_000
-    big = json.dumps({"dataframe_records": [{**GOOD, "customer_id": f"c{i}", "tenure": float(i % 500)}
-                                            for i in range(n)]}).encode()
+    big = json.dumps(
+        {"dataframe_records": [{**GOOD, "customer_id": f"c{i}", "tenure": float(i % 500)} for i in range(n)]}
+    ).encode()
     result: dict = {}
 
     def send_big():
         t0 = time.perf_counter()
         r = httpx.post(f"{base}{URL}", content=big, headers={"content-type": "application/json"}, timeout=120)
-        result.update(status=r.status_code, rows=len(r.json().get("predictions", [])),
-                      seconds=time.perf_counter() - t0)
+        result.update(status=r.status_code, rows=len(r.json().get("predictions", [])), seconds=time.perf_counter() - t0)
 
     try:
         wait_until(lambda: proc.poll() is None and _ready(base), 30, "the endpoint to be ready")
@@ -349,8 +383,17 @@ def limited_server(serving_dir):
     HttpToolsCorked.configure(header_timeout=0.5, body_timeout=1.0, max_connections=20)
     app = create_app(serving_dir, [CLF], poll_seconds=3600, body_timeout_seconds=1.0)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=HttpToolsCorked,
-                                           lifespan="on", log_level="warning", limit_concurrency=21))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            http=HttpToolsCorked,
+            lifespan="on",
+            log_level="warning",
+            limit_concurrency=21,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -429,20 +472,31 @@ def test_connections_beyond_the_cap_are_refused_and_slots_come_back(limited_serv
     assert httpx.post(f"http://127.0.0.1:{port}{URL}", json={"dataframe_records": [GOOD]}).status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    {"dataframe_records": [{**GOOD, "customer_id": s} for s in
-                           ["}, {", '"}, {"', "\\\"}, {\\\"", "] , [", "x" * 50, "}{", "},{", "é},{ü"] * 20]},
-    {"dataframe_split": {"columns": COLS, "data": [[s, 1.0, 2.0, "pro", 3] for s in
-                                                   ["], [", '"], ["', "\\], [", "[[", "]]"] * 30]}},
-    {"inputs": [{"a": [{"b": "}, {"}, {"c": {}}]}, {}] * 50},
-    {"dataframe_records": [GOOD] * 40, "params": {"x": [1]}},   # not one key: decoded whole
-    {"dataframe_records": [[1, 2], {"a": "],["}, "s", 3, None] * 40},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "dataframe_records": [
+                {**GOOD, "customer_id": s}
+                for s in ["}, {", '"}, {"', '\\"}, {\\"', "] , [", "x" * 50, "}{", "},{", "é},{ü"] * 20
+            ]
+        },
+        {
+            "dataframe_split": {
+                "columns": COLS,
+                "data": [[s, 1.0, 2.0, "pro", 3] for s in ["], [", '"], ["', "\\], [", "[[", "]]"] * 30],
+            }
+        },
+        {"inputs": [{"a": [{"b": "}, {"}, {"c": {}}]}, {}] * 50},
+        {"dataframe_records": [GOOD] * 40, "params": {"x": [1]}},  # not one key: decoded whole
+        {"dataframe_records": [[1, 2], {"a": "],["}, "s", 3, None] * 40},
+    ],
+)
 @pytest.mark.parametrize("piece", [1, 7, 64, 1 << 20])
 def test_big_bodies_decode_in_pieces_exactly_as_in_one_go(body, piece):
     import orjson
 
-    from ml_platform.serving.app import _loads_large
+    from ml_platform.serving.body import _loads_large
 
     for raw in (orjson.dumps(body), json.dumps(body, indent=2).encode(), json.dumps(body, ensure_ascii=False).encode()):
         assert _loads_large(raw, piece) == orjson.loads(raw)

@@ -27,11 +27,15 @@ COLS = ["customer_id", "tenure", "charges", "plan", "region"]
 
 def write_config(root: Path, port: int, **serving) -> Path:
     cfg = root / "ml_platform.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "storage_dir": "state",
-        "serving": {"host": "127.0.0.1", "port": port, "poll_seconds": 0.2, **serving},
-        "models": {CLF: CLF_CONFIG},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "storage_dir": "state",
+                "serving": {"host": "127.0.0.1", "port": port, "poll_seconds": 0.2, **serving},
+                "models": {CLF: CLF_CONFIG},
+            }
+        )
+    )
     return cfg
 
 
@@ -63,18 +67,24 @@ def test_real_process_hot_swap(tmp_path, clf):
     store = ModelStore(settings.serving_dir)
     publish(store, CLF, clf, 1)
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=5) as http:
+
             def ready():
                 assert proc.poll() is None, (tmp_path / "server.log").read_text()
                 try:
                     return http.get("/v2/health/ready").status_code == 200
                 except httpx.TransportError:
                     return False
+
             wait_until(ready, 30, "the endpoint to be ready")
 
             df = clf.frame.iloc[:30]
@@ -109,8 +119,9 @@ def test_real_process_hot_swap(tmp_path, clf):
 
                 store.publish(CLF, 3, b"\x00 not an onnx graph", clf.meta_for(3))
                 store.point(CLF, 3)
-                rej = wait_until(lambda: http.get(f"/v2/models/{CLF}").json()["last_rejection"], 5,
-                                 "the rejection of v3")
+                rej = wait_until(
+                    lambda: http.get(f"/v2/models/{CLF}").json()["last_rejection"], 5, "the rejection of v3"
+                )
                 assert rej["version"] == 3 and "ONNX" in rej["reason"]
                 n = len(seen)
                 wait_until(lambda: len(seen) > n + 20, 10, "more traffic")

@@ -39,12 +39,15 @@ def is_ready(c):
     return r.json()["models"]
 
 
-@pytest.mark.parametrize("breakage, in_reason", [
-    ("garbage_onnx", "ONNX Runtime cannot load"),
-    ("missing_onnx", "v2.onnx"),
-    ("corrupt_meta", "cannot read v2"),
-    ("missing_meta", "v2.json"),
-])
+@pytest.mark.parametrize(
+    "breakage, in_reason",
+    [
+        ("garbage_onnx", "ONNX Runtime cannot load"),
+        ("missing_onnx", "v2.onnx"),
+        ("corrupt_meta", "cannot read v2"),
+        ("missing_meta", "v2.json"),
+    ],
+)
 def test_broken_champion_at_start_is_reported_not_replaced(serving_dir, clf, caplog, breakage, in_reason):
     store = ModelStore(serving_dir)
     publish(store, CLF, clf, 2)  # v1 is published too: it must NOT be served instead
@@ -66,8 +69,13 @@ def test_broken_champion_at_start_is_reported_not_replaced(serving_dir, clf, cap
         r = c.post(URL, json={"dataframe_records": [GOOD]})
         assert r.status_code == 503 and r.json()["error"]["kind"] == "no_champion"
         assert c.get(f"/v2/models/{CLF}").json()["ready"] is False
-        assert c.post(f"/models/{REG}/invocations", json={"dataframe_records": [
-            {"size": 70.0, "rooms": 2, "city": "milan", "zone": 1}]}).status_code == 200
+        assert (
+            c.post(
+                f"/models/{REG}/invocations",
+                json={"dataframe_records": [{"size": 70.0, "rooms": 2, "city": "milan", "zone": 1}]},
+            ).status_code
+            == 200
+        )
     text = caplog.text
     assert "churn v2 rejected" in text and "nothing serving" in text
     assert "churn v1 loaded" not in text  # no fallback
@@ -75,8 +83,7 @@ def test_broken_champion_at_start_is_reported_not_replaced(serving_dir, clf, cap
 
 def test_pointer_to_an_unpublished_version_at_start(serving_dir):
     ptr = ModelStore(serving_dir).pointer_path(CLF)
-    ptr.write_text(json.dumps({**json.loads(ptr.read_text()), "version": 7, "onnx": "v7.onnx",
-                               "meta": "v7.json"}))
+    ptr.write_text(json.dumps({**json.loads(ptr.read_text()), "version": 7, "onnx": "v7.onnx", "meta": "v7.json"}))
     with TestClient(create_app(serving_dir, [CLF], poll_seconds=3600)) as c:
         entry = not_ready(c)
         assert entry["champion"] == 7 and "v7" in entry["reason"] and "nothing serving" in entry["reason"]
@@ -92,8 +99,14 @@ def test_unreadable_pointer_blocks_readiness(serving_dir):
 def test_rejected_swap_keeps_serving_but_is_not_ready(serving_dir, clf):
     store = ModelStore(serving_dir)
     with TestClient(create_app(serving_dir, [CLF, REG], poll_seconds=3600)) as c:
-        assert is_ready(c)[CLF] == {"ready": True, "loaded": True, "version": 1, "champion": 1,
-                                    "reason": None, "required": True}
+        assert is_ready(c)[CLF] == {
+            "ready": True,
+            "loaded": True,
+            "version": 1,
+            "champion": 1,
+            "reason": None,
+            "required": True,
+        }
         store.publish(CLF, 2, b"\x00 not onnx", clf.meta_for(2))
         store.point(CLF, 2)
         # the pointer moved, the poller has not looked yet: v2 is not what serves
@@ -116,8 +129,14 @@ def test_rejected_swap_keeps_serving_but_is_not_ready(serving_dir, clf):
 
         publish(store, CLF, clf, 3)
         assert c.post("/admin/reload").json()["models"][CLF]["status"] == "loaded"
-        assert is_ready(c)[CLF] == {"ready": True, "loaded": True, "version": 3, "champion": 3,
-                                    "reason": None, "required": True}
+        assert is_ready(c)[CLF] == {
+            "ready": True,
+            "loaded": True,
+            "version": 3,
+            "champion": 3,
+            "reason": None,
+            "required": True,
+        }
         assert c.get(f"/v2/models/{CLF}/ready").json()["version"] == 3
 
 

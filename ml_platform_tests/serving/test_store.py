@@ -48,15 +48,18 @@ def test_versions_are_immutable(tmp_path):
     assert store.read("m", 1)[0] == b"b"
 
 
-@pytest.mark.parametrize("call", [
-    lambda s: s.publish("m", 0, b"x", {}),
-    lambda s: s.publish("m", True, b"x", {}),
-    lambda s: s.publish("m", 1, b"", {}),
-    lambda s: s.publish("m", 1, b"x", {"version": 2}),
-    lambda s: s.publish("../evil", 1, b"x", {}),
-    lambda s: s.point("m", 7),
-    lambda s: s.rollback("m"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.publish("m", 0, b"x", {}),
+        lambda s: s.publish("m", True, b"x", {}),
+        lambda s: s.publish("m", 1, b"", {}),
+        lambda s: s.publish("m", 1, b"x", {"version": 2}),
+        lambda s: s.publish("../evil", 1, b"x", {}),
+        lambda s: s.point("m", 7),
+        lambda s: s.rollback("m"),
+    ],
+)
 def test_rejects_bad_calls(tmp_path, call):
     with pytest.raises((ValueError, FileNotFoundError)):
         call(ModelStore(tmp_path))

@@ -22,8 +22,8 @@ from ml_platform_tests.serving.test_process import COLS, wait_until, write_confi
 VERSIONS = (1, 2, 3)
 SWAPS = 10
 THREADS = 4
-LOAD_SECONDS = 40        # hard bound on the load loop
-CONVERGE_SECONDS = 6.0      # poll is 0.2 s; generous for a loaded 2-core CI machine
+LOAD_SECONDS = 40  # hard bound on the load loop
+CONVERGE_SECONDS = 6.0  # poll is 0.2 s; generous for a loaded 2-core CI machine
 
 
 def _group_gone(pgid: int) -> bool:
@@ -42,13 +42,17 @@ def test_ten_swaps_under_load_two_workers(tmp_path, clf):
     for v in VERSIONS:
         publish(store, CLF, clf, v, point=(v == 1))
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path),
-                             "--port", str(port), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path), "--port", str(port), "--workers", "2"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     base = f"http://127.0.0.1:{port}"
     url = f"{base}/models/{CLF}/invocations"
     body = {"dataframe_records": records(clf.frame.iloc[:1], COLS)}
-    seen: list[tuple[float, str | None]] = []   # (time, X-Model-Version) of every 200
+    seen: list[tuple[float, str | None]] = []  # (time, X-Model-Version) of every 200
     failures: list[str] = []
     halt = threading.Event()
     deadline = time.monotonic() + 90
@@ -77,12 +81,14 @@ def test_ten_swaps_under_load_two_workers(tmp_path, clf):
 
     threads = [threading.Thread(target=load, daemon=True) for _ in range(THREADS)]
     try:
+
         def ready():
             assert proc.poll() is None, (tmp_path / "server.log").read_text()
             try:
                 return httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
+
         wait_until(ready, 30, "the endpoint to be ready")
         for t in threads:
             t.start()

@@ -9,12 +9,27 @@ from ml_platform.core.batch_record import BatchRecord
 def test_update_merges_typed_fields_and_keeps_the_json_shape(tmp_path):
     rec = catalog.update_record(tmp_path, "p", file="a.csv", arrival=2.0, rows=10, status="raw", reason=None)
     assert isinstance(rec, BatchRecord) and rec.status == "raw" and rec.decision is None
-    catalog.update_record(tmp_path, "p", status="validated", valid_rows=9, labelled=True,
-                          drift={"verdict": "drifted"}, performance={"value": 0.7, "significant": True})
+    catalog.update_record(
+        tmp_path,
+        "p",
+        status="validated",
+        valid_rows=9,
+        labelled=True,
+        drift={"verdict": "drifted"},
+        performance={"value": 0.7, "significant": True},
+    )
     on_disk = json.loads((tmp_path / "batches" / "p.json").read_text())
-    assert on_disk == {"partition": "p", "file": "a.csv", "arrival": 2.0, "rows": 10, "status": "validated",
-                       "valid_rows": 9, "labelled": True, "drift": {"verdict": "drifted"},
-                       "performance": {"value": 0.7, "significant": True}}
+    assert on_disk == {
+        "partition": "p",
+        "file": "a.csv",
+        "arrival": 2.0,
+        "rows": 10,
+        "status": "validated",
+        "valid_rows": 9,
+        "labelled": True,
+        "drift": {"verdict": "drifted"},
+        "performance": {"value": 0.7, "significant": True},
+    }
     r = catalog.read_record(tmp_path, "p")
     assert r.trainable and r.drifted and r.dropped() and r.measured_value == 0.7 and r.row_count == 9
 

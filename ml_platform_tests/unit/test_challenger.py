@@ -13,10 +13,16 @@ from ml_platform.settings import ModelConfig
 
 
 def _cfg(**retrain) -> ModelConfig:
-    return ModelConfig.model_validate({
-        "landing_dir": "unused", "target": "y", "task": "classification",
-        "features": {f"x{j}": {"type": "numeric"} for j in range(3)},
-        "estimator": {"name": "hist_gradient_boosting", "params": {"max_iter": 40}}, "retrain": retrain})
+    return ModelConfig.model_validate(
+        {
+            "landing_dir": "unused",
+            "target": "y",
+            "task": "classification",
+            "features": {f"x{j}": {"type": "numeric"} for j in range(3)},
+            "estimator": {"name": "hist_gradient_boosting", "params": {"max_iter": 40}},
+            "retrain": retrain,
+        }
+    )
 
 
 def _batch(n, rng, slope):
@@ -43,18 +49,37 @@ def test_a_moved_relationship_pays_and_an_unchanged_one_does_not():
     same = [_batch(2000, rng, 1.0) for _ in range(3)]
     held = _check(cfg, old, pd.concat([old, *same[:2]], ignore_index=True), same[2])
     assert not held.pays and held.ci_low < 0.005, held
-    assert challenger.check(old, same[2], np.zeros((2000, 2)), [0, 1], _cfg(challenger_min_gain=None),
-                            train_batches=1) is None  # turned off
+    assert (
+        challenger.check(old, same[2], np.zeros((2000, 2)), [0, 1], _cfg(challenger_min_gain=None), train_batches=1)
+        is None
+    )  # turned off
 
 
 def test_the_policy_retrains_when_retraining_pays(settings):
     cfg = settings.models["churn"]
     stable = {"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000}
-    perf = {"method": "measured", "metric": "roc_auc", "rows": 2000, "value": 0.80, "ci_low": 0.78, "ci_high": 0.82,
-            "baseline": 0.80, "baseline_ci": [0.78, 0.82], "drop": 0.0, "significant": False, "champion_version": 1}
+    perf = {
+        "method": "measured",
+        "metric": "roc_auc",
+        "rows": 2000,
+        "value": 0.80,
+        "ci_low": 0.78,
+        "ci_high": 0.82,
+        "baseline": 0.80,
+        "baseline_ci": [0.78, 0.82],
+        "drop": 0.0,
+        "significant": False,
+        "champion_version": 1,
+    }
     ch = challenger.ChallengerCheck("roc_auc", 2000, 8000, 4, 0.82, 0.80, 0.02, 0.011, 0.029, 0.98, 0.005, True)
-    rec = BatchRecord("b5", status="validated", valid_rows=2000, labelled=True, drift=stable,
-                      performance={**perf, "challenger": ch.to_dict()})
+    rec = BatchRecord(
+        "b5",
+        status="validated",
+        valid_rows=2000,
+        labelled=True,
+        drift=stable,
+        performance={**perf, "challenger": ch.to_dict()},
+    )
     d = decide(rec, [], cfg, has_champion=True)
     assert d.retrain and d.trigger == "challenger" and d.regime_start is None, d
     assert "refitted on the 4 labelled batch(es) before this one (8000 rows)" in d.reason and "+0.0200" in d.reason
@@ -66,12 +91,27 @@ def test_the_policy_retrains_when_retraining_pays(settings):
 
 def test_a_failed_check_is_said_and_never_retrains(settings):
     cfg = settings.models["churn"]
-    rec = BatchRecord("b5", status="validated", valid_rows=2000, labelled=True,
-                      drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
-                      performance={"method": "measured", "metric": "roc_auc", "rows": 2000, "value": 0.8,
-                                   "ci_low": 0.78, "ci_high": 0.82, "baseline": 0.8, "baseline_ci": [0.78, 0.82],
-                                   "drop": 0.0, "significant": False, "champion_version": 1,
-                                   "challenger": {"error": "MemoryError: "}})
+    rec = BatchRecord(
+        "b5",
+        status="validated",
+        valid_rows=2000,
+        labelled=True,
+        drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
+        performance={
+            "method": "measured",
+            "metric": "roc_auc",
+            "rows": 2000,
+            "value": 0.8,
+            "ci_low": 0.78,
+            "ci_high": 0.82,
+            "baseline": 0.8,
+            "baseline_ci": [0.78, 0.82],
+            "drop": 0.0,
+            "significant": False,
+            "champion_version": 1,
+            "challenger": {"error": "MemoryError: "},
+        },
+    )
     assert not rec.retraining_pays
     d = decide(rec, [], cfg, has_champion=True)
     assert not d.retrain and "challenger check failed: MemoryError" in d.reason, d.reason
@@ -80,11 +120,26 @@ def test_a_failed_check_is_said_and_never_retrains(settings):
 def test_a_drop_that_also_pays_says_both(settings):
     cfg = settings.models["churn"]
     ch = challenger.ChallengerCheck("roc_auc", 2000, 8000, 4, 0.78, 0.70, 0.08, 0.06, 0.10, 0.98, 0.005, True)
-    rec = BatchRecord("b5", status="validated", valid_rows=2000, labelled=True,
-                      drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
-                      performance={"method": "measured", "metric": "roc_auc", "rows": 2000, "value": 0.70,
-                                   "ci_low": 0.68, "ci_high": 0.72, "baseline": 0.80, "baseline_ci": [0.78, 0.82],
-                                   "drop": 0.10, "significant": True, "champion_version": 1,
-                                   "challenger": ch.to_dict()})
+    rec = BatchRecord(
+        "b5",
+        status="validated",
+        valid_rows=2000,
+        labelled=True,
+        drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
+        performance={
+            "method": "measured",
+            "metric": "roc_auc",
+            "rows": 2000,
+            "value": 0.70,
+            "ci_low": 0.68,
+            "ci_high": 0.72,
+            "baseline": 0.80,
+            "baseline_ci": [0.78, 0.82],
+            "drop": 0.10,
+            "significant": True,
+            "champion_version": 1,
+            "challenger": ch.to_dict(),
+        },
+    )
     d = decide(rec, [], cfg, has_champion=True)
     assert d.trigger == "performance" and "; retraining pays too: a model refitted" in d.reason, d.reason

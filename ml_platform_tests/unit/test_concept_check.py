@@ -29,8 +29,16 @@ def _champion(seed=0, reference_rows=2000):
     q = model.predict_proba(xr)
     auc = roc_auc_score(yr, q[:, 1])
     cal = estimate.fit_calibration(yr, q, model.classes_)
-    meta = json.loads(json.dumps({"classes": model.classes_.tolist(), "metrics": {"roc_auc": auc},
-                                  "metrics_ci": {"roc_auc": [auc - 0.012, auc + 0.012]}, "cbpe": cal.to_dict()}))
+    meta = json.loads(
+        json.dumps(
+            {
+                "classes": model.classes_.tolist(),
+                "metrics": {"roc_auc": auc},
+                "metrics_ci": {"roc_auc": [auc - 0.012, auc + 0.012]},
+                "cbpe": cal.to_dict(),
+            }
+        )
+    )
     return model, meta, rng
 
 
@@ -41,8 +49,7 @@ def _measure(model, meta, x, y, **kw):
 def test_an_unchanged_concept_stays_calibrated_under_covariate_shift_and_at_any_batch_size():
     model, meta, rng = _champion()
     seen = []
-    for shift, spread, n in [(0, 1, 2000), (0.8, 1, 2000), (-0.5, 0.6, 2000), (0.3, 1.4, 3000),
-                             (0, 1, 100_000)] * 4:
+    for shift, spread, n in [(0, 1, 2000), (0.8, 1, 2000), (-0.5, 0.6, 2000), (0.3, 1.4, 3000), (0, 1, 100_000)] * 4:
         perf = _measure(model, meta, *_data(n, rng, shift, spread))
         seen.append((shift, spread, n, perf.concept["p_value"]))
         assert not perf.concept["significant"], perf.concept
@@ -101,8 +108,9 @@ def test_multiclass_and_calibrations_recorded_before_bin_counts():
     model = LogisticRegression().fit(x[:3000], y[:3000])
     cal = estimate.fit_calibration(y[3000:4500], model.predict_proba(x[3000:4500]), model.classes_)
     same = estimate.check_calibration(y[4500:], model.predict_proba(x[4500:]), cal)
-    swapped = estimate.check_calibration(np.where(y[4500:] == 0, 1, np.where(y[4500:] == 1, 0, 2)),
-                                         model.predict_proba(x[4500:]), cal)
+    swapped = estimate.check_calibration(
+        np.where(y[4500:] == 0, 1, np.where(y[4500:] == 1, 0, 2)), model.predict_proba(x[4500:]), cal
+    )
     assert same is not None and not same.significant, same
     assert swapped.significant and swapped.cls in ("0", "1"), swapped
     old = estimate.Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k != "counts"})
@@ -126,7 +134,8 @@ def test_rows_scored_exactly_zero_keep_their_own_rate():
     assert sum(cal.counts[0]) == 2000, (cal.x[0][:3], cal.counts[0][:3])  # no reference bin lost
     ps = [estimate.check_calibration(*draw(2000), cal).p_value for _ in range(10)]
     assert min(ps) > 0.001, ps
-    moved = estimate.check_calibration(*(lambda y, q: (np.where(q[:, 1] == 0, rng.random(len(y)) < 0.3, y), q))(
-        *draw(2000)), cal)
+    moved = estimate.check_calibration(
+        *(lambda y, q: (np.where(q[:, 1] == 0, rng.random(len(y)) < 0.3, y), q))(*draw(2000)), cal
+    )
     assert moved.significant and moved.worst["score"] < 0.05, moved.worst  # the bin of the zeros
     assert 0 < moved.to_dict()["p_value"] < 1e-6  # small p-values survive the record (3 significant figures)

@@ -27,24 +27,34 @@ CODES = np.array([str(i) for i in range(90)], dtype=object)
 PLANS = np.array(["basic", "plus", "pro", "max"], dtype=object)
 
 
-SD = {"x_norm": 2.0, "x_lognorm": float(np.sqrt((np.e - 1) * np.e)), "x_int": float(np.sqrt(35 / 12)),
-      "x_unif": float(np.sqrt(4 / 12)), "x_binary": 0.4, "x_t3": float(np.sqrt(3.0)), "x_exp": 1.0}
+SD = {
+    "x_norm": 2.0,
+    "x_lognorm": float(np.sqrt((np.e - 1) * np.e)),
+    "x_int": float(np.sqrt(35 / 12)),
+    "x_unif": float(np.sqrt(4 / 12)),
+    "x_binary": 0.4,
+    "x_t3": float(np.sqrt(3.0)),
+    "x_exp": 1.0,
+}
 
 
-def make_batch(n: int, rng: np.random.Generator, *, plan_p=PLAN_P, shift=(), shift_sd=0.5,
-               with_score: bool = False) -> pd.DataFrame:
-    df = pd.DataFrame({
-        "x_norm": rng.normal(10.0, 2.0, n),
-        "x_lognorm": rng.lognormal(0.0, 1.0, n),
-        "x_int": rng.integers(0, 6, n).astype(float),
-        "x_unif": rng.uniform(-1, 1, n),
-        "x_binary": (rng.random(n) < 0.2).astype(float),
-        "x_t3": rng.standard_t(3, n),
-        "x_exp": rng.exponential(1.0, n),
-        "plan": PLANS[rng.choice(4, n, p=plan_p)],
-        "region": rng.integers(0, 8, n),                                    # integer codes
-        "code": CODES[rng.choice(90, n, p=CODE_P)],                         # many rare values
-    })
+def make_batch(
+    n: int, rng: np.random.Generator, *, plan_p=PLAN_P, shift=(), shift_sd=0.5, with_score: bool = False
+) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "x_norm": rng.normal(10.0, 2.0, n),
+            "x_lognorm": rng.lognormal(0.0, 1.0, n),
+            "x_int": rng.integers(0, 6, n).astype(float),
+            "x_unif": rng.uniform(-1, 1, n),
+            "x_binary": (rng.random(n) < 0.2).astype(float),
+            "x_t3": rng.standard_t(3, n),
+            "x_exp": rng.exponential(1.0, n),
+            "plan": PLANS[rng.choice(4, n, p=plan_p)],
+            "region": rng.integers(0, 8, n),  # integer codes
+            "code": CODES[rng.choice(90, n, p=CODE_P)],  # many rare values
+        }
+    )
     for col in shift:  # + shift_sd reference standard deviations
         df[col] = df[col] + shift_sd * SD[col]
     if with_score:
@@ -55,8 +65,7 @@ def make_batch(n: int, rng: np.random.Generator, *, plan_p=PLAN_P, shift=(), shi
 @pytest.fixture(scope="module")
 def reference() -> DriftReference:
     rng = np.random.default_rng(12345)
-    return build_reference(make_batch(20_000, rng, with_score=True), FEATURES,
-                           score_column="score", seed=1)
+    return build_reference(make_batch(20_000, rng, with_score=True), FEATURES, score_column="score", seed=1)
 
 
 def test_stable_batches_no_false_alarms(reference):
@@ -64,8 +73,9 @@ def test_stable_batches_no_false_alarms(reference):
     sizes = [200] * 12 + [1_000] * 12 + [10_000] * 8 + [100_000] * 4
     for n in sizes:
         res = compute_drift(reference, make_batch(n, rng, with_score=True))
-        drifted = [(f.feature, f.value, f.threshold, f.distance, f.distance_threshold)
-                   for f in res.features if f.drifted]
+        drifted = [
+            (f.feature, f.value, f.threshold, f.distance, f.distance_threshold) for f in res.features if f.drifted
+        ]
         assert res.verdict == "stable", (n, drifted)
         assert not drifted, (n, drifted)
         assert res.score is not None and not res.score.drifted
@@ -103,15 +113,13 @@ def test_small_shift_in_one_feature_flags_feature_not_batch(reference):
     res = compute_drift(reference, make_batch(10_000, rng, shift=["x_unif"]))
     assert res.drifted_features == ["x_unif"]
     assert res.verdict == "stable"  # 1/10 < drifted_share
-    assert compute_drift(reference, make_batch(10_000, rng, shift=["x_unif"]),
-                         drifted_share=0.1).verdict == "drifted"
+    assert compute_drift(reference, make_batch(10_000, rng, shift=["x_unif"]), drifted_share=0.1).verdict == "drifted"
 
 
 @pytest.mark.parametrize("n", [1_000, 10_000])
 def test_categorical_mix_change_detected(reference, n):
     rng = np.random.default_rng(11)
-    res = compute_drift(reference, make_batch(n, rng, plan_p=[0.25, 0.25, 0.25, 0.25]),
-                        drifted_share=0.1)
+    res = compute_drift(reference, make_batch(n, rng, plan_p=[0.25, 0.25, 0.25, 0.25]), drifted_share=0.1)
     plan = next(f for f in res.features if f.feature == "plan")
     assert plan.kind == "categorical" and plan.statistic == "jensen_shannon"
     assert plan.drifted and plan.value > plan.threshold
@@ -122,7 +130,7 @@ def test_categorical_mix_change_detected(reference, n):
 def test_unseen_categories_counted_and_drifted(reference):
     rng = np.random.default_rng(5)
     df = make_batch(5_000, rng)
-    df.loc[:999, "plan"] = "enterprise"          # 20% never-seen category
+    df.loc[:999, "plan"] = "enterprise"  # 20% never-seen category
     res = compute_drift(reference, df)
     plan = next(f for f in res.features if f.feature == "plan")
     assert plan.unseen == 1_000
@@ -153,8 +161,8 @@ def test_nans_and_missing_columns_do_not_crash(reference):
     df.loc[::3, "x_norm"] = np.nan
     df.loc[::5, "x_exp"] = np.inf
     df.loc[::4, "plan"] = None
-    df["x_unif"] = np.nan                         # entirely null
-    df = df.drop(columns=["region"])              # missing
+    df["x_unif"] = np.nan  # entirely null
+    df = df.drop(columns=["region"])  # missing
     res = compute_drift(reference, df)
     by_name = {f.feature: f for f in res.features}
     assert res.verdict == "stable"
@@ -163,7 +171,7 @@ def test_nans_and_missing_columns_do_not_crash(reference):
     assert by_name["plan"].null_rate == pytest.approx(0.25)
     assert by_name["x_unif"].rows == 0 and not by_name["x_unif"].drifted
     assert by_name["region"].rows == 0 and not by_name["region"].drifted
-    json.dumps(res.to_dict(), allow_nan=False)    # NaN -> None
+    json.dumps(res.to_dict(), allow_nan=False)  # NaN -> None
     assert len(res.table_rows()) == len(FEATURES)  # batch has no score column
     assert res.score is None
 
@@ -248,7 +256,7 @@ def _auc(y, s):
 def test_bootstrap_detects_significant_drop():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 4_000)
-    good = y + rng.normal(0, 0.8, y.size)               # AUC ~ 0.81
+    good = y + rng.normal(0, 0.8, y.size)  # AUC ~ 0.81
     baseline = _auc(y, good)
     corrupted = good.copy()
     corrupted[: y.size // 2] = rng.normal(0.5, 0.8, y.size // 2)  # half the scores are noise
@@ -265,8 +273,7 @@ def test_bootstrap_no_drop_on_same_distribution():
     for seed in range(5):
         r = np.random.default_rng(100 + seed)
         y = r.integers(0, 2, 2_000)
-        out = bootstrap_metric_drop(y, y + r.normal(0, 0.8, y.size), metric=_auc,
-                                    baseline=baseline, seed=seed)
+        out = bootstrap_metric_drop(y, y + r.normal(0, 0.8, y.size), metric=_auc, baseline=baseline, seed=seed)
         assert not out["significant"], out
         assert out["ci_low"] <= baseline <= out["ci_high"] or abs(out["drop"]) < 0.03
 
@@ -275,9 +282,7 @@ def test_bootstrap_lower_is_better_metric():
     rng = np.random.default_rng(3)
     y = rng.normal(size=3_000)
     rmse = lambda t, p: float(np.sqrt(np.mean((t - p) ** 2)))  # noqa: E731
-    worse = bootstrap_metric_drop(y, y + rng.normal(0, 1.5, y.size), metric=rmse, baseline=1.0,
-                                  higher_is_better=False)
+    worse = bootstrap_metric_drop(y, y + rng.normal(0, 1.5, y.size), metric=rmse, baseline=1.0, higher_is_better=False)
     assert worse["significant"] and worse["drop"] > 0.3
-    same = bootstrap_metric_drop(y, y + rng.normal(0, 1.0, y.size), metric=rmse, baseline=1.0,
-                                 higher_is_better=False)
+    same = bootstrap_metric_drop(y, y + rng.normal(0, 1.0, y.size), metric=rmse, baseline=1.0, higher_is_better=False)
     assert not same["significant"]

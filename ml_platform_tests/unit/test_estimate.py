@@ -30,8 +30,16 @@ def _champion(classes=2, seed=0):
     q = model.predict_proba(xr)
     cal = estimate.fit_calibration(yr, q, model.classes_)
     auc = roc_auc_score(yr, q[:, 1]) if classes == 2 else roc_auc_score(yr, q, multi_class="ovr")
-    meta = json.loads(json.dumps({"classes": model.classes_.tolist(), "metrics": {"roc_auc": auc},
-                                  "metrics_ci": {"roc_auc": [auc - 0.01, auc + 0.01]}, "cbpe": cal.to_dict()}))
+    meta = json.loads(
+        json.dumps(
+            {
+                "classes": model.classes_.tolist(),
+                "metrics": {"roc_auc": auc},
+                "metrics_ci": {"roc_auc": [auc - 0.01, auc + 0.01]},
+                "cbpe": cal.to_dict(),
+            }
+        )
+    )
     return model, meta, rng
 
 
@@ -47,7 +55,7 @@ def test_estimate_tracks_realised_auc_under_covariate_shift():
         assert abs(real.value - roc_auc_score(y, q[:, 1])) < 1e-12  # the fast AUC is sklearn's
         rows.append((shift, spread, est.value, est.ci_low, est.ci_high, real.value, est.significant))
     print("shift spread estimated [ci] realised significant", *rows, sep="\n")
-    for shift, spread, v, lo, hi, real, sig in rows:
+    for shift, spread, v, lo, hi, real, _sig in rows:
         assert abs(v - real) < 0.05 and lo - 0.01 <= real <= hi + 0.01, (shift, spread, v, lo, hi, real)
     # a narrower spread puts rows where the model is unsure: the estimate sees the drop
     assert rows[1][2] < rows[0][2] - 0.05 and rows[1][6] and not rows[0][6]
@@ -67,8 +75,9 @@ def test_every_estimable_metric_multiclass_and_binary(metric):
         model, meta, rng = _champion(classes=classes)
         x, y = _data(1500, rng, classes=classes)
         q = model.predict_proba(x)
-        est = estimate.estimate(q, meta | {"metrics": {metric: 0.5}, "metrics_ci": {}}, metric, "classification",
-                                n_sim=40)
+        est = estimate.estimate(
+            q, meta | {"metrics": {metric: 0.5}, "metrics_ci": {}}, metric, "classification", n_sim=40
+        )
         real = estimate.measure(y, q, meta | {"metrics": {metric: 0.5}}, metric, "classification", n_boot=20)
         assert est.method == "cbpe", est.reason
         assert abs(est.value - real.value) < 0.05, (metric, classes, est.value, real.value)
@@ -77,18 +86,27 @@ def test_every_estimable_metric_multiclass_and_binary(metric):
 def test_no_estimate_is_said_with_the_reason():
     none = estimate.estimate(np.zeros(10), {"metrics": {"rmse": 1.0}}, "rmse", "regression")
     assert none.method == "none" and none.value is None and "regression" in none.reason
-    no_cal = estimate.estimate(np.full((10, 2), 0.5), {"classes": [0, 1], "metrics": {"roc_auc": 0.8}},
-                               "roc_auc", "classification", version=4)
+    no_cal = estimate.estimate(
+        np.full((10, 2), 0.5), {"classes": [0, 1], "metrics": {"roc_auc": 0.8}}, "roc_auc", "classification", version=4
+    )
     assert no_cal.method == "none" and "v4 carries no calibration" in no_cal.reason
     assert estimate.fit_calibration(np.zeros(100), np.full((100, 2), 0.5), [0, 1]) is None  # one class
 
 
 def test_tracking_pairs_estimates_with_realised_values():
-    recs = [{"partition": "a", "estimate": {"value": 0.80, "ci_low": 0.78, "ci_high": 0.82},
-             "performance": {"metric": "roc_auc", "value": 0.79}},
-            {"partition": "b", "estimate": {"value": 0.80, "ci_low": 0.78, "ci_high": 0.82},
-             "performance": {"metric": "roc_auc", "value": 0.70}},
-            {"partition": "c", "estimate": {"value": 0.8}, "performance": {"skipped": "no labels"}}]
+    recs = [
+        {
+            "partition": "a",
+            "estimate": {"value": 0.80, "ci_low": 0.78, "ci_high": 0.82},
+            "performance": {"metric": "roc_auc", "value": 0.79},
+        },
+        {
+            "partition": "b",
+            "estimate": {"value": 0.80, "ci_low": 0.78, "ci_high": 0.82},
+            "performance": {"metric": "roc_auc", "value": 0.70},
+        },
+        {"partition": "c", "estimate": {"value": 0.8}, "performance": {"skipped": "no labels"}},
+    ]
     t = estimate.tracking([BatchRecord.from_dict(r) for r in recs])
     assert [r["partition"] for r in t.rows] == ["a", "b"]
     assert t.mean_abs_error == pytest.approx(0.055) and t.covered == 0.5

@@ -77,8 +77,9 @@ def test_paired_interval_points_the_right_way_and_is_deterministic():
     # An error metric: lower RMSE is the better candidate, delta > 0.
     rng = np.random.default_rng(0)
     t = rng.normal(0, 10, 1000)
-    reg = bootstrap.paired_bootstrap("rmse", "regression", t, t + rng.normal(0, 1, 1000),
-                                     t + rng.normal(0, 3, 1000), resamples=300)
+    reg = bootstrap.paired_bootstrap(
+        "rmse", "regression", t, t + rng.normal(0, 1, 1000), t + rng.normal(0, 3, 1000), resamples=300
+    )
     assert reg.delta > 0 and reg.ci_low > 0, reg
 
 
@@ -86,8 +87,9 @@ def test_paired_bootstrap_of_1000_auc_resamples_on_10k_rows_is_fast():
     y, _ = _scores(10_000, 0, 1.0)
     a, b = _probs(y, 1.0, 1), _probs(y, 0.9, 2)
     t0, c0 = time.perf_counter(), time.process_time()
-    bootstrap.paired_bootstrap("roc_auc", "classification", y, a, b, candidate_classes=CLASSES,
-                               champion_classes=CLASSES, resamples=1000)
+    bootstrap.paired_bootstrap(
+        "roc_auc", "classification", y, a, b, candidate_classes=CLASSES, champion_classes=CLASSES, resamples=1000
+    )
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(f"1000 paired ROC AUC resamples, 10k rows: {wall:.2f} s wall, {cpu:.2f} s CPU")
     assert cpu < 3.0  # ~0.5 s on an idle core; generous for a loaded 2-core box
@@ -115,8 +117,14 @@ def test_bootstrap_verdict_against_the_margin():
 
 
 def test_too_few_rows_is_not_enough_evidence_and_the_champion_stays():
-    v = gate.not_worse_by_bootstrap(_interval(0.1, 0.05, 0.15, rows=40), 7, max_regression=0.01, min_rows=100,
-                                    rows=40, note="40 of 300 holdout rows (260 trained on by v7, dropped)")
+    v = gate.not_worse_by_bootstrap(
+        _interval(0.1, 0.05, 0.15, rows=40),
+        7,
+        max_regression=0.01,
+        min_rows=100,
+        rows=40,
+        note="40 of 300 holdout rows (260 trained on by v7, dropped)",
+    )
     assert not v.passed and v.reason.startswith("not enough evidence: 40 comparison rows")
     assert "champion v7 stays" in v.reason and "260 trained on by v7" in v.reason, v.reason
     assert gate.too_few_rows(None, rows=0, min_rows=100, method="plain") is None
@@ -125,8 +133,14 @@ def test_too_few_rows_is_not_enough_evidence_and_the_champion_stays():
 def _training_set():
     """Three batches of 10 rows; the champion's holdout was the last 2 rows of b2; the new
     training set's holdout spans the last 4 rows of b2 and the last 4 of b3."""
-    df = pd.DataFrame({BATCH: ["b1"] * 10 + ["b2"] * 10 + ["b3"] * 10, ROW: list(range(10)) * 3,
-                       "x": np.arange(30.0), "y": np.arange(30) % 2})
+    df = pd.DataFrame(
+        {
+            BATCH: ["b1"] * 10 + ["b2"] * 10 + ["b3"] * 10,
+            ROW: list(range(10)) * 3,
+            "x": np.arange(30.0),
+            "y": np.arange(30) % 2,
+        }
+    )
     return df
 
 
@@ -166,10 +180,23 @@ def test_slices_name_the_failing_ones_with_figures():
     cand = _probs(y, 1.3, 2)
     monthly = (df["contract"] == "monthly").to_numpy()
     cand[monthly] = _probs(y[monthly], 0.05, 3)  # much worse on one slice
-    results = [slices.judge_slice(label, m, metric="roc_auc", task="classification", y=y, candidate_outputs=cand,
-                                  candidate_classes=CLASSES, champion_outputs=champ, champion_classes=CLASSES,
-                                  threshold=0.6, max_regression=0.05, min_rows=50)
-               for label, m in slices.slice_masks(df, "contract", "categorical")]
+    results = [
+        slices.judge_slice(
+            label,
+            m,
+            metric="roc_auc",
+            task="classification",
+            y=y,
+            candidate_outputs=cand,
+            candidate_classes=CLASSES,
+            champion_outputs=champ,
+            champion_classes=CLASSES,
+            threshold=0.6,
+            max_regression=0.05,
+            min_rows=50,
+        )
+        for label, m in slices.slice_masks(df, "contract", "categorical")
+    ]
     v = gate.per_slice(results, 3, configured=1)
     print(v.reason)
     assert not v.passed and v.figures["failing"] == 1
@@ -189,8 +216,10 @@ def test_judge_against_champion_follows_gate_comparison(settings):
 
     def judge(comparison, rows=400):
         cfg = base.model_copy(update={"gate": base.gate.model_copy(update={"comparison": comparison})})
-        return gate.judge_against_champion(cfg, y[:rows], cand[:rows], CLASSES, champ[:rows], CLASSES, 2,
-                                           note="test rows")
+        return gate.judge_against_champion(
+            cfg, y[:rows], cand[:rows], CLASSES, champ[:rows], CLASSES, 2, note="test rows"
+        )
+
     boot, strict, plain = judge("bootstrap"), judge("bootstrap_strict"), judge("plain")
     print(boot.reason, strict.reason, plain.reason, sep="\n")
     assert boot.figures["method"] == "bootstrap" and boot.figures["ci_low"] < 0 < boot.figures["ci_high"]

@@ -32,6 +32,7 @@ def test_parity_and_latency():
 
 def test_policy_on_arrival(settings):
     from ml_platform.settings import RetrainConfig
+
     cfg = settings.models["churn"].model_copy(update={"retrain": RetrainConfig(policy="on_arrival")})
     assert decide(BatchRecord("a", status="validated"), [], cfg, has_champion=False).trigger == "arrival"
     assert decide(BatchRecord("a", status="validated"), [], cfg, has_champion=True).retrain
@@ -40,11 +41,28 @@ def test_policy_on_arrival(settings):
 
 
 def _rec(p, verdict="stable", rows=1000, significant=False, status="validated", decision=None, **kw):
-    r = {"partition": p, "status": status, "valid_rows": rows, "labelled": True,
-         "drift": {"verdict": verdict, "share_drifted": 0.5 if verdict == "drifted" else 0.0,
-                   "drifted_features": ["age"] if verdict == "drifted" else [], "rows": rows},
-         "performance": {"metric": "roc_auc", "value": 0.6, "ci_low": 0.55, "ci_high": 0.65, "baseline": 0.8,
-                         "drop": 0.2, "significant": significant, "champion_version": 1}}
+    r = {
+        "partition": p,
+        "status": status,
+        "valid_rows": rows,
+        "labelled": True,
+        "drift": {
+            "verdict": verdict,
+            "share_drifted": 0.5 if verdict == "drifted" else 0.0,
+            "drifted_features": ["age"] if verdict == "drifted" else [],
+            "rows": rows,
+        },
+        "performance": {
+            "metric": "roc_auc",
+            "value": 0.6,
+            "ci_low": 0.55,
+            "ci_high": 0.65,
+            "baseline": 0.8,
+            "drop": 0.2,
+            "significant": significant,
+            "champion_version": 1,
+        },
+    }
     if decision is not None:
         r["decision"] = decision
     r.update(kw)
@@ -60,6 +78,7 @@ def test_on_drift_leaves_stable_batches_alone(settings):
 def _legacy(settings):
     """``retrain.trigger_on: drift``: persistent drift retrains whatever the performance."""
     from ml_platform.settings import RetrainConfig
+
     return settings.models["churn"].model_copy(update={"retrain": RetrainConfig(trigger_on="drift")})
 
 
@@ -77,9 +96,20 @@ def _unlabelled(p, verdict="drifted", est_significant=False, estimate=True, **kw
     r = _rec(p, verdict, **kw)
     r.labelled = False
     r.performance = {"skipped": "batch carries no labels"}
-    r.estimate = ({"method": "cbpe", "metric": "roc_auc", "value": 0.7, "ci_low": 0.68, "ci_high": 0.72,
-                      "baseline": 0.8, "drop": 0.1, "significant": est_significant}
-                     if estimate else {"method": "none", "reason": "regression: no label-free estimate"})
+    r.estimate = (
+        {
+            "method": "cbpe",
+            "metric": "roc_auc",
+            "value": 0.7,
+            "ci_low": 0.68,
+            "ci_high": 0.72,
+            "baseline": 0.8,
+            "drop": 0.1,
+            "significant": est_significant,
+        }
+        if estimate
+        else {"method": "none", "reason": "regression: no label-free estimate"}
+    )
     return r
 
 
@@ -97,6 +127,7 @@ def test_without_labels_the_estimate_decides_with_debounce(settings):
 
 def test_no_estimate_falls_back_to_debounced_drift_or_waits(settings):
     from ml_platform.settings import RetrainConfig
+
     cfg = settings.models["churn"]
     h = [_unlabelled("u1", estimate=False, decision={"retrain": False})]
     d = decide(_unlabelled("u2", estimate=False), h, cfg, has_champion=True)
@@ -152,20 +183,28 @@ def test_a_significant_but_negligible_drop_does_not_retrain(settings):
 
 def test_cooldown_holds_a_retrain(settings):
     from ml_platform.settings import RetrainConfig
+
     cfg = settings.models["churn"].model_copy(update={"retrain": RetrainConfig(cooldown_seconds=3600)})
     h = [_rec("a", decision={"retrain": True, "at": 1000.0})]
     d = decide(_rec("p", significant=True, validated_at=1500.0), h, cfg, has_champion=True)
     assert not d.retrain and "cooldown" in d.reason
 
 
-@pytest.mark.parametrize("extra, problem", [
-    ("retrain: {trigger_on: bogus}\n", "models.churn.retrain.trigger_on: expected 'performance' or 'drift'"),
-    ("retrain: {unestimated_drift: maybe}\n", "models.churn.retrain.unestimated_drift: expected 'retrain' or 'wait'"),
-    ("retrain: {min_drop: -1}\n", "models.churn.retrain.min_drop"),
-])
+@pytest.mark.parametrize(
+    "extra, problem",
+    [
+        ("retrain: {trigger_on: bogus}\n", "models.churn.retrain.trigger_on: expected 'performance' or 'drift'"),
+        (
+            "retrain: {unestimated_drift: maybe}\n",
+            "models.churn.retrain.unestimated_drift: expected 'retrain' or 'wait'",
+        ),
+        ("retrain: {min_drop: -1}\n", "models.churn.retrain.min_drop"),
+    ],
+)
 def test_policy_keys_are_validated_at_load(tmp_path, extra, problem):
     from ml_platform.settings import ConfigError, load_settings
     from ml_platform_tests.conftest import write_config
+
     with pytest.raises(ConfigError) as e:
         load_settings(write_config(tmp_path, extra=extra))
     assert problem in str(e.value), str(e.value)

@@ -35,14 +35,17 @@ def test_hash_cache_avoids_rehashing(tmp_path):
     assert scan_landing(tmp_path, settle_seconds=0, hash_cache=cache)[0].sha256 == "cached" != first[0].sha256
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("empty.csv", b"", "file is empty"),
-    ("header.csv", b"a,b,c\n", "has a header but no rows"),
-    ("binary.csv", b"PK\x03\x04\x00\x00garbage", "binary content"),
-    ("latin.csv", b"a,b\n\xff\xfe,1\n", "not UTF-8"),
-    ("notes.json", b'{"a": 1}', "unsupported file type '.json'"),
-    ("broken.parquet", b"PAR1 this is not really parquet", "cannot be read as parquet"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.csv", b"", "file is empty"),
+        ("header.csv", b"a,b,c\n", "has a header but no rows"),
+        ("binary.csv", b"PK\x03\x04\x00\x00garbage", "binary content"),
+        ("latin.csv", b"a,b\n\xff\xfe,1\n", "not UTF-8"),
+        ("notes.json", b'{"a": 1}', "unsupported file type '.json'"),
+        ("broken.parquet", b"PAR1 this is not really parquet", "cannot be read as parquet"),
+    ],
+)
 def test_unreadable_files_name_the_file_and_the_problem(tmp_path, name, content, message):
     p = tmp_path / name
     p.write_bytes(content)
@@ -60,7 +63,10 @@ def test_truncated_parquet(tmp_path):
 
 
 def test_simulated_batches_round_trip_in_both_formats(tmp_path):
-    csv, pq = write_batches(tmp_path / "c", 1, rows=100)[0], write_batches(tmp_path / "p", 1, rows=100, fmt="parquet")[0]
+    csv, pq = (
+        write_batches(tmp_path / "c", 1, rows=100)[0],
+        write_batches(tmp_path / "p", 1, rows=100, fmt="parquet")[0],
+    )
     a, b = read_batch(csv), read_batch(pq)
     assert len(a) == len(b) == 100 and list(a.columns) == list(b.columns)
     assert not list(tmp_path.glob("*/.*.tmp"))

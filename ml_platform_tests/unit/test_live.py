@@ -13,15 +13,25 @@ def _write(d, name, rows, junk=b""):
 
 
 def _row(i, version=2, plan="pro"):
-    return {"tenure": float(i), "plan": plan, "_ts": f"2026-11-22T00:00:{i:02d}.000+00:00", "_version": version,
-            "_prediction": 1, "_probabilities": {"0": 0.25, "1": 0.75}}
+    return {
+        "tenure": float(i),
+        "plan": plan,
+        "_ts": f"2026-11-22T00:00:{i:02d}.000+00:00",
+        "_version": version,
+        "_prediction": 1,
+        "_probabilities": {"0": 0.25, "1": 0.75},
+    }
 
 
 def test_newest_rows_of_the_version_oldest_first(tmp_path):
     d = tmp_path / "churn"
     _write(d, "live-20261122T000000000000Z-1.jsonl", [_row(i) for i in range(0, 5)])
-    _write(d, "live-20261122T000010000000Z-1.jsonl", [_row(i) for i in range(5, 8)] + [_row(99, version=1)],
-           junk=b"not json\n[1, 2]\n")
+    _write(
+        d,
+        "live-20261122T000010000000Z-1.jsonl",
+        [_row(i) for i in range(5, 8)] + [_row(99, version=1)],
+        junk=b"not json\n[1, 2]\n",
+    )
     _write(d, ".live-20261122T000020000000Z-1.jsonl.tmp", [_row(50)])  # being written: ignored
     win = live.read_window(d, 2, ["tenure", "plan"], max_rows=6, score_column="s", missing_token="__missing__")
     assert win.frame["tenure"].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]

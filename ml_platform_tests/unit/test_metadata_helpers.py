@@ -4,17 +4,30 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml_platform.assets.common import bar, display_name, plot, table
+from ml_platform.defs.metadata import bar, display_name, plot, table
 
 
 def test_table_has_a_schema_people_names_and_empty_cells_for_missing():
-    df = pd.DataFrame({"feature": ["age", "__score__"], "value": [0.1234567, np.nan], "rows": [3, 4],
-                       "drifted": [True, False], "__score__": [0.5, None], "at": [pd.Timestamp("2026-01-01"), pd.NaT]})
+    df = pd.DataFrame(
+        {
+            "feature": ["age", "__score__"],
+            "value": [0.1234567, np.nan],
+            "rows": [3, 4],
+            "drifted": [True, False],
+            "__score__": [0.5, None],
+            "at": [pd.Timestamp("2026-01-01"), pd.NaT],
+        }
+    )
     t = table(df)
     assert isinstance(t, dg.TableMetadataValue)
     assert [(c.name, c.type) for c in t.schema.columns] == [
-        ("feature", "string"), ("value", "float"), ("rows", "int"), ("drifted", "bool"),
-        ("model score", "float"), ("at", "string")]
+        ("feature", "string"),
+        ("value", "float"),
+        ("rows", "int"),
+        ("drifted", "bool"),
+        ("model score", "float"),
+        ("at", "string"),
+    ]
     first, second = (r.data for r in t.records)
     assert first["value"] == 0.123457 and first["at"].startswith("2026-01-01")
     assert second["value"] is None and second["model score"] is None and second["at"] is None
@@ -34,4 +47,6 @@ def test_bar_and_plot():
     assert bar(10.0).startswith("██████████ ") and bar(0.0).startswith("░")
     assert bar(float("nan")) is None and bar(None) is None
     md = plot(b"\x89PNG fake", "drift per feature")
-    assert isinstance(md, dg.MarkdownMetadataValue) and md.value.startswith("![drift per feature](data:image/png;base64,")
+    assert isinstance(md, dg.MarkdownMetadataValue) and md.value.startswith(
+        "![drift per feature](data:image/png;base64,"
+    )

@@ -8,9 +8,14 @@ from ml_platform.core import export, gate, training
 from ml_platform.core.simulate import generate_batch
 from ml_platform.settings import ModelConfig
 
-FEATURES = {"tenure_months": {"type": "numeric"}, "monthly_charges": {"type": "numeric"},
-            "usage_gb": {"type": "numeric"}, "age": {"type": "numeric"},
-            "plan": {"type": "categorical"}, "region": {"type": "categorical"}}
+FEATURES = {
+    "tenure_months": {"type": "numeric"},
+    "monthly_charges": {"type": "numeric"},
+    "usage_gb": {"type": "numeric"},
+    "age": {"type": "numeric"},
+    "plan": {"type": "categorical"},
+    "region": {"type": "categorical"},
+}
 
 
 def _regression(scale: float, estimator: str, seed: int = 0):
@@ -18,8 +23,15 @@ def _regression(scale: float, estimator: str, seed: int = 0):
     df = generate_batch(3000, seed=seed)
     y = df["monthly_charges"].fillna(50) * 3 + df["tenure_months"] * 0.5 + df["usage_gb"].fillna(0)
     df["y"] = y / y.mean() * scale
-    cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "y", "task": "regression",
-                                      "features": FEATURES, "estimator": {"name": estimator}})
+    cfg = ModelConfig.model_validate(
+        {
+            "landing_dir": "x",
+            "target": "y",
+            "task": "regression",
+            "features": FEATURES,
+            "estimator": {"name": estimator},
+        }
+    )
     mask = training.holdout_mask(df, cfg)
     pipe = training.fit(df[~mask], cfg)
     sess = export.session(export.export_onnx(pipe, cfg))
@@ -100,8 +112,9 @@ def test_classification_probabilities_stay_absolute():
 
 def test_real_classifier_passes():
     df = generate_batch(2000, seed=3)
-    cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "churned", "task": "classification",
-                                      "features": FEATURES})
+    cfg = ModelConfig.model_validate(
+        {"landing_dir": "x", "target": "churned", "task": "classification", "features": FEATURES}
+    )
     pipe = training.fit(df, cfg)
     sess = export.session(export.export_onnx(pipe, cfg))
     ref = pipe.predict_proba(training.model_inputs(df, cfg))

@@ -1,10 +1,11 @@
 """core/payoff.ledger on a synthetic history: two drift episodes (one recovered after a blocked
 candidate, one still open), a rejected candidate, a rollback, and the served metric around moves."""
 
+from datetime import datetime, timezone
+
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.payoff import BatchFacts, VersionFacts, ledger
-from datetime import datetime, timezone
 
 T0 = 1_700_000_000.0
 
@@ -14,37 +15,81 @@ def iso(t: float) -> str:
 
 
 def move(t, prev, to, kind="deploy", trigger="performance", actor="dagster run x"):
-    return AuditEntry(at=iso(t), model="m", previous=prev, to=to, actor=actor, trigger=trigger, reason="",
-                      kind=kind, gate={}, endpoint="reloaded", intent="i")
+    return AuditEntry(
+        at=iso(t),
+        model="m",
+        previous=prev,
+        to=to,
+        actor=actor,
+        trigger=trigger,
+        reason="",
+        kind=kind,
+        gate={},
+        endpoint="reloaded",
+        intent="i",
+    )
 
 
 def batch(i, served, metric=None, drifted=False, dropped=False, stable=True):
-    return BatchFacts(f"b{i}", T0 + 100 * i, drifted=drifted, dropped=dropped,
-                      stable=stable and not drifted and not dropped, served_version=served, served_metric=metric)
+    return BatchFacts(
+        f"b{i}",
+        T0 + 100 * i,
+        drifted=drifted,
+        dropped=dropped,
+        stable=stable and not drifted and not dropped,
+        served_version=served,
+        served_metric=metric,
+    )
 
 
 def history():
     batches = [
-        batch(0, None),                                    # first batch: trains v1
-        batch(1, 1, 0.90), batch(2, 1, 0.91), batch(3, 1, 0.89),
-        batch(4, 1, 0.70, drifted=True, dropped=True),     # episode 1 starts (landed T0+400)
-        batch(5, 1, 0.71, drifted=True, dropped=True),     # v2 blocked by the gate, v3 deployed at T0+560
-        batch(6, 3, 0.88), batch(7, 3, 0.87),
-        batch(8, 3, None, drifted=True),                   # episode 2 (covariate only): subsides
+        batch(0, None),  # first batch: trains v1
+        batch(1, 1, 0.90),
+        batch(2, 1, 0.91),
+        batch(3, 1, 0.89),
+        batch(4, 1, 0.70, drifted=True, dropped=True),  # episode 1 starts (landed T0+400)
+        batch(5, 1, 0.71, drifted=True, dropped=True),  # v2 blocked by the gate, v3 deployed at T0+560
+        batch(6, 3, 0.88),
+        batch(7, 3, 0.87),
+        batch(8, 3, None, drifted=True),  # episode 2 (covariate only): subsides
         batch(9, 3, 0.88),
-        batch(10, 3, None, drifted=True),                  # episode 3: still open
+        batch(10, 3, None, drifted=True),  # episode 3: still open
     ]
     versions = [
         VersionFacts(1, "arrival", T0 + 10, "passed", train_seconds=4.0),
-        VersionFacts(2, "performance", T0 + 420, "failed", failing=["min_metric: 0.61 < 0.7"], train_seconds=5.0,
-                     gate_delta=-0.2),
+        VersionFacts(
+            2, "performance", T0 + 420, "failed", failing=["min_metric: 0.61 < 0.7"], train_seconds=5.0, gate_delta=-0.2
+        ),
         VersionFacts(3, "performance", T0 + 520, "passed", train_seconds=6.5, gate_delta=0.15),
-        VersionFacts(4, "manual", T0 + 950, "passed", approval="rejected", approval_note="rejected by ann: no",
-                     train_seconds=None),
+        VersionFacts(
+            4,
+            "manual",
+            T0 + 950,
+            "passed",
+            approval="rejected",
+            approval_note="rejected by ann: no",
+            train_seconds=None,
+        ),
     ]
-    audit = [move(T0 + 20, None, 1, trigger="arrival"), move(T0 + 560, 1, 3),
-             AuditEntry(at=iso(T0 + 960), model="m", previous=3, to=3, actor="ann (cli)", trigger="approval",
-                        reason="rejected v4", kind="reject", gate={}, endpoint="unchanged", intent="", candidate=4)]
+    audit = [
+        move(T0 + 20, None, 1, trigger="arrival"),
+        move(T0 + 560, 1, 3),
+        AuditEntry(
+            at=iso(T0 + 960),
+            model="m",
+            previous=3,
+            to=3,
+            actor="ann (cli)",
+            trigger="approval",
+            reason="rejected v4",
+            kind="reject",
+            gate={},
+            endpoint="unchanged",
+            intent="",
+            candidate=4,
+        ),
+    ]
     return batches, versions, audit
 
 
@@ -60,11 +105,15 @@ def test_counts_blocked_and_training_time():
 
 def test_episodes_recovered_subsided_open():
     p = ledger("roc_auc", *history())
-    got = [(e.first_batch, e.status, e.batches, e.recovered_by, e.time_to_recovery_seconds, e.retrains, e.blocked)
-           for e in p.episodes]
-    assert got == [("b4", "recovered", 2, 3, 160.0, 2, 1),   # landed T0+400, v3 serving at T0+560
-                   ("b8", "subsided", 1, None, None, 0, 0),
-                   ("b10", "open", 1, None, None, 0, 0)], got
+    got = [
+        (e.first_batch, e.status, e.batches, e.recovered_by, e.time_to_recovery_seconds, e.retrains, e.blocked)
+        for e in p.episodes
+    ]
+    assert got == [
+        ("b4", "recovered", 2, 3, 160.0, 2, 1),  # landed T0+400, v3 serving at T0+560
+        ("b8", "subsided", 1, None, None, 0, 0),
+        ("b10", "open", 1, None, None, 0, 0),
+    ], got
     assert p.episodes[0].performance_dropped and not p.episodes[1].performance_dropped
     assert p.to_dict()["median_time_to_recovery_seconds"] == 160.0
 
@@ -94,10 +143,18 @@ def test_files_landed_at_once_are_judged_by_when_they_were_scored():
 
     def b(i, served, metric, **kw):
         return BatchFacts(f"b{i}", landed, scored_at=T0 + 60 * i, served_version=served, served_metric=metric, **kw)
-    batches = [b(0, None, None), b(1, 1, 0.77, stable=True), b(2, 1, 0.49, drifted=True, dropped=True),
-               b(3, 2, 0.76, stable=True), b(4, 2, 0.74, stable=True)]
-    versions = [VersionFacts(1, "arrival", T0 + 30, "passed", train_seconds=3.0),
-                VersionFacts(2, "performance", T0 + 150, "passed", train_seconds=4.0, gate_delta=0.2)]
+
+    batches = [
+        b(0, None, None),
+        b(1, 1, 0.77, stable=True),
+        b(2, 1, 0.49, drifted=True, dropped=True),
+        b(3, 2, 0.76, stable=True),
+        b(4, 2, 0.74, stable=True),
+    ]
+    versions = [
+        VersionFacts(1, "arrival", T0 + 30, "passed", train_seconds=3.0),
+        VersionFacts(2, "performance", T0 + 150, "passed", train_seconds=4.0, gate_delta=0.2),
+    ]
     audit = [move(T0 + 40, None, 1, trigger="arrival"), move(T0 + 170, 1, 2)]
     p = ledger("roc_auc", batches, versions, audit)
     (e,) = p.episodes
@@ -115,15 +172,31 @@ def test_empty_history():
 
 
 def test_from_record_reads_the_catalog_fields():
-    rec = {"partition": "p", "arrival": 5.0, "drift": {"verdict": "stable"},
-           "performance": {"value": 0.8, "significant": False, "champion_version": 2},
-           "estimate": {"significant": False, "champion_version": 2}}
+    rec = {
+        "partition": "p",
+        "arrival": 5.0,
+        "drift": {"verdict": "stable"},
+        "performance": {"value": 0.8, "significant": False, "champion_version": 2},
+        "estimate": {"significant": False, "champion_version": 2},
+    }
     b = BatchFacts.from_record(BatchRecord.from_dict(rec))
-    assert (b.landed_at, b.drifted, b.dropped, b.stable, b.served_version, b.served_metric) == (5.0, False, False,
-                                                                                                True, 2, 0.8)
-    b = BatchFacts.from_record(BatchRecord("q", ingested_at=7, drift={"verdict": "not enough data"},
-                                           performance={"skipped": "batch carries no labels"},
-                                           estimate={"significant": True, "champion_version": 1}))
+    assert (b.landed_at, b.drifted, b.dropped, b.stable, b.served_version, b.served_metric) == (
+        5.0,
+        False,
+        False,
+        True,
+        2,
+        0.8,
+    )
+    b = BatchFacts.from_record(
+        BatchRecord(
+            "q",
+            ingested_at=7,
+            drift={"verdict": "not enough data"},
+            performance={"skipped": "batch carries no labels"},
+            estimate={"significant": True, "champion_version": 1},
+        )
+    )
     assert (b.landed_at, b.dropped, b.stable, b.served_version, b.served_metric) == (7.0, True, False, 1, None)
 
 
@@ -132,7 +205,7 @@ def test_the_sparkline_does_not_draw_noise_as_a_cliff():
     2 % of the metric stays in the middle rows, and a real drop still spans the scale."""
     from types import SimpleNamespace
 
-    from ml_platform.assets.payoff import sparkline, value_range
+    from ml_platform.defs.assets.payoff import sparkline, value_range
 
     def line(values):
         timeline = [SimpleNamespace(served_metric=v, served_version=1) for v in values]

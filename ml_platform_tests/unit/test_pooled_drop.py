@@ -13,15 +13,30 @@ Z = 1.959964
 
 def _figure(value: float, se: float = 0.0087, version: int = 1, base: float = 0.887, base_se: float = 0.0082) -> dict:
     """A measured figure as monitoring records it (``Performance.to_dict``), judged like measure()."""
-    perf = estimate.Performance("measured", "roc_auc", 2000, value, value - Z * se, value + Z * se, base,
-                                [base - Z * base_se, base + Z * base_se], champion_version=version)
+    perf = estimate.Performance(
+        "measured",
+        "roc_auc",
+        2000,
+        value,
+        value - Z * se,
+        value + Z * se,
+        base,
+        [base - Z * base_se, base + Z * base_se],
+        champion_version=version,
+    )
     return estimate._judge(perf, True).to_dict()
 
 
 def _rec(p: str, value: float, **kw) -> BatchRecord:
-    return BatchRecord(p, status="validated", valid_rows=2000, labelled=True,
-                       drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
-                       performance=_figure(value, **kw), decision=Decision(False, "none", "held", at=0.0))
+    return BatchRecord(
+        p,
+        status="validated",
+        valid_rows=2000,
+        labelled=True,
+        drift={"verdict": "stable", "share_drifted": 0.0, "drifted_features": [], "rows": 2000},
+        performance=_figure(value, **kw),
+        decision=Decision(False, "none", "held", at=0.0),
+    )
 
 
 def test_one_batch_counts_when_its_interval_clears_the_holdouts():

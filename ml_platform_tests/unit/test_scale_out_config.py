@@ -4,8 +4,8 @@ PostgreSQL and runs on Celery, and holds the password only as an environment-var
 import pytest
 import yaml
 
-from ml_platform import scale_out
-from ml_platform.instance import dagster_yaml, prepare_environment
+from ml_platform.runtime import scale_out
+from ml_platform.runtime.instance import dagster_yaml, prepare_environment
 from ml_platform.settings import ConfigError, load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -30,8 +30,11 @@ def test_default_is_embedded(tmp_path):
 def test_postgres_and_celery_in_dagster_yaml_password_by_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("MY_PG_PW", SECRET)
     monkeypatch.delenv("PGPASSWORD", raising=False)
-    cfg = _config(tmp_path, "scale_out:\n  postgres: {host: db.internal, port: 5433, user: mlp, password_env: MY_PG_PW}\n"
-                            "  celery: {broker_url: 'redis://broker:6379/0'}\n")
+    cfg = _config(
+        tmp_path,
+        "scale_out:\n  postgres: {host: db.internal, port: 5433, user: mlp, password_env: MY_PG_PW}\n"
+        "  celery: {broker_url: 'redis://broker:6379/0'}\n",
+    )
     s = load_settings(cfg)
     assert s.tracking_uri == "postgresql+psycopg2://mlp@db.internal:5433/mlflow"
     prepare_environment(s)
@@ -44,6 +47,7 @@ def test_postgres_and_celery_in_dagster_yaml_password_by_reference(tmp_path, mon
     assert doc["run_launcher"]["config"]["broker"] == "redis://broker:6379/0"
     assert SECRET not in text and SECRET not in (tmp_path / ".env").read_text()
     import os
+
     assert os.environ["PGPASSWORD"] == SECRET  # libpq (MLflow) reads it from the environment only
 
 
@@ -55,19 +59,32 @@ def test_password_file(tmp_path, monkeypatch):
     assert scale_out.storage_section(s)["postgres"]["postgres_db"]["password"] == {"env": "PGPASSWORD"}
 
 
-@pytest.mark.parametrize("block, message", [
-    ("scale_out:\n  celery: {broker_url: 'redis://h:6379/0'}\n",
-     "scale_out.celery: Celery workers need the shared PostgreSQL storage"),
-    ("scale_out:\n  postgres: {password_env: NOT_SET_ANYWHERE_42}\n",
-     "scale_out.postgres.password_env: environment variable NOT_SET_ANYWHERE_42 is not set"),
-    ("scale_out:\n  postgres: {password_file: missing.pw}\n",
-     "scale_out.postgres.password_file: expected a readable file"),
-    ("scale_out:\n  postgres: {}\n  celery: {broker_url: 'redis://:hunter2@h:6379/0'}\n",
-     "scale_out.celery.broker_url: expected a URL without a password"),
-    ("scale_out:\n  postgres: {}\n  celery: {broker_url: 'http://h'}\n",
-     "scale_out.celery.broker_url: expected a redis://"),
-    ("scale_out:\n  postgres: {password: x}\n", "scale_out.postgres.password: unknown key"),
-])
+@pytest.mark.parametrize(
+    "block, message",
+    [
+        (
+            "scale_out:\n  celery: {broker_url: 'redis://h:6379/0'}\n",
+            "scale_out.celery: Celery workers need the shared PostgreSQL storage",
+        ),
+        (
+            "scale_out:\n  postgres: {password_env: NOT_SET_ANYWHERE_42}\n",
+            "scale_out.postgres.password_env: environment variable NOT_SET_ANYWHERE_42 is not set",
+        ),
+        (
+            "scale_out:\n  postgres: {password_file: missing.pw}\n",
+            "scale_out.postgres.password_file: expected a readable file",
+        ),
+        (
+            "scale_out:\n  postgres: {}\n  celery: {broker_url: 'redis://:hunter2@h:6379/0'}\n",
+            "scale_out.celery.broker_url: expected a URL without a password",
+        ),
+        (
+            "scale_out:\n  postgres: {}\n  celery: {broker_url: 'http://h'}\n",
+            "scale_out.celery.broker_url: expected a redis://",
+        ),
+        ("scale_out:\n  postgres: {password: x}\n", "scale_out.postgres.password: unknown key"),
+    ],
+)
 def test_bad_keys_fail_at_load_with_key_path(tmp_path, block, message):
     with pytest.raises(ConfigError) as e:
         load_settings(_config(tmp_path, block))

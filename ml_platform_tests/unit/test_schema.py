@@ -12,11 +12,11 @@ def test_clean_batch_passes(settings):
 def test_garbage_rows_are_quarantined_with_reasons(settings):
     df = generate_batch(50, seed=2)
     df["tenure_months"] = df["tenure_months"].astype(object)
-    df.loc[3, "tenure_months"] = "lots"          # not a number
-    df.loc[7, "age"] = 400                       # above max
-    df.loc[9, "contract"] = "lifetime"           # not an allowed value
-    df.loc[11, "churned"] = None                 # missing label
-    df.loc[13, "event_time"] = "yesterday-ish"   # not a timestamp
+    df.loc[3, "tenure_months"] = "lots"  # not a number
+    df.loc[7, "age"] = 400  # above max
+    df.loc[9, "contract"] = "lifetime"  # not an allowed value
+    df.loc[11, "churned"] = None  # missing label
+    df.loc[13, "event_time"] = "yesterday-ish"  # not a timestamp
     out = validate_batch(df, settings.models["churn"], source="b.csv")
     reasons = dict(zip(out.quarantined["_row"], out.quarantined["_reason"]))
     assert set(reasons) == {4, 8, 10, 12, 14}  # 1-based data rows
@@ -30,7 +30,9 @@ def test_garbage_rows_are_quarantined_with_reasons(settings):
 
 def test_missing_column_fails_the_batch_and_names_the_config_key(settings):
     df = generate_batch(20).drop(columns=["plan"])
-    with pytest.raises(BatchSchemaError, match=r"b.csv: missing column\(s\) 'plan' required by models.churn.features.plan"):
+    with pytest.raises(
+        BatchSchemaError, match=r"b.csv: missing column\(s\) 'plan' required by models.churn.features.plan"
+    ):
         validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv")
 
 
@@ -135,12 +137,16 @@ def test_a_configured_column_twice_fails_the_batch_naming_it(settings, tmp_path,
     if fmt == "csv":
         df.to_csv(p, index=False)
     else:
-        pq.write_table(pa.Table.from_arrays([pa.array(df.iloc[:, j]) for j in range(df.shape[1])],
-                                            names=list(df.columns)), p)
+        pq.write_table(
+            pa.Table.from_arrays([pa.array(df.iloc[:, j]) for j in range(df.shape[1])], names=list(df.columns)), p
+        )
     read = read_batch(p)
     assert read.attrs["duplicate_columns"] == {"age": 2} and "age.1" in read.columns
-    with pytest.raises(BatchSchemaError, match=r"dup\.\w+: duplicate column name\(s\): 'age' "
-                                               r"\(models.churn.features.age\) appears 2 times"):
+    with pytest.raises(
+        BatchSchemaError,
+        match=r"dup\.\w+: duplicate column name\(s\): 'age' "
+        r"\(models.churn.features.age\) appears 2 times",
+    ):
         validate_batch(read, settings.models["churn"], model_name="churn", source=p.name)
 
 

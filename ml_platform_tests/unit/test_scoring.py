@@ -1,4 +1,4 @@
-"""Batch scoring (`ml_platform.scoring.score_file`) against the serving champion's ONNX graph."""
+"""Batch scoring (`ml_platform.control.scoring.score_file`) against the serving champion's ONNX graph."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from ml_platform.control.scoring import score_file
 from ml_platform.core import export, frames, training
-from ml_platform.core.simulate import generate_batch
 from ml_platform.core.frames import feeds_of
-from ml_platform.scoring import score_file
+from ml_platform.core.simulate import generate_batch
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import ModelConfig, load_settings
 
@@ -38,10 +38,10 @@ def churn(tmp_path_factory):
 
 def _batch(n=700, seed=7) -> pd.DataFrame:
     df = generate_batch(n, seed=seed)
-    df.loc[::11, "region"] = np.nan          # integer codes with gaps -> float column
+    df.loc[::11, "region"] = np.nan  # integer codes with gaps -> float column
     df.loc[::13, "plan"] = None
     df.loc[5, "usage_gb"] = np.nan
-    return df.drop(columns=["churned"])       # unlabelled rows score too
+    return df.drop(columns=["churned"])  # unlabelled rows score too
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -68,7 +68,7 @@ def test_scores_equal_onnx_predict_in_chunks(churn, tmp_path, fmt):
 def test_typing_matches_frames_on_awkward_values():
     """The vectorised typing (feeds_of) equals the per-value reference rules
     (serving.values.number -> float32, invalid -> NaN; frames.category_strings) value by value."""
-    from ml_platform.serving.values import InvalidValue, number
+    from ml_platform.core.values import InvalidValue, number
     from ml_platform.settings import FeatureSpec
 
     def ref_number(v):
@@ -79,22 +79,29 @@ def test_typing_matches_frames_on_awkward_values():
         return np.nan if f is None else f
 
     n = 12
-    df = pd.DataFrame({
-        "f_int": np.arange(n),
-        "f_float": [3.0, 2.5, np.nan, -0.0, 1e20, np.inf, 7.0, 0.1, -4.0, 12.0, np.nan, 1.0],
-        "f_str": ["a", None, "b", np.nan, "3", "3.0", "", "x", "y", "z", "a", "b"],
-        "f_mixed": [1, "1", 2.0, None, "b", True, 3, 4, 5, 6, 7, 8],
-        "f_cat": pd.Categorical(["p", "q", None, "p", "q", "p", None, "q", "p", "q", "p", "q"]),
-        "f_nullable": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], dtype="Int64"),
-        "n_str": ["1.5", "forty", None, "2", "3", "4", "5", "6", "7", "8", "9", "1e3"],
-        "n_int": np.arange(n) * 1000,
-        "n_bool": [True, False] * 6,
-    })
+    df = pd.DataFrame(
+        {
+            "f_int": np.arange(n),
+            "f_float": [3.0, 2.5, np.nan, -0.0, 1e20, np.inf, 7.0, 0.1, -4.0, 12.0, np.nan, 1.0],
+            "f_str": ["a", None, "b", np.nan, "3", "3.0", "", "x", "y", "z", "a", "b"],
+            "f_mixed": [1, "1", 2.0, None, "b", True, 3, 4, 5, 6, 7, 8],
+            "f_cat": pd.Categorical(["p", "q", None, "p", "q", "p", None, "q", "p", "q", "p", "q"]),
+            "f_nullable": pd.array([1, None, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], dtype="Int64"),
+            "n_str": ["1.5", "forty", None, "2", "3", "4", "5", "6", "7", "8", "9", "1e3"],
+            "n_int": np.arange(n) * 1000,
+            "n_bool": [True, False] * 6,
+        }
+    )
     features = {c: FeatureSpec(type="numeric" if c.startswith("n_") else "categorical") for c in df}
     cfg = ModelConfig(landing_dir="x", target="y", task="classification", features=features)
-    want = {c: (np.array([ref_number(v) for v in df[c].astype(object)], dtype=np.float32)
-                if features[c].type == "numeric" else frames.category_strings(df[c]).to_numpy(object)).reshape(-1, 1)
-            for c in df}
+    want = {
+        c: (
+            np.array([ref_number(v) for v in df[c].astype(object)], dtype=np.float32)
+            if features[c].type == "numeric"
+            else frames.category_strings(df[c]).to_numpy(object)
+        ).reshape(-1, 1)
+        for c in df
+    }
     got = feeds_of(df, cfg.features)
     for col in df:
         if features[col].type == "numeric":
@@ -123,8 +130,7 @@ def test_default_out_path_and_empty_file(churn, tmp_path):
     _batch(5).iloc[:0].to_csv(src, index=False)
     res = score_file(settings, "churn", src)
     assert res["rows"] == 0 and res["out_path"] == str(tmp_path / "empty.predictions.parquet")
-    assert list(pd.read_parquet(res["out_path"]).columns) == ["customer_id", "label", "p_0", "p_1",
-                                                              "model_version"]
+    assert list(pd.read_parquet(res["out_path"]).columns) == ["customer_id", "label", "p_0", "p_1", "model_version"]
 
 
 def test_errors_are_value_errors(churn, tmp_path):
@@ -147,10 +153,22 @@ def test_errors_are_value_errors(churn, tmp_path):
 
 def test_no_champion_and_regression(tmp_path):
     cfg = tmp_path / "ml_platform.yaml"
-    cfg.write_text(yaml.safe_dump({"storage_dir": "state", "models": {"price": {
-        "landing_dir": "landing", "target": "price", "task": "regression",
-        "features": {"size": {"type": "numeric"}, "city": {"type": "categorical"}},
-        "estimator": {"params": {"max_iter": 10}}}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "storage_dir": "state",
+                "models": {
+                    "price": {
+                        "landing_dir": "landing",
+                        "target": "price",
+                        "task": "regression",
+                        "features": {"size": {"type": "numeric"}, "city": {"type": "categorical"}},
+                        "estimator": {"params": {"max_iter": 10}},
+                    }
+                },
+            }
+        )
+    )
     settings = load_settings(cfg)
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"size": rng.uniform(20, 200, 300), "city": rng.choice(["rome", "milan"], 300)})
@@ -162,5 +180,4 @@ def test_no_champion_and_regression(tmp_path):
     res = score_file(settings, "price", tmp_path / "houses.parquet", chunk_rows=64)
     out = pd.read_parquet(res["out_path"])
     assert list(out.columns) == ["prediction", "model_version"] and res["rows"] == 300
-    np.testing.assert_array_equal(out["prediction"].to_numpy(),
-                                  export.onnx_predict(sess, df, settings.models["price"]))
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), export.onnx_predict(sess, df, settings.models["price"]))

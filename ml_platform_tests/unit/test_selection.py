@@ -22,8 +22,13 @@ def _cfg(tmp_path, extra=""):
 def _training_set(cfg, sizes=(1500, 1500, 1500, 1500, 1500), drift_from=3):
     frames = []
     for i, n in enumerate(sizes):
-        df = generate_batch(n, seed=40 + i, drift=1.0 if i >= drift_from else 0.0, start_id=i * 100_000,
-                            start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=i))
+        df = generate_batch(
+            n,
+            seed=40 + i,
+            drift=1.0 if i >= drift_from else 0.0,
+            start_id=i * 100_000,
+            start_time=pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=i),
+        )
         frames.append(df.assign(**{B: f"b{i}", selection.ROW: np.arange(n)}))
     df = pd.concat(frames, ignore_index=True)
     df[selection.HOLDOUT] = selection.mark_holdout(df, cfg)
@@ -71,8 +76,11 @@ def test_windows_are_configured_deduplicated_and_the_regime_needs_rows(tmp_path)
     batches = [f"b{i}" for i in range(5)]
     rows = {b: 1200 for b in batches}
     ws = selection.candidate_windows(batches, rows, cfg, "b3")
-    assert [(w.kind, w.batches) for w in ws] == [("all", tuple(batches)), ("newest", ("b2", "b3", "b4")),
-                                                  ("regime", ("b3", "b4"))]
+    assert [(w.kind, w.batches) for w in ws] == [
+        ("all", tuple(batches)),
+        ("newest", ("b2", "b3", "b4")),
+        ("regime", ("b3", "b4")),
+    ]
     assert [w.kind for w in selection.candidate_windows(batches[:3], rows, cfg, None)] == ["all"]  # newest 3 == all
     assert [w.kind for w in selection.candidate_windows(batches, {**rows, "b4": 0}, cfg, "b4")] == ["all", "newest"]
     off = _cfg(tmp_path, "training: {windows: [regime, newest], newest_batches: 1}\n")
@@ -80,26 +88,35 @@ def test_windows_are_configured_deduplicated_and_the_regime_needs_rows(tmp_path)
 
 
 def test_select_fits_windows_times_estimators_and_registers_the_best(tmp_path):
-    cfg = _cfg(tmp_path, "estimators: [{name: hist_gradient_boosting}, {name: logistic_regression, "
-                         "params: {C: 0.5}}]\ntraining: {min_regime_rows: 500}\n")
+    cfg = _cfg(
+        tmp_path,
+        "estimators: [{name: hist_gradient_boosting}, {name: logistic_regression, "
+        "params: {C: 0.5}}]\ntraining: {min_regime_rows: 500}\n",
+    )
     df = _training_set(cfg)
     train, holdout = df[~df[selection.HOLDOUT]], df[df[selection.HOLDOUT]]
     windows = selection.candidate_windows([f"b{i}" for i in range(5)], train[B].value_counts().to_dict(), cfg, "b3")
     sel = selection.select(train, holdout, cfg, windows, "b3")
     assert [(t.window.kind, t.estimator.name) for t in sel.trials] == [
-        ("all", "hist_gradient_boosting"), ("all", "logistic_regression"),
-        ("newest", "hist_gradient_boosting"), ("newest", "logistic_regression"),
-        ("regime", "hist_gradient_boosting"), ("regime", "logistic_regression")]
+        ("all", "hist_gradient_boosting"),
+        ("all", "logistic_regression"),
+        ("newest", "hist_gradient_boosting"),
+        ("newest", "logistic_regression"),
+        ("regime", "hist_gradient_boosting"),
+        ("regime", "logistic_regression"),
+    ]
     aucs = [t.metrics["roc_auc"] for t in sel.trials]
     print("holdout roc_auc per candidate:", dict(zip((t.name for t in sel.trials), np.round(aucs, 4))))
     assert sel.top == int(np.argmax(aucs)), sel.note
-    assert sel.best == sel.top or (sel.winner.train_rows > sel.trials[sel.top].train_rows
-                                   and "prefer_more_data" in sel.note), sel.note
+    assert sel.best == sel.top or (
+        sel.winner.train_rows > sel.trials[sel.top].train_rows and "prefer_more_data" in sel.note
+    ), sel.note
     assert len(set(np.round(aucs, 6))) > 1, "the candidates should differ"
     # Every candidate's figure is its own model on the shared holdout, recomputed here.
     w = sel.winner
-    assert training.evaluate(w.pipe, holdout, cfg.model_copy(update={"estimator": w.estimator}))["roc_auc"] == \
-        pytest.approx(w.metrics["roc_auc"])
+    assert training.evaluate(w.pipe, holdout, cfg.model_copy(update={"estimator": w.estimator}))[
+        "roc_auc"
+    ] == pytest.approx(w.metrics["roc_auc"])
     # No candidate trained on a holdout row: its training rows are its window's batches minus the holdout.
     held = set(zip(holdout[B], holdout[selection.ROW]))
     for t in sel.trials:
@@ -118,8 +135,11 @@ def test_select_refuses_training_rows_from_the_holdout(tmp_path):
 
 
 def test_the_search_adds_budget_settings_on_the_best_window(tmp_path):
-    cfg = _cfg(tmp_path, "estimator: {name: hist_gradient_boosting, params: {max_iter: 30}}\n"
-                         "training: {search_budget: 2, windows: [all, newest], newest_batches: 1}\n")
+    cfg = _cfg(
+        tmp_path,
+        "estimator: {name: hist_gradient_boosting, params: {max_iter: 30}}\n"
+        "training: {search_budget: 2, windows: [all, newest], newest_batches: 1}\n",
+    )
     df = _training_set(cfg, sizes=(1000, 1000, 1000), drift_from=99)
     train, holdout = df[~df[selection.HOLDOUT]], df[df[selection.HOLDOUT]]
     windows = selection.candidate_windows(["b0", "b1", "b2"], train[B].value_counts().to_dict(), cfg, None)
@@ -136,8 +156,7 @@ def test_more_data_wins_a_tie_and_a_clear_lead_keeps_the_narrow_window(tmp_path)
     """training.prefer_more_data: a wider window within gate.max_regression of the holdout's best,
     not shown worse by the paired bootstrap, is registered; after a real concept change the
     regime's lead is clear and the regime wins."""
-    cfg = _cfg(tmp_path, "training: {windows: [all, newest], newest_batches: 1}\n"
-                         "gate: {max_regression: 0.05}\n")
+    cfg = _cfg(tmp_path, "training: {windows: [all, newest], newest_batches: 1}\ngate: {max_regression: 0.05}\n")
     df = _training_set(cfg, sizes=(1000, 1000, 1000), drift_from=99)  # one concept: more data cannot hurt
     train, holdout = df[~df[selection.HOLDOUT]], df[df[selection.HOLDOUT]]
     windows = selection.candidate_windows(["b0", "b1", "b2"], train[B].value_counts().to_dict(), cfg, None)
@@ -146,8 +165,12 @@ def test_more_data_wins_a_tie_and_a_clear_lead_keeps_the_narrow_window(tmp_path)
     assert sel.winner.window.kind == "all", sel.note
     if sel.top != sel.best:
         assert "preferred to the holdout's best" in sel.note and "CI [" in sel.note, sel.note
-    off = selection.select(train, holdout, cfg.model_copy(update={"training": cfg.training.model_copy(
-        update={"prefer_more_data": False})}), windows)
+    off = selection.select(
+        train,
+        holdout,
+        cfg.model_copy(update={"training": cfg.training.model_copy(update={"prefer_more_data": False})}),
+        windows,
+    )
     assert off.best == off.top and off.note == ""
 
     cfg = _cfg(tmp_path, "training: {min_regime_rows: 500}\n")
@@ -159,18 +182,28 @@ def test_more_data_wins_a_tie_and_a_clear_lead_keeps_the_narrow_window(tmp_path)
     assert sel.winner.window.kind == "regime" and sel.best == sel.top, sel.note
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("estimator: {name: random_forest}\nestimators: [{name: hist_gradient_boosting}]\n",
-     "models.churn.estimators: give either estimator or estimators, not both"),
-    ("estimators: [{name: ridge}]\n", "models.churn.estimators.0.name: estimator ridge needs task: regression"),
-    ("estimators: [{name: random_forest}, {name: hist_gradient_boosting, params: {max_dept: 3}}]\n",
-     "models.churn.estimators.1.params: unknown parameter(s) 'max_dept'"),
-    ("estimators: []\n", "models.churn.estimators:"),
-    ("training: {windows: [all, everything]}\n", "models.churn.training.windows.1: expected 'all', 'newest' or 'regime'"),
-    ("training: {windows: [all, all]}\n", "models.churn.training.windows: expected each window at most once"),
-    ("training: {search_budget: -1}\n", "models.churn.training.search_budget:"),
-    ("training: {newest_batches: 0}\n", "models.churn.training.newest_batches:"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (
+            "estimator: {name: random_forest}\nestimators: [{name: hist_gradient_boosting}]\n",
+            "models.churn.estimators: give either estimator or estimators, not both",
+        ),
+        ("estimators: [{name: ridge}]\n", "models.churn.estimators.0.name: estimator ridge needs task: regression"),
+        (
+            "estimators: [{name: random_forest}, {name: hist_gradient_boosting, params: {max_dept: 3}}]\n",
+            "models.churn.estimators.1.params: unknown parameter(s) 'max_dept'",
+        ),
+        ("estimators: []\n", "models.churn.estimators:"),
+        (
+            "training: {windows: [all, everything]}\n",
+            "models.churn.training.windows.1: expected 'all', 'newest' or 'regime'",
+        ),
+        ("training: {windows: [all, all]}\n", "models.churn.training.windows: expected each window at most once"),
+        ("training: {search_budget: -1}\n", "models.churn.training.search_budget:"),
+        ("training: {newest_batches: 0}\n", "models.churn.training.newest_batches:"),
+    ],
+)
 def test_bad_selection_keys_fail_at_load_naming_the_key(tmp_path, extra, expected):
     write_config(tmp_path, extra=extra)
     with pytest.raises(ConfigError) as e:

@@ -84,6 +84,7 @@ def test_test_config_helper_is_valid(tmp_path):
 
 # ---- issue 9: every bad configuration fails at load, one line naming the key path ----
 
+
 def _one_line(msg: str, path: str) -> None:
     assert "\n" not in msg and f"invalid configuration: {path}: " in msg, msg
 
@@ -94,9 +95,16 @@ def test_a_single_problem_is_one_line(tmp_path):
     assert "expected a finite number" in msg
 
 
-@pytest.mark.parametrize("key,value", [("gate", "{threshold: .nan}"), ("gate", "{threshold: .inf}"),
-                                       ("gate", "{max_regression: -.inf}"), ("drift", "{drifted_share: .nan}"),
-                                       ("gate", "{parity_rtol: .nan}")])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("gate", "{threshold: .nan}"),
+        ("gate", "{threshold: .inf}"),
+        ("gate", "{max_regression: -.inf}"),
+        ("drift", "{drifted_share: .nan}"),
+        ("gate", "{parity_rtol: .nan}"),
+    ],
+)
 def test_nan_and_inf_floats_are_refused(tmp_path, key, value):
     msg = _load_with(tmp_path, BASE + f"    {key}: {value}\n")
     assert f"models.churn.{key}." in msg and "finite number" in msg
@@ -145,8 +153,9 @@ def test_storage_dir_that_cannot_be_written(tmp_path, monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, m, **kw: False if str(p).startswith(str(locked)) and m & os.W_OK
-                        else real(p, m, **kw))
+    monkeypatch.setattr(
+        os, "access", lambda p, m, **kw: False if str(p).startswith(str(locked)) and m & os.W_OK else real(p, m, **kw)
+    )
     msg = _load_with(tmp_path, "storage_dir: locked/state\n" + BASE)
     _one_line(msg, "storage_dir")
     assert "cannot be created" in msg and "not writable" in msg
@@ -177,19 +186,52 @@ def test_a_64_character_model_name_is_fine(tmp_path):
     assert list(load_settings(p).models) == ["m" * 64]
 
 
-@pytest.mark.parametrize("cron,problem", [("every monday", "5 fields"), ("61 3 * * 1", "minute field '61'"),
-                                          ("0 3 * * 1 2", "5 fields"), ("0 25 * * *", "outside 0-23"),
-                                          ("0 0 30 2 *", "February"), ("*/0 * * * *", "step")])
+@pytest.mark.parametrize(
+    "cron,problem",
+    [
+        ("every monday", "5 fields"),
+        ("61 3 * * 1", "minute field '61'"),
+        ("0 3 * * 1 2", "5 fields"),
+        ("0 25 * * *", "outside 0-23"),
+        ("0 0 30 2 *", "February"),
+        ("*/0 * * * *", "step"),
+    ],
+)
 def test_cron_that_does_not_parse(tmp_path, cron, problem):
     msg = _load_with(tmp_path, BASE + f"    retrain: {{schedule: '{cron}'}}\n")
     _one_line(msg, "models.churn.retrain.schedule")
     assert problem in msg
 
 
-CRONS = ["0 3 * * 1", "@daily", "@hourly", "*/5 * * * *", "0 3 * * MON", "0 3 * * mon-fri", "0 0 1,15 * *",
-         "0 0 L * *", "0 3 ? * 1", "0 0 * JAN-MAR *", "0 22-2 * * *", "0 0 * * 7", "0 0 * * SUN#1",
-         "0 0 30,31 2 *", "15 10 1-31/2 * *", "H * * * *", "0 3 * * 8", "0 24 * * *", "* * * *", "",
-         "0 0 30 2 *", "*/0 * * * *", "0 0 * * 5L", "0 0 15W * *", "a b c d e", "0 3 * * 1,", "60 * * * *"]
+CRONS = [
+    "0 3 * * 1",
+    "@daily",
+    "@hourly",
+    "*/5 * * * *",
+    "0 3 * * MON",
+    "0 3 * * mon-fri",
+    "0 0 1,15 * *",
+    "0 0 L * *",
+    "0 3 ? * 1",
+    "0 0 * JAN-MAR *",
+    "0 22-2 * * *",
+    "0 0 * * 7",
+    "0 0 * * SUN#1",
+    "0 0 30,31 2 *",
+    "15 10 1-31/2 * *",
+    "H * * * *",
+    "0 3 * * 8",
+    "0 24 * * *",
+    "* * * *",
+    "",
+    "0 0 30 2 *",
+    "*/0 * * * *",
+    "0 0 * * 5L",
+    "0 0 15W * *",
+    "a b c d e",
+    "0 3 * * 1,",
+    "60 * * * *",
+]
 
 
 @pytest.mark.parametrize("cron", CRONS)
@@ -208,8 +250,11 @@ def test_unknown_estimator_param(tmp_path):
 
 
 def test_param_of_the_other_task_is_unknown(tmp_path):
-    msg = _load_with(tmp_path, BASE.replace("task: classification", "task: regression")
-                     + "    estimator: {params: {class_weight: balanced}}\n")
+    msg = _load_with(
+        tmp_path,
+        BASE.replace("task: classification", "task: regression")
+        + "    estimator: {params: {class_weight: balanced}}\n",
+    )
     assert "models.churn.estimator.params: unknown parameter(s) 'class_weight'" in msg
 
 
@@ -220,19 +265,30 @@ def test_known_estimator_params_load(tmp_path):
 
 
 def test_estimator_param_table_matches_scikit_learn():
-    from ml_platform.core.training import _estimator
+    from ml_platform.core.estimators import make_estimator
     from ml_platform.settings import ModelConfig
 
     for (name, task), keys in ESTIMATOR_PARAMS.items():
-        cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "y", "task": task,
-                                          "features": {"a": {"type": "numeric"}}, "estimator": {"name": name}})
-        assert set(_estimator(cfg).get_params()) == keys, (name, task)
+        cfg = ModelConfig.model_validate(
+            {
+                "landing_dir": "x",
+                "target": "y",
+                "task": task,
+                "features": {"a": {"type": "numeric"}},
+                "estimator": {"name": name},
+            }
+        )
+        assert set(make_estimator(cfg.estimator, task, 0).get_params()) == keys, (name, task)
 
 
-@pytest.mark.parametrize("extra,path", [("    id_column: y\n", "models.churn.id_column"),
-                                        ("    timestamp_column: y\n", "models.churn.timestamp_column"),
-                                        ("    id_column: k\n    timestamp_column: k\n",
-                                         "models.churn.timestamp_column")])
+@pytest.mark.parametrize(
+    "extra,path",
+    [
+        ("    id_column: y\n", "models.churn.id_column"),
+        ("    timestamp_column: y\n", "models.churn.timestamp_column"),
+        ("    id_column: k\n    timestamp_column: k\n", "models.churn.timestamp_column"),
+    ],
+)
 def test_target_id_and_timestamp_must_differ(tmp_path, extra, path):
     msg = _load_with(tmp_path, BASE + extra)
     _one_line(msg, path)
@@ -242,14 +298,20 @@ def test_target_id_and_timestamp_must_differ(tmp_path, extra, path):
 def test_two_models_sharing_a_landing_dir_is_a_warning(tmp_path):
     (tmp_path / "landing").mkdir()
     p = tmp_path / "ml_platform.yaml"
-    p.write_text(BASE + textwrap.indent(textwrap.dedent("""\
+    p.write_text(
+        BASE
+        + textwrap.indent(
+            textwrap.dedent("""\
         other:
           landing_dir: ./landing/
           target: y
           task: regression
           features:
             a: {type: numeric}
-        """), "  "))
+        """),
+            "  ",
+        )
+    )
     s = load_settings(p)
     assert list(s.models) == ["churn", "other"]
     assert len(s.warnings) == 1
@@ -258,8 +320,9 @@ def test_two_models_sharing_a_landing_dir_is_a_warning(tmp_path):
 
 def test_boolean_feature_type_is_a_categorical_with_true_and_false(tmp_path):
     p = tmp_path / "ml_platform.yaml"
-    p.write_text(BASE.replace("a: {type: numeric}", "a: {type: boolean}\n      b: {type: categorical, "
-                                                    "values: [true, false, 3]}"))
+    p.write_text(
+        BASE.replace("a: {type: numeric}", "a: {type: boolean}\n      b: {type: categorical, values: [true, false, 3]}")
+    )
     feats = load_settings(p).models["churn"].features
     assert feats["a"].type == "categorical" and feats["a"].values == ["false", "true"]
     assert feats["b"].values == ["true", "false", 3]  # YAML booleans are the categories, not 1 / 0
@@ -268,7 +331,7 @@ def test_boolean_feature_type_is_a_categorical_with_true_and_false(tmp_path):
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
-    from ml_platform.cli import main
+    from ml_platform.cli.main import main
 
     p = tmp_path / "ml_platform.yaml"
     p.write_text(BASE + "    retrain: {schedule: 'every monday'}\n")

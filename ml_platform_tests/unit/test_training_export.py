@@ -56,9 +56,14 @@ def test_unseen_category_and_missing_values_are_served(settings):
 
 
 def test_regression_pipeline_exports(tmp_path):
-    cfg = ModelConfig.model_validate({"landing_dir": "x", "target": "monthly_charges", "task": "regression",
-                                      "features": {"tenure_months": {"type": "numeric"},
-                                                   "plan": {"type": "categorical"}}})
+    cfg = ModelConfig.model_validate(
+        {
+            "landing_dir": "x",
+            "target": "monthly_charges",
+            "task": "regression",
+            "features": {"tenure_months": {"type": "numeric"}, "plan": {"type": "categorical"}},
+        }
+    )
     df = generate_batch(1500, seed=5)
     pipe = training.fit(df, cfg)
     m = training.evaluate(pipe, df, cfg)
@@ -79,11 +84,22 @@ def test_hgb_splits_between_adjacent_float32_values_match_onnx(task):
         ladder.append(np.nextafter(ladder[-1], np.float32(2000)))
     step = rng.integers(0, 40, n)
     y = ((step >= 20) ^ (rng.random(n) < 0.1)).astype(int)
-    df = pd.DataFrame({"x0": np.array(ladder, np.float32)[step].astype(np.float64), "x1": rng.normal(size=n),
-                       "y": y if task == "classification" else y * 1000.0 + step})
-    cfg = ModelConfig.model_validate({"landing_dir": "u", "target": "y", "task": task,
-                                      "features": {"x0": {"type": "numeric"}, "x1": {"type": "numeric"}},
-                                      "estimator": {"name": "hist_gradient_boosting"}})
+    df = pd.DataFrame(
+        {
+            "x0": np.array(ladder, np.float32)[step].astype(np.float64),
+            "x1": rng.normal(size=n),
+            "y": y if task == "classification" else y * 1000.0 + step,
+        }
+    )
+    cfg = ModelConfig.model_validate(
+        {
+            "landing_dir": "u",
+            "target": "y",
+            "task": task,
+            "features": {"x0": {"type": "numeric"}, "x1": {"type": "numeric"}},
+            "estimator": {"name": "hist_gradient_boosting"},
+        }
+    )
     pipe = training.fit(df, cfg)
     x = training.model_inputs(df, cfg)
     ref = pipe.predict_proba(x)[:, 1] if task == "classification" else pipe.predict(x)

@@ -11,18 +11,39 @@ import pytest
 from ml_platform.core import export, training
 from ml_platform.core.frames import MISSING, category_column, numeric_column
 from ml_platform.core.schema import validate_batch
+from ml_platform.core.values import InvalidValue, category, number
 from ml_platform.serving.requests import RequestError, Schema
-from ml_platform.serving.values import InvalidValue, category, number
 from ml_platform.settings import ModelConfig
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("basic", "basic"), ("  basic ", "basic"), ("", None), ("   ", None), (None, None), (float("nan"), None),
-    (True, "true"), (False, "false"), (np.bool_(True), "true"), ("True", "true"), ("TRUE", "true"),
-    ("false", "false"), (" False ", "false"), ("truth", "truth"),
-    (3, "3"), (3.0, "3"), ("3", "3"), (np.int64(3), "3"), (np.float32(3.0), "3"), (2.5, "2.5"),
-    (b"pro", "pro"), (pd.NA, None), (pd.NaT, None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("basic", "basic"),
+        ("  basic ", "basic"),
+        ("", None),
+        ("   ", None),
+        (None, None),
+        (float("nan"), None),
+        (True, "true"),
+        (False, "false"),
+        (np.bool_(True), "true"),
+        ("True", "true"),
+        ("TRUE", "true"),
+        ("false", "false"),
+        (" False ", "false"),
+        ("truth", "truth"),
+        (3, "3"),
+        (3.0, "3"),
+        ("3", "3"),
+        (np.int64(3), "3"),
+        (np.float32(3.0), "3"),
+        (2.5, "2.5"),
+        (b"pro", "pro"),
+        (pd.NA, None),
+        (pd.NaT, None),
+    ],
+)
 def test_category_rule(value, expected):
     assert category(value) == expected
 
@@ -33,21 +54,37 @@ def test_containers_are_not_categories(value):
         category(value)
 
 
-@pytest.mark.parametrize("value,text,expected", [
-    (3, False, 3.0), (2.5, False, 2.5), (None, False, None), (float("nan"), False, None),
-    (" 3.5 ", True, 3.5), ("", True, None), (3.4e38, False, 3.4e38),
-])
+@pytest.mark.parametrize(
+    "value,text,expected",
+    [
+        (3, False, 3.0),
+        (2.5, False, 2.5),
+        (None, False, None),
+        (float("nan"), False, None),
+        (" 3.5 ", True, 3.5),
+        ("", True, None),
+        (3.4e38, False, 3.4e38),
+    ],
+)
 def test_number_rule(value, text, expected):
     assert number(value, text=text) == expected
 
 
-@pytest.mark.parametrize("value,text,why", [
-    (True, False, "a boolean is not a number"), (np.bool_(False), True, "a boolean is not a number"),
-    (1e39, False, "too large for a float32"), (10 ** 400, False, "too large for a float32"),
-    (float("inf"), False, "not a finite number"), ("lots", True, "not a number"),
-    ("3", False, "a string is not a number"), (pd.Timestamp("2024-01-01"), True, "a timestamp is not a number"),
-    ([1], True, "a list is not a number"), ({"a": 1}, True, "a mapping is not a number"),
-])
+@pytest.mark.parametrize(
+    "value,text,why",
+    [
+        (True, False, "a boolean is not a number"),
+        (np.bool_(False), True, "a boolean is not a number"),
+        (1e39, False, "too large for a float32"),
+        (10**400, False, "too large for a float32"),
+        (float("inf"), False, "not a finite number"),
+        ("lots", True, "not a number"),
+        ("3", False, "a string is not a number"),
+        (pd.Timestamp("2024-01-01"), True, "a timestamp is not a number"),
+        ([1], True, "a list is not a number"),
+        ({"a": 1}, True, "a mapping is not a number"),
+    ],
+)
 def test_invalid_numbers(value, text, why):
     with pytest.raises(InvalidValue, match=why):
         number(value, text=text)
@@ -55,29 +92,57 @@ def test_invalid_numbers(value, text, why):
 
 def test_values_module_is_stdlib_only():
     """The endpoint imports it: no numpy, pandas, sklearn, dagster or mlflow."""
-    code = ("import sys; import ml_platform.serving.values; "
-            "print(sorted(m for m in ('numpy', 'pandas', 'sklearn', 'dagster', 'mlflow', 'pydantic') "
-            "if m in sys.modules))")
+    code = (
+        "import sys; import ml_platform.core.values; "
+        "print(sorted(m for m in ('numpy', 'pandas', 'sklearn', 'dagster', 'mlflow', 'pydantic') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 # ---- the batch path and the endpoint agree value by value ----
 
-CFG = ModelConfig.model_validate({
-    "landing_dir": "x", "target": "y", "task": "classification",
-    "features": {"num": {"type": "numeric", "nullable": True}, "cat": {"type": "categorical"},
-                 "flag": {"type": "categorical"}},
-})
-META = {"features": {c: s.model_dump(exclude_none=True) for c, s in CFG.features.items()},
-        "missing_category": MISSING}
+CFG = ModelConfig.model_validate(
+    {
+        "landing_dir": "x",
+        "target": "y",
+        "task": "classification",
+        "features": {
+            "num": {"type": "numeric", "nullable": True},
+            "cat": {"type": "categorical"},
+            "flag": {"type": "categorical"},
+        },
+    }
+)
+META = {"features": {c: s.model_dump(exclude_none=True) for c, s in CFG.features.items()}, "missing_category": MISSING}
 
 # JSON-able values: (value, typed category or "invalid"), (value, typed number or "invalid")
-CATEGORIES = [("pro", "pro"), (" pro ", "pro"), (True, "true"), (False, "false"), ("TRUE", "true"),
-              (3, "3"), (3.0, "3"), ("3", "3"), (None, MISSING), ("", MISSING), ([1], "invalid"),
-              ({"a": 1}, "invalid"), (2.5, "2.5")]
-NUMBERS = [(1.5, 1.5), (3, 3.0), (None, "nan"), (True, "invalid"), (False, "invalid"), (1e39, "invalid"),
-           (-1e39, "invalid"), ([1], "invalid")]
+CATEGORIES = [
+    ("pro", "pro"),
+    (" pro ", "pro"),
+    (True, "true"),
+    (False, "false"),
+    ("TRUE", "true"),
+    (3, "3"),
+    (3.0, "3"),
+    ("3", "3"),
+    (None, MISSING),
+    ("", MISSING),
+    ([1], "invalid"),
+    ({"a": 1}, "invalid"),
+    (2.5, "2.5"),
+]
+NUMBERS = [
+    (1.5, 1.5),
+    (3, 3.0),
+    (None, "nan"),
+    (True, "invalid"),
+    (False, "invalid"),
+    (1e39, "invalid"),
+    (-1e39, "invalid"),
+    ([1], "invalid"),
+]
 
 
 def _batch_cat(v):
@@ -127,14 +192,21 @@ def test_numbers_agree(value, expected):
 
 
 def test_batch_quarantines_booleans_in_a_numeric_column_naming_it():
-    df = pd.DataFrame({"num": pd.array([True, False, None] * 10, dtype="boolean"), "cat": ["a"] * 30,
-                       "flag": ["x"] * 30, "y": [0, 1] * 15})
+    df = pd.DataFrame(
+        {
+            "num": pd.array([True, False, None] * 10, dtype="boolean"),
+            "cat": ["a"] * 30,
+            "flag": ["x"] * 30,
+            "y": [0, 1] * 15,
+        }
+    )
     out = validate_batch(df, CFG)
     assert len(out.valid) == 10  # the missing ones
     assert out.quarantined["_reason"].str.startswith("num: a boolean is not a number").all()
 
 
 # ---- a model trained on a boolean feature answers JSON true like the batch path ----
+
 
 def _bool_data(n=1500, seed=0):
     rng = np.random.default_rng(seed)
@@ -145,9 +217,14 @@ def _bool_data(n=1500, seed=0):
 
 
 def test_model_trained_on_a_boolean_feature_scores_json_true_like_the_batch(tmp_path):
-    cfg = ModelConfig.model_validate({
-        "landing_dir": "x", "target": "y", "task": "classification",
-        "features": {"x": {"type": "numeric"}, "flag": {"type": "categorical"}, "plan": {"type": "categorical"}}})
+    cfg = ModelConfig.model_validate(
+        {
+            "landing_dir": "x",
+            "target": "y",
+            "task": "classification",
+            "features": {"x": {"type": "numeric"}, "flag": {"type": "categorical"}, "plan": {"type": "categorical"}},
+        }
+    )
     path = tmp_path / "b.parquet"
     _bool_data().to_parquet(path)  # a Parquet bool column
     valid = validate_batch(pd.read_parquet(path), cfg).valid
@@ -156,8 +233,11 @@ def test_model_trained_on_a_boolean_feature_scores_json_true_like_the_batch(tmp_
     sess = export.session(export.export_onnx(pipe, cfg))
     meta = export.serving_metadata(pipe, cfg, name="m", version=1, metrics={}, smoke_rows=[])
     schema = Schema(json.loads(json.dumps(meta)))  # as the endpoint reads it
-    rows = [{"x": 0.3, "flag": True, "plan": "a"}, {"x": 0.3, "flag": False, "plan": "a"},
-            {"x": 0.3, "flag": "TRUE", "plan": " a "}]
+    rows = [
+        {"x": 0.3, "flag": True, "plan": "a"},
+        {"x": 0.3, "flag": False, "plan": "a"},
+        {"x": 0.3, "flag": "TRUE", "plan": " a "},
+    ]
     batch = export.onnx_predict(sess, pd.DataFrame(rows), cfg)
     for i, row in enumerate(rows):
         body = json.loads(json.dumps({"dataframe_records": [row]}))  # JSON true, not Python True
@@ -165,6 +245,10 @@ def test_model_trained_on_a_boolean_feature_scores_json_true_like_the_batch(tmp_
         np.testing.assert_allclose(served[0], batch[i], rtol=0, atol=1e-7)
     assert not np.allclose(batch[0], batch[1])  # the flag matters: true and false differ
     np.testing.assert_allclose(batch[0], batch[2])  # "TRUE" and " a " are true and "a"
-    v2 = sess.run(None, schema.parse_mlflow({"dataframe_split": {"columns": ["x", "flag", "plan"],
-                                                                 "data": [[0.3, True, "a"]] * 40}}).feeds)[1]
+    v2 = sess.run(
+        None,
+        schema.parse_mlflow(
+            {"dataframe_split": {"columns": ["x", "flag", "plan"], "data": [[0.3, True, "a"]] * 40}}
+        ).feeds,
+    )[1]
     np.testing.assert_allclose(v2[0], batch[0], atol=1e-7)

@@ -1,0 +1,249 @@
+"""`ml-platform`: up | run | serve | simulate | rollback | status | score | worker | train | approve | reject.
+
+Each command imports the layers it needs when it runs, not at start: importing dagster and
+mlflow takes seconds, which `serve`, `simulate` and `--help` do not need to pay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from ml_platform.cli.approval import add_commands
+from ml_platform.cli.common import model_of, settings_of
+from ml_platform.settings import CONFIG_ENV, ConfigError, Settings
+
+
+def cmd_worker(args) -> int:
+    """A Celery worker that executes runs (scale_out.celery): one run at a time per worker
+    (solo pool: the worker's PID is the run's, which is how a killed worker is noticed)."""
+    from ml_platform.runtime import scale_out
+
+    s = settings_of(args)
+    if not scale_out.enabled(s):
+        print(
+            f"{s.source}: scale_out.celery is not configured: runs execute in-process under "
+            "`ml-platform up`; see the README's scale-out section",
+            file=sys.stderr,
+        )
+        return 2
+    from ml_platform.cli.celery_app import app
+
+    name = args.name or f"ml_platform-{os.getpid()}@%h"
+    app.worker_main(
+        [
+            "worker",
+            "--pool",
+            "solo",
+            "--concurrency",
+            "1",
+            "-Q",
+            scale_out.CELERY_QUEUE,
+            "--hostname",
+            name,
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ml_platform.core.simulate import write_batches
+
+    s = settings_of(args)
+    name = model_of(s, args.model)
+    paths = write_batches(
+        s.landing_dir(name),
+        args.batches,
+        rows=args.rows,
+        drift=args.drift,
+        seed=args.seed,
+        fmt=args.format,
+        drift_from=args.drift_from,
+    )
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ml_platform.control.champion import champion_version
+    from ml_platform.control.runner import run_pending
+    from ml_platform.defs.definitions import build_definitions
+    from ml_platform.runtime.instance import get_instance
+
+    s = settings_of(args)
+    instance = get_instance(s)
+    defs = build_definitions(s)
+    models = [model_of(s, args.model)] if args.model else None
+    summary = run_pending(s, defs, instance, models)
+
+    deployed = {name: champion_version(s, name) for name in summary}
+    print("\nSummary")
+    for name, outcomes in summary.items():
+        q = sum(o.quarantined_rows for o in outcomes)
+        trained = [o.train for o in outcomes if o.train]
+        print(
+            f"  {name}: {len(outcomes)} batch(es), {q} quarantined row(s), {len(trained)} candidate(s), "
+            f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}"
+        )
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ml_platform.control.status import render, status, to_json
+    from ml_platform.resources.endpoint import endpoint_for
+    from ml_platform.resources.registry import registry_for
+
+    s = settings_of(args)
+    doc = status(s, registry_for(s), endpoint_for(s))
+    print(to_json(doc) if args.json else render(doc))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from ml_platform.control.promotion import PromotionError, rollback
+    from ml_platform.resources.endpoint import endpoint_for
+    from ml_platform.resources.registry import registry_for
+
+    s = settings_of(args)
+    name = model_of(s, args.model)
+    try:
+        p = rollback(s, registry_for(s), endpoint_for(s), name, args.to_version, actor="cli")
+    except PromotionError as e:
+        print(f"rollback failed: {e}", file=sys.stderr)
+        return 1
+    print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from ml_platform.control.scoring import score_file
+
+    s = settings_of(args)
+    t0 = last = time.monotonic()
+
+    def progress(rows: int) -> None:  # a line every 2 s on stderr for long files
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 2:
+            last = now
+            print(f"  {rows:,} rows scored ({rows / (now - t0):,.0f} rows/s)", file=sys.stderr, flush=True)
+
+    try:
+        res = score_file(s, model_of(s, args.model), args.file, out_path=args.out, progress=progress)
+    except (ValueError, FileNotFoundError) as e:  # no champion, unreadable file, missing column
+        print(f"score failed: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"scored {res['rows']} rows with v{res['model_version']} in {res['seconds']:.2f}s "
+        f"({res['rows_per_second']:.0f} rows/s) -> {res['out_path']}"
+    )
+    return 0
+
+
+def cmd_up(args) -> int:
+    from ml_platform.cli.up import up
+
+    return up(settings_of(args))
+
+
+def cmd_serve(args) -> int:
+    from ml_platform.serving.server import run
+
+    s = settings_of(args)
+    os.environ["ML_PLATFORM_CONFIG"] = str(s.source)
+    _repair_before_serving(s)
+    run(s, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _repair_before_serving(s: Settings) -> None:
+    """An interrupted champion move is finished, and the store's champion files rebuilt from
+    the registry, before the endpoint reads them (the endpoint itself never imports MLflow)."""
+    from ml_platform.control.promotion import reconcile
+    from ml_platform.resources.registry import registry_for
+
+    for name in s.models:
+        try:
+            for note in reconcile(s, registry_for(s), None, name):
+                print(f"[serve] {name}: repaired: {note}", flush=True)
+        except Exception as e:  # noqa: BLE001 - the endpoint still starts and reports readiness
+            print(
+                f"[serve] {name}: could not check the champion against the registry: {e}", file=sys.stderr, flush=True
+            )
+
+
+def parser() -> argparse.ArgumentParser:
+    config_help = "path to ml_platform.yaml (default: $ML_PLATFORM_CONFIG or ./ml_platform.yaml)"
+    project_help = "a dg project directory whose ml_platform.ModelComponent models to work on (default: .)"
+    p = argparse.ArgumentParser(prog="ml-platform", description=__doc__)
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--project", help=project_help)
+    # --config is accepted after the subcommand too (SUPPRESS keeps a top-level value).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    common.add_argument("--project", default=argparse.SUPPRESS, help=project_help)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    command("up", "Dagster UI + daemon (sensors running) + endpoint").set_defaults(fn=cmd_up)
+    r = command("run", "take every pending landing file through the whole graph once")
+    r.add_argument("--model")
+    r.set_defaults(fn=cmd_run)
+    sv = command("serve", "the endpoint alone")
+    sv.add_argument("--host")
+    sv.add_argument("--port", type=int)
+    sv.add_argument("--workers", type=int)
+    sv.set_defaults(fn=cmd_serve)
+    sm = command("simulate", "write demo batches into the landing zone")
+    sm.add_argument("--model")
+    sm.add_argument("--batches", type=int, default=3)
+    sm.add_argument("--rows", type=int, default=2000)
+    sm.add_argument("--drift", type=float, default=0.0, help="0 = none, 1 = strong feature and label drift")
+    sm.add_argument("--drift-from", type=int, default=0, help="first batch index that gets the drift")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    sm.set_defaults(fn=cmd_simulate)
+    rb = command("rollback", "move the champion to an earlier gate-passed version")
+    rb.add_argument("--model")
+    rb.add_argument("--to-version", type=int)
+    rb.set_defaults(fn=cmd_rollback)
+    sc = command("score", "batch-score a CSV/Parquet file with the serving champion (ONNX)")
+    sc.add_argument("--model")
+    sc.add_argument("file")
+    sc.add_argument("--out", help="output Parquet (default: next to the input, *.predictions.parquet)")
+    sc.set_defaults(fn=cmd_score)
+    wk = command("worker", "a Celery worker that executes runs (when scale_out.celery is configured)")
+    wk.add_argument("--name", help="Celery node name (default: ml_platform-<pid>@<host>)")
+    wk.add_argument("--loglevel", default="INFO")
+    wk.set_defaults(fn=cmd_worker)
+    add_commands(command)  # train | approve | reject
+    st = command("status", "champions, versions, gate verdicts, batches")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.config and args.project:
+        print("give either --config or --project, not both", file=sys.stderr)
+        return 2
+    if args.config or args.project:  # every process this one starts reads the same configuration
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config or args.project)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""`ml-platform run`: every pending landing file through the same jobs and the same retrain
+policy the sensors use, in arrival order, recorded in the instance the UI shows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ml_platform import names
+from ml_platform.control import run_health
+from ml_platform.control.chain import Chain
+from ml_platform.control.champion import champion_version
+from ml_platform.control.decisions import (
+    decision_observation,
+    ingest_tags,
+    pending_decisions,
+    train_in_flight,
+    train_tags,
+)
+from ml_platform.control.promotion import reconcile
+from ml_platform.core import catalog
+from ml_platform.core.landing import scan_landing
+from ml_platform.core.policy import Decision
+from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
+from ml_platform.resources.endpoint import endpoint_for
+from ml_platform.resources.registry import registry_for
+from ml_platform.settings import Settings
+
+TRAIN_POOL_WAIT_SECONDS = 1800
+
+
+@dataclass
+class TrainOutcome:
+    trigger: str
+    reason: str
+    version: int | None = None
+    metrics: dict = field(default_factory=dict)
+    gate: list[tuple[str, bool, str]] = field(default_factory=list)
+    deployed: bool = False
+    awaiting_approval: bool = False  # passed the gate; deploy.approval: required holds it for a person
+    error: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    partition: str
+    file: str
+    status: str
+    rows: int = 0
+    quarantined_rows: int = 0
+    reason: str | None = None
+    decision: str = ""
+    train: TrainOutcome | None = None
+
+
+def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutcome:
+    out = TrainOutcome(trigger, reason)
+    for ev in result.all_events:
+        if ev.is_step_failure and out.error is None:
+            err = ev.event_specific_data.error if ev.event_specific_data else None
+            while err is not None and err.cause is not None:  # the user-code error, not the wrapper
+                err = err.cause
+            out.error = err.message.strip()[:500] if err else ev.message
+    try:
+        cand = result.output_for_node(names.step(chain.name, "candidate_model"))
+    except Exception:  # noqa: BLE001 - the run failed before a candidate existed
+        return out
+    out.version, out.metrics = cand.version, cand.metrics
+    for ev in result.get_asset_check_evaluations():
+        out.gate.append(
+            (ev.check_name, ev.passed, str(ev.metadata.get("reason").value if "reason" in ev.metadata else ""))
+        )
+    out.deployed = champion_version(chain.settings, chain.name) == out.version
+    passed = bool(out.gate) and all(p for _, p, _ in out.gate)
+    out.awaiting_approval = passed and not out.deployed and chain.cfg.deploy.approval == "required"
+    if out.deployed or not passed or out.awaiting_approval:
+        out.error = None  # a gate rejection is an outcome, reported by its checks
+    return out
+
+
+def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
+    """What a crash may have left: runs whose worker died (failed, then re-run here), an
+    interrupted champion move, a mirror out of step with the champion pointer."""
+
+    jobs = [names.ingest_job(name), names.train_job(name)]
+    for run in run_health.fail_dead_runs(instance, jobs):
+        echo(f"[{name}] run {run.run_id[:8]} ({run.job_name}) was left running by a dead process: marked failed")
+    try:
+        notes = reconcile(settings, registry_for(settings), endpoint_for(settings), name)
+    except Exception as e:  # noqa: BLE001 - report it; the batches still go through
+        notes = [f"could not check the champion against the registry: {type(e).__name__}: {e}"]
+    for note in notes:
+        echo(f"[{name}] repaired: {note}")
+    for run in run_health.runs_to_retry(instance, jobs):
+        if run.job_name == names.train_job(name):
+            retrain, note = run_health.salvage_train_run(
+                settings, registry_for(settings), endpoint_for(settings), name, run
+            )
+            instance.add_run_tags(run.run_id, {TAG_SALVAGED: note[:200]})
+            echo(f"[{name}] train run {run.run_id[:8]} died: {note}")
+            if not retrain:
+                continue
+        job = defs.resolve_job_def(run.job_name)
+        echo(
+            f"[{name}] re-running {run.job_name} {run.tags.get(TAG_PARTITION, '')} "
+            f"(its worker died in run {run.run_id[:8]})"
+        )
+        res = job.execute_in_process(
+            instance=instance,
+            partition_key=run.tags.get(TAG_PARTITION),
+            tags=run_health.retry_tags(run),
+            raise_on_error=False,
+        )
+        if run.job_name == names.train_job(name):
+            chain = Chain(name, settings.models[name], settings)
+            _echo_train(name, _train_outcome(res, chain, run.tags.get(TAG_TRIGGER, "retry"), ""), echo)
+
+
+def _wait_for_train_pool(instance, chain: Chain, echo) -> None:
+    """`run` executes in-process, outside Dagster's run queue: wait while a train run of this
+    model launched by the daemon (`up`) is queued or running, so training stays serialized."""
+    deadline = time.time() + TRAIN_POOL_WAIT_SECONDS
+    said = False
+    while train_in_flight(instance, chain) and time.time() < deadline:
+        run_health.fail_dead_runs(instance, [names.train_job(chain.name)])
+        if not said:
+            echo(f"[{chain.name}]   waiting for a train run launched by the daemon to finish")
+            said = True
+        time.sleep(1)
+
+
+def _pending_files(settings: Settings, chain: Chain, name: str, echo=print):
+    """Pending landing files, once every file has been unchanged for settle_seconds (a file
+    still being written is waited for, not ingested half)."""
+    settle = chain.cfg.automation.settle_seconds
+    for _ in range(30):
+        known = catalog.known_sha256(chain.dir)
+        skipped: list = []
+        everything = scan_landing(settings.landing_dir(name), settle_seconds=0, known_sha256=known, skipped=skipped)
+        settled = scan_landing(settings.landing_dir(name), settle_seconds=settle, known_sha256=known)
+        if len(settled) == len(everything):
+            break
+        time.sleep(min(settle, 1.0))
+    for _, why in skipped:
+        echo(f"[{name}] skipped {why}")
+    return settled
+
+
+def run_pending(
+    settings: Settings, defs, instance, models: list[str] | None = None, echo=print
+) -> dict[str, list[BatchOutcome]]:
+    summary: dict[str, list[BatchOutcome]] = {}
+    for name in models or list(settings.models):
+        chain = Chain(name, settings.models[name], settings)
+        repair(settings, defs, instance, name, echo)
+        ingest_job = defs.resolve_job_def(names.ingest_job(name))
+        train_job = defs.resolve_job_def(names.train_job(name))
+        files = _pending_files(settings, chain, name, echo)
+        echo(f"[{name}] {len(files)} pending file(s) in {settings.landing_dir(name)}")
+        outcomes = summary.setdefault(name, [])
+        for i, f in enumerate(files, 1):
+            key = f.partition_key
+            if f.sha256 in catalog.known_sha256(chain.dir):
+                continue  # ingested meanwhile by the landing sensor of a running `up`
+            instance.add_dynamic_partitions(names.partitions(name), [key])
+            echo(f"[{name}] ({i}/{len(files)}) ingest {f.path.name} -> partition {key}")
+            ingest_job.execute_in_process(
+                instance=instance, partition_key=key, tags=ingest_tags(f), raise_on_error=False
+            )
+            for rec, d in pending_decisions(chain, instance):
+                instance.report_runless_asset_event(decision_observation(chain, rec, d))
+                bo = BatchOutcome(
+                    rec.partition,
+                    rec.file or "",
+                    rec.status or "?",
+                    rec.row_count,
+                    rec.quarantined_rows or 0,
+                    rec.reason,
+                    f"{'retrain' if d.retrain else 'no retrain'} ({d.trigger}): {d.reason}",
+                )
+                echo(
+                    f"[{name}]   {bo.status}: {bo.rows} valid rows, {bo.quarantined_rows} quarantined"
+                    + (f" - {bo.reason}" if bo.reason else "")
+                )
+                echo(f"[{name}]   decision: {bo.decision}")
+                if d.retrain:
+                    _wait_for_train_pool(instance, chain, echo)
+                    res = train_job.execute_in_process(
+                        instance=instance, raise_on_error=False, tags=train_tags(d, rec.partition)
+                    )
+                    bo.train = _train_outcome(res, chain, d.trigger, d.reason)
+                    _echo_train(name, bo.train, echo)
+                outcomes.append(bo)
+    return summary
+
+
+def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=print) -> TrainOutcome:
+    """`ml-platform train`: one retrain of ``name`` through the same job, selection and gate as
+    the sensor's (trigger "manual"), in the platform's instance; waits for a train run of the
+    model launched by the daemon first (one train run per model at a time)."""
+
+    chain = Chain(name, settings.models[name], settings)
+    repair(settings, defs, instance, name, echo)
+    d = Decision(True, "manual", f"ml-platform train by {by}")
+    _wait_for_train_pool(instance, chain, echo)
+    echo(f"[{name}] training a candidate (trigger manual, by {by})")
+    res = defs.resolve_job_def(names.train_job(name)).execute_in_process(
+        instance=instance, raise_on_error=False, tags=train_tags(d, None)
+    )
+    out = _train_outcome(res, chain, d.trigger, d.reason)
+    _echo_train(name, out, echo)
+    return out
+
+
+def _echo_train(name: str, t: TrainOutcome, echo) -> None:
+    if t.version is None:
+        echo(f"[{name}]   training failed: {t.error}")
+        return
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(t.metrics.items()))
+    echo(f"[{name}]   candidate v{t.version}: {metrics}")
+    for check, passed, reason in t.gate:
+        echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")
+    if t.deployed:
+        echo(f"[{name}]   deployed v{t.version} as champion")
+    elif t.awaiting_approval:
+        echo(
+            f"[{name}]   v{t.version} awaits approval (deploy.approval: required): "
+            f"ml-platform approve --model {name} --version {t.version}  (or reject)"
+        )
+    else:
+        echo(f"[{name}]   not deployed" + (f": {t.error}" if t.error else " (gate rejected the candidate)"))

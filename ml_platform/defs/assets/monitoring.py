@@ -1,0 +1,367 @@
+"""Per-batch monitoring against the champion serving at that moment: batch_predictions,
+drift_report and champion_performance. Each writes its verdict on the batch record, where
+the retrain policy (sensor or `ml-platform run`) reads it."""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ml_platform.control.chain import Chain
+from ml_platform.control.champion import champion_model
+from ml_platform.core import catalog, challenger, drift, estimate, export, training, version_files
+from ml_platform.core.candidate import SCORE, scores_of
+from ml_platform.defs.metadata import bar, display_name, plot, table
+
+BOOTSTRAP_MAX_ROWS = 20_000
+
+
+def serving_champion(chain: Chain) -> tuple[int | None, bytes | None, dict | None]:
+    """(version, onnx, meta) of the champion, or Nones (``champion.champion_model``)."""
+    return champion_model(chain.settings, chain.name)
+
+
+def reference_path(chain: Chain, version: int) -> Path:
+    return version_files.local(chain.dir, version).drift_reference
+
+
+def load_reference(chain: Chain, version: int) -> drift.DriftReference:
+    return drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+
+
+def drift_summary(result: drift.DriftResult) -> dict:
+    """The verdict figures kept on a batch record (and in live_drift's summary)."""
+    return {
+        "verdict": result.verdict,
+        "share_drifted": round(result.share_drifted, 4),
+        "drifted_features": result.drifted_features,
+        "rows": result.rows,
+        "score_drifted": bool(result.score and result.score.drifted),
+    }
+
+
+def _validated(chain: Chain, partition: str) -> tuple[catalog.BatchRecord, pd.DataFrame | None]:
+    rec = catalog.read_record(chain.dir, partition) or catalog.BatchRecord(partition)
+    path = rec.validated_rows_path
+    return rec, None if path is None else pd.read_parquet(path)
+
+
+def predictions_path(chain: Chain, partition: str) -> Path:
+    return chain.dir / "predictions" / f"{partition}.parquet"
+
+
+def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+
+    @dg.asset(
+        key=chain.key("batch_predictions"),
+        deps=[chain.key("validated_batch")],
+        partitions_def=chain.partitions,
+        group_name=chain.name,
+        kinds={"onnx", "parquet"},
+        description="The serving champion's predictions for the batch (ONNX Runtime, in chunks).",
+    )
+    def batch_predictions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, onnx_bytes, meta = serving_champion(chain)
+        if df is None or version is None:
+            why = "no champion serving yet" if version is None else f"batch {rec.status}"
+            catalog.update_record(chain.dir, partition, predictions={"skipped": why})
+            return dg.MaterializeResult(metadata={"skipped": why})
+        sess = export.session(onnx_bytes)
+        t = time.perf_counter()
+        out = export.onnx_predict(sess, df, cfg)
+        seconds = time.perf_counter() - t
+        frame = pd.DataFrame({"model_version": version}, index=df.index)
+        if cfg.id_column:
+            frame.insert(0, cfg.id_column, df[cfg.id_column].to_numpy())
+        if cfg.task == "classification":
+            classes = meta["classes"]
+            frame["label"] = np.asarray(classes, dtype=object)[out.argmax(axis=1)]
+            for i, c in enumerate(classes):
+                frame[f"p_{c}"] = out[:, i]
+        frame[SCORE] = scores_of(out, cfg.task)
+        path = predictions_path(chain, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(path, index=False)
+        rate = len(df) / seconds if seconds > 0 else float("inf")
+        hist, edges = np.histogram(frame[SCORE], bins=10)
+        catalog.update_record(
+            chain.dir,
+            partition,
+            predictions={"path": str(path), "model_version": version, "rows_per_second": round(rate)},
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": version,
+                "rows": len(df),
+                "rows_per_second": float(rate),
+                "path": dg.MetadataValue.path(str(path)),
+                "score_distribution": table(
+                    pd.DataFrame({"model score from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})
+                ),
+            }
+        )
+
+    return batch_predictions
+
+
+def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+
+    @dg.asset(
+        key=chain.key("drift_report"),
+        deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
+        partitions_def=chain.partitions,
+        group_name=chain.name,
+        kinds={"pandas"},
+        description="Feature and score drift against the training data of the serving champion.",
+    )
+    def drift_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, _, _ = serving_champion(chain)
+        summary = {"champion_version": version}
+        if df is None:
+            summary.update(verdict="skipped", reason=f"batch {rec.status}")
+        elif version is None:
+            summary.update(verdict="no champion", reason="no champion serving yet: nothing to compare with")
+        elif not reference_path(chain, version).exists():
+            summary.update(
+                verdict="no reference",
+                reason=(
+                    f"drift reference of champion v{version} is missing ({reference_path(chain, version)}); "
+                    "drift cannot be judged, retraining falls back to the schedule"
+                ),
+            )
+            context.log.error(summary["reason"])
+        if "verdict" in summary:
+            catalog.update_record(chain.dir, partition, drift=summary)
+            return dg.MaterializeResult(metadata=skipped_metadata(summary))
+
+        ref = load_reference(chain, version)
+        pred = predictions_path(chain, partition)
+        if pred.exists():
+            df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
+        result = drift.compute_drift_from_config(ref, df, cfg.drift)
+        summary.update(drift_summary(result))
+        catalog.update_record(chain.dir, partition, drift=summary)
+        meta = drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png")
+        if rec.rows is not None:  # the file's rows beside the valid rows compared
+            meta["file_rows"] = int(rec.rows)
+        return dg.MaterializeResult(metadata=meta)
+
+    return drift_report
+
+
+def skipped_metadata(summary: dict) -> dict:
+    """A drift report that compared nothing: what it would have compared with, in words."""
+    version = summary.get("champion_version")
+    return {
+        **{k: str(v) for k, v in summary.items() if v is not None and k != "champion_version"},
+        "champion_version": "no champion serving" if version is None else f"v{version}",
+    }
+
+
+def per_feature_table(result: drift.DriftResult) -> dg.MetadataValue:
+    """One row per feature (the model score last), drifted ones first: the verdict, a bar of
+    statistic / threshold (1.0 = the threshold) and the figures behind it."""
+    rows = []
+    for f in result.features + ([result.score] if result.score is not None else []):
+        ratio, tag = f.threshold_ratio()
+        numeric = f.statistic != "jensen_shannon"
+        rows.append(
+            {
+                "feature": "model score" if f.kind == "score" else display_name(f.feature),
+                "drift": "DRIFTED" if f.drifted else "stable",
+                "vs threshold": bar(ratio),
+                "by": tag,  # the statistic nearest its threshold
+                "PSI or JS": round(f.value, 4) if np.isfinite(f.value) else None,
+                "its threshold": round(f.threshold, 4),
+                "W1 distance": round(f.distance, 4) if numeric and f.distance is not None else None,
+                "W1 threshold": round(f.distance_threshold, 4) if numeric and f.distance_threshold else None,
+                "unseen categories": None if numeric else int(f.unseen),
+                "null rate": round(f.null_rate, 4),
+                "rows": f.rows,
+            }
+        )
+    df = pd.DataFrame(rows)
+    order = df["drift"].ne("DRIFTED").astype(int)  # drifted first, then config order
+    return table(df.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o"), max_rows=200)
+
+
+def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict:
+    """Verdict, per-feature table (inline in the UI, with bars) and the bar chart (PNG, also
+    saved at ``chart``)."""
+    meta = {
+        "verdict": result.verdict,
+        "share_drifted": round(float(result.share_drifted), 4),
+        "drifted_features": ", ".join(display_name(f) for f in result.drifted_features) or "none",
+        "champion_version": version,
+        "rows": result.rows,
+    }
+    if result.features:
+        png = drift.drift_bar_chart_png(result)
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_bytes(png)
+        meta["per_feature"] = per_feature_table(result)
+        meta["chart"] = plot(png, "drift per feature")
+        meta["chart_path"] = dg.MetadataValue.path(str(chart))
+    return meta
+
+
+def batch_outputs(preds: pd.DataFrame, cfg, meta: dict) -> np.ndarray:
+    """The champion's outputs as the metrics take them: probabilities [N, classes] or predictions."""
+    if cfg.task == "classification":
+        return preds[[f"p_{c}" for c in meta["classes"]]].to_numpy()
+    return preds[SCORE].to_numpy()
+
+
+def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
+    """A Performance as UI metadata (``prefix`` tells estimated from measured)."""
+    if perf.value is None:
+        return {f"{prefix}skipped": perf.reason}
+    lo, hi = perf.baseline_ci or [perf.baseline, perf.baseline]
+    md = {
+        f"{prefix}metric": perf.metric,
+        f"{prefix}value": perf.value,
+        f"{prefix}ci_low": perf.ci_low,
+        f"{prefix}ci_high": perf.ci_high,
+        f"{prefix}drop": perf.drop,
+        f"{prefix}significant_drop": perf.significant,
+        "holdout_baseline": perf.baseline,
+        "holdout_ci_low": float(lo),
+        "holdout_ci_high": float(hi),
+    }
+    if perf.challenger and "error" not in perf.challenger:  # would a retrain have paid on this batch
+        ch = perf.challenger
+        md.update(
+            challenger_value=float(ch["challenger"]),
+            challenger_gain=float(ch["delta"]),
+            challenger_gain_ci_low=float(ch["ci_low"]),
+            challenger_gain_ci_high=float(ch["ci_high"]),
+            retraining_pays=bool(ch["pays"]),
+        )
+    if perf.concept:  # labels against the champion's calibration, per score bin (a reliability table)
+        c = perf.concept
+        md.update(
+            concept_moved=bool(c["significant"]),
+            concept_p_value=float(c["p_value"]),
+            concept_bins=table(
+                pd.DataFrame(c["bins"]).rename(
+                    columns={
+                        "score": "champion score",
+                        "expected": f"expected share of class {c['cls']}",
+                        "observed": f"observed share of class {c['cls']}",
+                    }
+                )
+            ),
+        )
+    return md
+
+
+def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndarray, meta: dict) -> dict | None:
+    """``core.challenger.check`` of this labelled batch: a refit on the labelled batches that
+    arrived before it (the training set's window) against the champion's outputs on it."""
+    cfg = chain.cfg
+    if cfg.task != "classification" or cfg.retrain.challenger_min_gain is None:
+        return None
+    recs = catalog.read_records(chain.dir)
+    keys = [r.partition for r in recs]
+    if partition not in keys or recs[keys.index(partition)].status != "validated":
+        return None  # a rejected batch is measured, never a reason to retrain
+    prior = [r for r in recs[: keys.index(partition)] if r.trainable and r.validated_path]
+    if cfg.training.window_batches:
+        prior = prior[-cfg.training.window_batches :]
+    if not prior:
+        return None
+    columns = [*cfg.features, cfg.target]
+    try:  # a failed refit loses only this check, never the batch's figures or the decisions after it
+        frames, rows = [], 0
+        for r in reversed(prior):  # the newest first, up to challenger.MAX_TRAIN_ROWS
+            frames.insert(0, pd.read_parquet(r.validated_path, columns=columns))
+            rows += len(frames[0])
+            if rows >= challenger.MAX_TRAIN_ROWS:
+                break
+        got = challenger.check(
+            pd.concat(frames, ignore_index=True).tail(challenger.MAX_TRAIN_ROWS),
+            df,
+            outputs,
+            meta.get("classes"),
+            cfg,
+            train_batches=len(frames),
+            seed=cfg.training.seed,
+        )
+    except Exception as e:  # noqa: BLE001 - recorded on the batch and in the log
+        dg.get_dagster_logger().warning(f"challenger check of {partition} failed: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
+    return got.to_dict() if got is not None else None
+
+
+def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
+    cfg = chain.cfg
+    metric_name = cfg.gate_metric
+
+    @dg.asset(
+        key=chain.key("champion_performance"),
+        deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
+        partitions_def=chain.partitions,
+        group_name=chain.name,
+        description=f"The champion's {metric_name} on the batch: measured on labels (bootstrap interval) "
+        "and estimated without them (CBPE), both against its holdout; with labels also the "
+        "concept check (labels vs its calibrated probabilities, concept_*) and the challenger "
+        "check (a refit on the earlier batches scored on this one, challenger_*).",
+    )
+    def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        rec, df = _validated(chain, partition)
+        version, _, meta = serving_champion(chain)
+        pred = predictions_path(chain, partition)
+        if df is None or version is None or not pred.exists():
+            why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
+            catalog.update_record(
+                chain.dir, partition, performance={"skipped": why}, estimate={"method": "none", "reason": why}
+            )
+            return dg.MaterializeResult(metadata={"skipped": why})
+        preds = pd.read_parquet(pred)
+        if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
+            keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
+            df, preds = df.iloc[keep], preds.iloc[keep]
+        outputs = batch_outputs(preds, cfg, meta)
+        alpha = cfg.retrain.performance_alpha
+        # The estimate never looks at the labels, so on a labelled batch it shows how well it tracks.
+        est = estimate.estimate(outputs, meta, metric_name, cfg.task, alpha=alpha, version=version)
+        why = None
+        if cfg.target not in df or df[cfg.target].isna().all():
+            why = "batch carries no labels"
+        elif rec.single_class is not None and metric_name in ("roc_auc", "f1"):
+            why = f"single class {rec.single_class!r} in target {cfg.target}: {metric_name} is undefined"
+        elif metric_name not in (meta.get("metrics") or {}):
+            why = f"champion v{version} has no holdout {metric_name} to compare with"
+        md = {"champion_version": version, **performance_metadata(est, "estimated_")}
+        if why:
+            catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
+            return dg.MaterializeResult(metadata={"skipped": why, **md})
+        perf = estimate.measure(
+            training.target_values(df, cfg),
+            outputs,
+            meta,
+            metric_name,
+            cfg.task,
+            alpha=alpha,
+            version=version,
+            concept_alpha=cfg.retrain.concept_alpha,
+        )
+        perf.challenger = _challenger(chain, partition, df, outputs, meta)
+        catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
+        md.update(performance_metadata(perf))
+        if est.value is not None:
+            md["estimate_error"] = float(est.value - perf.value)
+            md["estimate_interval_held_realised"] = bool(est.ci_low <= perf.value <= est.ci_high)
+        return dg.MaterializeResult(metadata=md)
+
+    return champion_performance

@@ -1,0 +1,96 @@
+"""Per-model jobs: ingest one batch partition; train -> gate -> deploy; roll back."""
+
+from typing import Optional
+
+import dagster as dg
+
+from ml_platform import names
+from ml_platform.control.chain import Chain
+from ml_platform.control.promotion import PromotionError, rollback
+from ml_platform.defs.metadata import audit_table, version_label
+from ml_platform.names import TAG_MODEL
+from ml_platform.resources.endpoint import EndpointClient
+from ml_platform.resources.registry import MlflowRegistry
+
+
+class RollbackConfig(dg.Config):
+    to_version: Optional[int] = None  # default: the newest gate-passed version below the champion
+
+
+def build_rollback_job(chain: Chain) -> dg.JobDefinition:
+    @dg.op(name=f"{chain.name}_rollback_champion", pool=names.train_pool(chain.name))
+    def rollback_champion(
+        context: dg.OpExecutionContext,
+        config: RollbackConfig,
+        ml_platform_registry: MlflowRegistry,
+        ml_platform_endpoint: EndpointClient,
+    ):
+        try:
+            p = rollback(
+                chain.settings,
+                ml_platform_registry,
+                ml_platform_endpoint,
+                chain.name,
+                config.to_version,
+                actor=f"dagster run {context.run_id}",
+            )
+        except PromotionError as e:
+            raise dg.Failure(str(e)) from None
+        context.log.info(f"champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+        yield dg.AssetMaterialization(
+            asset_key=chain.key("deployed_model"),
+            metadata={
+                "served_version": p.version,
+                "previous_version": version_label(p.previous),
+                "endpoint_status": p.endpoint,
+                "trigger": "manual rollback",
+                "alias_moves": audit_table(chain.dir),
+            },
+        )
+        yield dg.Output(None)
+
+    @dg.job(
+        name=names.rollback_job(chain.name),
+        tags={TAG_MODEL: chain.name},
+        executor_def=dg.in_process_executor,
+        description=f"Move the {chain.name} champion back to an earlier gate-passed version (live swap).",
+    )
+    def rollback_job():
+        rollback_champion()
+
+    return rollback_job
+
+
+def build_jobs(chain: Chain) -> list:
+    """The platform's jobs run their steps in the run worker's process: the steps are small, and a
+    process per step would re-import sklearn, MLflow and Dagster (seconds of CPU each)."""
+    ingest = dg.define_asset_job(
+        names.ingest_job(chain.name),
+        selection=dg.AssetSelection.assets(
+            *(
+                chain.key(a)
+                for a in ("raw_batch", "validated_batch", "batch_predictions", "drift_report", "champion_performance")
+            )
+        ),
+        partitions_def=chain.partitions,
+        tags={TAG_MODEL: chain.name},
+        executor_def=dg.in_process_executor,
+        description=f"Copy, validate and monitor one {chain.name} batch.",
+    )
+    train = dg.define_asset_job(
+        names.train_job(chain.name),
+        selection=dg.AssetSelection.assets(
+            chain.key("training_set"), chain.key("candidate_model"), chain.key("deployed_model")
+        ),
+        tags={TAG_MODEL: chain.name},
+        executor_def=dg.in_process_executor,
+        description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
+    )
+    live = dg.define_asset_job(
+        names.live_drift_job(chain.name),
+        selection=dg.AssetSelection.assets(chain.key("live_drift")),
+        tags={TAG_MODEL: chain.name},
+        executor_def=dg.in_process_executor,
+        description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
+    )
+    return [ingest, train, live, build_rollback_job(chain)]

@@ -1,0 +1,201 @@
+"""Sensors and the schedule: only their bodies. Landing-zone arrivals -> ingest runs; validated
+batches -> retrain policy -> train runs; new live-sample files -> a live_drift run; the control
+plane (dead runs, champion repair). Sensors keep their progress in cursors; what they decide is
+computed by ``control.decisions``."""
+
+import json
+import time
+
+import dagster as dg
+
+from ml_platform import names
+from ml_platform.control import run_health
+from ml_platform.control.chain import Chain
+from ml_platform.control.champion import champion_version
+from ml_platform.control.decisions import (
+    decision_observation,
+    ingest_tags,
+    newest_candidate_run_start,
+    pending_decisions,
+    train_in_flight,
+    train_tags,
+)
+from ml_platform.control.promotion import reconcile
+from ml_platform.core import catalog
+from ml_platform.core.landing import scan_landing
+from ml_platform.core.live import sample_files
+from ml_platform.core.policy import scheduled
+from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
+from ml_platform.resources.endpoint import endpoint_for
+from ml_platform.resources.registry import registry_for
+
+CONTROL_PLANE_INTERVAL = 10
+
+
+def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
+    """``jobs``: the chain's ingest and train jobs (the control-plane sensor re-launches them)."""
+    auto = chain.cfg.automation
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "landing"),
+        job_name=names.ingest_job(chain.name),
+        minimum_interval_seconds=auto.landing_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"New files in {chain.settings.landing_dir(chain.name)} -> one ingest run each.",
+    )
+    def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        state = json.loads(context.cursor) if context.cursor else {}
+        hashes, requested = state.get("hashes", {}), set(state.get("requested", []))
+        files = scan_landing(
+            chain.settings.landing_dir(chain.name),
+            settle_seconds=auto.settle_seconds,
+            known_sha256=requested,
+            hash_cache=hashes,
+        )
+        if files:  # only then read the catalog: `ml-platform run` may have ingested them already
+            known = catalog.known_sha256(chain.dir)
+            files = [f for f in files if f.sha256 not in known]
+        requested |= {f.sha256 for f in files}
+        cursor = json.dumps({"hashes": hashes, "requested": sorted(requested)})
+        if not files:
+            return dg.SensorResult(skip_reason="no new landing files", cursor=cursor)
+        existing = set(context.instance.get_dynamic_partitions(chain.partitions.name))
+        new_keys = [f.partition_key for f in files if f.partition_key not in existing]
+        requests = [
+            dg.RunRequest(run_key=f"ingest-{f.sha256}", partition_key=f.partition_key, tags=ingest_tags(f))
+            for f in files
+        ]
+        context.log.info(f"{len(requests)} new file(s): {', '.join(f.path.name for f in files)}")
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=cursor,
+            dynamic_partitions_requests=[chain.partitions.build_add_request(new_keys)] if new_keys else [],
+        )
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "retrain"),
+        job_name=names.train_job(chain.name),
+        minimum_interval_seconds=auto.retrain_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Applies the {chain.name} retrain policy ({chain.cfg.retrain.policy}) to each "
+        "validated batch; every decision is written on the batch and in the run tags.",
+    )
+    def retrain_sensor(context: dg.SensorEvaluationContext):
+        # Records only change when a run writes one: skip re-reading them all on an idle tick
+        # (but look again every minute, for batches waiting behind a dead ingest).
+        stamp, now = catalog.records_stamp(chain.dir), time.time()
+        last = json.loads(context.cursor) if context.cursor else {}
+        if last.get("stamp") == stamp and now - last.get("at", 0) < 60:
+            return dg.SkipReason("no batch record changed")
+        context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
+        decisions = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain))
+        requests = []
+        for rec, d in decisions:
+            context.log.info(f"{rec.partition}: {'RETRAIN' if d.retrain else 'no retrain'} ({d.trigger}): {d.reason}")
+            if d.retrain:
+                requests.append(dg.RunRequest(run_key=f"train-{rec.partition}", tags=train_tags(d, rec.partition)))
+        if not decisions:
+            return dg.SkipReason("no newly monitored batch")
+        return dg.SensorResult(
+            run_requests=requests, asset_events=[decision_observation(chain, rec, d) for rec, d in decisions]
+        )
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "live_drift"),
+        job_name=names.live_drift_job(chain.name),
+        minimum_interval_seconds=auto.live_drift_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"New files in the {chain.name} endpoint's live sample -> a live_drift run "
+        f"(at most every {auto.live_drift_interval_seconds} s).",
+    )
+    def live_drift_sensor(context: dg.SensorEvaluationContext):
+        files = sample_files(chain.settings.live_samples_dir / chain.name)
+        if not files:
+            return dg.SkipReason("no live sample yet (is the endpoint serving traffic?)")
+        newest = files[0].name
+        if newest == context.cursor:
+            return dg.SkipReason(f"no live sample since {newest}")
+        context.update_cursor(newest)
+        return dg.RunRequest(run_key=f"live-drift-{newest}", tags={TAG_TRIGGER: "live sample"})
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "control_plane"),
+        jobs=jobs,
+        minimum_interval_seconds=CONTROL_PLANE_INTERVAL,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Repairs after a crash: fails runs whose worker died and re-launches them, "
+        "finishes an interrupted champion move, and makes the MLflow alias and the "
+        "serving store agree with the champion pointer.",
+    )
+    def control_plane_sensor(context: dg.SensorEvaluationContext):
+        names = [j.name for j in jobs]
+        for run in run_health.fail_dead_runs(context.instance, names):
+            context.log.warning(f"run {run.run_id} ({run.job_name}): worker died; marked failed")
+        settings = chain.settings
+        requests = []
+        for r in run_health.runs_to_retry(context.instance, names):
+            if r.job_name == names.train_job(chain.name):
+                retrain, note = run_health.salvage_train_run(
+                    settings, registry_for(settings), endpoint_for(settings), chain.name, r
+                )
+                context.log.warning(f"train run {r.run_id} died: {note}")
+                if not retrain:
+                    context.instance.add_run_tags(r.run_id, {TAG_SALVAGED: note[:200]})
+                    continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"retry-{r.run_id}",
+                    job_name=r.job_name,
+                    partition_key=r.tags.get(TAG_PARTITION),
+                    tags=run_health.retry_tags(r),
+                )
+            )
+        try:
+            notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
+            notes += [
+                f"MLflow runs of finished run {r} were still RUNNING: marked KILLED"
+                for r in run_health.end_orphan_mlflow_runs(context.instance, registry_for(settings), chain.name)
+            ]
+        except Exception as e:  # noqa: BLE001 - report, try again next tick
+            notes = [f"champion repair failed: {type(e).__name__}: {e}"]
+        for n in notes:
+            context.log.warning(n)
+        if not requests:
+            return dg.SkipReason("; ".join(notes) or "healthy: no dead run, champion consistent")
+        return dg.SensorResult(run_requests=requests)
+
+    return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor]
+
+
+def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:
+    @dg.schedule(
+        name=names.weekly_retrain_schedule(chain.name),
+        job_name=names.train_job(chain.name),
+        cron_schedule=chain.cfg.retrain.schedule,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Retrain even without drift when labelled batches landed since the champion's "
+        "training data; judged by the same gate. Skipped (with the reason) when "
+        "there is nothing new to learn from.",
+    )
+    def weekly_retrain(context: dg.ScheduleEvaluationContext):
+        settings = chain.settings
+        version = batches = None
+        try:
+            version = champion_version(settings, chain.name)
+            batches = registry_for(settings).version_batches(chain.name, version) if version is not None else None
+        except Exception as e:  # noqa: BLE001 - unreadable pointer or MLflow down: the window is unknown
+            context.log.warning(f"champion's training batches unreadable ({type(e).__name__}: {e})")
+        d = scheduled(
+            catalog.read_records(chain.dir),
+            chain.cfg,
+            champion=version,
+            champion_batches=batches,
+            retrain_in_flight=train_in_flight(context.instance, chain),
+            since=newest_candidate_run_start(context.instance, chain),
+        )
+        context.log.info(d.reason)
+        if not d.retrain:
+            return dg.SkipReason(d.reason)
+        return dg.RunRequest(tags=train_tags(d, None))
+
+    return [weekly_retrain]

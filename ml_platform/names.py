@@ -1,0 +1,144 @@
+"""The platform's vocabulary, in one place: run tags, Dagster object names, MLflow tag keys and
+the gate's check registry. Every module reads names from here; none spells one itself.
+
+No imports from the rest of the package: every layer may import this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+# ------------------------------------------------------------------ Dagster run tags
+# Written by sensors, the CLI and the repair loop; read by assets, `status` and the runner.
+TAG_SOURCE = "ml_platform/source_path"  # the landing file an ingest run copies
+TAG_SHA = "ml_platform/sha256"  # its content hash (exactly-once ingest)
+TAG_ARRIVAL = "ml_platform/arrival"  # its mtime when the sensor saw it
+TAG_TRIGGER = "ml_platform/trigger"  # why a train run exists (drift, schedule, manual, ...)
+TAG_REASON = "ml_platform/reason"  # the retrain decision's reason, for people
+TAG_BATCH = "ml_platform/batch"  # the batch whose decision a train run carries
+TAG_REGIME_START = "ml_platform/regime_start"  # first batch of a drifted regime (train on it alone)
+TAG_MODEL = "ml_platform/model"  # the model a job belongs to
+TAG_LAUNCHED_BY = "ml_platform/launched_by"
+TAG_APPROVED_BY = "ml_platform/approved_by"  # optional: who approves (the UI's Launchpad)
+TAG_RETRY_OF = "ml_platform/retry_of"  # a run re-launched after its worker died
+TAG_ATTEMPT = "ml_platform/attempt"
+TAG_WORKER_DIED = "ml_platform/worker_died"
+TAG_SALVAGED = "ml_platform/salvaged"  # a dead train run whose candidate was kept (no retrain)
+TAG_WORKER = "ml_platform/worker"  # "<host>:<pid>" of the Celery worker that runs the run
+TAG_WORKER_HOST = "ml_platform/worker_host"  # its host: a dead-PID check is only valid there
+TAG_PARTITION = "dagster/partition"  # Dagster's own
+
+AUTOMATION_RUN_TAGS = {TAG_LAUNCHED_BY: "automation"}
+
+# ------------------------------------------------------------------ MLflow tag keys
+MLFLOW_DAGSTER_RUN = "ml_platform.dagster_run_id"  # on MLflow runs: the Dagster run that made them
+MLFLOW_DAGSTER_URL = "ml_platform.dagster_run_url"
+MLFLOW_MODEL = "ml_platform.model"
+VERSION_TRIGGER = "trigger"  # on model versions
+VERSION_PROMOTED = "promoted"  # "true" once it served, "false" once rolled back
+VERSION_ROLLED_BACK = "rolled_back"
+VERSION_TRAINING_SET = "training_set"
+VERSION_DAGSTER_RUN = "dagster_run_id"
+GATE_JUDGED_AGAINST = "gate.judged_against"
+GATE_COMPARISON_PREFIX = "gate.comparison."
+GATE_SLICES_FAILING = "gate.per_slice.failing"
+
+
+# ------------------------------------------------------------------ Dagster object names
+def ingest_job(model: str) -> str:
+    return f"{model}_ingest"
+
+
+def train_job(model: str) -> str:
+    return f"{model}_train"
+
+
+def live_drift_job(model: str) -> str:
+    return f"{model}_live_drift"
+
+
+def rollback_job(model: str) -> str:
+    return f"{model}_rollback"
+
+
+def train_pool(model: str) -> str:
+    """The concurrency pool of every step that trains or moves this model's champion: the
+    instance runs pools at run granularity with limit 1, so train/deploy/rollback runs of one
+    model are serialized whoever launches them (sensor, UI, backfill, CLI)."""
+    return f"{model}_train"
+
+
+def partitions(model: str) -> str:
+    return f"{model}_batches"
+
+
+def sensor(model: str, kind: str) -> str:
+    """kind: landing | retrain | live_drift | control_plane."""
+    return f"{model}_{kind}_sensor"
+
+
+def weekly_retrain_schedule(model: str) -> str:
+    return f"{model}_weekly_retrain"
+
+
+def step(model: str, asset: str) -> str:
+    """The op name of a model's asset (``output_for_node``)."""
+    return f"{model}__{asset}"
+
+
+def automation_sensor(model: str) -> str:
+    """The automation-condition sensor of one model's assets (never the user's own)."""
+    return f"{model}_automation"
+
+
+# Resource keys: namespaced, so a user's project keeps its own `mlflow`, `registry`, ...
+RESOURCE_REGISTRY = "ml_platform_registry"
+RESOURCE_ENDPOINT = "ml_platform_endpoint"
+RESOURCE_MLFLOW = "ml_platform_mlflow"
+
+# ------------------------------------------------------------------ the gate's check registry
+# The blocking checks every candidate must pass, in the order the UI shows them. `defs/checks.py`
+# builds one asset check per name; every path to the champion (deploy, approve, rollback, the
+# repair loop) and every reader (status, the ledger) asks `gate_checks` for the same list.
+BUILTIN_GATE_CHECKS: tuple[str, ...] = (
+    "min_metric",
+    "not_worse_than_champion",
+    "per_slice",
+    "onnx_parity",
+    "latency_budget",
+)
+
+
+def gate_checks(cfg=None) -> tuple[str, ...]:
+    """The blocking checks of a model: the built-in ones, then its own (``gate.checks``)."""
+    extra = tuple(getattr(getattr(cfg, "gate", None), "check_names", ()) or ())
+    return BUILTIN_GATE_CHECKS + extra
+
+
+def gate_tag(check: str) -> str:
+    return f"gate.{check}"
+
+
+def gate_reason_tag(check: str) -> str:
+    return f"gate.{check}.reason"
+
+
+def gate_passed(tags: Mapping[str, str], checks: Iterable[str]) -> bool | None:
+    """True/False once every check recorded a verdict on the version, None before."""
+    verdicts = [tags.get(gate_tag(c)) for c in checks]
+    if any(v == "failed" for v in verdicts):
+        return False
+    if all(v == "passed" for v in verdicts):
+        return True
+    return None
+
+
+def gate_failures(tags: Mapping[str, str], checks: Iterable[str]) -> list[str]:
+    """One line per check that did not pass: "<check> <state> (<reason>)"."""
+    out = []
+    for c in checks:
+        state = tags.get(gate_tag(c))
+        if state != "passed":
+            reason = tags.get(gate_reason_tag(c))
+            out.append(f"{c} {state or 'not run'}" + (f" ({reason})" if reason else ""))
+    return out
