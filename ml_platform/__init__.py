@@ -5,7 +5,7 @@ Public entry points: ``ml_platform.ModelComponent`` (a Dagster Component for a `
 ``ml_platform.load_settings``. They are imported on first use: `ml-platform serve` loads this
 package and must not import Dagster."""
 
-__all__ = ["ModelComponent", "build_definitions", "load_settings"]
+__all__ = ["GateVerdict", "ModelComponent", "ModelOutputs", "build_definitions", "load_settings"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,10 @@ def __getattr__(name: str):
         from ml_platform.defs.definitions import build_definitions
 
         return build_definitions
+    if name in ("GateVerdict", "ModelOutputs"):
+        from ml_platform.core import gate
+
+        return getattr(gate, name)
     if name == "load_settings":
         from ml_platform.settings import load_settings
 

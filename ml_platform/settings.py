@@ -461,6 +461,12 @@ class DriftConfig(_Strict):
 
 
 class RetrainConfig(_Strict):
+    on_code_change: bool = Field(
+        True,
+        description="Retrain by itself (trigger `code`) when the model's code version (platform version, estimator "
+        "or pipeline and its params, transform, gate and training config, your check functions' source) differs "
+        "from the champion's; through the same gate and approval mode.",
+    )
     policy: Literal["on_drift", "on_arrival"] = Field(
         "on_drift",
         description="`on_drift`: the retrain policy of docs/retraining.md; `on_arrival`: every validated batch "
@@ -570,6 +576,22 @@ class ModelConfig(_Strict):
     task: Literal["classification", "regression"] = Field(
         description="What the model predicts; it decides the estimators and metrics allowed."
     )
+    target_values: Optional[list[Union[str, int]]] = Field(
+        None,
+        description="Classification: the target's classes (strings or integer codes, at least two; `1`, `1.0` "
+        'and `"1"` are one class). A row whose label is another value is quarantined (the reason names it and '
+        "`target`); a batch whose labels are mostly other values is rejected naming them. Not set: the classes "
+        "of the champion serving when the batch is validated (before the first champion, any label).",
+    )
+
+    @field_validator("target_values", mode="before")
+    @classmethod
+    def _bool_classes(cls, v):
+        # YAML true / false -> the classes "true" / "false" (the category rule of core/values.py)
+        if isinstance(v, list):
+            return [("true" if x else "false") if isinstance(x, bool) else x for x in v]
+        return v
+
     features: dict[str, FeatureSpec] = Field(
         description="The model's input columns (at least one), by column name. Other columns of a file are kept "
         "in its raw copy and ignored."
@@ -584,6 +606,13 @@ class ModelConfig(_Strict):
     )
     estimator: EstimatorConfig = Field(
         default_factory=EstimatorConfig, description="The estimator every candidate window is fitted with."
+    )
+    transform: Optional[str] = Field(
+        None,
+        description="Your feature engineering, `module:function`: `(pandas.DataFrame) -> pandas.DataFrame` from the "
+        "validated `features` columns (what callers send) to what the estimator sees (its output minus target, id "
+        "and timestamp). The same function runs in training, the gate, batch scoring and the endpoint; each "
+        "version keeps the module's source it was trained with (docs/extending.md).",
     )
     pipeline: Optional[str] = Field(
         None,
@@ -632,6 +661,11 @@ class ModelConfig(_Strict):
             for other in keys[i + 1 :]:
                 if special[key] is not None and special[key] == special[other]:
                     raise ValueError(f"@{other}: expected a column other than {key} (both are {special[key]!r})")
+        if self.target_values is not None:
+            if self.task != "classification":
+                raise ValueError("@target_values: applies to task: classification only")
+            if len({str(v).strip().lower() for v in self.target_values}) < 2:
+                raise ValueError("@target_values: give at least two distinct classes")
         if self.estimators is not None and "estimator" in self.model_fields_set:
             raise ValueError("@estimators: give either estimator or estimators, not both")
         if self.task == "classification" and self.gate.metric in {"rmse", "mae", "r2"}:

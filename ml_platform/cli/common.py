@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ml_platform.runtime.scale_out import export_password
 from ml_platform.settings import Settings, load_settings
 
 
-def settings_of(args) -> Settings:
+def settings_of(args, *, warn: bool = True) -> Settings:
+    """The settings a command runs on; ``warn=False`` leaves ``print_warnings`` to the command
+    (`up` prints them once it has written the demo batches)."""
     s = load_settings(args.config or getattr(args, "project", None))
-    for w in s.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    if warn:
+        print_warnings(s)
     export_password(s)  # scale_out.postgres: libpq (MLflow, Dagster) reads it from the environment only
+    if s.project is not None:  # the project's own code (transform, checks, estimators) imports as in `dg dev`
+        code_dir = str(s.project / "src" if (s.project / "src").is_dir() else s.project)
+        if code_dir not in sys.path:
+            sys.path.insert(0, code_dir)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (code_dir, os.environ.get("PYTHONPATH")) if p)
     return s
+
+
+def print_warnings(s: Settings) -> None:
+    """The settings' warnings that still hold: a landing dir that did not exist at load but
+    exists now (`up` writes the demo batches into it) is no longer news."""
+    created = tuple(f"models.{n}.landing_dir: " for n in s.models if s.landing_dir(n).is_dir())
+    for w in s.warnings:
+        if not (w.startswith(created) and "does not exist yet" in w):
+            print(f"warning: {w}", file=sys.stderr)
 
 
 def model_of(s: Settings, name: str | None) -> str:

@@ -1,4 +1,4 @@
-"""`ml-platform`: up | run | serve | simulate | rollback | status | score | worker | train | approve | reject.
+"""`ml-platform`: up | run | serve | simulate | rollback | exclude | status | score | worker | train | approve | reject.
 
 Each command imports the layers it needs when it runs, not at start: importing dagster and
 mlflow takes seconds, which `serve`, `simulate` and `--help` do not need to pay."""
@@ -85,23 +85,68 @@ def cmd_run(args) -> int:
     deployed = {name: champion_version(s, name) for name in summary}
     print("\nSummary")
     for name, outcomes in summary.items():
+        batches = [o for o in outcomes if o.kind == "batch"]
         q = sum(o.quarantined_rows for o in outcomes)
         trained = [o.train for o in outcomes if o.train]
         print(
-            f"  {name}: {len(outcomes)} batch(es), {q} quarantined row(s), {len(trained)} candidate(s), "
+            f"  {name}: {len(batches)} batch(es), {q} quarantined row(s), {len(trained)} candidate(s), "
             f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}"
         )
     return 0
 
 
+def cmd_check(args) -> int:
+    """CI for models: the working tree's code trained on the current data and judged by the whole
+    gate against the serving champion; nothing deploys. Exit 1 when the gate would refuse."""
+    from ml_platform.control.runner import check
+    from ml_platform.defs.definitions import build_definitions
+
+    s = settings_of(args)
+    models = [model_of(s, args.model)] if args.model else list(s.models)
+    defs = build_definitions(s)
+    refused = []
+    for name in models:
+        out = check(s, defs, name)
+        if out.version is None or not out.gate or not all(passed for _, passed, _ in out.gate):
+            refused.append(name)
+    if refused:
+        print(f"check: the gate would refuse {', '.join(refused)}", file=sys.stderr)
+        return 1
+    print(f"check: the gate would accept {', '.join(models)}")
+    return 0
+
+
 def cmd_status(args) -> int:
+    from ml_platform.control.champion import RegistryLost
     from ml_platform.control.status import render, status, to_json
     from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
 
     s = settings_of(args)
-    doc = status(s, registry_for(s), endpoint_for(s))
+    try:
+        doc = status(s, registry_for(s), endpoint_for(s))
+    except RegistryLost as e:
+        print(f"status refused: {e}", file=sys.stderr)
+        return 1
     print(to_json(doc) if args.json else render(doc))
+    return 0
+
+
+def cmd_exclude(args) -> int:
+    from ml_platform.control.exclusion import ExclusionError, exclude
+    from ml_platform.core.approval import os_user
+
+    s = settings_of(args)
+    name = model_of(s, args.model)
+    try:
+        rec = exclude(s, name, args.batch, reason=args.reason or "", by=args.by or os_user(), undo=args.undo)
+    except ExclusionError as e:
+        print(f"exclude failed: {e}", file=sys.stderr)
+        return 1
+    if args.undo:
+        print(f"{name}: batch {rec.partition} is back in training")
+    else:
+        print(f"{name}: batch {rec.partition} is out of training ({rec.excluded['reason']})")
     return 0
 
 
@@ -149,7 +194,7 @@ def cmd_score(args) -> int:
 def cmd_up(args) -> int:
     from ml_platform.cli.up import up
 
-    return up(settings_of(args))
+    return up(settings_of(args, warn=False))  # up prints the warnings after writing the demo data
 
 
 def cmd_serve(args) -> int:
@@ -158,17 +203,18 @@ def cmd_serve(args) -> int:
     s = settings_of(args)
     os.environ["ML_PLATFORM_CONFIG"] = str(s.source)
     _repair_before_serving(s)
+    _watch_lost_pointers(s, max(5.0, s.serving.poll_seconds))
     run(s, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
-def _repair_before_serving(s: Settings) -> None:
+def _repair_before_serving(s: Settings, names: list[str] | None = None) -> None:
     """An interrupted champion move is finished, and the store's champion files rebuilt from
     the registry, before the endpoint reads them (the endpoint itself never imports MLflow)."""
     from ml_platform.control.promotion import reconcile
     from ml_platform.resources.registry import registry_for
 
-    for name in s.models:
+    for name in s.models if names is None else names:
         try:
             for note in reconcile(s, registry_for(s), None, name):
                 print(f"[serve] {name}: repaired: {note}", flush=True)
@@ -176,6 +222,32 @@ def _repair_before_serving(s: Settings) -> None:
             print(
                 f"[serve] {name}: could not check the champion against the registry: {e}", file=sys.stderr, flush=True
             )
+
+
+def _lost_pointers(s: Settings) -> list[str]:
+    """Models whose champion pointer is lost (missing, not removed by a champion move)."""
+    from ml_platform.control.champion import store
+
+    return [name for name in s.models if store(s).lost(name)]
+
+
+def _watch_lost_pointers(s: Settings, interval: float) -> None:
+    """While `serve` runs: a champion pointer lost under it (deleted by hand, a faulty sync) is
+    rebuilt by ``reconcile`` from the registry and the audit. Meanwhile the endpoint keeps
+    serving the version it has loaded and reports not ready (``serving/slots.py``)."""
+    import threading
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                lost = _lost_pointers(s)
+            except Exception:  # noqa: BLE001 - an unreadable store: the endpoint reports it
+                continue
+            if lost:
+                _repair_before_serving(s, lost)
+
+    threading.Thread(target=loop, name="ml-platform-pointer-repair", daemon=True).start()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -215,6 +287,13 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("--model")
     rb.add_argument("--to-version", type=int)
     rb.set_defaults(fn=cmd_rollback)
+    ex = command("exclude", "take a bad batch out of every training window (--undo puts it back)")
+    ex.add_argument("--model")
+    ex.add_argument("--batch", required=True, help="its partition key (see status) or its landing file's name")
+    ex.add_argument("--reason", help="why, recorded on the batch")
+    ex.add_argument("--by", help="who (default: the OS user)")
+    ex.add_argument("--undo", action="store_true", help="put the batch back into training")
+    ex.set_defaults(fn=cmd_exclude)
     sc = command("score", "batch-score a CSV/Parquet file with the serving champion (ONNX)")
     sc.add_argument("--model")
     sc.add_argument("file")
@@ -224,7 +303,10 @@ def parser() -> argparse.ArgumentParser:
     wk.add_argument("--name", help="Celery node name (default: ml_platform-<pid>@<host>)")
     wk.add_argument("--loglevel", default="INFO")
     wk.set_defaults(fn=cmd_worker)
-    add_commands(command)  # train | approve | reject
+    add_commands(command)
+    ck = command("check", "CI: train the working tree's code, run the whole gate vs the champion, deploy nothing")
+    ck.add_argument("--model")
+    ck.set_defaults(fn=cmd_check)  # train | approve | reject
     st = command("status", "champions, versions, gate verdicts, batches")
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from ml_platform.cli.common import print_warnings
 from ml_platform.control.champion import champion_version
 from ml_platform.core import catalog
 from ml_platform.core.simulate import generate_batch, write_batches
@@ -67,8 +68,15 @@ def _group_gone(procs, seconds: float) -> bool:
 
 
 def up(s: Settings) -> int:
+    """Start everything; ``s`` comes from ``settings_of(args, warn=False)``: its warnings are
+    printed here, after the demo batches are written (a landing dir created by them is no news)."""
+    # A shell that starts `up` in the background (`... &` in a script) leaves SIGINT ignored, and a
+    # child inherits an ignored signal: dagster dev would ignore SIGINT and SIGTERM alike (it maps
+    # SIGTERM to SIGINT's handler). The children start with the default; `stop` is set below.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     prepare_environment(s)
     _seed_demo_data(s)
+    print_warnings(s)
     env = dict(os.environ)
     procs = []
     # The daemon logs every dequeue tick at INFO (each second); runs still print their events.

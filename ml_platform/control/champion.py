@@ -9,6 +9,9 @@ Only ``promotion.move_champion`` writes the pointer. Light on imports (no Dagste
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import Settings
 
@@ -32,3 +35,64 @@ def champion_model(settings: Settings, model: str) -> tuple[int | None, bytes | 
         return None, None, None
     onnx_bytes, meta = store(settings).read(model, version)
     return version, onnx_bytes, meta
+
+
+def champion_classes(settings: Settings, model: str) -> list | None:
+    """The classes the serving champion was trained on (its serving metadata), or None: no
+    champion, a regression model, or metadata that cannot be read (monitoring reports those)."""
+    st = store(settings)
+    try:
+        version = champion_version(settings, model)
+        if version is None:
+            return None
+        meta = json.loads(st.meta_path(model, version).read_text())
+    except (OSError, ValueError):
+        return None
+    classes = meta.get("classes") if isinstance(meta, dict) else None
+    return classes if isinstance(classes, list) and len(classes) >= 2 else None
+
+
+class RegistryLost(RuntimeError):
+    """The registry does not hold what the serving store knows (deleted or replaced): nothing
+    may be trained, registered or repaired from it until it is restored."""
+
+
+def registry_loss(settings: Settings, registry, model: str) -> str | None:
+    """Why the MLflow registry cannot be trusted for ``model``, or None. The serving store keeps
+    every published version and the champion pointer: a registry without the champion's version,
+    or whose newest version is older than the store's, was lost or replaced, and a new candidate
+    would be registered under a number the store already uses for another model. A missing
+    SQLite file is reported before MLflow is asked (asking would create an empty registry)."""
+    st = store(settings)
+    try:
+        champion = champion_version(settings, model)
+    except ValueError:  # an unreadable pointer: the published versions still speak
+        champion = None
+    published = st.versions(model)
+    if champion is None and not published:
+        return None
+    uri = settings.tracking_uri
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    registered = set() if db is not None and not db.exists() else {int(v.version) for v in registry.versions(model)}
+    newest = max([*published, *([champion] if champion is not None else [])])
+    if (champion is None or champion in registered) and newest <= max(registered, default=0):
+        return None
+
+    def shown(vs) -> str:
+        return ", ".join(f"v{v}" for v in sorted(vs)) or "none"
+
+    has = f"champion v{champion}" if champion is not None else "no champion"
+    return (
+        f"{model}: the MLflow registry at {uri} does not hold what the serving store knows "
+        f"({st.model_dir(model)}: {has}, published {shown(published)}; registered: {shown(registered)}). "
+        "It was deleted or "
+        f"replaced: restore it (or set the tracking URI back) before training; a new candidate would "
+        f"be registered as v{max(registered, default=0) + 1}, a number the store already uses"
+    )
+
+
+def check_registry(settings: Settings, registry, models) -> None:
+    """Raise RegistryLost naming every model whose registry was lost (``registry_loss``)."""
+    problems = [p for p in (registry_loss(settings, registry, m) for m in models) if p]
+    if problems:
+        raise RegistryLost("; ".join(problems))

@@ -9,6 +9,7 @@ decides it again (same run_key, so never twice)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import dagster as dg
@@ -16,11 +17,22 @@ import dagster as dg
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
-from ml_platform.core import catalog
+from ml_platform.core import catalog, code_version
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile
 from ml_platform.core.policy import Decision, decide, monitoring_complete
-from ml_platform.names import TAG_ARRIVAL, TAG_BATCH, TAG_REASON, TAG_REGIME_START, TAG_SHA, TAG_SOURCE, TAG_TRIGGER
+from ml_platform.names import (
+    TAG_ARRIVAL,
+    TAG_BATCH,
+    TAG_REASON,
+    TAG_REGIME_START,
+    TAG_SHA,
+    TAG_SOURCE,
+    TAG_TRIGGER,
+    VERSION_CHECK_ONLY,
+    VERSION_CODE,
+    VERSION_CODE_MANIFEST,
+)
 
 STALE_INGEST_SECONDS = 600
 
@@ -149,3 +161,30 @@ def newest_candidate_run_start(instance: dg.DagsterInstance, chain: Chain) -> fl
     if rec is None:
         return None
     return rec.start_time or rec.create_timestamp.timestamp()
+
+
+def code_change_decision(chain: Chain, registry, parts: dict[str, str], version_of_code: str) -> Decision | None:
+    """A retrain (trigger ``code``) when the champion was trained by other code than the code
+    loaded now (``core/code_version``), unless a candidate of this code exists already (judged by
+    the gate, or awaiting approval: its outcome stands). None when ``retrain.on_code_change`` is
+    off, without a champion, or for a champion from before code versions were recorded."""
+    if not chain.cfg.retrain.on_code_change:
+        return None
+    champion = champion_version(chain.settings, chain.name)
+    if champion is None:
+        return None
+    tags = registry.version(chain.name, champion).tags
+    old = tags.get(VERSION_CODE)
+    if old is None or old == version_of_code:
+        return None
+    for v in registry.versions(chain.name):
+        if v.tags.get(VERSION_CODE) == version_of_code and v.tags.get(VERSION_CHECK_ONLY) != "true":
+            return None
+    try:
+        old_parts = json.loads(tags.get(VERSION_CODE_MANIFEST) or "{}")
+    except ValueError:
+        old_parts = {}
+    what = ", ".join(code_version.changed(old_parts, parts)) or "unknown parts"
+    return Decision(
+        True, "code", f"code version of v{champion} {old} -> {version_of_code} (changed: {what})", at=time.time()
+    )

@@ -15,7 +15,7 @@ import pandas as pd
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.control.promotion import version_files_of
-from ml_platform.core import comparison, export, training
+from ml_platform.core import comparison, export, training, transform
 from ml_platform.core.candidate import Candidate
 from ml_platform.core.selection import BATCH, HOLDOUT
 from ml_platform.resources.registry import MlflowRegistry
@@ -44,7 +44,8 @@ class FairComparison:
 def _outputs(onnx_bytes: bytes, meta: dict, rows: pd.DataFrame, chain: Chain) -> Outputs:
     if rows.empty:
         return Outputs(np.empty(0), meta.get("classes"))
-    out = export.onnx_predict(export.session(onnx_bytes), rows, chain.cfg)
+    fn, mcfg = transform.for_version(meta, chain.cfg)
+    out = export.onnx_predict(export.session(onnx_bytes), transform.model_rows(rows, fn, meta), mcfg)
     return Outputs(np.asarray(out, dtype=np.float64), meta.get("classes"))
 
 

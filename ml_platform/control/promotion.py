@@ -32,6 +32,7 @@ from ml_platform.core import approval, audit, version_files
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import (
     GATE_JUDGED_AGAINST,
+    VERSION_CHECK_ONLY,
     VERSION_PROMOTED,
     VERSION_ROLLED_BACK,
     gate_checks,
@@ -82,6 +83,12 @@ def version_files_of(
 def checks_of(settings: Settings, model: str) -> tuple[str, ...]:
     """The model's blocking gate checks (the registry in ``names``)."""
     return gate_checks(settings.models[model])
+
+
+def servable(tags: dict, checks: tuple[str, ...]) -> bool | None:
+    """The gate's reading of a version (True/False/None while pending), False for a version
+    trained by `ml-platform check`: it never serves."""
+    return False if tags.get(VERSION_CHECK_ONLY) == "true" else gate_passed(tags, checks)
 
 
 def gate_refusal(
@@ -360,7 +367,7 @@ def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) 
     return approval.awaiting(
         [(int(v.version), v.tags) for v in registry.versions(model)],
         champion_version(settings, model),
-        gate_passed=lambda tags: gate_passed(tags, checks_of(settings, model)),
+        gate_passed=lambda tags: servable(tags, checks_of(settings, model)),
     )
 
 
@@ -377,7 +384,7 @@ def rollback_targets(settings: Settings, registry: MlflowRegistry, model: str) -
     return [
         int(v.version)
         for v in reversed(registry.versions(model))
-        if gate_passed(v.tags, checks) and not approval.rejection(v.tags)
+        if servable(v.tags, checks) and not approval.rejection(v.tags)
     ]
 
 
@@ -434,6 +441,14 @@ def _finish_interrupted(
         return f"finished the interrupted move {_v(intent.previous)} -> {_v(intent.to)}: {e}"
 
 
+def _tombstone(store, model: str, notes: list[str]) -> None:
+    """The audit says the champion was removed on purpose: make sure the store says so too (a
+    store written before it kept tombstones), or the endpoint reports a lost pointer."""
+    if not store.removed(model) and store.versions(model):
+        store.unpoint(model)
+        notes.append("the champion was removed on purpose (audit): the serving store now records it")
+
+
 def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClient | None, model: str) -> list[str]:
     """Make store, registry and endpoint name the same champion; returns what was repaired.
 
@@ -459,6 +474,7 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
             if last is not None and last.to is None:
                 registry.set_champion_alias(model, None)
                 notes.append(f"MLflow alias champion named v{alias} after the champion was removed; alias deleted")
+                _tombstone(store, model, notes)
                 return notes
             intent = audit.Intent(
                 model=model,
@@ -476,6 +492,9 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
             )
             return notes
         if current is None:
+            last = ([e for e in audit.read(settings.model_dir(model)) if e.moved] or [None])[-1]
+            if last is not None and last.to is None:
+                _tombstone(store, model, notes)
             return notes
         if alias != current:
             registry.set_champion_alias(model, current)

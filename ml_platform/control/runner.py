@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import dagster as dg
+
 from ml_platform import names
 from ml_platform.control import run_health
 from ml_platform.control.chain import Chain
-from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.decisions import (
+    code_change_decision,
     decision_observation,
     ingest_tags,
     pending_decisions,
@@ -18,10 +21,10 @@ from ml_platform.control.decisions import (
     train_tags,
 )
 from ml_platform.control.promotion import reconcile
-from ml_platform.core import catalog
+from ml_platform.core import catalog, code_version
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision
-from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
+from ml_platform.names import TAG_CHECK_ONLY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 from ml_platform.settings import Settings
@@ -51,6 +54,7 @@ class BatchOutcome:
     reason: str | None = None
     decision: str = ""
     train: TrainOutcome | None = None
+    kind: str = "batch"  # or "code": a code-change retrain, not a batch
 
 
 def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutcome:
@@ -183,7 +187,11 @@ def run_pending(
                     + (f" - {bo.reason}" if bo.reason else "")
                 )
                 echo(f"[{name}]   decision: {bo.decision}")
-                if d.retrain:
+                lost = registry_loss(settings, registry_for(settings), name) if d.retrain else None
+                if lost:  # never a fresh "v1" over a lost registry
+                    bo.train = TrainOutcome(d.trigger, d.reason, error=f"refused: {lost}")
+                    _echo_train(name, bo.train, echo)
+                elif d.retrain:
                     _wait_for_train_pool(instance, chain, echo)
                     res = train_job.execute_in_process(
                         instance=instance, raise_on_error=False, tags=train_tags(d, rec.partition)
@@ -191,7 +199,48 @@ def run_pending(
                     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)
+        code = code_retrain(settings, defs, instance, chain, echo)
+        if code is not None:
+            outcomes.append(code)
     return summary
+
+
+def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -> BatchOutcome | None:
+    """The code-change retrain the sensor would request (``decisions.code_change_decision``),
+    run now: a changed estimator, transform or gate config retrains without new data."""
+    parts = code_version.manifest(chain.cfg)
+    d = code_change_decision(chain, registry_for(settings), parts, code_version.code_version(parts))
+    if d is None:
+        return None
+    echo(f"[{chain.name}] decision: retrain ({d.trigger}): {d.reason}")
+    _wait_for_train_pool(instance, chain, echo)
+    res = defs.resolve_job_def(names.train_job(chain.name)).execute_in_process(
+        instance=instance, raise_on_error=False, tags=train_tags(d, None)
+    )
+    bo = BatchOutcome("", "", "code", decision=f"retrain ({d.trigger}): {d.reason}", kind="code")
+    bo.train = _train_outcome(res, chain, d.trigger, d.reason)
+    _echo_train(chain.name, bo.train, echo)
+    return bo
+
+
+def check(settings: Settings, defs, name: str, echo=print) -> TrainOutcome:
+    """`ml-platform check`: train the loaded code on the current data and run the whole gate
+    against the serving champion, in a throwaway Dagster instance, deploying nothing. The
+    candidate is registered in MLflow tagged as a check (every path to the champion refuses it),
+    so the evaluation stays on record."""
+    chain = Chain(name, settings.models[name], settings)
+    d = Decision(True, "check", "ml-platform check: the working tree's code against the champion")
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.ephemeral() as instance:
+        res = job.execute_in_process(
+            instance=instance,
+            asset_selection=[chain.key("training_set"), chain.key("candidate_model")],
+            tags={**train_tags(d, None), TAG_CHECK_ONLY: "true"},
+            raise_on_error=False,
+        )
+        out = _train_outcome(res, chain, d.trigger, d.reason)
+    _echo_train(name, out, echo, deploys=False)
+    return out
 
 
 def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=print) -> TrainOutcome:
@@ -200,6 +249,10 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     model launched by the daemon first (one train run per model at a time)."""
 
     chain = Chain(name, settings.models[name], settings)
+    lost = registry_loss(settings, registry_for(settings), name)  # before anything touches MLflow
+    if lost:
+        echo(f"[{name}] training refused: {lost}")
+        return TrainOutcome("manual", f"ml-platform train by {by}", error=f"refused: {lost}")
     repair(settings, defs, instance, name, echo)
     d = Decision(True, "manual", f"ml-platform train by {by}")
     _wait_for_train_pool(instance, chain, echo)
@@ -212,7 +265,7 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     return out
 
 
-def _echo_train(name: str, t: TrainOutcome, echo) -> None:
+def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
     if t.version is None:
         echo(f"[{name}]   training failed: {t.error}")
         return
@@ -220,7 +273,10 @@ def _echo_train(name: str, t: TrainOutcome, echo) -> None:
     echo(f"[{name}]   candidate v{t.version}: {metrics}")
     for check, passed, reason in t.gate:
         echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")
-    if t.deployed:
+    if not deploys:
+        passed = bool(t.gate) and all(p for _, p, _ in t.gate)
+        echo(f"[{name}]   gate: {'would PASS' if passed else 'would REFUSE'} v{t.version} (nothing deployed)")
+    elif t.deployed:
         echo(f"[{name}]   deployed v{t.version} as champion")
     elif t.awaiting_approval:
         echo(

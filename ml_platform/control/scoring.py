@@ -35,6 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ml_platform.core import transform
 from ml_platform.core.export import session
 from ml_platform.core.frames import feeds_of
 from ml_platform.core.landing import SUPPORTED, BatchReadError
@@ -192,7 +193,8 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
         raise ValueError(f"{path}: no such file")
     fmt = _fmt(path)
     version, onnx_bytes, meta = _champion(settings, model)
-    gcfg = _graph_config(settings.models[model], meta)
+    gcfg = _graph_config(settings.models[model], meta)  # what a row holds: the input columns
+    fn, mcfg = transform.for_version(meta, gcfg)  # what the graph takes: after the version's transform
     have = _columns(path, fmt)
     missing = [c for c in gcfg.features if c not in have]
     if missing:
@@ -252,7 +254,14 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
             try:
                 for chunk in _chunks(path, fmt, columns, chunk_rows):
                     if len(chunk):
-                        pending.append((chunk, pool.submit(sess.run, out_names, feeds_of(chunk, gcfg.features))))
+                        pending.append(
+                            (
+                                chunk,
+                                pool.submit(
+                                    sess.run, out_names, feeds_of(transform.model_rows(chunk, fn, meta), mcfg.features)
+                                ),
+                            )
+                        )
                     while len(pending) > parallel:
                         write_oldest()
                 while pending:

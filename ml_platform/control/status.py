@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import champion_version, check_registry
 from ml_platform.control.ledger import payoff_lines, payoff_of
-from ml_platform.control.promotion import reconcile
+from ml_platform.control.promotion import reconcile, servable
 from ml_platform.core import approval, audit, catalog, live
 from ml_platform.core.estimate import tracking as estimate_tracking_of
 from ml_platform.names import (
@@ -66,13 +66,13 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             "quarantined_rows": int(r.quarantined_rows or 0),
             "status": r.status or "unknown",
         }
-        for k in ("reason", "decision", "drift", "performance", "estimate"):
+        for k in ("reason", "excluded", "decision", "drift", "performance", "estimate"):
             v = getattr(r, k)
             if v:
                 b[k] = v.to_dict() if hasattr(v, "to_dict") else v
         batches.append(b)
     waiting = approval.awaiting(
-        [(int(v.version), v.tags) for v in versions], current, gate_passed=lambda tags: gate_passed(tags, checks)
+        [(int(v.version), v.tags) for v in versions], current, gate_passed=lambda tags: servable(tags, checks)
     )
     return {
         "champion": champion,
@@ -118,6 +118,9 @@ def estimate_tracking(records: list[catalog.BatchRecord]) -> dict:
 
 
 def status(settings: Settings, registry: MlflowRegistry, endpoint=None) -> dict:
+    """Raises ``RegistryLost`` (naming the tracking URI and what is missing) when the registry
+    does not hold what the serving store knows: never a report over a fresh, empty registry."""
+    check_registry(settings, registry, settings.models)
     return {
         "tracking_uri": settings.tracking_uri,
         "models": {n: model_status(settings, registry, n, endpoint) for n in settings.models},

@@ -13,6 +13,8 @@ import getpass
 import os
 from dataclasses import asdict, dataclass
 
+from ml_platform.names import GATE_JUDGED_AGAINST, VERSION_PROMOTED, VERSION_TRIGGER
+
 # Version tags (MLflow): the decision, who took it, when, and why.
 TAG = "approval"  # approved | rejected
 TAG_BY = "approval.by"
@@ -43,10 +45,10 @@ def awaiting(versions: list[tuple[int, dict]], champion: int | None, *, gate_pas
     for number, tags in sorted(versions, key=lambda v: -v[0]):
         if champion is not None and number <= champion:
             continue
-        if gate_passed(tags) is not True or tags.get("promoted") in ("true", "false") or tags.get(TAG):
+        if gate_passed(tags) is not True or tags.get(VERSION_PROMOTED) in ("true", "false") or tags.get(TAG):
             continue  # failed / pending gate, served once (or rolled back), or already decided
-        judged = tags.get("gate.judged_against", "none")
-        out.append(Awaiting(number, tags.get("trigger", "manual"), judged, judged != now))
+        judged = tags.get(GATE_JUDGED_AGAINST, "none")
+        out.append(Awaiting(number, tags.get(VERSION_TRIGGER, "manual"), judged, judged != now))
     return out
 
 

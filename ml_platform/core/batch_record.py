@@ -23,9 +23,8 @@ class Decision:
     """The retrain policy's answer for one batch (``core/policy.decide``), as recorded on it."""
 
     retrain: bool
-    trigger: (
-        str  # arrival | drift | performance | concept | challenger | estimated_performance | schedule | manual | none
-    )
+    # arrival | drift | performance | concept | challenger | estimated_performance | schedule | code | manual | none
+    trigger: str
     reason: str
     # For drift / performance retrains: the first batch of the new regime. Training on the
     # regime alone (when it holds enough rows) recovers faster than diluting it in old data.
@@ -77,6 +76,8 @@ class BatchRecord:
     performance: dict | None = None
     estimate: dict | None = None
     decision: Decision | None = None
+    # `ml-platform exclude`: taken out of every training window by a person ({"reason", "by", "at"})
+    excluded: dict | None = None
     extra: dict = field(default_factory=dict)  # keys this class does not know, kept on rewrite
 
     # ---- (de)serialisation ----------------------------------------------------------------
@@ -114,8 +115,8 @@ class BatchRecord:
 
     @property
     def trainable(self) -> bool:
-        """Validated and labelled: a batch the training set draws from."""
-        return self.is_validated and not self.unlabelled
+        """Validated, labelled and not excluded: a batch the training set draws from."""
+        return self.is_validated and not self.unlabelled and not self.excluded
 
     @property
     def validated_rows_path(self) -> str | None:

@@ -10,12 +10,12 @@ no converter is reported where the definitions load, naming the key.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from functools import cache
 
 from sklearn.base import is_classifier, is_regressor
 
+from ml_platform.core.user_code import UserCodeError, load_object
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
 # shortcut -> (classification class, regression class, platform defaults)
@@ -35,27 +35,6 @@ SHORTCUTS: dict[str, tuple[str | None, str | None, dict]] = {
 }
 
 
-class EstimatorError(ValueError):
-    """A model's estimator or pipeline cannot be built or exported (the message names why)."""
-
-
-def load_object(path: str):
-    """``"package.module:attr"`` or ``"package.module.attr"`` -> the object."""
-    module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
-    if not module or not attr:
-        raise EstimatorError(f"{path!r}: expected 'package.module:name'")
-    try:
-        obj = importlib.import_module(module)
-    except ImportError as e:
-        raise EstimatorError(f"{path!r}: module {module!r} cannot be imported ({e})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise EstimatorError(f"{path!r}: {module!r} has no {attr!r}") from None
-    return obj
-
-
 def class_path(est: EstimatorConfig, task: str) -> str:
     if est.class_path is not None:
         return est.class_path
@@ -66,7 +45,7 @@ def class_path(est: EstimatorConfig, task: str) -> str:
 def estimator_class(est: EstimatorConfig, task: str) -> type:
     cls = load_object(class_path(est, task))
     if not inspect.isclass(cls) or not hasattr(cls, "fit") or not hasattr(cls, "get_params"):
-        raise EstimatorError(f"{class_path(est, task)!r} is not a scikit-learn-compatible estimator class")
+        raise UserCodeError(f"{class_path(est, task)!r} is not a scikit-learn-compatible estimator class")
     return cls
 
 
@@ -90,10 +69,10 @@ def user_pipeline(cfg: ModelConfig):
     """The unfitted pipeline the user's ``pipeline`` function returns."""
     fn = load_object(cfg.pipeline)
     if not callable(fn):
-        raise EstimatorError(f"{cfg.pipeline!r} is not a function")
+        raise UserCodeError(f"{cfg.pipeline!r} is not a function")
     pipe = fn()
     if not hasattr(pipe, "fit") or not hasattr(pipe, "predict"):
-        raise EstimatorError(f"{cfg.pipeline!r} returned {type(pipe).__name__}, not a scikit-learn pipeline")
+        raise UserCodeError(f"{cfg.pipeline!r} returned {type(pipe).__name__}, not a scikit-learn pipeline")
     return pipe
 
 
@@ -153,23 +132,29 @@ def problems(cfg: ModelConfig) -> list[str]:
     """What keeps this model's code (estimators, pipeline, gate checks) from running: one line per
     problem, starting with its key path (``estimator.class: ...``). Imports the user's code."""
     out = []
+    if cfg.transform is not None:
+        try:
+            if not callable(load_object(cfg.transform)):
+                out.append(f"transform: {cfg.transform!r} is not a function")
+        except UserCodeError as e:
+            out.append(f"transform: {e}")
     for i, path in enumerate(cfg.gate.checks):
         try:
             if not callable(load_object(path)):
                 out.append(f"gate.checks.{i}: {path!r} is not a function")
-        except EstimatorError as e:
+        except UserCodeError as e:
             out.append(f"gate.checks.{i}: {e}")
     if cfg.pipeline is not None:
         try:
             user_pipeline(cfg)
-        except EstimatorError as e:
+        except UserCodeError as e:
             out.append(f"pipeline: {e}")
         return out
     for i, est in enumerate(cfg.estimator_list):
         key = "estimator" if cfg.estimators is None else f"estimators.{i}"
         try:
             cls = estimator_class(est, cfg.task)
-        except EstimatorError as e:
+        except UserCodeError as e:
             out.append(f"{key}.class: {e}")
             continue
         accepted = set(cls().get_params())

@@ -42,7 +42,33 @@ def export_onnx(pipe: Pipeline, cfg: ModelConfig) -> bytes:
     ]
     options = {id(pipe.steps[-1][1]): {"zipmap": False}} if cfg.task == "classification" else None
     onx = skl2onnx.to_onnx(pipe, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
+    name_inputs(onx, [name for name, _ in initial_types])
     return onx.SerializeToString()
+
+
+def name_inputs(onx, columns: list[str]) -> None:
+    """The rule of the platform's ONNX graphs: input i is named exactly column i, whatever the
+    column name holds (``tenure months``, ``plan/type``, ``x.y``, unicode). skl2onnx turns every
+    character outside ``[\\w+]`` into ``_`` (and numbers names that then collide), so a graph
+    would want feeds no feed builder makes: its inputs are renamed back here, in place. Every
+    feed builder (``frames.feeds_of``, the endpoint's ``requests.Schema``, the gate, scoring)
+    keys feeds by column name, and the endpoint checks that a graph's inputs are its metadata's
+    features. ONNX names are free strings; skl2onnx declares the inputs first, in order, so the
+    sanitised names only ever stand for the inputs."""
+    graph = onx.graph
+    if len(graph.input) != len(columns):
+        raise ValueError(f"the ONNX graph has {len(graph.input)} inputs for {len(columns)} columns")
+    renamed = {i.name: col for i, col in zip(graph.input, columns) if i.name != col}
+    if not renamed:
+        return
+    for i in graph.input:
+        i.name = renamed.get(i.name, i.name)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+    for vi in graph.value_info:
+        vi.name = renamed.get(vi.name, vi.name)
 
 
 def session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:

@@ -1,8 +1,10 @@
 """The batch schema (pandera), built from the model config, and row quarantine.
 
 A column-level problem (a configured column is missing) fails the whole batch; a
-row-level problem (garbage in a cell, out of range, unknown category, missing label)
-quarantines that row with a reason, and the valid rows go on.
+row-level problem (garbage in a cell, out of range, unknown category, missing label, a label
+that is not one of the target's classes) quarantines that row with a reason, and the valid
+rows go on. A batch whose labels are mostly not the target's classes (another vocabulary:
+yes/no for a 0/1 target) fails as a whole, naming them.
 """
 
 from __future__ import annotations
@@ -131,9 +133,75 @@ def _config_key(cfg: ModelConfig, model_name: str, col: str) -> str:
     return col
 
 
+def class_set(classes) -> set[str] | None:
+    """The categories of a classification target's classes (``target_values`` or a model's
+    ``classes``), by the category rule every label is typed with (1, 1.0 and "1" are one)."""
+    if classes is None:
+        return None
+    out = set()
+    for c in classes:
+        try:
+            cat = category(c)
+        except ValueError:
+            continue
+        if cat is not None:
+            out.add(cat)
+    return out or None
+
+
+def unknown_labels(labels: pd.Series, classes) -> pd.Series:
+    """Per row: is the label (a category string, None = missing) outside ``classes``?"""
+    known = class_set(classes)
+    if known is None:
+        return pd.Series(False, index=labels.index)
+    return labels.notna() & ~labels.isin(known)
+
+
+def _shown_classes(known: set[str]) -> str:
+    return ", ".join(sorted(known, key=lambda c: (len(c), c)))
+
+
+def _check_labels(
+    df: pd.DataFrame,
+    norm: pd.DataFrame,
+    cfg: ModelConfig,
+    classes,
+    reasons: dict[int, list[str]],
+    model_name: str,
+    source: str,
+) -> None:
+    """Quarantine rows whose label is not a class; fail the batch when most labels are not."""
+    col = cfg.target
+    unknown = unknown_labels(norm[col], classes)
+    if not unknown.any():
+        return
+    known = class_set(classes)
+    key = f"models.{model_name}.target"
+    labelled = int(norm[col].notna().sum())
+    if unknown.sum() * 2 > labelled:
+        counts = norm.loc[unknown, col].value_counts()
+        got = ", ".join(f"{_show(v)} ({n} rows)" for v, n in counts.head(5).items())
+        more = f" and {len(counts) - 5} other value(s)" if len(counts) > 5 else ""
+        raise BatchSchemaError(
+            f"{source}: {unknown.sum()} of {labelled} labels in {col!r} ({key}) are not its classes "
+            f"{_shown_classes(known)}: {got}{more}; map them to the classes, or declare the classes "
+            f"with models.{model_name}.target_values"
+        )
+    why = f"not a class of {key} ({_shown_classes(known)})"
+    for i in np.flatnonzero(unknown.to_numpy()).tolist():
+        reasons.setdefault(i, []).append(f"{col}: {why} (got {_show(df.at[i, col])})")
+
+
 def validate_batch(
-    df: pd.DataFrame, cfg: ModelConfig, *, model_name: str = "model", source: str = "batch"
+    df: pd.DataFrame,
+    cfg: ModelConfig,
+    *,
+    model_name: str = "model",
+    source: str = "batch",
+    classes: list | None = None,
 ) -> ValidationOutcome:
+    """Validate one batch against the model's schema. ``classes`` (classification): the target's
+    classes (``target_values``, else the champion's); a label outside them is a bad row."""
     # A file without the target column is unlabelled data (monitoring and scoring only);
     # a target column with some empty cells is labelled data with bad rows.
     labelled = cfg.target in df.columns
@@ -150,6 +218,8 @@ def validate_batch(
         )
     df = df.reset_index(drop=True)
     norm, reasons = _normalise(df, cfg, labelled)
+    if labelled and cfg.task == "classification":
+        _check_labels(df, norm, cfg, cfg.target_values or classes, reasons, model_name, source)
     schema = build_schema(cfg, labelled)
     try:
         schema.validate(norm, lazy=True)

@@ -4,6 +4,7 @@ Each check computes its figures, asks the pure policy in ``core/gate.py`` for a 
 records it on the MLflow model version (so `status` and MLflow show it) and in the UI.
 """
 
+import json
 import time
 
 import dagster as dg
@@ -11,10 +12,11 @@ import numpy as np
 
 from ml_platform.control.chain import Chain
 from ml_platform.control.fair_comparison import FairComparison, fair_comparison
-from ml_platform.core import estimators, export, gate, slices
+from ml_platform.core import export, gate, slices, transform, user_code
 from ml_platform.core.candidate import Candidate
 from ml_platform.core.frames import feeds_of
 from ml_platform.defs.assets.training import load_training_set
+from ml_platform.defs.metadata import VERDICT, figures, rounded
 from ml_platform.names import (
     GATE_COMPARISON_PREFIX,
     GATE_JUDGED_AGAINST,
@@ -39,9 +41,14 @@ def _result(
             **(extra_tags or {}),
         },
     )
-    figures = {k: val for k, val in v.figures.items() if val is not None}
+    shown = {k: val for k, val in v.figures.items() if val is not None}
     return dg.AssetCheckResult(
-        passed=v.passed, metadata={"reason": v.reason, "candidate_version": candidate.version, **figures}
+        passed=v.passed,
+        metadata={
+            VERDICT: f"{'passed' if v.passed else 'FAILED'}: {v.reason}",
+            "reason": v.reason,
+            **figures({"candidate_version": candidate.version, **shown}),
+        },
     )
 
 
@@ -72,7 +79,7 @@ def slice_table(results: list[slices.SliceResult], metric: str) -> dg.TableMetad
     )
 
     def num(x):
-        return "" if x is None else round(float(x), 5)
+        return "" if x is None else rounded(x)
 
     records = [
         dg.TableRecord(
@@ -193,7 +200,9 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
     def onnx_parity(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
         _, holdout = load_training_set({"path": candidate_model.training_set})
         ref = np.load(candidate_model.files.holdout_outputs)
-        got = export.onnx_predict(_candidate_session(candidate_model), holdout, cfg)
+        meta = json.loads(candidate_model.files.serving.read_text())
+        fn, mcfg = transform.for_version(meta, cfg)  # transform + graph, end to end, on raw rows
+        got = export.onnx_predict(_candidate_session(candidate_model), transform.model_rows(holdout, fn, meta), mcfg)
         v = gate.onnx_parity(ref, got, task=cfg.task, atol=cfg.gate.parity_tolerance, rtol=cfg.gate.parity_rtol)
         return _result(ml_platform_registry, chain, candidate_model, v)
 
@@ -206,13 +215,19 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
     def latency_budget(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
         _, holdout = load_training_set({"path": candidate_model.training_set})
         sess = _candidate_session(candidate_model)
-        feeds = feeds_of(holdout.head(1), cfg.features)
+        meta = json.loads(candidate_model.files.serving.read_text())
+        fn, mcfg = transform.for_version(meta, cfg)
+        row = holdout.head(1)
+
+        def one_row():  # what the endpoint runs per row: the transform (if any), then the graph
+            sess.run(None, feeds_of(transform.model_rows(row, fn, meta), mcfg.features))
+
         for _ in range(20):
-            sess.run(None, feeds)  # warm-up
+            one_row()  # warm-up
         times = []
-        for _ in range(300):
+        for _ in range(300 if fn is None else 100):
             t = time.perf_counter()
-            sess.run(None, feeds)
+            one_row()
             times.append((time.perf_counter() - t) * 1000)
         v = gate.latency_budget(float(np.percentile(times, 99)), cfg.gate.latency_budget_ms)
         return _result(ml_platform_registry, chain, candidate_model, v)
@@ -229,7 +244,7 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
 def _user_check(chain: Chain, name: str, path: str) -> dg.AssetChecksDefinition:
     """A user's ``gate.checks`` entry as a blocking check, on the same comparison rows as
     ``not_worse_than_champion`` (neither model trained on them)."""
-    fn = estimators.load_object(path)
+    fn = user_code.load_object(path)
 
     @dg.asset_check(
         asset=chain.key("candidate_model"),

@@ -3,7 +3,9 @@
 The UI shows a TableMetadataValue inline on the asset overview (markdown only when it is under
 1,000 characters, so a table in markdown or an embedded PNG hides behind a click). Use ``table``
 for every DataFrame a person looks at, ``plot`` for a chart, ``bar`` for a chart that must be
-visible at a glance (a column of the table), ``display_name`` for a label.
+visible at a glance (a column of the table), ``display_name`` for a label. Numbers go through
+``figures`` (rounded to what matters; identifiers and constants as text, not plotted), and a
+one-line verdict leads under the ``VERDICT`` key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,79 @@ import pandas as pd
 
 from ml_platform.core import audit
 from ml_platform.core.candidate import SCORE
+
+# ------------------------------------------------------------------ figures a person reads
+VERDICT = "Verdict"
+"""The key of the one-line verdict an asset or check puts first. The UI lists a check's metadata
+by key in code-point order (upper case before lower case) and a materialization's in insertion
+order: a capital first letter, put first, leads in both, ahead of every lower-case key."""
+
+LABELS = frozenset(
+    {
+        "candidate_version",
+        "champion_version",
+        "budget_ms",
+        "threshold",
+        "max_regression",
+        "min_rows",
+        "confidence",
+        "resamples",
+        "atol",
+        "rtol",
+        "tolerance",
+    }
+)
+"""Numeric figures that are identifiers or configured constants. The UI plots every numeric
+entry of an asset's or check's events over time; these go in as text, so they are not plotted."""
+
+
+def rounded(value: float, kind: str = "metric") -> float:
+    """``value`` rounded to what a person reads: ``metric`` 4 decimals (0.8356), ``share`` (a share
+    or rate) 3 decimals, ``ms`` (a latency) 3 significant digits (0.135), ``p`` (a p-value) and
+    ``small`` (a tiny difference) 3 significant figures (1.74e-05). Not finite: as it is."""
+    x = float(value)
+    if not math.isfinite(x):
+        return x
+    if kind == "metric":
+        return round(x, 4)
+    if kind == "share":
+        return round(x, 3)
+    if kind in ("ms", "p", "small"):
+        return float(f"{x:.3g}")
+    raise ValueError(f"unknown kind of figure {kind!r}")
+
+
+def kind_of(key: str) -> str:
+    """The ``rounded`` kind of a figure, by its metadata key."""
+    k = key.lower()
+    if "p_value" in k:
+        return "p"
+    if k.endswith("_ms"):
+        return "ms"
+    if "share" in k or k.endswith("_rate") or "fraction" in k:
+        return "share"
+    if "diff" in k or k in ("atol", "rtol", "tolerance"):
+        return "small"
+    return "metric"
+
+
+def figure(key: str, value: object) -> object:
+    """One figure as metadata: a float rounded by its key (``kind_of``), an identifier or a
+    constant (``LABELS``) as text, anything else as it is."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        if key in LABELS:
+            return dg.MetadataValue.text(f"{value:g}" if isinstance(value, (float, np.floating)) else str(value))
+        if isinstance(value, (float, np.floating)):
+            return rounded(value, kind_of(key))
+        return int(value)
+    return value
+
+
+def figures(values: dict) -> dict:
+    """``figure`` of every entry, in order."""
+    return {k: figure(k, v) for k, v in values.items()}
 
 
 def md_table(df: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:

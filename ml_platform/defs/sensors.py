@@ -13,6 +13,7 @@ from ml_platform.control import run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.control.decisions import (
+    code_change_decision,
     decision_observation,
     ingest_tags,
     newest_candidate_run_start,
@@ -21,7 +22,7 @@ from ml_platform.control.decisions import (
     train_tags,
 )
 from ml_platform.control.promotion import reconcile
-from ml_platform.core import catalog
+from ml_platform.core import catalog, code_version
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.live import sample_files
 from ml_platform.core.policy import scheduled
@@ -30,6 +31,7 @@ from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 
 CONTROL_PLANE_INTERVAL = 10
+CODE_CHANGE_INTERVAL = 15
 
 
 def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
@@ -128,12 +130,12 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         "serving store agree with the champion pointer.",
     )
     def control_plane_sensor(context: dg.SensorEvaluationContext):
-        names = [j.name for j in jobs]
-        for run in run_health.fail_dead_runs(context.instance, names):
+        job_names = [j.name for j in jobs]
+        for run in run_health.fail_dead_runs(context.instance, job_names):
             context.log.warning(f"run {run.run_id} ({run.job_name}): worker died; marked failed")
         settings = chain.settings
         requests = []
-        for r in run_health.runs_to_retry(context.instance, names):
+        for r in run_health.runs_to_retry(context.instance, job_names):
             if r.job_name == names.train_job(chain.name):
                 retrain, note = run_health.salvage_train_run(
                     settings, registry_for(settings), endpoint_for(settings), chain.name, r
@@ -164,7 +166,32 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             return dg.SkipReason("; ".join(notes) or "healthy: no dead run, champion consistent")
         return dg.SensorResult(run_requests=requests)
 
-    return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor]
+    parts = code_version.manifest(chain.cfg)
+    version_of_code = code_version.code_version(parts)
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "code_change"),
+        job_name=names.train_job(chain.name),
+        minimum_interval_seconds=CODE_CHANGE_INTERVAL,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrains {chain.name} (trigger code) when the loaded code version ({version_of_code}) differs "
+        "from the champion's (retrain.on_code_change).",
+    )
+    def code_change_sensor(context: dg.SensorEvaluationContext):
+        champion = champion_version(chain.settings, chain.name)
+        key = f"{champion}:{version_of_code}"
+        if context.cursor == key:
+            return dg.SkipReason(f"code version {version_of_code} already compared with champion v{champion}")
+        if train_in_flight(context.instance, chain):
+            return dg.SkipReason("a train run is in flight: its candidate carries this code")
+        d = code_change_decision(chain, registry_for(chain.settings), parts, version_of_code)
+        context.update_cursor(key)
+        if d is None:
+            return dg.SkipReason(f"no code retrain (code version {version_of_code}, champion v{champion})")
+        context.log.info(d.reason)
+        return dg.RunRequest(run_key=f"code-{version_of_code}-v{champion}", tags=train_tags(d, None))
+
+    return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:

@@ -17,7 +17,26 @@ from dagster import ConfigurableResource
 
 from ml_platform.core import version_files
 from ml_platform.core.version_files import VersionFiles
-from ml_platform.names import MLFLOW_DAGSTER_RUN, gate_reason_tag, gate_tag
+from ml_platform.names import (
+    MLFLOW_DAGSTER_RUN,
+    VERSION_CHECK_ONLY,
+    VERSION_CODE,
+    VERSION_CODE_MANIFEST,
+    VERSION_PLATFORM_COMMIT,
+    VERSION_PROJECT_COMMIT,
+    VERSION_PROJECT_DIRTY,
+    gate_reason_tag,
+    gate_tag,
+)
+
+# on the registry version as well as the run: what the code-change retrain and `status` read
+VERSION_CODE_TAGS = (
+    VERSION_CODE,
+    VERSION_CODE_MANIFEST,
+    VERSION_PROJECT_COMMIT,
+    VERSION_PROJECT_DIRTY,
+    VERSION_CHECK_ONLY,
+)
 
 
 def _pip_requirements() -> list[str]:
@@ -100,6 +119,7 @@ class MlflowRegistry(ConfigurableResource):
         parent_run_id: str | None = None,
         run_tags: dict | None = None,
         run_name: str | None = None,
+        config: dict | None = None,
     ) -> tuple[int, str]:
         """One MLflow run (params, metrics, the sklearn model, the version's files, the batch
         hashes) and a new registry version with alias ``challenger``. Returns (version, run_id).
@@ -118,7 +138,7 @@ class MlflowRegistry(ConfigurableResource):
                 {
                     **{k: v for k, v in tags.items() if k != "dagster_run_id"},
                     **(run_tags or {}),
-                    "git_commit": git_commit(),
+                    VERSION_PLATFORM_COMMIT: git_commit(),
                     "batch_count": str(len(batches)),
                 }
             )
@@ -137,12 +157,14 @@ class MlflowRegistry(ConfigurableResource):
             for name in version_files.REGISTRY_FILES:
                 mlflow.log_artifact(str(files.dir / name), artifact_path=version_files.ARTIFACT_PATH)
             mlflow.log_dict(batches, "batches.json")  # batch -> sha256; a tag would be kilobytes
+            if config is not None:  # the effective configuration the candidate was trained with
+                mlflow.log_dict(config, "config.yaml")
         version = int(info.registered_model_version)
         c = self.client()
         c.set_registered_model_alias(model, "challenger", version)
         c.set_model_version_tag(model, str(version), "trigger", tags.get("trigger", "manual"))
         c.set_model_version_tag(model, str(version), "batch_count", str(len(batches)))
-        for k in ("training_set", "dagster_run_id", "train_window"):
+        for k in ("training_set", "dagster_run_id", "train_window", *VERSION_CODE_TAGS):
             if k in tags:
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id

@@ -12,11 +12,15 @@ from datetime import datetime, timezone
 import numpy as np
 import onnxruntime as ort
 
+from ml_platform.core import transform
+from ml_platform.core.frames import feeds_of
+from ml_platform.core.transform import TransformError
 from ml_platform.serving import v2
 from ml_platform.serving.batching import RowBatcher
 from ml_platform.serving.errors import RequestError
 from ml_platform.serving.requests import Schema
 from ml_platform.serving.store import ModelStore
+from ml_platform.settings import FeatureSpec
 
 LATENCY_CALLS = 50
 
@@ -61,7 +65,20 @@ class LoadedModel:
         except Exception as e:  # noqa: BLE001 - any ORT failure means "not loadable"
             raise RejectedModel(version, f"ONNX Runtime cannot load v{version}: {str(e)[:300]}") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
-        feats = meta.get("features") or {}
+        # A model with a transform: callers send (and are validated against) its input
+        # ``features``; the graph takes ``model_features``, what the version's transform returns.
+        self.transform = None
+        spec = meta.get("transform")
+        if spec:
+            try:
+                self.transform = transform.load_from_source(spec["source"], spec["path"])
+                self.transform_path = spec["path"]
+                self.model_features = {
+                    c: FeatureSpec.model_validate(s) for c, s in (meta.get("model_features") or {}).items()
+                }
+            except (TransformError, ValueError, KeyError, TypeError) as e:
+                raise RejectedModel(version, f"transform: {e}") from None
+        feats = (meta.get("model_features") if spec else meta.get("features")) or {}
         if set(inputs) != set(feats):
             raise RejectedModel(
                 version, f"ONNX inputs {sorted(inputs)} do not match the metadata features {sorted(feats)}"
@@ -73,7 +90,7 @@ class LoadedModel:
                 raise RejectedModel(version, f"ONNX input {name!r} is {inputs[name].type}, expected {want}")
             ranks[name] = len(inputs[name].shape or [None, 1])
         try:
-            self.schema = Schema(meta, ranks)
+            self.schema = Schema(meta, ranks if self.transform is None else {})
         except (ValueError, TypeError) as e:
             raise RejectedModel(version, f"metadata: {e}") from None
         outs = self.session.get_outputs()
@@ -111,7 +128,9 @@ class LoadedModel:
         self.last_latency_ms: dict = {}
         self.hot: dict = {}  # protocol -> metrics.Hot, filled by the app on first use
         self.batcher = RowBatcher(self)  # single-row requests share ONNX Runtime calls
-        self.batchable = True  # checked on the smoke rows by validate()
+        # checked on the smoke rows by validate(); with a transform, one request's bad row must
+        # not fail its neighbours' rows, so requests are not batched together
+        self.batchable = self.transform is None
 
     def label_key(self, label) -> str:
         key = self._label_keys.get(label)
@@ -119,7 +138,21 @@ class LoadedModel:
 
     # ---- inference ----
     def run(self, feeds: dict) -> list:
+        if self.transform is not None:
+            feeds = self._transformed(feeds)
         return self._run(self.output_names, feeds, None)
+
+    def _transformed(self, feeds: dict) -> dict:
+        """Parsed request columns -> the version's transform -> the graph's feeds. A row the
+        transform cannot take is the caller's problem (422), named by its position."""
+        df = transform.raw_frame(feeds, self.meta["features"])
+        try:
+            out = transform.apply(self.transform, df, self.transform_path)
+            return feeds_of(out, self.model_features)
+        except (TransformError, KeyError) as e:
+            msg = str(e) if isinstance(e, TransformError) else f"transform {self.transform_path}: no column {e}"
+            field = msg.split(":", 1)[0] if msg.startswith("row ") else None
+            raise RequestError("transform_failed", msg, field=field, status=422) from None
 
     # ---- infrastructure validation ----
     def validate(self, latency_budget_ms: float) -> None:

@@ -11,7 +11,10 @@ dropped. A version that fails is rejected: the previous one keeps serving and re
 says why. The pointer is the one source of truth: nothing else is loaded in its place.
 
 Readiness: a model is ready when it serves exactly the version its pointer names; the
-endpoint is ready when every model that has a pointer is.
+endpoint is ready when every model that has a pointer is. A pointer that is gone without the
+store's tombstone (``store.unpoint`` writes one) was lost, not removed: the version serving
+keeps serving, and the model is not ready until the pointer is back (``ml-platform serve``
+and ``reconcile`` rebuild it from the registry and the audit).
 """
 
 from __future__ import annotations
@@ -122,13 +125,13 @@ class ModelSlots:
             return None
         slot.pointer_sig = sig
         if sig is None:
-            return ("done", self._unload(slot))
+            return ("done", self._pointer_gone(slot))
         try:
             ptr = self.store.current(slot.name)
         except (OSError, ValueError) as e:
             return ("done", self._reject(slot, None, f"unreadable pointer: {e}"))
         if ptr is None:
-            return ("done", self._unload(slot))
+            return ("done", self._pointer_gone(slot))
         v = ptr["version"]
         if slot.model is not None and slot.model.version == v:
             slot.model.pointer = ptr
@@ -136,6 +139,24 @@ class ModelSlots:
             return ("done", self._result(slot, "unchanged", v))
         slot.pending = {"version": v, "reason": f"v{v} is being loaded"}
         return ("load", v, ptr)
+
+    def _lost_pointer(self, name: str) -> str | None:
+        """Why the champion pointer of ``name`` counts as lost, or None: it is missing, it was
+        not removed on purpose (no tombstone), and versions are published."""
+        if not self.store.lost(name):
+            return None
+        return (
+            f"champion pointer {self.store.pointer_path(name)} is missing, but it was not removed by a "
+            "champion move (`ml-platform serve` or `reconcile` rebuilds it from the registry)"
+        )
+
+    def _pointer_gone(self, slot: Slot) -> dict:
+        """No pointer: removed on purpose -> unload; lost -> rejected like an unreadable
+        pointer: the loaded version keeps serving and readiness reports it."""
+        lost = self._lost_pointer(slot.name) if slot.model is not None else None
+        if lost is None:
+            return self._unload(slot)
+        return self._reject(slot, None, lost)
 
     def _unload(self, slot: Slot) -> dict:
         """No pointer: no champion. A model that was serving stops (the pointer was removed
@@ -262,6 +283,10 @@ class ModelSlots:
             out["reason"] = f"unreadable champion pointer: {e}"
             return out
         if ptr is None:
+            lost = self._lost_pointer(slot.name)
+            if lost is not None:  # required: lost, not removed
+                out["reason"] = lost + (f"; v{loaded} keeps serving" if m is not None else "; nothing serving")
+                return out
             out["required"] = False
             out["reason"] = "no champion published" + (f" (v{loaded} still loaded)" if m is not None else "")
             return out

@@ -7,6 +7,10 @@ Layout under ``root`` (``Settings.serving_dir``)::
     <model>/current.json   the champion pointer:
                            {"version": N, "onnx": "v<N>.onnx", "meta": "v<N>.json",
                             "previous": M | null, "updated_at": "<ISO 8601 UTC>"}
+    <model>/removed.json   written by ``unpoint`` (the removed pointer and when), deleted by
+                           ``point``: a pointer removed on purpose. A pointer that is gone
+                           without it was lost (a deleted file, a restored backup): the
+                           endpoint keeps serving what it serves and readiness says so.
 
 Every file is written to a temporary name in the same directory, fsynced and moved into
 place with ``os.replace``, so a reader (the endpoint, possibly several worker processes)
@@ -32,6 +36,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 POINTER = "current.json"
+REMOVED = "removed.json"  # the tombstone of a pointer removed on purpose (``unpoint``)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _VERSION_FILE = re.compile(r"^v([0-9]+)\.onnx$")
 
@@ -87,6 +92,9 @@ class ModelStore:
 
     def pointer_path(self, name: str) -> Path:
         return self.model_dir(name) / POINTER
+
+    def removed_path(self, name: str) -> Path:
+        return self.model_dir(name) / REMOVED
 
     def onnx_path(self, name: str, version: int) -> Path:
         return self.model_dir(name) / f"v{_check_version(version)}.onnx"
@@ -148,6 +156,8 @@ class ModelStore:
                 "updated_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             }
             atomic_write(self.pointer_path(name), json.dumps(pointer, indent=1).encode())
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.removed_path(name))
         return pointer
 
     def rollback(self, name: str, to_version: int | None = None) -> dict:
@@ -161,9 +171,13 @@ class ModelStore:
 
     def unpoint(self, name: str) -> dict | None:
         """Remove the champion pointer (nothing serves ``name`` any more; a running endpoint
-        unloads it on its next poll or reload). Returns the removed pointer, if any."""
+        unloads it on its next poll or reload). Returns the removed pointer, if any.
+        The tombstone ``removed.json`` is written first, so no reader ever sees the pointer
+        gone without it (a pointer gone without one was lost, not removed)."""
         with self._lock(name):
             cur = self.current(name)
+            tomb = {"removed": cur, "removed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+            atomic_write(self.removed_path(name), json.dumps(tomb, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.pointer_path(name))
             _fsync_dir(self.model_dir(name))
@@ -180,6 +194,14 @@ class ModelStore:
         if not isinstance(ptr, dict) or not isinstance(ptr.get("version"), int):
             raise ValueError(f"{self.pointer_path(name)}: not a valid pointer")
         return ptr
+
+    def removed(self, name: str) -> bool:
+        """Was the champion pointer removed on purpose (``unpoint``) and not pointed since?"""
+        return self.removed_path(name).is_file()
+
+    def lost(self, name: str) -> bool:
+        """Is the champion pointer lost: missing, not removed on purpose, versions published?"""
+        return not self.pointer_path(name).exists() and not self.removed(name) and bool(self.versions(name))
 
     def read(self, name: str, version: int) -> tuple[bytes, dict]:
         """(ONNX bytes, metadata dict) of a published version."""

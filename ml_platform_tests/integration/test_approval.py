@@ -150,7 +150,7 @@ def test_reject_records_it_and_leaves_the_champion(w, capsys):
 
 
 def test_the_repair_of_a_dead_train_run_does_not_deploy_in_approval_mode(w):
-    from ml_platform import run_health
+    from ml_platform.control import run_health
 
     reg = w["defs"].resources["ml_platform_registry"]
     run = w["instance"].get_run_by_id(reg.version("churn", 3).tags["dagster_run_id"])

@@ -125,7 +125,7 @@ def test_figures_reach_the_ui_mlflow_and_status(world):
     key = dg.AssetKey(["churn", "candidate_model"])
     records = inst.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, "per_slice"), limit=5)
     evals = [r.event.dagster_event.event_specific_data for r in records if r.event and r.event.dagster_event]
-    v2_eval = next(e for e in evals if e.metadata["candidate_version"].value == 2)
+    v2_eval = next(e for e in evals if e.metadata["candidate_version"].value == "2")  # text: not plotted
     table = v2_eval.metadata["slices"]
     assert isinstance(table, dg.TableMetadataValue)
     rows = {r.data["slice"]: r.data for r in table.records}
@@ -137,6 +137,6 @@ def test_figures_reach_the_ui_mlflow_and_status(world):
     meta = next(
         r.event.dagster_event.event_specific_data.metadata
         for r in nw
-        if r.event and r.event.dagster_event.event_specific_data.metadata["candidate_version"].value == 2
+        if r.event and r.event.dagster_event.event_specific_data.metadata["candidate_version"].value == "2"
     )
     assert {"delta", "ci_low", "ci_high", "rows"} <= set(meta), sorted(meta)

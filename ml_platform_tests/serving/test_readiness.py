@@ -148,3 +148,39 @@ def test_model_without_pointer_is_not_ready_but_does_not_block(serving_dir):
         assert models[REG]["reason"] == "no champion published"
         assert c.get(f"/v2/models/{REG}/ready").status_code == 503
         assert c.get(f"/v2/models/{CLF}/ready").status_code == 200
+
+
+def test_lost_pointer_keeps_the_loaded_version_serving_and_is_not_ready(serving_dir):
+    """Issue 20: `current.json` deleted under a running endpoint unloaded its valid model (503 to
+    every request) while readiness said ready. A pointer gone without `unpoint`'s tombstone was
+    lost: the loaded version keeps serving (as for a garbage pointer) and readiness says why."""
+    store = ModelStore(serving_dir)
+    with TestClient(create_app(serving_dir, [CLF, REG], poll_seconds=3600)) as c:
+        assert is_ready(c)[CLF]["version"] == 1
+        store.pointer_path(CLF).unlink()
+        res = c.post("/admin/reload").json()["models"][CLF]
+        assert res["status"] == "rejected" and res["serving_version"] == 1 and "current.json" in res["reason"]
+        r = c.post(URL, json={"dataframe_records": [GOOD]})
+        assert r.status_code == 200 and r.headers["x-model-version"] == "1"
+        entry = not_ready(c)
+        assert entry["version"] == 1 and entry["champion"] is None and entry["required"] is True
+        assert "current.json is missing" in entry["reason"] and "v1 keeps serving" in entry["reason"]
+        assert "reconcile" in entry["reason"]
+        # the pointer rebuilt (what `reconcile` does): ready again, nothing reloaded
+        store.point(CLF, 1)
+        assert c.post("/admin/reload").json()["models"][CLF]["status"] == "unchanged"
+        assert is_ready(c)[CLF]["version"] == 1
+        # removed on purpose (a champion move to none): unloaded, nothing to wait for
+        store.unpoint(CLF)
+        assert c.post("/admin/reload").json()["models"][CLF]["status"] == "unloaded"
+        models = is_ready(c)
+        assert models[CLF]["required"] is False and models[CLF]["reason"] == "no champion published"
+        assert c.post(URL, json={"dataframe_records": [GOOD]}).status_code == 503
+
+
+def test_lost_pointer_at_start_is_not_ready(serving_dir):
+    ModelStore(serving_dir).pointer_path(CLF).unlink()
+    with TestClient(create_app(serving_dir, [CLF, REG], poll_seconds=3600)) as c:
+        entry = not_ready(c)
+        assert "current.json is missing" in entry["reason"] and "nothing serving" in entry["reason"]
+        assert c.post(URL, json={"dataframe_records": [GOOD]}).status_code == 503

@@ -48,3 +48,25 @@ def test_old_and_unknown_keys_survive_a_rewrite(tmp_path):
     rec = catalog.update_record(tmp_path, "old", status="failed")
     assert rec.extra == {"legacy_note": "kept"} and not rec.trainable and rec.landed_at == 1.0
     assert json.loads(path.read_text())["legacy_note"] == "kept"
+
+
+@pytest.mark.parametrize(
+    "content", ['{"partition": "bad", "sha256": "cd", "arri', "[1, 2]", '{"partition": "bad", "arrival": "soon"}']
+)
+def test_a_corrupt_record_is_skipped_naming_its_file_and_kept(tmp_path, caplog, content):
+    """Issue 20: one truncated record stopped `status` and `run` with a JSONDecodeError naming no file."""
+    catalog.update_record(tmp_path, "good", sha256="ab", arrival=1.0, status="validated")
+    bad = tmp_path / "batches" / "bad.json"
+    bad.write_text(content)
+    with caplog.at_level("WARNING", logger="ml_platform.catalog"):
+        assert [r.partition for r in catalog.read_records(tmp_path)] == ["good"]
+        assert catalog.known_sha256(tmp_path) == {"ab"}
+        assert catalog.read_record(tmp_path, "bad") is None
+    assert str(bad) in caplog.text and "unreadable" in caplog.text
+    assert bad.read_text() == content  # readers never move or delete it
+    # the next write to that batch keeps the bad file aside and starts a fresh record
+    rec = catalog.update_record(tmp_path, "bad", status="raw", sha256="cd")
+    assert rec.status == "raw" and catalog.read_record(tmp_path, "bad").sha256 == "cd"
+    kept = list(bad.parent.glob("bad.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text() == content
+    assert sorted(r.partition for r in catalog.read_records(tmp_path)) == ["bad", "good"]

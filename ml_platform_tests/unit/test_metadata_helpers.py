@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ml_platform.defs.metadata import bar, display_name, plot, table
+from ml_platform.defs.metadata import VERDICT, bar, display_name, figures, plot, rounded, table
 
 
 def test_table_has_a_schema_people_names_and_empty_cells_for_missing():
@@ -50,3 +50,28 @@ def test_bar_and_plot():
     assert isinstance(md, dg.MarkdownMetadataValue) and md.value.startswith(
         "![drift per feature](data:image/png;base64,"
     )
+
+
+def test_figures_are_rounded_to_what_matters_and_labels_are_text():
+    got = figures(
+        {
+            "holdout_roc_auc": 0.8355666666666667,
+            "max_rel_diff": 0.00001737072018486921,
+            "p99_ms": 0.13535633004153166,
+            "concept_p_value": 0.0123456,
+            "share_drifted": 0.44444,
+            "rows": np.int64(600),
+            "passed": np.bool_(True),
+            "candidate_version": 2,
+            "budget_ms": 50.0,
+            "metric": "roc_auc",
+        }
+    )
+    assert got["holdout_roc_auc"] == 0.8356 and got["max_rel_diff"] == 1.74e-05 and got["p99_ms"] == 0.135
+    assert got["concept_p_value"] == 0.0123 and got["share_drifted"] == 0.444
+    assert got["rows"] == 600 and type(got["rows"]) is int and got["passed"] is True and got["metric"] == "roc_auc"
+    # identifiers and constants are text: the UI plots every numeric entry over time
+    assert got["candidate_version"] == dg.MetadataValue.text("2") and got["budget_ms"] == dg.MetadataValue.text("50")
+    assert rounded(12.3456, "ms") == 12.3 and rounded(float("nan")) != rounded(float("nan"))
+    # the verdict key sorts before every lower-case key (the UI sorts a check's metadata by key)
+    assert sorted(["reason", "candidate_version", VERDICT, "alpha"])[0] == VERDICT

@@ -182,3 +182,41 @@ def test_quarantine_reasons_cut_long_values_short(settings):
     df.loc[0, "tenure_months"] = "x" * 500
     reason = validate_batch(df, settings.models["churn"]).quarantined["_reason"][0]
     assert reason.startswith("tenure_months: not a number (got 'xxx") and len(reason) < 100
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_a_label_outside_the_targets_classes_is_quarantined_naming_it(settings, declared):
+    """Issue 20: `churned = 2` on 30 rows of a 0/1 model validated as all-valid, and every later
+    candidate was a 3-class model the gate refused. The classes are declared (`target_values`)
+    or the champion's; a label outside them costs its row, named."""
+    cfg = settings.models["churn"]
+    if declared:
+        cfg = cfg.model_copy(update={"target_values": [0, 1]})
+    df = generate_batch(300, seed=5)
+    df.loc[:29, "churned"] = 2
+    df["churned"] = df["churned"].astype(object)
+    df.loc[40, "churned"] = "yes"
+    df.loc[41, "churned"] = 1.0  # the class 1, written otherwise: kept
+    df.loc[42, "churned"] = " 0"  # the class 0, padded: kept
+    out = validate_batch(df, cfg, model_name="churn", source="b.csv", classes=None if declared else [0, 1])
+    reasons = dict(zip(out.quarantined["_row"], out.quarantined["_reason"]))
+    assert sorted(reasons) == [*range(1, 31), 41]
+    assert reasons[1] == "churned: not a class of models.churn.target (0, 1) (got 2)"
+    assert reasons[41] == "churned: not a class of models.churn.target (0, 1) (got 'yes')"
+    assert len(out.valid) == 269 and set(out.valid["churned"]) == {"0", "1"}
+
+
+def test_labels_of_another_vocabulary_fail_the_batch_naming_them(settings):
+    df = generate_batch(200, seed=6)
+    df["churned"] = df["churned"].map({0: "no", 1: "yes"})
+    with pytest.raises(BatchSchemaError) as e:
+        validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv", classes=[0, 1])
+    msg = str(e.value)
+    assert msg.startswith("b.csv: 200 of 200 labels in 'churned' (models.churn.target) are not its classes 0, 1")
+    assert "'no' (" in msg and "'yes' (" in msg and "models.churn.target_values" in msg
+
+
+def test_without_known_classes_any_label_is_kept(settings):
+    df = generate_batch(100, seed=7)
+    df.loc[:4, "churned"] = 2
+    assert len(validate_batch(df, settings.models["churn"]).valid) == 100

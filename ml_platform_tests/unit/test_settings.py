@@ -140,6 +140,20 @@ def test_missing_landing_dir_is_a_warning_not_an_error(tmp_path):
     assert load_settings(p).warnings == ()
 
 
+def test_up_does_not_warn_about_the_landing_dir_it_just_seeded(tmp_path, capsys):
+    """`up` loads the settings, writes the demo batches, then prints the warnings that still hold."""
+    from ml_platform.cli.common import print_warnings
+
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(BASE.replace("landing_dir: landing", "landing_dir: data/landing/churn"))
+    s = load_settings(p)
+    print_warnings(s)
+    assert "does not exist yet" in capsys.readouterr().err
+    (tmp_path / "data" / "landing" / "churn").mkdir(parents=True)  # what the demo seeding does
+    print_warnings(s)
+    assert capsys.readouterr().err == ""
+
+
 def test_storage_dir_that_is_a_file(tmp_path):
     (tmp_path / "state").write_text("x")
     msg = _load_with(tmp_path, "storage_dir: state\n" + BASE)

@@ -107,3 +107,48 @@ def test_hgb_splits_between_adjacent_float32_values_match_onnx(task):
     got = got[:, 1] if task == "classification" else got
     off = np.abs(ref - got) > 1e-4 * max(1.0, float(np.abs(ref).max()))
     assert off.sum() == 0, f"{off.sum()} rows differ, e.g. sklearn {ref[off][:3]} vs ONNX {got[off][:3]}"
+
+
+ODD_NAMES = ["tenure months", "plan/type", "x.y", "x_y", "région (€)", "3rd"]
+
+
+def _odd_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "tenure months": rng.integers(0, 72, n).astype(float),
+            "plan/type": rng.choice(["basic", "plus", "pro"], n),
+            "x.y": rng.normal(size=n),
+            "x_y": rng.normal(size=n),  # collides with "x.y" once sanitized
+            "région (€)": rng.choice(["nord", "sud"], n),
+            "3rd": rng.normal(size=n),
+        }
+    )
+    score = df["x.y"] - df["tenure months"] / 36 + (df["plan/type"] == "pro") + 0.5 * df["x_y"]
+    df["churned"] = (score + rng.normal(0, 0.5, n) > 0).astype(int)
+    return df
+
+
+def odd_names_config(estimator: str = "hist_gradient_boosting") -> ModelConfig:
+    cats = {"plan/type", "région (€)"}
+    return ModelConfig.model_validate(
+        {
+            "landing_dir": "x",
+            "target": "churned",
+            "task": "classification",
+            "features": {c: {"type": "categorical" if c in cats else "numeric"} for c in ODD_NAMES},
+            "estimator": {"name": estimator},
+        }
+    )
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "logistic_regression"])
+def test_column_names_as_users_write_them_are_the_onnx_input_names(estimator):
+    """Issue 20: skl2onnx sanitised `tenure months` to `tenure_months`, so every feed (the gate's
+    onnx_parity, scoring, the endpoint) missed the graph's inputs."""
+    cfg = odd_names_config(estimator)
+    df = _odd_frame(1500, 7)
+    pipe = training.fit(df, cfg)
+    sess = export.session(export.export_onnx(pipe, cfg))
+    assert [i.name for i in sess.get_inputs()] == ODD_NAMES
+    assert export.parity(pipe, sess, df, cfg) <= 1e-4

@@ -12,7 +12,7 @@ from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.promotion import Promotion, PromotionError, approve, checks_of, move_champion
 from ml_platform.core.candidate import Candidate
-from ml_platform.defs.metadata import audit_table
+from ml_platform.defs.metadata import VERDICT, audit_table, figures
 from ml_platform.names import AUTOMATION_RUN_TAGS, TAG_APPROVED_BY
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
@@ -102,8 +102,13 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
                     reason="passed every blocking gate check",
                 )
         except PromotionError as e:
+            # An intended refusal, not a crash: the asset page gets the reasons as an observation
+            # (no stack trace), and the run fails with them as its description (a lone
+            # Materialize of this asset must not read as a success). Not retried: it would refuse again.
+            refusal = {VERDICT: f"refused: {e}", **figures({"candidate_version": version}), "refusal": str(e)}
+            yield dg.AssetObservation(asset_key=chain.key("deployed_model"), metadata=refusal)
             raise dg.Failure(
-                description=f"v{version} not deployed: {e}", metadata={"candidate_version": version, "refusal": str(e)}
+                description=f"v{version} not deployed: {e}", metadata=refusal, allow_retries=False
             ) from None
         was = f"was v{p.previous}" if p.previous is not None else "no previous champion"
         context.log.info(f"v{version} is the champion ({was}); endpoint: {p.endpoint}")
@@ -120,7 +125,7 @@ def _served_metadata(chain: Chain, endpoint: EndpointClient, candidate: Candidat
         "endpoint_status": p.endpoint,
         "smoke_request": p.smoke or "not sent",
         "trigger": candidate.trigger,
-        **{f"holdout_{k}": round(v, 5) for k, v in candidate.metrics.items()},
+        **figures({f"holdout_{k}": v for k, v in candidate.metrics.items()}),
         "alias_moves": audit_table(chain.dir),
     }
 
@@ -132,9 +137,9 @@ def awaiting_observation(chain: Chain, registry: MlflowRegistry, candidate: Cand
         asset_key=chain.key("deployed_model"),
         metadata={
             "approval": f"awaiting approval: v{v}",
-            "candidate_version": v,
+            **figures({"candidate_version": v}),
             "trigger": candidate.trigger,
-            **{f"holdout_{k}": round(x, 5) for k, x in candidate.metrics.items()},
+            **figures({f"holdout_{k}": x for k, x in candidate.metrics.items()}),
             "gate": "; ".join(
                 f"{c}: {state}"
                 for c, (state, _) in registry.gate_verdicts(

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ml_platform.control.chain import Chain
+from ml_platform.control.champion import champion_classes
 from ml_platform.core import catalog
 from ml_platform.core.frames import category_array
 from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
@@ -219,8 +220,16 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
                 raise BatchReadError(rec.reason or f"{source}: refused")
             if not rec.stored_path or not stored.is_file():
                 raise BatchReadError(f"{source}: no raw copy in storage (the copy failed)")
+            # The target's classes: declared (target_values) or the serving champion's.
+            classes = chain.cfg.target_values or (
+                champion_classes(chain.settings, chain.name) if chain.cfg.task == "classification" else None
+            )
             outcome = validate_batch(
-                read_batch(stored, display_name=source), chain.cfg, model_name=chain.name, source=source
+                read_batch(stored, display_name=source),
+                chain.cfg,
+                model_name=chain.name,
+                source=source,
+                classes=classes,
             )
         except (BatchReadError, BatchSchemaError, FileNotFoundError) as e:
             # The batch is rejected as a whole; the raw copy stays for inspection.

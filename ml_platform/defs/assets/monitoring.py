@@ -12,9 +12,11 @@ import pandas as pd
 
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_model
-from ml_platform.core import catalog, challenger, drift, estimate, export, training, version_files
+from ml_platform.core import catalog, challenger, drift, estimate, export, training, transform, version_files
 from ml_platform.core.candidate import SCORE, scores_of
-from ml_platform.defs.metadata import bar, display_name, plot, table
+from ml_platform.core.frames import category_array
+from ml_platform.core.schema import unknown_labels
+from ml_platform.defs.metadata import VERDICT, bar, display_name, figures, plot, rounded, table, version_label
 
 BOOTSTRAP_MAX_ROWS = 20_000
 
@@ -74,7 +76,8 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
             return dg.MaterializeResult(metadata={"skipped": why})
         sess = export.session(onnx_bytes)
         t = time.perf_counter()
-        out = export.onnx_predict(sess, df, cfg)
+        fn, mcfg = transform.for_version(meta, cfg)
+        out = export.onnx_predict(sess, transform.model_rows(df, fn, meta), mcfg)
         seconds = time.perf_counter() - t
         frame = pd.DataFrame({"model_version": version}, index=df.index)
         if cfg.id_column:
@@ -162,6 +165,7 @@ def skipped_metadata(summary: dict) -> dict:
     """A drift report that compared nothing: what it would have compared with, in words."""
     version = summary.get("champion_version")
     return {
+        VERDICT: f"{summary.get('verdict')}: {summary.get('reason')}",
         **{k: str(v) for k, v in summary.items() if v is not None and k != "champion_version"},
         "champion_version": "no champion serving" if version is None else f"v{version}",
     }
@@ -180,12 +184,12 @@ def per_feature_table(result: drift.DriftResult) -> dg.MetadataValue:
                 "drift": "DRIFTED" if f.drifted else "stable",
                 "vs threshold": bar(ratio),
                 "by": tag,  # the statistic nearest its threshold
-                "PSI or JS": round(f.value, 4) if np.isfinite(f.value) else None,
-                "its threshold": round(f.threshold, 4),
-                "W1 distance": round(f.distance, 4) if numeric and f.distance is not None else None,
-                "W1 threshold": round(f.distance_threshold, 4) if numeric and f.distance_threshold else None,
+                "PSI or JS": rounded(f.value) if np.isfinite(f.value) else None,
+                "its threshold": rounded(f.threshold),
+                "W1 distance": rounded(f.distance) if numeric and f.distance is not None else None,
+                "W1 threshold": rounded(f.distance_threshold) if numeric and f.distance_threshold else None,
                 "unseen categories": None if numeric else int(f.unseen),
-                "null rate": round(f.null_rate, 4),
+                "null rate": rounded(f.null_rate, "share"),
                 "rows": f.rows,
             }
         )
@@ -194,14 +198,33 @@ def per_feature_table(result: drift.DriftResult) -> dg.MetadataValue:
     return table(df.assign(_o=order).sort_values("_o", kind="stable").drop(columns="_o"), max_rows=200)
 
 
+def drift_verdict(result: drift.DriftResult, version: int) -> str:
+    """The drift verdict in one line, e.g. "drifted: 4 of 9 features drifted (44% >= drift.drifted_share
+    30%) against champion v1's training data: tenure_months, ..."."""
+    if result.verdict == "not enough data":
+        return f"not enough data: {result.rows} rows, drift needs {result.min_rows} (drift.min_rows)"
+    judged = [f for f in result.features if f.rows > 0]
+    names = ", ".join(display_name(f) for f in result.drifted_features) or "none"
+    op = ">=" if result.verdict == "drifted" else "<"
+    line = (
+        f"{result.verdict}: {len(result.drifted_features)} of {len(judged)} features drifted "
+        f"({result.share_drifted:.0%} {op} drift.drifted_share {result.drifted_share:.0%}) against "
+        f"champion v{version}'s training data: {names}"
+    )
+    if result.score is not None and result.score.drifted:
+        line += "; the model score drifted too"
+    return line
+
+
 def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict:
     """Verdict, per-feature table (inline in the UI, with bars) and the bar chart (PNG, also
     saved at ``chart``)."""
     meta = {
+        VERDICT: drift_verdict(result, version),
         "verdict": result.verdict,
-        "share_drifted": round(float(result.share_drifted), 4),
+        "share_drifted": rounded(result.share_drifted, "share"),
         "drifted_features": ", ".join(display_name(f) for f in result.drifted_features) or "none",
-        "champion_version": version,
+        "champion_version": version_label(version),
         "rows": result.rows,
     }
     if result.features:
@@ -219,6 +242,24 @@ def batch_outputs(preds: pd.DataFrame, cfg, meta: dict) -> np.ndarray:
     if cfg.task == "classification":
         return preds[[f"p_{c}" for c in meta["classes"]]].to_numpy()
     return preds[SCORE].to_numpy()
+
+
+def performance_verdict(perf: estimate.Performance, word: str = "measured") -> str:
+    """A Performance in one line, e.g. "measured roc_auc 0.8123 [0.7901, 0.8345] vs holdout
+    0.8356: no significant drop"."""
+    if perf.value is None:
+        return f"not {word}: {perf.reason}"
+    line = f"{word} {perf.metric} {perf.value:.4f}"
+    if perf.ci_low is not None and perf.ci_high is not None:
+        line += f" [{perf.ci_low:.4f}, {perf.ci_high:.4f}]"
+    if perf.baseline is not None:
+        line += f" vs holdout {perf.baseline:.4f}"
+    line += ": significant drop" if perf.significant else ": no significant drop"
+    if perf.concept and perf.concept.get("significant"):
+        line += f"; concept moved (p = {float(perf.concept['p_value']):.3g})"
+    if perf.challenger and perf.challenger.get("pays"):
+        line += "; a retrain would pay (challenger)"
+    return line
 
 
 def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
@@ -261,7 +302,7 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
                 )
             ),
         )
-    return md
+    return figures(md)
 
 
 def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndarray, meta: dict) -> dict | None:
@@ -302,6 +343,13 @@ def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndar
     return got.to_dict() if got is not None else None
 
 
+def _unknown_classes(labels: pd.Series, meta: dict) -> str:
+    """The labels of a validated batch that are not the champion's classes, shown ('' if none)."""
+    cats = pd.Series(category_array(labels.dropna()), dtype=object)
+    bad = sorted(set(cats[unknown_labels(cats, meta.get("classes"))]))
+    return ", ".join(repr(b) for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+
+
 def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
     cfg = chain.cfg
     metric_name = cfg.gate_metric
@@ -313,8 +361,8 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         group_name=chain.name,
         description=f"The champion's {metric_name} on the batch: measured on labels (bootstrap interval) "
         "and estimated without them (CBPE), both against its holdout; with labels also the "
-        "concept check (labels vs its calibrated probabilities, concept_*) and the challenger "
-        "check (a refit on the earlier batches scored on this one, challenger_*).",
+        "concept check (labels vs its calibrated probabilities, `concept_*`) and the challenger "
+        "check (a refit on the earlier batches scored on this one, `challenger_*`).",
     )
     def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         partition = context.partition_key
@@ -326,7 +374,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             catalog.update_record(
                 chain.dir, partition, performance={"skipped": why}, estimate={"method": "none", "reason": why}
             )
-            return dg.MaterializeResult(metadata={"skipped": why})
+            return dg.MaterializeResult(metadata={VERDICT: f"skipped: {why}", "skipped": why})
         preds = pd.read_parquet(pred)
         if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
             keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
@@ -340,12 +388,20 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             why = "batch carries no labels"
         elif rec.single_class is not None and metric_name in ("roc_auc", "f1"):
             why = f"single class {rec.single_class!r} in target {cfg.target}: {metric_name} is undefined"
+        elif cfg.task == "classification" and (unknown := _unknown_classes(df[cfg.target], meta)):
+            # a batch validated before the champion knew its classes: never a crash, never a
+            # metric over a class the champion cannot predict
+            why = (
+                f"label(s) {unknown} in target {cfg.target} are not classes of champion v{version} "
+                f"({', '.join(map(str, meta.get('classes') or []))}): {metric_name} is undefined"
+            )
         elif metric_name not in (meta.get("metrics") or {}):
             why = f"champion v{version} has no holdout {metric_name} to compare with"
-        md = {"champion_version": version, **performance_metadata(est, "estimated_")}
+        md = {"champion_version": version_label(version), **performance_metadata(est, "estimated_")}
         if why:
             catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
-            return dg.MaterializeResult(metadata={"skipped": why, **md})
+            line = f"champion v{version}: not measured: {why}; {performance_verdict(est, 'estimated')}"
+            return dg.MaterializeResult(metadata={VERDICT: line, "skipped": why, **md})
         perf = estimate.measure(
             training.target_values(df, cfg),
             outputs,
@@ -359,9 +415,11 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         perf.challenger = _challenger(chain, partition, df, outputs, meta)
         catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
         md.update(performance_metadata(perf))
+        line = f"champion v{version}: {performance_verdict(perf)}"
         if est.value is not None:
-            md["estimate_error"] = float(est.value - perf.value)
+            md["estimate_error"] = rounded(est.value - perf.value)
             md["estimate_interval_held_realised"] = bool(est.ci_low <= perf.value <= est.ci_high)
-        return dg.MaterializeResult(metadata=md)
+            line += f"; estimated without labels {est.value:.4f}"
+        return dg.MaterializeResult(metadata={VERDICT: line, **md})
 
     return champion_performance

@@ -1,5 +1,6 @@
 """training_set and candidate_model."""
 
+import json
 import shutil
 from typing import Any
 
@@ -10,12 +11,21 @@ import pandas as pd
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import record_retrain_decision
-from ml_platform.core import catalog, selection, training, version_files
-from ml_platform.core.candidate import Candidate, build_candidate
+from ml_platform.core import catalog, code_version, drift, selection, training, transform, version_files
+from ml_platform.core.candidate import SCORE, Candidate, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
-from ml_platform.defs.metadata import md_table
-from ml_platform.names import TAG_REGIME_START, TAG_TRIGGER
+from ml_platform.defs.metadata import VERDICT, figures, md_table, rounded
+from ml_platform.names import (
+    TAG_CHECK_ONLY,
+    TAG_REGIME_START,
+    TAG_TRIGGER,
+    VERSION_CHECK_ONLY,
+    VERSION_CODE,
+    VERSION_CODE_MANIFEST,
+    VERSION_PROJECT_COMMIT,
+    VERSION_PROJECT_DIRTY,
+)
 from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.resources.tracking import end_mlflow_hooks, link_tags
 from ml_platform.runtime import faults
@@ -89,6 +99,15 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
     return training_set
 
 
+def input_drift_reference(art, raw_train: pd.DataFrame, model_train: pd.DataFrame, mcfg, cfg) -> dict:
+    """A transform model's drift reference: its input columns (what lands and what callers send)
+    and its own scores on its training rows."""
+    x = model_inputs(model_train, mcfg)
+    out = art.pipe.predict_proba(x) if cfg.task == "classification" else art.pipe.predict(x)
+    scored = raw_train.assign(**{SCORE: scores_of(np.asarray(out, dtype=np.float64), cfg.task)})
+    return drift.build_reference_from_config(scored, cfg.features, cfg.drift, score_column=SCORE).to_dict()
+
+
 def load_training_set(value: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, holdout): the rows no candidate may train on are the holdout."""
     df = pd.read_parquet(value["path"])
@@ -117,13 +136,18 @@ def comparison_table(sel: selection.Selection) -> dg.TableMetadataValue:
     for r in df.to_dict("records"):
         v = r[m]
         records.append(
-            dg.TableRecord({**r, m: round(v, 5) if v is not None else "undefined", "train_rows": int(r["train_rows"])})
+            dg.TableRecord({**r, m: rounded(v) if v is not None else "undefined", "train_rows": int(r["train_rows"])})
         )
     return dg.MetadataValue.table(records, schema=schema)
 
 
 def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
+    # Dagster's own staleness ("code version changed") follows everything that shapes a candidate.
+    parts = code_version.manifest(chain.cfg)
+    version_of_code = code_version.code_version(parts)
+
     @dg.asset(
+        code_version=version_of_code,
         key=chain.key("candidate_model"),
         group_name=chain.name,
         kinds={"sklearn", "mlflow", "onnx"},
@@ -157,6 +181,17 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
     ) -> dg.Output[Candidate]:
         cfg = chain.cfg
         train, holdout = load_training_set(training_set)
+        raw_train, raw_holdout = train, holdout
+        spec = transform.version_meta(cfg)
+        if spec is not None:  # the estimator sees the transform's output (and the version keeps its source)
+            fn = transform.load_from_source(spec["source"], spec["path"])
+            keep = tuple(c for c in train.columns if c not in cfg.features)
+            try:
+                train = transform.apply(fn, train, cfg.transform, where="training rows: ", keep=keep)
+                holdout = transform.apply(fn, holdout, cfg.transform, where="holdout rows: ", keep=keep)
+                cfg = transform.model_config(cfg, transform.derived_features(train, cfg))
+            except transform.TransformError as e:
+                raise dg.Failure(f"{e} (batches {', '.join(training_set['batches'])})") from None
         order = list(training_set["batches"])
         regime = selection.regime_start(catalog.read_records(chain.dir), upto=order[-1])
         rows = train[selection.BATCH].value_counts().to_dict()
@@ -191,13 +226,23 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         wcfg = cfg.model_copy(update={"estimator": win.estimator})
         wtrain = train[train[selection.BATCH].isin(win.window.batches)]
         art = build_candidate(wtrain, holdout, wcfg, name=chain.name, pipe=win.pipe, window=win.window.label)
+        if spec is not None:
+            art.serving_meta = transform.raw_metadata(art.serving_meta, chain.cfg, spec, raw_holdout)
+            # drift compares batches as they land (the input columns) with the data the version trained on
+            art.drift_reference = input_drift_reference(art, raw_train.loc[wtrain.index], wtrain, wcfg, chain.cfg)
         # Write the files first (a staging folder), log them, then move the folder under the
         # version number the registry assigned.
         staging = VersionFiles(chain.dir / "candidates" / f".staging-{context.run_id}")
         art.write(staging)
         batches = {b: training_set["batches"][b] for b in win.window.batches}
+        commit, dirty = code_version.git_state(chain.settings.project or chain.settings.source.parent)
         tags = {
             "dagster_run_id": context.run_id,
+            VERSION_CODE: version_of_code,
+            VERSION_CODE_MANIFEST: json.dumps(parts, sort_keys=True),
+            VERSION_PROJECT_COMMIT: commit,
+            VERSION_PROJECT_DIRTY: "unknown" if dirty is None else str(dirty).lower(),
+            **({VERSION_CHECK_ONLY: "true"} if context.run.tags.get(TAG_CHECK_ONLY) else {}),
             "trigger": trigger,
             "training_set": training_set["path"],
             "train_window": win.window.label,
@@ -217,6 +262,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             parent_run_id=parent,
             run_name=win.name,
             run_tags={**links, "winner": "true"},
+            config=wcfg.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
         files = version_files.local(chain.dir, version)
         if files.dir.exists():  # a stale cache of the same number (registry recreated): replace it
@@ -233,7 +279,15 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             window=win.window.label,
         )
         metrics = art.metrics
+        score = metrics.get(sel.metric)
+        fitted = sum(1 for t in sel.trials if not t.skipped)
         meta = {
+            VERDICT: (
+                f"v{version}: {sel.metric} "
+                + (f"{score:.4f}" if score is not None and np.isfinite(score) else "undefined")
+                + f" on {art.holdout_rows} holdout rows, best of {fitted} candidate(s) "
+                f"({win.estimator.label} on {win.window.label}); the gate's checks decide whether it serves"
+            ),
             "version": version,
             "mlflow_run_id": run_id,
             "mlflow_parent_run_id": parent,
@@ -243,10 +297,10 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             "regime_start": regime or "none (the newest batch is not shifted)",
             "candidates": comparison_table(sel),
             "selection": sel.note or f"the holdout's best by {sel.metric}",
-            "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": round(v, 5)} for k, v in metrics.items()])),
+            "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": rounded(v)} for k, v in metrics.items()])),
             "train_rows": art.train_rows,
             "holdout_rows": art.holdout_rows,
-            **{f"holdout_{k}": float(v) for k, v in metrics.items()},
+            **figures({f"holdout_{k}": float(v) for k, v in metrics.items()}),
         }
         if cfg.task == "classification":
             pred = art.pipe.classes_[np.asarray(art.holdout_outputs).argmax(axis=1)]
