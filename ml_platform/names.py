@@ -10,7 +10,9 @@ from collections.abc import Iterable, Mapping
 
 # ------------------------------------------------------------------ Dagster run tags
 # Written by sensors, the CLI and the repair loop; read by assets, `status` and the runner.
-TAG_SOURCE = "ml_platform/source_path"  # the landing file an ingest run copies
+TAG_SOURCE = "ml_platform/source_path"  # the landing file an ingest run copies (or "asset:<key>")
+TAG_SOURCE_PARTITION = "ml_platform/source_partition"  # the upstream asset's partition a batch is
+TAG_SOURCE_EVENT = "ml_platform/source_event"  # the storage id of the upstream materialization
 TAG_SHA = "ml_platform/sha256"  # its content hash (exactly-once ingest)
 TAG_ARRIVAL = "ml_platform/arrival"  # its mtime when the sensor saw it
 TAG_TRIGGER = "ml_platform/trigger"  # why a train run exists (drift, schedule, manual, ...)

@@ -222,6 +222,19 @@ def _cron_value(token: str, names: dict) -> int:
     return int(token)
 
 
+class SourceConfig(_Strict):
+    asset: str = Field(
+        description="The upstream asset's key, its parts joined by `/` (`customer_rows`, `crm/customer_rows`)."
+    )
+
+    @field_validator("asset")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", key):
+            raise ValueError(f"{key!r}: expected an asset key like 'customer_rows' or 'crm/customer_rows'")
+        return key
+
+
 class EstimatorConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -566,9 +579,16 @@ class DeployConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    landing_dir: str = Field(
+    landing_dir: Optional[str] = Field(
+        None,
         description="Where this model's CSV or Parquet batch files appear (relative to the config file). A landing "
-        "dir shared by two models is a warning: each ingests every file there."
+        "dir shared by two models is a warning: each ingests every file there. Required unless `source` is given.",
+    )
+    source: Optional[SourceConfig] = Field(
+        None,
+        description="Instead of `landing_dir`: `{asset: <key>}`, an upstream asset of your Dagster project (`a/b` "
+        "for a multi-part key) whose value is a pandas DataFrame. Each partition of a partitioned asset, or each "
+        "new materialization of an unpartitioned one, is a batch; the UI shows your asset upstream of `raw_batch`.",
     )
     target: str = Field(
         description="The label column. A file without it is unlabelled: monitored and scored, never trained on."
@@ -652,6 +672,8 @@ class ModelConfig(_Strict):
     def _check(self):
         if not self.features:
             raise ValueError("at least one feature is required")
+        if (self.landing_dir is None) == (self.source is None):
+            raise ValueError("@landing_dir: give either landing_dir (files) or source: {asset: ...}, one of them")
         special = {"target": self.target, "id_column": self.id_column, "timestamp_column": self.timestamp_column}
         for key, col in special.items():
             if col is not None and col in self.features:
@@ -942,8 +964,10 @@ class Settings(_Strict):
     def model_dir(self, name: str) -> Path:
         return self.storage / "models" / name
 
-    def landing_dir(self, name: str) -> Path:
-        return (self._base_dir / self.models[name].landing_dir).resolve()
+    def landing_dir(self, name: str) -> Path | None:
+        """The model's landing zone, or None when its batches come from an asset (``source``)."""
+        d = self.models[name].landing_dir
+        return None if d is None else (self._base_dir / d).resolve()
 
 
 def _format_errors(err: ValidationError) -> str:
@@ -1153,6 +1177,8 @@ def _check_paths(settings: Settings) -> tuple[list[str], list[str]]:
     by_dir: dict[Path, list[str]] = {}
     for name in settings.models:
         landing = settings.landing_dir(name)
+        if landing is None:  # batches come from an asset (source)
+            continue
         key = f"models.{name}.landing_dir"
         p = _dir_problem(landing, write=False)
         if p:

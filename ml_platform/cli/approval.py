@@ -11,13 +11,13 @@ from ml_platform.cli.common import model_of, settings_of
 def cmd_train(args) -> int:
     from ml_platform.control.runner import train_now
     from ml_platform.core.approval import os_user
-    from ml_platform.defs.definitions import build_definitions
+    from ml_platform.defs.definitions import load_definitions
     from ml_platform.runtime.instance import get_instance
 
     s = settings_of(args)
     name = model_of(s, args.model)
     instance = get_instance(s)
-    out = train_now(s, build_definitions(s), instance, name, by=args.by or os_user())
+    out = train_now(s, load_definitions(s), instance, name, by=args.by or os_user())
     if out.version is None:  # nothing to judge: a failure, not a gate outcome
         print(f"train failed: {out.error}", file=sys.stderr)
         return 1

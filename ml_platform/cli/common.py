@@ -27,7 +27,7 @@ def settings_of(args, *, warn: bool = True) -> Settings:
 def print_warnings(s: Settings) -> None:
     """The settings' warnings that still hold: a landing dir that did not exist at load but
     exists now (`up` writes the demo batches into it) is no longer news."""
-    created = tuple(f"models.{n}.landing_dir: " for n in s.models if s.landing_dir(n).is_dir())
+    created = tuple(f"models.{n}.landing_dir: " for n in s.models if s.landing_dir(n) and s.landing_dir(n).is_dir())
     for w in s.warnings:
         if not (w.startswith(created) and "does not exist yet" in w):
             print(f"warning: {w}", file=sys.stderr)

@@ -56,6 +56,13 @@ def cmd_simulate(args) -> int:
 
     s = settings_of(args)
     name = model_of(s, args.model)
+    if s.landing_dir(name) is None:
+        print(
+            f"{s.origin(name)}.source: model {name!r} reads its batches from asset {s.models[name].source.asset}; "
+            "simulate writes landing files (materialize your asset instead)",
+            file=sys.stderr,
+        )
+        return 2
     paths = write_batches(
         s.landing_dir(name),
         args.batches,
@@ -73,12 +80,12 @@ def cmd_simulate(args) -> int:
 def cmd_run(args) -> int:
     from ml_platform.control.champion import champion_version
     from ml_platform.control.runner import run_pending
-    from ml_platform.defs.definitions import build_definitions
+    from ml_platform.defs.definitions import load_definitions
     from ml_platform.runtime.instance import get_instance
 
     s = settings_of(args)
     instance = get_instance(s)
-    defs = build_definitions(s)
+    defs = load_definitions(s)
     models = [model_of(s, args.model)] if args.model else None
     summary = run_pending(s, defs, instance, models)
 
@@ -99,11 +106,11 @@ def cmd_check(args) -> int:
     """CI for models: the working tree's code trained on the current data and judged by the whole
     gate against the serving champion; nothing deploys. Exit 1 when the gate would refuse."""
     from ml_platform.control.runner import check
-    from ml_platform.defs.definitions import build_definitions
+    from ml_platform.defs.definitions import load_definitions
 
     s = settings_of(args)
     models = [model_of(s, args.model)] if args.model else list(s.models)
-    defs = build_definitions(s)
+    defs = load_definitions(s)
     refused = []
     for name in models:
         out = check(s, defs, name)

@@ -24,6 +24,8 @@ def _seed_demo_data(s: Settings) -> None:
     columns = set(generate_batch(1).columns)
     for name, cfg in s.models.items():
         landing = s.landing_dir(name)
+        if landing is None:  # its batches come from an asset (source)
+            continue
         needed = set(cfg.features) | {cfg.target}
         empty = not landing.exists() or not any(landing.iterdir())
         if empty and not catalog.read_records(s.model_dir(name)) and needed <= columns:

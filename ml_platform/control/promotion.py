@@ -102,6 +102,8 @@ def gate_refusal(
     except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown version
         return f"{model} v{version} is not a registered version"
     tags = mv.tags
+    if tags.get(VERSION_CHECK_ONLY) == "true":
+        return f"{model} v{version} was trained by `ml-platform check` (an evaluation): it never serves"
     rejected = approval.rejection(tags)
     if rejected:
         return f"{model} v{version} was {rejected}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import run_health
+from ml_platform.control import asset_source, run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.decisions import (
@@ -159,18 +159,14 @@ def run_pending(
         repair(settings, defs, instance, name, echo)
         ingest_job = defs.resolve_job_def(names.ingest_job(name))
         train_job = defs.resolve_job_def(names.train_job(name))
-        files = _pending_files(settings, chain, name, echo)
-        echo(f"[{name}] {len(files)} pending file(s) in {settings.landing_dir(name)}")
         outcomes = summary.setdefault(name, [])
-        for i, f in enumerate(files, 1):
-            key = f.partition_key
-            if f.sha256 in catalog.known_sha256(chain.dir):
+        arrivals = _arrivals(settings, chain, instance, echo)
+        for i, (key, label, tags, sha) in enumerate(arrivals, 1):
+            if sha is not None and sha in catalog.known_sha256(chain.dir):
                 continue  # ingested meanwhile by the landing sensor of a running `up`
             instance.add_dynamic_partitions(names.partitions(name), [key])
-            echo(f"[{name}] ({i}/{len(files)}) ingest {f.path.name} -> partition {key}")
-            ingest_job.execute_in_process(
-                instance=instance, partition_key=key, tags=ingest_tags(f), raise_on_error=False
-            )
+            echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
+            ingest_job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
             for rec, d in pending_decisions(chain, instance):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(
@@ -203,6 +199,18 @@ def run_pending(
         if code is not None:
             outcomes.append(code)
     return summary
+
+
+def _arrivals(settings: Settings, chain: Chain, instance, echo) -> list[tuple[str, str, dict, str | None]]:
+    """(batch key, label, ingest tags, content hash or None) of every pending batch: settled
+    landing files, or new materializations of the upstream asset (``source``)."""
+    if chain.cfg.source is not None:
+        events = asset_source.new_events(instance, chain)
+        echo(f"[{chain.name}] {len(events)} new batch(es) of asset {chain.cfg.source.asset}")
+        return [(e.batch_key(chain), e.batch_key(chain), e.tags(chain), None) for e in events]
+    files = _pending_files(settings, chain, chain.name, echo)
+    echo(f"[{chain.name}] {len(files)} pending file(s) in {settings.landing_dir(chain.name)}")
+    return [(f.partition_key, f.path.name, ingest_tags(f), f.sha256) for f in files]
 
 
 def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -> BatchOutcome | None:

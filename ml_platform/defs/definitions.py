@@ -8,13 +8,15 @@ own jobs carry theirs), and each model's automation sensor targets that model's 
 
 from __future__ import annotations
 
+import importlib
+
 import dagster as dg
 
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.core import estimators
 from ml_platform.defs.assets.deploy import build_deployed_model
-from ml_platform.defs.assets.ingest import build_raw_batch, build_validated_batch
+from ml_platform.defs.assets.ingest import build_raw_batch, build_raw_batch_from_asset, build_validated_batch
 from ml_platform.defs.assets.live import build_live_drift
 from ml_platform.defs.assets.monitoring import build_batch_predictions, build_champion_performance, build_drift_report
 from ml_platform.defs.assets.payoff import build_payoff
@@ -25,12 +27,27 @@ from ml_platform.defs.sensors import build_schedules, build_sensors
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 from ml_platform.resources.tracking import tracking_resource
+from ml_platform.runtime.instance import project_root_module
 from ml_platform.settings import ConfigError, Settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """Every configured model's definitions (see the module docstring)."""
     return dg.Definitions.merge(*(build_model_definitions(settings, name) for name in settings.models))
+
+
+def load_definitions(settings: Settings) -> dg.Definitions:
+    """What the CLI's runs execute: a `dg` project's own Definitions (its assets, an upstream
+    ``source`` among them, next to its ModelComponents' chains), else ``build_definitions``."""
+    if settings.project is None:
+        return build_definitions(settings)
+    module = importlib.import_module(f"{project_root_module(settings.project)}.definitions")
+    defs = getattr(module, "defs", None)
+    if defs is not None and not isinstance(defs, dg.Definitions) and callable(defs):
+        defs = defs()  # a @dg.definitions function
+    if not isinstance(defs, dg.Definitions):
+        raise ConfigError(f"{module.__file__}: expected `defs`, a dagster Definitions (or a @dg.definitions function)")
+    return defs
 
 
 def build_model_definitions(settings: Settings, name: str) -> dg.Definitions:
@@ -40,7 +57,7 @@ def build_model_definitions(settings: Settings, name: str) -> dg.Definitions:
         raise ConfigError(f"{settings.origin(name)}.{bad[0]}" + "".join(f"; {b}" for b in bad[1:]))
     chain = Chain(name, settings.models[name], settings)
     assets = [
-        build_raw_batch(chain),
+        build_raw_batch(chain) if chain.cfg.source is None else build_raw_batch_from_asset(chain),
         build_validated_batch(chain),
         build_batch_predictions(chain),
         build_drift_report(chain),

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import run_health
+from ml_platform.control import asset_source, run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.control.decisions import (
@@ -72,6 +72,29 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             run_requests=requests,
             cursor=cursor,
             dynamic_partitions_requests=[chain.partitions.build_add_request(new_keys)] if new_keys else [],
+        )
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "source"),
+        job_name=names.ingest_job(chain.name),
+        minimum_interval_seconds=auto.landing_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"New materializations of {chain.cfg.source.asset if chain.cfg.source else '-'} -> one "
+        "ingest run each (a partition of a partitioned asset is one batch).",
+    )
+    def source_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        after = int(context.cursor or 0)
+        events = asset_source.new_events(context.instance, chain, after)
+        if not events:
+            return dg.SkipReason(f"no new materialization of {chain.cfg.source.asset}")
+        keys = [e.batch_key(chain) for e in events]
+        context.log.info(f"{len(events)} new batch(es) of {chain.cfg.source.asset}: {', '.join(keys[:10])}")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(run_key=f"ingest-{k}", partition_key=k, tags=e.tags(chain)) for k, e in zip(keys, events)
+            ],
+            cursor=str(max(e.storage_id for e in events)),
+            dynamic_partitions_requests=[chain.partitions.build_add_request(keys)],
         )
 
     @dg.sensor(
@@ -191,7 +214,8 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         context.log.info(d.reason)
         return dg.RunRequest(run_key=f"code-{version_of_code}-v{champion}", tags=train_tags(d, None))
 
-    return [landing_sensor, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]
+    arrivals = landing_sensor if chain.cfg.source is None else source_sensor
+    return [arrivals, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:

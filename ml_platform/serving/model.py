@@ -12,15 +12,11 @@ from datetime import datetime, timezone
 import numpy as np
 import onnxruntime as ort
 
-from ml_platform.core import transform
-from ml_platform.core.frames import feeds_of
-from ml_platform.core.transform import TransformError
 from ml_platform.serving import v2
 from ml_platform.serving.batching import RowBatcher
 from ml_platform.serving.errors import RequestError
 from ml_platform.serving.requests import Schema
 from ml_platform.serving.store import ModelStore
-from ml_platform.settings import FeatureSpec
 
 LATENCY_CALLS = 50
 
@@ -70,13 +66,17 @@ class LoadedModel:
         self.transform = None
         spec = meta.get("transform")
         if spec:
+            # Only a model with a transform pays for pandas: the endpoint starts without it.
+            from ml_platform.core import transform
+            from ml_platform.settings import FeatureSpec
+
             try:
                 self.transform = transform.load_from_source(spec["source"], spec["path"])
                 self.transform_path = spec["path"]
                 self.model_features = {
                     c: FeatureSpec.model_validate(s) for c, s in (meta.get("model_features") or {}).items()
                 }
-            except (TransformError, ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError) as e:  # TransformError is a ValueError
                 raise RejectedModel(version, f"transform: {e}") from None
         feats = (meta.get("model_features") if spec else meta.get("features")) or {}
         if set(inputs) != set(feats):
@@ -145,12 +145,17 @@ class LoadedModel:
     def _transformed(self, feeds: dict) -> dict:
         """Parsed request columns -> the version's transform -> the graph's feeds. A row the
         transform cannot take is the caller's problem (422), named by its position."""
+        from ml_platform.core import transform  # loaded with the model (see __init__)
+        from ml_platform.core.frames import feeds_of
+
         df = transform.raw_frame(feeds, self.meta["features"])
         try:
             out = transform.apply(self.transform, df, self.transform_path)
             return feeds_of(out, self.model_features)
-        except (TransformError, KeyError) as e:
-            msg = str(e) if isinstance(e, TransformError) else f"transform {self.transform_path}: no column {e}"
+        except (transform.TransformError, KeyError) as e:
+            msg = (
+                str(e) if isinstance(e, transform.TransformError) else f"transform {self.transform_path}: no column {e}"
+            )
             field = msg.split(":", 1)[0] if msg.startswith("row ") else None
             raise RequestError("transform_failed", msg, field=field, status=422) from None
 

@@ -88,7 +88,9 @@ def test_the_projects_definitions_hold_its_own_assets_and_the_models_chain(proje
         "repo = d.get_repository_def()\n"
         "print(json.dumps({'assets': sorted(k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()),"
         " 'resources': sorted(d.resources), 'sensors': sorted(s.name for s in repo.sensor_defs),"
-        " 'checks': sorted(k.name for k in repo.asset_graph.asset_check_keys)}))\n"
+        " 'checks': sorted(k.name for k in repo.asset_graph.asset_check_keys),"
+        " 'raw_parents': sorted(k.to_user_string() for k in"
+        "   repo.asset_graph.get(dg.AssetKey(['churn', 'raw_batch'])).parent_keys)}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=project / "src")
     out = json.loads(_ok(r).strip().splitlines()[-1])
@@ -96,15 +98,29 @@ def test_the_projects_definitions_hold_its_own_assets_and_the_models_chain(proje
     assert out["resources"] == ["ml_platform_endpoint", "ml_platform_mlflow", "ml_platform_registry"], out
     assert {"team_automation", "churn_automation"} <= set(out["sensors"]), out["sensors"]
     assert "no_worse_for_new_customers" in out["checks"], out["checks"]
+    assert out["raw_parents"] == ["customer_rows"], "the team's asset is upstream of the model's batches"
 
 
 def test_run_serve_a_code_change_and_check(project):
-    _ok(_mlp(project, "simulate", "--batches", "2", "--rows", "1500"))
+    # the team's own upstream asset lands two daily partitions: two batches
+    materialize = (
+        "import dagster as dg, sys\n"
+        "from churn_project.defs.customers import customer_rows\n"
+        "from ml_platform.runtime.instance import get_instance\n"
+        "from ml_platform.settings import load_settings\n"
+        "inst = get_instance(load_settings(sys.argv[1]))\n"
+        "for day in ('2026-11-01', '2026-11-02'):\n"
+        "    assert dg.materialize([customer_rows], partition_key=day, instance=inst).success\n"
+    )
+    _ok(
+        subprocess.run(
+            [sys.executable, "-c", materialize, str(project)], capture_output=True, text=True, cwd=project / "src"
+        )
+    )
     out = _ok(_mlp(project, "run"))
+    assert "2 new batch(es) of asset customer_rows" in out, out
     assert "deployed v1 as champion" in out, out
     assert "gate no_worse_for_new_customers: PASS" in out, out
-    status = json.loads(_ok(_mlp(project, "status", "--json")))["models"]["churn"]
-    assert status["champion"]["version"] == 1, status["champion"]
 
     # the endpoint serves it (raw request rows)
     settings_port = yaml.safe_load((project / "ml_platform.yaml").read_text())["serving"]["port"]
@@ -144,7 +160,7 @@ def test_run_serve_a_code_change_and_check(project):
     out = _ok(_mlp(project, "run"))
     assert "retrain (code)" in out and "transform" in out, out
     versions = json.loads(_ok(_mlp(project, "status", "--json")))["models"]["churn"]["versions"]
-    assert versions[-1]["trigger"] == "code", versions[-1]
+    assert versions[-1]["trigger"] == "code" and versions[-1]["gate_state"] != "pending", versions[-1]
     again = _ok(_mlp(project, "run"))
     assert "retrain (code)" not in again, "the same code must not retrain twice"
 

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from ml_platform.control import asset_source
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_classes
 from ml_platform.core import catalog
@@ -15,7 +16,7 @@ from ml_platform.core.frames import category_array
 from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
 from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
 from ml_platform.defs.metadata import table
-from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE
+from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, TAG_SOURCE_PARTITION
 
 
 def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, str | None, float]:
@@ -143,6 +144,70 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                 "stored_path": dg.MetadataValue.path(str(stored)),
                 "readable": error is None,
                 **({"read_error": error} if error else {}),
+            }
+        )
+
+    return raw_batch
+
+
+def build_raw_batch_from_asset(chain: Chain) -> dg.AssetsDefinition:
+    """raw_batch when the model's batches come from an upstream asset (``source``): the upstream
+    value (one partition, or the materialization the sensor saw) stored as an immutable Parquet
+    copy, then the same record as a landed file."""
+    upstream = asset_source.upstream_key(chain)
+
+    @dg.asset(
+        key=chain.key("raw_batch"),
+        deps=[upstream],
+        partitions_def=chain.partitions,
+        group_name=chain.name,
+        kinds={"parquet"},
+        description=f"Immutable copy of one batch of {upstream.to_user_string()} (a partition or a materialization).",
+    )
+    def raw_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        partition = context.partition_key
+        tags = context.run.tags
+        upstream_partition = tags.get(TAG_SOURCE_PARTITION) or None
+        label = f"{upstream.to_user_string()}" + (f"[{upstream_partition}]" if upstream_partition else "")
+        dest_dir = chain.raw_dir(partition)
+        stored = _stored_copy(dest_dir)
+        if stored is None:
+            try:
+                value = context.load_asset_value(upstream, partition_key=upstream_partition)
+            except Exception as e:  # noqa: BLE001 - the user's asset / IO manager: name it, retry later
+                raise dg.Failure(f"{label}: its value could not be loaded ({type(e).__name__}: {e})") from None
+            if not isinstance(value, pd.DataFrame):
+                raise dg.Failure(f"{label}: its value is a {type(value).__name__}, expected a pandas DataFrame")
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            stored = dest_dir / f"{partition}.parquet"
+            tmp = dest_dir / f".{stored.name}.tmp"  # a dot-file: an interrupted copy is never the batch
+            value.to_parquet(tmp, index=False)
+            tmp.replace(stored)
+        sha = file_sha256(stored)
+        df = read_batch(stored, display_name=label)
+        arrival = float(tags.get(TAG_ARRIVAL, time.time()))
+        catalog.update_record(
+            chain.dir,
+            partition,
+            file=label,
+            stored_path=str(stored),
+            sha256=sha,
+            size=stored.stat().st_size,
+            arrival=arrival,
+            rows=len(df),
+            ingested_at=time.time(),
+            status="raw",
+            reason=None,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "rows": len(df),
+                "columns": len(df.columns),
+                "column_names": _column_summary(list(df.columns), chain),
+                "sha256": sha,
+                "source": label,
+                "stored_path": dg.MetadataValue.path(str(stored)),
+                "readable": True,
             }
         )
 
