@@ -70,7 +70,8 @@ def build(root: Path) -> Path:
     for name, cfg in settings.models.items():
         frame, mcfg = df, cfg
         if cfg.transform:
-            fn = transform.load_from_source(transform.version_meta(cfg)["source"], cfg.transform)
+            spec = transform.version_meta(cfg)
+            fn = transform.load_from_source(spec["source"], cfg.transform, spec["package"], spec["file"])
             frame = transform.apply(fn, df, cfg.transform)
             mcfg = transform.model_config(cfg, transform.derived_features(frame, cfg))
         pipe = fit(frame, mcfg)

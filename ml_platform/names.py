@@ -104,6 +104,7 @@ def automation_sensor(model: str) -> str:
 RESOURCE_REGISTRY = "ml_platform_registry"
 RESOURCE_ENDPOINT = "ml_platform_endpoint"
 RESOURCE_MLFLOW = "ml_platform_mlflow"
+RESOURCE_IO = "ml_platform_io_manager"  # the platform's asset values, whatever IO manager a project uses
 
 # ------------------------------------------------------------------ the gate's check registry
 # The blocking checks every candidate must pass, in the order the UI shows them. `defs/checks.py`

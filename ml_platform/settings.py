@@ -668,6 +668,13 @@ class ModelConfig(_Strict):
         default_factory=DeployConfig, description="Whether a candidate that passed the gate serves by itself."
     )
 
+    @field_validator("transform", "pipeline")
+    @classmethod
+    def _function_path(cls, path: Optional[str]) -> Optional[str]:
+        if path is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", path):
+            raise ValueError(f"{path!r}: expected 'package.module:function'")
+        return path
+
     @model_validator(mode="after")
     def _check(self):
         if not self.features:
@@ -917,6 +924,13 @@ class Settings(_Strict):
     def source(self) -> Path:
         return self._source
 
+    def with_model(self, name: str, cfg: ModelConfig) -> Settings:
+        """These settings plus one model (a ModelComponent the project's files do not declare)."""
+        out = self.model_copy(update={"models": {**self.models, name: cfg}})
+        out._base_dir, out._source, out._project = self._base_dir, self._source, self._project
+        out._component_files, out._warnings = dict(self._component_files), list(self._warnings)
+        return out
+
     def origin(self, model: str) -> str:
         """Where a model's keys are written, to start an error message: ``<file>: models.<name>``
         or ``<defs.yaml>: attributes``."""
@@ -1055,7 +1069,7 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
 
 # ---------------------------------------------------------------- dg projects (ModelComponent)
 COMPONENT_TYPE = "ml_platform.ModelComponent"
-_SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages", "build", "dist"}
+_SKIPPED_DIRS = {"node_modules", "__pycache__", "site-packages", "build", "dist", "data"}
 
 
 class ComponentAttributes(ModelConfig):
@@ -1084,9 +1098,11 @@ def is_dg_project(directory: Path) -> bool:
 
 
 def component_files(project: Path) -> list[Path]:
-    """The project's ``defs.yaml`` files (virtualenvs, hidden and build folders skipped)."""
+    """The project's ``defs.yaml`` files: under ``src/`` when the project has one, else the
+    project's folders (virtualenvs, hidden, data and build folders skipped)."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(project):
+    root = project / "src" if (project / "src").is_dir() else project
+    for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d
             for d in dirnames

@@ -107,6 +107,7 @@ def cmd_check(args) -> int:
     gate against the serving champion; nothing deploys. Exit 1 when the gate would refuse."""
     from ml_platform.control.runner import check
     from ml_platform.defs.definitions import load_definitions
+    from ml_platform.names import gate_checks
 
     s = settings_of(args)
     models = [model_of(s, args.model)] if args.model else list(s.models)
@@ -114,7 +115,11 @@ def cmd_check(args) -> int:
     refused = []
     for name in models:
         out = check(s, defs, name)
-        if out.version is None or not out.gate or not all(passed for _, passed, _ in out.gate):
+        judged = {c for c, _, _ in out.gate}
+        missing = [c for c in gate_checks(s.models[name]) if c not in judged]
+        if missing:  # a check that crashed left no verdict: the gate did not accept the candidate
+            print(f"[{name}]   no verdict from: {', '.join(missing)}" + (f" ({out.error})" if out.error else ""))
+        if out.version is None or missing or not all(passed for _, passed, _ in out.gate):
             refused.append(name)
     if refused:
         print(f"check: the gate would refuse {', '.join(refused)}", file=sys.stderr)

@@ -61,4 +61,9 @@ def new_events(instance: dg.DagsterInstance, chain: Chain, after_storage_id: int
             break
         cursor = res.cursor
     existing = set(instance.get_dynamic_partitions(chain.partitions.name))
-    return [e for key, e in out.items() if key not in existing]
+    events = [e for key, e in out.items() if key not in existing]
+    if events and events[-1].partition is None:
+        # An unpartitioned asset holds only its newest value: older materializations cannot be
+        # loaded any more, so a backlog is one batch (never N copies of the newest value).
+        return events[-1:]
+    return events

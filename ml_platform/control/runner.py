@@ -220,8 +220,12 @@ def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -
     d = code_change_decision(chain, registry_for(settings), parts, code_version.code_version(parts))
     if d is None:
         return None
-    echo(f"[{chain.name}] decision: retrain ({d.trigger}): {d.reason}")
     _wait_for_train_pool(instance, chain, echo)
+    # decided again after the wait: the daemon's code-change run may have trained this code meanwhile
+    d = code_change_decision(chain, registry_for(settings), parts, code_version.code_version(parts))
+    if d is None:
+        return None
+    echo(f"[{chain.name}] decision: retrain ({d.trigger}): {d.reason}")
     res = defs.resolve_job_def(names.train_job(chain.name)).execute_in_process(
         instance=instance, raise_on_error=False, tags=train_tags(d, None)
     )
@@ -282,7 +286,7 @@ def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
     for check, passed, reason in t.gate:
         echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")
     if not deploys:
-        passed = bool(t.gate) and all(p for _, p, _ in t.gate)
+        passed = bool(t.gate) and all(p for _, p, _ in t.gate) and t.error is None
         echo(f"[{name}]   gate: {'would PASS' if passed else 'would REFUSE'} v{t.version} (nothing deployed)")
     elif t.deployed:
         echo(f"[{name}]   deployed v{t.version} as champion")

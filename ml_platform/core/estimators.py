@@ -55,9 +55,26 @@ def make_estimator(est: EstimatorConfig, task: str, seed: int):
     cls = estimator_class(est, task)
     params = dict(SHORTCUTS[est.name][2]) if est.class_path is None else {}
     params.update(est.params)
-    if "random_state" in cls().get_params() and "random_state" not in params:
+    if "random_state" in param_names(cls) and "random_state" not in params:
         params["random_state"] = seed
     return cls(**params)
+
+
+def param_names(cls: type) -> list[str]:
+    """The constructor's parameters (scikit-learn's own rule), without building one."""
+    try:
+        return list(cls._get_param_names())
+    except (AttributeError, RuntimeError, TypeError):
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def _kind(cls: type) -> str | None:
+    """classifier / regressor, read from an instance where one can be built without arguments."""
+    try:
+        est = cls()
+    except TypeError:
+        return None
+    return "classifier" if is_classifier(est) else "regressor" if is_regressor(est) else None
 
 
 def is_linear(est: EstimatorConfig, task: str) -> bool:
@@ -157,7 +174,7 @@ def problems(cfg: ModelConfig) -> list[str]:
         except UserCodeError as e:
             out.append(f"{key}.class: {e}")
             continue
-        accepted = set(cls().get_params())
+        accepted = set(param_names(cls))
         unknown = sorted(set(est.params) - accepted)
         if unknown:
             out.append(
@@ -169,8 +186,9 @@ def problems(cfg: ModelConfig) -> list[str]:
                 f"{key}.class: no ONNX converter is registered for {cls.__module__}.{cls.__name__} "
                 "(skl2onnx's estimators; LightGBM and XGBoost with the 'boosting' extra)"
             )
-        if cfg.task == "classification" and not (is_classifier(cls()) and hasattr(cls, "predict_proba")):
+        kind = getattr(cls, "_estimator_type", None) or _kind(cls)
+        if cfg.task == "classification" and not (kind == "classifier" and hasattr(cls, "predict_proba")):
             out.append(f"{key}.class: {cls.__name__} is not a classifier with predict_proba (task: classification)")
-        if cfg.task == "regression" and not is_regressor(cls()):
+        if cfg.task == "regression" and kind != "regressor":
             out.append(f"{key}.class: {cls.__name__} is not a regressor (task: regression)")
     return out

@@ -392,13 +392,13 @@ def user_check(name: str, fn, candidate: ModelOutputs, champion: ModelOutputs | 
     shape is a failed verdict naming it: the candidate does not ship on a check that did not run."""
     try:
         out = fn(candidate, champion, rows)
+        if isinstance(out, GateVerdict):
+            passed, reason, metadata = out.passed, out.reason, dict(out.metadata or {})
+        elif isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[0], (bool, np.bool_)):
+            passed, reason, metadata = bool(out[0]), str(out[1]), (dict(out[2] or {}) if len(out) == 3 else {})
+        else:
+            return Verdict(name, False, f"{name} returned {type(out).__name__}: expected a GateVerdict")
     except Exception as e:  # noqa: BLE001 - the user's code: its failure is the verdict
         return Verdict(name, False, f"{name} raised {type(e).__name__}: {e}"[:500])
-    if isinstance(out, GateVerdict):
-        passed, reason, metadata = out.passed, out.reason, out.metadata
-    elif isinstance(out, tuple) and len(out) in (2, 3) and isinstance(out[0], (bool, np.bool_)):
-        passed, reason, metadata = bool(out[0]), str(out[1]), (dict(out[2]) if len(out) == 3 else {})
-    else:
-        return Verdict(name, False, f"{name} returned {type(out).__name__}: expected a GateVerdict")
     figures = {k: v for k, v in metadata.items() if isinstance(v, (int, float, str, bool))}
     return Verdict(name, bool(passed), str(reason), figures)

@@ -46,21 +46,24 @@ def module_source(path: str) -> str:
     return inspect.getsource(module)
 
 
-def load_from_source(source: str, path: str) -> TransformFn:
+def load_from_source(source: str, path: str, package: str = "", file: str = "") -> TransformFn:
     """The transform function from a version's stored module source (a module of its own per
-    source, so two versions' transforms never share one)."""
+    source, so two versions' transforms never share one). It runs as a module of its original
+    package, at its original file path, so relative imports and ``__file__`` work as they did."""
     name = f"_ml_platform_transform_{hashlib.sha256(source.encode()).hexdigest()[:16]}"
     module = sys.modules.get(name)
     if module is None:
         module = types.ModuleType(name)
-        module.__file__ = f"<transform {path}>"
+        module.__file__ = file or f"<transform {path}>"
+        module.__package__ = package
+        sys.modules[name] = module  # before exec: dataclasses and pickling look the module up
         try:
             exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - the user's own code
         except Exception as e:  # noqa: BLE001 - a version whose transform no longer imports
+            sys.modules.pop(name, None)
             raise TransformError(
                 f"transform {path}: its stored module fails to load: {type(e).__name__}: {e}"
             ) from None
-        sys.modules[name] = module
     fn = getattr(module, function_name(path), None)
     if not callable(fn):
         raise TransformError(f"transform {path}: no function {function_name(path)!r} in its stored module")
@@ -68,10 +71,19 @@ def load_from_source(source: str, path: str) -> TransformFn:
 
 
 def version_meta(cfg: ModelConfig) -> dict | None:
-    """What a version stores of its transform: the path and its module's source."""
+    """What a version stores of its transform: the path, its module's source, and where that
+    module lives (its package resolves the module's own imports: helpers are the installed ones)."""
     if cfg.transform is None:
         return None
-    return {"path": cfg.transform, "source": module_source(cfg.transform)}
+    from ml_platform.core.user_code import load_object
+
+    module = inspect.getmodule(load_object(cfg.transform))
+    return {
+        "path": cfg.transform,
+        "source": module_source(cfg.transform),
+        "package": getattr(module, "__package__", None) or "",
+        "file": getattr(module, "__file__", None) or "",
+    }
 
 
 def for_version(meta: dict, cfg: ModelConfig) -> tuple[TransformFn | None, ModelConfig]:
@@ -80,7 +92,7 @@ def for_version(meta: dict, cfg: ModelConfig) -> tuple[TransformFn | None, Model
     spec = meta.get("transform")
     if not spec:
         return None, cfg
-    fn = load_from_source(spec["source"], spec["path"])
+    fn = load_from_source(spec["source"], spec["path"], spec.get("package", ""), spec.get("file", ""))
     feats = {c: FeatureSpec.model_validate(s) for c, s in meta["model_features"].items()}
     return fn, model_config(cfg, feats)
 
@@ -89,7 +101,9 @@ def model_rows(df: pd.DataFrame, fn: TransformFn | None, meta: dict, where: str 
     """Raw rows as the version's ONNX graph takes them (unchanged without a transform)."""
     if fn is None:
         return df
-    return apply(fn, df, meta["transform"]["path"], where=where, keep=tuple(c for c in df.columns if c.startswith("_")))
+    inputs = list(meta["features"])  # what callers send: the transform never sees more
+    keep = tuple(c for c in df.columns if c not in inputs)
+    return apply(fn, df, meta["transform"]["path"], where=where, keep=keep, inputs=inputs)
 
 
 def raw_metadata(meta: dict, cfg: ModelConfig, spec: dict, raw_holdout: pd.DataFrame) -> dict:
@@ -104,19 +118,31 @@ def raw_metadata(meta: dict, cfg: ModelConfig, spec: dict, raw_holdout: pd.DataF
     }
 
 
-def apply(fn: TransformFn, df: pd.DataFrame, path: str, *, where: str = "", keep: tuple = ()) -> pd.DataFrame:
-    """``fn(df)``, checked: a DataFrame with one row per input row; the columns in ``keep``
-    (target, id, the platform's own) are carried over when the transform dropped them. On
-    failure the rows are tried one by one so the error names the first row that fails."""
+def apply(
+    fn: TransformFn, df: pd.DataFrame, path: str, *, where: str = "", keep: tuple = (), inputs: list | None = None
+) -> pd.DataFrame:
+    """``fn`` on the ``inputs`` columns (all when None), checked: a DataFrame with one row per
+    input row, in the input's order (a transform that reorders rows is put back in order); the
+    columns in ``keep`` (target, id, the platform's own) are carried over. On failure the rows
+    are tried one by one so the error names the first row that fails."""
+    if inputs is not None:
+        df_in = df[[c for c in inputs if c in df.columns]]
+    else:
+        df_in = df
     try:
-        out = fn(df.copy())
+        out = fn(df_in.copy())
     except Exception as e:  # noqa: BLE001 - the user's code: say which row breaks it
-        raise TransformError(_blame(fn, df, path, e, where)) from None
+        raise TransformError(_blame(fn, df_in, path, e, where)) from None
     if not isinstance(out, pd.DataFrame):
         raise TransformError(f"{where}transform {path} returned {type(out).__name__}, not a DataFrame")
     if len(out) != len(df):
         raise TransformError(f"{where}transform {path} returned {len(out)} rows for {len(df)}")
-    out = out.set_axis(df.index, axis=0)
+    if out.index.equals(df.index):
+        pass
+    elif out.index.has_duplicates is False and set(out.index) == set(df.index):
+        out = out.loc[df.index]  # reordered rows: back to the order their predictions are paired with
+    else:
+        out = out.set_axis(df.index, axis=0)
     missing = [c for c in keep if c in df.columns and c not in out.columns]
     return out.assign(**{c: df[c] for c in missing}) if missing else out
 

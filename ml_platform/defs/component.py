@@ -69,4 +69,7 @@ class ModelComponent(dg.Component, dg.Resolvable):
             settings = load_settings(project)
         except ConfigError as e:
             raise dg.DagsterInvalidDefinitionError(str(e)) from None
-        return build_model_definitions(settings, self.attributes.name)
+        name = self.attributes.name
+        if name not in settings.models:  # built in Python, or a defs.yaml the discovery does not read
+            settings = settings.with_model(name, self.attributes.model_config_only())
+        return build_model_definitions(settings, name)

@@ -47,6 +47,12 @@ def load_definitions(settings: Settings) -> dg.Definitions:
         defs = defs()  # a @dg.definitions function
     if not isinstance(defs, dg.Definitions):
         raise ConfigError(f"{module.__file__}: expected `defs`, a dagster Definitions (or a @dg.definitions function)")
+    graph = defs.get_repository_def().asset_graph
+    for name, cfg in settings.models.items():
+        if cfg.source is not None and not graph.has(dg.AssetKey(cfg.source.asset.split("/"))):
+            raise ConfigError(
+                f"{settings.origin(name)}.source.asset: no asset {cfg.source.asset!r} in {module.__name__}"
+            )
     return defs
 
 
@@ -107,5 +113,7 @@ def platform_resources(settings: Settings) -> dict:
             names.RESOURCE_REGISTRY: registry_for(settings),
             names.RESOURCE_ENDPOINT: endpoint_for(settings),
             names.RESOURCE_MLFLOW: tracking_resource(settings),
+            # the instance's storage folder, as Dagster's default IO manager uses it
+            names.RESOURCE_IO: dg.FilesystemIOManager(),
         }
     return _RESOURCES[key]

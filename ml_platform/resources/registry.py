@@ -30,12 +30,13 @@ from ml_platform.names import (
 )
 
 # on the registry version as well as the run: what the code-change retrain and `status` read
+# (the check mark first: a version is never seen with its code version but without it)
 VERSION_CODE_TAGS = (
+    VERSION_CHECK_ONLY,
     VERSION_CODE,
     VERSION_CODE_MANIFEST,
     VERSION_PROJECT_COMMIT,
     VERSION_PROJECT_DIRTY,
-    VERSION_CHECK_ONLY,
 )
 
 

@@ -71,12 +71,19 @@ def workspace_yaml(settings: Settings) -> dict:
             {
                 "python_module": {
                     "module_name": f"{root_module}.definitions",
-                    "location_name": root_module,
+                    "location_name": project_location_name(settings.project),
                     "working_directory": str(src if src.is_dir() else settings.project),
                 }
             }
         ]
     }
+
+
+def project_location_name(project: Path) -> str:
+    """The code location name `dg dev` gives the project (``code_location_name``, else the
+    directory's name): one name, so `ml-platform up` and `dg dev` share run history."""
+    dg = tomllib.loads((project / "pyproject.toml").read_text()).get("tool", {}).get("dg", {})
+    return dg.get("project", {}).get("code_location_name") or project.name
 
 
 def project_root_module(project: Path) -> str:

@@ -71,7 +71,9 @@ class LoadedModel:
             from ml_platform.settings import FeatureSpec
 
             try:
-                self.transform = transform.load_from_source(spec["source"], spec["path"])
+                self.transform = transform.load_from_source(
+                    spec["source"], spec["path"], spec.get("package", ""), spec.get("file", "")
+                )
                 self.transform_path = spec["path"]
                 self.model_features = {
                     c: FeatureSpec.model_validate(s) for c, s in (meta.get("model_features") or {}).items()
@@ -150,7 +152,7 @@ class LoadedModel:
 
         df = transform.raw_frame(feeds, self.meta["features"])
         try:
-            out = transform.apply(self.transform, df, self.transform_path)
+            out = transform.apply(self.transform, df, self.transform_path, inputs=list(self.meta["features"]))
             return feeds_of(out, self.model_features)
         except (transform.TransformError, KeyError) as e:
             msg = (

@@ -95,7 +95,12 @@ def test_the_projects_definitions_hold_its_own_assets_and_the_models_chain(proje
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=project / "src")
     out = json.loads(_ok(r).strip().splitlines()[-1])
     assert "weekly_report" in out["assets"] and "churn/deployed_model" in out["assets"], out["assets"]
-    assert out["resources"] == ["ml_platform_endpoint", "ml_platform_mlflow", "ml_platform_registry"], out
+    assert out["resources"] == [
+        "ml_platform_endpoint",
+        "ml_platform_io_manager",
+        "ml_platform_mlflow",
+        "ml_platform_registry",
+    ], out
     assert {"team_automation", "churn_automation"} <= set(out["sensors"]), out["sensors"]
     assert "no_worse_for_new_customers" in out["checks"], out["checks"]
     assert out["raw_parents"] == ["customer_rows"], "the team's asset is upstream of the model's batches"

@@ -16,7 +16,7 @@ from ml_platform.core.frames import category_array
 from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
 from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
 from ml_platform.defs.metadata import table
-from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, TAG_SOURCE_PARTITION
+from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, TAG_SOURCE_EVENT, TAG_SOURCE_PARTITION
 
 
 def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, str | None, float]:
@@ -172,6 +172,13 @@ def build_raw_batch_from_asset(chain: Chain) -> dg.AssetsDefinition:
         dest_dir = chain.raw_dir(partition)
         stored = _stored_copy(dest_dir)
         if stored is None:
+            if upstream_partition is None and tags.get(TAG_SOURCE_EVENT):
+                latest = context.instance.get_latest_materialization_event(upstream)
+                if latest is None or str(latest.storage_id) != tags[TAG_SOURCE_EVENT]:
+                    raise dg.Failure(
+                        f"{label}: materialized again since this batch was seen (event {tags[TAG_SOURCE_EVENT]}); "
+                        "its value is gone: the newer materialization is its own batch"
+                    )
             try:
                 value = context.load_asset_value(upstream, partition_key=upstream_partition)
             except Exception as e:  # noqa: BLE001 - the user's asset / IO manager: name it, retry later

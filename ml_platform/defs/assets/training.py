@@ -41,6 +41,7 @@ def training_batches(chain: Chain) -> tuple[list[catalog.BatchRecord], str]:
 
 def build_training_set(chain: Chain) -> dg.AssetsDefinition:
     @dg.asset(
+        io_manager_key=names.RESOURCE_IO,
         key=chain.key("training_set"),
         deps=[chain.key("validated_batch")],
         group_name=chain.name,
@@ -147,6 +148,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
     version_of_code = code_version.code_version(parts)
 
     @dg.asset(
+        io_manager_key=names.RESOURCE_IO,
         code_version=version_of_code,
         key=chain.key("candidate_model"),
         group_name=chain.name,
@@ -184,11 +186,12 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         raw_train, raw_holdout = train, holdout
         spec = transform.version_meta(cfg)
         if spec is not None:  # the estimator sees the transform's output (and the version keeps its source)
-            fn = transform.load_from_source(spec["source"], spec["path"])
+            fn = transform.load_from_source(spec["source"], spec["path"], spec["package"], spec["file"])
             keep = tuple(c for c in train.columns if c not in cfg.features)
             try:
-                train = transform.apply(fn, train, cfg.transform, where="training rows: ", keep=keep)
-                holdout = transform.apply(fn, holdout, cfg.transform, where="holdout rows: ", keep=keep)
+                inputs = list(cfg.features)  # what callers send: the transform sees the same columns everywhere
+                train = transform.apply(fn, train, cfg.transform, where="training rows: ", keep=keep, inputs=inputs)
+                holdout = transform.apply(fn, holdout, cfg.transform, where="holdout rows: ", keep=keep, inputs=inputs)
                 cfg = transform.model_config(cfg, transform.derived_features(train, cfg))
             except transform.TransformError as e:
                 raise dg.Failure(f"{e} (batches {', '.join(training_set['batches'])})") from None
@@ -262,7 +265,9 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             parent_run_id=parent,
             run_name=win.name,
             run_tags={**links, "winner": "true"},
-            config=wcfg.model_dump(mode="json", by_alias=True, exclude_none=True),
+            config=chain.cfg.model_copy(update={"estimator": win.estimator}).model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            ),
         )
         files = version_files.local(chain.dir, version)
         if files.dir.exists():  # a stale cache of the same number (registry recreated): replace it
