@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tomllib
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -1097,17 +1098,23 @@ def is_dg_project(directory: Path) -> bool:
         return False
 
 
+def defs_folder(project: Path) -> Path:
+    """The project's defs folder, as `dg` finds it: ``[tool.dg.project] defs_module`` (default
+    ``<root_module>.defs``), under ``src/`` when the project has one."""
+    try:
+        dg = tomllib.loads((project / "pyproject.toml").read_text()).get("tool", {}).get("dg", {}).get("project", {})
+    except (OSError, ValueError):
+        dg = {}
+    module = dg.get("defs_module") or f"{dg.get('root_module', '')}.defs"
+    rel = Path(*module.split("."))
+    return project / "src" / rel if (project / "src" / rel).is_dir() else project / rel
+
+
 def component_files(project: Path) -> list[Path]:
-    """The project's ``defs.yaml`` files: under ``src/`` when the project has one, else the
-    project's folders (virtualenvs, hidden, data and build folders skipped)."""
+    """The ``defs.yaml`` files of the project's defs folder (hidden and data folders skipped)."""
     out = []
-    root = project / "src" if (project / "src").is_dir() else project
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and d not in _SKIPPED_DIRS and not (Path(dirpath, d) / "pyvenv.cfg").exists()
-        )
+    for dirpath, dirnames, filenames in os.walk(defs_folder(project)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIPPED_DIRS)
         if "defs.yaml" in filenames:
             out.append(Path(dirpath, "defs.yaml"))
     return out

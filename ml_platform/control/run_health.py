@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -126,7 +126,7 @@ def runs_to_retry(
 
 
 def _dt(ts: float):
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    return datetime.fromtimestamp(ts, tz=UTC)
 
 
 def retry_tags(run: dg.DagsterRun) -> dict:

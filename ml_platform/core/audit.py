@@ -16,7 +16,7 @@ import json
 import os
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 AUDIT_FILE = "audit.jsonl"
@@ -25,7 +25,7 @@ INTENT_FILE = "champion_intent.json"
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass

@@ -115,4 +115,5 @@ def serving_metadata(
         "features": {c: s.model_dump(exclude_none=True) for c, s in cfg.features.items()},
         "metrics": metrics,
         "smoke_rows": smoke_rows,
+        "latency_budget_ms": cfg.gate.latency_budget_ms,  # the endpoint holds the version to its own budget
     }

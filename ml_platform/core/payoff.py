@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
@@ -149,9 +149,8 @@ def epoch(iso: str) -> float:
 
 
 def _iso(t: float) -> str:
-    from datetime import timezone
 
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="seconds")
 
 
 def _mean(xs: list[float]) -> float | None:

@@ -5,9 +5,9 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 from ml_platform.names import TAG_SHA

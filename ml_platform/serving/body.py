@@ -120,7 +120,7 @@ class BodyReader:
         """The next body message, or a 408 (and the connection closed) after ``deadline``."""
         try:
             return await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestError(
                 "timeout",
                 f"the body did not arrive within {self.timeout:g} s (serving.body_timeout_seconds)",

@@ -7,7 +7,7 @@ What the answers look like is the protocols' business (``requests.mlflow_predict
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import onnxruntime as ort
@@ -50,7 +50,7 @@ class LoadedModel:
         self.headers = {"X-Model-Version": self.version_str}
         self.meta = meta
         self.pointer = pointer
-        self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.loaded_at = datetime.now(UTC).isoformat(timespec="seconds")
         task = meta.get("task")
         if task not in ("classification", "regression"):
             raise RejectedModel(version, f"metadata task must be classification or regression (got {task!r})")
@@ -182,13 +182,20 @@ class LoadedModel:
         self._check_shapes(outs, parsed.n)
         self.batchable = self._rows_independent(rows, outs)
         one = self.schema.parse_rows([rows[0]])
-        times = []
-        for i in range(LATENCY_CALLS + 5):
-            t0 = time.perf_counter()
+        for _ in range(5):  # warm-up
             self.run(one.feeds)
-            if i >= 5:  # warm-up calls excluded
+        # The version's own budget (its gate's), else the endpoint's; the best of three rounds:
+        # a busy machine's scheduling stalls hit one round, a really slow model all three.
+        latency_budget_ms = float(self.meta.get("latency_budget_ms") or latency_budget_ms)
+        rounds = []
+        for _ in range(3):
+            times = []
+            for _ in range(LATENCY_CALLS):
+                t0 = time.perf_counter()
+                self.run(one.feeds)
                 times.append(time.perf_counter() - t0)
-        p50, p99 = (float(x) * 1000 for x in np.percentile(times, [50, 99]))
+            rounds.append([float(x) * 1000 for x in np.percentile(times, [50, 99])])
+        p50, p99 = min(rounds, key=lambda r: r[1])
         self.last_latency_ms = {"p50": round(p50, 4), "p99": round(p99, 4)}
         if p99 > latency_budget_ms:
             raise RejectedModel(v, f"single-row latency p99 {p99:.2f} ms exceeds the budget {latency_budget_ms} ms")

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -108,7 +108,7 @@ class LiveSampler:
             ms = int(ts * 1000)
             if ms != last_ms:
                 last_ms = ms
-                iso = datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+                iso = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
             lines = out.setdefault(model.name, [])
             try:
                 cols = [(k, v.tolist()) for k, v in parsed.columns.items()]  # NaN -> null (orjson)
@@ -155,7 +155,7 @@ class LiveSampler:
     def write_lines(self, per_model: dict[str, list[bytes]]) -> dict[str, int]:
         """Blocking file I/O (run it in a thread): one JSONL file per model."""
         written = {}
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         for name, lines in per_model.items():
             if not lines:
                 continue

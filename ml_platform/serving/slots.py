@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ml_platform.serving import errors
 from ml_platform.serving.errors import RequestError
@@ -34,7 +34,7 @@ log = logging.getLogger("ml_platform.serving")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Slot:

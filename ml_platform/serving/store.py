@@ -27,7 +27,7 @@ import json
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 try:  # POSIX: serialise pointer read-modify-write between deployers
@@ -153,7 +153,7 @@ class ModelStore:
                 "onnx": f"v{version}.onnx",
                 "meta": f"v{version}.json",
                 "previous": previous,
-                "updated_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                "updated_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             }
             atomic_write(self.pointer_path(name), json.dumps(pointer, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
@@ -176,7 +176,7 @@ class ModelStore:
         gone without it (a pointer gone without one was lost, not removed)."""
         with self._lock(name):
             cur = self.current(name)
-            tomb = {"removed": cur, "removed_at": datetime.now(timezone.utc).isoformat(timespec="microseconds")}
+            tomb = {"removed": cur, "removed_at": datetime.now(UTC).isoformat(timespec="microseconds")}
             atomic_write(self.removed_path(name), json.dumps(tomb, indent=1).encode())
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.pointer_path(name))

@@ -323,6 +323,31 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(platform):
         assert wait_for(served, 600, interval=0.5, what="champion v1 served") == "1"
         _land_noisy_drifted_batch(config.parent / "landing")
 
+        browser = Browser(ui)
+        # --- 1. the asset graph of the model renders: every asset of the chain is a node ----
+        # (while the platform ingests the batch and trains v2)
+        browser.open("/asset-groups")
+        names = [
+            "raw_batch",
+            "validated_batch",
+            "batch_predictions",
+            "drift_report",
+            "champion_performance",
+            "training_set",
+            "candidate_model",
+            "deployed_model",
+            "live_drift",
+        ]
+        node = "//*[local-name()='foreignObject']//*[normalize-space(text())='{}']"
+        browser.wait(
+            lambda d: all(d.find_elements("xpath", node.format(n)) for n in names if n != "champion_performance"),
+            120,
+            "every asset as a node of the graph",
+            "graph",
+        )
+        time.sleep(2)  # let the layout settle for the picture
+        browser.shot("1-asset-graph")
+
         def v2_failed():
             versions = _status(config)["versions"]
             v2 = next((v for v in versions if v["version"] == 2), None)
@@ -346,30 +371,6 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(platform):
         batches = _status(config)["batches"]
         noisy = next(b for b in batches if b["file"].endswith("noisy-drifted.csv"))
         assert noisy["drift"]["verdict"] == "drifted", noisy
-
-        browser = Browser(ui)
-        # --- 1. the asset graph of the model renders: every asset of the chain is a node ----
-        browser.open("/asset-groups")
-        names = [
-            "raw_batch",
-            "validated_batch",
-            "batch_predictions",
-            "drift_report",
-            "champion_performance",
-            "training_set",
-            "candidate_model",
-            "deployed_model",
-            "live_drift",
-        ]
-        node = "//*[local-name()='foreignObject']//*[normalize-space(text())='{}']"
-        browser.wait(
-            lambda d: all(d.find_elements("xpath", node.format(n)) for n in names if n != "champion_performance"),
-            120,
-            "every asset as a node of the graph",
-            "graph",
-        )
-        time.sleep(2)  # let the layout settle for the picture
-        browser.shot("1-asset-graph")
 
         # --- 2. candidate_model's gate checks, each with its reason ------------------------
         browser.open("/assets/churn/candidate_model?view=checks")

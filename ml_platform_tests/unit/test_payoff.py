@@ -1,7 +1,7 @@
 """core/payoff.ledger on a synthetic history: two drift episodes (one recovered after a blocked
 candidate, one still open), a rejected candidate, a rollback, and the served metric around moves."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
@@ -11,7 +11,7 @@ T0 = 1_700_000_000.0
 
 
 def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(t, tz=UTC).isoformat()
 
 
 def move(t, prev, to, kind="deploy", trigger="performance", actor="dagster run x"):
