@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from functools import cache
 
-from sklearn.base import is_classifier, is_regressor
+from sklearn.base import ClassifierMixin, RegressorMixin, is_classifier, is_regressor
 
 from ml_platform.core.user_code import UserCodeError, load_object
 from ml_platform.settings import EstimatorConfig, ModelConfig
@@ -69,7 +69,12 @@ def param_names(cls: type) -> list[str]:
 
 
 def _kind(cls: type) -> str | None:
-    """classifier / regressor, read from an instance where one can be built without arguments."""
+    """classifier / regressor: from scikit-learn's mixins, else from an instance where one can be
+    built without arguments (LightGBM, XGBoost and others declare it through their tags)."""
+    if issubclass(cls, ClassifierMixin):
+        return "classifier"
+    if issubclass(cls, RegressorMixin):
+        return "regressor"
     try:
         est = cls()
     except TypeError:
@@ -175,7 +180,10 @@ def problems(cfg: ModelConfig) -> list[str]:
             out.append(f"{key}.class: {e}")
             continue
         accepted = set(param_names(cls))
-        unknown = sorted(set(est.params) - accepted)
+        takes_any = any(  # e.g. LightGBM passes **kwargs through to its booster
+            q.kind is inspect.Parameter.VAR_KEYWORD for q in inspect.signature(cls.__init__).parameters.values()
+        )
+        unknown = [] if takes_any else sorted(set(est.params) - accepted)
         if unknown:
             out.append(
                 f"{key}.params: {cls.__name__} takes no parameter(s) {', '.join(map(repr, unknown))}; "
@@ -186,7 +194,7 @@ def problems(cfg: ModelConfig) -> list[str]:
                 f"{key}.class: no ONNX converter is registered for {cls.__module__}.{cls.__name__} "
                 "(skl2onnx's estimators; LightGBM and XGBoost with the 'boosting' extra)"
             )
-        kind = getattr(cls, "_estimator_type", None) or _kind(cls)
+        kind = _kind(cls)
         if cfg.task == "classification" and not (kind == "classifier" and hasattr(cls, "predict_proba")):
             out.append(f"{key}.class: {cls.__name__} is not a classifier with predict_proba (task: classification)")
         if cfg.task == "regression" and kind != "regressor":
