@@ -57,6 +57,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# `make test` hands whole files to two pytest-xdist workers (--dist loadfile) in collection order.
+# The slowest files (seconds under `make test`: --durations) go first, longest first, so that both
+# workers start on one at once and the many short files even out the end, instead of one worker
+# being handed the last slow file when the other has nothing left to run.
+SLOWEST_FILES = (
+    "e2e/test_up.py",  # `up`, the first champion (a worker killed on the way), the browser
+    "e2e/test_dg_project.py",
+    "e2e/test_crash_consistency.py",
+    "e2e/test_scale_out.py",
+    "e2e/test_run_and_serve.py",
+    "integration/test_closed_loop.py",
+    "integration/test_gate_paths.py",
+    "integration/test_candidates_mlflow.py",
+    "e2e/test_deploy_with_token.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # an xdist worker's collection is the order files go out
+        return
+    rank = {f"ml_platform_tests/{f}": i for i, f in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable
+
+
 @pytest.fixture
 def config_dir(tmp_path) -> Path:
     write_config(tmp_path)

@@ -67,14 +67,13 @@ from ml_platform.serving.requests import MAX_ID_CHARS, mlflow_predictions
 from ml_platform.serving.sample import LiveSampler
 from ml_platform.serving.slots import ModelSlots
 from ml_platform.serving.store import ModelStore
-from ml_platform.settings import GateConfig, ServingConfig
+from ml_platform.settings import ServingConfig
 
 log = logging.getLogger("ml_platform.serving")
 
 INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop stays free
 SMOKE_HEADER = b"x-ml-platform-smoke"  # the deploy's smoke rows: answered, not sampled (``smoke_allowed``)
 _DEFAULTS = ServingConfig()  # create_app's defaults are the config's
-LATENCY_BUDGET_MS = GateConfig.model_fields["latency_budget_ms"].default  # when no model sets one
 _perf = time.perf_counter
 _CT_JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
@@ -183,7 +182,7 @@ class ServingState:
         max_body_bytes: int,
         poll_seconds: float,
         sample_dir: Path | None,
-        latency_budget_ms: float,
+        latency_budget_ms: float | None,
         sample_max_rows: int,
         sample_flush_seconds: float,
         sample_rows_per_second: float | None,
@@ -407,7 +406,7 @@ def create_app(
     max_body_bytes: int = _DEFAULTS.max_body_bytes,
     poll_seconds: float = _DEFAULTS.poll_seconds,
     sample_dir: Path | None = None,
-    latency_budget_ms: float = LATENCY_BUDGET_MS,
+    latency_budget_ms: float | None = None,  # None: each version's own budget (its gate's)
     sample_max_rows: int = 10_000,
     sample_flush_seconds: float = 5.0,
     sample_rows_per_second: float | None = None,

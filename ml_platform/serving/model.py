@@ -17,8 +17,10 @@ from ml_platform.serving.batching import RowBatcher
 from ml_platform.serving.errors import RequestError
 from ml_platform.serving.requests import Schema
 from ml_platform.serving.store import ModelStore
+from ml_platform.settings import GateConfig
 
 LATENCY_CALLS = 50
+DEFAULT_LATENCY_BUDGET_MS = GateConfig.model_fields["latency_budget_ms"].default  # a version without its own
 
 
 class RejectedModel(Exception):
@@ -162,7 +164,7 @@ class LoadedModel:
             raise RequestError("transform_failed", msg, field=field, status=422) from None
 
     # ---- infrastructure validation ----
-    def validate(self, latency_budget_ms: float) -> None:
+    def validate(self, latency_budget_ms: float | None = None) -> None:
         """Smoke rows give finite outputs of the right shape, and a single-row call meets
         the latency budget (p99 over ``LATENCY_CALLS`` calls). Raises ``RejectedModel``."""
         v = self.version
@@ -184,9 +186,10 @@ class LoadedModel:
         one = self.schema.parse_rows([rows[0]])
         for _ in range(5):  # warm-up
             self.run(one.feeds)
-        # The version's own budget (its gate's), else the endpoint's; the best of three rounds:
-        # a busy machine's scheduling stalls hit one round, a really slow model all three.
-        latency_budget_ms = float(self.meta.get("latency_budget_ms") or latency_budget_ms)
+        # An explicit budget (the operator's), else the version's own (its gate's); the best of three
+        # rounds: a busy machine's scheduling stalls hit one round, a really slow model all three.
+        if latency_budget_ms is None:
+            latency_budget_ms = float(self.meta.get("latency_budget_ms") or DEFAULT_LATENCY_BUDGET_MS)
         rounds = []
         for _ in range(3):
             times = []
@@ -249,7 +252,7 @@ class LoadedModel:
 
 
 def load_version(
-    store: ModelStore, name: str, version: int, latency_budget_ms: float, pointer: dict | None = None
+    store: ModelStore, name: str, version: int, latency_budget_ms: float | None, pointer: dict | None = None
 ) -> LoadedModel:
     """Read, build and validate one version; raises ``RejectedModel`` on any failure."""
     try:

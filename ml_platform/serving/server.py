@@ -45,10 +45,9 @@ def configure_protocol(settings: Settings) -> None:
 
 
 def build_app(settings: Settings, admin_token: str | None = None):
-    from ml_platform.serving.app import LATENCY_BUDGET_MS, create_app
+    from ml_platform.serving.app import create_app
 
     s = settings.serving
-    latency = min((m.gate.latency_budget_ms for m in settings.models.values()), default=LATENCY_BUDGET_MS)
     return create_app(
         settings.serving_dir,
         list(settings.models),
@@ -58,7 +57,7 @@ def build_app(settings: Settings, admin_token: str | None = None):
         sample_dir=settings.live_samples_dir if s.sample_rows_per_second > 0 else None,
         sample_rows_per_second=s.sample_rows_per_second,
         sample_max_bytes=int(s.sample_max_mb * 1024 * 1024),
-        latency_budget_ms=latency,
+        latency_budget_ms=None,  # each version is held to its own gate's budget
         body_timeout_seconds=s.body_timeout_seconds,
     )
 

@@ -59,7 +59,13 @@ class ModelSlots:
     """The slots of ``models`` over ``store``; ``slots`` maps a name to its Slot."""
 
     def __init__(
-        self, store: ModelStore, models: list[str], *, poll_seconds: float, latency_budget_ms: float, metrics: Metrics
+        self,
+        store: ModelStore,
+        models: list[str],
+        *,
+        poll_seconds: float,
+        latency_budget_ms: float | None,
+        metrics: Metrics,
     ):
         if not models:
             raise ValueError("at least one model name is required")
@@ -69,7 +75,7 @@ class ModelSlots:
         self.slots = {m: Slot(m) for m in models}
         self.only = models[0] if len(models) == 1 else None  # the model of POST /invocations
         self.poll_seconds = float(poll_seconds)
-        self.latency_budget_ms = float(latency_budget_ms)
+        self.latency_budget_ms = None if latency_budget_ms is None else float(latency_budget_ms)
         self.metrics = metrics
         metrics.gauges = self.gauges
 
