@@ -57,10 +57,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# `make test` hands whole files to two pytest-xdist workers (--dist loadfile) in collection order.
-# The slowest files (seconds under `make test`: --durations) go first, longest first, so that both
-# workers start on one at once and the many short files even out the end, instead of one worker
-# being handed the last slow file when the other has nothing left to run.
+# `make test` hands whole files to two pytest-xdist workers (--dist loadfile) in collection order
+# (--no-loadscope-reorder). The slowest files (seconds under `make test`: --durations) go first,
+# longest first, so that both workers start on one at once and the many short files even out the
+# end, instead of one worker being handed the last slow file when the other has nothing left.
 SLOWEST_FILES = (
     "e2e/test_up.py",  # `up`, the first champion (a worker killed on the way), the browser
     "e2e/test_dg_project.py",

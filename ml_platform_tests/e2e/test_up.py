@@ -254,14 +254,26 @@ class Browser:
         self.wait(lambda d: all(t in self.body() for t in texts), timeout, f"text {texts}", shot)
 
     def click(self, xpath: str, timeout: float, shot: str) -> None:
-        el = self.wait(
-            lambda d: next((e for e in d.find_elements("xpath", xpath) if e.is_displayed()), None),
-            timeout,
-            f"element {xpath}",
-            shot,
-        )
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
-        el.click()
+        from selenium.common.exceptions import ElementClickInterceptedException
+
+        deadline = time.time() + timeout
+        while True:
+            el = self.wait(
+                lambda d: next((e for e in d.find_elements("xpath", xpath) if e.is_displayed()), None),
+                max(1.0, deadline - time.time()),
+                f"element {xpath}",
+                shot,
+            )
+            self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+            try:
+                el.click()
+                return
+            except ElementClickInterceptedException:
+                # the welcome dialog opened over the page after it loaded: `wait` skips it
+                if time.time() > deadline:
+                    self.shot(f"FAILED-{shot}")
+                    raise
+                time.sleep(0.25)
 
     def shot(self, name: str) -> Path:
         path = SCREENSHOTS / f"{name}.png"
@@ -345,7 +357,8 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(platform):
             "every asset as a node of the graph",
             "graph",
         )
-        time.sleep(2)  # let the layout settle for the picture
+        time.sleep(2)  # let the layout settle (and the welcome dialog open) for the picture
+        browser._dismiss_welcome()
         browser.shot("1-asset-graph")
 
         def v2_failed():
