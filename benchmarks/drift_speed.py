@@ -75,7 +75,8 @@ def columns():
 
 def run_ours(ref, cur, repeats):
     sys.path.insert(0, str(ROOT))
-    from ml_platform.core.drift import build_reference, compute_drift
+    from ml_platform.core.drift import compute_drift
+    from ml_platform.core.drift_reference import build_reference
 
     num, cat = columns()
     features = {c: {"type": "numeric"} for c in num} | {c: {"type": "categorical"} for c in cat}

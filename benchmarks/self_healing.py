@@ -52,7 +52,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from ml_platform.core import bootstrap, comparison, drift, estimate, gate, selection, training
+from ml_platform.core import bootstrap, comparison, drift, drift_reference, estimate, gate, selection, training
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.candidate import SCORE, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
@@ -305,7 +305,7 @@ class Champion:
 
     pipe: object
     meta: dict
-    reference: drift.DriftReference
+    reference: drift_reference.DriftReference
     version: int
     batches: tuple[str, ...]
     training_set: pd.DataFrame  # with _batch/_row/_holdout: the gate's fair set excludes what it trained on
@@ -429,7 +429,12 @@ def retrain(
     if not all(v.passed for v in verdicts):
         return None, verdicts
     return Champion(
-        art.pipe, art.serving_meta, drift.DriftReference.from_dict(art.drift_reference), version, win.window.batches, ts
+        art.pipe,
+        art.serving_meta,
+        drift_reference.DriftReference.from_dict(art.drift_reference),
+        version,
+        win.window.batches,
+        ts,
     ), verdicts
 
 

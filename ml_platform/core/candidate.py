@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_platform.core import drift, estimate, export, training
+from ml_platform.core import drift_reference, estimate, export, metric_drop, training
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.settings import ModelConfig
@@ -83,7 +83,7 @@ def build_candidate(
     # data it was trained on (and its own scores on that data).
     x_train = model_inputs(train, cfg)
     train_out = np.asarray(pipe.predict_proba(x_train) if clf else pipe.predict(x_train))
-    drift_ref = drift.build_reference_from_config(
+    drift_ref = drift_reference.build_reference_from_config(
         train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE
     )
     smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
@@ -92,7 +92,7 @@ def build_candidate(
     # The holdout metric's own bootstrap interval: monitoring compares batches against it.
     gm = cfg.gate_metric
     if gm in metrics:
-        ci = drift.bootstrap_metric_drop(
+        ci = metric_drop.bootstrap_metric_drop(
             training.target_values(holdout, cfg),
             ref,
             metric=training.metric_function(gm, cfg.task, getattr(pipe, "classes_", None)),

@@ -399,7 +399,7 @@ def measure(
 ) -> Performance:
     """Measured ``metric`` of the champion (``meta``: its serving metadata) on a labelled batch,
     with the concept check (``check_calibration`` at ``concept_alpha``) for a calibrated classifier."""
-    from ml_platform.core.drift import bootstrap_metric_drop
+    from ml_platform.core.metric_drop import bootstrap_metric_drop
 
     base, base_ci = _baseline(meta, metric)
     if base is None:

@@ -8,13 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.core.drift import (
-    DriftReference,
-    bootstrap_metric_drop,
-    build_reference,
-    compute_drift,
-    drift_bar_chart_png,
-)
+from ml_platform.core.drift import compute_drift
+from ml_platform.core.drift_chart import drift_bar_chart_png
+from ml_platform.core.drift_reference import DriftReference, build_reference
+from ml_platform.core.metric_drop import bootstrap_metric_drop
 from ml_platform.settings import FeatureSpec
 
 NUMERIC = ["x_norm", "x_lognorm", "x_int", "x_unif", "x_binary", "x_t3", "x_exp"]

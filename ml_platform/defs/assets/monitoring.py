@@ -12,7 +12,18 @@ import pandas as pd
 
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_model
-from ml_platform.core import catalog, challenger, drift, estimate, export, training, transform, version_files
+from ml_platform.core import (
+    catalog,
+    challenger,
+    drift,
+    drift_chart,
+    drift_reference,
+    estimate,
+    export,
+    training,
+    transform,
+    version_files,
+)
 from ml_platform.core.candidate import SCORE, scores_of
 from ml_platform.core.frames import category_array
 from ml_platform.core.schema import unknown_labels
@@ -30,8 +41,8 @@ def reference_path(chain: Chain, version: int) -> Path:
     return version_files.local(chain.dir, version).drift_reference
 
 
-def load_reference(chain: Chain, version: int) -> drift.DriftReference:
-    return drift.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
+def load_reference(chain: Chain, version: int) -> drift_reference.DriftReference:
+    return drift_reference.DriftReference.from_dict(json.loads(reference_path(chain, version).read_text()))
 
 
 def drift_summary(result: drift.DriftResult) -> dict:
@@ -228,7 +239,7 @@ def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict
         "rows": result.rows,
     }
     if result.features:
-        png = drift.drift_bar_chart_png(result)
+        png = drift_chart.drift_bar_chart_png(result)
         chart.parent.mkdir(parents=True, exist_ok=True)
         chart.write_bytes(png)
         meta["per_feature"] = per_feature_table(result)

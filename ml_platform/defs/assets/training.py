@@ -11,7 +11,7 @@ import pandas as pd
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import record_retrain_decision
-from ml_platform.core import catalog, code_version, drift, selection, training, transform, version_files
+from ml_platform.core import catalog, code_version, drift_reference, selection, training, transform, version_files
 from ml_platform.core.candidate import SCORE, Candidate, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
@@ -106,7 +106,7 @@ def input_drift_reference(art, raw_train: pd.DataFrame, model_train: pd.DataFram
     x = model_inputs(model_train, mcfg)
     out = art.pipe.predict_proba(x) if cfg.task == "classification" else art.pipe.predict(x)
     scored = raw_train.assign(**{SCORE: scores_of(np.asarray(out, dtype=np.float64), cfg.task)})
-    return drift.build_reference_from_config(scored, cfg.features, cfg.drift, score_column=SCORE).to_dict()
+    return drift_reference.build_reference_from_config(scored, cfg.features, cfg.drift, score_column=SCORE).to_dict()
 
 
 def load_training_set(value: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
