@@ -1,15 +1,21 @@
 """Retrain decisions and the run tags that carry them: what the retrain sensor, the weekly
 schedule and `ml-platform run` share.
 
-A "no retrain" is recorded on its batch when it is decided; a retrain travels in the tags of
-the run that acts on it, and that run records it on the batch (``record_retrain_decision``).
-A tick that dies before its run is submitted leaves the batch undecided, and the next tick
-decides it again (same run_key, so never twice)."""
+One decision per batch, whatever runs (`up`'s sensor, any number of `ml-platform run`s): batches
+are decided under a per-model lock (``decision_lock``), and a retrain is recorded on its batch at
+once as a *claim* (``Decision.claimed_by``: "sensor" or "run <pid>@<host>") before its run exists;
+the run then records it again with its run id (``record_retrain_decision``). Another process
+finds the batch decided and leaves it. A claim whose run never appeared (a tick or a `run` that
+died first) is decided again: by the sensor at once with the same run_key (Dagster never submits
+it twice), by anyone once the claimant is gone (a `run`'s PID is dead, or CLAIM_TTL_SECONDS
+passed for a sensor's claim)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import time
 
 import dagster as dg
@@ -17,7 +23,7 @@ import dagster as dg
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
-from ml_platform.core import catalog, code_version
+from ml_platform.core import catalog, code_version, files
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile
 from ml_platform.core.policy import Decision, decide, monitoring_complete
@@ -35,6 +41,42 @@ from ml_platform.names import (
 )
 
 STALE_INGEST_SECONDS = 600
+CLAIM_TTL_SECONDS = 300  # a sensor's claim without its run after this long: the tick died
+SENSOR = "sensor"
+DECISION_LOCK = ".decisions.lock"
+
+
+def this_run() -> str:
+    """The claimant name of this `ml-platform run` / `train` process."""
+    return f"run {os.getpid()}@{socket.gethostname()}"
+
+
+def decision_lock(chain: Chain, timeout: float = 120):
+    """Held while batches are decided and claimed (briefly: no training under it)."""
+    return files.file_lock(chain.dir / DECISION_LOCK, timeout=timeout, what="the retrain-decision lock")
+
+
+def _claimant_alive(claimed_by: str) -> bool:
+    who, _, host = claimed_by.removeprefix("run ").partition("@")
+    if not claimed_by.startswith("run ") or host != socket.gethostname() or not who.isdigit():
+        return False  # another host: only the TTL can tell
+    try:
+        os.kill(int(who), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def open_claim(rec: BatchRecord) -> bool:
+    """A retrain claimed on ``rec`` whose run has not recorded it yet."""
+    d = rec.decision
+    return d is not None and d.retrain and d.run_id is None and bool(d.claimed_by)
+
+
+def claim_live(d: Decision) -> bool:
+    return time.time() - float(d.at or 0) < CLAIM_TTL_SECONDS or _claimant_alive(d.claimed_by or "")
 
 
 def ingest_tags(f: LandingFile) -> dict:
@@ -51,35 +93,54 @@ def train_tags(decision: Decision, batch: str | None) -> dict:
 
 
 def pending_decisions(
-    chain: Chain, instance: dg.DagsterInstance | None, retrain_in_flight: bool = False
+    chain: Chain,
+    instance: dg.DagsterInstance | None,
+    retrain_in_flight: bool = False,
+    *,
+    by: str = SENSOR,
+    taken: list | None = None,
 ) -> list[tuple[BatchRecord, Decision]]:
     """Apply the retrain policy to every monitored batch that has no decision yet, in arrival
-    order. A "no retrain" is recorded on the batch here (no run will act on it); a retrain is
-    recorded by the train run that carries it. A retrain decided here is in flight for the
-    batches after it, so one call never asks for two retrains (on_drift)."""
-    records = catalog.read_records(chain.dir)
-    has_champion = champion_version(chain.settings, chain.name) is not None
-    out = []
-    for i, rec in enumerate(records):
-        if rec.decided:
-            continue
-        if not monitoring_complete(rec):
-            # Decide in arrival order: wait for an earlier batch still being ingested, unless
-            # its ingest died long ago (then it stays undecided and the rest go on).
-            if time.time() - float(rec.ingested_at or 0) < STALE_INGEST_SECONDS:
-                break
-            continue
-        if instance is not None and batch_train_run(instance, chain, rec.partition):
-            retrain_in_flight = True  # decided before; its run has not recorded it yet
-            continue
-        d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
-        decision = dataclasses.replace(d, at=time.time())
-        if not d.retrain:
+    order, under the decision lock; every decision (a retrain as a claim by ``by``) is recorded
+    on its batch before the lock is released. A retrain decided here is in flight for the
+    batches after it, so one call never asks for two retrains (on_drift). The sensor (``by`` =
+    SENSOR) also gets back its own claims whose run does not exist yet, to request them again
+    under the same run_key. ``taken``: filled with (record, decision) of batches whose retrain
+    another process claimed and has not run yet."""
+    with decision_lock(chain):
+        records = catalog.read_records(chain.dir)
+        has_champion = champion_version(chain.settings, chain.name) is not None
+        out = []
+        for i, rec in enumerate(records):
+            if rec.decided and not open_claim(rec):
+                continue
+            if not rec.decided and not monitoring_complete(rec):
+                # Decide in arrival order: wait for an earlier batch still being ingested, unless
+                # its ingest died long ago (then it stays undecided and the rest go on).
+                if time.time() - float(rec.ingested_at or 0) < STALE_INGEST_SECONDS:
+                    break
+                continue
+            if instance is not None and batch_train_run(instance, chain, rec.partition):
+                retrain_in_flight = True  # decided before; its run has not recorded it yet
+                continue
+            if open_claim(rec):
+                if rec.decision.claimed_by == by == SENSOR:  # the tick may have died: ask again
+                    out.append((rec, rec.decision))
+                    retrain_in_flight = True
+                    continue
+                if claim_live(rec.decision):
+                    if taken is not None:
+                        taken.append((rec, rec.decision))
+                    retrain_in_flight = True
+                    continue
+                # its claimant is gone without a run: decide again
+            d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
+            decision = dataclasses.replace(d, at=time.time(), claimed_by=by if d.retrain else None)
             catalog.update_record(chain.dir, rec.partition, decision=decision)
-        records[i] = dataclasses.replace(rec, decision=decision)
-        retrain_in_flight = retrain_in_flight or d.retrain
-        out.append((rec, d))
-    return out
+            records[i] = dataclasses.replace(rec, decision=decision)
+            retrain_in_flight = retrain_in_flight or d.retrain
+            out.append((rec, d))
+        return out
 
 
 def batch_train_run(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:
@@ -188,3 +249,28 @@ def code_change_decision(chain: Chain, registry, parts: dict[str, str], version_
     return Decision(
         True, "code", f"code version of v{champion} {old} -> {version_of_code} (changed: {what})", at=time.time()
     )
+
+
+CODE_CLAIM = "code_retrain_claim.json"
+
+
+def claim_code_retrain(chain: Chain, instance: dg.DagsterInstance, key: str, by: str) -> bool:
+    """Take the code-change retrain ``key`` (code version and champion) for ``by``: False when a
+    train run is in flight or another live claimant took the same key (one run per code change,
+    whichever of the sensor and the `run`s decides first)."""
+    path = chain.dir / CODE_CLAIM
+    with decision_lock(chain):
+        if train_in_flight(instance, chain):
+            return False
+        try:
+            claim = json.loads(path.read_text())
+        except (OSError, ValueError):
+            claim = {}
+        if (
+            claim.get("key") == key
+            and claim.get("by") != by
+            and claim_live(Decision(True, "code", "", at=claim.get("at"), claimed_by=claim.get("by")))
+        ):
+            return False
+        files.write_json(path, {"key": key, "by": by, "at": time.time()}, "the code-retrain claim")
+        return True

@@ -13,23 +13,27 @@ from ml_platform.control import asset_source, run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.decisions import (
+    claim_code_retrain,
     code_change_decision,
     decision_observation,
     ingest_tags,
     pending_decisions,
+    this_run,
     train_in_flight,
     train_tags,
 )
 from ml_platform.control.promotion import reconcile
-from ml_platform.core import catalog, code_version
+from ml_platform.core import catalog, code_version, files
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision
-from ml_platform.names import TAG_CHECK_ONLY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
+from ml_platform.names import TAG_CHECK_ONLY, TAG_LAUNCHED_BY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
+from ml_platform.runtime import faults
 from ml_platform.settings import Settings
 
 TRAIN_POOL_WAIT_SECONDS = 1800
+INGEST_LOCK = ".ingest.lock"
 
 
 @dataclass
@@ -122,15 +126,35 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
 
 def _wait_for_train_pool(instance, chain: Chain, echo) -> None:
     """`run` executes in-process, outside Dagster's run queue: wait while a train run of this
-    model launched by the daemon (`up`) is queued or running, so training stays serialized."""
+    model (the daemon's, another `run`'s, one launched in the UI) is queued or running, so
+    training stays serialized."""
     deadline = time.time() + TRAIN_POOL_WAIT_SECONDS
     said = False
     while train_in_flight(instance, chain) and time.time() < deadline:
         run_health.fail_dead_runs(instance, [names.train_job(chain.name)])
         if not said:
-            echo(f"[{chain.name}]   waiting for a train run launched by the daemon to finish")
+            echo(f"[{chain.name}]   waiting for {_active_train_run(instance, chain)} to finish")
             said = True
         time.sleep(1)
+
+
+def _active_train_run(instance, chain: Chain) -> str:
+    """Which train run is in flight, and who launched it, for people."""
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    runs = instance.get_runs(dg.RunsFilter(job_name=names.train_job(chain.name), statuses=active), limit=1)
+    if not runs:
+        return "a train run"
+    t = runs[0].tags
+    who = (
+        f"the daemon's {t['dagster/sensor_name']}"
+        if "dagster/sensor_name" in t
+        else f"the daemon's {t['dagster/schedule_name']}"
+        if "dagster/schedule_name" in t
+        else f"`ml-platform {t[TAG_LAUNCHED_BY]}`"
+        if t.get(TAG_LAUNCHED_BY, "").startswith(("run ", "train "))
+        else "the UI or another process"
+    )
+    return f"train run {runs[0].run_id[:8]} (launched by {who})"
 
 
 def _pending_files(settings: Settings, chain: Chain, name: str, echo=print):
@@ -161,13 +185,19 @@ def run_pending(
         train_job = defs.resolve_job_def(names.train_job(name))
         outcomes = summary.setdefault(name, [])
         arrivals = _arrivals(settings, chain, instance, echo)
+        me, said_taken = this_run(), set()
         for i, (key, label, tags, sha) in enumerate(arrivals, 1):
-            if sha is not None and sha in catalog.known_sha256(chain.dir):
-                continue  # ingested meanwhile by the landing sensor of a running `up`
-            instance.add_dynamic_partitions(names.partitions(name), [key])
-            echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
-            ingest_job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
-            for rec, d in pending_decisions(chain, instance):
+            faults.barrier("run:ingest")
+            # One ingest per batch across `run`s: the check and the ingest under one lock.
+            with files.file_lock(chain.dir / INGEST_LOCK, what="the ingest lock"):
+                if sha is not None and sha in catalog.known_sha256(chain.dir):
+                    echo(f"[{name}] ({i}/{len(arrivals)}) {label}: already ingested by another process")
+                    continue
+                instance.add_dynamic_partitions(names.partitions(name), [key])
+                echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
+                ingest_job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
+            taken: list = []
+            for rec, d in pending_decisions(chain, instance, by=me, taken=taken):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(
                     rec.partition,
@@ -190,11 +220,17 @@ def run_pending(
                 elif d.retrain:
                     _wait_for_train_pool(instance, chain, echo)
                     res = train_job.execute_in_process(
-                        instance=instance, raise_on_error=False, tags=train_tags(d, rec.partition)
+                        instance=instance,
+                        raise_on_error=False,
+                        tags={**train_tags(d, rec.partition), TAG_LAUNCHED_BY: me},
                     )
                     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)
+            for rec, d in taken:
+                if rec.partition not in said_taken:
+                    said_taken.add(rec.partition)
+                    echo(f"[{name}]   {rec.partition}: retrain ({d.trigger}) already decided by {d.claimed_by}")
         code = code_retrain(settings, defs, instance, chain, echo)
         if code is not None:
             outcomes.append(code)
@@ -223,11 +259,12 @@ def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -
     _wait_for_train_pool(instance, chain, echo)
     # decided again after the wait: the daemon's code-change run may have trained this code meanwhile
     d = code_change_decision(chain, registry_for(settings), parts, code_version.code_version(parts))
-    if d is None:
+    key = f"{code_version.code_version(parts)}-v{champion_version(settings, chain.name)}"
+    if d is None or not claim_code_retrain(chain, instance, key, this_run()):
         return None
     echo(f"[{chain.name}] decision: retrain ({d.trigger}): {d.reason}")
     res = defs.resolve_job_def(names.train_job(chain.name)).execute_in_process(
-        instance=instance, raise_on_error=False, tags=train_tags(d, None)
+        instance=instance, raise_on_error=False, tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run()}
     )
     bo = BatchOutcome("", "", "code", decision=f"retrain ({d.trigger}): {d.reason}", kind="code")
     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
@@ -270,7 +307,9 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     _wait_for_train_pool(instance, chain, echo)
     echo(f"[{name}] training a candidate (trigger manual, by {by})")
     res = defs.resolve_job_def(names.train_job(name)).execute_in_process(
-        instance=instance, raise_on_error=False, tags=train_tags(d, None)
+        instance=instance,
+        raise_on_error=False,
+        tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run().replace("run ", "train ", 1)},
     )
     out = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(name, out, echo)

@@ -31,6 +31,9 @@ class Decision:
     regime_start: str | None = None
     at: float | None = None  # when it was recorded (epoch seconds; cooldown reads it)
     run_id: str | None = None  # the train run that acted on a retrain
+    # A retrain claimed by the process that will launch its run ("sensor" or "run <pid>@<host>"),
+    # recorded before the run exists so no other process decides it again (control/decisions.py).
+    claimed_by: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -13,6 +13,8 @@ from ml_platform.control import asset_source, run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.control.decisions import (
+    SENSOR,
+    claim_code_retrain,
     code_change_decision,
     decision_observation,
     ingest_tags,
@@ -208,6 +210,8 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         if train_in_flight(context.instance, chain):
             return dg.SkipReason("a train run is in flight: its candidate carries this code")
         d = code_change_decision(chain, registry_for(chain.settings), parts, version_of_code)
+        if d is not None and not claim_code_retrain(chain, context.instance, f"{version_of_code}-v{champion}", SENSOR):
+            return dg.SkipReason("another process took this code-change retrain")  # cursor unchanged: look again
         context.update_cursor(key)
         if d is None:
             return dg.SkipReason(f"no code retrain (code version {version_of_code}, champion v{champion})")

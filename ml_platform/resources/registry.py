@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dagster import ConfigurableResource
 
-from ml_platform.core import version_files
+from ml_platform.core import files, version_files
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import (
     MLFLOW_DAGSTER_RUN,
@@ -67,9 +67,16 @@ class MlflowRegistry(ConfigurableResource):
     def client(self):
         from mlflow import MlflowClient
 
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            if not db.exists() or not db.stat().st_size:
+                # Two processes on a fresh store would both create the schema: one at a time.
+                with files.file_lock(db.with_name(f".{db.name}.create.lock"), what="MLflow's creation lock"):
+                    client.search_experiments(max_results=1)
+                    client.search_registered_models(max_results=1)
+        return client
 
     def experiment_id(self, model: str) -> str:
         c = self.client()

@@ -23,3 +23,23 @@ def point(name: str) -> None:
         except FileExistsError:
             return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+BARRIER_ENV = "ML_PLATFORM_BARRIER"  # "<point>,<n>,<dir>": the race tests' rendezvous
+
+
+def barrier(name: str, timeout: float = 120) -> None:
+    """With ``ML_PLATFORM_BARRIER=<name>,<n>,<dir>``, wait at this point until ``n`` processes
+    reached it (each leaves a file in ``dir``): how a test makes two `ml-platform run`s race."""
+    spec = os.environ.get(BARRIER_ENV, "").split(",", 2)
+    if spec[0] != name or len(spec) != 3:
+        return
+    import time
+    from pathlib import Path
+
+    n, here = spec[1], Path(spec[2])
+    here.mkdir(parents=True, exist_ok=True)
+    (here / str(os.getpid())).touch()
+    deadline = time.monotonic() + timeout
+    while len(list(here.iterdir())) < int(n) and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from ml_platform.core import files
 from ml_platform.names import TAG_SHA
 from ml_platform.runtime import scale_out
 from ml_platform.settings import CONFIG_ENV, ConfigError, Settings
@@ -128,4 +129,7 @@ def get_instance(settings: Settings):
     from dagster import DagsterInstance
 
     prepare_environment(settings)
-    return DagsterInstance.get()
+    # Two processes starting on a fresh state would both create the SQLite schema ("table
+    # run_tags already exists"): the first creates it, the other waits and opens it.
+    with files.file_lock(settings.dagster_home / ".create.lock", what="the instance's creation lock"):
+        return DagsterInstance.get()

@@ -78,11 +78,13 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
         assert catalog.read_record(mdir, "c-3").decision is None
         assert catalog.read_record(mdir, "a-2").decision is None
         assert catalog.read_record(mdir, "d-4").decision is None  # decisions keep arrival order
-        # The retrain decision travels in the run's tags: until that run exists (the tick may
-        # have died before submitting it), a tick asks again with the same run_key (deduped).
+        # The retrain is claimed on the batch at once (no other process decides it again); until
+        # its run exists (the tick may have died before submitting it), a tick asks again with
+        # the same run_key (deduped).
+        claim = catalog.read_record(mdir, "a-1").decision
+        assert claim.retrain and claim.claimed_by == "sensor" and claim.run_id is None
         again = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in again.run_requests] == ["train-a-1"]
-        assert catalog.read_record(mdir, "a-1").decision is None
         run = dg.DagsterRun(job_name="churn_train", run_id=make_new_run_id(), tags=result.run_requests[0].tags)
         instance.add_run(run)  # submitted: a-1 is now in flight
         assert isinstance(sensor(dg.build_sensor_context(instance=instance, definitions=defs)), dg.SkipReason)

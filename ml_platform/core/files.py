@@ -1,0 +1,175 @@
+"""The one way state files are written and locked (standard library only: the endpoint uses it).
+
+Every state file (batch records, the audit, serving files, parquet copies, caches) is written
+to a temporary name in its directory, fsynced and moved into place with ``os.replace``: a
+reader sees the old file or the new one, never a torn one. When the write fails (disk full,
+quota, a file-size limit, a read-only mount) the temporary file is removed, the old file is
+left as it was, and a ``StateWriteError`` says in one line what was being written where and
+why; the CLI prints that line and exits non-zero (``cli/common.py``). The failure is also
+noted in ``<storage_dir>/last_write_error.json`` when that can be written (on a full disk it
+usually cannot), so the next command can say what really happened (``last_failure``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+try:  # POSIX advisory locks: released by the OS when the holder dies
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+_WHY = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file is larger than this process may write",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EIO: "an I/O error",
+}
+
+
+class StateWriteError(OSError):
+    """A state file could not be written; ``str()`` is the one line a user sees."""
+
+    def __init__(self, path: Path, what: str, cause: OSError):
+        why = _WHY.get(cause.errno) or cause.strerror or type(cause).__name__
+        super().__init__(
+            cause.errno, f"could not write {what} to {path}: {why} ({cause.strerror or cause}); nothing was changed"
+        )
+        self.path, self.what = Path(path), what
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network FS)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_with(path: Path, write: Callable[[Path], None], what: str, *, fsync: bool = True) -> None:
+    """Call ``write(tmp)`` to produce the file at a temporary path beside ``path``, then move it
+    into place. Any OSError becomes a ``StateWriteError`` naming ``what`` and ``path``; the
+    temporary file never stays behind."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        write(Path(tmp))
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        if isinstance(e, StateWriteError):
+            raise
+        raise StateWriteError(path, what, e) from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    if fsync:
+        _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes | str, what: str, *, fsync: bool = True) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically (``write_with``)."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    write_with(path, lambda tmp: tmp.write_bytes(raw), what, fsync=fsync)
+
+
+def write_json(path: Path, data, what: str, *, fsync: bool = True) -> None:
+    write_atomic(path, json.dumps(data, indent=1, default=str), what, fsync=fsync)
+
+
+def append_line(path: Path, line: bytes, what: str) -> None:
+    """Append one line (fsynced). A torn tail (a writer killed mid-append) is cut off first; a
+    failed append is cut off again, so the file never ends in half a line we wrote."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # torn tail: drop the partial line
+                    f.seek(0)
+                    size = f.read().rfind(b"\n") + 1
+                    f.truncate(size)
+                    f.seek(0, os.SEEK_END)
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(size)
+                raise
+    except OSError as e:
+        raise StateWriteError(path, what, e) from e
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout: float | None = None, what: str = "a lock"):
+    """Hold an exclusive advisory lock on ``path`` (created) across processes. ``timeout``:
+    give up after so many seconds with TimeoutError (None: wait as long as it takes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        if fcntl is not None:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{path}: {what} held by another process for {timeout:.0f} s") from None
+                    time.sleep(0.05)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------ the failure, for the next run
+LAST_FAILURE = "last_write_error.json"
+
+
+def note_failure(storage_dir: Path, error: StateWriteError, command: str) -> None:
+    """Best effort: keep the failure for the next command (``last_failure``)."""
+    with contextlib.suppress(OSError):
+        write_json(
+            Path(storage_dir) / LAST_FAILURE,
+            {"at": time.time(), "command": command, "path": str(error.path), "what": error.what, "error": str(error)},
+            "the last write error",
+        )
+
+
+def last_failure(storage_dir: Path, *, clear: bool = False) -> dict | None:
+    """The write failure a previous command noted, or None; ``clear`` forgets it once read."""
+    path = Path(storage_dir) / LAST_FAILURE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if clear:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return data if isinstance(data, dict) else None
