@@ -30,8 +30,21 @@ TAG_WORKER = "ml_platform/worker"  # "<host>:<pid>" of the Celery worker that ru
 TAG_WORKER_HOST = "ml_platform/worker_host"  # its host: a dead-PID check is only valid there
 TAG_CHECK_ONLY = "ml_platform/check_only"  # a `ml-platform check` run: judge, never deploy
 TAG_PARTITION = "dagster/partition"  # Dagster's own
+TAG_RANGE_START = "dagster/asset_partition_range_start"  # Dagster's own: a run over several batches
+TAG_RANGE_END = "dagster/asset_partition_range_end"  # (one partition per file, first to last)
+TAG_FILES = "ml_platform/files"  # how many landing files a multi-file ingest run takes
+TAG_PRIORITY = "dagster/priority"  # Dagster's own: the run queue dequeues higher values first
+TAG_CELERY_PRIORITY = "dagster-celery/run_priority"  # the broker's task priority (dagster-celery)
+TAG_CELERY_QUEUE = "dagster-celery/queue"  # the broker queue a run is sent to (dagster-celery)
+# Train, deploy and rollback runs go ahead of a backlog of ingest runs: first out of Dagster's run
+# queue, and (scale-out) into a broker queue of their own that every worker also consumes.
+TRAIN_PRIORITY = 10
+INGEST_PRIORITY = 0
+CELERY_QUEUE = "dagster"  # dagster_celery's default queue: ingest and every other run
+CELERY_TRAIN_QUEUE = "dagster_train"
+TRAIN_RUN_TAGS = {TAG_PRIORITY: str(TRAIN_PRIORITY), TAG_CELERY_QUEUE: CELERY_TRAIN_QUEUE}
 
-AUTOMATION_RUN_TAGS = {TAG_LAUNCHED_BY: "automation"}
+AUTOMATION_RUN_TAGS = {TAG_LAUNCHED_BY: "automation", **TRAIN_RUN_TAGS}  # deploys
 
 # ------------------------------------------------------------------ MLflow tag keys
 MLFLOW_DAGSTER_RUN = "ml_platform.dagster_run_id"  # on MLflow runs: the Dagster run that made them
@@ -75,6 +88,10 @@ def train_pool(model: str) -> str:
     instance runs pools at run granularity with limit 1, so train/deploy/rollback runs of one
     model are serialized whoever launches them (sensor, UI, backfill, CLI)."""
     return f"{model}_train"
+
+
+ARCHIVE_DIR = "_archived"  # under a landing dir: ingested files moved there (landing.archive)
+LANDING_INDEX = "landing_index.sqlite"  # under a model's storage: the landing sensor's file index
 
 
 def partitions(model: str) -> str:

@@ -570,6 +570,23 @@ class AutomationConfig(_Strict):
     )
 
 
+class LandingConfig(_Strict):
+    archive: bool = Field(
+        False,
+        description="Move each ingested file out of the landing zone, into `<landing_dir>/_archived/`, once its raw "
+        "copy in storage is durable (written, fsynced and verified by its sha256). Off: files stay where they "
+        "landed and are never ingested twice (their content hash is known).",
+    )
+    max_files_per_run: int = Field(
+        25,
+        ge=1,
+        le=500,
+        description="A sensor tick that finds several pending files starts runs of up to this many files each (a "
+        "range of the batch partitions: one partition per file in the UI, each file's verdicts its own). One "
+        "new file still starts its own run at once.",
+    )
+
+
 class DeployConfig(_Strict):
     approval: Literal["auto", "required"] = Field(
         "auto",
@@ -667,6 +684,10 @@ class ModelConfig(_Strict):
     )
     deploy: DeployConfig = Field(
         default_factory=DeployConfig, description="Whether a candidate that passed the gate serves by itself."
+    )
+    landing: LandingConfig = Field(
+        default_factory=LandingConfig,
+        description="What happens to landed files: archiving after ingestion, and how many one run ingests.",
     )
 
     @field_validator("transform", "pipeline")

@@ -38,8 +38,8 @@ def cmd_worker(args) -> int:
             "solo",
             "--concurrency",
             "1",
-            "-Q",
-            scale_out.CELERY_QUEUE,
+            "-Q",  # the train queue first: a first champion does not wait behind an ingest backlog
+            f"{scale_out.TRAIN_QUEUE},{scale_out.CELERY_QUEUE}",
             "--hostname",
             name,
             "--loglevel",

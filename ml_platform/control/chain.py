@@ -27,6 +27,14 @@ class Chain:
     def partitions(self) -> dg.DynamicPartitionsDefinition:
         return dg.DynamicPartitionsDefinition(name=names.partitions(self.name))
 
+    @property
+    def backfill_policy(self) -> dg.BackfillPolicy | None:
+        """Ingest assets of landed files: a backfill from the UI runs ``landing.max_files_per_run``
+        batches per run, as the landing sensor's backlog runs do (None for an upstream ``source``)."""
+        if self.cfg.source is not None:
+            return None
+        return dg.BackfillPolicy.multi_run(self.cfg.landing.max_files_per_run)
+
     def key(self, asset: str) -> dg.AssetKey:
         return dg.AssetKey([self.name, asset])
 

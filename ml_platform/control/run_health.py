@@ -22,6 +22,9 @@ from ml_platform.control.promotion import PromotionError, checks_of, move_champi
 from ml_platform.names import (
     TAG_ATTEMPT,
     TAG_PARTITION,
+    TAG_PRIORITY,
+    TAG_RANGE_END,
+    TAG_RANGE_START,
     TAG_RETRY_OF,
     TAG_SALVAGED,
     TAG_TRIGGER,
@@ -97,6 +100,14 @@ def fail_dead_runs(instance: dg.DagsterInstance, job_names: list[str]) -> list[d
     return dead
 
 
+def _same_batches(run: dg.DagsterRun) -> dict | None:
+    """The tags that say which batches a run took: its partition, or its range (multi-file)."""
+    for key in (TAG_PARTITION, TAG_RANGE_START):
+        if key in run.tags:
+            return {key: run.tags[key]}
+    return None
+
+
 def runs_to_retry(
     instance: dg.DagsterInstance, job_names: list[str], within_seconds: float = 86_400
 ) -> list[dg.DagsterRun]:
@@ -117,7 +128,7 @@ def runs_to_retry(
             job_name=run.job_name,
             statuses=[dg.DagsterRunStatus.SUCCESS],
             created_after=rec.create_timestamp,
-            tags={TAG_PARTITION: run.tags[TAG_PARTITION]} if "dagster/partition" in run.tags else None,
+            tags=_same_batches(run),
         )
         if instance.get_run_ids(later, limit=1):
             continue
@@ -134,7 +145,9 @@ def retry_tags(run: dg.DagsterRun) -> dict:
     tags = {
         k: v
         for k, v in run.tags.items()
-        if not k.startswith(("dagster/", "dagster-celery/", TAG_WORKER)) and k not in (TAG_WORKER_DIED, TAG_SALVAGED)
+        if (k in (TAG_RANGE_START, TAG_RANGE_END, TAG_PRIORITY) or not k.startswith(("dagster/", "dagster-celery/")))
+        and not k.startswith(TAG_WORKER)
+        and k not in (TAG_WORKER_DIED, TAG_SALVAGED)
     }
     tags[TAG_RETRY_OF] = run.run_id
     tags[TAG_ATTEMPT] = str(int(run.tags.get(TAG_ATTEMPT, "1")) + 1)

@@ -117,6 +117,7 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
             instance=instance,
             partition_key=run.tags.get(TAG_PARTITION),
             tags=run_health.retry_tags(run),
+            run_config=run.run_config or None,
             raise_on_error=False,
         )
         if run.job_name == names.train_job(name):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml_platform.core.training import HIGHER_IS_BETTER
+from ml_platform.core.metric_kinds import HIGHER_IS_BETTER
 
 # One block of the count matrix holds at most this many cells (int32: 8 MB).
 BLOCK_CELLS = 2_000_000

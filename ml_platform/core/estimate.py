@@ -33,7 +33,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ml_platform.core.batch_record import BatchRecord
-from ml_platform.core.training import HIGHER_IS_BETTER, metric_function
+from ml_platform.core.metric_kinds import HIGHER_IS_BETTER
 
 ESTIMABLE = {"roc_auc", "accuracy", "f1", "log_loss"}
 MIN_REFERENCE_ROWS = 50
@@ -187,6 +187,8 @@ def _simulated(metric: str, p: np.ndarray, q: np.ndarray, classes, n_sim: int, s
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[start : start + b] = (y @ ranks - n1 * (n1 + 1) / 2) / (n1 * n0)
         return out[np.isfinite(out)]
+    from ml_platform.core.training import metric_function  # sklearn: only where a metric is computed
+
     fn = metric_function(metric, "classification", classes)
     cls = np.asarray(classes)
     cum = np.cumsum(p, axis=1)
@@ -407,7 +409,7 @@ def measure(
     res = bootstrap_metric_drop(
         y,
         outputs,
-        metric=metric_function(metric, task, meta.get("classes")),
+        metric=_metric_function(metric, task, meta.get("classes")),
         baseline=base,
         higher_is_better=HIGHER_IS_BETTER[metric],
         alpha=alpha,
@@ -529,3 +531,9 @@ def tracking(records: list[BatchRecord]) -> Tracking:
         round(float(np.mean([abs(r["error"]) for r in rows])), 5),
         round(float(np.mean([r["inside"] for r in rows])), 3),
     )
+
+
+def _metric_function(metric: str, task: str, classes):
+    from ml_platform.core.training import metric_function  # sklearn: only where a metric is computed
+
+    return metric_function(metric, task, classes)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ml_platform.core.bootstrap import PairedInterval, paired_bootstrap, weighted_metric
+from ml_platform.core.metric_kinds import HIGHER_IS_BETTER
 from ml_platform.core.slices import SliceResult
-from ml_platform.core.training import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:
     from ml_platform.settings import ModelConfig

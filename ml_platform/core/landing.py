@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ml_platform.names import ARCHIVE_DIR
+
 SUPPORTED = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Partial-write conventions of common tools: never picked up.
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".inprogress")
@@ -99,6 +101,37 @@ def copy_regular_file(src: Path, dest: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries renamed into ``path`` durable (a file's own fsync does not cover its name)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def archive_landed(source: Path, landing_dir: Path, sha256: str, stored: Path) -> Path | None:
+    """Move an ingested landing file into ``<landing_dir>/_archived/`` once its raw copy
+    ``stored`` is durable (its directory fsynced here too). A file whose content changed since
+    (not ``sha256``) stays: it is a new batch. Returns where it went, or None when it stayed.
+    A same-named file archived before keeps its place: this one gets its hash in its name."""
+    fsync_dir(stored.parent)
+    try:
+        if file_sha256(source) != sha256:
+            return None
+    except (FileNotFoundError, RefusedFile):
+        return None
+    dest_dir = landing_dir / ARCHIVE_DIR
+    dest_dir.mkdir(exist_ok=True)
+    dest = dest_dir / source.name
+    if dest.exists():
+        dest = dest_dir / f"{source.stem}-{sha256[:8]}{source.suffix}"
+    os.replace(source, dest)  # same file system: atomic, the file is in one place or the other
+    fsync_dir(dest_dir)
+    fsync_dir(landing_dir)
+    return dest
 
 
 def scan_landing(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ml_platform.core import bootstrap
 from ml_platform.core.frames import MISSING, category_array, numeric_array
-from ml_platform.core.training import HIGHER_IS_BETTER
+from ml_platform.core.metric_kinds import HIGHER_IS_BETTER
 
 
 def _num(x: float) -> str:

@@ -16,17 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from ml_platform.core import estimators
 from ml_platform.core.frames import model_inputs, typed_frame
+from ml_platform.core.metric_kinds import HIGHER_IS_BETTER  # noqa: F401 - re-exported
 from ml_platform.settings import ModelConfig
-
-HIGHER_IS_BETTER = {
-    "roc_auc": True,
-    "accuracy": True,
-    "f1": True,
-    "r2": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-}
 
 
 def holdout_mask(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:

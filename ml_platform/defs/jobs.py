@@ -51,7 +51,7 @@ def build_rollback_job(chain: Chain) -> dg.JobDefinition:
 
     @dg.job(
         name=names.rollback_job(chain.name),
-        tags={TAG_MODEL: chain.name},
+        tags={TAG_MODEL: chain.name, **names.TRAIN_RUN_TAGS},
         executor_def=dg.in_process_executor,
         description=f"Move the {chain.name} champion back to an earlier gate-passed version (live swap).",
     )
@@ -75,14 +75,14 @@ def build_jobs(chain: Chain) -> list:
         partitions_def=chain.partitions,
         tags={TAG_MODEL: chain.name},
         executor_def=dg.in_process_executor,
-        description=f"Copy, validate and monitor one {chain.name} batch.",
+        description=f"Copy, validate and monitor {chain.name} batches: one file, or a range of them (a backlog).",
     )
     train = dg.define_asset_job(
         names.train_job(chain.name),
         selection=dg.AssetSelection.assets(
             chain.key("training_set"), chain.key("candidate_model"), chain.key("deployed_model")
         ),
-        tags={TAG_MODEL: chain.name},
+        tags={TAG_MODEL: chain.name, **names.TRAIN_RUN_TAGS},
         executor_def=dg.in_process_executor,
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )

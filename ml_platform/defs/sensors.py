@@ -10,6 +10,7 @@ import dagster as dg
 
 from ml_platform import names
 from ml_platform.control import asset_source, run_health
+from ml_platform.control.arrivals import landing_tick
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.control.decisions import (
@@ -17,7 +18,6 @@ from ml_platform.control.decisions import (
     claim_code_retrain,
     code_change_decision,
     decision_observation,
-    ingest_tags,
     newest_candidate_run_start,
     pending_decisions,
     train_in_flight,
@@ -25,7 +25,6 @@ from ml_platform.control.decisions import (
 )
 from ml_platform.control.promotion import reconcile
 from ml_platform.core import catalog, code_version
-from ml_platform.core.landing import scan_landing
 from ml_platform.core.live import sample_files
 from ml_platform.core.policy import scheduled
 from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
@@ -45,35 +44,20 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         job_name=names.ingest_job(chain.name),
         minimum_interval_seconds=auto.landing_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"New files in {chain.settings.landing_dir(chain.name)} -> one ingest run each.",
+        description=f"New files in {chain.settings.landing_dir(chain.name)} -> an ingest run for one file, runs of "
+        f"up to {chain.cfg.landing.max_files_per_run} files for a backlog (one partition per file).",
     )
-    def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        state = json.loads(context.cursor) if context.cursor else {}
-        hashes, requested = state.get("hashes", {}), set(state.get("requested", []))
-        files = scan_landing(
-            chain.settings.landing_dir(chain.name),
-            settle_seconds=auto.settle_seconds,
-            known_sha256=requested,
-            hash_cache=hashes,
-        )
-        if files:  # only then read the catalog: `ml-platform run` may have ingested them already
-            known = catalog.known_sha256(chain.dir)
-            files = [f for f in files if f.sha256 not in known]
-        requested |= {f.sha256 for f in files}
-        cursor = json.dumps({"hashes": hashes, "requested": sorted(requested)})
-        if not files:
-            return dg.SensorResult(skip_reason="no new landing files", cursor=cursor)
-        existing = set(context.instance.get_dynamic_partitions(chain.partitions.name))
-        new_keys = [f.partition_key for f in files if f.partition_key not in existing]
-        requests = [
-            dg.RunRequest(run_key=f"ingest-{f.sha256}", partition_key=f.partition_key, tags=ingest_tags(f))
-            for f in files
-        ]
-        context.log.info(f"{len(requests)} new file(s): {', '.join(f.path.name for f in files)}")
+    def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        tick = landing_tick(chain, context.instance, context.cursor)
+        for line in tick.lines:
+            context.log.info(line)
+        cursor = json.dumps(tick.cursor.to_dict())
+        if not tick.requests:
+            return dg.SensorResult(skip_reason=tick.skip_reason, cursor=cursor)
         return dg.SensorResult(
-            run_requests=requests,
+            run_requests=tick.requests,
             cursor=cursor,
-            dynamic_partitions_requests=[chain.partitions.build_add_request(new_keys)] if new_keys else [],
+            dynamic_partitions_requests=[chain.partitions.build_add_request(tick.new_keys)] if tick.new_keys else [],
         )
 
     @dg.sensor(
@@ -175,6 +159,7 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
                     job_name=r.job_name,
                     partition_key=r.tags.get(TAG_PARTITION),
                     tags=run_health.retry_tags(r),
+                    run_config=r.run_config or {},
                 )
             )
         try:

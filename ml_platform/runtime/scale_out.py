@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import socket
 
+from ml_platform import names
 from ml_platform.names import TAG_WORKER, TAG_WORKER_HOST
 from ml_platform.settings import Settings
 
 PG_PASSWORD_ENV = "PGPASSWORD"  # libpq's own variable: psycopg2 (MLflow, dagster-postgres) reads it
-CELERY_QUEUE = "dagster"  # dagster_celery.make_app routes every task to this queue
+CELERY_QUEUE = names.CELERY_QUEUE  # dagster_celery routes a task here unless its run names a queue
+TRAIN_QUEUE = names.CELERY_TRAIN_QUEUE  # train / deploy / rollback runs (names.TRAIN_RUN_TAGS)
 START_TIMEOUT_SECONDS = 1800  # a run may wait this long in the broker for a free worker
 
 

@@ -31,18 +31,22 @@ def test_landing_sensor_requests_each_settled_file_once(settings, tmp_path):
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
         (landing / "batch-9999.csv").write_text("customer_id,event_time\n1,")  # being written right now
         result = sensor(ctx)
-        keys = [r.partition_key for r in result.run_requests]
+        # Two pending files: one run over the range of their two partitions (one per file).
+        (run,) = result.run_requests
+        keys = result.dynamic_partitions_requests[0].partition_keys
         assert [k.split("-")[0] + "-" + k.split("-")[1] for k in keys] == ["batch-0000.csv", "batch-0001.csv"]
-        assert all(r.run_key.startswith("ingest-") for r in result.run_requests)
-        assert result.dynamic_partitions_requests[0].partition_keys == keys
-        assert result.run_requests[0].tags["ml_platform/source_path"] == str(old[0])
+        assert run.run_key.startswith("ingest-")
+        assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+            keys[0],
+            keys[1],
+        )
+        files = run.run_config["ops"]["churn__raw_batch"]["config"]["files"]
+        assert files[keys[0]]["path"] == str(old[0])
 
         # Once ingested (catalog knows the content), the same files are not requested again,
         # not even under another name.
-        for r in result.run_requests:
-            catalog.update_record(
-                settings.model_dir("churn"), r.partition_key, sha256=r.tags["ml_platform/sha256"], status="validated"
-            )
+        for k in keys:
+            catalog.update_record(settings.model_dir("churn"), k, sha256=files[k]["sha256"], status="validated")
         instance.add_dynamic_partitions("churn_batches", keys)
         os.rename(old[0], landing / "renamed-copy.csv")
         ctx2 = dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs)

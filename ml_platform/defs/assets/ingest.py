@@ -13,23 +13,48 @@ from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_classes
 from ml_platform.core import catalog
 from ml_platform.core.frames import category_array
-from ml_platform.core.landing import BatchReadError, copy_regular_file, file_sha256, read_batch, refusal
+from ml_platform.core.id_index import IdIndex
+from ml_platform.core.landing import (
+    BatchReadError,
+    archive_landed,
+    copy_regular_file,
+    file_sha256,
+    read_batch,
+    refusal,
+)
 from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
+from ml_platform.defs.assets.per_partition import each_partition
 from ml_platform.defs.metadata import table
 from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, TAG_SOURCE_EVENT, TAG_SOURCE_PARTITION
 
 
-def _source_of(context: dg.AssetExecutionContext, chain: Chain) -> tuple[Path, str | None, float]:
-    """Where this partition's file came from: the run's tags (sensor / CLI) or, when a
-    user re-materializes a partition from the UI, the catalog record."""
+class LandedFile(dg.Config):
+    path: str
+    sha256: str
+    arrival: float
+
+
+class IngestFiles(dg.Config):
+    """A multi-file run's files, by partition (the landing sensor writes it); empty otherwise."""
+
+    files: dict[str, LandedFile] = {}
+
+
+def _source_of(
+    context: dg.AssetExecutionContext, chain: Chain, partition: str, config: IngestFiles
+) -> tuple[Path, str | None, float]:
+    """Where this partition's file came from: the run's config (a multi-file run) or tags (one
+    file: sensor / CLI) or, when a user re-materializes a partition from the UI, the catalog record."""
+    if partition in config.files:
+        f = config.files[partition]
+        return Path(f.path), f.sha256, f.arrival
     tags = context.run.tags
-    if TAG_SOURCE in tags:
+    if TAG_SOURCE in tags and context.partition_keys == [partition]:
         return Path(tags[TAG_SOURCE]), tags.get(TAG_SHA), float(tags.get(TAG_ARRIVAL, time.time()))
-    rec = catalog.read_record(chain.dir, context.partition_key)
+    rec = catalog.read_record(chain.dir, partition)
     if rec is None:
         raise dg.Failure(
-            f"partition {context.partition_key!r} has no source file: it was not "
-            "created by the landing sensor or `ml-platform run`"
+            f"partition {partition!r} has no source file: it was not created by the landing sensor or `ml-platform run`"
         )
     return Path(rec.file), rec.sha256, float(rec.arrival if rec.arrival is not None else time.time())
 
@@ -65,87 +90,103 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
         partitions_def=chain.partitions,
         group_name=chain.name,
         kinds={"file"},
+        backfill_policy=chain.backfill_policy,
         description="Immutable copy of one landing file.",
     )
-    def raw_batch(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        partition = context.partition_key
-        source, expected_sha, arrival = _source_of(context, chain)
-        dest_dir = chain.raw_dir(partition)
-        stored = _stored_copy(dest_dir)
-        if stored is None:  # first materialization (a re-materialization keeps the immutable copy)
-            refused = refusal(source, chain.settings.landing_dir(chain.name))
-            if refused is not None:
-                # Never copied nor read: a link to /etc/passwd must not land in storage.
-                catalog.update_record(
-                    chain.dir,
-                    partition,
-                    file=str(source),
-                    arrival=arrival,
-                    rows=0,
-                    ingested_at=time.time(),
-                    status="failed",
-                    reason=refused,
-                    refused=True,
-                )
-                context.log.error(refused)
-                return dg.MaterializeResult(
-                    metadata={"rows": 0, "readable": False, "refused": True, "read_error": refused}
-                )
-            if not source.exists():
-                raise dg.Failure(f"{source}: landing file disappeared before it was copied")
-            made_dir = not dest_dir.exists()
-            dest_dir.mkdir(parents=True, exist_ok=True)
-            stored = dest_dir / source.name
-            try:
-                copy_regular_file(source, stored)  # atomic: complete or absent
-            except (OSError, BatchReadError) as e:
-                if made_dir:
+    def raw_batch(context: dg.AssetExecutionContext, config: IngestFiles):
+        def one(partition: str) -> dg.MaterializeResult:
+            source, expected_sha, arrival = _source_of(context, chain, partition, config)
+            dest_dir = chain.raw_dir(partition)
+            stored = _stored_copy(dest_dir)
+            if stored is None:  # first materialization (a re-materialization keeps the immutable copy)
+                refused = refusal(source, chain.settings.landing_dir(chain.name))
+                if refused is not None:
+                    # Never copied nor read: a link to /etc/passwd must not land in storage.
+                    catalog.update_record(
+                        chain.dir,
+                        partition,
+                        file=str(source),
+                        arrival=arrival,
+                        rows=0,
+                        ingested_at=time.time(),
+                        status="failed",
+                        reason=refused,
+                        refused=True,
+                    )
+                    context.log.error(refused)
+                    return dg.MaterializeResult(
+                        metadata={"rows": 0, "readable": False, "refused": True, "read_error": refused}
+                    )
+                if not source.exists():
+                    raise dg.Failure(f"{source}: landing file disappeared before it was copied")
+                made_dir = not dest_dir.exists()
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                stored = dest_dir / source.name
+                try:
+                    copy_regular_file(source, stored)  # atomic: complete or absent
+                except (OSError, BatchReadError) as e:
+                    if made_dir:
+                        shutil.rmtree(dest_dir, ignore_errors=True)
+                    raise dg.Failure(
+                        f"{source}: could not be copied into storage ({type(e).__name__}: "
+                        f"{getattr(e, 'strerror', None) or e}); it will be retried"
+                    ) from None
+                sha = file_sha256(stored)
+                if expected_sha and sha != expected_sha:
+                    # The copy is not this partition's content: drop it (the landing file is kept and
+                    # is picked up again as a new batch once it settles).
                     shutil.rmtree(dest_dir, ignore_errors=True)
-                raise dg.Failure(
-                    f"{source}: could not be copied into storage ({type(e).__name__}: "
-                    f"{getattr(e, 'strerror', None) or e}); it will be retried"
-                ) from None
-            sha = file_sha256(stored)
-            if expected_sha and sha != expected_sha:
-                # The copy is not this partition's content: drop it (the landing file is kept and
-                # is picked up again as a new batch once it settles).
-                shutil.rmtree(dest_dir, ignore_errors=True)
-                raise dg.Failure(
-                    f"{source}: content changed after it was detected (sha256 {sha[:12]} "
-                    f"!= {expected_sha[:12]}); it will be picked up again as a new batch"
-                )
-        else:
-            sha = file_sha256(stored)
-        try:
-            df = read_batch(stored, display_name=str(source))
-            rows, columns, error = len(df), list(df.columns), None
-        except BatchReadError as e:
-            rows, columns, error = 0, [], str(e)
-        catalog.update_record(
-            chain.dir,
-            partition,
-            file=str(source),
-            stored_path=str(stored),
-            sha256=sha,
-            size=stored.stat().st_size,
-            arrival=arrival,
-            rows=rows,
-            ingested_at=time.time(),
-            status="raw",
-            reason=error,
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "rows": rows,
-                "columns": len(columns),
-                "column_names": _column_summary(columns, chain),
-                "sha256": sha,
-                "source_path": dg.MetadataValue.path(str(source)),
-                "stored_path": dg.MetadataValue.path(str(stored)),
-                "readable": error is None,
-                **({"read_error": error} if error else {}),
-            }
-        )
+                    raise dg.Failure(
+                        f"{source}: content changed after it was detected (sha256 {sha[:12]} "
+                        f"!= {expected_sha[:12]}); it will be picked up again as a new batch"
+                    )
+            else:
+                sha = file_sha256(stored)
+            try:
+                df = read_batch(stored, display_name=str(source))
+                rows, columns, error = len(df), list(df.columns), None
+            except BatchReadError as e:
+                rows, columns, error = 0, [], str(e)
+            catalog.update_record(
+                chain.dir,
+                partition,
+                file=str(source),
+                stored_path=str(stored),
+                sha256=sha,
+                size=stored.stat().st_size,
+                arrival=arrival,
+                rows=rows,
+                ingested_at=time.time(),
+                status="raw",
+                reason=error,
+            )
+            archived = None
+            if chain.cfg.landing.archive and source.exists():
+                # The raw copy is complete, fsynced and verified: the landing file may leave the zone.
+                archived = archive_landed(source, chain.settings.landing_dir(chain.name), sha, stored)
+            return dg.MaterializeResult(
+                metadata={
+                    **({"archived_to": dg.MetadataValue.path(str(archived))} if archived else {}),
+                    "rows": rows,
+                    "columns": len(columns),
+                    "column_names": _column_summary(columns, chain),
+                    "sha256": sha,
+                    "source_path": dg.MetadataValue.path(str(source)),
+                    "stored_path": dg.MetadataValue.path(str(stored)),
+                    "readable": error is None,
+                    **({"read_error": error} if error else {}),
+                }
+            )
+
+        def failed(partition: str, message: str) -> dict:
+            where = config.files.get(partition)
+            origin = {"file": where.path, "arrival": where.arrival} if where else {}
+            catalog.update_record(
+                chain.dir, partition, **origin, rows=0, ingested_at=time.time(), status="failed", reason=message
+            )
+            return {"rows": 0, "readable": False, "read_error": message}
+
+        yield from each_partition(context, lambda p: (one(p).metadata, []), failed, progress=True)
 
     return raw_batch
 
@@ -221,26 +262,28 @@ def build_raw_batch_from_asset(chain: Chain) -> dg.AssetsDefinition:
     return raw_batch
 
 
-def _duplicate_ids(chain: Chain, partition: str, valid: pd.DataFrame) -> tuple[int, int] | None:
+def _duplicate_ids(chain: Chain, partition: str, arrival: float, valid: pd.DataFrame) -> tuple[int, int] | None:
     """(ids of this batch already seen in earlier batches, repeats within this batch), or None
     without an id column. Ids compare as categories (3, 3.0 and "3" are one id). Earlier =
-    validated batches before this one in arrival order; their valid rows' id column is read."""
+    validated batches that arrived before this one (their valid rows' ids, in the id index)."""
     idc = chain.cfg.id_column
     if not idc or idc not in valid.columns:
         return None
-    ids = pd.Series(category_array(valid[idc]))
-    within = int(ids.duplicated().sum())
-    seen: set = set()
-    for rec in catalog.read_records(chain.dir):
-        if rec.partition == partition:
-            break
-        path = Path(rec.validated_path or "")
-        if rec.is_validated and rec.validated_path and path.exists():
-            try:
-                seen.update(category_array(pd.read_parquet(path, columns=[idc])[idc]).tolist())
-            except (KeyError, ValueError, OSError, pa.ArrowException):
-                continue  # an older batch without the column: nothing to compare
-    return int(ids.isin(seen).sum()) if seen else 0, within
+    ids = category_array(valid[idc])
+    within = int(pd.Series(ids).duplicated().sum())
+    with IdIndex(chain.dir / "ids.sqlite") as index:
+        if index.fresh:  # first use (or lost): from the validated batches of record
+            for rec in catalog.read_records(chain.dir):
+                path = Path(rec.validated_path or "")
+                if rec.partition != partition and rec.is_validated and path.exists():
+                    try:
+                        earlier = category_array(pd.read_parquet(path, columns=[idc])[idc])
+                    except (KeyError, ValueError, OSError, pa.ArrowException):
+                        continue  # an older batch without the column: nothing to compare
+                    index.put(rec.partition, rec.arrival or 0.0, earlier)
+        seen = index.seen_before(ids, partition, arrival)
+        index.put(partition, arrival, ids)
+    return seen, within
 
 
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -278,132 +321,144 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
         deps=[chain.key("raw_batch")],
         partitions_def=chain.partitions,
         group_name=chain.name,
+        backfill_policy=chain.backfill_policy,
         check_specs=specs,
         kinds={"pandera", "parquet"},
         description="Rows that pass the config's pandera schema; the rest quarantined with reasons.",
     )
     def validated_batch(context: dg.AssetExecutionContext):
-        partition = context.partition_key
-        rec = catalog.read_record(chain.dir, partition) or catalog.BatchRecord(partition)
-        stored = Path(rec.stored_path or "")
-        source = rec.file if rec.file is not None else str(stored)
-        try:
-            if rec.refused:
-                raise BatchReadError(rec.reason or f"{source}: refused")
-            if not rec.stored_path or not stored.is_file():
-                raise BatchReadError(f"{source}: no raw copy in storage (the copy failed)")
-            # The target's classes: declared (target_values) or the serving champion's.
-            classes = chain.cfg.target_values or (
-                champion_classes(chain.settings, chain.name) if chain.cfg.task == "classification" else None
-            )
-            outcome = validate_batch(
-                read_batch(stored, display_name=source),
-                chain.cfg,
-                model_name=chain.name,
-                source=source,
-                classes=classes,
-            )
-        except (BatchReadError, BatchSchemaError, FileNotFoundError) as e:
-            # The batch is rejected as a whole; the raw copy stays for inspection.
+        def one(partition: str):
+            rec = catalog.read_record(chain.dir, partition) or catalog.BatchRecord(partition)
+            stored = Path(rec.stored_path or "")
+            source = rec.file if rec.file is not None else str(stored)
+            try:
+                if rec.refused:
+                    raise BatchReadError(rec.reason or f"{source}: refused")
+                if not rec.stored_path or not stored.is_file():
+                    raise BatchReadError(f"{source}: no raw copy in storage (the copy failed)")
+                # The target's classes: declared (target_values) or the serving champion's.
+                classes = chain.cfg.target_values or (
+                    champion_classes(chain.settings, chain.name) if chain.cfg.task == "classification" else None
+                )
+                outcome = validate_batch(
+                    read_batch(stored, display_name=source),
+                    chain.cfg,
+                    model_name=chain.name,
+                    source=source,
+                    classes=classes,
+                )
+            except (BatchReadError, BatchSchemaError, FileNotFoundError) as e:
+                # The batch is rejected as a whole; the raw copy stays for inspection.
+                catalog.update_record(
+                    chain.dir,
+                    partition,
+                    status="failed",
+                    reason=str(e),
+                    valid_rows=0,
+                    quarantined_rows=0,
+                    validated_at=time.time(),
+                )
+                context.log.error(str(e))
+                yield dg.MaterializeResult(metadata={"status": "failed", "reason": str(e), "valid_rows": 0})
+                yield dg.AssetCheckResult(check_name="schema_conformance", passed=False, metadata={"reason": str(e)})
+                unreadable = {"reason": "batch unreadable"}
+                yield dg.AssetCheckResult(check_name="null_rates", passed=False, metadata=unreadable)
+                yield dg.AssetCheckResult(check_name="row_count", passed=False, metadata={"valid_rows": 0})
+                return
+
+            valid, bad = outcome.valid, outcome.quarantined
+            for path, frame in ((chain.validated_path(partition), valid), (chain.quarantine_path(partition), bad)):
+                _to_parquet(frame, path)
+            flags = list(outcome.flags)
+            dup = _duplicate_ids(chain, partition, rec.arrival or 0.0, valid)
+            if dup and dup[0]:
+                flags.append(f"{dup[0]} id(s) in {chain.cfg.id_column} already seen in earlier batches")
+            share = outcome.invalid_share
+            conform = share <= vcfg.max_invalid_share
+            status = "validated" if conform and len(valid) >= vcfg.min_rows else "rejected"
+            reason = None
+            if not conform:
+                reason = f"{share:.1%} of rows invalid (limit {vcfg.max_invalid_share:.0%})"
+            elif len(valid) < vcfg.min_rows:
+                reason = f"only {len(valid)} valid rows (minimum {vcfg.min_rows})"
+            # The batch verdict carries what makes later verdicts moot (one class: no ROC AUC).
+            reason = "; ".join([reason] * (reason is not None) + flags) or None
+            nulls = valid[list(chain.cfg.features)].isna().mean() if len(valid) else pd.Series(dtype=float)
+            ids = {"duplicate_ids": dup[0], "duplicate_ids_within_batch": dup[1]} if dup else {}
             catalog.update_record(
                 chain.dir,
                 partition,
-                status="failed",
-                reason=str(e),
-                valid_rows=0,
-                quarantined_rows=0,
+                status=status,
+                reason=reason,
+                valid_rows=len(valid),
+                labelled=outcome.labelled,
+                flags=flags,
+                single_class=outcome.single_class,
+                quarantined_rows=len(bad),
+                invalid_share=share,
+                validated_path=str(chain.validated_path(partition)),
+                quarantine_reasons=bad["_reason"].head(5).tolist(),
                 validated_at=time.time(),
-            )
-            context.log.error(str(e))
-            yield dg.MaterializeResult(metadata={"status": "failed", "reason": str(e), "valid_rows": 0})
-            yield dg.AssetCheckResult(check_name="schema_conformance", passed=False, metadata={"reason": str(e)})
-            yield dg.AssetCheckResult(check_name="null_rates", passed=False, metadata={"reason": "batch unreadable"})
-            yield dg.AssetCheckResult(check_name="row_count", passed=False, metadata={"valid_rows": 0})
-            return
-
-        valid, bad = outcome.valid, outcome.quarantined
-        for path, frame in ((chain.validated_path(partition), valid), (chain.quarantine_path(partition), bad)):
-            _to_parquet(frame, path)
-        flags = list(outcome.flags)
-        dup = _duplicate_ids(chain, partition, valid)
-        if dup and dup[0]:
-            flags.append(f"{dup[0]} id(s) in {chain.cfg.id_column} already seen in earlier batches")
-        share = outcome.invalid_share
-        conform = share <= vcfg.max_invalid_share
-        status = "validated" if conform and len(valid) >= vcfg.min_rows else "rejected"
-        reason = None
-        if not conform:
-            reason = f"{share:.1%} of rows invalid (limit {vcfg.max_invalid_share:.0%})"
-        elif len(valid) < vcfg.min_rows:
-            reason = f"only {len(valid)} valid rows (minimum {vcfg.min_rows})"
-        # The batch verdict carries what makes later verdicts moot (one class: no ROC AUC).
-        reason = "; ".join([reason] * (reason is not None) + flags) or None
-        nulls = valid[list(chain.cfg.features)].isna().mean() if len(valid) else pd.Series(dtype=float)
-        ids = {"duplicate_ids": dup[0], "duplicate_ids_within_batch": dup[1]} if dup else {}
-        catalog.update_record(
-            chain.dir,
-            partition,
-            status=status,
-            reason=reason,
-            valid_rows=len(valid),
-            labelled=outcome.labelled,
-            flags=flags,
-            single_class=outcome.single_class,
-            quarantined_rows=len(bad),
-            invalid_share=share,
-            validated_path=str(chain.validated_path(partition)),
-            quarantine_reasons=bad["_reason"].head(5).tolist(),
-            validated_at=time.time(),
-            **ids,
-        )
-        # Both counts a person checks: the rows the file held and the rows that passed.
-        yield dg.MaterializeResult(
-            metadata={
-                "status": status,
-                "file_rows": len(valid) + len(bad),
-                "valid_rows": len(valid),
-                "quarantined_rows": len(bad),
-                "labelled": outcome.labelled,
-                "invalid_share": float(share),
-                "flags": "; ".join(flags) or "none",
                 **ids,
-                "quarantined": table(bad[["_row", "_reason"]].rename(columns={"_row": "file row"})),
-                "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
-                **(
-                    {
-                        "label_balance": table(
-                            valid[chain.cfg.target].value_counts().rename_axis("class").rename("rows").reset_index()
-                        )
-                    }
-                    if chain.cfg.task == "classification" and outcome.labelled
-                    else {}
-                ),
-            }
-        )
-        yield dg.AssetCheckResult(
-            check_name="schema_conformance",
-            passed=conform,
-            metadata={
-                "invalid_share": float(share),
-                "limit": vcfg.max_invalid_share,
-                "reason": reason or "all configured columns present, invalid share within limit",
-            },
-        )
-        worst = nulls[nulls > vcfg.max_null_rate]
-        yield dg.AssetCheckResult(
-            check_name="null_rates",
-            passed=worst.empty,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "null_rates": table(nulls.rename("null rate").rename_axis("feature").reset_index()),
-                "over_limit": ", ".join(worst.index) or "none",
-            },
-        )
-        yield dg.AssetCheckResult(
-            check_name="row_count",
-            passed=len(valid) >= vcfg.min_rows,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"valid_rows": len(valid), "min_rows": vcfg.min_rows},
-        )
+            )
+            # Both counts a person checks: the rows the file held and the rows that passed.
+            yield dg.MaterializeResult(
+                metadata={
+                    "status": status,
+                    "file_rows": len(valid) + len(bad),
+                    "valid_rows": len(valid),
+                    "quarantined_rows": len(bad),
+                    "labelled": outcome.labelled,
+                    "invalid_share": float(share),
+                    "flags": "; ".join(flags) or "none",
+                    **ids,
+                    "quarantined": table(bad[["_row", "_reason"]].rename(columns={"_row": "file row"})),
+                    "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
+                    **(
+                        {
+                            "label_balance": table(
+                                valid[chain.cfg.target].value_counts().rename_axis("class").rename("rows").reset_index()
+                            )
+                        }
+                        if chain.cfg.task == "classification" and outcome.labelled
+                        else {}
+                    ),
+                }
+            )
+            yield dg.AssetCheckResult(
+                check_name="schema_conformance",
+                passed=conform,
+                metadata={
+                    "invalid_share": float(share),
+                    "limit": vcfg.max_invalid_share,
+                    "reason": reason or "all configured columns present, invalid share within limit",
+                },
+            )
+            worst = nulls[nulls > vcfg.max_null_rate]
+            yield dg.AssetCheckResult(
+                check_name="null_rates",
+                passed=worst.empty,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "null_rates": table(nulls.rename("null rate").rename_axis("feature").reset_index()),
+                    "over_limit": ", ".join(worst.index) or "none",
+                },
+            )
+            yield dg.AssetCheckResult(
+                check_name="row_count",
+                passed=len(valid) >= vcfg.min_rows,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"valid_rows": len(valid), "min_rows": vcfg.min_rows},
+            )
+
+        def split(partition: str) -> tuple[dict, list]:
+            materialized, *checks = one(partition)
+            return materialized.metadata, checks
+
+        def failed(partition: str, message: str) -> dict:
+            catalog.update_record(chain.dir, partition, status="failed", reason=message, validated_at=time.time())
+            return {"status": "failed", "reason": message, "valid_rows": 0}
+
+        yield from each_partition(context, split, failed)
 
     return validated_batch

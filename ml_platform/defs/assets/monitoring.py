@@ -27,9 +27,22 @@ from ml_platform.core import (
 from ml_platform.core.candidate import SCORE, scores_of
 from ml_platform.core.frames import category_array
 from ml_platform.core.schema import unknown_labels
+from ml_platform.defs.assets.per_partition import each_partition
 from ml_platform.defs.metadata import VERDICT, bar, display_name, figures, plot, rounded, table, version_label
 
 BOOTSTRAP_MAX_ROWS = 20_000
+
+
+def monitoring_failed(chain: Chain, field: str):
+    """A multi-file run's error on one batch: written where that verdict goes on its record."""
+
+    def record(partition: str, message: str) -> dict:
+        why = f"failed: {message}"
+        value = {"verdict": "skipped", "reason": why} if field == "drift" else {"skipped": why}
+        catalog.update_record(chain.dir, partition, **{field: value})
+        return {"skipped": why}
+
+    return record
 
 
 def serving_champion(chain: Chain) -> tuple[int | None, bytes | None, dict | None]:
@@ -73,53 +86,56 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
         key=chain.key("batch_predictions"),
         deps=[chain.key("validated_batch")],
         partitions_def=chain.partitions,
+        backfill_policy=chain.backfill_policy,
         group_name=chain.name,
         kinds={"onnx", "parquet"},
         description="The serving champion's predictions for the batch (ONNX Runtime, in chunks).",
     )
-    def batch_predictions(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        partition = context.partition_key
-        rec, df = _validated(chain, partition)
-        version, onnx_bytes, meta = serving_champion(chain)
-        if df is None or version is None:
-            why = "no champion serving yet" if version is None else f"batch {rec.status}"
-            catalog.update_record(chain.dir, partition, predictions={"skipped": why})
-            return dg.MaterializeResult(metadata={"skipped": why})
-        sess = export.session(onnx_bytes)
-        t = time.perf_counter()
-        fn, mcfg = transform.for_version(meta, cfg)
-        out = export.onnx_predict(sess, transform.model_rows(df, fn, meta), mcfg)
-        seconds = time.perf_counter() - t
-        frame = pd.DataFrame({"model_version": version}, index=df.index)
-        if cfg.id_column:
-            frame.insert(0, cfg.id_column, df[cfg.id_column].to_numpy())
-        if cfg.task == "classification":
-            classes = meta["classes"]
-            frame["label"] = np.asarray(classes, dtype=object)[out.argmax(axis=1)]
-            for i, c in enumerate(classes):
-                frame[f"p_{c}"] = out[:, i]
-        frame[SCORE] = scores_of(out, cfg.task)
-        path = predictions_path(chain, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
-        rate = len(df) / seconds if seconds > 0 else float("inf")
-        hist, edges = np.histogram(frame[SCORE], bins=10)
-        catalog.update_record(
-            chain.dir,
-            partition,
-            predictions={"path": str(path), "model_version": version, "rows_per_second": round(rate)},
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "model_version": version,
-                "rows": len(df),
-                "rows_per_second": float(rate),
-                "path": dg.MetadataValue.path(str(path)),
-                "score_distribution": table(
-                    pd.DataFrame({"model score from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})
-                ),
-            }
-        )
+    def batch_predictions(context: dg.AssetExecutionContext):
+        def one(partition: str) -> dg.MaterializeResult:
+            rec, df = _validated(chain, partition)
+            version, onnx_bytes, meta = serving_champion(chain)
+            if df is None or version is None:
+                why = "no champion serving yet" if version is None else f"batch {rec.status}"
+                catalog.update_record(chain.dir, partition, predictions={"skipped": why})
+                return dg.MaterializeResult(metadata={"skipped": why})
+            sess = export.session(onnx_bytes)
+            t = time.perf_counter()
+            fn, mcfg = transform.for_version(meta, cfg)
+            out = export.onnx_predict(sess, transform.model_rows(df, fn, meta), mcfg)
+            seconds = time.perf_counter() - t
+            frame = pd.DataFrame({"model_version": version}, index=df.index)
+            if cfg.id_column:
+                frame.insert(0, cfg.id_column, df[cfg.id_column].to_numpy())
+            if cfg.task == "classification":
+                classes = meta["classes"]
+                frame["label"] = np.asarray(classes, dtype=object)[out.argmax(axis=1)]
+                for i, c in enumerate(classes):
+                    frame[f"p_{c}"] = out[:, i]
+            frame[SCORE] = scores_of(out, cfg.task)
+            path = predictions_path(chain, partition)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(path, index=False)
+            rate = len(df) / seconds if seconds > 0 else float("inf")
+            hist, edges = np.histogram(frame[SCORE], bins=10)
+            catalog.update_record(
+                chain.dir,
+                partition,
+                predictions={"path": str(path), "model_version": version, "rows_per_second": round(rate)},
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "model_version": version,
+                    "rows": len(df),
+                    "rows_per_second": float(rate),
+                    "path": dg.MetadataValue.path(str(path)),
+                    "score_distribution": table(
+                        pd.DataFrame({"model score from": edges[:-1].round(3), "to": edges[1:].round(3), "rows": hist})
+                    ),
+                }
+            )
+
+        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "predictions"))
 
     return batch_predictions
 
@@ -131,43 +147,46 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
         key=chain.key("drift_report"),
         deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
         partitions_def=chain.partitions,
+        backfill_policy=chain.backfill_policy,
         group_name=chain.name,
         kinds={"pandas"},
         description="Feature and score drift against the training data of the serving champion.",
     )
-    def drift_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        partition = context.partition_key
-        rec, df = _validated(chain, partition)
-        version, _, _ = serving_champion(chain)
-        summary = {"champion_version": version}
-        if df is None:
-            summary.update(verdict="skipped", reason=f"batch {rec.status}")
-        elif version is None:
-            summary.update(verdict="no champion", reason="no champion serving yet: nothing to compare with")
-        elif not reference_path(chain, version).exists():
-            summary.update(
-                verdict="no reference",
-                reason=(
-                    f"drift reference of champion v{version} is missing ({reference_path(chain, version)}); "
-                    "drift cannot be judged, retraining falls back to the schedule"
-                ),
-            )
-            context.log.error(summary["reason"])
-        if "verdict" in summary:
-            catalog.update_record(chain.dir, partition, drift=summary)
-            return dg.MaterializeResult(metadata=skipped_metadata(summary))
+    def drift_report(context: dg.AssetExecutionContext):
+        def one(partition: str) -> dg.MaterializeResult:
+            rec, df = _validated(chain, partition)
+            version, _, _ = serving_champion(chain)
+            summary = {"champion_version": version}
+            if df is None:
+                summary.update(verdict="skipped", reason=f"batch {rec.status}")
+            elif version is None:
+                summary.update(verdict="no champion", reason="no champion serving yet: nothing to compare with")
+            elif not reference_path(chain, version).exists():
+                summary.update(
+                    verdict="no reference",
+                    reason=(
+                        f"drift reference of champion v{version} is missing ({reference_path(chain, version)}); "
+                        "drift cannot be judged, retraining falls back to the schedule"
+                    ),
+                )
+                context.log.error(summary["reason"])
+            if "verdict" in summary:
+                catalog.update_record(chain.dir, partition, drift=summary)
+                return dg.MaterializeResult(metadata=skipped_metadata(summary))
 
-        ref = load_reference(chain, version)
-        pred = predictions_path(chain, partition)
-        if pred.exists():
-            df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
-        result = drift.compute_drift_from_config(ref, df, cfg.drift)
-        summary.update(drift_summary(result))
-        catalog.update_record(chain.dir, partition, drift=summary)
-        meta = drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png")
-        if rec.rows is not None:  # the file's rows beside the valid rows compared
-            meta["file_rows"] = int(rec.rows)
-        return dg.MaterializeResult(metadata=meta)
+            ref = load_reference(chain, version)
+            pred = predictions_path(chain, partition)
+            if pred.exists():
+                df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
+            result = drift.compute_drift_from_config(ref, df, cfg.drift)
+            summary.update(drift_summary(result))
+            catalog.update_record(chain.dir, partition, drift=summary)
+            meta = drift_metadata(result, version, chain.dir / "drift" / f"{partition}.png")
+            if rec.rows is not None:  # the file's rows beside the valid rows compared
+                meta["file_rows"] = int(rec.rows)
+            return dg.MaterializeResult(metadata=meta)
+
+        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "drift"))
 
     return drift_report
 
@@ -369,68 +388,71 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
         key=chain.key("champion_performance"),
         deps=[chain.key("validated_batch"), chain.key("batch_predictions")],
         partitions_def=chain.partitions,
+        backfill_policy=chain.backfill_policy,
         group_name=chain.name,
         description=f"The champion's {metric_name} on the batch: measured on labels (bootstrap interval) "
         "and estimated without them (CBPE), both against its holdout; with labels also the "
         "concept check (labels vs its calibrated probabilities, `concept_*`) and the challenger "
         "check (a refit on the earlier batches scored on this one, `challenger_*`).",
     )
-    def champion_performance(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        partition = context.partition_key
-        rec, df = _validated(chain, partition)
-        version, _, meta = serving_champion(chain)
-        pred = predictions_path(chain, partition)
-        if df is None or version is None or not pred.exists():
-            why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
-            catalog.update_record(
-                chain.dir, partition, performance={"skipped": why}, estimate={"method": "none", "reason": why}
+    def champion_performance(context: dg.AssetExecutionContext):
+        def one(partition: str) -> dg.MaterializeResult:
+            rec, df = _validated(chain, partition)
+            version, _, meta = serving_champion(chain)
+            pred = predictions_path(chain, partition)
+            if df is None or version is None or not pred.exists():
+                why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
+                catalog.update_record(
+                    chain.dir, partition, performance={"skipped": why}, estimate={"method": "none", "reason": why}
+                )
+                return dg.MaterializeResult(metadata={VERDICT: f"skipped: {why}", "skipped": why})
+            preds = pd.read_parquet(pred)
+            if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
+                keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
+                df, preds = df.iloc[keep], preds.iloc[keep]
+            outputs = batch_outputs(preds, cfg, meta)
+            alpha = cfg.retrain.performance_alpha
+            # The estimate never looks at the labels, so on a labelled batch it shows how well it tracks.
+            est = estimate.estimate(outputs, meta, metric_name, cfg.task, alpha=alpha, version=version)
+            why = None
+            if cfg.target not in df or df[cfg.target].isna().all():
+                why = "batch carries no labels"
+            elif rec.single_class is not None and metric_name in ("roc_auc", "f1"):
+                why = f"single class {rec.single_class!r} in target {cfg.target}: {metric_name} is undefined"
+            elif cfg.task == "classification" and (unknown := _unknown_classes(df[cfg.target], meta)):
+                # a batch validated before the champion knew its classes: never a crash, never a
+                # metric over a class the champion cannot predict
+                why = (
+                    f"label(s) {unknown} in target {cfg.target} are not classes of champion v{version} "
+                    f"({', '.join(map(str, meta.get('classes') or []))}): {metric_name} is undefined"
+                )
+            elif metric_name not in (meta.get("metrics") or {}):
+                why = f"champion v{version} has no holdout {metric_name} to compare with"
+            md = {"champion_version": version_label(version), **performance_metadata(est, "estimated_")}
+            if why:
+                catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
+                line = f"champion v{version}: not measured: {why}; {performance_verdict(est, 'estimated')}"
+                return dg.MaterializeResult(metadata={VERDICT: line, "skipped": why, **md})
+            perf = estimate.measure(
+                training.target_values(df, cfg),
+                outputs,
+                meta,
+                metric_name,
+                cfg.task,
+                alpha=alpha,
+                version=version,
+                concept_alpha=cfg.retrain.concept_alpha,
             )
-            return dg.MaterializeResult(metadata={VERDICT: f"skipped: {why}", "skipped": why})
-        preds = pd.read_parquet(pred)
-        if len(df) > BOOTSTRAP_MAX_ROWS:  # bounds bootstrap time; the CI widens a little
-            keep = np.random.default_rng(0).choice(len(df), BOOTSTRAP_MAX_ROWS, replace=False)
-            df, preds = df.iloc[keep], preds.iloc[keep]
-        outputs = batch_outputs(preds, cfg, meta)
-        alpha = cfg.retrain.performance_alpha
-        # The estimate never looks at the labels, so on a labelled batch it shows how well it tracks.
-        est = estimate.estimate(outputs, meta, metric_name, cfg.task, alpha=alpha, version=version)
-        why = None
-        if cfg.target not in df or df[cfg.target].isna().all():
-            why = "batch carries no labels"
-        elif rec.single_class is not None and metric_name in ("roc_auc", "f1"):
-            why = f"single class {rec.single_class!r} in target {cfg.target}: {metric_name} is undefined"
-        elif cfg.task == "classification" and (unknown := _unknown_classes(df[cfg.target], meta)):
-            # a batch validated before the champion knew its classes: never a crash, never a
-            # metric over a class the champion cannot predict
-            why = (
-                f"label(s) {unknown} in target {cfg.target} are not classes of champion v{version} "
-                f"({', '.join(map(str, meta.get('classes') or []))}): {metric_name} is undefined"
-            )
-        elif metric_name not in (meta.get("metrics") or {}):
-            why = f"champion v{version} has no holdout {metric_name} to compare with"
-        md = {"champion_version": version_label(version), **performance_metadata(est, "estimated_")}
-        if why:
-            catalog.update_record(chain.dir, partition, performance={"skipped": why}, estimate=est.to_dict())
-            line = f"champion v{version}: not measured: {why}; {performance_verdict(est, 'estimated')}"
-            return dg.MaterializeResult(metadata={VERDICT: line, "skipped": why, **md})
-        perf = estimate.measure(
-            training.target_values(df, cfg),
-            outputs,
-            meta,
-            metric_name,
-            cfg.task,
-            alpha=alpha,
-            version=version,
-            concept_alpha=cfg.retrain.concept_alpha,
-        )
-        perf.challenger = _challenger(chain, partition, df, outputs, meta)
-        catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
-        md.update(performance_metadata(perf))
-        line = f"champion v{version}: {performance_verdict(perf)}"
-        if est.value is not None:
-            md["estimate_error"] = rounded(est.value - perf.value)
-            md["estimate_interval_held_realised"] = bool(est.ci_low <= perf.value <= est.ci_high)
-            line += f"; estimated without labels {est.value:.4f}"
-        return dg.MaterializeResult(metadata={VERDICT: line, **md})
+            perf.challenger = _challenger(chain, partition, df, outputs, meta)
+            catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
+            md.update(performance_metadata(perf))
+            line = f"champion v{version}: {performance_verdict(perf)}"
+            if est.value is not None:
+                md["estimate_error"] = rounded(est.value - perf.value)
+                md["estimate_interval_held_realised"] = bool(est.ci_low <= perf.value <= est.ci_high)
+                line += f"; estimated without labels {est.value:.4f}"
+            return dg.MaterializeResult(metadata={VERDICT: line, **md})
+
+        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "performance"))
 
     return champion_performance

@@ -1,0 +1,70 @@
+"""One ingest step over several batch partitions (a multi-file run), each file still its own.
+
+A run over a range of the batch partitions executes each asset once for all of them (Dagster
+emits one materialization per partition). Each partition's body runs on its own: its metadata
+goes on its own materialization (``add_asset_metadata(..., partition_key=)``), its check results
+become check evaluations of that partition, and an error in one file is recorded on that file
+alone while the others go on. In a multi-file run the checks cannot block the run's later steps
+(they would stop every file's): the later assets skip a batch its record says was not
+validated, which is what a blocking check does in a run of one file.
+
+A run of one partition keeps Dagster's plain path: the body's error fails the step and a failed
+blocking check stops the run's later steps.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+
+import dagster as dg
+
+# The ingest assets' backfill policy is a Dagster beta parameter: said once here, not per load.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+
+PROGRESS_EVERY = 10
+Body = Callable[[str], tuple[dict, list]]  # partition -> (metadata, [AssetCheckResult])
+OnError = Callable[[str, str], dict]  # (partition, message) -> metadata (records the failure)
+
+
+def each_partition(
+    context: dg.AssetExecutionContext, body: Body, on_error: OnError, *, progress: bool = False
+) -> Iterator:
+    keys = list(context.partition_keys)
+    if len(keys) == 1:
+        metadata, checks = body(keys[0])
+        yield dg.MaterializeResult(metadata=metadata)
+        yield from checks
+        return
+    key = context.assets_def.key
+    evaluations = []
+    for i, partition in enumerate(keys, 1):
+        try:
+            metadata, checks = body(partition)
+        except Exception as e:  # noqa: BLE001 - a bad file fails alone: recorded on its batch
+            message = str(e) if isinstance(e, dg.Failure) else f"{type(e).__name__}: {e}"
+            context.log.error(f"{partition}: {message}")
+            if not isinstance(e, dg.Failure):
+                context.log.debug(traceback.format_exc())
+            metadata, checks = on_error(partition, message), []
+        context.add_asset_metadata(metadata, partition_key=partition)
+        evaluations += [
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=c.check_name,
+                passed=c.passed,
+                metadata=c.metadata,
+                severity=c.severity,
+                description=c.description,
+                blocking=False,
+                partition=partition,
+            )
+            for c in checks
+        ]
+        if progress and (i % PROGRESS_EVERY == 0 or i == len(keys)):  # a log line is an event write
+            context.log.info(f"{i}/{len(keys)} files of this run done (last: {partition})")
+    yield dg.MaterializeResult()
+    for check_key in context.selected_asset_check_keys:
+        yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(check_key))
+    yield from evaluations
