@@ -74,14 +74,18 @@ def throughput(mode: str, files: int, rows: int, timeout: float) -> dict:
             while time.time() - t0 < timeout:
                 recs = instance.get_run_records(dg.RunsFilter(job_name="churn_ingest"))
                 done = [r for r in recs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
-                if len(done) >= files:
+                if sum(_files(r) for r in done) >= files:
                     break
                 time.sleep(1)
             recs = instance.get_run_records(dg.RunsFilter(job_name="churn_ingest"))
+            trains = instance.get_run_records(dg.RunsFilter(job_name="churn_train"))
         finally:
             for p in reversed(procs):
                 stop(p, grace=30)
     done = [r for r in recs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    progress = [
+        line.strip()[-110:] for line in (root / "up.log").read_text(errors="replace").splitlines() if "backlog:" in line
+    ]
     shutil.rmtree(root, ignore_errors=True)
     if not done:
         return {"mode": mode, "files": files, "ingested": 0}
@@ -89,15 +93,27 @@ def throughput(mode: str, files: int, rows: int, timeout: float) -> dict:
     last = max(r.end_time for r in done)
     durations = sorted(r.end_time - r.start_time for r in done)
     span = last - first
+    ingested = sum(_files(r) for r in done)
+    first_train = min((r.create_timestamp.timestamp() for r in trains), default=None)
     return {
         "mode": mode,
         "files": files,
-        "ingested": len(done),
+        "rows": rows,
+        "ingested": ingested,
+        "runs": len(done),
+        "max files / run": max(_files(r) for r in done),
         "span_s": round(span, 1),
-        "batches_per_min": round(len(done) / span * 60, 1),
+        "files_per_min": round(ingested / span * 60, 1),
         "run_median_s": round(durations[len(durations) // 2], 1),
         "first_run_after_start_s": round(first - t0, 1),
+        "first_train_run_after_first_ingest_s": round(first_train - first, 1) if first_train else None,
+        "last progress line": progress[-1] if progress else "",
     }
+
+
+def _files(rec) -> int:
+    """Landing files a run ingested: a multi-file run says how many (ml_platform/files)."""
+    return int(rec.dagster_run.tags.get("ml_platform/files", "1"))
 
 
 # ---------------------------------------------------------------- landing sensor
@@ -232,7 +248,7 @@ def main() -> None:
     t.add_argument("--modes", nargs="+", default=["embedded", "celery1", "celery2"])
     t.add_argument("--files", type=int, default=20)
     t.add_argument("--rows", type=int, default=250)
-    t.add_argument("--timeout", type=float, default=240)
+    t.add_argument("--timeout", type=float, default=900)
     s = sub.add_parser("sensor")
     s.add_argument("--files", type=int, nargs="+", default=[1000, 10000])
     d = sub.add_parser("partitions")

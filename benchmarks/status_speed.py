@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=1000)
     p.add_argument("--versions", type=int, default=100)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--profile", action="store_true", help="also profile one status in this process")
     p.add_argument("--code", default=str(Path(__file__).resolve().parents[1]), help="the checkout whose status is run")
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mlp-bench-status-"))
@@ -94,6 +95,19 @@ def main() -> None:
             )
             times.append(time.perf_counter() - t)
         doc = json.loads(out.stdout)
+        if a.profile:
+            import cProfile
+            import pstats
+
+            from ml_platform.control.status import status
+            from ml_platform.resources.endpoint import endpoint_for
+            from ml_platform.resources.registry import registry_for
+            from ml_platform.settings import load_settings
+
+            s = load_settings(cfg)
+            prof = cProfile.Profile()
+            prof.runcall(status, s, registry_for(s), endpoint_for(s))
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
         model = doc["models"]["churn"] if "models" in doc else doc["churn"]
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import ml_platform.control.status"], env=env, check=True)

@@ -130,13 +130,16 @@ def cmd_check(args) -> int:
 
 def cmd_status(args) -> int:
     from ml_platform.control.champion import RegistryLost
-    from ml_platform.control.status import render, status, to_json
-    from ml_platform.resources.endpoint import endpoint_for
-    from ml_platform.resources.registry import registry_for
+    from ml_platform.control.status import fast_status, render, status, to_json
 
     s = settings_of(args)
     try:
-        doc = status(s, registry_for(s), endpoint_for(s))
+        doc = fast_status(s)
+        if doc is None:  # not a SQLite registry: through MLflow's client
+            from ml_platform.resources.endpoint import endpoint_for
+            from ml_platform.resources.registry import registry_for
+
+            doc = status(s, registry_for(s), endpoint_for(s))
     except RegistryLost as e:
         print(f"status refused: {e}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ MLflow registry and runs, the audit) for ``core/payoff.ledger``. Used by `status
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from ml_platform.core import approval, audit, catalog, payoff
 from ml_platform.names import (
@@ -15,23 +16,18 @@ from ml_platform.names import (
     gate_reason_tag,
     gate_tag,
 )
-from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.settings import Settings
+
+if TYPE_CHECKING:  # `status` imports this module: no Dagster at import time
+    from ml_platform.resources.registry import MlflowRegistry
 
 TRAIN_SECONDS_CACHE = "payoff_train_seconds.json"  # version -> seconds (an ended run never changes)
 
 
 def train_seconds(registry: MlflowRegistry, run_id: str) -> float | None:
-    """Wall time of the retrain that produced a version: the Dagster run's MLflow run (the
-    parent of every candidate it fitted) from start to end; the version's own run when it has
-    no parent; None while it has not ended."""
-    client = registry.client()
-    run = client.get_run(run_id)
-    parent = run.data.tags.get("mlflow.parentRunId")
-    info = client.get_run(parent).info if parent else run.info
-    if not info.end_time or not info.start_time:
-        return None
-    return max(0.0, (info.end_time - info.start_time) / 1000)
+    """Wall time of the retrain that produced a version (``run_seconds`` of the registry, or of
+    its read-only view under `status`)."""
+    return registry.run_seconds(run_id)
 
 
 def version_facts(mv, seconds: float | None, checks: tuple[str, ...]) -> payoff.VersionFacts:
@@ -51,8 +47,11 @@ def version_facts(mv, seconds: float | None, checks: tuple[str, ...]) -> payoff.
     )
 
 
-def payoff_of(settings: Settings, registry: MlflowRegistry, model: str, versions: list | None = None) -> payoff.Payoff:
-    """``versions``: the registry's versions of the model when the caller has them already."""
+def payoff_of(
+    settings: Settings, registry: MlflowRegistry, model: str, versions: list | None = None, records: list | None = None
+) -> payoff.Payoff:
+    """``versions`` / ``records``: the registry's versions and the batch records of the model, when
+    the caller has read them already."""
     d = settings.model_dir(model)
     versions = registry.versions(model) if versions is None else versions
     cache_path = d / TRAIN_SECONDS_CACHE
@@ -73,7 +72,8 @@ def payoff_of(settings: Settings, registry: MlflowRegistry, model: str, versions
         facts.append(version_facts(mv, cache.get(n), gate_checks(settings.models[model])))
     if grew:
         catalog.write_json_atomic(cache_path, {str(k): v for k, v in sorted(cache.items())})
-    batches = [payoff.BatchFacts.from_record(r) for r in catalog.read_records(d)]
+    records = catalog.read_records(d) if records is None else records
+    batches = [payoff.BatchFacts.from_record(r) for r in records]
     return payoff.ledger(settings.models[model].gate_metric, batches, facts, audit.read(d))
 
 

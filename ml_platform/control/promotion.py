@@ -25,6 +25,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
@@ -39,10 +40,13 @@ from ml_platform.names import (
     gate_failures,
     gate_passed,
 )
-from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
-from ml_platform.resources.registry import MlflowRegistry
+from ml_platform.resources.errors import EndpointUnavailable
 from ml_platform.runtime import faults
 from ml_platform.settings import Settings
+
+if TYPE_CHECKING:  # `status` imports this module: no Dagster at import time
+    from ml_platform.resources.endpoint import EndpointClient
+    from ml_platform.resources.registry import MlflowRegistry
 
 try:
     import fcntl
@@ -449,6 +453,30 @@ def _tombstone(store, model: str, notes: list[str]) -> None:
     if not store.removed(model) and store.versions(model):
         store.unpoint(model)
         notes.append("the champion was removed on purpose (audit): the serving store now records it")
+
+
+def reconcile_needed(settings: Settings, registry, model: str) -> bool:
+    """Whether ``reconcile`` has something to repair, by reads alone (the registry's read-only
+    view serves, ``resources/registry_view``): an interrupted move, an alias that is not the
+    pointer, a champion not tagged promoted, or its files unreadable in the store. (Whether the
+    store's bytes are the registry's is ``reconcile``'s own check: the control-plane sensor's.)"""
+    if audit.read_intent(settings.model_dir(model)) is not None:
+        return True
+    try:
+        current = champion_version(settings, model)
+    except ValueError:
+        return True
+    alias = registry.champion_alias(model)
+    if current is None or alias != current:
+        return alias != current
+    tags = next((v.tags for v in registry.versions(model) if int(v.version) == current), None)
+    if tags is None or tags.get(VERSION_PROMOTED) != "true":
+        return True
+    try:
+        model_store(settings).read(model, current)
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClient | None, model: str) -> list[str]:

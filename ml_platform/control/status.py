@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from ml_platform.control.champion import champion_version, check_registry
 from ml_platform.control.ledger import payoff_lines, payoff_of
-from ml_platform.control.promotion import reconcile, servable
+from ml_platform.control.promotion import reconcile, reconcile_needed, servable
 from ml_platform.core import approval, audit, catalog, live
 from ml_platform.core.estimate import tracking as estimate_tracking_of
 from ml_platform.names import (
@@ -18,15 +19,19 @@ from ml_platform.names import (
     gate_passed,
     gate_reason_tag,
 )
-from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.settings import Settings
 
+if TYPE_CHECKING:  # no Dagster, no MLflow at import time: `status` starts in a fraction of a second
+    from ml_platform.resources.registry import MlflowRegistry
 
-def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoint=None) -> dict:
+
+def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoint=None, repair=None) -> dict:
+    """``registry``: the MLflow registry or its read-only view (``resources/registry_view``);
+    ``repair(name)``, when given, replaces ``reconcile`` (the view cannot write)."""
     # Divergences between the champion pointer, the MLflow alias and the store's files are
     # repaired first, and reported.
     try:
-        repairs = reconcile(settings, registry, endpoint, name)
+        repairs = repair(name) if repair is not None else reconcile(settings, registry, endpoint, name)
     except Exception as e:  # noqa: BLE001 - status must still print
         repairs = [f"could not reconcile: {type(e).__name__}: {e}"]
     versions = registry.versions(name)
@@ -57,8 +62,9 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
                 **_gate_figures(t),
             }
         )
+    records = catalog.read_records(settings.model_dir(name))  # once: 1,000 batches are 1,000 files
     batches = []
-    for r in catalog.read_records(settings.model_dir(name)):
+    for r in records:
         b = {
             "partition": r.partition,
             "file": r.file or "",
@@ -83,18 +89,18 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             "mode": settings.models[name].deploy.approval,
             "awaiting": [a.to_dict() for a in waiting] if settings.models[name].deploy.approval == "required" else [],
         },
-        "payoff": _payoff(settings, registry, name, versions),
+        "payoff": _payoff(settings, registry, name, versions, records),
         # CBPE: how far the label-free estimate was from the realised metric once labels came
-        "estimate_tracking": estimate_tracking(catalog.read_records(settings.model_dir(name))),
+        "estimate_tracking": estimate_tracking(records),
         "live_drift": live.read_summary(settings.model_dir(name)),
         "audit": [a.to_dict() for a in audit.read(settings.model_dir(name))],
         "repairs": repairs,
     }
 
 
-def _payoff(settings: Settings, registry: MlflowRegistry, name: str, versions: list) -> dict:
+def _payoff(settings: Settings, registry: MlflowRegistry, name: str, versions: list, records: list) -> dict:
     try:
-        return payoff_of(settings, registry, name, versions).to_dict()
+        return payoff_of(settings, registry, name, versions, records).to_dict()
     except Exception as e:  # noqa: BLE001 - status must still print
         return {"error": f"{type(e).__name__}: {e}"}
 
@@ -117,14 +123,34 @@ def estimate_tracking(records: list[catalog.BatchRecord]) -> dict:
     return {"batches": len(t.rows), "mean_abs_error": t.mean_abs_error, "covered": t.covered, "per_batch": t.rows}
 
 
-def status(settings: Settings, registry: MlflowRegistry, endpoint=None) -> dict:
+def status(settings: Settings, registry: MlflowRegistry, endpoint=None, repair=None) -> dict:
     """Raises ``RegistryLost`` (naming the tracking URI and what is missing) when the registry
     does not hold what the serving store knows: never a report over a fresh, empty registry."""
     check_registry(settings, registry, settings.models)
     return {
         "tracking_uri": settings.tracking_uri,
-        "models": {n: model_status(settings, registry, n, endpoint) for n in settings.models},
+        "models": {n: model_status(settings, registry, n, endpoint, repair) for n in settings.models},
     }
+
+
+def fast_status(settings: Settings) -> dict | None:
+    """``status`` read from MLflow's SQLite store directly (no MLflow import: seconds saved), MLflow's
+    client only for a repair; None when the store is not SQLite (the caller uses ``status``)."""
+    from ml_platform.resources.registry_view import view_for
+
+    view = view_for(settings)
+    if view is None:
+        return None
+
+    def repair(name: str) -> list[str]:
+        if not reconcile_needed(settings, view, name):
+            return []
+        from ml_platform.resources.endpoint import endpoint_for
+        from ml_platform.resources.registry import registry_for
+
+        return reconcile(settings, registry_for(settings), endpoint_for(settings), name)
+
+    return status(settings, view, repair=repair)
 
 
 def render(doc: dict) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import orjson
-import pandas as pd
+
+if TYPE_CHECKING:  # `ml-platform status` reads summaries through this module: no pandas there
+    import pandas as pd
 
 
 @dataclass
@@ -62,6 +64,9 @@ def read_window(
 ) -> LiveWindow:
     """The newest ``max_rows`` rows scored by ``version``. Categorical nulls were written as
     the model's ``missing_token``; they come back as nulls, as in a validated batch."""
+    import numpy as np
+    import pandas as pd
+
     rows: list[dict] = []
     win = LiveWindow(pd.DataFrame())
     for path in sample_files(sample_dir):

@@ -7,9 +7,7 @@ from typing import Optional
 import httpx
 from dagster import ConfigurableResource
 
-
-class EndpointUnavailable(RuntimeError):
-    pass
+from ml_platform.resources.errors import EndpointUnavailable  # noqa: F401 - re-exported
 
 
 class EndpointClient(ConfigurableResource):

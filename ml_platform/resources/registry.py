@@ -282,6 +282,18 @@ class MlflowRegistry(ConfigurableResource):
             return []
         return sorted(vs, key=lambda v: int(v.version))
 
+    def run_seconds(self, run_id: str) -> float | None:
+        """Wall time of the retrain that produced a version: the Dagster run's MLflow run (the
+        parent of every candidate it fitted) from start to end; the version's own run when it has
+        no parent; None while it has not ended."""
+        client = self.client()
+        run = client.get_run(run_id)
+        parent = run.data.tags.get("mlflow.parentRunId")
+        info = client.get_run(parent).info if parent else run.info
+        if not info.end_time or not info.start_time:
+            return None
+        return max(0.0, (info.end_time - info.start_time) / 1000)
+
     def run_metrics(self, run_id: str) -> dict:
         m = self.client().get_run(run_id).data.metrics
         return {k.removeprefix("holdout_"): v for k, v in m.items()}
