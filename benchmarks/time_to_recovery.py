@@ -138,12 +138,20 @@ def breakdown(instance, src: Path, landed: float, mtime: float, served_at: float
     from ml_platform.names import TAG_BATCH, TAG_SOURCE
 
     ing = instance.get_run_records(filters=dg.RunsFilter(tags={TAG_SOURCE: str(src)}))
+    partition = ing[0].dagster_run.tags.get("dagster/partition") if ing else None
+    if not ing:  # a multi-file run: its run config names each partition's file
+        for rec in instance.get_run_records(filters=dg.RunsFilter(job_name=f"{MODEL}_ingest")):
+            files = rec.dagster_run.run_config.get("ops", {}).get(f"{MODEL}__raw_batch", {}).get("config", {})
+            partition = next((k for k, f in files.get("files", {}).items() if f["path"] == str(src)), None)
+            if partition:
+                ing = [rec]
+                break
     if not ing:
         return {"error": "no ingest run for the drifted file"}
     ing = ing[0]
-    partition = ing.dagster_run.tags.get("dagster/partition")
     out = {
         "partition": partition,
+        "files_in_its_run": int(ing.dagster_run.tags.get("ml_platform/files", "1")),
         "champion_before": old,
         "champion_after": new,
         "total": (served_at - landed) if served_at else None,
@@ -197,6 +205,8 @@ STAGES = [
     ("train_other", "train run: other (between steps, run end)"),
     ("run_end_to_served", "endpoint swap (train run end -> new version answers; < 0: before run end)"),
     ("total", "total: file lands -> new champion serving"),
+    ("files_in_its_run", "files in the drifted file's ingest run"),
+    ("first_champion_after_up", "first champion after `up` starts (3 demo batches)"),
 ]
 
 
@@ -248,7 +258,7 @@ def one(args, rep: int) -> dict:
                 break
             time.sleep(args.poll)
         try:  # the endpoint may swap before the train run has ended: let every run finish
-            wait(lambda: idle(instance, root / "state" / "models" / MODEL, 4), 60, 0.5, "the runs to end")
+            wait(lambda: idle(instance, root / "state" / "models" / MODEL, 3 + args.files), 60, 0.5, "the runs to end")
         except TimeoutError:
             pass
         res = breakdown(instance, src, landed, mtime, served_at, old, new)

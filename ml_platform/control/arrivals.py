@@ -86,6 +86,19 @@ def _multi(chain: Chain, chunk: list[LandingFile]) -> dg.RunRequest:
     )
 
 
+PER_KEY_LOOKUPS = 20  # below this many files, ask per key; above, read every key once (cheaper then)
+
+
+def _existing_keys(instance, chain: Chain, files: list[LandingFile]) -> set[str]:
+    """Which of the files' partition keys exist already (a few files: asked one by one, ~40 ms
+    each on SQLite; many: every key read once, not the 100k a zone may hold for each file)."""
+    name = chain.partitions.name
+    if len(files) <= PER_KEY_LOOKUPS:
+        return {f.partition_key for f in files if instance.has_dynamic_partition(name, f.partition_key)}
+    keys = set(instance.get_dynamic_partitions(name))
+    return {f.partition_key for f in files if f.partition_key in keys}
+
+
 def _done(rec: catalog.BatchRecord | None) -> bool:
     return rec is not None and (rec.validated_at is not None or rec.status in ("failed", "rejected", "validated"))
 
@@ -110,10 +123,7 @@ def landing_tick(chain: Chain, instance, cursor_text: str | None, *, now: float 
             ix.mark_done([f.path.name for f in files if f.sha256 in known])
             files = [f for f in files if f.sha256 not in known]
         if files:
-            # Asked per file, not by listing every partition (100k at scale).
-            existing = {
-                f.partition_key for f in files if instance.has_dynamic_partition(chain.partitions.name, f.partition_key)
-            }
+            existing = _existing_keys(instance, chain, files)
             tick.new_keys = [f.partition_key for f in files if f.partition_key not in existing]
             tick.requests = ingest_requests(chain, files, existing)
             ix.mark_requested(files, now)
