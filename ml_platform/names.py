@@ -64,6 +64,7 @@ VERSION_CHECK_ONLY = "ml_platform.check"  # "true": trained by `ml-platform chec
 GATE_JUDGED_AGAINST = "gate.judged_against"
 GATE_COMPARISON_PREFIX = "gate.comparison."
 GATE_SLICES_FAILING = "gate.per_slice.failing"
+VERSION_STAGED = "staged"  # "shadow" / "canary": loaded beside the champion, judged on live traffic
 
 
 # ------------------------------------------------------------------ Dagster object names
@@ -98,8 +99,13 @@ def partitions(model: str) -> str:
     return f"{model}_batches"
 
 
+def stage_job(model: str) -> str:
+    """The live comparison of a staged candidate, then its promotion (``live_shadow`` + deploy)."""
+    return f"{model}_stage"
+
+
 def sensor(model: str, kind: str) -> str:
-    """kind: landing | retrain | live_drift | control_plane."""
+    """kind: landing | retrain | live_drift | control_plane | staging."""
     return f"{model}_{kind}_sensor"
 
 
@@ -136,10 +142,22 @@ BUILTIN_GATE_CHECKS: tuple[str, ...] = (
 )
 
 
+# The live comparison of a staged candidate (``deploy.strategy: shadow | canary``): blocking, and
+# last, since it needs every other check passed before the candidate is loaded beside the champion.
+LIVE_CHECK = "live_shadow"
+
+
 def gate_checks(cfg=None) -> tuple[str, ...]:
-    """The blocking checks of a model: the built-in ones, then its own (``gate.checks``)."""
+    """The blocking checks of a model: the built-in ones, then its own (``gate.checks``), then
+    ``live_shadow`` when the model is staged before production (``deploy.strategy``)."""
     extra = tuple(getattr(getattr(cfg, "gate", None), "check_names", ()) or ())
-    return BUILTIN_GATE_CHECKS + extra
+    staged = getattr(getattr(cfg, "deploy", None), "strategy", "direct") != "direct"
+    return BUILTIN_GATE_CHECKS + extra + ((LIVE_CHECK,) if staged else ())
+
+
+def offline_checks(cfg=None) -> tuple[str, ...]:
+    """The checks a train run judges (every one but the live comparison)."""
+    return tuple(c for c in gate_checks(cfg) if c != LIVE_CHECK)
 
 
 def gate_tag(check: str) -> str:

@@ -587,7 +587,78 @@ class LandingConfig(_Strict):
     )
 
 
+class ShadowConfig(_Strict):
+    min_requests: int = Field(
+        500, ge=1, description="Mirrored requests (rows scored by both) before the live comparison `live_shadow` runs."
+    )
+    max_hours: float = Field(
+        24.0,
+        gt=0,
+        description="A candidate still short of `min_requests` this long after it was staged is refused (no "
+        "evidence); the champion stays.",
+    )
+    share: float = Field(
+        1.0, gt=0, le=1, description="The share of requests mirrored to the shadow (1: every request)."
+    )
+
+
+class CanaryConfig(_Strict):
+    share: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="The share of requests the candidate answers, sticky: by `id_column` when the request sends it, "
+        "else by a hash of the row (a request with several rows goes by its first).",
+    )
+    min_requests: int = Field(
+        500, ge=1, description="Canary-answered requests (champion scored too) before the live comparison runs."
+    )
+    max_hours: float = Field(
+        24.0, gt=0, description="Short of `min_requests` this long after staging: refused (no evidence)."
+    )
+
+
+class LiveCheckConfig(_Strict):
+    min_agreement: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="`live_shadow`: the share of live rows where candidate and champion give the same label "
+        "(classification) or predictions within `max_relative_difference` (regression) must be at least this. "
+        "A sanity bar against a candidate that answers differently, not a quality bar: two sound retrains of a "
+        "noisy model disagree near the decision threshold (15-20 % in the churn demo); the realised metric on "
+        "labelled live rows is the quality bar.",
+    )
+    max_relative_difference: float = Field(
+        0.1, gt=0, description="Regression: |candidate - champion| <= this x |champion| counts as agreeing."
+    )
+    max_score_distance: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="`live_shadow`: the largest allowed Kolmogorov-Smirnov distance between the two score "
+        "distributions on the same live rows.",
+    )
+    max_error_rate: float = Field(
+        0.0, ge=0, lt=1, description="The share of live rows the candidate may fail to score (0: any error refuses)."
+    )
+
+
 class DeployConfig(_Strict):
+    strategy: Literal["direct", "shadow", "canary"] = Field(
+        "direct",
+        description="`direct`: a candidate that passes the gate serves at once. `shadow`: it is first loaded beside "
+        "the champion and scores mirrored requests off the request path (answers always come from the champion); "
+        "`canary`: it answers a sticky `canary.share` of requests. Either way the live comparison `live_shadow` "
+        "then promotes it or refuses it (docs/staging.md). A model's first champion is always direct.",
+    )
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="`strategy: shadow` settings.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig, description="`strategy: canary` settings.")
+    live_check: LiveCheckConfig = Field(
+        default_factory=LiveCheckConfig,
+        description="The thresholds of the live comparison `live_shadow` (besides `gate.latency_budget_ms` and, on "
+        "labelled live rows, the same paired bootstrap rule as `not_worse_than_champion`).",
+    )
     approval: Literal["auto", "required"] = Field(
         "auto",
         description="`auto`: a candidate that passes every blocking gate check serves at once. `required`: it "

@@ -33,12 +33,14 @@ from ml_platform.core import approval, audit, version_files
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import (
     GATE_JUDGED_AGAINST,
+    LIVE_CHECK,
     VERSION_CHECK_ONLY,
     VERSION_PROMOTED,
     VERSION_ROLLED_BACK,
     gate_checks,
     gate_failures,
     gate_passed,
+    offline_checks,
 )
 from ml_platform.resources.errors import EndpointUnavailable
 from ml_platform.runtime import faults
@@ -89,10 +91,16 @@ def checks_of(settings: Settings, model: str) -> tuple[str, ...]:
     return gate_checks(settings.models[model])
 
 
+def served_before(tags: dict, checks: tuple[str, ...]) -> tuple[str, ...]:
+    """The checks a version that already served must show to serve again: a rollback target was
+    judged live when it was new (or before its model was staged), so not ``live_shadow`` again."""
+    return tuple(c for c in checks if c != LIVE_CHECK) if tags.get(VERSION_PROMOTED) else checks
+
+
 def servable(tags: dict, checks: tuple[str, ...]) -> bool | None:
     """The gate's reading of a version (True/False/None while pending), False for a version
     trained by `ml-platform check`: it never serves."""
-    return False if tags.get(VERSION_CHECK_ONLY) == "true" else gate_passed(tags, checks)
+    return False if tags.get(VERSION_CHECK_ONLY) == "true" else gate_passed(tags, served_before(tags, checks))
 
 
 def gate_refusal(
@@ -111,7 +119,7 @@ def gate_refusal(
     rejected = approval.rejection(tags)
     if rejected:
         return f"{model} v{version} was {rejected}"
-    bad = gate_failures(tags, checks)
+    bad = gate_failures(tags, checks if kind == "deploy" else served_before(tags, checks))
     if bad:
         return f"{model} v{version} did not pass the gate: " + "; ".join(bad)
     if kind == "deploy":
@@ -299,6 +307,12 @@ def approve(
             )
         version = waiting[0].version
     trigger = _tag(registry, model, version, "trigger") or "manual"
+    from ml_platform.control import staging  # staging builds on this module
+
+    if staging.should_stage(settings, registry, model, version):  # approval lets it into staging
+        note = staging.stage(settings, registry, endpoint, model, version, actor=f"{by} ({via})", trigger=trigger)
+        registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
+        return Promotion(model, champion_version(settings, model), champion_version(settings, model), endpoint=note)
     p = move_champion(
         settings,
         registry,
@@ -373,7 +387,7 @@ def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) 
     return approval.awaiting(
         [(int(v.version), v.tags) for v in registry.versions(model)],
         champion_version(settings, model),
-        gate_passed=lambda tags: servable(tags, checks_of(settings, model)),
+        gate_passed=lambda tags: servable(tags, offline_checks(settings.models[model])),  # then staged
     )
 
 

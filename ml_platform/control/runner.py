@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import asset_source, run_health
+from ml_platform.control import asset_source, run_health, staging
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.decisions import (
@@ -235,7 +235,32 @@ def run_pending(
         code = code_retrain(settings, defs, instance, chain, echo)
         if code is not None:
             outcomes.append(code)
+        judge_staged(settings, defs, instance, name, echo)
     return summary
+
+
+def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> str | None:
+    """The staged candidate's live comparison, run now when the staging sensor would launch it
+    (evidence in, failed live, or out of time); otherwise its progress is printed."""
+    if settings.models[name].deploy.strategy == "direct" and staging.staged(settings, name) is None:
+        return None
+    why = staging.ready(settings, name)
+    if why is None:
+        p = staging.progress(settings, name)
+        if p is not None:
+            echo(f"[{name}] {p.line()}")
+        return None
+    version = (staging.staged(settings, name) or {}).get("version")
+    echo(f"[{name}] judging staged v{version} on live traffic ({why})")
+    defs.resolve_job_def(names.stage_job(name)).execute_in_process(
+        instance=instance, raise_on_error=False, tags={TAG_TRIGGER: f"staging: {why}"[:200]}
+    )
+    tags = registry_for(settings).version(name, version).tags
+    state = tags.get(names.gate_tag(names.LIVE_CHECK), "pending")
+    echo(f"[{name}]   {names.LIVE_CHECK} {state}: {tags.get(names.gate_reason_tag(names.LIVE_CHECK), '')}")
+    champion = champion_version(settings, name)
+    echo(f"[{name}]   champion: v{champion}" + (" (promoted)" if champion == version else ""))
+    return state
 
 
 def _arrivals(settings: Settings, chain: Chain, instance, echo) -> list[tuple[str, str, dict, str | None]]:

@@ -6,9 +6,10 @@ import json
 from typing import TYPE_CHECKING
 
 from ml_platform.control.champion import champion_version, check_registry
+from ml_platform.control.champion import store as champion_store
 from ml_platform.control.ledger import payoff_lines, payoff_of
-from ml_platform.control.promotion import reconcile, reconcile_needed, servable
-from ml_platform.core import approval, audit, catalog, live
+from ml_platform.control.promotion import reconcile, reconcile_needed, servable, served_before
+from ml_platform.core import approval, audit, catalog, live, stage_files
 from ml_platform.core.estimate import tracking as estimate_tracking_of
 from ml_platform.names import (
     GATE_COMPARISON_PREFIX,
@@ -45,7 +46,7 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
     vout = []
     for v in versions:
         t = v.tags
-        passed = gate_passed(t, checks)
+        passed = gate_passed(t, served_before(t, checks))
         vout.append(
             {
                 "version": int(v.version),
@@ -82,6 +83,8 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
     )
     return {
         "champion": champion,
+        # deploy.strategy shadow / canary: the candidate judged on live traffic now
+        "staging": _staging(settings, name),
         "versions": vout,
         "batches": batches,
         # deploy.approval: required -> gate-passed candidates waiting for a person
@@ -103,6 +106,27 @@ def _payoff(settings: Settings, registry: MlflowRegistry, name: str, versions: l
         return payoff_of(settings, registry, name, versions, records).to_dict()
     except Exception as e:  # noqa: BLE001 - status must still print
         return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _staging(settings: Settings, name: str) -> dict | None:
+    """The staged candidate and its evidence so far ("v5 in shadow behind v4: 312/500 requests")."""
+    try:
+        rec = champion_store(settings).staged(name)
+    except (OSError, ValueError) as e:
+        return {"line": f"staged record unreadable: {e}", "failures": []}
+    if rec is None:
+        return None
+    d = settings.live_samples_dir / name
+    rows = stage_files.count_rows(d, rec["version"])
+    return {
+        "line": stage_files.progress_line(rec, rows),
+        "version": rec["version"],
+        "mode": rec.get("mode"),
+        "requests": rows,
+        "min_requests": rec.get("min_requests"),
+        "started_at": rec.get("started_at"),
+        "failures": stage_files.failures(d, rec["version"]),
+    }
 
 
 def _gate_figures(tags: dict) -> dict:
@@ -164,6 +188,9 @@ def render(doc: dict) -> str:
         out.append(
             f"\n== {name} ==  champion: " + (f"v{ch['version']} ({metrics})" if ch["version"] is not None else "none")
         )
+        if m.get("staging"):
+            st = m["staging"]
+            out.append(st["line"] + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else ""))
         if m["versions"]:
             out.append(
                 tabulate(

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 AUDIT_FILE = "audit.jsonl"
-DECISION_KINDS = ("reject",)  # entries that record a decision without moving the champion
+DECISION_KINDS = ("reject", "stage", "refuse")  # entries that record a decision without moving the champion
 INTENT_FILE = "champion_intent.json"
 
 

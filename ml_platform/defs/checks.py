@@ -17,10 +17,12 @@ from ml_platform.core.candidate import Candidate
 from ml_platform.core.frames import feeds_of
 from ml_platform.defs.assets.training import load_training_set
 from ml_platform.defs.metadata import VERDICT, figures, rounded
+from ml_platform.defs.staging import build_live_check, staged_strategy
 from ml_platform.names import (
     GATE_COMPARISON_PREFIX,
     GATE_JUDGED_AGAINST,
     GATE_SLICES_FAILING,
+    LIVE_CHECK,
     gate_checks,
     gate_reason_tag,
     gate_tag,
@@ -242,6 +244,8 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         for c in (min_metric, not_worse_than_champion, per_slice, onnx_parity, latency_budget)
     }
     built.update({name: _user_check(chain, name, path) for name, path in zip(cfg.gate.check_names, cfg.gate.checks)})
+    if staged_strategy(chain):
+        built[LIVE_CHECK] = build_live_check(chain)
     # The registry (names.gate_checks) is the list; a name without a check here fails loudly.
     return [built[name] for name in gate_checks(cfg)]
 

@@ -8,6 +8,7 @@ from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.promotion import PromotionError, rollback
 from ml_platform.defs.metadata import audit_table, version_label
+from ml_platform.defs.staging import build_stage_job, live_check_key, staged_strategy
 from ml_platform.names import TAG_MODEL
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
@@ -77,11 +78,14 @@ def build_jobs(chain: Chain) -> list:
         executor_def=dg.in_process_executor,
         description=f"Copy, validate and monitor {chain.name} batches: one file, or a range of them (a backlog).",
     )
+    train_selection = dg.AssetSelection.assets(
+        chain.key("training_set"), chain.key("candidate_model"), chain.key("deployed_model")
+    )
+    if staged_strategy(chain):  # judged on live traffic later, by the stage job
+        train_selection = train_selection - dg.AssetSelection.checks(live_check_key(chain))
     train = dg.define_asset_job(
         names.train_job(chain.name),
-        selection=dg.AssetSelection.assets(
-            chain.key("training_set"), chain.key("candidate_model"), chain.key("deployed_model")
-        ),
+        selection=train_selection,
         tags={TAG_MODEL: chain.name, **names.TRAIN_RUN_TAGS},
         executor_def=dg.in_process_executor,
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
@@ -93,4 +97,5 @@ def build_jobs(chain: Chain) -> list:
         executor_def=dg.in_process_executor,
         description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
     )
-    return [ingest, train, live, build_rollback_job(chain)]
+    jobs = [ingest, train, live, build_rollback_job(chain)]
+    return jobs + ([build_stage_job(chain)] if staged_strategy(chain) else [])

@@ -9,7 +9,7 @@ import time
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import asset_source, run_health
+from ml_platform.control import asset_source, run_health, staging
 from ml_platform.control.arrivals import landing_tick
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
@@ -33,6 +33,8 @@ from ml_platform.resources.registry import registry_for
 
 CONTROL_PLANE_INTERVAL = 10
 CODE_CHANGE_INTERVAL = 15
+STAGING_INTERVAL = 5
+STAGING_RETRY_SECONDS = 60  # a stage run that died (or judged "pending" in a race) is launched again
 
 
 def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
@@ -204,7 +206,33 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         return dg.RunRequest(run_key=f"code-{version_of_code}-v{champion}", tags=train_tags(d, None))
 
     arrivals = landing_sensor if chain.cfg.source is None else source_sensor
-    return [arrivals, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]
+    out = [arrivals, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]
+    if chain.cfg.deploy.strategy == "direct":
+        return out
+
+    @dg.sensor(
+        name=names.sensor(chain.name, "staging"),
+        job_name=names.stage_job(chain.name),
+        minimum_interval_seconds=STAGING_INTERVAL,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Launches {names.stage_job(chain.name)} (live_shadow) when the staged candidate has its "
+        f"evidence ({chain.cfg.deploy.strategy}.min_requests), failed on live traffic, or ran out of time.",
+    )
+    def staging_sensor(context: dg.SensorEvaluationContext):
+        why = staging.ready(chain.settings, chain.name)
+        if why is None:
+            p = staging.progress(chain.settings, chain.name)
+            return dg.SkipReason(p.line() if p is not None else "no candidate staged")
+        last = json.loads(context.cursor) if context.cursor else {}
+        rec = staging.staged(chain.settings, chain.name) or {}
+        key = f"{rec.get('version')}@{rec.get('started_at')}"
+        if last.get("key") == key and time.time() - last.get("at", 0) < STAGING_RETRY_SECONDS:
+            return dg.SkipReason(f"{why}: a stage run was launched for it {int(time.time() - last['at'])} s ago")
+        context.update_cursor(json.dumps({"key": key, "at": time.time()}))
+        context.log.info(f"judging staged v{rec.get('version')}: {why}")
+        return dg.RunRequest(tags={TAG_TRIGGER: f"staging: {why}"[:200]})
+
+    return [*out, staging_sensor]
 
 
 def build_schedules(chain: Chain) -> list[dg.ScheduleDefinition]:

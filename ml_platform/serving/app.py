@@ -66,17 +66,27 @@ from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.requests import MAX_ID_CHARS, mlflow_predictions
 from ml_platform.serving.sample import LiveSampler
 from ml_platform.serving.slots import ModelSlots
+from ml_platform.serving.staging import Stages
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import ServingConfig
 
 log = logging.getLogger("ml_platform.serving")
 
 INLINE_ROWS = 256  # larger batches run in a worker thread so the event loop stays free
+RID_HEADER = b"x-request-id"  # recorded with a staged candidate's evidence (else one is made up)
 SMOKE_HEADER = b"x-ml-platform-smoke"  # the deploy's smoke rows: answered, not sampled (``smoke_allowed``)
 _DEFAULTS = ServingConfig()  # create_app's defaults are the config's
 _perf = time.perf_counter
 _CT_JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
+
+
+def _request_id(header: bytes | None, v2_id) -> str | None:
+    """The id a staged candidate's evidence carries: ``X-Request-Id``, else a V2 request's ``id``
+    (else ``staging.request_id`` makes one)."""
+    if header:
+        return header.decode("latin-1")[:200]
+    return v2_id if isinstance(v2_id, str) and v2_id else None
 
 
 class _FastPath:
@@ -106,7 +116,7 @@ class _FastPath:
             elif path == "/invocations":
                 protocol = "mlflow"
             if protocol is not None and (name is None or (name and "/" not in name)):
-                ct = cl = smoke = auth = None
+                ct = cl = smoke = auth = rid = None
                 for k, v in scope["headers"]:
                     if k == b"content-type":
                         ct = v
@@ -116,6 +126,8 @@ class _FastPath:
                         smoke = v
                     elif k == b"authorization":
                         auth = v
+                    elif k == RID_HEADER:
+                        rid = v
                 try:
                     status, body, version, close = await self.state.score(
                         name,
@@ -125,6 +137,7 @@ class _FastPath:
                         receive,
                         scope.get(IN_FLIGHT),
                         sample=smoke is None or not self.state.smoke_allowed(auth),
+                        xrid=rid,
                     )
                 except Disconnected:
                     return
@@ -183,6 +196,7 @@ class ServingState:
         poll_seconds: float,
         sample_dir: Path | None,
         latency_budget_ms: float | None,
+        stage_dir: Path | None,
         sample_max_rows: int,
         sample_flush_seconds: float,
         sample_rows_per_second: float | None,
@@ -199,6 +213,7 @@ class ServingState:
         )
         self.slots = self.registry.slots
         self.only = self.registry.only
+        self.stages = self.registry.stages = Stages(self.registry.store, self.slots, stage_dir, latency_budget_ms)
         self.admin_token = admin_token or None
         self.body = BodyReader(max_body_bytes, body_timeout_seconds)
         self.max_body_bytes = self.body.max_bytes
@@ -236,6 +251,7 @@ class ServingState:
         receive,
         in_flight=None,
         sample: bool = True,
+        xrid: bytes | None = None,
     ) -> tuple[int, bytes, bytes | None, bool]:
         """The hot path. -> (status, JSON body, X-Model-Version or None, close the connection).
         ``in_flight``: the server's requests in flight, when it says (``batching.IN_FLIGHT``).
@@ -250,6 +266,7 @@ class ServingState:
         hot = model.hot.get(protocol)
         if hot is None:
             hot = model.hot[protocol] = self.metrics.hot(model.name, model.version_str, protocol)
+        outs = None
         try:
             body = raw = None
             if ct == b"application/json":  # the common case: one small body chunk
@@ -292,7 +309,20 @@ class ServingState:
                     t = type(v)
                     if not ((t is str and len(v) <= MAX_ID_CHARS) or t is int or t is float or v is None):
                         model.schema.check_ids(ids)
-            if parsed.n == 1 and model.batchable and (in_flight is None or len(in_flight) > 1):
+            stage = slot.stage if sample else None  # the deploy's smoke rows stay with the champion
+            if stage is not None and stage.canary:
+                if stage.routes(parsed):
+                    outs = self._canary(stage, parsed)
+                    if outs is not None:  # the candidate answered; the champion scores a copy later
+                        stage.mirror(_request_id(xrid, rid), parsed, outs, stage.model, stage.recent[-1])
+                        model = stage.model
+                        hot = model.hot.get(protocol)
+                        if hot is None:
+                            hot = model.hot[protocol] = self.metrics.hot(model.name, model.version_str, protocol)
+                stage = None
+            if outs is not None:
+                pass
+            elif parsed.n == 1 and model.batchable and (in_flight is None or len(in_flight) > 1):
                 outs = await model.batcher.submit(parsed)  # shares a call with its neighbours
             elif parsed.n > INLINE_ROWS:
                 outs = await run_in_threadpool(model.run, parsed.feeds)
@@ -340,10 +370,28 @@ class ServingState:
             self.metrics.predicted_values(model.name, model.version_str, outs[0].reshape(-1), model.value_buckets)
         if sample and self.sampler is not None:
             self.sampler.add(model, parsed, outs)
+        if stage is not None:  # shadow: a copy for the candidate, scored after the answer
+            stage.mirror(_request_id(xrid, rid), parsed, outs, model)
         hot.requests += 1
         hot.rows += n
         hot.latency.observe(_perf() - t0)
         return 200, out, model.version_bytes, False
+
+    def _canary(self, stage, parsed):
+        """The candidate answers this request: -> its outputs, or None when it failed (rolled back
+        at once: this request and every later one go to the champion)."""
+        t0 = _perf()
+        try:
+            outs = stage.model.run(parsed.feeds)
+            stage.model._check_shapes(outs, parsed.n)
+        except Exception as e:  # noqa: BLE001 - the candidate's failure, not the client's
+            stage.mark_failed(f"inference failed on live traffic: {type(e).__name__}: {str(e)[:200]}")
+            return None
+        ms = (_perf() - t0) * 1000
+        why = stage.observe_latency(ms)
+        if why is not None:
+            stage.mark_failed(why)
+        return outs
 
     async def _score_route(self, request: Request, name: str | None, protocol: str) -> Response:
         # Normally unreached: _FastPath answers these routes before Starlette's router.
@@ -382,6 +430,9 @@ class ServingState:
         if self.sampler is not None:
             flush = self.sampler.flush_forever(self.metrics.sampled, self.sample_flush_seconds)
             self._tasks.append(asyncio.create_task(flush, name="ml_platform-sample"))
+        if self.stages.dir is not None:
+            stages = self.stages.run_forever(self.poll_seconds)
+            self._tasks.append(asyncio.create_task(stages, name="ml_platform-staging"))
         try:
             yield
         finally:
@@ -391,6 +442,8 @@ class ServingState:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self._tasks = []
+            with contextlib.suppress(Exception):
+                await self.stages.close()
             self.large.close()
             if self.sampler is not None:
                 items, _ = self.sampler.take()
@@ -412,13 +465,16 @@ def create_app(
     sample_rows_per_second: float | None = None,
     sample_max_bytes: int | None = None,
     body_timeout_seconds: float = _DEFAULTS.body_timeout_seconds,
+    stage_dir: Path | None = None,
 ) -> Starlette:
     """The endpoint for ``models`` reading ``serving_dir`` (``Settings.serving_dir``).
 
     Champions are loaded (and validated) here, synchronously; the lifespan starts the
     pointer poller and, with ``sample_dir``, the live-sample flusher. A request body that
     has started must arrive within ``body_timeout_seconds`` (else 408 and the connection
-    closes); the server adds its own header/body read limits (``serving/protocol.py``)."""
+    closes); the server adds its own header/body read limits (``serving/protocol.py``). With
+    ``stage_dir``, a candidate staged beside a champion (``staged.json``) is loaded as a shadow or a
+    canary and its evidence recorded there (``staging.py``)."""
     state = ServingState(
         serving_dir,
         list(models),
@@ -432,8 +488,10 @@ def create_app(
         sample_rows_per_second=sample_rows_per_second,
         sample_max_bytes=sample_max_bytes,
         body_timeout_seconds=body_timeout_seconds,
+        stage_dir=stage_dir,
     )
     state.registry.initial_load()
+    state.stages.initial_load()
     ep = Endpoints(state.registry, state.metrics, state.admin_token)
     routes = [
         Route("/models/{name}/invocations", state.invocations, methods=["POST"]),

@@ -74,6 +74,7 @@ class Endpoints:
             "batching": m.batchable if m else None,  # concurrent single-row requests share calls
             "pointer": m.pointer if m else None,
             "last_rejection": slot.last_rejection,
+            "staged": _staged(slot.stage),
         }
         return json_response(body, headers=m.headers if m else None)
 
@@ -131,3 +132,19 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(errors.internal())
+
+
+def _staged(stage) -> dict | None:
+    """This worker's view of the staged candidate (``staging.py``)."""
+    if stage is None:
+        return None
+    return {
+        "version": stage.version,
+        "mode": stage.mode,
+        "share": stage.share,
+        "mirrored": stage.mirrored,
+        "queued": stage.queued_rows,
+        "dropped": stage.dropped,
+        "errors": stage.errors,
+        "failed": stage.failed,
+    }

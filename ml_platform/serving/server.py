@@ -59,6 +59,7 @@ def build_app(settings: Settings, admin_token: str | None = None):
         sample_max_bytes=int(s.sample_max_mb * 1024 * 1024),
         latency_budget_ms=None,  # each version is held to its own gate's budget
         body_timeout_seconds=s.body_timeout_seconds,
+        stage_dir=settings.live_samples_dir,  # a staged candidate's evidence (serving/staging.py)
     )
 
 

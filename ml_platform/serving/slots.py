@@ -44,7 +44,7 @@ class Slot:
     ``{"version": N, "reason": ...}`` (being loaded, or rejected and why); readiness
     reports it."""
 
-    __slots__ = ("name", "model", "pointer_sig", "last_rejection", "pending", "lock")
+    __slots__ = ("name", "model", "pointer_sig", "last_rejection", "pending", "lock", "stage")
 
     def __init__(self, name: str):
         self.name = name
@@ -53,6 +53,7 @@ class Slot:
         self.last_rejection: dict | None = None
         self.pending: dict | None = None
         self.lock: asyncio.Lock | None = None
+        self.stage = None  # a staged candidate beside the champion (``staging.Stage``), never its readiness
 
 
 class ModelSlots:
@@ -77,6 +78,7 @@ class ModelSlots:
         self.poll_seconds = float(poll_seconds)
         self.latency_budget_ms = None if latency_budget_ms is None else float(latency_budget_ms)
         self.metrics = metrics
+        self.stages = None  # ``staging.Stages``: follows staged.json (set by the app)
         metrics.gauges = self.gauges
 
     def gauges(self) -> dict:
@@ -256,7 +258,11 @@ class ModelSlots:
         """``POST /admin/reload``: read the pointer of ``name`` (None: every model) now.
         -> {model: outcome}; an unknown ``name`` is a 404 (RequestError)."""
         slots = [self.slot(name)] if name is not None else list(self.slots.values())
-        return {s.name: await self.reload(s, force=True) for s in slots}
+        out = {s.name: await self.reload(s, force=True) for s in slots}
+        if self.stages is not None:
+            for s in slots:
+                await self.stages.follow(s, force=True)
+        return out
 
     async def poll_forever(self) -> None:
         while True:

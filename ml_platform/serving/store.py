@@ -7,6 +7,8 @@ Layout under ``root`` (``Settings.serving_dir``)::
     <model>/current.json   the champion pointer:
                            {"version": N, "onnx": "v<N>.onnx", "meta": "v<N>.json",
                             "previous": M | null, "updated_at": "<ISO 8601 UTC>"}
+    <model>/staged.json    a candidate staged beside the champion (``stage``; docs/staging.md):
+                           {"version": N, "mode": "shadow" | "canary", "share": x, "champion": M, ...}
     <model>/removed.json   written by ``unpoint`` (the removed pointer and when), deleted by
                            ``point``: a pointer removed on purpose. A pointer that is gone
                            without it was lost (a deleted file, a restored backup): the
@@ -36,6 +38,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 POINTER = "current.json"
+STAGED = "staged.json"  # the staged candidate (shadow or canary), see ``stage``
 REMOVED = "removed.json"  # the tombstone of a pointer removed on purpose (``unpoint``)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _VERSION_FILE = re.compile(r"^v([0-9]+)\.onnx$")
@@ -92,6 +95,9 @@ class ModelStore:
 
     def pointer_path(self, name: str) -> Path:
         return self.model_dir(name) / POINTER
+
+    def stage_path(self, name: str) -> Path:
+        return self.model_dir(name) / STAGED
 
     def removed_path(self, name: str) -> Path:
         return self.model_dir(name) / REMOVED
@@ -183,7 +189,37 @@ class ModelStore:
             _fsync_dir(self.model_dir(name))
         return cur
 
+    def stage(self, name: str, record: dict) -> dict:
+        """Stage a published version beside the champion (the endpoint loads it as a shadow or a
+        canary, ``serving/staging.py``); replaces any staged version. Never touches the champion."""
+        version = _check_version(record.get("version"))
+        if not (self.onnx_path(name, version).is_file() and self.meta_path(name, version).is_file()):
+            raise FileNotFoundError(f"{name} v{version} is not published under {self.model_dir(name)}")
+        with self._lock(name):
+            atomic_write(self.stage_path(name), json.dumps(record, indent=1).encode())
+        return record
+
+    def unstage(self, name: str) -> dict | None:
+        """End the staging of ``name`` (the candidate was promoted or refused)."""
+        with self._lock(name):
+            cur = self.staged(name)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.stage_path(name))
+            _fsync_dir(self.model_dir(name))
+        return cur
+
     # ---- readers (the endpoint) ----
+    def staged(self, name: str) -> dict | None:
+        """The staged candidate's record, or None."""
+        try:
+            raw = self.stage_path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        rec = json.loads(raw)
+        if not isinstance(rec, dict) or not isinstance(rec.get("version"), int):
+            raise ValueError(f"{self.stage_path(name)}: not a valid staged record")
+        return rec
+
     def current(self, name: str) -> dict | None:
         """The champion pointer, or None when nothing was ever pointed at."""
         try:

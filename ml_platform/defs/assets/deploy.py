@@ -9,10 +9,12 @@ by materializing this asset on its own (UI) or with `ml-platform approve`."""
 import dagster as dg
 
 from ml_platform import names
+from ml_platform.control import staging
 from ml_platform.control.chain import Chain
 from ml_platform.control.promotion import Promotion, PromotionError, approve, checks_of, move_champion
 from ml_platform.core.candidate import Candidate
 from ml_platform.defs.metadata import VERDICT, audit_table, figures
+from ml_platform.defs.staging import staged_observation
 from ml_platform.names import AUTOMATION_RUN_TAGS, TAG_APPROVED_BY
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
@@ -81,6 +83,7 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
             return
         try:
             if approval_required(chain):
+                staging.waive_first(ml_platform_registry, chain.settings, chain.name, version)
                 p = approve(
                     chain.settings,
                     ml_platform_registry,
@@ -90,7 +93,24 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
                     by=ui_approver(run),
                     via=f"dagster run {context.run_id}",
                 )
+                if p.version != version:  # approved into staging (deploy.strategy): not serving yet
+                    yield staged_observation(chain, p.endpoint, version)
+                    return
+            elif staging.should_stage(chain.settings, ml_platform_registry, chain.name, version):
+                note = staging.stage(
+                    chain.settings,
+                    ml_platform_registry,
+                    ml_platform_endpoint,
+                    chain.name,
+                    version,
+                    actor=f"dagster run {context.run_id}",
+                    trigger=candidate_model.trigger,
+                )
+                context.log.info(f"{note}; the champion serves every answer until live_shadow decides")
+                yield staged_observation(chain, note, version)
+                return
             else:
+                staging.waive_first(ml_platform_registry, chain.settings, chain.name, version)
                 p = move_champion(
                     chain.settings,
                     ml_platform_registry,

@@ -1,0 +1,163 @@
+"""The champion's cost of a shadow: single-row req/s and p99 with a shadow mirroring every request,
+side by side with direct serving, run by hand:
+
+    nice -n 15 .venv/bin/python benchmarks/serving_shadow.py [--seconds 10] [--rounds 3]
+
+Builds the ``serving_bench.py`` model as the champion (v1) and a second fit as the candidate (v2),
+starts one endpoint worker, and measures with ``wrk`` (required: apt-get install wrk) in alternating
+rounds: direct (nothing staged), then shadow (v2 staged with ``share: 1``, every request mirrored),
+at 1 and 32 connections. The two modes run on the same process, one after the other, so the
+machine's load hits both alike; the table shows each round and the median. After each shadow round
+the endpoint's own counters say how many requests were mirrored and how many dropped (overload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving_bench import ROWS, build_store, free_port, run_wrk, wait_ready  # noqa: E402
+
+
+def publish_candidate(cfg_path: Path) -> None:
+    """v2: the same features, fitted on another sample (a real second model, same cost class)."""
+    import pandas as pd
+
+    from ml_platform.core.export import export_onnx, serving_metadata
+    from ml_platform.core.training import fit
+    from ml_platform.serving.store import ModelStore
+    from ml_platform.settings import load_settings
+
+    settings = load_settings(cfg_path)
+    cfg = settings.models["bench"]
+    rng = np.random.default_rng(1)
+    n = 5000
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "age": rng.integers(18, 90, n).astype(float),
+            "income": rng.lognormal(8, 1, n),
+            "plan": rng.choice(["free", "gold", "pro"], n),
+            "region": rng.integers(1, 9, n),
+        }
+    )
+    df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
+    pipe = fit(df, cfg)
+    smoke = [{"age": 40.0, "income": 3000.0, "plan": "pro", "region": 2}]
+    meta = serving_metadata(pipe, cfg, name="bench", version=2, metrics={}, smoke_rows=smoke)
+    ModelStore(settings.serving_dir).publish("bench", 2, export_onnx(pipe, cfg), meta)
+
+
+def parse_wrk(out: str) -> tuple[float, float]:
+    """-> (req/s, p99 ms)."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errs:
+        raise RuntimeError(f"{errs.group(1)} failed requests:\n{out}")
+    return rps, p99
+
+
+def staged_info(port: int) -> dict | None:
+    return httpx.get(f"http://127.0.0.1:{port}/v2/models/bench", timeout=5).json().get("staged")
+
+
+def set_mode(store, port: int, mode: str) -> None:
+    if mode == "shadow":
+        store.stage("bench", {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    else:
+        store.unstage("bench")
+    httpx.post(f"http://127.0.0.1:{port}/admin/reload", timeout=30)
+    got = staged_info(port)
+    assert (got is not None) == (mode == "shadow"), got
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is required (apt-get install wrk)", file=sys.stderr)
+        return 2
+    from ml_platform.serving.store import ModelStore
+    from ml_platform.settings import load_settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="serving_shadow_"))
+    proc = None
+    try:
+        cfg_path = build_store(tmp)
+        publish_candidate(cfg_path)
+        settings = load_settings(cfg_path)
+        store = ModelStore(settings.serving_dir)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_ready(port)
+        path, body = ROWS["mlflow"]
+        run_wrk(port, path, body, 32, 2)  # warm-up
+        results: dict = {}
+        for r in range(args.rounds):
+            for conns in (1, 32):
+                for mode in ("direct", "shadow"):
+                    set_mode(store, port, mode)
+                    before = staged_info(port) or {}
+                    rps, p99 = parse_wrk(run_wrk(port, path, body, conns, args.seconds))
+                    after = staged_info(port) or {}
+                    time.sleep(0.3)
+                    mirrored = (after.get("mirrored", 0) - before.get("mirrored", 0)) if mode == "shadow" else None
+                    dropped = (after.get("dropped", 0) - before.get("dropped", 0)) if mode == "shadow" else None
+                    results.setdefault((conns, mode), []).append((rps, p99, mirrored, dropped))
+                    extra = f"   mirrored {mirrored:,}  dropped {dropped:,}" if mode == "shadow" else ""
+                    print(f"round {r + 1}  {conns:>2} conn  {mode:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms{extra}")
+        print()
+        print("| connections | mode | req/s (median) | p99 ms (median) | vs direct | mirrored / dropped |")
+        print("|---|---|---|---|---|---|")
+        for conns in (1, 32):
+            base = results[(conns, "direct")]
+            b_rps = statistics.median(x[0] for x in base)
+            b_p99 = statistics.median(x[1] for x in base)
+            for mode in ("direct", "shadow"):
+                rows = results[(conns, mode)]
+                rps = statistics.median(x[0] for x in rows)
+                p99 = statistics.median(x[1] for x in rows)
+                vs = "-" if mode == "direct" else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}"
+                md = "-" if mode == "direct" else f"{sum(x[2] for x in rows):,} / {sum(x[3] for x in rows):,}"
+                print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {vs} | {md} |")
+        print(json.dumps({f"{c}-{m}": v for (c, m), v in results.items()}))
+    finally:
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

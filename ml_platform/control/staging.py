@@ -1,0 +1,358 @@
+"""Staging before production (``deploy.strategy: shadow | canary``): a gated candidate is loaded by
+the endpoint beside the champion, judged on live traffic (``live_shadow``), then promoted through
+``move_champion`` or refused; the champion never moves without that evidence.
+
+State of record: the serving store's ``staged.json`` (what is staged, since when, how) and the
+endpoint's evidence files (``serving/staging.py``), both on disk, so a restarted endpoint or daemon
+resumes from them. The verdict is recorded on the MLflow version like every gate check
+(``gate.live_shadow``), which ``move_champion`` requires; the decisions (staged, refused) go to the
+audit next to the champion moves. Every step is idempotent: a process killed anywhere leaves either
+the stage in place (judged again next time) or the move's intent (finished by ``reconcile``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import store as model_store
+from ml_platform.control.promotion import (
+    Promotion,
+    PromotionError,
+    _move_lock,
+    _publish,
+    gate_refusal,
+    move_champion,
+    version_files_of,
+)
+from ml_platform.core import audit, catalog, stage_files, training
+from ml_platform.core import staging as live
+from ml_platform.names import LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
+from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
+from ml_platform.resources.registry import MlflowRegistry
+from ml_platform.runtime import faults
+from ml_platform.settings import Settings
+
+
+def evidence_dir(settings: Settings, model: str) -> Path:
+    return settings.live_samples_dir / model
+
+
+def staged(settings: Settings, model: str) -> dict | None:
+    try:
+        return model_store(settings).staged(model)
+    except (OSError, ValueError):
+        return None
+
+
+def should_stage(settings: Settings, registry: MlflowRegistry, model: str, version: int) -> bool:
+    """Does a deploy of ``version`` go to staging first? With a shadow/canary strategy, unless there
+    is no champion yet (the first model is always direct), it is the champion, or it has passed
+    its live comparison already."""
+    if settings.models[model].deploy.strategy == "direct":
+        return False
+    current = champion_version(settings, model)
+    if current is None or current == version:
+        return False
+    return registry.version(model, version).tags.get(gate_tag(LIVE_CHECK)) != "passed"
+
+
+def waive_first(registry: MlflowRegistry, settings: Settings, model: str, version: int) -> None:
+    """The first champion of a staged model deploys directly: nothing serves to compare it with."""
+    if settings.models[model].deploy.strategy != "direct" and champion_version(settings, model) is None:
+        tags = registry.version(model, version).tags
+        if tags.get(gate_tag(LIVE_CHECK)) is None:
+            registry.set_version_tags(
+                model,
+                version,
+                {
+                    gate_tag(LIVE_CHECK): "passed",
+                    gate_reason_tag(LIVE_CHECK): "no champion yet: the first model is deployed directly",
+                },
+            )
+
+
+def _settings_of(settings: Settings, model: str) -> dict:
+    d = settings.models[model].deploy
+    sub = d.shadow if d.strategy == "shadow" else d.canary
+    return {
+        "mode": d.strategy,
+        "share": sub.share,
+        "min_requests": sub.min_requests,
+        "max_hours": sub.max_hours,
+        "latency_budget_ms": settings.models[model].gate.latency_budget_ms,
+    }
+
+
+def stage(
+    settings: Settings,
+    registry: MlflowRegistry,
+    endpoint: EndpointClient | None,
+    model: str,
+    version: int,
+    *,
+    actor: str,
+    trigger: str,
+) -> str:
+    """Load ``version`` beside the champion. Refused (PromotionError) unless every offline gate check
+    passed against the champion serving now. A version staged already stays (its evidence too); an
+    older staged version is superseded: refused, with the reason. -> what happened."""
+    cfg = settings.models[model]
+    with _move_lock(settings, model):
+        current = champion_version(settings, model)
+        refusal = gate_refusal(registry, model, version, serving=current, kind="deploy", checks=offline_checks(cfg))
+        if refusal:
+            raise PromotionError(refusal)
+        store = model_store(settings)
+        old = staged(settings, model)
+        if old is not None and old["version"] == version:
+            return f"v{version} is already in {old['mode']} behind v{old.get('champion')}"
+        files = version_files_of(settings, registry, model, version)
+        import json
+
+        meta = {**json.loads(files.serving.read_text()), "version": version}
+        _publish(store, model, version, files.onnx.read_bytes(), meta)
+        if old is not None:
+            _refuse(
+                settings,
+                registry,
+                model,
+                old,
+                f"superseded by v{version}, a newer candidate staged while v{old['version']} was in {old['mode']}",
+                actor,
+            )
+        record = {
+            "version": version,
+            "champion": current,
+            **_settings_of(settings, model),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "trigger": trigger,
+            "actor": actor,
+        }
+        store.stage(model, record)
+        faults.point("stage:staged")
+        registry.set_version_tags(model, version, {VERSION_STAGED: record["mode"]})
+        audit.append(
+            settings.model_dir(model),
+            _decision(model, current, actor, trigger, f"staged v{version} as {record['mode']}", "stage", version),
+        )
+    _tell(endpoint, model)
+    return f"v{version} staged as {record['mode']} behind v{current}"
+
+
+def _decision(model, current, actor, trigger, reason, kind, candidate) -> audit.AuditEntry:
+    return audit.AuditEntry(
+        at=audit.now_iso(),
+        model=model,
+        previous=current,
+        to=current,
+        actor=actor,
+        trigger=trigger,
+        reason=reason,
+        kind=kind,
+        gate={},
+        endpoint="unchanged",
+        intent="",
+        candidate=candidate,
+    )
+
+
+def _tell(endpoint: EndpointClient | None, model: str) -> None:
+    if endpoint is not None:
+        with contextlib.suppress(EndpointUnavailable, Exception):
+            endpoint.reload(model)
+
+
+def _refuse(settings: Settings, registry: MlflowRegistry, model: str, rec: dict, reason: str, actor: str) -> None:
+    """Record the refusal on the version and in the audit, and end the stage (caller holds the lock)."""
+    v = rec["version"]
+    registry.set_version_tags(model, v, {gate_tag(LIVE_CHECK): "failed", gate_reason_tag(LIVE_CHECK): reason[:5000]})
+    faults.point("stage:refused")
+    model_store(settings).unstage(model)
+    audit.append(
+        settings.model_dir(model),
+        _decision(
+            model,
+            champion_version(settings, model),
+            actor,
+            rec.get("trigger", "stage"),
+            f"refused v{v}: {reason}",
+            "refuse",
+            v,
+        ),
+    )
+
+
+@dataclass
+class Progress:
+    version: int
+    champion: int | None
+    mode: str
+    rows: int
+    need: int
+    started_at: str
+    failures: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return stage_files.progress_line(
+            {"version": self.version, "mode": self.mode, "champion": self.champion, "min_requests": self.need},
+            self.rows,
+        )
+
+
+def progress(settings: Settings, model: str) -> Progress | None:
+    rec = staged(settings, model)
+    if rec is None:
+        return None
+    d = evidence_dir(settings, model)
+    v = rec["version"]
+    return Progress(
+        v,
+        rec.get("champion"),
+        rec.get("mode", "shadow"),
+        live.count_rows(d, v),
+        int(rec.get("min_requests", 0)),
+        rec.get("started_at", ""),
+        live.failures(d, v),
+    )
+
+
+def ready(settings: Settings, model: str, now: datetime | None = None) -> str | None:
+    """Why the staged candidate should be judged now, or None (nothing staged, evidence short)."""
+    p = progress(settings, model)
+    if p is None:
+        return None
+    if p.failures:
+        return f"v{p.version} failed on live traffic"
+    if p.champion is not None and champion_version(settings, model) == p.version:
+        return f"v{p.version} is the champion already"
+    if p.rows >= p.need:
+        return f"{p.rows}/{p.need} requests"
+    if live.expired(staged(settings, model) or {}, float(staged(settings, model).get("max_hours", 24)), _now(now)):
+        return f"max_hours reached with {p.rows}/{p.need} requests"
+    return None
+
+
+def _now(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+def labelled_rows(settings: Settings, model: str) -> pd.Series | None:
+    """The target by id (as str) from every labelled validated batch, the newest label winning."""
+    cfg = settings.models[model]
+    if not cfg.id_column:
+        return None
+    parts = []
+    for rec in sorted(catalog.read_records(settings.model_dir(model)), key=lambda r: r.validated_at or 0):
+        if not rec.labelled or not rec.validated_path or not Path(rec.validated_path).is_file():
+            continue
+        try:
+            df = pd.read_parquet(rec.validated_path, columns=[cfg.id_column, cfg.target])
+        except (OSError, ValueError, KeyError):
+            continue
+        parts.append(df)
+    if not parts:
+        return None
+    df = pd.concat(parts, ignore_index=True).dropna().drop_duplicates(cfg.id_column, keep="last")
+    # the labels as the gate sees them (integral classes as int64, as the models were trained)
+    return pd.Series(training.target_values(df, cfg), index=df[cfg.id_column].astype(str).to_numpy())
+
+
+@dataclass
+class Outcome:
+    version: int | None
+    state: str  # "nothing staged" | "pending" | "promoted" | "refused"
+    reason: str
+    judged: live.Judged | None = None
+    promotion: Promotion | None = None
+    progress: Progress | None = None
+
+
+def judge_and_conclude(
+    settings: Settings,
+    registry: MlflowRegistry,
+    endpoint: EndpointClient | None,
+    model: str,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> Outcome:
+    """The live comparison of the staged candidate, when its evidence is in (or it failed, or its
+    time ran out): pass -> ``move_champion`` (trigger and reason recorded); fail -> refused, the
+    champion stays. Short of evidence: "pending", nothing recorded."""
+    cfg = settings.models[model]
+    rec = staged(settings, model)
+    if rec is None:
+        return Outcome(None, "nothing staged", "no candidate is staged")
+    v = rec["version"]
+    current = champion_version(settings, model)
+    if current == v:  # promoted by a process that died before ending the stage
+        model_store(settings).unstage(model)
+        _tell(endpoint, model)
+        return Outcome(v, "promoted", f"v{v} is the champion (the stage was left behind: ended)")
+    p = progress(settings, model)
+    ev = live.read_evidence(evidence_dir(settings, model), v)
+    if not ev.failures and ev.n < p.need:
+        if not live.expired(rec, float(rec.get("max_hours", 24)), _now(now)):
+            return Outcome(v, "pending", p.line(), progress=p)
+        judged = None
+        reason = (
+            f"no evidence: {ev.n}/{p.need} mirrored requests after max_hours ({rec.get('max_hours')} h); "
+            f"the champion v{current} stays"
+        )
+    else:
+        classes = _classes(settings, model, current)
+        judged = live.compare(ev, cfg, champion_version=current, classes=classes, labels=labelled_rows(settings, model))
+        reason = judged.verdict.reason
+    passed = judged is not None and judged.verdict.passed
+    with _move_lock(settings, model):
+        if staged(settings, model) != rec:  # superseded or concluded meanwhile
+            return Outcome(v, "pending", "the stage changed while it was judged")
+        if not passed:
+            _refuse(settings, registry, model, rec, reason, actor)
+            out = Outcome(v, "refused", reason, judged, progress=p)
+        else:
+            registry.set_version_tags(
+                model, v, {gate_tag(LIVE_CHECK): "passed", gate_reason_tag(LIVE_CHECK): reason[:5000]}
+            )
+    if not passed:
+        _tell(endpoint, model)
+        return out
+    faults.point("stage:judged")
+    try:
+        prom = move_champion(
+            settings,
+            registry,
+            endpoint,
+            model,
+            v,
+            actor=actor,
+            trigger=rec.get("trigger", "stage"),
+            reason=f"passed the live comparison ({rec.get('mode')}): {reason}",
+        )
+    except PromotionError as e:
+        with _move_lock(settings, model):
+            if staged(settings, model) == rec:
+                model_store(settings).unstage(model)
+        _tell(endpoint, model)
+        return Outcome(v, "refused", f"passed live, but the move was refused: {e}", judged, progress=p)
+    with _move_lock(settings, model):
+        if (staged(settings, model) or {}).get("version") == v:
+            model_store(settings).unstage(model)
+    _tell(endpoint, model)
+    return Outcome(v, "promoted", reason, judged, prom, p)
+
+
+def _classes(settings: Settings, model: str, version: int | None) -> list | None:
+    if version is None:
+        return None
+    try:
+        _, meta = model_store(settings).read(model, version)
+    except (OSError, ValueError):
+        return None
+    return meta.get("classes")

@@ -1,0 +1,278 @@
+"""The live comparison of a staged candidate (``live_shadow``) as plain functions: the endpoint's
+evidence (``serving/staging.py``) in, a verdict with readable reasons and a table out.
+
+On the same live rows, scored by both models: the share of rows where they agree (same label;
+regression: within ``max_relative_difference``), the Kolmogorov-Smirnov distance between their
+score distributions, the candidate's error rate, its single-row latency p99 against
+``gate.latency_budget_ms`` and, when labelled batches later carry ids the endpoint saw, both models'
+realised metric on exactly those rows by the same rule as ``not_worse_than_champion``
+(``gate.judge_against_champion``: paired bootstrap). Every figure is judged; the reason names each
+one that fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from ml_platform.core.gate import Verdict, judge_against_champion
+from ml_platform.core.stage_files import count_rows, evidence_files, failures  # noqa: F401 - re-exported
+
+CHECK = "live_shadow"
+
+
+@dataclass
+class Evidence:
+    """What the endpoint recorded for one staged version (every worker, every restart)."""
+
+    version: int
+    rows: pd.DataFrame  # rid, id, _ts, features..., champion / candidate outputs, candidate_ms, error
+    champion_scores: np.ndarray | None = None  # probabilities [N, k] or values [N]
+    candidate_scores: np.ndarray | None = None
+    classes: list | None = None
+    latency_ms: np.ndarray = field(default_factory=lambda: np.empty(0))
+    dropped: int = 0
+    failures: list[str] = field(default_factory=list)  # a canary rolled back on live traffic, a load failure
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+
+def read_evidence(model_dir: Path, version: int) -> Evidence:
+    """Every evidence block of ``version`` under ``model_dir`` (``<live_samples>/<model>``) as rows."""
+    frames, champ, cand, lat, errors, classes = [], [], [], [], [], None
+    dropped = 0
+    for p in sorted(Path(model_dir).glob(f"stage-v{version}-stats-*.json")):
+        try:
+            dropped += int(orjson.loads(p.read_bytes()).get("dropped", 0))
+        except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            continue
+    for p in evidence_files(model_dir, version):
+        for line in p.read_bytes().splitlines():
+            try:
+                b = orjson.loads(line)
+                n = int(b["rows"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            cols = {"rid": b.get("rid"), "id": b.get("id") or [None] * n, "_ts": [b.get("ts")] * n}
+            cols.update(b.get("features") or {})
+            err = b.get("error")
+            ms = b.get("candidate_ms")
+            if isinstance(ms, list):
+                lat.extend(x for x in ms if x is not None)
+            elif ms is not None:
+                lat.append(ms)
+            co, ca = b.get("champion_out"), b.get("candidate_out")
+            if co is None:
+                continue  # the champion's copy could not be scored: nothing to compare
+            cs, classes = _scores(co, classes)
+            if ca is None:
+                ks = np.full_like(cs, np.nan, dtype=np.float64)
+            else:
+                ks, classes = _scores(ca, classes)
+            frames.append(pd.DataFrame(cols))
+            errors.extend([err] * n)
+            champ.append(cs)
+            cand.append(ks)
+    if not frames:
+        return Evidence(version, pd.DataFrame(), failures=failures(model_dir, version), dropped=dropped)
+    rows = pd.concat(frames, ignore_index=True)
+    rows["error"] = pd.Series(errors, dtype=object)
+    return Evidence(
+        version,
+        rows,
+        np.concatenate(champ),
+        np.concatenate(cand),
+        classes,
+        np.asarray(lat, dtype=np.float64),
+        dropped,
+        failures(model_dir, version),
+    )
+
+
+def _scores(out: dict, classes):
+    if "probabilities" in out:
+        proba = np.asarray(out["probabilities"], dtype=np.float64)
+        return proba, classes
+    return np.asarray(out.get("value"), dtype=np.float64), classes
+
+
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic (the largest gap between the two empirical CDFs)."""
+    a, b = np.sort(a), np.sort(b)
+    if not len(a) or not len(b):
+        return float("nan")
+    grid = np.concatenate([a, b])
+    return float(
+        np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b)))
+    )
+
+
+def _one_score(x: np.ndarray) -> np.ndarray:
+    if x.ndim == 2:
+        return x[:, 1] if x.shape[1] == 2 else x.max(axis=1)
+    return x
+
+
+@dataclass
+class Judged:
+    verdict: Verdict
+    table: list[dict]  # one row per criterion: criterion, value, limit, verdict
+    labelled_rows: int = 0
+
+
+def compare(
+    ev: Evidence,
+    cfg,
+    *,
+    champion_version: int,
+    classes: list | None,
+    labels: pd.Series | None = None,
+) -> Judged:
+    """Judge ``ev`` (at least ``min_requests`` rows or not: the caller decides when to ask).
+    ``cfg``: the model's config (``deploy.live_check``, ``gate``, ``task``). ``labels``: the
+    target by id (str) from labelled batches; the rows whose id is there are judged by the gate's
+    rule as well."""
+    lc = cfg.deploy.live_check
+    budget = cfg.gate.latency_budget_ms
+    figures: dict = {"rows": ev.n, "champion_version": champion_version, "candidate_version": ev.version}
+    table: list[dict] = []
+    bad: list[str] = []
+
+    def judge(name: str, value, limit: str, ok: bool, why: str) -> None:
+        table.append({"criterion": name, "value": value, "limit": limit, "verdict": "pass" if ok else "FAIL"})
+        if not ok:
+            bad.append(why)
+
+    for f in ev.failures:
+        judge("live failure", f, "none", False, f"failed on live traffic: {f}")
+    if ev.n == 0:
+        judge("rows", 0, "> 0", False, "no live rows were scored by both models")
+        return Judged(Verdict(CHECK, False, "; ".join(bad), figures), table)
+    err = ev.rows["error"].notna().to_numpy()
+    rate = float(err.mean())
+    figures["error_rate"] = rate
+    judge(
+        "candidate errors",
+        f"{int(err.sum())} of {ev.n} rows ({rate:.2%})",
+        f"<= {lc.max_error_rate:.2%}",
+        rate <= lc.max_error_rate,
+        f"the candidate failed on {int(err.sum())} of {ev.n} live rows ({rate:.2%} > {lc.max_error_rate:.2%})",
+    )
+    ok = ~err & ~np.isnan(_one_score(ev.candidate_scores)) & ~np.isnan(_one_score(ev.champion_scores))
+    champ, cand = ev.champion_scores[ok], ev.candidate_scores[ok]
+    if ok.sum():
+        if cfg.task == "classification":
+            agree = float(np.mean(champ.argmax(axis=1) == cand.argmax(axis=1)))
+            what = "same label"
+        else:
+            agree = float(np.mean(np.abs(cand - champ) <= lc.max_relative_difference * np.abs(champ) + 1e-9))
+            what = f"within {lc.max_relative_difference:.0%}"
+        figures["agreement"] = agree
+        judge(
+            f"agreement ({what})",
+            round(agree, 4),
+            f">= {lc.min_agreement}",
+            agree >= lc.min_agreement,
+            f"candidate and champion agree on {agree:.1%} of live rows (< {lc.min_agreement:.0%})",
+        )
+        dist = ks_distance(_one_score(champ), _one_score(cand))
+        figures["score_distance"] = dist
+        judge(
+            "score distance (KS)",
+            round(dist, 4),
+            f"<= {lc.max_score_distance}",
+            dist <= lc.max_score_distance,
+            f"the score distributions differ (KS {dist:.3f} > {lc.max_score_distance})",
+        )
+    if len(ev.latency_ms):
+        p99 = float(np.percentile(ev.latency_ms, 99))
+        figures["latency_p99_ms"] = p99
+        judge(
+            "latency p99 (single row, live)",
+            f"{p99:.3f} ms ({len(ev.latency_ms)} calls)",
+            f"<= {budget} ms",
+            p99 <= budget,
+            f"live single-row p99 {p99:.2f} ms exceeds the latency budget {budget} ms",
+        )
+    labelled = 0
+    if labels is not None and len(labels) and ok.sum():
+        ids = ev.rows["id"].astype(str).to_numpy()
+        hit = ok & pd.Series(ids).isin(labels.index).to_numpy()
+        labelled = int(hit.sum())
+        figures["labelled_rows"] = labelled
+        if 0 < labelled < cfg.gate.min_comparison_rows:
+            table.append(
+                {
+                    "criterion": f"realised {cfg.gate_metric} on labelled live rows",
+                    "value": f"{labelled} rows",
+                    "limit": f">= {cfg.gate.min_comparison_rows} rows (gate.min_comparison_rows)",
+                    "verdict": "not judged",
+                }
+            )
+        elif labelled:
+            y = labels.loc[ids[hit]].to_numpy()
+            v = judge_against_champion(
+                cfg,
+                y,
+                ev.candidate_scores[hit],
+                classes,
+                ev.champion_scores[hit],
+                classes,
+                champion_version,
+                note=f"{labelled} labelled live rows",
+            )
+            figures.update({f"labelled_{k}": x for k, x in v.figures.items() if isinstance(x, (int, float, str))})
+            judge(f"realised {cfg.gate_metric} on labelled live rows", v.reason, "gate rule", v.passed, v.reason)
+    if bad:
+        reason = "; ".join(bad)
+    else:
+        reason = (
+            f"v{ev.version} matches champion v{champion_version} on {ev.n} live rows"
+            + (f" (agreement {figures['agreement']:.1%}" if "agreement" in figures else " (")
+            + (f", KS {figures['score_distance']:.3f}" if "score_distance" in figures else "")
+            + (f", p99 {figures['latency_p99_ms']:.2f} ms" if "latency_p99_ms" in figures else "")
+            + (f", {labelled} labelled rows" if labelled else ", no labelled rows yet")
+            + ")"
+        )
+    return Judged(Verdict(CHECK, not bad, reason, figures), table, labelled)
+
+
+def expired(staged: dict, max_hours: float, now: datetime) -> bool:
+    try:
+        started = datetime.fromisoformat(staged["started_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (now - started).total_seconds() > max_hours * 3600
+
+
+def scores_png(ev: Evidence, champion_version: int | None) -> bytes:
+    """Histograms of both models' scores on the same live rows (PNG bytes)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.0, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if ev.n:
+        a, b = _one_score(ev.champion_scores), _one_score(ev.candidate_scores)
+        b = b[~np.isnan(b)]
+        bins = np.histogram_bin_edges(np.concatenate([a, b]) if len(b) else a, bins=30)
+        ax.hist(a, bins=bins, alpha=0.55, label=f"champion v{champion_version}", color="#1f77b4")
+        ax.hist(b, bins=bins, alpha=0.55, label=f"candidate v{ev.version}", color="#ff7f0e")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("score (P(positive class), max probability, or prediction)")
+    ax.set_ylabel("live rows")
+    ax.set_title(f"Live scores of both models on the same {ev.n} rows", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -1,0 +1,267 @@
+"""Staging before production with real processes: the endpoint (`ml-platform serve`) loads a gated
+candidate beside the champion; a shadow never answers a client and becomes champion after N
+mirrored requests (through a kill -9 of the endpoint and of the judging `ml-platform run`); a
+candidate trained on corrupted labels passes the offline gate but is refused on live rows, with
+reasons; a newer candidate supersedes a staged one; a canary answers a sticky share and one that
+breaks the latency budget on live traffic is rolled back at once, then refused.
+
+Training and judging run in-process on a real Dagster instance and MLflow (as `ml-platform run`
+does); the endpoint is a real process on a free loopback port."""
+
+import os
+import signal
+import time
+
+import dagster as dg
+import httpx
+import numpy as np
+import pytest
+
+from ml_platform.control import staging
+from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import store as model_store
+from ml_platform.control.runner import run_pending, train_now
+from ml_platform.core import audit
+from ml_platform.core import staging as live
+from ml_platform.core.simulate import generate_batch
+from ml_platform.defs.definitions import build_definitions
+from ml_platform.names import LIVE_CHECK, gate_reason_tag, gate_tag
+from ml_platform.resources.registry import registry_for
+from ml_platform.runtime.instance import prepare_environment
+from ml_platform.settings import load_settings
+from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.e2e.helpers import cli, start, stop, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROWS = 800
+NEED = 60
+FEATURES = [
+    "tenure_months",
+    "monthly_charges",
+    "support_calls",
+    "usage_gb",
+    "age",
+    "plan",
+    "contract",
+    "region",
+    "payment_method",
+]
+
+
+def _land(w, name, df):
+    p = w["settings"].landing_dir("churn") / name
+    df.to_csv(p, index=False)
+    t = time.time() - 5
+    os.utime(p, (t, t))
+
+
+def _quiet(*_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def w(tmp_path_factory):
+    root = tmp_path_factory.mktemp("staging")
+    port = free_port()
+    config = write_config(
+        root,
+        port=port,
+        poll_seconds=0.2,
+        extra="training: {window_batches: 1}\nautomation: {settle_seconds: 0}\n"
+        f"deploy: {{strategy: shadow, shadow: {{min_requests: {NEED}}}}}\n",
+    )
+    settings = load_settings(config)
+    saved = dict(os.environ)
+    prepare_environment(settings)
+    w = {
+        "settings": settings,
+        "config": config,
+        "root": root,
+        "url": f"http://127.0.0.1:{port}",
+        "defs": build_definitions(settings),
+        "instance": dg.DagsterInstance.get(),
+        "procs": [],
+    }
+    _land(w, "b1.csv", generate_batch(ROWS, seed=1))
+    run_pending(settings, w["defs"], w["instance"], echo=_quiet)
+    w["endpoint"] = _serve(w)
+    yield w
+    for p in w["procs"]:
+        stop(p)
+    w["instance"].dispose()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def _serve(w):
+    p = start(w["config"], "serve", log=w["root"] / f"serve-{len(w['procs'])}.log")
+    w["procs"].append(p)
+    wait_for(lambda: httpx.get(w["url"] + "/v2/health/ready", timeout=2).status_code == 200, 60, what="endpoint")
+    return p
+
+
+def _staged(w):
+    return httpx.get(w["url"] + "/v2/models/churn", timeout=5).json().get("staged")
+
+
+def _rows(df):
+    return [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in df[["customer_id", *FEATURES]].to_dict("records")
+    ]
+
+
+def _send(w, rows, prefix):
+    got = []
+    with httpx.Client(base_url=w["url"], timeout=10) as c:
+        for i, row in enumerate(rows):
+            r = c.post(
+                "/models/churn/invocations",
+                json={"dataframe_records": [row]},
+                headers={"X-Request-Id": f"{prefix}-{i}"},
+            )
+            assert r.status_code == 200, r.text
+            got.append(r.headers["x-model-version"])
+    return got
+
+
+def _recorded(w, version):
+    return live.count_rows(staging.evidence_dir(w["settings"], "churn"), version)
+
+
+def _tags(w, version):
+    return registry_for(w["settings"]).version("churn", version).tags
+
+
+def test_first_model_is_direct(w):
+    assert champion_version(w["settings"], "churn") == 1
+    assert _tags(w, 1)[gate_tag(LIVE_CHECK)] == "passed"
+    assert "first model" in _tags(w, 1)[gate_reason_tag(LIVE_CHECK)]
+
+
+def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
+    s = w["settings"]
+    _land(w, "b2.csv", generate_batch(ROWS, seed=2, start_id=10_000))
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)  # ingest (no retrain: on_drift)
+    t = train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+    assert t.version == 2 and all(p for _, p, _ in t.gate), t.gate
+    assert champion_version(s, "churn") == 1 and staging.staged(s, "churn")["version"] == 2
+    assert staging.progress(s, "churn").line() == f"v2 in shadow behind v1: 0/{NEED} requests"
+    wait_for(lambda: (_staged(w) or {}).get("version") == 2, 10, what="the endpoint loads the shadow")
+
+    live_rows = _rows(generate_batch(NEED, seed=20, start_id=50_000))
+    assert set(_send(w, live_rows[:30], "a")) == {"1"}  # every answer is the champion's
+    wait_for(lambda: _recorded(w, 2) >= 30, 10, what="evidence on disk")
+    # kill -9 of the endpoint during shadow: the restart resumes from the recorded evidence
+    os.killpg(w["endpoint"].pid, signal.SIGKILL)
+    w["endpoint"].wait(10)
+    w["endpoint"] = _serve(w)
+    assert _staged(w)["version"] == 2 and _recorded(w, 2) >= 30
+    out = cli(w["config"], "status")
+    assert "v2 in shadow behind v1:" in out.stdout, out.stdout + out.stderr
+    assert set(_send(w, live_rows[30:], "b")) == {"1"}
+    wait_for(lambda: _recorded(w, 2) >= NEED, 10, what="N mirrored requests")
+    ev = live.read_evidence(staging.evidence_dir(s, "churn"), 2)
+    assert {f"a-{i}" for i in range(30)} <= set(ev.rows["rid"])
+
+    # kill -9 of the judging process after the verdict, before the move: no promotion yet ...
+    env = {**os.environ, "ML_PLATFORM_FAULT": "stage:judged"}
+    r = cli_env(w, env, "run")
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert champion_version(s, "churn") == 1 and staging.staged(s, "churn")["version"] == 2
+    assert audit.read_intent(s.model_dir("churn")) is None
+    # ... and the next run converges: promoted through move_champion, trigger and reason recorded
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)
+    assert champion_version(s, "churn") == 2
+    assert staging.staged(s, "churn") is None
+    last = [e for e in audit.read(s.model_dir("churn")) if e.moved][-1]
+    assert last.to == 2 and last.previous == 1 and last.trigger == "manual"
+    assert "passed the live comparison (shadow)" in last.reason, last.reason
+    assert registry_for(s).champion_alias("churn") == 2
+    wait_for(lambda: _send(w, live_rows[:1], "c") == ["2"] and _staged(w) is None, 10, what="v2 serving")
+
+
+def cli_env(w, env, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "ml_platform", "--config", str(w["config"]), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=w["root"],
+        env=env,
+    )
+
+
+def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):
+    s = w["settings"]
+    bad = generate_batch(ROWS, seed=3, start_id=20_000)
+    bad["churned"] = 1 - bad["churned"]  # corrupted labels: its own holdout agrees with them
+    _land(w, "b3.csv", bad)
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)
+    if staging.staged(s, "churn") is None:
+        train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+    v = staging.staged(s, "churn")["version"]
+    assert v == 3 and champion_version(s, "churn") == 2
+    wait_for(lambda: (_staged(w) or {}).get("version") == v, 10, what="the endpoint loads the shadow")
+    truth = generate_batch(150, seed=30, start_id=60_000)
+    assert set(_send(w, _rows(truth), "d")) == {"2"}
+    wait_for(lambda: _recorded(w, v) >= NEED, 10, what="evidence")
+    _land(w, "b4.csv", truth)  # the labels of the live rows arrive later, ids and all
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)
+    assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None
+    tags = _tags(w, v)
+    assert tags[gate_tag(LIVE_CHECK)] == "failed"
+    why = tags[gate_reason_tag(LIVE_CHECK)]
+    assert "agree on" in why and "live rows" in why, why
+    refusal = audit.read(s.model_dir("churn"))[-1]
+    assert refusal.kind == "refuse" and refusal.candidate == v and refusal.to == 2
+    # the realised metric on the labelled live rows, by the gate's paired-bootstrap rule
+    assert "labelled live rows" in why, why
+    st = cli(w["config"], "status", "--json")
+    assert st.returncode == 0 and '"staging": null' in st.stdout
+
+
+def test_a_newer_candidate_supersedes_the_staged_one(w):
+    s = w["settings"]
+    _land(w, "b5.csv", generate_batch(ROWS, seed=5, start_id=30_000))
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)
+    if staging.staged(s, "churn") is None:  # the ingest did not retrain by itself
+        train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+    v1 = staging.staged(s, "churn")["version"]
+    train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+    v2 = staging.staged(s, "churn")["version"]
+    assert v2 == v1 + 1
+    assert _tags(w, v1)[gate_tag(LIVE_CHECK)] == "failed"
+    assert f"superseded by v{v2}" in _tags(w, v1)[gate_reason_tag(LIVE_CHECK)]
+    assert champion_version(s, "churn") == 2
+
+
+def test_canary_answers_a_sticky_share_and_a_failing_one_is_rolled_back(w):
+    s = w["settings"]
+    store = model_store(s)
+    v = staging.staged(s, "churn")["version"]
+    rec = {**store.staged("churn"), "mode": "canary", "share": 0.25}
+    store.stage("churn", rec)
+    httpx.post(w["url"] + "/admin/reload", timeout=30)
+    assert _staged(w)["mode"] == "canary"
+    rows = _rows(generate_batch(400, seed=40, start_id=70_000))
+    first = dict(zip((r["customer_id"] for r in rows), _send(w, rows, "e")))
+    share = sum(x == str(v) for x in first.values()) / len(first)
+    assert 0.15 < share < 0.35, share
+    again = _send(w, rows[:80], "f")
+    assert again == [first[r["customer_id"]] for r in rows[:80]]  # sticky per id
+
+    # the same candidate, held to a latency budget no live call can meet: rolled back at once
+    store.stage("churn", {**rec, "latency_budget_ms": 1e-6, "started_at": rec["started_at"]})
+    httpx.post(w["url"] + "/admin/reload", timeout=30)
+    got = _send(w, rows[:60], "g")
+    assert got.count(str(v)) <= 3, got  # three strikes at most, then every answer is the champion's
+    assert set(_send(w, rows[:40], "h")) == {"2"}
+    assert live.failures(staging.evidence_dir(s, "churn"), v)
+    out = staging.judge_and_conclude(s, registry_for(s), None, "churn", actor="test")
+    assert out.state == "refused" and "latency budget" in out.reason, out.reason
+    assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None

@@ -1,0 +1,133 @@
+"""A staged candidate in the endpoint (in-process): a shadow never answers and scores a copy of
+every request off the request path; a canary answers a sticky share; a canary that fails on live
+traffic is rolled back at once; overload drops mirrored requests and counts them."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+
+import pytest
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from ml_platform.core.staging import read_evidence
+from ml_platform.serving import staging
+from ml_platform.serving.app import create_app
+from ml_platform.serving.store import ModelStore
+from ml_platform_tests.serving.conftest import CLF, publish, records
+
+COLS = ["customer_id", "tenure", "charges", "plan", "region"]
+
+
+@pytest.fixture
+def world(tmp_path, clf):
+    root = tmp_path / "serving"
+    store = ModelStore(root)
+    publish(store, CLF, clf, 1)
+    publish(store, CLF, clf, 2, point=False)
+    return store, tmp_path / "stage"
+
+
+def _client(store, stage_dir):
+    return TestClient(create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir))
+
+
+def _rows(clf, n):
+    return records(clf.frame.head(n), COLS)
+
+
+def _evidence(stage_dir, version=2):
+    return read_evidence(stage_dir / CLF, version)
+
+
+def test_shadow_never_answers_and_scores_a_copy_of_each_request(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, 40)
+    with _client(store, stage_dir) as c:
+        assert c.get("/v2/health/ready").status_code == 200
+        for i, row in enumerate(rows):
+            r = c.post(
+                f"/models/{CLF}/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": f"r{i}"}
+            )
+            assert r.status_code == 200 and r.headers["x-model-version"] == "1"
+        time.sleep(0.3)
+    ev = _evidence(stage_dir)
+    assert ev.n == 40
+    assert set(ev.rows["rid"]) == {f"r{i}" for i in range(40)}
+    assert (ev.candidate_scores == ev.champion_scores).all()  # the same graph
+    assert set(ev.rows["id"]) == {r["customer_id"] for r in rows}
+    assert len(ev.latency_ms) >= 1
+    stats = json.loads(next((stage_dir / CLF).glob("stage-v2-stats-*.json")).read_text())
+    assert stats["mirrored"] == 40 and stats["dropped"] == 0
+
+
+def test_canary_answers_a_sticky_share(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "canary", "share": 0.3, "champion": 1})
+    rows = records(clf.frame.head(300), COLS)
+    with _client(store, stage_dir) as c:
+        first = {}
+        for row in rows:
+            r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]})
+            first[row["customer_id"]] = r.headers["x-model-version"]
+        for row in rows[:60]:  # the same ids again: the same version
+            r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]})
+            assert r.headers["x-model-version"] == first[row["customer_id"]]
+    share = sum(v == "2" for v in first.values()) / len(first)
+    assert 0.2 < share < 0.4, share
+    ev = _evidence(stage_dir)
+    again = sum(first[r["customer_id"]] == "2" for r in rows[:60])
+    assert ev.n == sum(v == "2" for v in first.values()) + again  # every canary answer, both scores
+    assert len(ev.latency_ms) == ev.n  # canary: every answer of the candidate timed
+
+
+def test_failing_canary_is_rolled_back_at_once(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "canary", "share": 0.5, "champion": 1})
+    rows = records(clf.frame.head(100), COLS)
+    with _client(store, stage_dir) as c:
+        stage = c.app.state.serving.slots[CLF].stage
+        assert stage is not None
+
+        def broken(feeds):
+            raise RuntimeError("boom")
+
+        stage.model.run = broken
+        versions = [
+            c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).headers["x-model-version"]
+            for row in rows
+        ]
+    assert set(versions) == {"1"}  # the failing request itself was answered by the champion
+    assert stage.failed and "boom" in stage.failed
+    marks = staging.failed_marker(stage_dir / CLF, 2)
+    assert marks and "boom" in marks[0].read_text()
+
+
+def test_overload_drops_and_counts(world, clf, monkeypatch):
+    store, stage_dir = world
+    monkeypatch.setattr(staging, "MAX_QUEUED_ROWS", 5)
+    monkeypatch.setattr(staging, "DRAIN_SECONDS", 30.0)  # nothing drains during the test
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    with _client(store, stage_dir) as c:
+        c.post("/admin/reload")
+        for row in _rows(clf, 12):
+            assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
+        stage = c.app.state.serving.slots[CLF].stage
+        assert stage.queued_rows == 5 and stage.dropped == 7
+
+
+def test_unstaged_candidate_is_unloaded(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    with _client(store, stage_dir) as c:
+        c.post("/admin/reload")
+        assert c.app.state.serving.slots[CLF].stage.version == 2
+        store.unstage(CLF)
+        c.post("/admin/reload")
+        assert c.app.state.serving.slots[CLF].stage is None
+        assert c.get("/v2/health/ready").status_code == 200
