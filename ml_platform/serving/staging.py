@@ -253,7 +253,7 @@ class Stages:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _plan(self, slot, force: bool):
-        """-> None (nothing to do) or ("drop",) / ("load", pointer, out_dir, live budget)."""
+        """-> None (nothing to do) or ("drop",) / ("load" | "update", pointer, out_dir, live budget)."""
         if self.dir is None:
             return None
         sig = self._sig(slot.name)
@@ -273,11 +273,13 @@ class Stages:
         if ptr is None:
             return ("drop",) if slot.stage is not None else None
         old = slot.stage
-        if old is not None and old.version == ptr["version"] and old.mode == ptr.get("mode"):
+        if old is not None and old.pointer == ptr:
             return None
         out = self.dir / slot.name
         out.mkdir(parents=True, exist_ok=True)
         budget = float(ptr.get("latency_budget_ms") or self.latency_budget_ms or DEFAULT_LATENCY_BUDGET_MS)
+        if old is not None and old.version == ptr["version"]:  # new settings, same version: no reload
+            return ("update", ptr, out, budget)
         return ("load", ptr, out, budget)
 
     def _build(self, slot, ptr: dict, out: Path, budget: float) -> Stage | None:
@@ -313,6 +315,13 @@ class Stages:
             return
         old = slot.stage
         new = None
+        if plan[0] == "update":
+            await self._drain_one(old, everything=True)
+            new = Stage(plan[1], old.model, plan[3], plan[2])
+            new.mirrored, new.dropped, new.errors, new.lines = old.mirrored, old.dropped, old.errors, old.lines
+            new.failed = old.failed
+            slot.stage = new
+            return
         if plan[0] == "load":
             new = await asyncio.to_thread(self._build, slot, *plan[1:])
             if new is None:
