@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from ml_platform.cli.common import model_of, settings_of
+from ml_platform.cli.common import model_of, previous_failure, settings_of
 
 
 def cmd_train(args) -> int:
@@ -15,6 +15,7 @@ def cmd_train(args) -> int:
     from ml_platform.runtime.instance import get_instance
 
     s = settings_of(args)
+    previous_failure(s)
     name = model_of(s, args.model)
     instance = get_instance(s)
     out = train_now(s, load_definitions(s), instance, name, by=args.by or os_user())

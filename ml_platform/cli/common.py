@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import sys
 
+from ml_platform.core import files
 from ml_platform.runtime.scale_out import export_password
 from ml_platform.settings import Settings, load_settings
+
+CURRENT: list[Settings] = []  # the settings the running command loaded (for its error line)
 
 
 def settings_of(args, *, warn: bool = True) -> Settings:
     """The settings a command runs on; ``warn=False`` leaves ``print_warnings`` to the command
     (`up` prints them once it has written the demo batches)."""
     s = load_settings(args.config or getattr(args, "project", None))
+    CURRENT[:] = [s]
+    files.reserve_failure_note(s.storage)
     if warn:
         print_warnings(s)
     export_password(s)  # scale_out.postgres: libpq (MLflow, Dagster) reads it from the environment only
@@ -41,3 +46,43 @@ def model_of(s: Settings, name: str | None) -> str:
     if name not in s.models:
         raise SystemExit(f"unknown model {name!r}: configured models are {sorted(s.models)} ({s.source})")
     return name
+
+
+def _frames(*excs: BaseException) -> list[str]:
+    out = []
+    for e in excs:
+        tb = e.__traceback__
+        while tb is not None:
+            out.append(tb.tb_frame.f_code.co_filename)
+            tb = tb.tb_next
+    return out
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for a storage fault (disk full, a file-size limit, a read-only mount...) in
+    ``exc``, naming what was written where; None when ``exc`` is something else."""
+
+    def database(e: BaseException) -> str:
+        s = CURRENT[0] if CURRENT else None
+        frames = _frames(exc, e)
+        if any(f"{os.sep}mlflow{os.sep}" in f for f in frames):
+            return f"the MLflow store ({s.tracking_uri if s else 'its tracking URI'})"
+        if any(f"{os.sep}dagster" in f for f in frames):
+            return f"the Dagster instance ({s.dagster_home if s else '$DAGSTER_HOME'})"
+        return "a SQLite database"
+
+    return files.storage_fault(exc, database)
+
+
+def report_storage_failure(line: str, command: str) -> None:
+    """Print the line, and keep it for the next command (``files.note_failure``)."""
+    print(f"error: {line}", file=sys.stderr)
+    if CURRENT:
+        files.note_failure(CURRENT[0].storage, line, command)
+
+
+def previous_failure(s: Settings) -> None:
+    """What a previous command's storage fault left: said once, by the next command."""
+    note = files.last_failure(s.storage, clear=True)
+    if note:
+        print(f"note: the last `ml-platform {note.get('command', '?')}` stopped: {note.get('error')}", file=sys.stderr)

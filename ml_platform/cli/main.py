@@ -11,7 +11,7 @@ import sys
 import time
 
 from ml_platform.cli.approval import add_commands
-from ml_platform.cli.common import model_of, settings_of
+from ml_platform.cli.common import model_of, previous_failure, report_storage_failure, settings_of, storage_failure
 from ml_platform.settings import CONFIG_ENV, ConfigError, Settings
 
 
@@ -84,6 +84,7 @@ def cmd_run(args) -> int:
     from ml_platform.runtime.instance import get_instance
 
     s = settings_of(args)
+    previous_failure(s)
     instance = get_instance(s)
     defs = load_definitions(s)
     models = [model_of(s, args.model)] if args.model else None
@@ -133,6 +134,7 @@ def cmd_status(args) -> int:
     from ml_platform.control.status import fast_status, render, status, to_json
 
     s = settings_of(args)
+    previous_failure(s)
     try:
         doc = fast_status(s)
         if doc is None:  # not a SQLite registry: through MLflow's client
@@ -340,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a full disk and other storage faults: one line, exit 1
+        line = storage_failure(e)
+        if line is None:
+            raise
+        report_storage_failure(line, args.command)
+        return 1
 
 
 if __name__ == "__main__":

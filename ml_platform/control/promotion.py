@@ -255,10 +255,9 @@ def _apply(
 
 
 def _publish(store, model: str, version: int, onnx_bytes: bytes, meta: dict) -> None:
-    try:
-        store.publish(model, version, onnx_bytes, meta)
-    except FileExistsError:  # a corrupt or stale copy in the store: the registry's bytes win
-        store.publish(model, version, onnx_bytes, meta, overwrite=True)
+    # A damaged copy in the store is replaced by the registry's bytes; a sound copy of another
+    # model under this number is refused (VersionConflict): numbers are never reused.
+    store.publish(model, version, onnx_bytes, meta, repair=True)
 
 
 def _tell_endpoint(
@@ -557,7 +556,7 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
             have = None
         if have != want:
             meta = {**json.loads(files.serving.read_text()), "version": current}
-            store.publish(model, current, want, meta, overwrite=True)
+            store.publish(model, current, want, meta, repair=True)
             store.point(model, current)  # a new pointer signature: the endpoint reloads
             notes.append(f"v{current}'s files in the serving store were missing or damaged: rebuilt from the registry")
             if endpoint is not None:

@@ -61,6 +61,25 @@ class BatchOutcome:
     kind: str = "batch"  # or "code": a code-change retrain, not a batch
 
 
+def stop_on_storage_fault(result) -> None:
+    """A step that failed writing state (disk full, a file-size limit...) stops the command:
+    raised again as ``StateWriteError`` so the CLI prints its one line and exits 1."""
+    for ev in result.all_events:
+        if not ev.is_step_failure or not ev.event_specific_data:
+            continue
+        err = ev.event_specific_data.error
+        while err is not None:
+            line = (err.message or "").strip()
+            if err.cls_name == "StateWriteError":
+                raise files.StateWriteError.reported(
+                    line.split(": ", 1)[-1] if line.startswith("ml_platform") else line
+                )
+            fault = files.storage_fault(RuntimeError(line))
+            if fault:
+                raise files.StateWriteError.reported(f"{fault} (in step {ev.step_key})")
+            err = err.cause
+
+
 def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutcome:
     out = TrainOutcome(trigger, reason)
     for ev in result.all_events:
@@ -72,6 +91,13 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
     try:
         cand = result.output_for_node(names.step(chain.name, "candidate_model"))
     except Exception:  # noqa: BLE001 - the run failed before a candidate existed
+        if out.error is None:  # no step failed: the run itself did (storage, a lock, a dead worker)
+            ends = [
+                ev.message for ev in result.all_events if ev.event_type_value in ("PIPELINE_FAILURE", "RUN_FAILURE")
+            ]
+            out.error = (ends[-1] if ends and ends[-1] else None) or (
+                f"run {result.run_id[:8]} ended without building a candidate (its events are in the UI)"
+            )
         return out
     out.version, out.metrics = cand.version, cand.metrics
     for ev in result.get_asset_check_evaluations():
@@ -120,6 +146,7 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
             run_config=run.run_config or None,
             raise_on_error=False,
         )
+        stop_on_storage_fault(res)
         if run.job_name == names.train_job(name):
             chain = Chain(name, settings.models[name], settings)
             _echo_train(name, _train_outcome(res, chain, run.tags.get(TAG_TRIGGER, "retry"), ""), echo)
@@ -196,7 +223,10 @@ def run_pending(
                     continue
                 instance.add_dynamic_partitions(names.partitions(name), [key])
                 echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
-                ingest_job.execute_in_process(instance=instance, partition_key=key, tags=tags, raise_on_error=False)
+                res = ingest_job.execute_in_process(
+                    instance=instance, partition_key=key, tags=tags, raise_on_error=False
+                )
+                stop_on_storage_fault(res)
             taken: list = []
             for rec, d in pending_decisions(chain, instance, by=me, taken=taken):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
@@ -225,6 +255,7 @@ def run_pending(
                         raise_on_error=False,
                         tags={**train_tags(d, rec.partition), TAG_LAUNCHED_BY: me},
                     )
+                    stop_on_storage_fault(res)
                     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)
@@ -292,6 +323,7 @@ def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -
     res = defs.resolve_job_def(names.train_job(chain.name)).execute_in_process(
         instance=instance, raise_on_error=False, tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run()}
     )
+    stop_on_storage_fault(res)
     bo = BatchOutcome("", "", "code", decision=f"retrain ({d.trigger}): {d.reason}", kind="code")
     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(chain.name, bo.train, echo)
@@ -337,6 +369,7 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
         raise_on_error=False,
         tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run().replace("run ", "train ", 1)},
     )
+    stop_on_storage_fault(res)
     out = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(name, out, echo)
     return out

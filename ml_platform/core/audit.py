@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ml_platform.core import files
+
 AUDIT_FILE = "audit.jsonl"
 DECISION_KINDS = ("reject", "stage", "refuse")  # entries that record a decision without moving the champion
 INTENT_FILE = "champion_intent.json"
@@ -108,21 +110,8 @@ def _fsync_dir(path: Path) -> None:
 
 def append(model_dir: Path, entry: AuditEntry) -> None:
     """Append one entry (fsynced). A torn tail left by a killed writer is cut off first."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / AUDIT_FILE
     line = (json.dumps(entry.to_dict(), default=str) + "\n").encode()
-    with open(path, "a+b") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size:
-            f.seek(size - 1)
-            if f.read(1) != b"\n":  # torn tail: drop the partial line
-                f.seek(0)
-                data = f.read()
-                f.truncate(data.rfind(b"\n") + 1)
-                f.seek(0, os.SEEK_END)
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    files.append_line(model_dir / AUDIT_FILE, line, f"the audit entry ({entry.kind})")
 
 
 def read(model_dir: Path) -> list[AuditEntry]:
@@ -142,15 +131,7 @@ def read(model_dir: Path) -> list[AuditEntry]:
 
 
 def write_intent(model_dir: Path, intent: Intent) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / INTENT_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(asdict(intent), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(model_dir)
+    files.write_json(model_dir / INTENT_FILE, asdict(intent), "the champion move's intent")
 
 
 def read_intent(model_dir: Path) -> Intent | None:

@@ -12,6 +12,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from ml_platform.core import drift_reference, estimate, export, metric_drop, training
+from ml_platform.core.files import write_atomic, write_with
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.settings import ModelConfig
@@ -36,11 +37,17 @@ class CandidateArtifacts:
     holdout_rows: int
 
     def write(self, files: VersionFiles) -> None:
-        files.dir.mkdir(parents=True, exist_ok=True)
-        files.onnx.write_bytes(self.onnx_bytes)
-        np.save(files.holdout_outputs, np.asarray(self.holdout_outputs, dtype=np.float64))
-        files.drift_reference.write_text(json.dumps(self.drift_reference))
-        files.serving.write_text(json.dumps(self.serving_meta, default=str))
+        what = "the candidate's {}"
+        write_atomic(files.onnx, self.onnx_bytes, what.format("ONNX graph"))
+        outputs = np.asarray(self.holdout_outputs, dtype=np.float64)
+
+        def save(tmp):
+            with open(tmp, "wb") as f:
+                np.save(f, outputs)
+
+        write_with(files.holdout_outputs, save, what.format("holdout outputs"))
+        write_atomic(files.drift_reference, json.dumps(self.drift_reference), what.format("drift reference"))
+        write_atomic(files.serving, json.dumps(self.serving_meta, default=str), what.format("serving metadata"))
 
 
 @dataclass

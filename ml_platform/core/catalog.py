@@ -17,10 +17,10 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from ml_platform.core import files
 from ml_platform.core.batch_record import FIELDS, BatchRecord, Decision
 
 
@@ -28,12 +28,8 @@ def _records_dir(model_dir: Path) -> Path:
     return model_dir / "batches"
 
 
-def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
+def write_json_atomic(path: Path, data, what: str = "a state file") -> None:
+    files.write_json(path, data, what)
 
 
 def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
@@ -42,17 +38,19 @@ def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
     if unknown:
         raise TypeError(f"update_record: not a batch record field: {', '.join(unknown)}")
     path = _records_dir(model_dir) / f"{partition}.json"
-    try:
-        rec = _load(path) if path.exists() else BatchRecord(partition)
-    except CorruptRecord as e:
-        kept = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
-        with contextlib.suppress(FileNotFoundError):  # another writer moved it first
-            os.replace(path, kept)
-            log.warning("%s; moved aside to %s, a fresh record is started", e, kept.name)
-        rec = BatchRecord(partition)
-    for k, v in fields.items():
-        setattr(rec, k, Decision.from_dict(v) if k == "decision" else v)
-    write_json_atomic(path, rec.to_dict())
+    # Read-modify-write under a lock: two processes updating one batch never lose a field.
+    with files.file_lock(_records_dir(model_dir) / ".lock", what="the batch records' lock"):
+        try:
+            rec = _load(path) if path.exists() else BatchRecord(partition)
+        except CorruptRecord as e:
+            kept = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                os.replace(path, kept)
+                log.warning("%s; moved aside to %s, a fresh record is started", e, kept.name)
+            rec = BatchRecord(partition)
+        for k, v in fields.items():
+            setattr(rec, k, Decision.from_dict(v) if k == "decision" else v)
+        write_json_atomic(path, rec.to_dict(), f"the record of batch {partition}")
     return rec
 
 

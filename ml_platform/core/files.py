@@ -49,6 +49,38 @@ class StateWriteError(OSError):
     def __str__(self) -> str:
         return self.strerror
 
+    @classmethod
+    def reported(cls, line: str) -> StateWriteError:
+        """The error again from its line (a run step's failure, read back from its events)."""
+        e = cls.__new__(cls)
+        OSError.__init__(e, errno.EIO, line)
+        e.path, e.what = None, None
+        return e
+
+
+_SQLITE_FULL = ("database or disk is full", "disk i/o error", "attempt to write a readonly database")
+
+
+def storage_fault(e: BaseException, where: Callable[[BaseException], str] | None = None) -> str | None:
+    """The one line for a storage fault anywhere in ``e``'s chain (a ``StateWriteError``, an
+    OSError such as ENOSPC/EFBIG, SQLite's "database or disk is full"), or None: not one.
+    ``where(exc)`` names the database a SQLite error came from."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, StateWriteError):
+            return str(e)
+        if isinstance(e, OSError) and e.errno in _WHY:
+            target = e.filename or "a state file"
+            return f"could not write {target}: {_WHY[e.errno]} ({e.strerror})"
+        low = str(e).lower()
+        hit = next((m for m in _SQLITE_FULL if m in low), None)
+        if hit:
+            db = where(e) if where else "a SQLite database"
+            return f"could not write to {db}: {hit}"
+        e = e.__cause__ or e.__context__
+    return None
+
 
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network FS)
@@ -99,27 +131,28 @@ def write_json(path: Path, data, what: str, *, fsync: bool = True) -> None:
 
 def append_line(path: Path, line: bytes, what: str) -> None:
     """Append one line (fsynced). A torn tail (a writer killed mid-append) is cut off first; a
-    failed append is cut off again, so the file never ends in half a line we wrote."""
+    failed append is cut off again, so the file never ends in half a line we wrote. Unbuffered:
+    nothing of a failed line is left in a buffer to be flushed at close."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":  # torn tail: drop the partial line
-                    f.seek(0)
-                    size = f.read().rfind(b"\n") + 1
-                    f.truncate(size)
-                    f.seek(0, os.SEEK_END)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # torn tail: drop the partial line
+                size = os.pread(fd, size, 0).rfind(b"\n") + 1
+                os.ftruncate(fd, size)
             try:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+                done = 0
+                while done < len(line):
+                    done += os.pwrite(fd, line[done:], size + done)
+                os.fsync(fd)
             except OSError:
                 with contextlib.suppress(OSError):
-                    f.truncate(size)
+                    os.ftruncate(fd, size)
                 raise
+        finally:
+            os.close(fd)
     except OSError as e:
         raise StateWriteError(path, what, e) from e
 
@@ -150,26 +183,49 @@ def file_lock(path: Path, *, timeout: float | None = None, what: str = "a lock")
 
 # ------------------------------------------------------------------ the failure, for the next run
 LAST_FAILURE = "last_write_error.json"
+_SLOT = 4096  # reserved while there is space, overwritten in place when there is none
 
 
-def note_failure(storage_dir: Path, error: StateWriteError, command: str) -> None:
-    """Best effort: keep the failure for the next command (``last_failure``)."""
+def reserve_failure_note(storage_dir: Path) -> None:
+    """Keep a 4 KB slot for ``note_failure``: rewriting blocks a file already owns needs no
+    free space, so the note can be written when the disk is full."""
+    path = Path(storage_dir) / LAST_FAILURE
     with contextlib.suppress(OSError):
-        write_json(
-            Path(storage_dir) / LAST_FAILURE,
-            {"at": time.time(), "command": command, "path": str(error.path), "what": error.what, "error": str(error)},
-            "the last write error",
-        )
+        if path.stat().st_size >= _SLOT:
+            return
+    if not path.parent.is_dir():
+        return  # nothing stored yet: the first command to write state makes it
+    with contextlib.suppress(OSError), open(path, "ab") as f:
+        size = f.tell()
+        if size < _SLOT:
+            f.write(b" " * (_SLOT - size))
+
+
+def note_failure(storage_dir: Path, line: str, command: str) -> None:
+    """Best effort: keep the failure for the next command (``last_failure``), in place."""
+    data = json.dumps({"at": time.time(), "command": command, "error": line[:3000]}).encode()
+    with contextlib.suppress(OSError):
+        fd = os.open(Path(storage_dir) / LAST_FAILURE, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, data.ljust(max(_SLOT, len(data))), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def last_failure(storage_dir: Path, *, clear: bool = False) -> dict | None:
     """The write failure a previous command noted, or None; ``clear`` forgets it once read."""
     path = Path(storage_dir) / LAST_FAILURE
     try:
-        data = json.loads(path.read_text())
+        text = path.read_bytes().strip()
+        data = json.loads(text) if text else None
     except (OSError, ValueError):
-        return None
-    if clear:
+        data = None
+    if data is not None and clear:
         with contextlib.suppress(OSError):
-            path.unlink()
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b" " * max(_SLOT, len(text)), 0)
+            finally:
+                os.close(fd)
     return data if isinstance(data, dict) else None

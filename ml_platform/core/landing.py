@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
+from ml_platform.core import files
 from ml_platform.names import ARCHIVE_DIR
 
 SUPPORTED = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -89,18 +90,16 @@ def file_sha256(path: Path) -> str:
 def copy_regular_file(src: Path, dest: Path) -> None:
     """Copy a regular, non-link ``src`` to ``dest`` atomically (a dot-file then a rename);
     on any failure the partial copy is removed, so ``dest`` is either complete or absent."""
-    tmp = dest.parent / f".{dest.name}.tmp"
-    try:
-        with _open_regular(src) as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-            fout.flush()
-            os.fsync(fout.fileno())
-            st = os.fstat(fin.fileno())
-        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-        tmp.replace(dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    fin = _open_regular(src)  # reading the user's file fails as itself, not as a storage fault
+    with fin:
+        st = os.fstat(fin.fileno())
+
+        def copy(tmp: Path) -> None:
+            with open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+        files.write_with(dest, copy, f"the raw copy of {src.name}")
 
 
 def fsync_dir(path: Path) -> None:

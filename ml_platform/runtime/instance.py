@@ -102,9 +102,7 @@ def workspace_path(settings: Settings) -> Path:
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        files.write_atomic(path, text, "the generated Dagster settings")
 
 
 def prepare_environment(settings: Settings) -> None:

@@ -25,12 +25,14 @@ nothing for that model (503 ``no_champion``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ml_platform.core import files
 
 try:  # POSIX: serialise pointer read-modify-write between deployers
     import fcntl
@@ -39,6 +41,7 @@ except ImportError:  # pragma: no cover - Windows
 
 POINTER = "current.json"
 STAGED = "staged.json"  # the staged candidate (shadow or canary), see ``stage``
+ONNX_SHA256 = "onnx_sha256"  # in v<N>.json: the graph it describes (a damaged copy is told from another model)
 REMOVED = "removed.json"  # the tombstone of a pointer removed on purpose (``unpoint``)
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _VERSION_FILE = re.compile(r"^v([0-9]+)\.onnx$")
@@ -65,22 +68,13 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+def atomic_write(path: Path, data: bytes, what: str = "a serving file") -> None:
+    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (``core/files``)."""
+    files.write_atomic(path, data, what)
+
+
+class VersionConflict(FileExistsError):
+    """A version number already published with other content (a different model)."""
 
 
 class ModelStore:
@@ -109,10 +103,12 @@ class ModelStore:
         return self.model_dir(name) / f"v{_check_version(version)}.json"
 
     # ---- writers (the deploy step) ----
-    def publish(self, name: str, version: int, onnx_bytes: bytes, meta: dict, *, overwrite: bool = False) -> None:
-        """Write ``v<N>.onnx`` and ``v<N>.json``. Versions are immutable: publishing the
-        same bytes again is a no-op, different bytes raise ``FileExistsError`` unless
-        ``overwrite`` (never overwrite the version that is serving)."""
+    def publish(self, name: str, version: int, onnx_bytes: bytes, meta: dict, *, repair: bool = False) -> None:
+        """Write ``v<N>.onnx`` and ``v<N>.json`` (the metadata records the graph's sha256).
+        Versions are immutable: publishing the same bytes again is a no-op; different bytes raise
+        ``VersionConflict``, also with ``repair``, unless the stored copy is damaged (a file
+        missing or unreadable, or a graph that no longer matches the sha256 its metadata
+        recorded): a version number is never reused for another model."""
         _check_version(version)
         if not isinstance(onnx_bytes, (bytes, bytearray, memoryview)) or not len(onnx_bytes):
             raise ValueError("onnx_bytes must be non-empty bytes")
@@ -120,24 +116,47 @@ class ModelStore:
             raise ValueError("meta must be a dict (core.export.serving_metadata)")
         if meta.get("version") not in (None, version):
             raise ValueError(f"meta says version {meta.get('version')!r}, publishing as {version}")
-        meta_bytes = json.dumps(meta, indent=1).encode()
+        sha = hashlib.sha256(bytes(onnx_bytes)).hexdigest()
+        meta_bytes = json.dumps({**meta, ONNX_SHA256: sha}, indent=1).encode()
         onnx_path, meta_path = self.onnx_path(name, version), self.meta_path(name, version)
-        if not overwrite and (onnx_path.exists() or meta_path.exists()):
-            same = (
-                onnx_path.exists()
-                and meta_path.exists()
-                and onnx_path.read_bytes() == bytes(onnx_bytes)
-                and json.loads(meta_path.read_text()) == json.loads(meta_bytes)
-            )
-            if same:
-                return
-            raise FileExistsError(
-                f"{name} v{version} is already published with different "
-                "content; versions are immutable (publish a new version)"
-            )
+        if onnx_path.exists() or meta_path.exists():
+            damage = self.damaged(name, version)
+            if damage is None and onnx_path.read_bytes() == bytes(onnx_bytes):
+                stored = json.loads(meta_path.read_text())
+                if {k: v for k, v in stored.items() if k != ONNX_SHA256} == json.loads(json.dumps(meta)):
+                    return
+            if damage is None or not repair:
+                raise VersionConflict(
+                    f"{name} v{version} is already published in {self.model_dir(name)} with different content "
+                    f"(graph sha256 {self._stored_sha(name, version)[:12]}, now {sha[:12]}): version numbers are "
+                    "never reused for another model (was the MLflow registry replaced? `ml-platform status`)"
+                )
         # The graph first, the metadata second: a version "exists" once both are there.
-        atomic_write(onnx_path, bytes(onnx_bytes))
-        atomic_write(meta_path, meta_bytes)
+        atomic_write(onnx_path, bytes(onnx_bytes), f"{name} v{version}'s ONNX graph")
+        atomic_write(meta_path, meta_bytes, f"{name} v{version}'s serving metadata")
+
+    def damaged(self, name: str, version: int) -> str | None:
+        """Why the stored copy of ``version`` is damaged, or None when it is sound. A copy from
+        before the metadata recorded the graph's sha256 counts as sound when both files read."""
+        try:
+            onnx_bytes = self.onnx_path(name, version).read_bytes()
+            meta = json.loads(self.meta_path(name, version).read_bytes())
+        except FileNotFoundError as e:
+            return f"{Path(e.filename).name} is missing"
+        except (OSError, ValueError) as e:
+            return f"unreadable ({type(e).__name__})"
+        if not isinstance(meta, dict) or not onnx_bytes:
+            return "an empty graph or metadata that is not an object"
+        want = meta.get(ONNX_SHA256)
+        if want is not None and hashlib.sha256(onnx_bytes).hexdigest() != want:
+            return "the graph does not match the sha256 its metadata recorded"
+        return None
+
+    def _stored_sha(self, name: str, version: int) -> str:
+        try:
+            return hashlib.sha256(self.onnx_path(name, version).read_bytes()).hexdigest()
+        except OSError:
+            return "missing"
 
     def point(self, name: str, version: int) -> dict:
         """Make ``version`` the champion (atomic pointer swap); returns the new pointer.
@@ -161,7 +180,7 @@ class ModelStore:
                 "previous": previous,
                 "updated_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             }
-            atomic_write(self.pointer_path(name), json.dumps(pointer, indent=1).encode())
+            atomic_write(self.pointer_path(name), json.dumps(pointer, indent=1).encode(), f"{name}'s champion pointer")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.removed_path(name))
         return pointer
@@ -183,7 +202,7 @@ class ModelStore:
         with self._lock(name):
             cur = self.current(name)
             tomb = {"removed": cur, "removed_at": datetime.now(UTC).isoformat(timespec="microseconds")}
-            atomic_write(self.removed_path(name), json.dumps(tomb, indent=1).encode())
+            atomic_write(self.removed_path(name), json.dumps(tomb, indent=1).encode(), f"{name}'s pointer tombstone")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.pointer_path(name))
             _fsync_dir(self.model_dir(name))
@@ -196,7 +215,7 @@ class ModelStore:
         if not (self.onnx_path(name, version).is_file() and self.meta_path(name, version).is_file()):
             raise FileNotFoundError(f"{name} v{version} is not published under {self.model_dir(name)}")
         with self._lock(name):
-            atomic_write(self.stage_path(name), json.dumps(record, indent=1).encode())
+            atomic_write(self.stage_path(name), json.dumps(record, indent=1).encode(), f"{name}'s staged candidate")
         return record
 
     def unstage(self, name: str) -> dict | None:
@@ -243,6 +262,8 @@ class ModelStore:
         """(ONNX bytes, metadata dict) of a published version."""
         onnx_bytes = self.onnx_path(name, version).read_bytes()
         meta = json.loads(self.meta_path(name, version).read_bytes())
+        if isinstance(meta, dict):
+            meta.pop(ONNX_SHA256, None)  # the store's own check (``damaged``), not the model's
         return onnx_bytes, meta
 
     def versions(self, name: str) -> list[int]:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ml_platform.serving.store import ModelStore
+from ml_platform.serving.store import ModelStore, VersionConflict
 
 
 def test_publish_point_read(tmp_path):
@@ -42,9 +42,16 @@ def test_versions_are_immutable(tmp_path):
     store = ModelStore(tmp_path)
     store.publish("m", 1, b"a", {"version": 1})
     store.publish("m", 1, b"a", {"version": 1})  # same bytes: a no-op
-    with pytest.raises(FileExistsError):
+    with pytest.raises(VersionConflict, match="m v1 is already published .* with different content"):
         store.publish("m", 1, b"b", {"version": 1})
-    store.publish("m", 1, b"b", {"version": 1}, overwrite=True)
+    with pytest.raises(VersionConflict):  # a sound copy is never repaired into another model
+        store.publish("m", 1, b"b", {"version": 1}, repair=True)
+    assert store.read("m", 1)[0] == b"a" and store.damaged("m", 1) is None
+    store.onnx_path("m", 1).write_bytes(b"garbage")  # a damaged copy (its recorded sha256 differs)
+    assert "does not match" in store.damaged("m", 1)
+    with pytest.raises(VersionConflict):
+        store.publish("m", 1, b"b", {"version": 1})
+    store.publish("m", 1, b"b", {"version": 1}, repair=True)
     assert store.read("m", 1)[0] == b"b"
 
 

@@ -11,7 +11,8 @@ import pyarrow as pa
 from ml_platform.control import asset_source
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_classes
-from ml_platform.core import catalog
+from ml_platform.core import catalog, files
+from ml_platform.core.files import StateWriteError
 from ml_platform.core.frames import category_array
 from ml_platform.core.id_index import IdIndex
 from ml_platform.core.landing import (
@@ -124,6 +125,10 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                 stored = dest_dir / source.name
                 try:
                     copy_regular_file(source, stored)  # atomic: complete or absent
+                except StateWriteError:  # storage, not the file: one line, the run stops (cli/main.py)
+                    if made_dir:
+                        shutil.rmtree(dest_dir, ignore_errors=True)
+                    raise
                 except (OSError, BatchReadError) as e:
                     if made_dir:
                         shutil.rmtree(dest_dir, ignore_errors=True)
@@ -226,11 +231,8 @@ def build_raw_batch_from_asset(chain: Chain) -> dg.AssetsDefinition:
                 raise dg.Failure(f"{label}: its value could not be loaded ({type(e).__name__}: {e})") from None
             if not isinstance(value, pd.DataFrame):
                 raise dg.Failure(f"{label}: its value is a {type(value).__name__}, expected a pandas DataFrame")
-            dest_dir.mkdir(parents=True, exist_ok=True)
             stored = dest_dir / f"{partition}.parquet"
-            tmp = dest_dir / f".{stored.name}.tmp"  # a dot-file: an interrupted copy is never the batch
-            value.to_parquet(tmp, index=False)
-            tmp.replace(stored)
+            files.write_with(stored, lambda tmp: value.to_parquet(tmp, index=False), f"the raw copy of {label}")
         sha = file_sha256(stored)
         df = read_batch(stored, display_name=label)
         arrival = float(tags.get(TAG_ARRIVAL, time.time()))
@@ -289,15 +291,15 @@ def _duplicate_ids(chain: Chain, partition: str, arrival: float, valid: pd.DataF
 def _to_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Write a frame; object columns pyarrow cannot type (a mix of strings, numbers and lists
     from a bad file) are written as text, so a bad batch is still stored for inspection."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    what = f"the {path.parent.name} rows of batch {path.stem}"
     try:
-        frame.to_parquet(path, index=False)
+        files.write_with(path, lambda tmp: frame.to_parquet(tmp, index=False), what)
     except (pa.ArrowException, TypeError, ValueError):
         safe = frame.copy()
         for c in safe.columns:
             if safe[c].dtype == object:
                 safe[c] = safe[c].map(lambda v: None if v is None else str(v))
-        safe.to_parquet(path, index=False)
+        files.write_with(path, lambda tmp: safe.to_parquet(tmp, index=False), what)
 
 
 def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:

@@ -9,12 +9,10 @@ The live sample has no labels, so live drift cannot retrain by itself: its check
 Materialized by ``<model>_live_drift_sensor`` when new sample files exist.
 """
 
-import json
-
 import dagster as dg
 
 from ml_platform.control.chain import Chain
-from ml_platform.core import drift, estimate, live
+from ml_platform.core import drift, estimate, files, live
 from ml_platform.defs.assets.monitoring import (
     SCORE,
     drift_metadata,
@@ -110,8 +108,7 @@ def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
                 cfg, meta or {}, win.frame, ref.score_column or SCORE, version
             ).to_dict()
         path = live.summary_path(chain.dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(summary, indent=1, default=str))
+        files.write_json(path, summary, "the live drift summary")
         drifted = summary["verdict"] == "drifted"
         check = dg.AssetCheckResult(
             check_name=CHECK,

@@ -20,6 +20,7 @@ from ml_platform.core import (
     drift_reference,
     estimate,
     export,
+    files,
     training,
     transform,
     version_files,
@@ -114,8 +115,7 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
                     frame[f"p_{c}"] = out[:, i]
             frame[SCORE] = scores_of(out, cfg.task)
             path = predictions_path(chain, partition)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_parquet(path, index=False)
+            files.write_with(path, lambda tmp: frame.to_parquet(tmp, index=False), f"batch {partition}'s predictions")
             rate = len(df) / seconds if seconds > 0 else float("inf")
             hist, edges = np.histogram(frame[SCORE], bins=10)
             catalog.update_record(
@@ -259,8 +259,7 @@ def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict
     }
     if result.features:
         png = drift_chart.drift_bar_chart_png(result)
-        chart.parent.mkdir(parents=True, exist_ok=True)
-        chart.write_bytes(png)
+        files.write_atomic(chart, png, "the drift chart", fsync=False)
         meta["per_feature"] = per_feature_table(result)
         meta["chart"] = plot(png, "drift per feature")
         meta["chart_path"] = dg.MetadataValue.path(str(chart))

@@ -11,7 +11,16 @@ import pandas as pd
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import record_retrain_decision
-from ml_platform.core import catalog, code_version, drift_reference, selection, training, transform, version_files
+from ml_platform.core import (
+    catalog,
+    code_version,
+    drift_reference,
+    files,
+    selection,
+    training,
+    transform,
+    version_files,
+)
 from ml_platform.core.candidate import SCORE, Candidate, build_candidate, scores_of
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
@@ -66,8 +75,7 @@ def build_training_set(chain: Chain) -> dg.AssetsDefinition:
         df = pd.concat(frames, ignore_index=True)
         df[selection.HOLDOUT] = selection.mark_holdout(df, cfg)
         path = chain.dir / "training_sets" / f"{context.run_id}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(path, index=False)
+        files.write_with(path, lambda tmp: df.to_parquet(tmp, index=False), "the training set")
         pool = list(dict.fromkeys(df.loc[df[selection.HOLDOUT], selection.BATCH]))
         value = {
             "path": str(path),
