@@ -160,6 +160,13 @@ def cmd_exclude(args) -> int:
     except ExclusionError as e:
         print(f"exclude failed: {e}", file=sys.stderr)
         return 1
+    try:  # the UI shows it on the batch's partition too (the record and the audit hold it already)
+        from ml_platform.control.exclusion import observation
+        from ml_platform.runtime.instance import get_instance
+
+        get_instance(s).report_runless_asset_event(observation(name, rec))
+    except Exception as e:  # noqa: BLE001 - recorded; only the UI's copy is missing
+        print(f"warning: recorded, but not shown on the batch's asset page: {type(e).__name__}: {e}", file=sys.stderr)
     if args.undo:
         print(f"{name}: batch {rec.partition} is back in training")
     else:
@@ -267,6 +274,29 @@ def _watch_lost_pointers(s: Settings, interval: float) -> None:
     threading.Thread(target=loop, name="ml-platform-pointer-repair", daemon=True).start()
 
 
+def _count(least: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"{n}: must be at least {least}")
+        return n
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if x != x or x in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number")
+    return x
+
+
 def parser() -> argparse.ArgumentParser:
     config_help = "path to ml_platform.yaml (default: $ML_PLATFORM_CONFIG or ./ml_platform.yaml)"
     project_help = "a dg project directory whose ml_platform.ModelComponent models to work on (default: .)"
@@ -293,9 +323,9 @@ def parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=cmd_serve)
     sm = command("simulate", "write demo batches into the landing zone")
     sm.add_argument("--model")
-    sm.add_argument("--batches", type=int, default=3)
-    sm.add_argument("--rows", type=int, default=2000)
-    sm.add_argument("--drift", type=float, default=0.0, help="0 = none, 1 = strong feature and label drift")
+    sm.add_argument("--batches", type=_count(0), default=3)
+    sm.add_argument("--rows", type=_count(1), default=2000)
+    sm.add_argument("--drift", type=_finite, default=0.0, help="0 = none, 1 = strong feature and label drift")
     sm.add_argument("--drift-from", type=int, default=0, help="first batch index that gets the drift")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--format", choices=["csv", "parquet"], default="csv")

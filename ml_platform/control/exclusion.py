@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ml_platform.core import catalog
+from ml_platform.control.champion import champion_version
+from ml_platform.control.promotion import move_lock
+from ml_platform.core import audit, catalog
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.settings import Settings
 
@@ -37,7 +39,42 @@ def find_batch(settings: Settings, model: str, batch: str) -> BatchRecord:
 
 
 def exclude(settings: Settings, model: str, batch: str, *, reason: str, by: str, undo: bool = False) -> BatchRecord:
-    """Mark (``undo``: unmark) ``batch`` as taken out of training; returns the updated record."""
+    """Mark (``undo``: unmark) ``batch`` as taken out of training, and say so in the audit
+    (kind ``exclude`` / ``include``: a decision, the champion stays); returns the updated record."""
     rec = find_batch(settings, model, batch)
-    mark = None if undo else {"reason": reason or "no reason given", "by": by, "at": time.time()}
-    return catalog.update_record(settings.model_dir(model), rec.partition, excluded=mark)
+    reason = reason or "no reason given"
+    mark = None if undo else {"reason": reason, "by": by, "at": time.time()}
+    with move_lock(settings, model):  # the audit's one writer at a time
+        out = catalog.update_record(settings.model_dir(model), rec.partition, excluded=mark)
+        current = champion_version(settings, model)
+        audit.append(
+            settings.model_dir(model),
+            audit.AuditEntry(
+                at=audit.now_iso(),
+                model=model,
+                previous=current,
+                to=current,
+                actor=by,
+                trigger="exclusion",
+                reason=(f"batch {rec.partition} back in training" if undo else f"batch {rec.partition} out of training")
+                + f": {reason}",
+                kind="include" if undo else "exclude",
+                gate={},
+                endpoint="unchanged",
+                intent="",
+            ),
+        )
+    return out
+
+
+def observation(model: str, rec: BatchRecord):
+    """The mark as an observation on the batch's validated_batch partition (the UI's asset page)."""
+    import dagster as dg
+
+    mark = rec.excluded or {}
+    meta = {"excluded": bool(mark)}
+    if mark:
+        meta.update(excluded_by=str(mark.get("by", "")), exclusion_reason=str(mark.get("reason", "")))
+    return dg.AssetObservation(
+        asset_key=dg.AssetKey([model, "validated_batch"]), partition=rec.partition, metadata=meta
+    )

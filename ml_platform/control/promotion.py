@@ -139,7 +139,7 @@ def _v(x) -> str:
 
 # -------------------------------------------------------------------------- lock
 @contextlib.contextmanager
-def _move_lock(settings: Settings, model: str):
+def move_lock(settings: Settings, model: str):
     """One mover per model at a time, across processes (released by the OS if we die)."""
     d = settings.model_dir(model)
     d.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def move_champion(
 ) -> Promotion:
     """Make ``version`` the champion (see the module docstring). Raises PromotionError when
     the gate refuses it, or when the endpoint refused it and the move was undone."""
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         _finish_interrupted(settings, registry, endpoint, model)
         current = champion_version(settings, model)
         checks = checks_of(settings, model)
@@ -305,6 +305,8 @@ def approve(
                 f"{_v(champion_version(settings, model))}); name one with --version"
             )
         version = waiting[0].version
+    if version == champion_version(settings, model):
+        raise PromotionError(f"{model} v{version} is the serving champion already: nothing to approve")
     trigger = _tag(registry, model, version, "trigger") or "manual"
     from ml_platform.control import staging  # staging builds on this module
 
@@ -340,7 +342,7 @@ def reject(
 ) -> int:
     """A person rejects a candidate (default: the newest awaiting approval): recorded on the
     version and in the audit (kind "reject"); the champion stays. Returns the version."""
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         current = champion_version(settings, model)
         if version is None:
             waiting = awaiting_approval(settings, registry, model)
@@ -417,13 +419,15 @@ def rollback(
     actor: str = "cli",
 ) -> Promotion:
     current = champion_version(settings, model)
-    targets = [v for v in rollback_targets(settings, registry, model) if v != current]
+    passed = rollback_targets(settings, registry, model)
+    targets = [v for v in passed if v != current]
     if to_version is None:
         older = [v for v in targets if current is None or v < current]
         if not older:
+            shown = ", ".join(_v(v) for v in sorted(passed)) or "none"
             raise PromotionError(
                 f"{model}: no earlier version that passed the gate to roll back to "
-                f"(champion {_v(current)}; gate-passed versions: {targets or 'none'})"
+                f"(champion {_v(current)}; gate-passed versions: {shown})"
             )
         to_version = older[0]
     return move_champion(
@@ -501,7 +505,7 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
     pointer while the alias still names a version (e.g. the serving folder was deleted) is
     rebuilt from the registry, unless the audit says the champion was removed on purpose."""
     notes = []
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         done = _finish_interrupted(settings, registry, endpoint, model)
         if done:
             notes.append(done)

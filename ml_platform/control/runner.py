@@ -379,7 +379,10 @@ def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
     if t.version is None:
         echo(f"[{name}]   training failed: {t.error}")
         return
-    metrics = ", ".join(f"{k}={v:.4f}" for k, v in sorted(t.metrics.items()))
+    metrics = ", ".join(  # a metric that cannot be computed (roc_auc of a multiclass model) is not "nan"
+        f"{k}={v:.4f}" if isinstance(v, (int, float)) and v == v else f"{k} undefined"
+        for k, v in sorted(t.metrics.items())
+    )
     echo(f"[{name}]   candidate v{t.version}: {metrics}")
     for check, passed, reason in t.gate:
         echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")

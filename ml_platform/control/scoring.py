@@ -192,6 +192,8 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     fmt = _fmt(path)
+    if out_path is not None and Path(out_path).suffix.lower() not in (".parquet", ".pq"):
+        raise ValueError(f"--out {out_path}: predictions are written as Parquet: name a .parquet (or .pq) file")
     version, onnx_bytes, meta = _champion(settings, model)
     gcfg = _graph_config(settings.models[model], meta)  # what a row holds: the input columns
     fn, mcfg = transform.for_version(meta, gcfg)  # what the graph takes: after the version's transform

@@ -216,7 +216,7 @@ def render(doc: dict) -> str:
                             b["partition"],
                             b["rows"],
                             b["quarantined_rows"],
-                            b["status"],
+                            b["status"] + (" (excluded)" if b.get("excluded") else ""),
                             _drift_cell(b),
                             _performance_cell(b),
                             _retrain_cell(b),
@@ -277,7 +277,7 @@ def render(doc: dict) -> str:
             out.append("repaired just now:\n" + "\n".join(f"  - {r}" for r in m["repairs"]))
         if m["audit"]:
             out.append(
-                "alias moves:\n"
+                "audit (champion moves; rejections and exclusions by people):\n"
                 + tabulate(
                     [
                         [

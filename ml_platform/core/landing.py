@@ -255,6 +255,13 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
         raise BatchReadError(f"{name}: cannot be read as {fmt}: {type(e).__name__}: {_short(e)}") from None
     if df.empty:
         raise BatchReadError(f"{name}: has a header but no rows")
+    if fmt == "csv" and len(df.columns) == 1:
+        sep = next((s for s in (";", "\t", "|") if s in str(df.columns[0])), None)
+        if sep is not None:
+            raise BatchReadError(
+                f"{name}: one column named {str(df.columns[0])[:60]!r}: the file looks {sep!r}-separated; "
+                "batches are comma-separated CSV (or Parquet)"
+            )
     df.attrs["duplicate_columns"] = repeats
     return df
 

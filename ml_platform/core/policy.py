@@ -82,7 +82,16 @@ def decide(
     now: float | None = None,
 ) -> Decision:
     """Decision for ``record``; ``history`` = earlier records in arrival order, with their decisions.
-    ``retrain_in_flight``: a train run of this model is queued or running."""
+    ``retrain_in_flight``: a train run of this model is queued or running. A batch a person
+    took out of training (``ml-platform exclude``) is never a reason to retrain, and the others
+    are judged as if it had never landed."""
+    if record.excluded:
+        return Decision(
+            False,
+            "none",
+            f"excluded from training by {record.excluded.get('by', '?')}: {record.excluded.get('reason', '')}",
+        )
+    history = [r for r in history if not r.excluded]
     status = record.status
     if status != "validated":
         return Decision(False, "none", f"batch {status}: {record.reason}")

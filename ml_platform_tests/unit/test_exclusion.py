@@ -1,7 +1,11 @@
 """`ml-platform exclude` (issue 20): a person takes a bad batch out of training, and puts it back."""
 
+import dagster as dg
+
 from ml_platform.cli.main import main
-from ml_platform.core import catalog, policy
+from ml_platform.control.exclusion import observation
+from ml_platform.core import audit, catalog, policy
+from ml_platform.core.approval import os_user
 
 
 def _batches(settings):
@@ -28,6 +32,19 @@ def test_exclude_takes_a_batch_out_of_training_and_undo_puts_it_back(settings, c
     assert "no labelled batch" in policy.scheduled(only_a, settings.models["churn"], champion=None).reason
     assert main(["--config", cfg, "exclude", "--batch", "a.csv-11111111", "--undo"]) == 0
     assert catalog.read_record(d, "a.csv-11111111").trainable
+    # Both are in the audit (decisions: the champion did not move), which status shows.
+    entries = audit.read(d)
+    assert [(e.kind, e.actor, e.moved) for e in entries] == [("exclude", "ann", False), ("include", os_user(), False)]
+    assert "batch a.csv-11111111 out of training: churned=2 on 30 rows" in entries[0].reason
+    assert "retrain" not in policy.decide(rec, [], settings.models["churn"], has_champion=True).reason
+    assert policy.decide(rec, [], settings.models["churn"], has_champion=True).reason.startswith(
+        "excluded from training by ann"
+    )
+    with dg.instance_for_test() as instance:  # the UI's copy, on the batch's partition
+        instance.add_dynamic_partitions("churn_batches", [rec.partition])
+        instance.report_runless_asset_event(observation("churn", rec))
+        ev = instance.fetch_observations(dg.AssetKey(["churn", "validated_batch"]), limit=1).records[0]
+        assert ev.event_log_entry.asset_observation.metadata["exclusion_reason"].value == "churned=2 on 30 rows"
 
 
 def test_an_unknown_or_ambiguous_batch_is_refused_naming_the_choices(settings, config_dir, capsys):

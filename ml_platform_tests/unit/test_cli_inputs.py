@@ -1,0 +1,41 @@
+"""Command-line arguments and odd files as users give them (issue 20, the smaller list): each
+refused in one line naming what was wrong, exit non-zero, no traceback."""
+
+import pytest
+
+from ml_platform.cli.main import main
+from ml_platform.core.landing import BatchReadError, read_batch
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--drift", "nan"], "must be a finite number"),
+        (["--drift", "inf"], "must be a finite number"),
+        (["--batches", "-1"], "-1: must be at least 0"),
+        (["--rows", "0"], "0: must be at least 1"),
+        (["--batches", "two"], "'two' is not a whole number"),
+    ],
+)
+def test_simulate_refuses_bad_numbers(config_dir, capsys, args, says):
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(config_dir / "ml_platform.yaml"), "simulate", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_a_semicolon_separated_file_is_refused_with_a_hint(tmp_path):
+    p = tmp_path / "b.csv"
+    p.write_text("customer_id;tenure_months;churned\n1;3;0\n2;4;1\n")
+    with pytest.raises(BatchReadError, match="looks ';'-separated; batches are comma-separated CSV"):
+        read_batch(p)
+
+
+def test_score_refuses_an_output_that_is_not_parquet(config_dir, capsys, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("customer_id,tenure_months\n1,3\n")
+    rc = main(["--config", str(config_dir / "ml_platform.yaml"), "score", str(src), "--out", str(tmp_path / "x.csv")])
+    assert rc == 1
+    assert "predictions are written as Parquet: name a .parquet (or .pq) file" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
