@@ -1,4 +1,5 @@
-"""`ml-platform`: up | run | serve | simulate | rollback | exclude | status | score | worker | train | approve | reject.
+"""`ml-platform`: up | run | serve | simulate | rollback | reconcile | exclude | status | score | worker | train |
+approve | reject.
 
 Each command imports the layers it needs when it runs, not at start: importing dagster and
 mlflow takes seconds, which `serve`, `simulate` and `--help` do not need to pay."""
@@ -174,6 +175,40 @@ def cmd_exclude(args) -> int:
     return 0
 
 
+def cmd_reconcile(args) -> int:
+    """Check each model's champion against the registry and repair what can be repaired;
+    ``--rebuild-registry`` first gives a lost registry back the store's versions."""
+    from ml_platform.control.champion import registry_loss
+    from ml_platform.control.promotion import reconcile
+    from ml_platform.control.registry_rebuild import RebuildRefused, rebuild_registry
+    from ml_platform.resources.endpoint import endpoint_for
+    from ml_platform.resources.registry import registry_for
+
+    s = settings_of(args)
+    bad = 0
+    for name in [model_of(s, args.model)] if args.model else list(s.models):
+        reg = registry_for(s)
+        if args.rebuild_registry:
+            try:
+                for note in rebuild_registry(s, reg, name):
+                    print(f"[{name}] rebuilt: {note}")
+            except RebuildRefused as e:
+                print(f"reconcile refused: {e}", file=sys.stderr)
+                bad += 1
+                continue
+        lost = registry_loss(s, reg, name)
+        if lost:
+            print(f"reconcile refused: {lost} (or: ml-platform reconcile --rebuild-registry)", file=sys.stderr)
+            bad += 1
+            continue
+        notes = reconcile(s, reg, endpoint_for(s), name)
+        for note in notes:
+            print(f"[{name}] repaired: {note}")
+        if not notes:
+            print(f"[{name}] consistent: champion, alias, serving files and audit agree")
+    return 1 if bad else 0
+
+
 def cmd_rollback(args) -> int:
     from ml_platform.control.promotion import PromotionError, rollback
     from ml_platform.resources.endpoint import endpoint_for
@@ -341,6 +376,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--by", help="who (default: the OS user)")
     ex.add_argument("--undo", action="store_true", help="put the batch back into training")
     ex.set_defaults(fn=cmd_exclude)
+    rc = command("reconcile", "check the champion against the registry and repair; --rebuild-registry after a loss")
+    rc.add_argument("--model")
+    rc.add_argument(
+        "--rebuild-registry",
+        action="store_true",
+        help="re-register the serving store's versions in a lost MLflow registry, under the same numbers",
+    )
+    rc.set_defaults(fn=cmd_reconcile)
     sc = command("score", "batch-score a CSV/Parquet file with the serving champion (ONNX)")
     sc.add_argument("--model")
     sc.add_argument("file")

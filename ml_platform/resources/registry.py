@@ -177,6 +177,25 @@ class MlflowRegistry(ConfigurableResource):
                 c.set_model_version_tag(model, str(version), k, tags[k])
         return version, run.info.run_id
 
+    def register_restored(self, model: str, files_dir: Path | None, tags: dict) -> int:
+        """A registry version rebuilt from the serving store (``control/registry_rebuild``): one
+        run logging the files in ``files_dir`` under ``serving/`` (none: a placeholder for a
+        number that was registered but never published), then a version from it. MLflow numbers
+        it: the next free number. Returns that number."""
+        c = self.client()
+        run = c.create_run(self.experiment_id(model), run_name=f"restored {tags.get('restored_version', '')}")
+        if files_dir is not None:
+            c.log_artifacts(run.info.run_id, str(files_dir), artifact_path=version_files.ARTIFACT_PATH)
+        c.set_terminated(run.info.run_id)
+        try:
+            c.create_registered_model(model)
+        except Exception:  # noqa: BLE001 - it exists
+            pass
+        mv = c.create_model_version(
+            model, f"{run.info.artifact_uri}/{version_files.ARTIFACT_PATH}", run_id=run.info.run_id, tags=tags
+        )
+        return int(mv.version)
+
     def download_version_files(
         self, model: str, version: int, dest: VersionFiles, need: tuple = version_files.REGISTRY_FILES
     ) -> VersionFiles:

@@ -2,6 +2,7 @@
 driven like `ml-platform run`: stray and foreign labels, column names with spaces and
 punctuation, a truncated batch record, a champion pointer lost under `serve`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -151,6 +152,23 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
             [sys.executable, "-m", "ml_platform", "--config", str(s.source), "status"], capture_output=True, text=True
         )
         assert res.returncode == 1 and "champion v2" in res.stderr and "registered: none" in res.stderr, res.stderr
+        # The documented repair without a backup: the store's versions re-registered, same numbers.
+        published = ModelStore(s.serving_dir).versions("churn")
+        res = subprocess.run(
+            [sys.executable, "-m", "ml_platform", "--config", str(s.source), "reconcile", "--rebuild-registry"],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "v2 re-registered from the serving store (gate verdicts from the audit)" in res.stdout, res.stdout
+        res = subprocess.run(
+            [sys.executable, "-m", "ml_platform", "--config", str(s.source), "status", "--json"],
+            capture_output=True,
+            text=True,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        versions = {v["version"]: v for v in json.loads(res.stdout)["models"]["churn"]["versions"]}
+        assert set(range(1, max(published) + 1)) <= set(versions), sorted(versions)
     finally:
         db.unlink(missing_ok=True)
         kept.rename(db)
