@@ -67,6 +67,8 @@ SLOWEST_FILES = (
     "e2e/test_crash_consistency.py",
     "e2e/test_scale_out.py",
     "e2e/test_run_and_serve.py",
+    "e2e/test_concurrency.py",  # two real `run`s racing for one batch
+    "e2e/test_storage_faults.py",
     "integration/test_closed_loop.py",
     "integration/test_gate_paths.py",
     "integration/test_candidates_mlflow.py",
