@@ -24,10 +24,10 @@ from ml_platform.control.champion import store as model_store
 from ml_platform.control.promotion import (
     Promotion,
     PromotionError,
-    _move_lock,
     _publish,
     gate_refusal,
     move_champion,
+    move_lock,
     version_files_of,
 )
 from ml_platform.core import audit, catalog, stage_files, training
@@ -103,7 +103,7 @@ def stage(
     passed against the champion serving now. A version staged already stays (its evidence too); an
     older staged version is superseded: refused, with the reason. -> what happened."""
     cfg = settings.models[model]
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         current = champion_version(settings, model)
         refusal = gate_refusal(registry, model, version, serving=current, kind="deploy", checks=offline_checks(cfg))
         if refusal:
@@ -310,7 +310,7 @@ def judge_and_conclude(
         judged = live.compare(ev, cfg, champion_version=current, classes=classes, labels=labelled_rows(settings, model))
         reason = judged.verdict.reason
     passed = judged is not None and judged.verdict.passed
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         if staged(settings, model) != rec:  # superseded or concluded meanwhile
             return Outcome(v, "pending", "the stage changed while it was judged")
         if not passed:
@@ -336,12 +336,12 @@ def judge_and_conclude(
             reason=f"passed the live comparison ({rec.get('mode')}): {reason}",
         )
     except PromotionError as e:
-        with _move_lock(settings, model):
+        with move_lock(settings, model):
             if staged(settings, model) == rec:
                 model_store(settings).unstage(model)
         _tell(endpoint, model)
         return Outcome(v, "refused", f"passed live, but the move was refused: {e}", judged, progress=p)
-    with _move_lock(settings, model):
+    with move_lock(settings, model):
         if (staged(settings, model) or {}).get("version") == v:
             model_store(settings).unstage(model)
     _tell(endpoint, model)
