@@ -108,7 +108,8 @@ class ModelStore:
         Versions are immutable: publishing the same bytes again is a no-op; different bytes raise
         ``VersionConflict``, also with ``repair``, unless the stored copy is damaged (a file
         missing or unreadable, or a graph that no longer matches the sha256 its metadata
-        recorded): a version number is never reused for another model."""
+        recorded): a version number is never reused for another model. With ``repair``, the same
+        graph with other metadata (the same model) has its metadata written again."""
         _check_version(version)
         if not isinstance(onnx_bytes, (bytes, bytearray, memoryview)) or not len(onnx_bytes):
             raise ValueError("onnx_bytes must be non-empty bytes")
@@ -124,6 +125,9 @@ class ModelStore:
             if damage is None and onnx_path.read_bytes() == bytes(onnx_bytes):
                 stored = json.loads(meta_path.read_text())
                 if {k: v for k, v in stored.items() if k != ONNX_SHA256} == json.loads(json.dumps(meta)):
+                    return
+                if repair:  # the same graph (the same model), its metadata written again
+                    atomic_write(meta_path, meta_bytes, f"{name} v{version}'s serving metadata")
                     return
             if damage is None or not repair:
                 raise VersionConflict(

@@ -47,6 +47,8 @@ def test_versions_are_immutable(tmp_path):
     with pytest.raises(VersionConflict):  # a sound copy is never repaired into another model
         store.publish("m", 1, b"b", {"version": 1}, repair=True)
     assert store.read("m", 1)[0] == b"a" and store.damaged("m", 1) is None
+    store.publish("m", 1, b"a", {"version": 1, "note": "x"}, repair=True)  # same graph: metadata rewritten
+    assert store.read("m", 1)[1]["note"] == "x"
     store.onnx_path("m", 1).write_bytes(b"garbage")  # a damaged copy (its recorded sha256 differs)
     assert "does not match" in store.damaged("m", 1)
     with pytest.raises(VersionConflict):
