@@ -26,7 +26,14 @@ from ml_platform.core.landing import (
 from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
 from ml_platform.defs.assets.per_partition import each_partition
 from ml_platform.defs.metadata import table
-from ml_platform.names import TAG_ARRIVAL, TAG_SHA, TAG_SOURCE, TAG_SOURCE_EVENT, TAG_SOURCE_PARTITION
+from ml_platform.names import (
+    TAG_ARRIVAL,
+    TAG_RANGE_START,
+    TAG_SHA,
+    TAG_SOURCE,
+    TAG_SOURCE_EVENT,
+    TAG_SOURCE_PARTITION,
+)
 
 
 class LandedFile(dg.Config):
@@ -50,7 +57,7 @@ def _source_of(
         f = config.files[partition]
         return Path(f.path), f.sha256, f.arrival
     tags = context.run.tags
-    if TAG_SOURCE in tags and context.partition_keys == [partition]:
+    if TAG_SOURCE in tags and TAG_RANGE_START not in tags:  # a run of one file: its tags name it
         return Path(tags[TAG_SOURCE]), tags.get(TAG_SHA), float(tags.get(TAG_ARRIVAL, time.time()))
     rec = catalog.read_record(chain.dir, partition)
     if rec is None:
