@@ -41,9 +41,17 @@ def _scale_block(pg_port: int, broker: str | None) -> str:
 
 
 def _instance(root: Path):
+    """The world's instance, once `up` has created its storage (opened while `up` creates the
+    tables, both would try to: retried)."""
     import dagster as dg
 
-    return dg.DagsterInstance.from_config(str(root / "state" / "dagster_home"))
+    for attempt in range(30):
+        try:
+            return dg.DagsterInstance.from_config(str(root / "state" / "dagster_home"))
+        except Exception:  # noqa: BLE001 - "table ... already exists" while `up` creates it
+            if attempt == 29:
+                raise
+            time.sleep(2)
 
 
 # ---------------------------------------------------------------- throughput
