@@ -3,11 +3,13 @@
   throughput  ingest batches per minute: the embedded default (SQLite, runs as local processes)
               against PostgreSQL + 1 and 2 Celery workers, under `ml-platform up`
   sensor      the landing sensor's tick time and run-request count at 1,000 / 10,000 files
+  sensor-idle the landing sensor over a zone of 100,000 files already ingested: idle tick, cursor
   partitions  where SQLite's dynamic partitions break (one add of N keys; the "too many SQL
               variables" of dagster#16260) and whether PostgreSQL holds there
 
     .venv/bin/python benchmarks/scale_out.py throughput --modes embedded celery1 celery2 --files 20
     .venv/bin/python benchmarks/scale_out.py sensor --files 1000 10000
+    .venv/bin/python benchmarks/scale_out.py sensor-idle --files 100000
     .venv/bin/python benchmarks/scale_out.py partitions --keys 30000 32766 32767 36000 --total 36000
 
 PostgreSQL and Redis are started here (ml_platform_tests/e2e/servers.py: initdb in a temporary
@@ -196,6 +198,69 @@ def sensor(n_files: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def sensor_idle(n_files: int) -> dict:
+    """A landing zone of ``n_files`` already ingested (the index built by one scan and every file
+    marked done, as after a long history): an idle tick, a tick with one new file among them,
+    and the cursor's size."""
+    import json
+
+    import dagster as dg
+
+    from ml_platform.control.arrivals import index_path
+    from ml_platform.control.chain import Chain
+    from ml_platform.core.landing_index import LandingIndex, ZoneCursor
+    from ml_platform.defs.definitions import build_definitions
+    from ml_platform.settings import load_settings
+
+    root = Path(tempfile.mkdtemp(prefix="mlp-bench-idle-"))
+    try:
+        cfg = write_config(root, extra="automation: {settle_seconds: 0}\n")
+        landing = root / "landing"
+        past = time.time() - 60
+        for i in range(n_files):
+            p = landing / f"b{i:06d}.csv"
+            p.write_text(f"customer_id,churned\n{i},0\n")
+            os.utime(p, (past, past))
+        s = load_settings(cfg)
+        chain = Chain("churn", s.models["churn"], s)
+        cur = ZoneCursor()
+        t = time.perf_counter()
+        with LandingIndex(index_path(chain)) as ix:
+            ix.scan(landing, cur, settle_seconds=0, max_hash=n_files)
+            ix.mark_done([f.path.name for f in ix.ready(landing)])
+        out = {"files": n_files, "index build s (once)": round(time.perf_counter() - t, 1)}
+        time.sleep(2.5)  # past the directory-timestamp grace
+        cur.dir_ns = landing.stat().st_mtime_ns
+        cursor = json.dumps(cur.to_dict())
+        defs = build_definitions(s)
+        sensor_def = defs.resolve_sensor_def("churn_landing_sensor")
+        (root / "inst").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "inst")) as instance:
+
+            def tick(cursor):
+                ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+                t = time.perf_counter()
+                result = sensor_def(ctx)
+                return time.perf_counter() - t, getattr(result, "cursor", None) or ctx.cursor, result
+
+            idle = []
+            for _ in range(3):
+                took, cursor, _ = tick(cursor)
+                idle.append(took)
+            out["idle tick s (median of 3)"] = round(sorted(idle)[1], 4)
+            out["cursor bytes"] = len(cursor)
+            new = landing / "new.csv"
+            new.write_text("customer_id,churned\n-1,1\n")
+            os.utime(new, (past, past))
+            took, cursor, result = tick(cursor)
+            out["tick with 1 new file s"] = round(took, 3)
+            out["its run requests"] = len(result.run_requests or [])
+            out["index file MB"] = round(index_path(chain).stat().st_size / 2**20, 1)
+        return out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- dynamic partitions
 def partitions(keys: list[int], total: int, chunk: int) -> list[dict]:
     import dagster as dg
@@ -292,17 +357,21 @@ def main() -> None:
     t.add_argument("--timeout", type=float, default=900)
     s = sub.add_parser("sensor")
     s.add_argument("--files", type=int, nargs="+", default=[1000, 10000, 100000])
+    i = sub.add_parser("sensor-idle")
+    i.add_argument("--files", type=int, nargs="+", default=[100000])
     d = sub.add_parser("partitions")
     d.add_argument("--keys", type=int, nargs="+", default=[30000, 32766, 32767, 36000])
     d.add_argument("--total", type=int, default=36000)
     d.add_argument("--chunk", type=int, default=1000)
     a = p.parse_args()
-    if a.what != "sensor" and servers.missing_servers():
+    if a.what not in ("sensor", "sensor-idle") and servers.missing_servers():
         raise SystemExit(servers.missing_servers())
     if a.what == "throughput":
         rows = [throughput(m, a.files, a.rows, a.timeout) for m in a.modes]
     elif a.what == "sensor":
         rows = [sensor(n) for n in a.files]
+    elif a.what == "sensor-idle":
+        rows = [sensor_idle(n) for n in a.files]
     else:
         rows = partitions(a.keys, a.total, a.chunk)
     print(_markdown(rows))
