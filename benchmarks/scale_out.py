@@ -27,7 +27,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: the checkout it names runs
 
 from ml_platform_tests.conftest import free_port, write_config  # noqa: E402
 from ml_platform_tests.e2e import servers  # noqa: E402
