@@ -158,3 +158,16 @@ def test_an_idle_tick_over_a_large_zone_does_no_work(settings):
         assert gone.stats.forgotten > 3990
         with LandingIndex(index_path(chain)) as ix:
             assert sum(ix.counts().values()) <= n + 1 - 3990
+
+
+def test_training_goes_ahead_of_an_ingest_backlog(settings):
+    """Train and rollback runs (and automation's deploys) outrank ingest runs in the run queue and
+    go to a broker queue of their own under Celery; every worker consumes it first."""
+    defs = build_definitions(settings)
+    for job in ("churn_train", "churn_rollback"):
+        tags = defs.resolve_job_def(job).tags
+        assert tags["dagster/priority"] == "10" and tags["dagster-celery/queue"] == "dagster_train"
+    assert "dagster/priority" not in defs.resolve_job_def("churn_ingest").tags  # 0, the default
+    from ml_platform import names
+
+    assert names.AUTOMATION_RUN_TAGS["dagster/priority"] == "10"
