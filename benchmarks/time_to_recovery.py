@@ -227,7 +227,7 @@ def one(args, rep: int) -> dict:
     proc = start_up(config, root / "up.log")
     t0 = time.time()
     try:
-        old = wait(lambda: served_version(base), 300, 0.5, "the first champion")
+        old = wait(lambda: served_version(base), args.first_timeout, 0.5, "the first champion")
         first = time.time() - t0
         (root / "state" / "dagster_home").mkdir(parents=True, exist_ok=True)
         instance = DagsterInstance.get()
@@ -309,6 +309,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet-seconds", type=float, default=10.0)
     ap.add_argument("--poll", type=float, default=0.2, help="endpoint polling interval")
     ap.add_argument("--timeout", type=float, default=240)
+    ap.add_argument("--first-timeout", type=float, default=300, help="wait this long for the first champion")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", help="write every repetition's figures to this file")
     ap.add_argument("--keep", action="store_true", help="keep each world's temp dir (logs, instance)")
