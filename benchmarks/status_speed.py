@@ -3,7 +3,7 @@
 `ml-platform status --json` timed as a user runs it (a new process: imports included).
 
     nice -n 15 .venv/bin/python benchmarks/status_speed.py --batches 1000 --versions 100 --repeat 3
-    ... --code /path/to/an/older/checkout     # the same history, another checkout's `status`
+    ... --code "$PWD" /path/to/an/older/checkout   # the same history, each checkout's `status`
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -74,7 +75,12 @@ def main() -> None:
     p.add_argument("--versions", type=int, default=100)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="also profile one status in this process")
-    p.add_argument("--code", default=str(Path(__file__).resolve().parents[1]), help="the checkout whose status is run")
+    p.add_argument(
+        "--code",
+        nargs="+",
+        default=[str(Path(__file__).resolve().parents[1])],
+        help="the checkouts whose status is run",
+    )
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mlp-bench-status-"))
     try:
@@ -82,19 +88,40 @@ def main() -> None:
         t = time.perf_counter()
         _history(cfg, a.batches, a.versions)
         print(f"history written in {time.perf_counter() - t:.0f} s", flush=True)
-        env = {**os.environ, "PYTHONPATH": a.code}
-        times = []
-        for _ in range(a.repeat):
-            t = time.perf_counter()
-            out = subprocess.run(
-                [sys.executable, "-m", "ml_platform.cli.main", "status", "--json", "--config", str(cfg)],
-                capture_output=True,
-                text=True,
-                env=env,
-                check=True,
+        for code in a.code:
+            env = {**os.environ, "PYTHONPATH": code}
+            times, cpu = [], []
+            for _ in range(a.repeat):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t = time.perf_counter()
+                out = subprocess.run(
+                    [sys.executable, "-m", "ml_platform.cli.main", "status", "--json", "--config", str(cfg)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=root,  # not a checkout: PYTHONPATH decides which code runs
+                    check=True,
+                )
+                times.append(time.perf_counter() - t)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+            doc = json.loads(out.stdout)
+            model = doc["models"]["churn"]
+            print(
+                json.dumps(
+                    {
+                        "code": code,
+                        "batches": len(model["batches"]),
+                        "versions": len(model["versions"]),
+                        "status_wall_s": [round(x, 2) for x in times],
+                        "median_wall_s": round(statistics.median(times), 2),
+                        "median_cpu_s": round(statistics.median(cpu), 2),
+                        "load_average": round(os.getloadavg()[0], 1),
+                        "keys": sorted(model),
+                    }
+                ),
+                flush=True,
             )
-            times.append(time.perf_counter() - t)
-        doc = json.loads(out.stdout)
         if a.profile:
             import cProfile
             import pstats
@@ -108,22 +135,6 @@ def main() -> None:
             prof = cProfile.Profile()
             prof.runcall(status, s, registry_for(s), endpoint_for(s))
             pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
-        model = doc["models"]["churn"] if "models" in doc else doc["churn"]
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import ml_platform.control.status"], env=env, check=True)
-        imports = time.perf_counter() - t
-        print(
-            json.dumps(
-                {
-                    "batches": len(model["batches"]),
-                    "versions": len(model["versions"]),
-                    "status_s": [round(x, 2) for x in times],
-                    "median_s": round(statistics.median(times), 2),
-                    "imports_s": round(imports, 2),
-                    "keys": sorted(model),
-                }
-            )
-        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
