@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
+from ml_platform.core.files import StateWriteError
+
 # The ingest assets' backfill policy is a Dagster beta parameter: said once here, not per load.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
@@ -42,6 +44,8 @@ def each_partition(
     for i, partition in enumerate(keys, 1):
         try:
             metadata, checks = body(partition)
+        except StateWriteError:
+            raise  # storage, not the file: every later file would fail alike; the run stops
         except Exception as e:  # noqa: BLE001 - a bad file fails alone: recorded on its batch
             message = str(e) if isinstance(e, dg.Failure) else f"{type(e).__name__}: {e}"
             context.log.error(f"{partition}: {message}")
