@@ -61,6 +61,9 @@ VERSION_PROJECT_COMMIT = "project_git_commit"  # the user's project checkout (or
 VERSION_PROJECT_DIRTY = "project_git_dirty"  # "true" when it had uncommitted changes
 VERSION_PLATFORM_COMMIT = "platform_git_commit"
 VERSION_CHECK_ONLY = "ml_platform.check"  # "true": trained by `ml-platform check`, never deployed
+BACKTEST_METRIC_PREFIX = "backtest_"  # MLflow metrics of a candidate's backtest (core/backtest.py):
+# backtest_<metric> one step per scored batch (oldest first, the holdout last), _mean, _low, _high
+BACKTEST_BATCHES_PARAM = "backtest_batches"  # the scored batches, in step order
 GATE_JUDGED_AGAINST = "gate.judged_against"
 GATE_COMPARISON_PREFIX = "gate.comparison."
 GATE_SLICES_FAILING = "gate.per_slice.failing"

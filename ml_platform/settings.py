@@ -333,12 +333,22 @@ class TrainingConfig(_Strict):
         description="Extra parameter settings tried on the best window and estimator, drawn (seeded) from a small "
         "built-in space around it; keys set in `params` stay fixed.",
     )
+    backtest_batches: int = Field(
+        3,
+        ge=1,
+        le=24,
+        description="Candidates are chosen by a rolling-origin backtest over the last K labelled batches: each "
+        "candidate's window rule and estimator are refitted on the batches before each of the K - 1 older ones and "
+        "scored on it, and the newest is the holdout (core/backtest.py). The best mean by `gate.metric` wins (the "
+        "gate still judges it on the holdout). 1: the holdout alone. Costs up to K - 1 extra fits per candidate, "
+        "shared where two candidates' windows coincide.",
+    )
     prefer_more_data: bool = Field(
         True,
-        description="A candidate trained on more rows wins over the holdout's best when it is within "
-        "`gate.max_regression` of it and the paired bootstrap (`gate.confidence`, `gate.resamples`) does not show "
-        "it worse: on a few hundred holdout rows a narrow window's small lead is often noise, and more data "
-        "generalises to the next batches better.",
+        description="A candidate trained on more rows wins over the backtest's best when its mean is within "
+        "`gate.max_regression` of it on the batches both were scored on and the paired bootstrap (`gate.confidence`, "
+        "`gate.resamples`, rows resampled within each batch) does not show it worse: a narrow window's small lead is "
+        "often noise, and more data generalises to the next batches better.",
     )
 
     @field_validator("windows")

@@ -107,7 +107,9 @@ def payoff_lines(p: dict) -> list[str]:
     out = [
         f"payoff: {p['retrains']} retrain(s) ({trig}); {p['bad_deploys_prevented']} bad deploy(s) prevented "
         f"by the gate; {len(p['promotions'])} promotion(s); training time {p['train_seconds_total']:.1f} s "
-        f"({p['train_runs_timed']} timed)"
+        f"({p['train_runs_timed']} timed"
+        + (f", {p['train_seconds_per_retrain']:.1f} s each" if p.get("train_seconds_per_retrain") else "")
+        + ")"
     ]
     for b in p["blocked"]:
         out.append(f"  blocked v{b['version']} ({b['trigger']}, by {b['by']}): " + "; ".join(b["why"]))

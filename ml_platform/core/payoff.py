@@ -132,11 +132,17 @@ class Payoff:
     def bad_deploys_prevented(self) -> int:
         return sum(b.by == "gate" for b in self.blocked)
 
+    @property
+    def train_seconds_per_retrain(self) -> float | None:
+        """Mean wall time of a timed retrain (every candidate and its backtest refits)."""
+        return round(self.train_seconds_total / self.train_runs_timed, 3) if self.train_runs_timed else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("timeline")
         rec = [e["time_to_recovery_seconds"] for e in d["episodes"] if e["time_to_recovery_seconds"] is not None]
         d["bad_deploys_prevented"] = self.bad_deploys_prevented
+        d["train_seconds_per_retrain"] = self.train_seconds_per_retrain
         d["median_time_to_recovery_seconds"] = statistics.median(rec) if rec else None
         return d
 

@@ -2,8 +2,10 @@
 
 A retrain fits training windows (all data, the newest N batches, the new regime after a
 shift) times the configured estimators, plus an optional small parameter search, and judges
-every candidate on ONE holdout of the newest rows, rows none of them trained on. The best by
-the gate metric becomes the version. Pure over the catalog records and the training set, so
+every candidate by a rolling-origin backtest (core/backtest.py): refitted on the batches before
+each of the last ``training.backtest_batches`` batches and scored on it, the newest being the
+holdout of the newest rows that none of them trained on. The best mean by the gate metric
+becomes the version (core/backtest_compare.py). Pure over the catalog records and the training set, so
 whoever launches the retrain (sensor, schedule, a UI click, the CLI) gets the same choice:
 nothing here reads run tags.
 """
@@ -17,7 +19,10 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ml_platform.core import backtest_compare as bc
 from ml_platform.core import training
+from ml_platform.core.backtest import HOLDOUT_ORIGIN as HOLDOUT_ORIGIN
+from ml_platform.core.backtest import Backtest
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
@@ -64,6 +69,10 @@ class Trial:
     search: bool = False
     pipe: Pipeline | None = field(default=None, repr=False)
     skipped: str | None = None  # why it was not fitted (e.g. a single class)
+    backtest: dict[str, float] = field(default_factory=dict)  # origin batch (or "holdout") -> metric
+    backtest_mean: float = float("nan")
+    backtest_interval: tuple[float, float] = (float("nan"), float("nan"))
+    backtest_seconds: float = 0.0  # the refits on earlier batches this choice was first to need
 
     @property
     def name(self) -> str:
@@ -78,8 +87,11 @@ class Selection:
     metric: str
     holdout_rows: int
     regime_start: str | None
-    top: int | None = None  # the holdout's best when ``best`` is a wider tied one
-    note: str = ""  # why ``best`` is not the holdout's best
+    top: int | None = None  # the backtest's best when ``best`` is a wider tied one
+    note: str = ""  # why ``best`` is not the backtest's best
+    origins: tuple[str, ...] = ()  # the backtest's scored batches, oldest first ("holdout" last)
+    backtest_fits: int = 0  # distinct refits on earlier batches (shared across choices)
+    backtest_seconds: float = 0.0
 
     @property
     def winner(self) -> Trial:
@@ -162,13 +174,6 @@ def candidate_windows(
     return out
 
 
-def _ranking_key(metric: str, trial: Trial) -> float:
-    value = trial.metrics.get(metric)
-    if trial.skipped or value is None or not np.isfinite(value):
-        return -np.inf
-    return value if training.HIGHER_IS_BETTER[metric] else -value
-
-
 def _fit(
     train: pd.DataFrame,
     holdout: pd.DataFrame,
@@ -216,92 +221,95 @@ def select(
     log=None,
 ) -> Selection:
     """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
-    parameter settings on the best one's window, judge all on ``holdout`` and pick the best by
-    the gate metric (ties: the earlier, i.e. the wider window and the first estimator); with
-    ``training.prefer_more_data`` a wider candidate within noise of it instead (``_more_data_when_tied``).
-    Raises ValueError when no candidate could be fitted."""
+    parameter settings on the best one's window; backtest each (``core.backtest``) and pick the
+    best mean by the gate metric (ties: the earlier, i.e. the wider window and the first
+    estimator); with ``training.prefer_more_data`` a wider candidate within noise of it instead
+    (``_more_data_when_tied``). Raises ValueError when no candidate could be fitted."""
     if holdout.empty:
         raise ValueError("the holdout is empty: nothing to judge the candidates on")
     if HOLDOUT in train and train[HOLDOUT].any():
         raise ValueError("training rows include holdout rows")
     metric = cfg.gate_metric
+    order = list(dict.fromkeys(train[BATCH]))
+    order += [b for b in dict.fromkeys(holdout[BATCH]) if b not in order] if BATCH in holdout else []
+    bt = Backtest(train, holdout, order, cfg, regime)
     trials: list[Trial] = []
+
+    def add(window: Window, est: EstimatorConfig, search: bool) -> None:
+        t = _fit(train, holdout, cfg, window, est, search)
+        if not t.skipped:
+            t.backtest_seconds = bt.score(len(trials), window.kind, est, t.pipe)
+            t.backtest = {o.batch: o.value(len(trials)) for o in bt.all_origins if np.isfinite(o.value(len(trials)))}
+        trials.append(t)
+        if log:
+            log(f"{'search' if search else 'candidate'} {t.name}: {_figure(t, metric)}")
+
     for window in windows:
         for est in cfg.estimator_list:
-            trials.append(_fit(train, holdout, cfg, window, est))
-            if log:
-                log(f"candidate {trials[-1].name}: {_figure(trials[-1], metric)}")
-    fitted = [t for t in trials if not t.skipped]
+            add(window, est, False)
+    fitted = [i for i, t in enumerate(trials) if not t.skipped]
     if not fitted:
         reasons = "; ".join(f"{t.window.label}: {t.skipped}" for t in trials) or "no training window"
         raise ValueError(f"no candidate could be fitted ({reasons})")
-    first = max(fitted, key=lambda t: _ranking_key(metric, t))
-    for est in search_settings(first.estimator, cfg.training.search_budget, cfg.training.seed):
-        trials.append(_fit(train, holdout, cfg, first.window, est, search=True))
-        if log:
-            log(f"search {trials[-1].name}: {_figure(trials[-1], metric)}")
-    keys = [_ranking_key(metric, t) for t in trials]
-    best = int(np.argmax(keys))  # the first of equal keys
-    if keys[best] == -np.inf:  # the metric is undefined on this holdout for all: the first fitted one
-        best = trials.index(fitted[0])
-        return Selection(trials, best, metric, len(holdout), regime)
-    top, note = best, ""
+    first = bc.leader(bt.all_origins, fitted, metric)
+    first_trial = trials[first if first is not None else fitted[0]]
+    for est in search_settings(first_trial.estimator, cfg.training.search_budget, cfg.training.seed):
+        add(first_trial.window, est, True)
+    fitted = [i for i, t in enumerate(trials) if not t.skipped]
+    origins = bt.all_origins
+    for i in fitted:
+        t = trials[i]
+        t.backtest_mean = bc.mean(origins, i)
+        t.backtest_interval = bc.interval(origins, i, cfg)
+    sel = Selection(
+        trials,
+        fitted[0],
+        metric,
+        len(holdout),
+        regime,
+        origins=tuple(o.batch for o in origins),
+        backtest_fits=bt.fits,
+        backtest_seconds=bt.fit_seconds,
+    )
+    best = bc.leader(origins, fitted, metric)
+    if best is None:  # the metric is undefined on every origin for all: the first fitted one
+        return sel
+    sel.best = sel.top = best
     if cfg.training.prefer_more_data:
-        best, note = _more_data_when_tied(trials, best, holdout, cfg)
-    return Selection(trials, best, metric, len(holdout), regime, top=top, note=note)
+        sel.best, sel.note = _more_data_when_tied(trials, best, origins, cfg)
+    return sel
 
 
-def _more_data_when_tied(trials: list[Trial], best: int, holdout: pd.DataFrame, cfg: ModelConfig) -> tuple[int, str]:
-    """The trial with the most training rows that is within ``gate.max_regression`` of ``best`` on
-    the holdout and whose paired bootstrap interval of (it - best) reaches 0 (not shown worse),
-    with the note saying so; else ``best``. A clear lead of a narrow window (a changed concept:
-    the demo, Agrawal) keeps the narrow window."""
-    from ml_platform.core.bootstrap import paired_bootstrap
-    from ml_platform.core.frames import model_inputs
-
+def _more_data_when_tied(trials: list[Trial], best: int, origins, cfg: ModelConfig) -> tuple[int, str]:
+    """The trial with the most training rows that is within ``gate.max_regression`` of ``best``
+    on the origins both were scored on and whose paired bootstrap interval of (it - best) reaches
+    0 (not shown worse), with the note saying so; else ``best``. A clear lead of a narrow window
+    (a changed concept: the demo, Agrawal) keeps the narrow window."""
     lead = trials[best]
     wider = sorted(
         (
             i
             for i, t in enumerate(trials)
-            if not t.skipped
-            and t.pipe is not None
-            and t.train_rows > lead.train_rows
-            and np.isfinite(_ranking_key(cfg.gate_metric, t))
+            if not t.skipped and t.pipe is not None and t.train_rows > lead.train_rows and np.isfinite(t.backtest_mean)
         ),
-        key=lambda i: (-trials[i].train_rows, -_ranking_key(cfg.gate_metric, trials[i])),
+        key=lambda i: (-trials[i].train_rows, -_sign(cfg) * trials[i].backtest_mean),
     )
-    if not wider:
-        return best, ""
-    x, y = model_inputs(holdout, cfg), training.target_values(holdout, cfg)
-
-    def outputs(t: Trial):
-        return t.pipe.predict_proba(x) if cfg.task == "classification" else t.pipe.predict(x)
-
-    lead_out, g = outputs(lead), cfg.gate
+    g = cfg.gate
     for i in wider:
-        t = trials[i]
-        iv = paired_bootstrap(
-            cfg.gate_metric,
-            cfg.task,
-            y,
-            outputs(t),
-            lead_out,
-            candidate_classes=getattr(t.pipe, "classes_", None),
-            champion_classes=getattr(lead.pipe, "classes_", None),
-            resamples=g.resamples,
-            confidence=g.confidence,
-            seed=cfg.training.seed,
-        )
-        if np.isfinite(iv.ci_high) and iv.ci_high >= 0 and iv.delta >= -g.max_regression:
+        c = bc.compare(origins, i, best, cfg)
+        if c is not None and np.isfinite(c.high) and c.high >= 0 and c.delta >= -g.max_regression:
+            t = trials[i]
             return i, (
-                f"{t.name} ({t.train_rows} rows) preferred to the holdout's best {lead.name} "
-                f"({lead.train_rows} rows): {cfg.gate_metric} {iv.delta:+.4f}, "
-                f"{iv.confidence:.0%} CI [{iv.ci_low:+.4f}, {iv.ci_high:+.4f}] on {iv.rows} rows "
-                f"does not show it worse, within gate.max_regression {g.max_regression} "
-                "(training.prefer_more_data)"
+                f"{t.name} ({t.train_rows} rows) preferred to the backtest's best {lead.name} "
+                f"({lead.train_rows} rows): {cfg.gate_metric} {c.delta:+.4f}, {g.confidence:.0%} CI "
+                f"[{c.low:+.4f}, {c.high:+.4f}] over {', '.join(c.origins)} does not show it worse, "
+                f"within gate.max_regression {g.max_regression} (training.prefer_more_data)"
             )
     return best, ""
+
+
+def _sign(cfg: ModelConfig) -> float:
+    return 1.0 if training.HIGHER_IS_BETTER[cfg.gate_metric] else -1.0
 
 
 def _figure(t: Trial, metric: str) -> str:
@@ -309,7 +317,8 @@ def _figure(t: Trial, metric: str) -> str:
         return f"skipped ({t.skipped})"
     v = t.metrics.get(metric)
     return (
-        f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s)"
+        f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s); backtest "
+        + ", ".join(f"{b} {x:.4f}" for b, x in t.backtest.items())
         if v is not None
         else f"{metric} undefined on the holdout"
     )
@@ -329,7 +338,11 @@ def table(sel: Selection) -> pd.DataFrame:
                 "search": t.search,
                 "train_rows": t.train_rows,
                 sel.metric: None if v is None else float(v),
-                "fit_seconds": round(t.fit_seconds, 2),
+                **{f"backtest {b}": t.backtest.get(b) for b in sel.origins},
+                "backtest_mean": None if not np.isfinite(t.backtest_mean) else t.backtest_mean,
+                "backtest_low": None if not np.isfinite(t.backtest_interval[0]) else t.backtest_interval[0],
+                "backtest_high": None if not np.isfinite(t.backtest_interval[1]) else t.backtest_interval[1],
+                "fit_seconds": round(t.fit_seconds + t.backtest_seconds, 2),
                 "note": t.skipped or "",
             }
         )

@@ -18,6 +18,8 @@ from dagster import ConfigurableResource
 from ml_platform.core import files, version_files
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import (
+    BACKTEST_BATCHES_PARAM,
+    BACKTEST_METRIC_PREFIX,
     MLFLOW_DAGSTER_RUN,
     VERSION_CHECK_ONLY,
     VERSION_CODE,
@@ -102,14 +104,24 @@ class MlflowRegistry(ConfigurableResource):
         return mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=True, parent_run_id=parent_run_id)
 
     def log_trial(
-        self, model: str, *, params: dict, metrics: dict, tags: dict, run_name: str, parent_run_id: str | None = None
+        self,
+        model: str,
+        *,
+        params: dict,
+        metrics: dict,
+        tags: dict,
+        run_name: str,
+        parent_run_id: str | None = None,
+        backtest: dict | None = None,
     ) -> str:
-        """A candidate that was fitted and judged but not registered: params and holdout metrics."""
+        """A candidate that was fitted and judged but not registered: params, holdout metrics and
+        its backtest (``_log_backtest``)."""
         import mlflow
 
         with self._start_run(model, parent_run_id, run_name) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+            _log_backtest(backtest)
             mlflow.set_tags(tags)
         return run.info.run_id
 
@@ -128,6 +140,7 @@ class MlflowRegistry(ConfigurableResource):
         run_tags: dict | None = None,
         run_name: str | None = None,
         config: dict | None = None,
+        backtest: dict | None = None,
     ) -> tuple[int, str]:
         """One MLflow run (params, metrics, the sklearn model, the version's files, the batch
         hashes) and a new registry version with alias ``challenger``. Returns (version, run_id).
@@ -141,6 +154,7 @@ class MlflowRegistry(ConfigurableResource):
         with self._start_run(model, parent_run_id, run_name or tags.get("dagster_run_id")) as run:
             mlflow.log_params(params)
             mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+            _log_backtest(backtest)
             # "dagster_run_id" stays off the run: dagster-mlflow finds the run it resumes by it.
             mlflow.set_tags(
                 {
@@ -320,3 +334,27 @@ class MlflowRegistry(ConfigurableResource):
 
 def registry_for(settings) -> MlflowRegistry:
     return MlflowRegistry(tracking_uri=settings.tracking_uri, artifact_root=str(settings.artifact_root))
+
+
+def _log_backtest(backtest: dict | None) -> None:
+    """A candidate's backtest in the active run: ``{"metric", "batches", "values", "mean", "low",
+    "high"}`` -> ``backtest_<metric>`` one step per scored batch (NaN where it was not scored),
+    its mean and interval, and the batches as a param."""
+    import math
+
+    import mlflow
+
+    if not backtest:
+        return
+    key = f"{BACKTEST_METRIC_PREFIX}{backtest['metric']}"
+    for step, v in enumerate(backtest["values"]):
+        if v is not None and math.isfinite(v):
+            mlflow.log_metric(key, v, step=step)
+    mlflow.log_metrics(
+        {
+            f"{key}_{k}": backtest[k]
+            for k in ("mean", "low", "high")
+            if backtest.get(k) is not None and math.isfinite(backtest[k])
+        }
+    )
+    mlflow.log_param(BACKTEST_BATCHES_PARAM, ", ".join(backtest["batches"]))

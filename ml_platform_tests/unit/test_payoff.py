@@ -101,6 +101,10 @@ def test_counts_blocked_and_training_time():
     assert p.bad_deploys_prevented == 1
     assert p.train_seconds_total == 15.5 and p.train_runs_timed == 3
     assert p.train_seconds_by_trigger == {"arrival": 4.0, "performance": 11.5}
+    assert (
+        p.train_seconds_per_retrain == round(15.5 / 3, 3)
+        and p.to_dict()["train_seconds_per_retrain"] == p.train_seconds_per_retrain
+    )
 
 
 def test_episodes_recovered_subsided_open():

@@ -195,6 +195,9 @@ def build_payoff(chain: Chain) -> dg.AssetsDefinition:
                 "median_time_to_recovery_s": round(ttr, 1) if ttr is not None else "no recovery yet",
                 "blocked_candidates": blocked_table(p),
                 "training_seconds": p.train_seconds_total,
+                "training_seconds_per_retrain": p.train_seconds_per_retrain
+                if p.train_seconds_per_retrain is not None
+                else "no timed retrain",
                 "training_seconds_by_trigger": ", ".join(f"{k}: {s:.1f}" for k, s in p.train_seconds_by_trigger.items())
                 or "none",
                 "served_per_batch": sparkline(p),

@@ -125,9 +125,20 @@ def load_training_set(value: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def comparison_table(sel: selection.Selection) -> dg.TableMetadataValue:
-    """The candidates side by side (UI): the winner first marked, every figure a column."""
+    """The candidates side by side (UI): the winner first marked, every figure a column, the
+    backtest's one per scored batch (blank where the candidate was not scored)."""
     df = selection.table(sel)
     m = sel.metric
+    per_batch = [
+        dg.TableColumn(
+            f"backtest {b}",
+            "float",
+            description=f"{m} on the holdout ({sel.holdout_rows} rows)"
+            if b == selection.HOLDOUT_ORIGIN
+            else f"{m} on {b}'s training rows of the window refitted on the batches before {b}",
+        )
+        for b in sel.origins
+    ]
     schema = dg.TableSchema(
         columns=[
             dg.TableColumn("winner", "bool", description="registered as the version"),
@@ -137,17 +148,33 @@ def comparison_table(sel: selection.Selection) -> dg.TableMetadataValue:
             dg.TableColumn("search", "bool", description="from the parameter search"),
             dg.TableColumn("train_rows", "int"),
             dg.TableColumn(m, "float", description=f"{m} on the shared holdout ({sel.holdout_rows} newest rows)"),
-            dg.TableColumn("fit_seconds", "float"),
+            *per_batch,
+            dg.TableColumn("backtest_mean", "float", description=f"mean {m} over the batches it was scored on"),
+            dg.TableColumn("backtest_low", "float", description="bootstrap interval of that mean (gate.confidence)"),
+            dg.TableColumn("backtest_high", "float"),
+            dg.TableColumn("fit_seconds", "float", description="its fit + the backtest refits it was first to need"),
             dg.TableColumn("note", "string"),
         ]
     )
+    figures_ = [m, *(c.name for c in per_batch), "backtest_mean", "backtest_low", "backtest_high"]
     records = []
     for r in df.to_dict("records"):
-        v = r[m]
-        records.append(
-            dg.TableRecord({**r, m: rounded(v) if v is not None else "undefined", "train_rows": int(r["train_rows"])})
-        )
+        shown = {k: rounded(r[k]) if r[k] is not None else ("undefined" if k == m else "") for k in figures_}
+        records.append(dg.TableRecord({**r, **shown, "train_rows": int(r["train_rows"])}))
     return dg.MetadataValue.table(records, schema=schema)
+
+
+def backtest_record(sel: selection.Selection, t: selection.Trial) -> dict:
+    """A candidate's backtest for its MLflow run (``MlflowRegistry`` logs it)."""
+    lo, hi = t.backtest_interval
+    return {
+        "metric": sel.metric,
+        "batches": list(sel.origins),
+        "values": [t.backtest.get(b) for b in sel.origins],
+        "mean": t.backtest_mean,
+        "low": lo,
+        "high": hi,
+    }
 
 
 def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
@@ -164,8 +191,9 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         ins={"training_set": dg.AssetIn(chain.key("training_set"))},
         pool=names.train_pool(chain.name),
         hooks=end_mlflow_hooks(),
-        description="Candidates (training windows x estimators) judged on one holdout of the newest "
-        "rows; the best -> MLflow run + registry version (alias challenger) + ONNX.",
+        description="Candidates (training windows x estimators) judged by a rolling-origin backtest over the "
+        "last training.backtest_batches batches (the newest: the holdout); the best -> MLflow run + registry "
+        "version (alias challenger) + ONNX.",
     )
     def candidate_model(
         context: dg.AssetExecutionContext,
@@ -212,7 +240,8 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             context.log.info(f"regime start from the batch verdicts: {regime}; the run's tag said {tagged}")
         context.log.info(
             f"{len(windows)} window(s) x {len(cfg.estimator_list)} estimator(s), "
-            f"search budget {cfg.training.search_budget}, holdout {len(holdout)} rows"
+            f"search budget {cfg.training.search_budget}, holdout {len(holdout)} rows, "
+            f"backtest over the last {cfg.training.backtest_batches} batch(es)"
         )
         faults.point("train:fitting")
         try:
@@ -233,6 +262,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
                     metrics=t.metrics,
                     params=_trial_params(t, len(holdout)),
                     tags={**links, "trigger": trigger, "winner": "false"},
+                    backtest=backtest_record(sel, t),
                 )
         wcfg = cfg.model_copy(update={"estimator": win.estimator})
         wtrain = train[train[selection.BATCH].isin(win.window.batches)]
@@ -273,6 +303,7 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             parent_run_id=parent,
             run_name=win.name,
             run_tags={**links, "winner": "true"},
+            backtest=backtest_record(sel, win),
             config=chain.cfg.model_copy(update={"estimator": win.estimator}).model_dump(
                 mode="json", by_alias=True, exclude_none=True
             ),
@@ -309,7 +340,9 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             "estimator": win.estimator.label,
             "regime_start": regime or "none (the newest batch is not shifted)",
             "candidates": comparison_table(sel),
-            "selection": sel.note or f"the holdout's best by {sel.metric}",
+            "selection": sel.note or f"the best mean {sel.metric} of the backtest over {', '.join(sel.origins)}",
+            "backtest_fits": sel.backtest_fits,
+            "backtest_seconds": round(sel.backtest_seconds, 2),
             "metrics": md_table(pd.DataFrame([{"metric": k, "holdout": rounded(v)} for k, v in metrics.items()])),
             "train_rows": art.train_rows,
             "holdout_rows": art.holdout_rows,
@@ -335,4 +368,5 @@ def _trial_params(t: selection.Trial, holdout_rows: int) -> dict:
         "holdout_rows": holdout_rows,
         "search": t.search,
         "fit_seconds": round(t.fit_seconds, 3),
+        "backtest_seconds": round(t.backtest_seconds, 3),
     }

@@ -1,0 +1,98 @@
+"""Comparing choices on the backtest's origins (core/backtest.py): means, intervals, the leader.
+
+Two choices are compared on the origins both were scored on (a regime that began recently has
+only the newest), so every comparison is paired: the same rows, the same bootstrap resamples.
+An interval resamples rows within each origin (stratified) and averages the origins' metrics, so
+a batch of 700 rows and a holdout of 280 count as one origin each, as in the mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ml_platform.core import bootstrap, training
+from ml_platform.core.backtest import Origin
+from ml_platform.settings import ModelConfig
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """(a - b) on their common origins, sign-adjusted (> 0: a is better), with its interval."""
+
+    delta: float
+    low: float
+    high: float
+    origins: tuple[str, ...]
+
+
+def common(origins: list[Origin], *idx: int) -> list[Origin]:
+    return [o for o in origins if all(np.isfinite(o.value(i)) for i in idx)]
+
+
+def mean(origins: list[Origin], i: int, among: list[Origin] | None = None) -> float:
+    """Choice ``i``'s mean metric over ``among`` (default: every origin it was scored on)."""
+    vals = [o.value(i) for o in (among if among is not None else common(origins, i))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _draws(o: Origin, idx: list[int], cfg: ModelConfig, seed: int) -> dict[int, np.ndarray]:
+    """Per choice, its metric on ``cfg.gate.resamples`` row resamples of origin ``o`` (the same
+    resamples for every choice: paired)."""
+    fns = {i: bootstrap.weighted_metric(cfg.gate_metric, cfg.task, o.y, o.outputs[i], o.classes[i]) for i in idx}
+    out: dict[int, list] = {i: [] for i in idx}
+    for w in bootstrap.resample_counts(len(o.y), cfg.gate.resamples, seed):
+        for i, f in fns.items():
+            out[i].append(f(w))
+    return {i: np.concatenate(v) for i, v in out.items()}
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return float("nan"), float("nan")
+    a = (1.0 - confidence) / 2
+    lo, hi = np.quantile(values, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def interval(origins: list[Origin], i: int, cfg: ModelConfig) -> tuple[float, float]:
+    """The bootstrap interval (``gate.confidence``) of choice ``i``'s mean over its origins."""
+    scored = common(origins, i)
+    if not scored:
+        return float("nan"), float("nan")
+    draws = [_draws(o, [i], cfg, cfg.training.seed + k)[i] for k, o in enumerate(scored)]
+    return _percentiles(np.mean(draws, axis=0), cfg.gate.confidence)
+
+
+def compare(origins: list[Origin], a: int, b: int, cfg: ModelConfig) -> Comparison | None:
+    """(a - b) on the origins both were scored on; None when there is none."""
+    both = common(origins, a, b)
+    if not both:
+        return None
+    sign = 1.0 if training.HIGHER_IS_BETTER[cfg.gate_metric] else -1.0
+    delta = sign * (mean(origins, a, both) - mean(origins, b, both))
+    draws = [_draws(o, [a, b], cfg, cfg.training.seed + k) for k, o in enumerate(both)]
+    diff = sign * (np.mean([d[a] for d in draws], axis=0) - np.mean([d[b] for d in draws], axis=0))
+    lo, hi = _percentiles(diff, cfg.gate.confidence)
+    return Comparison(float(delta), lo, hi, tuple(o.batch for o in both))
+
+
+def leader(origins: list[Origin], candidates: list[int], metric: str) -> int | None:
+    """The best mean among the choices scored on the most origins (the first of equals: the wider
+    window, the first estimator); then each choice scored on fewer (a regime that began recently)
+    takes the lead when its mean beats the leader's on the origins both were scored on. None: no
+    choice was scored anywhere."""
+    sign = 1.0 if training.HIGHER_IS_BETTER[metric] else -1.0
+    lead = None
+    for i in sorted(candidates, key=lambda i: -len(common(origins, i))):  # stable: config order within
+        if not common(origins, i):
+            continue
+        if lead is None:
+            lead = i
+            continue
+        both = common(origins, i, lead)
+        if both and sign * (mean(origins, i, both) - mean(origins, lead, both)) > 0:
+            lead = i
+    return lead
