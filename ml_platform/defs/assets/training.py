@@ -159,9 +159,13 @@ def comparison_table(sel: selection.Selection) -> dg.TableMetadataValue:
     figures_ = [m, *(c.name for c in per_batch), "backtest_mean", "backtest_low", "backtest_high"]
     records = []
     for r in df.to_dict("records"):
-        shown = {k: rounded(r[k]) if r[k] is not None else ("undefined" if k == m else "") for k in figures_}
+        shown = {k: rounded(r[k]) if _finite(r[k]) else ("undefined" if k == m else "") for k in figures_}
         records.append(dg.TableRecord({**r, **shown, "train_rows": int(r["train_rows"])}))
     return dg.MetadataValue.table(records, schema=schema)
+
+
+def _finite(v) -> bool:
+    return v is not None and bool(np.isfinite(v))
 
 
 def backtest_record(sel: selection.Selection, t: selection.Trial) -> dict:
