@@ -79,20 +79,29 @@ def compare(origins: list[Origin], a: int, b: int, cfg: ModelConfig) -> Comparis
     return Comparison(float(delta), lo, hi, tuple(o.batch for o in both))
 
 
-def leader(origins: list[Origin], candidates: list[int], metric: str) -> int | None:
+def leader(origins: list[Origin], candidates: list[int], cfg: ModelConfig) -> int | None:
     """The best mean among the choices scored on the most origins (the first of equals: the wider
     window, the first estimator); then each choice scored on fewer (a regime that began recently)
-    takes the lead when its mean beats the leader's on the origins both were scored on. None: no
-    choice was scored anywhere."""
-    sign = 1.0 if training.HIGHER_IS_BETTER[metric] else -1.0
-    lead = None
+    takes the lead when it is shown better than the leader on the origins both were scored on
+    (the paired interval's lower end above 0): less evidence needs a clear lead, as a changed
+    concept gives (Agrawal, the demo: 0.2+), and a narrow window's lead on the newest rows alone is
+    mostly that month's noise (issue 22). None: no choice was scored anywhere."""
+    sign = 1.0 if training.HIGHER_IS_BETTER[cfg.gate_metric] else -1.0
+    lead, most = None, 0
     for i in sorted(candidates, key=lambda i: -len(common(origins, i))):  # stable: config order within
-        if not common(origins, i):
+        n = len(common(origins, i))
+        if not n:
             continue
         if lead is None:
-            lead = i
+            lead, most = i, n
             continue
         both = common(origins, i, lead)
-        if both and sign * (mean(origins, i, both) - mean(origins, lead, both)) > 0:
+        if not both or sign * (mean(origins, i, both) - mean(origins, lead, both)) <= 0:
+            continue
+        if n == most:
             lead = i
+        else:
+            c = compare(origins, i, lead, cfg)
+            if c is not None and c.low > 0:
+                lead = i
     return lead

@@ -251,7 +251,7 @@ def select(
     if not fitted:
         reasons = "; ".join(f"{t.window.label}: {t.skipped}" for t in trials) or "no training window"
         raise ValueError(f"no candidate could be fitted ({reasons})")
-    first = bc.leader(bt.all_origins, fitted, metric)
+    first = bc.leader(bt.all_origins, fitted, cfg)
     first_trial = trials[first if first is not None else fitted[0]]
     for est in search_settings(first_trial.estimator, cfg.training.search_budget, cfg.training.seed):
         add(first_trial.window, est, True)
@@ -271,7 +271,7 @@ def select(
         backtest_fits=bt.fits,
         backtest_seconds=bt.fit_seconds,
     )
-    best = bc.leader(origins, fitted, metric)
+    best = bc.leader(origins, fitted, cfg)
     if best is None:  # the metric is undefined on every origin for all: the first fitted one
         return sel
     sel.best = sel.top = best

@@ -77,18 +77,36 @@ def _origins(values: dict[str, list[float]]) -> list[backtest.Origin]:
     return out
 
 
-def test_the_leader_has_the_best_mean_and_a_recent_regime_challenges_it_where_both_were_scored():
+def _scored(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    return np.column_stack([1 - p, p]), np.array([0, 1]), training.binary_auc(y == 1, p)
+
+
+def test_the_leader_has_the_best_mean_and_a_recent_regime_must_be_shown_better_where_both_were_scored():
     nan = float("nan")
+    cfg = _cfg()
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"resamples": 200})})
     # choice 0 (all) leads the narrow choice 1 on the older batches; 1 leads on the holdout alone
     origins = _origins({"b2": [0.90, 0.80], "b3": [0.91, 0.82], "holdout": [0.88, 0.90]})
-    assert bc.leader(origins, [0, 1], "roc_auc") == 0
+    assert bc.leader(origins, [0, 1], cfg) == 0
     assert bc.mean(origins, 1) == pytest.approx(0.84)
-    # a regime (choice 2) scored on the holdout only beats the leader there: it leads
-    origins = _origins({"b2": [0.90, 0.80, nan], "b3": [0.91, 0.82, nan], "holdout": [0.70, 0.72, 0.86]})
-    assert bc.leader(origins, [0, 1, 2], "roc_auc") == 2
+    # a regime (choice 2) scored on the holdout only: a clear lead there takes the lead, a small one does not
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    noise, other = rng.random(400), rng.random(400)
+    for weight, leads in ((0.9, True), (0.31, False)):  # the regime's signal; the leader's is 0.3
+        origins = _origins({"b2": [0.90, 0.80, nan], "b3": [0.91, 0.82, nan], "holdout": [nan, nan, nan]})
+        hold = origins[-1]
+        for i, w in enumerate((0.3, 0.1, weight)):
+            own = noise if i < 2 else other  # the regime's errors are its own: a paired, not an identical, sample
+            hold.outputs[i], hold.classes[i], hold.values[i] = _scored(y, np.clip(w * y + (1 - w) * own, 0, 1))
+        hold.y = y
+        assert (bc.leader(origins, [0, 1, 2], cfg) == 2) is leads, (weight, hold.values)
     # error metrics: lower is better
-    assert bc.leader(_origins({"b1": [0.3, 0.2]}), [0, 1], "rmse") == 1
-    assert bc.leader(_origins({"b1": [nan, nan]}), [0, 1], "roc_auc") is None
+    reg = ModelConfig.model_validate(
+        {**_cfg().model_dump(exclude_none=True), "task": "regression", "estimator": {"name": "ridge"}}
+    )
+    assert reg.gate_metric == "rmse" and bc.leader(_origins({"b1": [0.3, 0.2]}), [0, 1], reg) == 1
+    assert bc.leader(_origins({"b1": [nan, nan]}), [0, 1], cfg) is None
 
 
 def test_the_paired_interval_resamples_rows_within_each_batch():
