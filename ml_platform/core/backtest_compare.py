@@ -82,9 +82,9 @@ def compare(origins: list[Origin], a: int, b: int, cfg: ModelConfig) -> Comparis
 def leader(origins: list[Origin], candidates: list[int], cfg: ModelConfig) -> int | None:
     """The best mean among the choices scored on the most origins (the first of equals: the wider
     window, the first estimator); then each choice scored on fewer (a regime that began recently)
-    takes the lead when it is shown better than the leader on the origins both were scored on
-    (the paired interval's lower end above 0): less evidence needs a clear lead, as a changed
-    concept gives (Agrawal, the demo: 0.2+), and a narrow window's lead on the newest rows alone is
+    takes the lead when its mean beats the leader's by more than ``gate.max_regression`` on the
+    origins both were scored on: less evidence needs a clear lead, as a changed concept gives
+    (Agrawal, the demo: 0.05-0.2+), while a narrow window's small lead on the newest rows alone is
     mostly that month's noise (issue 22). None: no choice was scored anywhere."""
     sign = 1.0 if training.HIGHER_IS_BETTER[cfg.gate_metric] else -1.0
     lead, most = None, 0
@@ -96,12 +96,8 @@ def leader(origins: list[Origin], candidates: list[int], cfg: ModelConfig) -> in
             lead, most = i, n
             continue
         both = common(origins, i, lead)
-        if not both or sign * (mean(origins, i, both) - mean(origins, lead, both)) <= 0:
-            continue
-        if n == most:
+        if both and sign * (mean(origins, i, both) - mean(origins, lead, both)) > (
+            0 if n == most else cfg.gate.max_regression
+        ):
             lead = i
-        else:
-            c = compare(origins, i, lead, cfg)
-            if c is not None and c.low > 0:
-                lead = i
     return lead

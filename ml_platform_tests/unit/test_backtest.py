@@ -81,7 +81,7 @@ def _scored(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, float
     return np.column_stack([1 - p, p]), np.array([0, 1]), training.binary_auc(y == 1, p)
 
 
-def test_the_leader_has_the_best_mean_and_a_recent_regime_must_be_shown_better_where_both_were_scored():
+def test_the_leader_has_the_best_mean_and_a_recent_regime_needs_a_clear_lead_where_both_were_scored():
     nan = float("nan")
     cfg = _cfg()
     cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"resamples": 200})})
@@ -92,14 +92,16 @@ def test_the_leader_has_the_best_mean_and_a_recent_regime_must_be_shown_better_w
     # a regime (choice 2) scored on the holdout only: a clear lead there takes the lead, a small one does not
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 400)
-    noise, other = rng.random(400), rng.random(400)
-    for weight, leads in ((0.9, True), (0.31, False)):  # the regime's signal; the leader's is 0.3
+    noise = rng.random(400)
+    for weight, leads in ((0.9, True), (0.302, False)):  # the regime's signal; the leader's is 0.3
         origins = _origins({"b2": [0.90, 0.80, nan], "b3": [0.91, 0.82, nan], "holdout": [nan, nan, nan]})
         hold = origins[-1]
         for i, w in enumerate((0.3, 0.1, weight)):
-            own = noise if i < 2 else other  # the regime's errors are its own: a paired, not an identical, sample
+            own = noise
             hold.outputs[i], hold.classes[i], hold.values[i] = _scored(y, np.clip(w * y + (1 - w) * own, 0, 1))
         hold.y = y
+        lead = hold.values[2] - hold.values[0]
+        assert 0 < lead and (lead > cfg.gate.max_regression) is leads, hold.values
         assert (bc.leader(origins, [0, 1, 2], cfg) == 2) is leads, (weight, hold.values)
     # error metrics: lower is better
     reg = ModelConfig.model_validate(
