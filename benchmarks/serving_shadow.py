@@ -73,6 +73,12 @@ def parse_wrk(out: str) -> tuple[float, float]:
     return rps, p99
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc; the server's cost, whatever the load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def staged_info(port: int) -> dict | None:
     return httpx.get(f"http://127.0.0.1:{port}/v2/models/bench", timeout=5).json().get("staged")
 
@@ -122,28 +128,45 @@ def main() -> int:
                 for mode in ("direct", "shadow"):
                     set_mode(store, port, mode)
                     before = staged_info(port) or {}
-                    rps, p99 = parse_wrk(run_wrk(port, path, body, conns, args.seconds))
+                    cpu0 = cpu_seconds(proc.pid)
+                    out = run_wrk(port, path, body, conns, args.seconds)
+                    time.sleep(0.3)  # the last mirrored requests scored and counted
+                    cpu = cpu_seconds(proc.pid) - cpu0
+                    rps, p99 = parse_wrk(out)
+                    n = int(re.search(r"(\d+) requests in", out).group(1))
+                    us = cpu / n * 1e6
                     after = staged_info(port) or {}
-                    time.sleep(0.3)
                     mirrored = (after.get("mirrored", 0) - before.get("mirrored", 0)) if mode == "shadow" else None
                     dropped = (after.get("dropped", 0) - before.get("dropped", 0)) if mode == "shadow" else None
-                    results.setdefault((conns, mode), []).append((rps, p99, mirrored, dropped))
+                    results.setdefault((conns, mode), []).append((rps, p99, mirrored, dropped, us))
                     extra = f"   mirrored {mirrored:,}  dropped {dropped:,}" if mode == "shadow" else ""
-                    print(f"round {r + 1}  {conns:>2} conn  {mode:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms{extra}")
+                    print(
+                        f"round {r + 1}  {conns:>2} conn  {mode:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms  "
+                        f"server CPU {us:.1f} us/request{extra}"
+                    )
         print()
-        print("| connections | mode | req/s (median) | p99 ms (median) | vs direct | mirrored / dropped |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| connections | mode | req/s (median) | p99 ms (median) | server CPU us/request (median) | vs direct "
+            "| mirrored / dropped |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for conns in (1, 32):
             base = results[(conns, "direct")]
             b_rps = statistics.median(x[0] for x in base)
             b_p99 = statistics.median(x[1] for x in base)
+            b_us = statistics.median(x[4] for x in base)
             for mode in ("direct", "shadow"):
                 rows = results[(conns, mode)]
                 rps = statistics.median(x[0] for x in rows)
                 p99 = statistics.median(x[1] for x in rows)
-                vs = "-" if mode == "direct" else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}"
+                us = statistics.median(x[4] for x in rows)
+                vs = (
+                    "-"
+                    if mode == "direct"
+                    else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}, CPU {us / b_us - 1:+.1%}"
+                )
                 md = "-" if mode == "direct" else f"{sum(x[2] for x in rows):,} / {sum(x[3] for x in rows):,}"
-                print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {vs} | {md} |")
+                print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {us:.1f} | {vs} | {md} |")
         print(json.dumps({f"{c}-{m}": v for (c, m), v in results.items()}))
     finally:
         if proc is not None:
