@@ -5,8 +5,8 @@ routes, mirrors and records (docs/staging.md).
 
 The champion's path pays one O(1) append per mirrored request (:meth:`Stage.mirror`); the other
 model scores the mirrored rows later, in the background (``Stages._drain_one``), many requests in
-one ONNX Runtime call between requests, so no request waits for the shadow's answer. The queue is bounded: under overload requests are dropped and counted, never queued
-without limit.
+one ONNX Runtime call between requests, so no request waits for the shadow's answer. The queue is
+bounded: under overload requests are dropped and counted, never queued without limit.
 
 Evidence, per worker, in ``<stage_dir>/<model>/``: ``stage-v<N>-<stamp>-<pid>.jsonl`` (one line per
 scored batch, column-oriented: request ids, id column, features, both models' outputs, the
