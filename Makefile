@@ -60,7 +60,7 @@ test: lint
 test-fast: lint
 	$(PYTEST) -q -n 2 ml_platform_tests/unit
 
-## docs/configuration.md, generated from the field descriptions in ml_platform/settings.py.
+## docs/configuration.md, generated from the field descriptions in ml_platform/settings/.
 docs: install
 	$(BIN)/python -m ml_platform.config_reference --write
 

@@ -34,7 +34,7 @@ COMMAND = "python -m ml_platform.config_reference --write"
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", dict: "mapping", Any: "any"}
 
 _HEADER = """\
-<!-- Generated from the field descriptions in ml_platform/settings.py by
+<!-- Generated from the field descriptions in ml_platform/settings/ by
      `{command}` (or `make docs`). Do not edit by hand:
      edit the descriptions, then regenerate. -->
 

@@ -28,7 +28,7 @@ def test_configuration_page_is_generated_from_the_settings():
             )
         )
         raise AssertionError(
-            f"{config_reference.DOC_PATH} is out of date with ml_platform/settings.py; regenerate it with\n\n"
+            f"{config_reference.DOC_PATH} is out of date with ml_platform/settings/; regenerate it with\n\n"
             f"    make docs     (or: .venv/bin/{config_reference.COMMAND})\n\n{diff[:4000]}"
         )
 
