@@ -36,7 +36,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_approve(args) -> int:
-    from ml_platform.control.promotion import PromotionError, approve
+    from ml_platform.control.operator_actions import approve
+    from ml_platform.control.promotion import PromotionError
     from ml_platform.core.approval import os_user
     from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
@@ -57,7 +58,8 @@ def cmd_approve(args) -> int:
 
 
 def cmd_reject(args) -> int:
-    from ml_platform.control.promotion import PromotionError, reject
+    from ml_platform.control.operator_actions import reject
+    from ml_platform.control.promotion import PromotionError
     from ml_platform.core.approval import os_user
     from ml_platform.resources.registry import registry_for
 

@@ -179,7 +179,7 @@ def cmd_reconcile(args) -> int:
     """Check each model's champion against the registry and repair what can be repaired;
     ``--rebuild-registry`` first gives a lost registry back the store's versions."""
     from ml_platform.control.champion import registry_loss
-    from ml_platform.control.promotion import reconcile
+    from ml_platform.control.reconcile import reconcile
     from ml_platform.control.registry_rebuild import RebuildRefused, rebuild_registry
     from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
@@ -210,7 +210,8 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_rollback(args) -> int:
-    from ml_platform.control.promotion import PromotionError, rollback
+    from ml_platform.control.operator_actions import rollback
+    from ml_platform.control.promotion import PromotionError
     from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
 
@@ -270,7 +271,7 @@ def cmd_serve(args) -> int:
 def _repair_before_serving(s: Settings, names: list[str] | None = None) -> None:
     """An interrupted champion move is finished, and the store's champion files rebuilt from
     the registry, before the endpoint reads them (the endpoint itself never imports MLflow)."""
-    from ml_platform.control.promotion import reconcile
+    from ml_platform.control.reconcile import reconcile
     from ml_platform.resources.registry import registry_for
 
     for name in s.models if names is None else names:

@@ -3,7 +3,7 @@ sensors, status, the CLI, the runner).
 
 The place of record is the serving store's pointer (``serving/<model>/current.json``):
 what it names is what the endpoint serves, so "champion" and "serving" cannot disagree.
-The MLflow alias ``champion`` is a mirror that ``promotion.reconcile`` repairs from it.
+The MLflow alias ``champion`` is a mirror that ``reconcile.reconcile`` repairs from it.
 Only ``promotion.move_champion`` writes the pointer. Light on imports (no Dagster, no MLflow).
 """
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml_platform.control.promotion import PromotionError, checks_of, move_champion
+from ml_platform.control.promotion import PromotionError, move_champion
+from ml_platform.control.servable import checks_of
 from ml_platform.names import (
     TAG_ATTEMPT,
     TAG_PARTITION,

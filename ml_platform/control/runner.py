@@ -22,7 +22,7 @@ from ml_platform.control.decisions import (
     train_in_flight,
     train_tags,
 )
-from ml_platform.control.promotion import reconcile
+from ml_platform.control.reconcile import reconcile
 from ml_platform.core import catalog, code_version, files
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision

@@ -21,15 +21,8 @@ import pandas as pd
 
 from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
-from ml_platform.control.promotion import (
-    Promotion,
-    PromotionError,
-    _publish,
-    gate_refusal,
-    move_champion,
-    move_lock,
-    version_files_of,
-)
+from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock, publish, version_files_of
+from ml_platform.control.servable import gate_refusal
 from ml_platform.core import audit, catalog, stage_files, training
 from ml_platform.core import staging as live
 from ml_platform.names import LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
@@ -116,7 +109,7 @@ def stage(
         import json
 
         meta = {**json.loads(files.serving.read_text()), "version": version}
-        _publish(store, model, version, files.onnx.read_bytes(), meta)
+        publish(store, model, version, files.onnx.read_bytes(), meta)
         if old is not None:
             _refuse(
                 settings,

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from ml_platform.control.champion import champion_version, check_registry
 from ml_platform.control.champion import store as champion_store
 from ml_platform.control.ledger import payoff_lines, payoff_of
-from ml_platform.control.promotion import reconcile, reconcile_needed, servable, served_before
+from ml_platform.control.reconcile import reconcile, reconcile_needed
+from ml_platform.control.servable import servable, served_before
 from ml_platform.core import approval, audit, catalog, live, stage_files
 from ml_platform.core.estimate import tracking as estimate_tracking_of
 from ml_platform.names import (

@@ -4,7 +4,7 @@ the tags that record a person's decision on a model version. Pure: no Dagster, n
 A version awaits approval when every blocking gate check passed on it, it never served,
 nobody rejected or approved it yet, and it is newer than the champion. Approving is a
 champion move (``promotion.move_champion``, still gated); rejecting records the decision
-(``promotion.reject``) and leaves the champion where it is.
+(``operator_actions.reject``) and leaves the champion where it is.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ import dagster as dg
 
 from ml_platform import names
 from ml_platform.control.chain import Chain
-from ml_platform.control.promotion import PromotionError, rollback
+from ml_platform.control.operator_actions import rollback
+from ml_platform.control.promotion import PromotionError
 from ml_platform.defs.metadata import audit_table, version_label
 from ml_platform.defs.staging import build_stage_job, live_check_key, staged_strategy
 from ml_platform.names import TAG_MODEL

@@ -15,7 +15,8 @@ import pytest
 from ml_platform import names
 from ml_platform.control.champion import champion_version
 from ml_platform.control.decisions import ingest_tags
-from ml_platform.control.promotion import PromotionError, approve, move_champion, rollback
+from ml_platform.control.operator_actions import approve, rollback
+from ml_platform.control.promotion import PromotionError, move_champion
 from ml_platform.control.runner import run_pending
 from ml_platform.control.status import model_status
 from ml_platform.core import audit

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.control.promotion import PromotionError, rollback
+from ml_platform.control.operator_actions import rollback
+from ml_platform.control.promotion import PromotionError
 from ml_platform.control.runner import run_pending
 from ml_platform.control.status import status
 from ml_platform.core.simulate import generate_batch

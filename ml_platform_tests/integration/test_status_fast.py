@@ -7,7 +7,7 @@ import sys
 
 from mlflow import MlflowClient
 
-from ml_platform.control.promotion import reconcile_needed
+from ml_platform.control.reconcile import reconcile_needed
 from ml_platform.control.status import fast_status, status, to_json
 from ml_platform.core import catalog
 from ml_platform.names import gate_checks, gate_tag

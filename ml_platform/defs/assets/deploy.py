@@ -11,7 +11,9 @@ import dagster as dg
 from ml_platform import names
 from ml_platform.control import staging
 from ml_platform.control.chain import Chain
-from ml_platform.control.promotion import Promotion, PromotionError, approve, checks_of, move_champion
+from ml_platform.control.operator_actions import approve
+from ml_platform.control.promotion import Promotion, PromotionError, move_champion
+from ml_platform.control.servable import checks_of
 from ml_platform.core.candidate import Candidate
 from ml_platform.defs.metadata import VERDICT, audit_table, figures
 from ml_platform.defs.staging import staged_observation

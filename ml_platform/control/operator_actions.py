@@ -1,0 +1,178 @@
+"""What a person asks of the champion: approve or reject a candidate awaiting approval, roll back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ml_platform.control.champion import champion_version
+from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock
+from ml_platform.control.servable import checks_of, servable, version_label
+from ml_platform.core import approval, audit
+from ml_platform.names import (
+    offline_checks,
+)
+from ml_platform.settings import Settings
+
+if TYPE_CHECKING:  # `status` imports this module: no Dagster at import time
+    from ml_platform.resources.endpoint import EndpointClient
+    from ml_platform.resources.registry import MlflowRegistry
+
+
+# ---------------------------------------------------------------- approval mode
+def approve(
+    settings: Settings,
+    registry: MlflowRegistry,
+    endpoint: EndpointClient | None,
+    model: str,
+    version: int | None = None,
+    *,
+    by: str,
+    via: str = "cli",
+) -> Promotion:
+    """A person approves a candidate (default: the newest awaiting approval): a gated champion
+    move whose audit entry names them; the version is tagged with who and when."""
+    if version is None:
+        waiting = awaiting_approval(settings, registry, model)
+        if not waiting:
+            raise PromotionError(
+                f"{model}: no candidate is awaiting approval (champion "
+                f"{version_label(champion_version(settings, model))}); name one with --version"
+            )
+        version = waiting[0].version
+    if version == champion_version(settings, model):
+        raise PromotionError(f"{model} v{version} is the serving champion already: nothing to approve")
+    trigger = _tag(registry, model, version, "trigger") or "manual"
+    from ml_platform.control import staging  # staging builds on this module
+
+    if staging.should_stage(settings, registry, model, version):  # approval lets it into staging
+        note = staging.stage(settings, registry, endpoint, model, version, actor=f"{by} ({via})", trigger=trigger)
+        registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
+        return Promotion(model, champion_version(settings, model), champion_version(settings, model), endpoint=note)
+    p = move_champion(
+        settings,
+        registry,
+        endpoint,
+        model,
+        version,
+        actor=f"{by} ({via})",
+        trigger=trigger,
+        reason=f"approved by {by}: passed every blocking gate check",
+        kind="deploy",
+    )
+    if p.previous != p.version:  # approving the serving champion again changes nothing
+        registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
+    return p
+
+
+def reject(
+    settings: Settings,
+    registry: MlflowRegistry,
+    model: str,
+    version: int | None = None,
+    *,
+    by: str,
+    reason: str = "",
+    via: str = "cli",
+) -> int:
+    """A person rejects a candidate (default: the newest awaiting approval): recorded on the
+    version and in the audit (kind "reject"); the champion stays. Returns the version."""
+    with move_lock(settings, model):
+        current = champion_version(settings, model)
+        if version is None:
+            waiting = awaiting_approval(settings, registry, model)
+            if not waiting:
+                raise PromotionError(
+                    f"{model}: no candidate is awaiting approval (champion {version_label(current)}); "
+                    "name one with --version"
+                )
+            version = waiting[0].version
+        if version == current:
+            raise PromotionError(f"{model} v{version} is the champion: roll it back instead of rejecting it")
+        try:
+            registry.version(model, version)
+        except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown version
+            raise PromotionError(f"{model} v{version} is not a registered version") from None
+        at = audit.now_iso()
+        registry.set_version_tags(model, version, approval.decision_tags(approval.REJECTED, by, at, reason))
+        audit.append(
+            settings.model_dir(model),
+            audit.AuditEntry(
+                at=at,
+                model=model,
+                previous=current,
+                to=current,
+                actor=f"{by} ({via})",
+                trigger="approval",
+                reason=f"rejected v{version}" + (f": {reason}" if reason else ""),
+                kind="reject",
+                gate={
+                    c: f"{state}: {why}"
+                    for c, (state, why) in registry.gate_verdicts(model, version, checks_of(settings, model)).items()
+                },
+                endpoint="unchanged",
+                intent="",
+                candidate=version,
+            ),
+        )
+    return version
+
+
+def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) -> list[approval.Awaiting]:
+    """Gate-passed candidates waiting for a person, newest first (whatever deploy.approval says:
+    in auto mode the list holds only candidates the automation could not deploy)."""
+    return approval.awaiting(
+        [(int(v.version), v.tags) for v in registry.versions(model)],
+        champion_version(settings, model),
+        gate_passed=lambda tags: servable(tags, offline_checks(settings.models[model])),  # then staged
+    )
+
+
+def _tag(registry: MlflowRegistry, model: str, version: int, key: str) -> str | None:
+    try:
+        return registry.version(model, version).tags.get(key)
+    except Exception:  # noqa: BLE001 - an unknown version: move_champion says so
+        return None
+
+
+def rollback_targets(settings: Settings, registry: MlflowRegistry, model: str) -> list[int]:
+    """Versions that passed the gate (and no person rejected), newest first."""
+    checks = checks_of(settings, model)
+    return [
+        int(v.version)
+        for v in reversed(registry.versions(model))
+        if servable(v.tags, checks) and not approval.rejection(v.tags)
+    ]
+
+
+def rollback(
+    settings: Settings,
+    registry: MlflowRegistry,
+    endpoint: EndpointClient | None,
+    model: str,
+    to_version: int | None = None,
+    *,
+    actor: str = "cli",
+) -> Promotion:
+    current = champion_version(settings, model)
+    passed = rollback_targets(settings, registry, model)
+    targets = [v for v in passed if v != current]
+    if to_version is None:
+        older = [v for v in targets if current is None or v < current]
+        if not older:
+            shown = ", ".join(version_label(v) for v in sorted(passed)) or "none"
+            raise PromotionError(
+                f"{model}: no earlier version that passed the gate to roll back to "
+                f"(champion {version_label(current)}; gate-passed versions: {shown})"
+            )
+        to_version = older[0]
+    return move_champion(
+        settings,
+        registry,
+        endpoint,
+        model,
+        to_version,
+        actor=actor,
+        reason=f"rollback from {version_label(current)}",
+        trigger="manual",
+        kind="rollback",
+    )
