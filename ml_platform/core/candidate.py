@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_platform.core import drift_reference, estimate, export, metric_drop, training
+from ml_platform.core import calibration, drift_reference, export, metric_drop, training
 from ml_platform.core.files import write_atomic, write_with
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
@@ -110,7 +110,7 @@ def build_candidate(
         )
         meta["metrics_ci"] = {gm: [ci["ci_low"], ci["ci_high"]]}
     if clf:  # CBPE: the holdout calibrates the probabilities that estimate unlabelled batches
-        cal = estimate.fit_calibration(training.target_values(holdout, cfg), ref, pipe.classes_)
+        cal = calibration.fit_calibration(training.target_values(holdout, cfg), ref, pipe.classes_)
         if cal is not None:
             meta["cbpe"] = cal.to_dict()
     params = {

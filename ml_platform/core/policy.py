@@ -243,7 +243,7 @@ def decide(
 
 
 def _concept(record: BatchRecord) -> str:
-    from ml_platform.core.estimate import ConceptCheck
+    from ml_platform.core.calibration import ConceptCheck
 
     c = record.concept_check
     return ConceptCheck(**{k: c[k] for k in ConceptCheck.__dataclass_fields__}).summary()

@@ -1,4 +1,4 @@
-"""The concept check (core/estimate.check_calibration) and its trigger (core/policy): labels that
+"""The concept check (core/calibration.check_calibration) and its trigger (core/policy): labels that
 no longer follow the champion's calibrated probabilities retrain ("concept"), even where the ROC
 AUC holds; an unchanged concept under covariate shift, or a batch far larger than the
 reference, does not."""
@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ml_platform.core import estimate
+from ml_platform.core import calibration, estimate
 from ml_platform.core.batch_record import BatchRecord, Decision
 from ml_platform.core.policy import decide
 
@@ -28,7 +28,7 @@ def _champion(seed=0, reference_rows=2000):
     xr, yr = _data(reference_rows, rng)  # its holdout: the calibration's reference
     q = model.predict_proba(xr)
     auc = roc_auc_score(yr, q[:, 1])
-    cal = estimate.fit_calibration(yr, q, model.classes_)
+    cal = calibration.fit_calibration(yr, q, model.classes_)
     meta = json.loads(
         json.dumps(
             {
@@ -106,16 +106,16 @@ def test_multiclass_and_calibrations_recorded_before_bin_counts():
     y = (rng.random(6000)[:, None] > (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).cumsum(1)).sum(1)
     y = y.clip(0, 2)
     model = LogisticRegression().fit(x[:3000], y[:3000])
-    cal = estimate.fit_calibration(y[3000:4500], model.predict_proba(x[3000:4500]), model.classes_)
-    same = estimate.check_calibration(y[4500:], model.predict_proba(x[4500:]), cal)
-    swapped = estimate.check_calibration(
+    cal = calibration.fit_calibration(y[3000:4500], model.predict_proba(x[3000:4500]), model.classes_)
+    same = calibration.check_calibration(y[4500:], model.predict_proba(x[4500:]), cal)
+    swapped = calibration.check_calibration(
         np.where(y[4500:] == 0, 1, np.where(y[4500:] == 1, 0, 2)), model.predict_proba(x[4500:]), cal
     )
     assert same is not None and not same.significant, same
     assert swapped.significant and swapped.cls in ("0", "1"), swapped
-    old = estimate.Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k != "counts"})
+    old = calibration.Calibration.from_dict({k: v for k, v in cal.to_dict().items() if k != "counts"})
     assert old.counts is None
-    assert not estimate.check_calibration(y[4500:], model.predict_proba(x[4500:]), old).significant
+    assert not calibration.check_calibration(y[4500:], model.predict_proba(x[4500:]), old).significant
 
 
 def test_rows_scored_exactly_zero_keep_their_own_rate():
@@ -130,11 +130,11 @@ def test_rows_scored_exactly_zero_keep_their_own_rate():
         y = np.where(zero, rng.random(n) < 0.05, rng.random(n) < q1).astype(int)
         return y, np.column_stack([1 - q1, q1])
 
-    cal = estimate.fit_calibration(*draw(2000), [0, 1])
+    cal = calibration.fit_calibration(*draw(2000), [0, 1])
     assert sum(cal.counts[0]) == 2000, (cal.x[0][:3], cal.counts[0][:3])  # no reference bin lost
-    ps = [estimate.check_calibration(*draw(2000), cal).p_value for _ in range(10)]
+    ps = [calibration.check_calibration(*draw(2000), cal).p_value for _ in range(10)]
     assert min(ps) > 0.001, ps
-    moved = estimate.check_calibration(
+    moved = calibration.check_calibration(
         *(lambda y, q: (np.where(q[:, 1] == 0, rng.random(len(y)) < 0.3, y), q))(*draw(2000)), cal
     )
     assert moved.significant and moved.worst["score"] < 0.05, moved.worst  # the bin of the zeros

@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ml_platform.core import estimate
+from ml_platform.core import calibration, estimate
 from ml_platform.core.batch_record import BatchRecord
 
 
@@ -28,7 +28,7 @@ def _champion(classes=2, seed=0):
     model = LogisticRegression().fit(x, y)
     xr, yr = _data(2000, rng, classes=classes)  # the reference: rows it did not train on
     q = model.predict_proba(xr)
-    cal = estimate.fit_calibration(yr, q, model.classes_)
+    cal = calibration.fit_calibration(yr, q, model.classes_)
     auc = roc_auc_score(yr, q[:, 1]) if classes == 2 else roc_auc_score(yr, q, multi_class="ovr")
     meta = json.loads(
         json.dumps(
@@ -90,7 +90,7 @@ def test_no_estimate_is_said_with_the_reason():
         np.full((10, 2), 0.5), {"classes": [0, 1], "metrics": {"roc_auc": 0.8}}, "roc_auc", "classification", version=4
     )
     assert no_cal.method == "none" and "v4 carries no calibration" in no_cal.reason
-    assert estimate.fit_calibration(np.zeros(100), np.full((100, 2), 0.5), [0, 1]) is None  # one class
+    assert calibration.fit_calibration(np.zeros(100), np.full((100, 2), 0.5), [0, 1]) is None  # one class
 
 
 def test_tracking_pairs_estimates_with_realised_values():
