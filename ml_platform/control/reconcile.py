@@ -51,11 +51,7 @@ def reconcile_needed(settings: Settings, registry, model: str) -> bool:
     tags = next((v.tags for v in registry.versions(model) if int(v.version) == current), None)
     if tags is None or tags.get(VERSION_PROMOTED) != "true":
         return True
-    try:
-        model_store(settings).read(model, current)
-    except (OSError, ValueError):
-        return True
-    return False
+    return model_store(settings).damaged(model, current) is not None
 
 
 def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointClient | None, model: str) -> list[str]:

@@ -170,7 +170,10 @@ class ModelStore:
         if not (self.onnx_path(name, version).is_file() and self.meta_path(name, version).is_file()):
             raise FileNotFoundError(f"{name} v{version} is not published under {self.model_dir(name)}")
         with self._lock(name):
-            cur = self.current(name)
+            try:
+                cur = self.current(name)
+            except ValueError:  # an unreadable pointer is what a repair replaces
+                cur = None
             if cur is None:
                 previous = None
             elif cur["version"] == version:
@@ -249,7 +252,10 @@ class ModelStore:
             raw = self.pointer_path(name).read_bytes()
         except FileNotFoundError:
             return None
-        ptr = json.loads(raw)
+        try:
+            ptr = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"{self.pointer_path(name)}: not a valid pointer (not JSON: {e})") from None
         if not isinstance(ptr, dict) or not isinstance(ptr.get("version"), int):
             raise ValueError(f"{self.pointer_path(name)}: not a valid pointer")
         return ptr

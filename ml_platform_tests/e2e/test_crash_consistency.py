@@ -135,3 +135,12 @@ def test_the_store_is_rebuilt_from_the_registry(tmp_path):
     onnx_bytes, meta = ModelStore(s.serving_dir).read("churn", 1)
     export.session(onnx_bytes)  # a valid graph again
     assert meta["version"] == 1 and meta["classes"] == [0, 1]
+
+    # a garbage champion pointer: named, and rebuilt from the version the registry names
+    (s.serving_dir / "churn" / "current.json").write_text("not json at all")
+    r = run_cli(config, "status", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    repairs = json.loads(r.stdout)["models"]["churn"]["repairs"]
+    assert any("current.json: not a valid pointer" in x for x in repairs), repairs
+    assert any("rebuilt from the registry" in x for x in repairs), repairs
+    assert champion_version(s, "churn") == 1

@@ -106,3 +106,14 @@ def test_unpoint(tmp_path):
     store.point("m", 1)
     assert store.unpoint("m")["version"] == 1
     assert store.current("m") is None and store.versions("m") == [1]
+
+
+def test_a_garbage_pointer_is_named_and_a_repair_replaces_it(tmp_path):
+    store = ModelStore(tmp_path)
+    store.publish("m", 1, b"onnx-1", {"version": 1})
+    store.point("m", 1)
+    (tmp_path / "m" / "current.json").write_text("not json at all")
+    with pytest.raises(ValueError, match=r"current\.json: not a valid pointer \(not JSON"):
+        store.current("m")
+    ptr = store.point("m", 1)  # what reconcile does with the version the registry names
+    assert ptr["version"] == 1 and ptr["previous"] is None and store.current("m") == ptr
