@@ -36,7 +36,9 @@ PASSWORD = "pw-7f3a9c2e-not-in-any-file"
 
 def _scale_out_config(tmp_path: Path, pg_port: int, broker: str) -> Path:
     port, ui_port = free_port(), free_port()
-    config = write_config(tmp_path, port=port, ui_port=ui_port)
+    # one file per run, as a trickle lands: this test kills a worker in its second run (a backlog
+    # would be taken by multi-file runs, integration/test_landing_scale.py)
+    config = write_config(tmp_path, port=port, ui_port=ui_port, extra="landing: {max_files_per_run: 1}\n")
     with config.open("a") as f:
         f.write(
             f"scale_out:\n"
