@@ -97,8 +97,12 @@ def cmd_run(args) -> int:
         batches = [o for o in outcomes if o.kind == "batch"]
         q = sum(o.quarantined_rows for o in outcomes)
         trained = [o.train for o in outcomes if o.train]
+        failed = [os.path.basename(o.file) or o.partition for o in batches if o.status == "failed"]
+        named = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
         print(
-            f"  {name}: {len(batches)} batch(es), {q} quarantined row(s), {len(trained)} candidate(s), "
+            f"  {name}: {len(batches)} batch(es)"
+            + (f" ({len(failed)} failed: {named})" if failed else "")
+            + f", {q} quarantined row(s), {len(trained)} candidate(s), "
             f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}"
         )
     return 0

@@ -30,11 +30,15 @@ from ml_platform.core.policy import Decision, decide, monitoring_complete
 from ml_platform.names import (
     TAG_ARRIVAL,
     TAG_BATCH,
+    TAG_PARTITION,
+    TAG_RANGE_END,
+    TAG_RANGE_START,
     TAG_REASON,
     TAG_REGIME_START,
     TAG_SHA,
     TAG_SOURCE,
     TAG_TRIGGER,
+    TAG_WORKER_DIED,
     VERSION_CHECK_ONLY,
     VERSION_CODE,
     VERSION_CODE_MANIFEST,
@@ -115,11 +119,16 @@ def pending_decisions(
             if rec.decided and not open_claim(rec):
                 continue
             if not rec.decided and not monitoring_complete(rec):
-                # Decide in arrival order: wait for an earlier batch still being ingested, unless
-                # its ingest died long ago (then it stays undecided and the rest go on).
-                if time.time() - float(rec.ingested_at or 0) < STALE_INGEST_SECONDS:
-                    break
-                continue
+                failed = ingest_failure(instance, chain, rec.partition) if instance is not None else None
+                if failed is None:
+                    # Decide in arrival order: wait for an earlier batch still being ingested,
+                    # unless its ingest died long ago (then it stays undecided and the rest go on).
+                    if time.time() - float(rec.ingested_at or 0) < STALE_INGEST_SECONDS:
+                        break
+                    continue
+                # Its ingest run failed in a step: the batch failed, decided now, not in 10 minutes.
+                rec = catalog.update_record(chain.dir, rec.partition, status="failed", reason=failed)
+                records[i] = rec
             if instance is not None and batch_train_run(instance, chain, rec.partition):
                 retrain_in_flight = True  # decided before; its run has not recorded it yet
                 continue
@@ -141,6 +150,39 @@ def pending_decisions(
             retrain_in_flight = retrain_in_flight or d.retrain
             out.append((rec, d))
         return out
+
+
+def ingest_failure(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:
+    """Why the ingest run that took ``partition`` failed in a step (its first failed step and
+    the error it raised), or None while it runs, when it succeeded, or when only its worker
+    died (that run is retried: ``run_health``)."""
+    job = names.ingest_job(chain.name)
+    recs = instance.get_run_records(dg.RunsFilter(job_name=job, tags={TAG_PARTITION: partition}), limit=1)
+    # else a multi-file run: the latest failed one whose range holds the partition
+    run = recs[0].dagster_run if recs else next(_failed_range_runs(instance, job, chain.name, partition), None)
+    if run is None or run.status != dg.DagsterRunStatus.FAILURE or TAG_WORKER_DIED in run.tags:
+        return None
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        err = event.event_specific_data.error if event.event_specific_data else None
+        while err is not None and err.cause is not None:  # the user-code error, not Dagster's wrapper
+            err = err.cause
+        what = (err.message.strip().splitlines() or [""])[0] if err else "failed"
+        step = (event.step_key or "").removeprefix(f"{chain.name}__")
+        return f"{step} failed: {what[:300]} (run {run.run_id[:8]})"
+    return None
+
+
+def _failed_range_runs(instance: dg.DagsterInstance, job: str, model: str, partition: str):
+    keys = None
+    failed = dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.FAILURE])
+    for r in instance.get_run_records(failed, limit=20):
+        start, end = r.dagster_run.tags.get(TAG_RANGE_START), r.dagster_run.tags.get(TAG_RANGE_END)
+        if start is None or end is None:
+            continue
+        keys = keys if keys is not None else instance.get_dynamic_partitions(names.partitions(model))
+        if {start, end, partition} <= set(keys) and keys.index(start) <= keys.index(partition) <= keys.index(end):
+            yield r.dagster_run
 
 
 def batch_train_run(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:

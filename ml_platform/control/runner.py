@@ -3,6 +3,7 @@ policy the sensors use, in arrival order, recorded in the instance the UI shows.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from ml_platform.control.decisions import (
     claim_code_retrain,
     code_change_decision,
     decision_observation,
+    ingest_failure,
     ingest_tags,
     pending_decisions,
     this_run,
@@ -33,6 +35,9 @@ from ml_platform.runtime import faults
 from ml_platform.settings import Settings
 
 TRAIN_POOL_WAIT_SECONDS = 1800
+# An ingest run's Dagster console log stays quiet: a bad file is an expected outcome, printed as
+# one line naming the file and why (its events, tracebacks included, are in the instance / UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 INGEST_LOCK = ".ingest.lock"
 
 
@@ -224,9 +229,13 @@ def run_pending(
                 instance.add_dynamic_partitions(names.partitions(name), [key])
                 echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
                 res = ingest_job.execute_in_process(
-                    instance=instance, partition_key=key, tags=tags, raise_on_error=False
+                    instance=instance, partition_key=key, tags=tags, raise_on_error=False, run_config=QUIET
                 )
                 stop_on_storage_fault(res)
+            if not res.success and catalog.read_record(chain.dir, key) is None:  # failed before its record
+                why = ingest_failure(instance, chain, key) or f"run {res.run_id[:8]} failed (its events are in the UI)"
+                echo(f"[{name}]   {label}: failed - {why}")
+                outcomes.append(BatchOutcome(key, label, "failed", reason=why, decision="no retrain: ingest failed"))
             taken: list = []
             for rec, d in pending_decisions(chain, instance, by=me, taken=taken):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
@@ -239,8 +248,9 @@ def run_pending(
                     rec.reason,
                     f"{'retrain' if d.retrain else 'no retrain'} ({d.trigger}): {d.reason}",
                 )
-                echo(
-                    f"[{name}]   {bo.status}: {bo.rows} valid rows, {bo.quarantined_rows} quarantined"
+                echo(  # named: a backlog's verdicts may come after a later file's ingest line
+                    f"[{name}]   {os.path.basename(bo.file) or bo.partition}: {bo.status}: "
+                    f"{bo.rows} valid rows, {bo.quarantined_rows} quarantined"
                     + (f" - {bo.reason}" if bo.reason else "")
                 )
                 echo(f"[{name}]   decision: {bo.decision}")

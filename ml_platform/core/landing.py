@@ -201,6 +201,9 @@ def scan_landing(
     return unique
 
 
+NOT_READABLE = "not a readable CSV or Parquet file"
+
+
 def _header(path: Path, fmt: str) -> list[str]:
     """The column names exactly as the file spells them (pandas renames a repeated ``age``
     to ``age.1``; pyarrow's dataset reader fails outright)."""
@@ -234,7 +237,7 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
             with open(path, "rb") as f:
                 head = f.read(4096)
             if b"\x00" in head:
-                raise BatchReadError(f"{name}: binary content in a .csv file (is it another format?)")
+                raise BatchReadError(f"{name}: {NOT_READABLE}: binary content in a .csv file (is it another format?)")
         header = _header(path, fmt)
         counts = {c: header.count(c) for c in dict.fromkeys(header)}
         repeats = {c: n for c, n in counts.items() if n > 1}
@@ -250,10 +253,14 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise BatchReadError(f"{name}: no columns to read (empty CSV)") from None
     except UnicodeDecodeError as e:
-        raise BatchReadError(f"{name}: not UTF-8 text at byte {e.start} (is it another format?)") from None
+        raise BatchReadError(
+            f"{name}: {NOT_READABLE}: not UTF-8 text at byte {e.start} (is it another format?)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - pyarrow / parser errors carry the detail (truncation, magic bytes, line)
         raise BatchReadError(f"{name}: cannot be read as {fmt}: {type(e).__name__}: {_short(e)}") from None
     if df.empty:
+        if fmt == "csv" and _not_text(head):  # random bytes read as one "header" line
+            raise BatchReadError(f"{name}: {NOT_READABLE}: no rows, and its one line is not a header (random data?)")
         raise BatchReadError(f"{name}: has a header but no rows")
     if fmt == "csv" and len(df.columns) == 1:
         sep = next((s for s in (";", "\t", "|") if s in str(df.columns[0])), None)
@@ -264,6 +271,14 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
             )
     df.attrs["duplicate_columns"] = repeats
     return df
+
+
+def _not_text(head: bytes) -> bool:
+    """A CSV that parsed to no rows is junk, not a header line: a control byte in its first
+    line, or one line with neither a line break nor a comma."""
+    first = head.split(b"\n", 1)
+    control = any(b < 0x20 and b not in b"\t\r" or b == 0x7F for b in first[0])
+    return control or (len(first) == 1 and b"," not in first[0])
 
 
 def _mangle(names: list[str]) -> list[str]:

@@ -231,7 +231,7 @@ def odd_world(tmp_path_factory):
     with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
         _land(s.landing_dir("odd"), "odd-1.csv", _odd_batch(1500, 1), age=100)
         out = run_pending(s, defs, instance, echo=_quiet)["odd"]
-        yield {"settings": s, "out": out}
+        yield {"settings": s, "out": out, "defs": defs, "instance": instance}
 
 
 def test_column_names_as_users_write_them_train_pass_the_gate_and_serve(odd_world):
@@ -245,3 +245,55 @@ def test_column_names_as_users_write_them_train_pass_the_gate_and_serve(odd_worl
         r = c.post("/models/odd/invocations", json={"dataframe_records": rows})
         assert r.status_code == 200, r.text
         assert len(r.json()["predictions"]) == 3 and r.headers["x-model-version"] == "1"
+
+
+# ------------------------------------------------------------------- failed ingests in `run`
+def test_an_ingest_that_fails_after_validation_is_decided_at_once(odd_world, monkeypatch):
+    """D3/D6: a batch whose ingest crashes after validation (here its drift report) is failed and
+    decided at once, naming the step and the error; the batch after it is decided in the same
+    `run` (was: nothing decided for STALE_INGEST_SECONDS, "0 batch(es)"), each verdict under its
+    own file's name."""
+    from ml_platform.core import drift
+
+    s, defs, inst = odd_world["settings"], odd_world["defs"], odd_world["instance"]
+    real, calls = drift.compute_drift_from_config, []
+
+    def crash_once(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a gremlin in the drift report")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(drift, "compute_drift_from_config", crash_once)
+    _land(s.landing_dir("odd"), "crashes.csv", _odd_batch(800, 2), age=90)
+    _land(s.landing_dir("odd"), "after.csv", _odd_batch(800, 3), age=80)
+    lines: list[str] = []
+    t0 = time.monotonic()
+    out = {os.path.basename(o.file): o for o in run_pending(s, defs, inst, echo=lines.append)["odd"]}
+    crashed = out["crashes.csv"]
+    assert crashed.status == "failed" and crashed.train is None, crashed
+    assert "drift_report failed: RuntimeError: a gremlin in the drift report" in crashed.reason, crashed.reason
+    assert crashed.decision.startswith("no retrain (none): batch failed: drift_report failed"), crashed.decision
+    after = out["after.csv"]
+    assert after.status == "validated" and after.decision.startswith("retrain (arrival)"), after
+    assert time.monotonic() - t0 < 300  # not the 600 s wait for a stale ingest
+    verdicts = [ln for ln in lines if "valid rows" in ln]
+    assert [ln.split()[1] for ln in verdicts] == ["crashes.csv:", "after.csv:"], lines
+
+
+def test_run_prints_one_line_per_bad_file_and_no_dagster_traceback(odd_world, capfd):
+    """D7/D13: expected batch failures print one line naming the file and why, no stack trace;
+    random bytes are "not a readable CSV or Parquet file", not "a header but no rows"."""
+    s = odd_world["settings"]
+    landing = s.landing_dir("odd")
+    (landing / "random.csv").write_bytes(bytes([0x8A, 0x01, 0x7F, 0x1B, 0x93, 0x41, 0x0B] * 40))
+    (landing / "header-only.csv").write_text("row_id,churned\n")
+    for p in (landing / "random.csv", landing / "header-only.csv"):
+        os.utime(p, (time.time() - 60, time.time() - 60))
+    assert cli.main(["--config", str(s.source), "run"]) == 0
+    cap = capfd.readouterr()
+    assert "Stack Trace" not in cap.err and "Traceback" not in cap.err and "STEP_FAILURE" not in cap.err, cap.err
+    assert "random.csv: failed: 0 valid rows, 0 quarantined - " in cap.out, cap.out
+    assert "random.csv: not a readable CSV or Parquet file" in cap.out, cap.out
+    assert "header-only.csv: has a header but no rows" in cap.out, cap.out
+    assert "odd: 2 batch(es) (2 failed: " in cap.out, cap.out

@@ -41,6 +41,10 @@ def test_hash_cache_avoids_rehashing(tmp_path):
         ("empty.csv", b"", "file is empty"),
         ("header.csv", b"a,b,c\n", "has a header but no rows"),
         ("binary.csv", b"PK\x03\x04\x00\x00garbage", "binary content"),
+        # random bytes without a NUL parse as a "header" line: not reported as a header without rows
+        ("random.csv", b"\x8a\x01\x7f\x1b\x93", "not a readable CSV or Parquet file"),
+        ("random2.csv", b"q9\x02XvT\x10a,Z\x04", "not a readable CSV or Parquet file: no rows"),
+        ("one-word.csv", b"Zq9XvT0aZ", "not a readable CSV or Parquet file: no rows"),
         ("latin.csv", b"a,b\n\xff\xfe,1\n", "not UTF-8"),
         ("notes.json", b'{"a": 1}', "unsupported file type '.json'"),
         ("broken.parquet", b"PAR1 this is not really parquet", "cannot be read as parquet"),
