@@ -23,7 +23,7 @@ import dagster as dg
 from ml_platform import names
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
-from ml_platform.core import catalog, code_version, files
+from ml_platform.core import audit, catalog, code_version, files
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile
 from ml_platform.core.policy import Decision, decide, monitoring_complete
@@ -113,10 +113,15 @@ def pending_decisions(
     another process claimed and has not run yet."""
     with decision_lock(chain):
         records = catalog.read_records(chain.dir)
-        has_champion = champion_version(chain.settings, chain.name) is not None
+        # Read under the lock: a champion another process moved while this one waited for it
+        # (its retrain on the batch before) is the one this batch's evidence is weighed against.
+        champion = champion_version(chain.settings, chain.name)
+        has_champion = champion is not None
         out = []
         for i, rec in enumerate(records):
             if rec.decided and not open_claim(rec):
+                if instance is not None and rec.retrained and _run_active(instance, rec.decision.run_id):
+                    retrain_in_flight = True  # another process's retrain on an earlier batch runs now
                 continue
             if not rec.decided and not monitoring_complete(rec):
                 failed = ingest_failure(instance, chain, rec.partition) if instance is not None else None
@@ -144,6 +149,7 @@ def pending_decisions(
                     continue
                 # its claimant is gone without a run: decide again
             d = decide(rec, records[:i], chain.cfg, has_champion=has_champion, retrain_in_flight=retrain_in_flight)
+            d = stale_evidence(chain, rec, d, champion) or d
             decision = dataclasses.replace(d, at=time.time(), claimed_by=by if d.retrain else None)
             catalog.update_record(chain.dir, rec.partition, decision=decision)
             records[i] = dataclasses.replace(rec, decision=decision)
@@ -183,6 +189,35 @@ def _failed_range_runs(instance: dg.DagsterInstance, job: str, model: str, parti
         keys = keys if keys is not None else instance.get_dynamic_partitions(names.partitions(model))
         if {start, end, partition} <= set(keys) and keys.index(start) <= keys.index(partition) <= keys.index(end):
             yield r.dagster_run
+
+
+# Triggers that are evidence about the champion the batch was monitored against.
+EVIDENCE_TRIGGERS = frozenset({"drift", "performance", "concept", "challenger", "estimated_performance"})
+
+
+def stale_evidence(chain: Chain, rec: BatchRecord, d: Decision, champion: int | None) -> Decision | None:
+    """No retrain when ``d`` retrains on evidence measured against a champion that has been
+    replaced since (another process's retrain on the batch before, a rollback): one drift
+    episode moves the champion once. The next batch is judged against the new champion."""
+    seen = rec.monitored_version
+    if not d.retrain or d.trigger not in EVIDENCE_TRIGGERS or champion is None or seen in (None, champion):
+        return None
+    moves = [m for m in audit.read(chain.dir) if m.moved and m.to == champion]
+    since = f" ({moves[-1].kind} by {moves[-1].actor}, trigger {moves[-1].trigger})" if moves else ""
+    return Decision(
+        False,
+        "none",
+        f"{d.trigger} was measured against v{seen}, but v{champion} is the champion now{since}: "
+        f"not evidence against v{champion}; the next batch is judged against it",
+        at=time.time(),
+    )
+
+
+def _run_active(instance: dg.DagsterInstance, run_id: str | None) -> bool:
+    if not run_id:
+        return False
+    rec = instance.get_run_record_by_id(run_id)
+    return rec is not None and not rec.dagster_run.is_finished
 
 
 def batch_train_run(instance: dg.DagsterInstance, chain: Chain, partition: str) -> str | None:

@@ -237,7 +237,8 @@ def run_pending(
                 echo(f"[{name}]   {label}: failed - {why}")
                 outcomes.append(BatchOutcome(key, label, "failed", reason=why, decision="no retrain: ingest failed"))
             taken: list = []
-            for rec, d in pending_decisions(chain, instance, by=me, taken=taken):
+            in_flight = train_in_flight(instance, chain)  # the daemon's or another `run`'s, as the sensor asks
+            for rec, d in pending_decisions(chain, instance, in_flight, by=me, taken=taken):
                 instance.report_runless_asset_event(decision_observation(chain, rec, d))
                 bo = BatchOutcome(
                     rec.partition,

@@ -196,6 +196,12 @@ class BatchRecord:
         return self.drifted or self.dropped(min_drop)
 
     @property
+    def monitored_version(self) -> int | None:
+        """The champion version the batch was monitored against (drift, predictions), or None."""
+        v = self.drift_summary.get("champion_version") or (self.predictions or {}).get("model_version")
+        return int(v) if isinstance(v, int | float | str) and str(v).isdigit() else None
+
+    @property
     def decided(self) -> bool:
         return bool(self.decision)
 

@@ -105,3 +105,57 @@ def test_a_runs_claim_holds_off_the_sensor_until_its_claimant_is_gone(settings):
         tick = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in tick.run_requests] == ["train-a-1"]
         assert catalog.read_record(mdir, "a-1").decision.claimed_by == "sensor"
+
+
+def _drifted(mdir, partition, arrival, against):
+    catalog.update_record(
+        mdir,
+        partition,
+        arrival=arrival,
+        status="validated",
+        sha256=partition,
+        valid_rows=5000,
+        labelled=False,
+        drift={"verdict": "drifted", "share_drifted": 0.6, "drifted_features": ["age"], "champion_version": against},
+        performance={"skipped": "unlabelled batch"},
+    )
+
+
+def test_consecutive_drifted_batches_of_two_runs_move_the_champion_once(tmp_path, monkeypatch):
+    """D4: `run` A retrains on drifted batch a-1; `run` B's batch a-2, monitored against the same
+    old champion, is decided after A's retrain started (its run in flight) or after it moved the
+    champion: no second retrain for the same drift episode."""
+    from ml_platform.control import decisions
+
+    extra = "retrain: {trigger_on: drift, unestimated_drift: retrain, debounce_batches: 1, min_new_rows: 0}\n"
+    s = load_settings(write_config(tmp_path, extra=extra))
+    chain = Chain("churn", s.models["churn"], s)
+    mdir = s.model_dir("churn")
+    champion = {"v": 1}
+    monkeypatch.setattr(decisions, "champion_version", lambda *_: champion["v"])
+    with dg.instance_for_test() as instance:
+        _drifted(mdir, "a-1", 1, against=1)
+        ((_, d1),) = pending_decisions(chain, instance, by="run 1@a")
+        assert d1.retrain and d1.trigger == "drift", d1
+        # A's train run starts and records the decision (run id); B lands a-2 meanwhile
+        run = instance.create_run_for_job(dg.GraphDefinition("g").to_job())  # NOT_STARTED: in flight
+        tags = {"ml_platform/batch": "a-1", "ml_platform/trigger": "drift"}
+        decisions.record_retrain_decision(chain, tags, run.run_id)
+        _drifted(mdir, "a-2", 2, against=1)
+        ((rec, d2),) = pending_decisions(chain, instance, by="run 2@b")
+        assert rec.partition == "a-2" and not d2.retrain and "already queued or running" in d2.reason, d2
+        # ... or after A's retrain moved the champion to v2: a-2's drift was measured against v1
+        instance.report_run_failed(run)  # finished
+        catalog.update_record(mdir, "a-2", decision=None)
+        champion["v"] = 2
+        audit.append(
+            mdir,
+            audit.AuditEntry(audit.now_iso(), "churn", 1, 2, "train", "drift", "drift in age", "deploy", {}, "", "x"),
+        )
+        ((rec, d2),) = pending_decisions(chain, instance, by="run 2@b")
+        assert not d2.retrain and d2.trigger == "none", d2
+        assert "drift was measured against v1, but v2 is the champion now (deploy by train, trigger drift)" in d2.reason
+        # a batch monitored against v2 that drifts is a new episode: it retrains
+        _drifted(mdir, "a-3", 3, against=2)
+        ((rec, d3),) = pending_decisions(chain, instance, by="run 2@b")
+        assert rec.partition == "a-3" and d3.retrain and d3.trigger == "drift", d3
