@@ -93,7 +93,11 @@ def cmd_run(args) -> int:
 
     deployed = {name: champion_version(s, name) for name in summary}
     print("\nSummary")
+    refused = [name for name, outcomes in summary.items() if any(o.kind == "refused" for o in outcomes)]
     for name, outcomes in summary.items():
+        if name in refused:
+            print(f"  {name}: refused (the MLflow registry was lost: see above); serving version: {deployed[name]}")
+            continue
         batches = [o for o in outcomes if o.kind == "batch"]
         q = sum(o.quarantined_rows for o in outcomes)
         trained = [o.train for o in outcomes if o.train]
@@ -105,7 +109,7 @@ def cmd_run(args) -> int:
             + f", {q} quarantined row(s), {len(trained)} candidate(s), "
             f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}"
         )
-    return 0
+    return 1 if refused else 0
 
 
 def cmd_check(args) -> int:
@@ -202,7 +206,7 @@ def cmd_reconcile(args) -> int:
                 continue
         lost = registry_loss(s, reg, name)
         if lost:
-            print(f"reconcile refused: {lost} (or: ml-platform reconcile --rebuild-registry)", file=sys.stderr)
+            print(f"reconcile refused: {lost}", file=sys.stderr)
             bad += 1
             continue
         notes = reconcile(s, reg, endpoint_for(s), name)

@@ -74,20 +74,26 @@ def registry_loss(settings: Settings, registry, model: str) -> str | None:
     uri = settings.tracking_uri
     db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     registered = set() if db is not None and not db.exists() else {int(v.version) for v in registry.versions(model)}
-    newest = max([*published, *([champion] if champion is not None else [])])
-    if (champion is None or champion in registered) and newest <= max(registered, default=0):
-        return None
 
     def shown(vs) -> str:
         return ", ".join(f"v{v}" for v in sorted(vs)) or "none"
 
-    has = f"champion v{champion}" if champion is not None else "no champion"
+    # A pointer naming a version never published nor registered is the pointer's fault, not the
+    # registry's: it does not count towards what the registry should hold.
+    dangling = champion is not None and champion not in published and champion not in registered
+    newest = max([*published, *([champion] if champion is not None and not dangling else [])], default=0)
+    if (champion is None or dangling or champion in registered) and newest <= max(registered, default=0):
+        return None  # intact (a dangling pointer is `reconcile`'s to repair, naming the pointer)
+    has = (
+        f"champion v{champion}" + (" (never published)" if dangling else "") if champion is not None else "no champion"
+    )
     return (
         f"{model}: the MLflow registry at {uri} does not hold what the serving store knows "
         f"({st.model_dir(model)}: {has}, published {shown(published)}; registered: {shown(registered)}). "
         "It was deleted or "
-        f"replaced: restore it (or set the tracking URI back) before training; a new candidate would "
-        f"be registered as v{max(registered, default=0) + 1}, a number the store already uses"
+        f"replaced: restore it (or set the tracking URI back), or run `ml-platform reconcile --rebuild-registry`, "
+        f"before training; a new candidate would be registered as v{max(registered, default=0) + 1}, "
+        "a number the store already uses"
     )
 
 

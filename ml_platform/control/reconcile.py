@@ -74,6 +74,14 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
             notes.append(f"champion pointer unreadable ({e})")
             current = None
         alias = registry.champion_alias(model)
+        dangling = current is not None and current not in store.versions(model) and current != alias
+        if dangling and current not in {int(v.version) for v in registry.versions(model)}:
+            # never published nor registered: the pointer is wrong (the registry is intact)
+            notes.append(
+                f"champion pointer {store.pointer_path(model)} named v{current}, which was never published "
+                "nor registered: the pointer was wrong"
+            )
+            current = None
         if current is None and alias is not None:
             last = ([e for e in audit.read(settings.model_dir(model)) if e.moved] or [None])[-1]
             if last is not None and last.to is None:
@@ -87,13 +95,14 @@ def reconcile(settings: Settings, registry: MlflowRegistry, endpoint: EndpointCl
                 previous=None,
                 actor="reconcile",
                 trigger="repair",
-                reason="serving store lost its champion pointer; rebuilt from the registry",
+                reason=(notes[-1] if notes else "serving store lost its champion pointer")
+                + "; rebuilt from the registry",
                 kind="repair",
             )
             audit.write_intent(settings.model_dir(model), intent)
             apply_move(settings, registry, endpoint, intent)
             notes.append(
-                f"serving store had no champion pointer while MLflow names v{alias}: rebuilt from the registry"
+                f"serving store had no valid champion pointer while MLflow names v{alias}: rebuilt from the registry"
             )
             return notes
         if current is None:

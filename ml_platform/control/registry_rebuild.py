@@ -55,8 +55,12 @@ def rebuild_registry(settings: Settings, registry, model: str) -> list[str]:
         champion = champion_version(settings, model)
     except ValueError:
         champion = None
-    newest = max([*published, *([champion] if champion is not None else [])], default=0)
     registered = {int(v.version): v for v in registry.versions(model)}
+    if champion is not None and champion not in published and champion not in registered:
+        champion = None  # a dangling pointer: `reconcile` repairs it; nothing to register for it
+    # Only what is truly missing: numbers up to the newest version the store published (the
+    # ones never published below it are placeholders, so MLflow numbers the rest the same).
+    newest = max([*published, *([champion] if champion is not None else [])], default=0)
     for n, mv in registered.items():  # versions kept must be the store's own
         if n in published and mv.tags.get(RESTORED) != "placeholder":
             have = st.onnx_path(model, n).read_bytes()

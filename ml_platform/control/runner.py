@@ -63,7 +63,7 @@ class BatchOutcome:
     reason: str | None = None
     decision: str = ""
     train: TrainOutcome | None = None
-    kind: str = "batch"  # or "code": a code-change retrain, not a batch
+    kind: str = "batch"  # or "code": a code-change retrain, not a batch; "refused": the registry was lost
 
 
 def stop_on_storage_fault(result) -> None:
@@ -213,10 +213,15 @@ def run_pending(
     summary: dict[str, list[BatchOutcome]] = {}
     for name in models or list(settings.models):
         chain = Chain(name, settings.models[name], settings)
+        outcomes = summary.setdefault(name, [])
+        lost = registry_loss(settings, registry_for(settings), name)  # before anything touches MLflow
+        if lost:  # never an empty registry created under it, nor a crash further on
+            echo(f"[{name}] run refused: {lost}")
+            outcomes.append(BatchOutcome("", "", "refused", reason=lost, kind="refused"))
+            continue
         repair(settings, defs, instance, name, echo)
         ingest_job = defs.resolve_job_def(names.ingest_job(name))
         train_job = defs.resolve_job_def(names.train_job(name))
-        outcomes = summary.setdefault(name, [])
         arrivals = _arrivals(settings, chain, instance, echo)
         me, said_taken = this_run(), set()
         for i, (key, label, tags, sha) in enumerate(arrivals, 1):
@@ -320,6 +325,8 @@ def _arrivals(settings: Settings, chain: Chain, instance, echo) -> list[tuple[st
 def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -> BatchOutcome | None:
     """The code-change retrain the sensor would request (``decisions.code_change_decision``),
     run now: a changed estimator, transform or gate config retrains without new data."""
+    if registry_loss(settings, registry_for(settings), chain.name):  # lost during this run: said per batch
+        return None
     parts = code_version.manifest(chain.cfg)
     d = code_change_decision(chain, registry_for(settings), parts, code_version.code_version(parts))
     if d is None:

@@ -142,6 +142,12 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         out = train_now(s, defs, inst, "churn", by="test", echo=_quiet)
         assert out.version is None and "champion v2" in out.error and str(db) in out.error
         assert not db.exists()
+        # D5: `run` reports the loss as the named error, creates no registry, does not crash
+        assert cli.main(["--config", str(s.source), "run"]) == 1
+        out = capsys.readouterr().out
+        assert "[churn] run refused: churn: the MLflow registry at sqlite:///" in out, out
+        assert "`ml-platform reconcile --rebuild-registry`" in out and "churn: refused" in out, out
+        assert not db.exists()
         # a registry that exists but was replaced (empty), seen by new processes (this one
         # caches MLflow's SQLite connections): the same refusal
         uri = s.tracking_uri
@@ -174,6 +180,28 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         kept.rename(db)
     assert registry_loss(s, registry_for(s), "churn") is None
     assert ModelStore(s.serving_dir).current("churn")["version"] == 2
+
+
+def test_a_dangling_pointer_is_the_pointers_fault_and_the_rebuild_adds_nothing(labels_world):
+    """D2: a champion pointer naming a version never published is not blamed on the registry,
+    and `reconcile --rebuild-registry` registers no placeholders into an intact registry: the
+    pointer is repaired (to the MLflow alias), naming it."""
+    s = labels_world["settings"]
+    store = ModelStore(s.serving_dir)
+    before = sorted(int(v.version) for v in registry_for(s).versions("churn"))
+    ptr = json.loads(store.pointer_path("churn").read_text())
+    store.pointer_path("churn").write_text(json.dumps({**ptr, "version": 9, "onnx": "v9.onnx", "meta": "v9.json"}))
+    assert registry_loss(s, registry_for(s), "churn") is None
+    res = subprocess.run(
+        [sys.executable, "-m", "ml_platform", "--config", str(s.source), "reconcile", "--rebuild-registry"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert "named v9, which was never published nor registered: the pointer was wrong" in res.stdout, res.stdout
+    assert "placeholder" not in res.stdout and "re-registered" not in res.stdout, res.stdout
+    assert sorted(int(v.version) for v in registry_for(s).versions("churn")) == before
+    assert store.current("churn")["version"] == ptr["version"] == 2
 
 
 # --------------------------------------------------------------------------- column names
