@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ml_platform.core import approval, audit, catalog, payoff
+from ml_platform.core import approval, audit, catalog, files, payoff
 from ml_platform.names import (
     GATE_COMPARISON_PREFIX,
     VERSION_TRIGGER,
@@ -55,11 +55,15 @@ def payoff_of(
     d = settings.model_dir(model)
     versions = registry.versions(model) if versions is None else versions
     cache_path = d / TRAIN_SECONDS_CACHE
+    grew = False
     try:
         cache = {int(k): float(v) for k, v in json.loads(cache_path.read_text()).items()}
-    except (OSError, ValueError):
+    except FileNotFoundError:
         cache = {}
-    facts, grew = [], False
+    except (OSError, ValueError, TypeError, AttributeError) as e:  # a cache: rebuilt, said
+        files.warn_skipped(cache_path, f"unreadable ({type(e).__name__}): ignored and rebuilt", "ml_platform.ledger")
+        cache, grew = {}, True
+    facts = []
     for mv in versions:
         n = int(mv.version)
         if n not in cache:

@@ -125,11 +125,13 @@ def read(model_dir: Path) -> list[AuditEntry]:
     except FileNotFoundError:
         return []
     out = []
-    for line in lines:
+    for n, line in enumerate(lines, 1):
         try:
             out.append(AuditEntry.from_dict(json.loads(line)))
-        except (ValueError, TypeError, AttributeError):
-            continue
+        except (ValueError, TypeError, AttributeError) as e:
+            files.warn_skipped(
+                path, f"line {n} is not an audit entry ({type(e).__name__}): skipped", "ml_platform.audit"
+            )
     return out
 
 

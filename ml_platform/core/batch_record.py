@@ -14,6 +14,10 @@ written; keys this class does not know (older or newer stores) are kept in ``ext
 
 from __future__ import annotations
 
+import functools
+import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -44,7 +48,11 @@ class Decision:
             return d
         if not d:  # None or {}: not decided
             return None
-        return cls(**{"trigger": "none", "reason": "", **{k: d[k] for k in _DECISION_FIELDS if k in d}})
+        if not isinstance(d, dict):
+            raise TypeError(f"'decision' is a JSON {type(d).__name__}, not an object")
+        known = {k: d[k] for k in _DECISION_FIELDS if k in d}
+        check_types(cls, known, "decision.")
+        return cls(**{"trigger": "none", "reason": "", **known})
 
 
 @dataclass
@@ -89,6 +97,7 @@ class BatchRecord:
     def from_dict(cls, d: dict) -> BatchRecord:
         known = {k: v for k, v in d.items() if k in FIELDS}
         extra = {k: v for k, v in d.items() if k not in FIELDS}
+        check_types(cls, {k: v for k, v in known.items() if k != "decision"})
         if "decision" in known:
             known["decision"] = Decision.from_dict(known["decision"])
         return cls(**known, extra=extra)
@@ -216,6 +225,56 @@ def figure_dropped(p: dict, min_drop: float = 0.0) -> bool:
     drop of at least ``min_drop`` (``retrain.min_drop``: on a near-perfect holdout a 1e-5 drop
     can be "significant")."""
     return bool(p.get("significant")) and float(p.get("drop") or 0.0) >= min_drop
+
+
+def check_types(cls, values: dict, prefix: str = "") -> None:
+    """Raise TypeError naming the first field whose JSON value is not of the field's type (a
+    hand-edited or foreign record: ``"status": 5`` must not crash every reader later)."""
+    allowed_of = _field_types(cls)
+    for key, value in values.items():
+        allowed = allowed_of.get(key)
+        if allowed is None:
+            continue
+        if value is None and type(None) in allowed:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, tuple(allowed)):
+            want = " or ".join("null" if t is type(None) else _JSON.get(t, t.__name__) for t in allowed)
+            raise TypeError(f"{prefix}{key} is {json.dumps(value)[:40]}, expected {want}")
+
+
+_JSON = {
+    str: "a string",
+    int: "a whole number",
+    float: "a number",
+    bool: "true/false",
+    dict: "an object",
+    list: "a list",
+}
+
+
+@functools.cache
+def _field_types(cls) -> dict:
+    return {k: _allowed(h) for k, h in typing.get_type_hints(cls).items()}
+
+
+def _allowed(hint) -> tuple | None:
+    """The runtime types a JSON value of this annotation may have; None: anything."""
+    if hint is None or hint is Any:
+        return None
+    args = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
+    out = []
+    for a in args:
+        if a is float:
+            out += [float, int]
+        elif a in (str, int, bool, dict, list, type(None)):
+            out.append(a)
+        else:
+            return None  # a nested record (Decision): checked by its own from_dict
+    return tuple(out)
 
 
 FIELDS = frozenset(f.name for f in fields(BatchRecord)) - {"extra"}

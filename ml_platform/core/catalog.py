@@ -67,9 +67,7 @@ def _load(path: Path) -> BatchRecord:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             raise ValueError(f"a JSON {type(data).__name__}, not an object")
-        rec = BatchRecord.from_dict(data)
-        if not isinstance(rec.arrival, (int, float, type(None))) or not isinstance(rec.file, (str, type(None))):
-            raise ValueError("arrival or file has the wrong type")
+        rec = BatchRecord.from_dict(data)  # TypeError naming a field of the wrong type
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise CorruptRecord(f"batch record {path} is unreadable ({type(e).__name__}: {str(e)[:200]})") from None
     return rec

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import tempfile
 import time
@@ -229,3 +230,19 @@ def last_failure(storage_dir: Path, *, clear: bool = False) -> dict | None:
             finally:
                 os.close(fd)
     return data if isinstance(data, dict) else None
+
+
+_warned: set = set()  # (path, mtime_ns, size, what) already warned about
+
+
+def warn_skipped(path: Path, what: str, logger: str = "ml_platform.files") -> None:
+    """A warning naming ``path`` (and what in it was skipped), once per version of the file: a
+    corrupt state file is skipped, never silently, and never a crash of its reader."""
+    try:
+        st = Path(path).stat()
+        key = (str(path), st.st_mtime_ns, st.st_size, what)
+    except OSError:
+        key = (str(path), None, None, what)
+    if key not in _warned:
+        _warned.add(key)
+        logging.getLogger(logger).warning("%s: %s", path, what)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from ml_platform.core import files
+
 if TYPE_CHECKING:  # `ml-platform status` reads summaries through this module: no pandas there
     import pandas as pd
 
@@ -73,19 +75,27 @@ def read_window(
         if len(rows) >= max_rows:
             break
         win.files.append(path)
-        found = []
-        for line in path.read_bytes().splitlines():
+        found, bad = [], []
+        try:
+            lines = path.read_bytes().splitlines()
+        except OSError as e:  # vanished or unreadable: the other files still count
+            files.warn_skipped(path, f"unreadable ({e.strerror or type(e).__name__}): skipped", "ml_platform.live")
+            continue
+        for n, line in enumerate(lines, 1):
             try:
                 row = orjson.loads(line)
             except orjson.JSONDecodeError:
-                win.unreadable_lines += 1
-                continue
+                row = None
             if not isinstance(row, dict):
                 win.unreadable_lines += 1
+                bad.append(n)
             elif row.get("_version") != version:
                 win.other_version_rows += 1
             else:
                 found.append(row)
+        if bad:
+            where = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            files.warn_skipped(path, f"line(s) {where} not a JSON object: skipped", "ml_platform.live")
         rows.extend(reversed(found))  # newest first while collecting
     rows = rows[:max_rows][::-1]
     cols = {c: [None if (v := r.get(c)) == missing_token else v for r in rows] for c in features}

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from ml_platform.core import files
 from ml_platform.core.gate import Verdict, judge_against_champion
 from ml_platform.core.stage_files import count_rows, evidence_files, failures  # noqa: F401 - re-exported
 
@@ -51,14 +52,18 @@ def read_evidence(model_dir: Path, version: int) -> Evidence:
     for p in sorted(Path(model_dir).glob(f"stage-v{version}-stats-*.json")):
         try:
             dropped += int(orjson.loads(p.read_bytes()).get("dropped", 0))
-        except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+            files.warn_skipped(p, f"unreadable ({type(e).__name__}): skipped", "ml_platform.staging")
             continue
     for p in evidence_files(model_dir, version):
-        for line in p.read_bytes().splitlines():
+        for lineno, line in enumerate(p.read_bytes().splitlines(), 1):
             try:
                 b = orjson.loads(line)
                 n = int(b["rows"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                files.warn_skipped(
+                    p, f"line {lineno} is not an evidence block ({type(e).__name__}): skipped", "ml_platform.staging"
+                )
                 continue
             cols = {"rid": b.get("rid"), "id": b.get("id") or [None] * n, "_ts": [b.get("ts")] * n}
             cols.update(b.get("features") or {})

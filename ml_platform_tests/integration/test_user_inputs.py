@@ -108,6 +108,50 @@ def test_a_truncated_batch_record_is_skipped_naming_its_file(labels_world, capsy
         path.write_text(whole)
 
 
+def test_wrongly_typed_records_and_corrupt_state_files_are_skipped_naming_them(labels_world, capsys, caplog):
+    """D11/D12: a batch record with `"status": 5` does not crash `status`; a corrupt audit line,
+    payoff_train_seconds.json and live-sample lines are skipped with a warning naming the file
+    (and line), and the rest is read."""
+    from ml_platform.core.live import read_window
+
+    s = labels_world["settings"]
+    mdir = s.model_dir("churn")
+    batches = mdir / "batches"
+    good = json.loads(next(iter(sorted(batches.glob("*.json")))).read_text())
+    wrong = batches / "hand-edited.json"
+    wrong.write_text(json.dumps({**good, "partition": "hand-edited", "status": 5}))
+    audit_file, cache = mdir / "audit.jsonl", mdir / "payoff_train_seconds.json"
+    kept_audit, kept_cache = audit_file.read_bytes(), cache.read_bytes() if cache.exists() else None
+    n = len(kept_audit.splitlines())
+    audit_file.write_bytes(kept_audit + b'{"at": "torn\n[1, 2]\n')
+    cache.write_text("{not json")
+    samples = s.live_samples_dir / "churn"
+    samples.mkdir(parents=True, exist_ok=True)
+    sample = samples / "live-20990101T000000-1.jsonl"
+    sample.write_bytes(b'{"_version": 2, "_ts": "t", "age": 3}\nnot json\n[]\n')
+    try:
+        with caplog.at_level("WARNING"):
+            assert cli.main(["--config", str(s.source), "status", "--json"]) == 0
+            doc = json.loads(capsys.readouterr().out)
+            win = read_window(samples, 2, ["age"], 100, score_column="_score")
+        assert "hand-edited" not in json.dumps(doc["models"]["churn"]["batches"])
+        assert f"{wrong} is unreadable (TypeError: status is 5, expected a string or null)" in caplog.text
+        assert f"{audit_file}: line {n + 1} is not an audit entry" in caplog.text, caplog.text
+        assert f"{audit_file}: line {n + 2} is not an audit entry" in caplog.text, caplog.text
+        assert len(doc["models"]["churn"]["audit"]) >= 2  # the good entries are read
+        assert f"{cache}: unreadable (JSONDecodeError): ignored and rebuilt" in caplog.text, caplog.text
+        assert f"{sample}: line(s) 2, 3 not a JSON object: skipped" in caplog.text, caplog.text
+        assert len(win.frame) == 1 and win.unreadable_lines == 2
+    finally:
+        wrong.unlink()
+        sample.unlink()
+        audit_file.write_bytes(kept_audit)
+        if kept_cache is None:
+            cache.unlink(missing_ok=True)
+        else:
+            cache.write_bytes(kept_cache)
+
+
 def test_a_pointer_lost_under_serve_keeps_serving_and_is_rebuilt(labels_world):
     s = labels_world["settings"]
     store = ModelStore(s.serving_dir)
