@@ -159,13 +159,16 @@ def cmd_status(args) -> int:
 
 
 def cmd_exclude(args) -> int:
-    from ml_platform.control.exclusion import ExclusionError, exclude
+    from ml_platform.control.exclusion import ExclusionError, Unchanged, exclude
     from ml_platform.core.approval import os_user
 
     s = settings_of(args)
     name = model_of(s, args.model)
     try:
         rec = exclude(s, name, args.batch, reason=args.reason or "", by=args.by or os_user(), undo=args.undo)
+    except Unchanged as e:  # idempotent: asked twice, done once
+        print(e)
+        return 0
     except ExclusionError as e:
         print(f"exclude failed: {e}", file=sys.stderr)
         return 1
@@ -381,7 +384,7 @@ def parser() -> argparse.ArgumentParser:
     ex = command("exclude", "take a bad batch out of every training window (--undo puts it back)")
     ex.add_argument("--model")
     ex.add_argument("--batch", required=True, help="its partition key (see status) or its landing file's name")
-    ex.add_argument("--reason", help="why, recorded on the batch")
+    ex.add_argument("--reason", help="why, recorded on the batch and in the audit (required, except with --undo)")
     ex.add_argument("--by", help="who (default: the OS user)")
     ex.add_argument("--undo", action="store_true", help="put the batch back into training")
     ex.set_defaults(fn=cmd_exclude)

@@ -17,7 +17,11 @@ from ml_platform.settings import Settings
 
 
 class ExclusionError(ValueError):
-    """The batch named is unknown or ambiguous; the message lists what there is."""
+    """The batch named is unknown or ambiguous (the message lists what there is), or no reason was given."""
+
+
+class Unchanged(ValueError):
+    """The batch is already out of training (or, for an undo, in it): nothing was changed."""
 
 
 def find_batch(settings: Settings, model: str, batch: str) -> BatchRecord:
@@ -42,9 +46,22 @@ def exclude(settings: Settings, model: str, batch: str, *, reason: str, by: str,
     """Mark (``undo``: unmark) ``batch`` as taken out of training, and say so in the audit
     (kind ``exclude`` / ``include``: a decision, the champion stays); returns the updated record."""
     rec = find_batch(settings, model, batch)
-    reason = reason or "no reason given"
+    reason = " ".join((reason or "").split())
+    if not undo and not reason:
+        raise ExclusionError("--reason is required: say why the batch leaves training (it goes in the audit)")
     mark = None if undo else {"reason": reason, "by": by, "at": time.time()}
     with move_lock(settings, model):  # the audit's one writer at a time
+        now = catalog.read_record(settings.model_dir(model), rec.partition) or rec
+        if undo and not now.excluded:
+            raise Unchanged(f"{model}: batch {rec.partition} is in training already: nothing changed")
+        if not undo and now.excluded:
+            was = now.excluded
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(float(was.get("at") or 0)))
+            raise Unchanged(
+                f"{model}: batch {rec.partition} is already out of training (since {when} UTC, by "
+                f"{was.get('by', '?')}: {was.get('reason', '')}): nothing changed"
+            )
+        reason = reason or "no reason given"
         out = catalog.update_record(settings.model_dir(model), rec.partition, excluded=mark)
         current = champion_version(settings, model)
         audit.append(

@@ -39,3 +39,28 @@ def test_score_refuses_an_output_that_is_not_parquet(config_dir, capsys, tmp_pat
     assert rc == 1
     assert "predictions are written as Parquet: name a .parquet (or .pq) file" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_exclude_needs_a_reason_and_is_idempotent(settings, config_dir, capsys):
+    """D14: `exclude` without --reason is refused in one line; excluding twice (or undoing a batch
+    in training) says nothing changed, exit 0, one audit entry."""
+    from ml_platform.core import audit, catalog
+
+    d = settings.model_dir("churn")
+    catalog.update_record(d, "a.csv-11111111", file="/landing/a.csv", arrival=1.0, status="validated", labelled=True)
+    cfg = str(config_dir / "ml_platform.yaml")
+    for reason in ([], ["--reason", "  "]):
+        assert main(["--config", cfg, "exclude", "--batch", "a.csv", *reason]) == 1
+        err = capsys.readouterr().err
+        assert err == "exclude failed: --reason is required: say why the batch leaves training (it goes in the audit)\n"
+    assert catalog.read_record(d, "a.csv-11111111").excluded is None and audit.read(d) == []
+    assert main(["--config", cfg, "exclude", "--batch", "a.csv", "--undo"]) == 0
+    assert "batch a.csv-11111111 is in training already: nothing changed" in capsys.readouterr().out
+    assert main(["--config", cfg, "exclude", "--batch", "a.csv", "--reason", "labels shifted", "--by", "ann"]) == 0
+    capsys.readouterr()
+    assert main(["--config", cfg, "exclude", "--batch", "a.csv", "--reason", "again"]) == 0
+    out = capsys.readouterr()
+    assert "batch a.csv-11111111 is already out of training (since " in out.out and "by ann: labels shifted)" in out.out
+    assert "nothing changed" in out.out and "Traceback" not in out.err
+    assert [e.kind for e in audit.read(d)] == ["exclude"]
+    assert catalog.read_record(d, "a.csv-11111111").excluded["reason"] == "labels shifted"
