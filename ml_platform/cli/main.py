@@ -334,6 +334,13 @@ def _count(least: int):
     return parse
 
 
+def _port(text: str) -> int:
+    n = _count(1)(text)
+    if n > 65535:
+        raise argparse.ArgumentTypeError(f"{n}: a TCP port is at most 65535")
+    return n
+
+
 def _finite(text: str) -> float:
     try:
         x = float(text)
@@ -365,8 +372,8 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     sv = command("serve", "the endpoint alone")
     sv.add_argument("--host")
-    sv.add_argument("--port", type=int)
-    sv.add_argument("--workers", type=int)
+    sv.add_argument("--port", type=_port)
+    sv.add_argument("--workers", type=_count(1))
     sv.set_defaults(fn=cmd_serve)
     sm = command("simulate", "write demo batches into the landing zone")
     sm.add_argument("--model")

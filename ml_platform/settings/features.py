@@ -53,6 +53,10 @@ class FeatureSpec(StrictModel):
             raise ValueError("min/max apply to numeric features only")
         if self.type == "numeric" and self.values is not None:
             raise ValueError("values applies to categorical features only")
+        if self.values is not None and not self.values:
+            raise ValueError(
+                "@values: an empty list allows no category at all: list them, or leave values out (any value)"
+            )
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
@@ -128,6 +129,19 @@ class ModelConfig(StrictModel):
     def _check(self):
         if not self.features:
             raise ValueError("at least one feature is required")
+        if any(not str(c).strip() for c in self.features):
+            raise ValueError("@features: a feature name is empty (or only spaces): name the column as its header does")
+        seen: dict[str, str] = {}
+        for c in [*self.features, self.target, self.id_column, self.timestamp_column]:
+            if c is None:
+                continue
+            same = seen.setdefault(unicodedata.normalize("NFC", c), c)
+            if same != c:  # one name to a person, two to the code: a header matches one of them at random
+                codes = [x.encode("unicode_escape").decode() for x in (same, c)]
+                raise ValueError(
+                    f"@features: {same!r} and {c!r} are the same name once Unicode-normalized (NFC) "
+                    f"({codes[0]} vs {codes[1]}): keep one spelling"
+                )
         if (self.landing_dir is None) == (self.source is None):
             raise ValueError("@landing_dir: give either landing_dir (files) or source: {asset: ...}, one of them")
         special = {"target": self.target, "id_column": self.id_column, "timestamp_column": self.timestamp_column}

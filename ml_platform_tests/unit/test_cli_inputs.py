@@ -64,3 +64,57 @@ def test_exclude_needs_a_reason_and_is_idempotent(settings, config_dir, capsys):
     assert "nothing changed" in out.out and "Traceback" not in out.err
     assert [e.kind for e in audit.read(d)] == ["exclude"]
     assert catalog.read_record(d, "a.csv-11111111").excluded["reason"] == "labels shifted"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "99999"], "99999: a TCP port is at most 65535"),
+        (["--port", "-1"], "-1: must be at least 1"),
+        (["--port", "http"], "'http' is not a whole number"),
+        (["--workers", "0"], "0: must be at least 1"),
+    ],
+)
+def test_serve_refuses_a_port_that_cannot_be(config_dir, capsys, args, says):
+    """D15: refused by the argument parser, before anything starts."""
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(config_dir / "ml_platform.yaml"), "serve", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+CONFIG = """\
+models:
+  churn:
+    landing_dir: landing
+    target: y
+    task: classification
+    features:
+"""
+
+
+@pytest.mark.parametrize(
+    ("features", "says"),
+    [
+        ('      "": {type: numeric}\n', "models.churn.features: a feature name is empty"),
+        ('      "  ": {type: numeric}\n', "models.churn.features: a feature name is empty"),
+        (
+            '      "caf\\u00e9": {type: numeric}\n      "cafe\\u0301": {type: numeric}\n',
+            "models.churn.features: 'caf\u00e9' and 'cafe\u0301' are the same name once Unicode-normalized (NFC) "
+            "(caf\\xe9 vs cafe\\u0301): keep one spelling",
+        ),
+        (
+            "      plan: {type: categorical, values: []}\n",
+            "models.churn.features.plan.values: an empty list allows no category at all",
+        ),
+    ],
+)
+def test_feature_names_and_values_that_cannot_work_are_refused_at_load(tmp_path, capsys, features, says):
+    """D15: one line naming the key, exit 2."""
+    (tmp_path / "landing").mkdir()
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(CONFIG + features)
+    assert main(["--config", str(p), "status"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err, err
