@@ -17,7 +17,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from ml_platform.core.frames import category_column, numeric_column
-from ml_platform.core.values import category
+from ml_platform.core.values import binary_label, category
 from ml_platform.settings import ModelConfig
 
 
@@ -219,6 +219,8 @@ def validate_batch(
     df = df.reset_index(drop=True)
     norm, reasons = _normalise(df, cfg, labelled)
     if labelled and cfg.task == "classification":
+        if class_set(cfg.target_values or classes) == {"0", "1"}:  # yes/no, true/false -> 1/0
+            norm[cfg.target] = pd.Series([binary_label(c) for c in norm[cfg.target]], index=norm.index, dtype=object)
         _check_labels(df, norm, cfg, cfg.target_values or classes, reasons, model_name, source)
     schema = build_schema(cfg, labelled)
     try:

@@ -193,3 +193,14 @@ def _int_to_float(i: int, float32: bool) -> float:
         return float(i)
     except OverflowError:
         raise InvalidValue("too large for a float32" if float32 else "too large for a float") from None
+
+
+# Labels of a 0/1 target written as words: one rule on every path (validation maps them, so
+# training, metrics, the champion's performance, the concept check and the gate all see 0/1).
+BINARY_LABELS = {"yes": "1", "true": "1", "y": "1", "t": "1", "no": "0", "false": "0", "n": "0", "f": "0"}
+
+
+def binary_label(cat: str | None) -> str | None:
+    """The 0/1 class of a word label (yes/true/y/t -> "1", no/false/n/f -> "0", any case);
+    any other category unchanged. Only for a target whose classes are 0 and 1."""
+    return cat if cat is None else BINARY_LABELS.get(cat.lower(), cat)

@@ -47,7 +47,10 @@ class ModelConfig(StrictModel):
         description="Classification: the target's classes (strings or integer codes, at least two; `1`, `1.0` "
         'and `"1"` are one class). A row whose label is another value is quarantined (the reason names it and '
         "`target`); a batch whose labels are mostly other values is rejected naming them. Not set: the classes "
-        "of the champion serving when the batch is validated (before the first champion, any label).",
+        "of the champion serving when the batch is validated (before the first champion, any label). When the "
+        "classes are 0 and 1 (declared here or the champion's), the labels yes/true/y/t and no/false/n/f (any case, "
+        "booleans too) are mapped to 1 and 0 at validation, so training, metrics, the champion's performance, the "
+        "concept check and the gate all see 0/1 (docs/bad-input.md).",
     )
 
     @field_validator("target_values", mode="before")

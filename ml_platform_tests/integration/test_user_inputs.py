@@ -58,9 +58,9 @@ def labels_world(tmp_path_factory):
         stray = generate_batch(1500, seed=14, start_id=20_000)
         stray.loc[:29, "churned"] = 2  # one stray label value on 30 rows
         foreign = generate_batch(600, seed=15, start_id=30_000)
-        foreign["churned"] = foreign["churned"].map({0: "no", 1: "yes"})  # another vocabulary
+        foreign["churned"] = foreign["churned"].map({0: "stay", 1: "leave"})  # another vocabulary
         _land(landing, "stray-label.csv", stray, age=300)
-        _land(landing, "yes-no.csv", foreign, age=200)
+        _land(landing, "stay-leave.csv", foreign, age=200)
         later = run_pending(s, defs, instance, echo=_quiet)["churn"]
         yield {"settings": s, "defs": defs, "instance": instance, "first": first, "later": later}
 
@@ -83,10 +83,10 @@ def test_a_stray_label_is_quarantined_and_retraining_goes_on(labels_world):
 
 
 def test_labels_of_another_vocabulary_refuse_the_batch_naming_them(labels_world):
-    o = {os.path.basename(o.file): o for o in labels_world["later"]}["yes-no.csv"]
+    o = {os.path.basename(o.file): o for o in labels_world["later"]}["stay-leave.csv"]
     assert o.status == "failed" and o.train is None
     assert "labels in 'churned' (models.churn.target) are not its classes 0, 1" in o.reason
-    assert "'no' (" in o.reason and "'yes' (" in o.reason
+    assert "'stay' (" in o.reason and "'leave' (" in o.reason
     batches = status(labels_world["settings"], labels_world["defs"].resources["ml_platform_registry"])
     assert ModelStore(labels_world["settings"].serving_dir).current("churn")["version"] == 2, batches
 
@@ -369,3 +369,29 @@ def test_run_prints_one_line_per_bad_file_and_no_dagster_traceback(odd_world, ca
     assert "random.csv: not a readable CSV or Parquet file" in cap.out, cap.out
     assert "header-only.csv: has a header but no rows" in cap.out, cap.out
     assert "odd: 2 batch(es) (2 failed: " in cap.out, cap.out
+
+
+
+def test_yes_no_labels_of_a_0_1_target_are_mapped_on_every_path(odd_world):
+    """D16: a batch whose 0/1 target says yes/no, True/False, y/n in any case is validated as 0/1
+    (the champion's classes): the champion's measured performance and the concept check are
+    computed on it, and the retrain it triggers is a binary 0/1 model the gate lets through."""
+    s, defs, inst = odd_world["settings"], odd_world["defs"], odd_world["instance"]
+    df = _odd_batch(1200, 5)
+    words = {1: ["yes", "TRUE", "Y", "t"], 0: ["no", "False", "n", "F"]}
+    df["churned"] = [words[v][i % 4] for i, v in enumerate(df["churned"])]
+    _land(s.landing_dir("odd"), "yes-no.csv", df, age=30)
+    out = {os.path.basename(o.file): o for o in run_pending(s, defs, inst, echo=_quiet)["odd"]}
+    o = out["yes-no.csv"]
+    assert o.status == "validated" and o.quarantined_rows == 0 and o.rows == 1200, o
+    from ml_platform.core import catalog
+
+    rec = catalog.read_record(s.model_dir("odd"), o.partition)
+    assert rec.single_class is None and rec.labelled
+    valid = pd.read_parquet(rec.validated_path)
+    assert sorted(set(map(str, valid["churned"]))) == ["0", "1"]
+    assert rec.measured_value is not None and rec.measured_value > 0.6, rec.performance  # roc_auc on 0/1
+    assert "p_value" in rec.concept_check, rec.performance
+    t = o.train
+    assert t is not None and all(p for _, p, _ in t.gate), t
+    assert ModelStore(s.serving_dir).read("odd", t.version)[1]["classes"] == [0, 1]

@@ -195,25 +195,52 @@ def test_a_label_outside_the_targets_classes_is_quarantined_naming_it(settings, 
     df = generate_batch(300, seed=5)
     df.loc[:29, "churned"] = 2
     df["churned"] = df["churned"].astype(object)
-    df.loc[40, "churned"] = "yes"
+    df.loc[40, "churned"] = "maybe"
     df.loc[41, "churned"] = 1.0  # the class 1, written otherwise: kept
     df.loc[42, "churned"] = " 0"  # the class 0, padded: kept
     out = validate_batch(df, cfg, model_name="churn", source="b.csv", classes=None if declared else [0, 1])
     reasons = dict(zip(out.quarantined["_row"], out.quarantined["_reason"]))
     assert sorted(reasons) == [*range(1, 31), 41]
     assert reasons[1] == "churned: not a class of models.churn.target (0, 1) (got 2)"
-    assert reasons[41] == "churned: not a class of models.churn.target (0, 1) (got 'yes')"
+    assert reasons[41] == "churned: not a class of models.churn.target (0, 1) (got 'maybe')"
     assert len(out.valid) == 269 and set(out.valid["churned"]) == {"0", "1"}
 
 
 def test_labels_of_another_vocabulary_fail_the_batch_naming_them(settings):
     df = generate_batch(200, seed=6)
-    df["churned"] = df["churned"].map({0: "no", 1: "yes"})
+    df["churned"] = df["churned"].map({0: "stay", 1: "leave"})
     with pytest.raises(BatchSchemaError) as e:
         validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv", classes=[0, 1])
     msg = str(e.value)
     assert msg.startswith("b.csv: 200 of 200 labels in 'churned' (models.churn.target) are not its classes 0, 1")
-    assert "'no' (" in msg and "'yes' (" in msg and "models.churn.target_values" in msg
+    assert "'stay' (" in msg and "'leave' (" in msg and "models.churn.target_values" in msg
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_yes_no_and_true_false_labels_of_a_0_1_target_are_mapped(settings, declared):
+    """D16: yes/true/y/t -> 1 and no/false/n/f -> 0 (any case, booleans too) when the target's
+    classes are 0 and 1, declared or the champion's; the validated rows hold 0/1 for every later path."""
+    cfg = settings.models["churn"]
+    if declared:
+        cfg = cfg.model_copy(update={"target_values": [0, 1]})
+    df = generate_batch(12, seed=8)
+    words = ["yes", "No", "TRUE", "false", "y", "N", "t", "F", True, False, 1, "0"]
+    df["churned"] = pd.Series(words, dtype=object)
+    out = validate_batch(df, cfg, model_name="churn", source="b.csv", classes=None if declared else [0, 1])
+    assert out.quarantined.empty
+    assert [str(v) for v in out.valid["churned"]] == ["1", "0", "1", "0", "1", "0", "1", "0", "1", "0", "1", "0"]
+
+
+@pytest.mark.parametrize("classes", [None, ["no", "yes"], [0, 1, 2]])
+def test_word_labels_are_mapped_only_for_a_0_1_target(settings, classes):
+    df = generate_batch(4, seed=9)
+    df["churned"] = pd.Series(["yes", "no", "yes", "no"], dtype=object)
+    if classes == [0, 1, 2]:
+        with pytest.raises(BatchSchemaError, match="are not its classes 0, 1, 2"):
+            validate_batch(df, settings.models["churn"], model_name="churn", classes=classes)
+        return
+    out = validate_batch(df, settings.models["churn"], model_name="churn", classes=classes)
+    assert list(out.valid["churned"]) == ["yes", "no", "yes", "no"]
 
 
 def test_without_known_classes_any_label_is_kept(settings):
