@@ -58,6 +58,38 @@ def test_two_runs_at_once_train_once_and_move_the_champion_once(tmp_path):
     assert rec.decision.retrain and rec.decision.run_id == train_runs[0].run_id
 
 
+def test_two_runs_on_consecutive_drifted_batches_move_the_champion_once(tmp_path):
+    """D4 with real processes: after a first champion, two drifted files land and two `run`s start
+    together; whichever decides second sees the first one's retrain (in flight, or its new
+    champion): one retrain, one champion move for the drift episode."""
+    extra = (
+        "retrain: {trigger_on: drift, debounce_batches: 1, min_new_rows: 0}\n"
+        "automation: {settle_seconds: 0}\ntraining: {window_batches: 1}\n"
+    )
+    config = write_config(tmp_path, port=free_port(), extra=extra)
+    s = load_settings(config)
+    write_batches(s.landing_dir("churn"), 1, rows=1500, seed=3, prefix="clean")
+    first = subprocess.run(
+        [sys.executable, "-m", "ml_platform", "--config", str(config), "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=400,
+    )
+    assert first.returncode == 0 and "deployed v1 as champion" in first.stdout, first.stdout[-3000:]
+    for p in write_batches(s.landing_dir("churn"), 2, rows=1500, seed=11, drift=1.0, prefix="drifted"):
+        t = time.time() - (60 if p.name.endswith("0000.csv") else 30)  # arrival order: 0000 first
+        os.utime(p, (t, t))
+    procs = [_start_run(config, f"run:ingest,2,{tmp_path / 'barrier'}") for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n----\n".join(o[-3000:] for o in outs)
+    both = "\n".join(outs)
+    assert both.count("decision: retrain") == 1, both
+    moves = [(m.previous, m.to) for m in audit.read(s.model_dir("churn")) if m.moved]
+    assert moves == [(None, 1), (1, 2)], (moves, both)
+    assert len(get_instance(s).get_runs(dg.RunsFilter(job_name="churn_train"))) == 2
+
+
 def _monitored(mdir, partition, arrival):
     catalog.update_record(
         mdir,

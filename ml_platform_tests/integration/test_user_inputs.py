@@ -371,7 +371,6 @@ def test_run_prints_one_line_per_bad_file_and_no_dagster_traceback(odd_world, ca
     assert "odd: 2 batch(es) (2 failed: " in cap.out, cap.out
 
 
-
 def test_yes_no_labels_of_a_0_1_target_are_mapped_on_every_path(odd_world):
     """D16: a batch whose 0/1 target says yes/no, True/False, y/n in any case is validated as 0/1
     (the champion's classes): the champion's measured performance and the concept check are
