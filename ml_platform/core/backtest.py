@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml_platform.core import training
+from ml_platform.core import compute, training
 from ml_platform.core.frames import model_inputs
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
@@ -68,7 +68,7 @@ def _value(cfg: ModelConfig, y: np.ndarray, out: np.ndarray, classes) -> float:
 
 
 def _outputs(pipe, x: pd.DataFrame, task: str) -> np.ndarray:
-    return np.asarray(pipe.predict_proba(x) if task == "classification" else pipe.predict(x), dtype=np.float64)
+    return compute.outputs(pipe, x, task)
 
 
 def _key(batches: tuple[str, ...], est: EstimatorConfig) -> tuple:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from ml_platform.core import calibration, drift_reference, export, metric_drop, training
+from ml_platform.core import calibration, compute, drift_reference, export, metric_drop, training
 from ml_platform.core.files import write_atomic, write_with
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
@@ -85,11 +85,11 @@ def build_candidate(
     onnx_bytes = export.export_onnx(pipe, cfg)
     clf = cfg.task == "classification"
     x = model_inputs(holdout, cfg)
-    ref = np.asarray(pipe.predict_proba(x) if clf else pipe.predict(x), dtype=np.float64)
+    ref = compute.outputs(pipe, x, cfg.task)
     # The drift reference: when this version becomes champion, batches are compared with the
     # data it was trained on (and its own scores on that data).
     x_train = model_inputs(train, cfg)
-    train_out = np.asarray(pipe.predict_proba(x_train) if clf else pipe.predict(x_train))
+    train_out = compute.outputs(pipe, x_train, cfg.task)
     drift_ref = drift_reference.build_reference_from_config(
         train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE
     )

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ml_platform.core import training
+from ml_platform.core import compute, training
 from ml_platform.core.frames import model_inputs
 from ml_platform.settings import ModelConfig
 
@@ -89,7 +89,7 @@ def check(
         cfg.gate_metric,
         cfg.task,
         y,
-        pipe.predict_proba(model_inputs(batch, cfg)),
+        compute.outputs(pipe, model_inputs(batch, cfg), "classification"),
         champion_outputs,
         candidate_classes=pipe.classes_,
         champion_classes=champion_classes,

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from ml_platform.core.compute import outputs
 from ml_platform.core.frames import MISSING, feeds_of, model_inputs
 from ml_platform.settings import ModelConfig
 
@@ -95,9 +96,9 @@ def onnx_predict(
 def parity(pipe: Pipeline, sess: ort.InferenceSession, df: pd.DataFrame, cfg: ModelConfig) -> float:
     """Max absolute difference between sklearn and ONNX outputs on ``df``."""
     x = model_inputs(df, cfg)
-    ref = pipe.predict_proba(x) if cfg.task == "classification" else pipe.predict(x)
+    ref = outputs(pipe, x, cfg.task)
     got = onnx_predict(sess, df, cfg)
-    return float(np.max(np.abs(np.asarray(ref, dtype=np.float64) - got))) if len(df) else 0.0
+    return float(np.max(np.abs(ref - got))) if len(df) else 0.0
 
 
 def serving_metadata(

@@ -12,9 +12,9 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from threadpoolctl import threadpool_limits
 
 from ml_platform.core import estimators
+from ml_platform.core.compute import one_thread, outputs
 from ml_platform.core.frames import model_inputs, typed_frame
 from ml_platform.core.metric_kinds import HIGHER_IS_BETTER  # noqa: F401 - re-exported
 from ml_platform.settings import ModelConfig
@@ -125,9 +125,7 @@ def target_values(df: pd.DataFrame, cfg: ModelConfig) -> np.ndarray:
 
 def fit(train: pd.DataFrame, cfg: ModelConfig) -> Pipeline:
     pipe = build_pipeline(cfg)
-    # One OpenMP thread: on a small machine shared with the webserver, the daemon and other runs,
-    # HistGradientBoosting's spinning threads make fits many times slower than one thread.
-    with threadpool_limits(limits=1):
+    with one_thread():
         pipe.fit(model_inputs(train, cfg), target_values(train, cfg))
     float32_thresholds(pipe.steps[-1][1])
     return pipe
@@ -216,8 +214,8 @@ def metric_function(name: str, task: str, classes=None):
 def evaluate(pipe: Pipeline, df: pd.DataFrame, cfg: ModelConfig) -> dict[str, float]:
     x, y = model_inputs(df, cfg), target_values(df, cfg)
     if cfg.task == "classification":
-        return classification_metrics(y, pipe.predict_proba(x), pipe.classes_)
-    return regression_metrics(y, pipe.predict(x))
+        return classification_metrics(y, outputs(pipe, x, cfg.task), pipe.classes_)
+    return regression_metrics(y, outputs(pipe, x, cfg.task))
 
 
 def confusion(y, pred, classes) -> pd.DataFrame:

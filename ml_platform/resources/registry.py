@@ -16,6 +16,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from ml_platform.core import files, version_files
+from ml_platform.core.compute import one_thread
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import (
     BACKTEST_BATCHES_PARAM,
@@ -166,13 +167,15 @@ class MlflowRegistry(ConfigurableResource):
             )
             untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipe))
             proba = hasattr(pipe, "predict_proba")
+            with one_thread():
+                out = pipe.predict(input_sample)
             info = mlflow.sklearn.log_model(
                 pipe,
                 name="model",
                 serialization_format="skops",
                 skops_trusted_types=untrusted,
                 pip_requirements=_pip_requirements(),
-                signature=infer_signature(input_sample, pipe.predict(input_sample)),
+                signature=infer_signature(input_sample, out),
                 registered_model_name=model,
                 pyfunc_predict_fn="predict_proba" if proba else "predict",
             )

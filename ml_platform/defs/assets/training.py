@@ -14,6 +14,7 @@ from ml_platform.control.decisions import record_retrain_decision
 from ml_platform.core import (
     catalog,
     code_version,
+    compute,
     drift_reference,
     files,
     selection,
@@ -112,8 +113,7 @@ def input_drift_reference(art, raw_train: pd.DataFrame, model_train: pd.DataFram
     """A transform model's drift reference: its input columns (what lands and what callers send)
     and its own scores on its training rows."""
     x = model_inputs(model_train, mcfg)
-    out = art.pipe.predict_proba(x) if cfg.task == "classification" else art.pipe.predict(x)
-    scored = raw_train.assign(**{SCORE: scores_of(np.asarray(out, dtype=np.float64), cfg.task)})
+    scored = raw_train.assign(**{SCORE: scores_of(compute.outputs(art.pipe, x, cfg.task), cfg.task)})
     return drift_reference.build_reference_from_config(scored, cfg.features, cfg.drift, score_column=SCORE).to_dict()
 
 
