@@ -72,7 +72,6 @@ SLOWEST_FILES = (
     "integration/test_closed_loop.py",
     "integration/test_gate_paths.py",
     "integration/test_candidates_mlflow.py",
-    "e2e/test_deploy_with_token.py",
 )
 
 
