@@ -282,11 +282,16 @@ def cmd_serve(args) -> int:
 def _repair_before_serving(s: Settings, names: list[str] | None = None) -> None:
     """An interrupted champion move is finished, and the store's champion files rebuilt from
     the registry, before the endpoint reads them (the endpoint itself never imports MLflow)."""
+    from ml_platform.control.champion import registry_loss
     from ml_platform.control.reconcile import reconcile
     from ml_platform.resources.registry import registry_for
 
     for name in s.models if names is None else names:
         try:
+            lost = registry_loss(s, registry_for(s), name)  # a repair would create an empty registry
+            if lost:
+                print(f"[serve] {name}: no repair: {lost}", file=sys.stderr, flush=True)
+                continue
             for note in reconcile(s, registry_for(s), None, name):
                 print(f"[serve] {name}: repaired: {note}", flush=True)
         except Exception as e:  # noqa: BLE001 - the endpoint still starts and reports readiness

@@ -12,7 +12,7 @@ from ml_platform import names
 from ml_platform.control import asset_source, run_health, staging
 from ml_platform.control.arrivals import landing_tick
 from ml_platform.control.chain import Chain
-from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.decisions import (
     SENSOR,
     claim_code_retrain,
@@ -100,6 +100,10 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         last = json.loads(context.cursor) if context.cursor else {}
         if last.get("stamp") == stamp and now - last.get("at", 0) < 60:
             return dg.SkipReason("no batch record changed")
+        lost = registry_loss(chain.settings, registry_for(chain.settings), chain.name)
+        if lost:  # no retrain over a lost registry (a fresh "v1"); decided once it is back
+            context.log.error(lost)
+            return dg.SkipReason(f"refused: {lost}")
         context.update_cursor(json.dumps({"stamp": stamp, "at": now}))
         decisions = pending_decisions(chain, context.instance, train_in_flight(context.instance, chain))
         requests = []
@@ -165,11 +169,15 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
                 )
             )
         try:
-            notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
-            notes += [
-                f"MLflow runs of finished run {r} were still RUNNING: marked KILLED"
-                for r in run_health.end_orphan_mlflow_runs(context.instance, registry_for(settings), chain.name)
-            ]
+            lost = registry_loss(settings, registry_for(settings), chain.name)  # a repair would create an empty one
+            if lost:
+                notes = [f"champion repair refused: {lost}"]
+            else:
+                notes = reconcile(settings, registry_for(settings), endpoint_for(settings), chain.name)
+                notes += [
+                    f"MLflow runs of finished run {r} were still RUNNING: marked KILLED"
+                    for r in run_health.end_orphan_mlflow_runs(context.instance, registry_for(settings), chain.name)
+                ]
         except Exception as e:  # noqa: BLE001 - report, try again next tick
             notes = [f"champion repair failed: {type(e).__name__}: {e}"]
         for n in notes:
@@ -196,6 +204,9 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             return dg.SkipReason(f"code version {version_of_code} already compared with champion v{champion}")
         if train_in_flight(context.instance, chain):
             return dg.SkipReason("a train run is in flight: its candidate carries this code")
+        lost = registry_loss(chain.settings, registry_for(chain.settings), chain.name)
+        if lost:
+            return dg.SkipReason(f"refused: {lost}")
         d = code_change_decision(chain, registry_for(chain.settings), parts, version_of_code)
         if d is not None and not claim_code_retrain(chain, context.instance, f"{version_of_code}-v{champion}", SENSOR):
             return dg.SkipReason("another process took this code-change retrain")  # cursor unchanged: look again

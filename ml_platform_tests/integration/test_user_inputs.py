@@ -192,6 +192,13 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         assert "[churn] run refused: churn: the MLflow registry at sqlite:///" in out, out
         assert "`ml-platform reconcile --rebuild-registry`" in out and "churn: refused" in out, out
         assert not db.exists()
+        # ... nor do `up`'s sensors or `serve`'s start-up repair (each would have created it)
+        for sensor in ("churn_retrain_sensor", "churn_code_change_sensor", "churn_control_plane_sensor"):
+            tick = defs.resolve_sensor_def(sensor)(dg.build_sensor_context(instance=inst, definitions=defs))
+            assert isinstance(tick, dg.SkipReason) and not db.exists(), (sensor, tick)
+        cli._repair_before_serving(s)
+        assert "[serve] churn: no repair: churn: the MLflow registry at" in capsys.readouterr().err
+        assert not db.exists()
         # a registry that exists but was replaced (empty), seen by new processes (this one
         # caches MLflow's SQLite connections): the same refusal
         uri = s.tracking_uri
