@@ -21,6 +21,7 @@ from ml_platform.core import (
     estimate,
     export,
     files,
+    parquet_cache,
     training,
     transform,
     version_files,
@@ -350,10 +351,13 @@ def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndar
     if not prior:
         return None
     columns = [*cfg.features, cfg.target]
+    # The next file's window is this one's plus itself: with room for a batch of up to a quarter
+    # of it, only files out of the window leave the cache.
+    cached_rows = challenger.MAX_TRAIN_ROWS + challenger.MAX_TRAIN_ROWS // 4
     try:  # a failed refit loses only this check, never the batch's figures or the decisions after it
         frames, rows = [], 0
         for r in reversed(prior):  # the newest first, up to challenger.MAX_TRAIN_ROWS
-            frames.insert(0, pd.read_parquet(r.validated_path, columns=columns))
+            frames.insert(0, parquet_cache.read(r.validated_path, columns, max_rows=cached_rows))
             rows += len(frames[0])
             if rows >= challenger.MAX_TRAIN_ROWS:
                 break
