@@ -57,21 +57,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# `make test` hands whole files to two pytest-xdist workers (--dist loadfile) in collection order
+# `make test` hands whole files to three pytest-xdist workers (--dist loadfile) in collection order
 # (--no-loadscope-reorder). The slowest files (seconds under `make test`: --durations) go first,
-# longest first, so that both workers start on one at once and the many short files even out the
+# longest first, so that every worker starts on one at once and the many short files even out the
 # end, instead of one worker being handed the last slow file when the other has nothing left.
 SLOWEST_FILES = (
     "e2e/test_up.py",  # `up`, the first champion (a worker killed on the way), the browser
-    "e2e/test_dg_project.py",
     "e2e/test_crash_consistency.py",
     "e2e/test_scale_out.py",
-    "e2e/test_run_and_serve.py",
-    "e2e/test_concurrency.py",  # two real `run`s racing for one batch
-    "e2e/test_storage_faults.py",
     "integration/test_closed_loop.py",
-    "integration/test_gate_paths.py",
+    "e2e/test_dg_project.py",
     "integration/test_candidates_mlflow.py",
+    "e2e/test_staging.py",
+    "e2e/test_run_and_serve.py",
+    "integration/test_gate_paths.py",
+    "e2e/test_concurrency.py",  # real `run`s racing for one batch
+    "integration/test_approval.py",
+    "integration/test_graph.py",
+    "integration/test_user_inputs.py",
+    "e2e/test_storage_faults.py",
 )
 
 

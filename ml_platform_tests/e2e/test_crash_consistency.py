@@ -63,7 +63,7 @@ def consistent(s) -> tuple[int | None, list]:
     return pointer, moves
 
 
-@pytest.mark.parametrize("fault", ["deploy:published", "deploy:pointed", "deploy:audited"])
+@pytest.mark.parametrize("fault", ["deploy:published", "deploy:audited"])
 def test_killed_while_deploying_the_next_run_finishes_the_move(tmp_path, fault):
     config, s = world(tmp_path)
     dead = run_cli(config, "run", fault=fault)
@@ -79,7 +79,7 @@ def test_killed_while_deploying_the_next_run_finishes_the_move(tmp_path, fault):
     assert "marked failed" in again.stdout, again.stdout
 
 
-def test_a_split_truth_is_repaired_by_status(tmp_path):
+def test_killed_between_pointer_and_alias_the_split_truth_is_repaired_by_status(tmp_path):
     config, s = world(tmp_path)
     assert run_cli(config, "run", fault="deploy:pointed").returncode == -signal.SIGKILL
     # As the issue saw it: the store serves v1 while MLflow has no champion alias.
@@ -88,9 +88,13 @@ def test_a_split_truth_is_repaired_by_status(tmp_path):
     m = doc["models"]["churn"]
     assert m["champion"]["version"] == 1
     assert any("finished the interrupted move" in r for r in m["repairs"]), m["repairs"]
-    consistent(s)
-    # Nothing left to repair the second time.
+    pointer, moves = consistent(s)
+    assert pointer == 1 and [(m.previous, m.to) for m in moves] == [(None, 1)]
+    # Nothing left to repair the second time; the next run only fails the dead train run.
     assert json.loads(run_cli(config, "status", "--json").stdout)["models"]["churn"]["repairs"] == []
+    again = run_cli(config, "run")
+    assert again.returncode == 0 and "marked failed" in again.stdout, again.stdout + again.stderr[-3000:]
+    assert consistent(s)[0] == 1
 
 
 def test_killed_while_training_the_retrain_is_run_again(tmp_path):
