@@ -210,10 +210,18 @@ def measure(
     base, base_ci = _baseline(meta, metric)
     if base is None:
         return Performance("none", metric, len(y), reason=f"champion has no holdout {metric}", champion_version=version)
+    classes = meta.get("classes")
+    weighted = None
+    if task == "classification" and metric == "roc_auc" and len(classes or []) == 2 and np.isfinite(outputs).all():
+        # all resamples at once; the same values to the last bit (integer counts, ties one half)
+        from ml_platform.core.bootstrap import weighted_metric
+
+        weighted = weighted_metric(metric, task, y, outputs, classes)
     res = bootstrap_metric_drop(
         y,
         outputs,
-        metric=_metric_function(metric, task, meta.get("classes")),
+        metric=_metric_function(metric, task, classes),
+        weighted=weighted,
         baseline=base,
         higher_is_better=HIGHER_IS_BETTER[metric],
         alpha=alpha,

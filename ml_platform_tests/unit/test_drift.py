@@ -283,3 +283,20 @@ def test_bootstrap_lower_is_better_metric():
     assert worse["significant"] and worse["drop"] > 0.3
     same = bootstrap_metric_drop(y, y + rng.normal(0, 1.0, y.size), metric=rmse, baseline=1.0, higher_is_better=False)
     assert not same["significant"]
+
+
+@pytest.mark.parametrize("n, decimals, classes", [(7, None, [0, 1]), (250, 1, [0, 1]), (2_000, 2, ["no", "yes"])])
+def test_bootstrap_all_resamples_at_once_is_the_same_to_the_last_bit(n, decimals, classes):
+    """estimate.measure's ROC AUC bootstrap from resample counts (bootstrap.weighted_metric): the
+    same resamples, the same values as one rank-based AUC per resample (ties, one-class resamples)."""
+    from ml_platform.core.bootstrap import weighted_metric
+    from ml_platform.core.training import metric_function
+
+    rng = np.random.default_rng(n)
+    y = np.asarray(classes, dtype=object)[(rng.random(n) < 0.3).astype(int)]
+    p = rng.random(n) if decimals is None else np.round(rng.random(n), decimals)
+    out = np.column_stack([1 - p, p])
+    kw = {"metric": metric_function("roc_auc", "classification", classes), "baseline": 0.7, "seed": 3}
+    fast = bootstrap_metric_drop(y, out, weighted=weighted_metric("roc_auc", "classification", y, out, classes), **kw)
+    slow = bootstrap_metric_drop(y, out, **kw)
+    assert fast == slow or (np.isnan(fast["ci_low"]) and fast["n_boot"] == slow["n_boot"] == 0)
