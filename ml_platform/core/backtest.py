@@ -6,9 +6,10 @@ batches before b, fitted and scored on b's training rows; the newest origin is t
 candidate itself (fitted on every training row of its window) scored on the holdout rows, as
 before. So a choice is judged on several batches of rows, not on one small holdout, and a narrow
 window that leads on the newest month but serves the next one badly shows it on the earlier
-months. One fit per distinct (batches, estimator) serves every choice whose rule gives those
-batches at that origin (``all`` and ``regime`` often coincide). No holdout row is ever trained on,
-and holdout rows are scored only at the holdout origin.
+months; before a regime began, its rule is the newest as many batches (``window_at``). One fit
+per distinct (batches, estimator) serves every choice whose rule gives those batches at that
+origin (``all`` and ``regime`` often coincide). No holdout row is ever trained on, and holdout
+rows are scored only at the holdout origin.
 """
 
 from __future__ import annotations
@@ -27,15 +28,22 @@ BATCH = "_batch"  # as core/selection.py: the row's batch
 HOLDOUT_ORIGIN = "holdout"  # the name of the newest origin in tables
 
 
-def window_at(kind: str, before: list[str], cfg: ModelConfig, regime: str | None) -> tuple[str, ...]:
+def window_at(
+    kind: str, before: list[str], cfg: ModelConfig, regime: str | None, regime_batches: int = 0
+) -> tuple[str, ...]:
     """The batches a window rule picks when the newest batch known is ``before[-1]``: ``all`` of
-    them, the ``newest`` N, or those since the ``regime`` start (none when it began later)."""
+    them, the ``newest`` N, or those since the ``regime`` start; before the regime began, the
+    newest ``regime_batches`` (its length at the retrain): would forgetting the older batches have
+    paid then? A regime judged on the holdout alone often led on the newest month's label shift
+    and served the next month 0.1 below all the data (issue 22's housing stream)."""
     if kind == "all":
         return tuple(before)
     if kind == "newest":
         return tuple(before[-cfg.training.newest_batches :])
     if kind == "regime":
-        return tuple(before[before.index(regime) :]) if regime in before else ()
+        if regime in before:
+            return tuple(before[before.index(regime) :])
+        return tuple(before[-regime_batches:]) if regime_batches > 0 else ()
     raise ValueError(f"unknown window kind {kind!r}")
 
 
@@ -48,11 +56,13 @@ def origin_batches(order: list[str], k: int) -> list[str]:
 @dataclass
 class Origin:
     """One scored batch: its rows' labels, and per choice (trial index) its outputs and metric
-    (NaN: not scored here, e.g. a regime that had not begun, or the metric undefined)."""
+    (NaN: not scored here, e.g. an empty window, or the metric undefined), and which fit scored it
+    (two choices whose rules picked the same batches here share one: no evidence between them)."""
 
     batch: str
     y: np.ndarray
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    fits: dict[int, tuple] = field(default_factory=dict)
     classes: dict[int, object] = field(default_factory=dict)
     values: dict[int, float] = field(default_factory=dict)
 
@@ -80,6 +90,7 @@ class Backtest:
 
     def __init__(self, train: pd.DataFrame, holdout: pd.DataFrame, order: list[str], cfg: ModelConfig, regime):
         self.train, self.cfg, self.regime, self.order = train, cfg, regime, order
+        self.regime_batches = len(order) - order.index(regime) if regime in order else 0
         k = cfg.training.backtest_batches
         self.origins = [
             Origin(b, training.target_values(train[train[BATCH] == b], cfg))
@@ -104,7 +115,7 @@ class Backtest:
         seconds = 0.0
         for o in self.origins:
             before = self.order[: self.order.index(o.batch)]
-            batches = window_at(kind, before, self.cfg, self.regime)
+            batches = window_at(kind, before, self.cfg, self.regime, self.regime_batches)
             key = _key(batches, est)
             if key not in self._fits:
                 t0 = time.perf_counter()
@@ -118,8 +129,10 @@ class Backtest:
             if o.batch not in cached:
                 cached[o.batch] = _outputs(fitted, self._x[o.batch], self.cfg.task)
             self._put(o, i, cached[o.batch], getattr(fitted, "classes_", None))
+            o.fits[i] = key
         if pipe is not None:
             self._put(self.holdout, i, _outputs(pipe, self._xh, self.cfg.task), getattr(pipe, "classes_", None))
+            self.holdout.fits[i] = (HOLDOUT_ORIGIN, i)  # every candidate is its own fit
         return seconds
 
     def _fit(self, batches: tuple[str, ...], est: EstimatorConfig):

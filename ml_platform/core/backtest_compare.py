@@ -101,3 +101,39 @@ def leader(origins: list[Origin], candidates: list[int], cfg: ModelConfig) -> in
         ):
             lead = i
     return lead
+
+
+def differing(origins: list[Origin], a: int, b: int) -> list[Origin]:
+    """The origins both were scored on where their fits differ: where two rules picked the same
+    batches (``newest`` and ``all`` early in a stream) the difference is exactly 0, no evidence."""
+    return [o for o in common(origins, a, b) if o.fits.get(a, ("a",)) != o.fits.get(b, ("b",))]
+
+
+def prefer_widest(
+    origins: list[Origin], candidates: list[int], rows: dict[int, int], cfg: ModelConfig
+) -> tuple[int | None, Comparison | None]:
+    """The widest window (the most training rows; among its estimators and settings the best
+    mean) unless a narrower choice beats it on at least 2 origins where their fits differ
+    (``training.backtest_batches: 1``: the holdout alone) by a clear margin: a mean lead above
+    ``gate.max_regression`` (a changed concept: the demo, Agrawal) or a paired interval of the
+    difference above 0 (a gradual drift: Hyperplane). The evidence is several batches of rows, not
+    one small holdout: on issue 22's housing stream every narrow window that led on the holdout
+    alone served the next month worse, and none led where 2+ batches differed. Of several such
+    choices, the largest lead. Returns the choice and, when a narrower one won, its comparison."""
+    scored = [i for i in candidates if common(origins, i)]
+    if not scored:
+        return None, None
+    widest = max(rows[i] for i in scored)
+    base = leader(origins, [i for i in scored if rows[i] == widest], cfg)
+    need = min(2, cfg.training.backtest_batches)
+    best, best_c = base, None
+    for i in scored:
+        if rows[i] >= widest:
+            continue
+        both = differing(origins, i, base)
+        if len(both) < need:
+            continue
+        c = compare(both, i, base, cfg)
+        if (c.delta > cfg.gate.max_regression or c.low > 0) and (best_c is None or c.delta > best_c.delta):
+            best, best_c = i, c
+    return best, best_c

@@ -4,10 +4,11 @@ A retrain fits training windows (all data, the newest N batches, the new regime 
 shift) times the configured estimators, plus an optional small parameter search, and judges
 every candidate by a rolling-origin backtest (core/backtest.py): refitted on the batches before
 each of the last ``training.backtest_batches`` batches and scored on it, the newest being the
-holdout of the newest rows that none of them trained on. The best mean by the gate metric
-becomes the version (core/backtest_compare.py). Pure over the catalog records and the training set, so
-whoever launches the retrain (sensor, schedule, a UI click, the CLI) gets the same choice:
-nothing here reads run tags.
+holdout of the newest rows that none of them trained on. The widest window becomes the version
+unless a narrower choice beats it clearly on several of those batches
+(core/backtest_compare.py). Pure over the catalog records and the training set, so whoever
+launches the retrain (sensor, schedule, a UI click, the CLI) gets the same choice: nothing here
+reads run tags.
 """
 
 from __future__ import annotations
@@ -223,8 +224,8 @@ def select(
     """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
     parameter settings on the best one's window; backtest each (``core.backtest``) and pick the
     best mean by the gate metric (ties: the earlier, i.e. the wider window and the first
-    estimator); with ``training.prefer_more_data`` a wider candidate within noise of it instead
-    (``_more_data_when_tied``). Raises ValueError when no candidate could be fitted."""
+    estimator); with ``training.prefer_more_data`` the widest window unless a narrower one beats
+    it clearly over several batches (``_choose``). Raises ValueError when no candidate could be fitted."""
     if holdout.empty:
         raise ValueError("the holdout is empty: nothing to judge the candidates on")
     if HOLDOUT in train and train[HOLDOUT].any():
@@ -251,7 +252,7 @@ def select(
     if not fitted:
         reasons = "; ".join(f"{t.window.label}: {t.skipped}" for t in trials) or "no training window"
         raise ValueError(f"no candidate could be fitted ({reasons})")
-    first = bc.leader(bt.all_origins, fitted, cfg)
+    first, _ = _choose(trials, fitted, bt.all_origins, cfg)
     first_trial = trials[first if first is not None else fitted[0]]
     for est in search_settings(first_trial.estimator, cfg.training.search_budget, cfg.training.seed):
         add(first_trial.window, est, True)
@@ -271,45 +272,48 @@ def select(
         backtest_fits=bt.fits,
         backtest_seconds=bt.fit_seconds,
     )
-    best = bc.leader(origins, fitted, cfg)
-    if best is None:  # the metric is undefined on every origin for all: the first fitted one
+    top = bc.leader(origins, fitted, cfg)
+    if top is None:  # the metric is undefined on every origin for all: the first fitted one
         return sel
-    sel.best = sel.top = best
-    if cfg.training.prefer_more_data:
-        sel.best, sel.note = _more_data_when_tied(trials, best, origins, cfg)
+    sel.top = top
+    sel.best, sel.note = _choose(trials, fitted, origins, cfg)
     return sel
 
 
-def _more_data_when_tied(trials: list[Trial], best: int, origins, cfg: ModelConfig) -> tuple[int, str]:
-    """The trial with the most training rows that is within ``gate.max_regression`` of ``best``
-    on the origins both were scored on and whose paired bootstrap interval of (it - best) reaches
-    0 (not shown worse), with the note saying so; else ``best``. A clear lead of a narrow window
-    (a changed concept: the demo, Agrawal) keeps the narrow window."""
-    lead = trials[best]
-    wider = sorted(
-        (
-            i
-            for i, t in enumerate(trials)
-            if not t.skipped and t.pipe is not None and t.train_rows > lead.train_rows and np.isfinite(t.backtest_mean)
-        ),
-        key=lambda i: (-trials[i].train_rows, -_sign(cfg) * trials[i].backtest_mean),
+def _choose(trials: list[Trial], fitted: list[int], origins, cfg: ModelConfig) -> tuple[int | None, str]:
+    """With ``training.prefer_more_data`` (default) the widest window unless a narrower choice
+    beats it clearly over several batches (``backtest_compare.prefer_widest``), with the note
+    saying which and why; else the best mean (``backtest_compare.leader``)."""
+    top = bc.leader(origins, fitted, cfg)
+    if not cfg.training.prefer_more_data or top is None:
+        return top, ""
+    best, c = bc.prefer_widest(origins, fitted, {i: trials[i].train_rows for i in fitted}, cfg)
+    if best is None:
+        return top, ""
+    g, m = cfg.gate, cfg.gate_metric
+    if c is not None:
+        wide = max(fitted, key=lambda i: trials[i].train_rows)
+        why = f"a lead above gate.max_regression {g.max_regression}" if c.delta > g.max_regression else "shown better"
+        return best, (
+            f"{trials[best].name} ({trials[best].train_rows} rows) preferred to the widest window "
+            f"{trials[wide].window.label} ({trials[wide].train_rows} rows): {m} {c.delta:+.4f}, "
+            f"{g.confidence:.0%} CI [{c.low:+.4f}, {c.high:+.4f}] over {', '.join(c.origins)}, the batches where "
+            f"their fits differ: {why} (training.prefer_more_data)"
+        )
+    if best == top:
+        return best, ""
+    c = bc.compare(bc.differing(origins, top, best), top, best, cfg)
+    lead = (
+        f"{m} {c.delta:+.4f}, {g.confidence:.0%} CI [{c.low:+.4f}, {c.high:+.4f}] over {', '.join(c.origins)}"
+        if c is not None
+        else "no batch where their fits differ"
     )
-    g = cfg.gate
-    for i in wider:
-        c = bc.compare(origins, i, best, cfg)
-        if c is not None and np.isfinite(c.high) and c.high >= 0 and c.delta >= -g.max_regression:
-            t = trials[i]
-            return i, (
-                f"{t.name} ({t.train_rows} rows) preferred to the backtest's best {lead.name} "
-                f"({lead.train_rows} rows): {cfg.gate_metric} {c.delta:+.4f}, {g.confidence:.0%} CI "
-                f"[{c.low:+.4f}, {c.high:+.4f}] over {', '.join(c.origins)} does not show it worse, "
-                f"within gate.max_regression {g.max_regression} (training.prefer_more_data)"
-            )
-    return best, ""
-
-
-def _sign(cfg: ModelConfig) -> float:
-    return 1.0 if training.HIGHER_IS_BETTER[cfg.gate_metric] else -1.0
+    return best, (
+        f"{trials[best].name} ({trials[best].train_rows} rows) kept over the backtest's best "
+        f"{trials[top].name} ({trials[top].train_rows} rows): its lead ({lead}) is neither above "
+        f"gate.max_regression {g.max_regression} nor shown (an interval above 0) on "
+        f"{min(2, cfg.training.backtest_batches)}+ batches where their fits differ (training.prefer_more_data)"
+    )
 
 
 def _figure(t: Trial, metric: str) -> str:

@@ -42,6 +42,9 @@ def test_a_window_rule_at_an_origin_sees_only_the_batches_before_it():
     assert backtest.window_at("newest", before, cfg, None) == ("b1", "b2")
     assert backtest.window_at("regime", before, cfg, "b1") == ("b1", "b2")
     assert backtest.window_at("regime", before, cfg, "b3") == ()  # the regime had not begun
+    # ... unless its length is given: before it began, the regime rule is "the newest as many batches"
+    assert backtest.window_at("regime", before, cfg, "b3", regime_batches=2) == ("b1", "b2")
+    assert backtest.window_at("regime", before, cfg, "b1", regime_batches=2) == ("b1", "b2")
     order = ["b0", "b1", "b2", "b3", "b4"]
     assert backtest.origin_batches(order, 3) == ["b2", "b3"]  # + the holdout of b4
     assert backtest.origin_batches(order, 1) == []  # the holdout alone
@@ -109,6 +112,51 @@ def test_the_leader_has_the_best_mean_and_a_recent_regime_needs_a_clear_lead_whe
     )
     assert reg.gate_metric == "rmse" and bc.leader(_origins({"b1": [0.3, 0.2]}), [0, 1], reg) == 1
     assert bc.leader(_origins({"b1": [nan, nan]}), [0, 1], cfg) is None
+
+
+def _choices(rng, signal: dict[str, list[float]], same: dict[str, set[int]] | None = None) -> list[backtest.Origin]:
+    """Origins of 400 rows where choice i's scores carry ``signal[batch][i]`` of the label (the rest
+    noise of its own); the choices in ``same[batch]`` share one fit there (outputs and fit key)."""
+    out = []
+    for b, weights in signal.items():
+        o = backtest.Origin(b, rng.integers(0, 2, 400))
+        shared = (same or {}).get(b, set())
+        noise = {i: rng.random(400) for i in range(len(weights))}
+        for i in range(len(weights)):
+            j = min(shared) if i in shared else i
+            p = np.clip(weights[j] * o.y + (1 - weights[j]) * noise[j], 0, 1)
+            o.outputs[i], o.classes[i], o.values[i] = _scored(o.y, p)
+            o.fits[i] = (b, j)
+        out.append(o)
+    return out
+
+
+def test_the_widest_window_is_kept_unless_a_narrower_one_wins_clearly_over_several_batches():
+    """training.prefer_more_data (issue 22): choice 0 is the widest window (most rows), 1 narrower.
+    A lead on the holdout alone, where the rules picked the same batches on the older origins, is
+    not evidence over several batches; a lead on 2+ batches where the fits differ, above
+    gate.max_regression or with its paired interval above 0, is."""
+    cfg = _cfg()
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"resamples": 200})})
+    rows = {0: 5000, 1: 1500}
+    rng = np.random.default_rng(5)
+    # early in a stream: newest == all on b2 and b3; the narrow one leads on the holdout by a lot
+    origins = _choices(rng, {"b2": [0.3, 0.3], "b3": [0.3, 0.3], "holdout": [0.2, 0.6]}, {"b2": {0, 1}, "b3": {0, 1}})
+    assert bc.leader(origins, [0, 1], cfg) == 1  # the best mean ...
+    assert [o.batch for o in bc.differing(origins, 0, 1)] == ["holdout"]
+    assert bc.prefer_widest(origins, [0, 1], rows, cfg) == (0, None)  # ... but on one batch of rows
+    # the narrow window leads on b3 and the holdout, both fitted differently: a changed concept
+    origins = _choices(rng, {"b2": [0.3, 0.3], "b3": [0.3, 0.5], "holdout": [0.2, 0.6]}, {"b2": {0, 1}})
+    best, c = bc.prefer_widest(origins, [0, 1], rows, cfg)
+    assert best == 1 and c.origins == ("b3", "holdout") and c.low > 0 and c.delta > cfg.gate.max_regression
+    # as good (a lead within gate.max_regression, its interval reaching 0): the widest
+    origins = _choices(rng, {"b2": [0.3, 0.3], "b3": [0.3, 0.3], "holdout": [0.3, 0.3]})
+    best, _ = bc.prefer_widest(origins, [0, 1], rows, cfg)
+    assert best == 0 and bc.compare(origins, 1, 0, cfg).low <= 0
+    # training.backtest_batches: 1 (the holdout alone): a lead shown there suffices
+    one = cfg.model_copy(update={"training": cfg.training.model_copy(update={"backtest_batches": 1})})
+    origins = _choices(rng, {"holdout": [0.2, 0.6]})
+    assert bc.prefer_widest(origins, [0, 1], rows, cfg)[0] == 0 and bc.prefer_widest(origins, [0, 1], rows, one)[0] == 1
 
 
 def test_the_paired_interval_resamples_rows_within_each_batch():
