@@ -477,7 +477,9 @@ def retrain(
     regime = selection.regime_start(records)
     order = list(dict.fromkeys(df[selection.BATCH]))
     windows = selection.candidate_windows(order, train[selection.BATCH].value_counts().to_dict(), cfg, regime)
-    sel = selection.select(train, holdout, cfg, windows, regime)
+    sel = selection.select(
+        train, holdout, cfg, windows, regime, regime_drifted=selection.regime_drifted(records, regime)
+    )
     win = sel.winner
     wcfg = cfg.model_copy(update={"estimator": win.estimator})
     wtrain = train[train[selection.BATCH].isin(win.window.batches)]

@@ -88,9 +88,19 @@ def _key(batches: tuple[str, ...], est: EstimatorConfig) -> tuple:
 class Backtest:
     """The origins of one retrain and the fits behind them, reused across choices."""
 
-    def __init__(self, train: pd.DataFrame, holdout: pd.DataFrame, order: list[str], cfg: ModelConfig, regime):
+    def __init__(
+        self,
+        train: pd.DataFrame,
+        holdout: pd.DataFrame,
+        order: list[str],
+        cfg: ModelConfig,
+        regime,
+        regime_drifted: bool = False,
+    ):
         self.train, self.cfg, self.regime, self.order = train, cfg, regime, order
-        self.regime_batches = len(order) - order.index(regime) if regime in order else 0
+        # a regime that began with drift in the inputs is a new population: the batches before it
+        # cannot show what forgetting costs there, so it is not scored before it began
+        self.regime_batches = len(order) - order.index(regime) if regime in order and not regime_drifted else 0
         k = cfg.training.backtest_batches
         self.origins = [
             Origin(b, training.target_values(train[train[BATCH] == b], cfg))

@@ -115,11 +115,13 @@ def prefer_widest(
     """The widest window (the most training rows; among its estimators and settings the best
     mean) unless a narrower choice beats it on at least 2 origins where their fits differ
     (``training.backtest_batches: 1``: the holdout alone) by a clear margin: a mean lead above
-    ``gate.max_regression`` (a changed concept: the demo, Agrawal) or a paired interval of the
-    difference above 0 (a gradual drift: Hyperplane). The evidence is several batches of rows, not
-    one small holdout: on issue 22's housing stream every narrow window that led on the holdout
-    alone served the next month worse, and none led where 2+ batches differed. Of several such
-    choices, the largest lead. Returns the choice and, when a narrower one won, its comparison."""
+    ``gate.max_regression`` (a changed concept: Agrawal) or a paired interval of the difference
+    above 0 (a gradual drift: Hyperplane). A regime that began with input drift, scored on the
+    holdout alone, needs the lead above ``gate.max_regression`` there (the demo's sudden change).
+    The evidence is several batches of rows, not one small holdout: on issue 22's housing stream
+    every narrow window that led on the holdout alone served the next month worse, and none led
+    where 2+ batches differed. Of several such choices, the largest lead. Returns the choice and,
+    when a narrower one won, its comparison."""
     scored = [i for i in candidates if common(origins, i)]
     if not scored:
         return None, None
@@ -131,9 +133,12 @@ def prefer_widest(
         if rows[i] >= widest:
             continue
         both = differing(origins, i, base)
-        if len(both) < need:
+        # scored on fewer origins: a regime that began with input drift (not scored before it began)
+        recent = len(common(origins, i)) < len(common(origins, base))
+        if not both or len(both) < (1 if recent else need):
             continue
         c = compare(both, i, base, cfg)
-        if (c.delta > cfg.gate.max_regression or c.low > 0) and (best_c is None or c.delta > best_c.delta):
+        clear = c.delta > cfg.gate.max_regression or (not recent and c.low > 0)
+        if clear and (best_c is None or c.delta > best_c.delta):
             best, best_c = i, c
     return best, best_c

@@ -120,6 +120,15 @@ def regime_start(records: list[BatchRecord], upto: str | None = None) -> str | N
     return start
 
 
+def regime_drifted(records: list[BatchRecord], regime: str | None) -> bool:
+    """Did the regime begin with drift in the inputs (its first batch's drift verdict)? Then the
+    older batches are another population, and the backtest does not score the regime before it
+    began; a regime begun by a drop or a concept change alone (a month's label shift looks like
+    that: issue 22) must show on the earlier batches that forgetting them pays."""
+    rec = next((r for r in records if r.partition == regime), None)
+    return bool(rec is not None and rec.drifted)
+
+
 def holdout_pool(batch_rows: list[tuple[str, int]], cfg: ModelConfig) -> list[str]:
     """The newest batches the holdout is drawn from: one, and more (newest first) until
     ``holdout_fraction`` of their rows reaches ``training.min_holdout_rows``."""
@@ -220,6 +229,7 @@ def select(
     windows: list[Window],
     regime: str | None = None,
     log=None,
+    regime_drifted: bool = False,
 ) -> Selection:
     """Fit every window x estimator on ``train`` (rows with ``_batch``), then ``search_budget``
     parameter settings on the best one's window; backtest each (``core.backtest``) and pick the
@@ -233,7 +243,7 @@ def select(
     metric = cfg.gate_metric
     order = list(dict.fromkeys(train[BATCH]))
     order += [b for b in dict.fromkeys(holdout[BATCH]) if b not in order] if BATCH in holdout else []
-    bt = Backtest(train, holdout, order, cfg, regime)
+    bt = Backtest(train, holdout, order, cfg, regime, regime_drifted)
     trials: list[Trial] = []
 
     def add(window: Window, est: EstimatorConfig, search: bool) -> None:

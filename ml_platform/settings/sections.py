@@ -89,16 +89,17 @@ class TrainingConfig(StrictModel):
         description="Candidates are chosen by a rolling-origin backtest over the last K labelled batches: each "
         "candidate's window rule and estimator are refitted on the batches before each of the K - 1 older ones and "
         "scored on it, and the newest is the holdout (core/backtest.py); a regime is scored before it began as the "
-        "newest as many batches. The best mean by `gate.metric` leads (see `prefer_more_data`; the gate still judges "
-        "the winner on the holdout). 1: the holdout alone. Costs up to K - 1 extra fits per candidate, shared where "
-        "two candidates' windows coincide.",
+        "newest as many batches, unless it began with input drift. The best mean by `gate.metric` leads (see "
+        "`prefer_more_data`; the gate still judges the winner on the holdout). 1: the holdout alone. Costs up to "
+        "K - 1 extra fits per candidate, shared where two candidates' windows coincide.",
     )
     prefer_more_data: bool = Field(
         True,
         description="The widest window (the most training rows) is registered unless a narrower candidate beats it "
         "in the backtest on at least 2 batches where their fits differ (1 with `backtest_batches: 1`), by a mean "
         "lead above `gate.max_regression` or a paired bootstrap interval of the difference above 0 "
-        "(`gate.confidence`, `gate.resamples`, rows resampled within each batch). A narrow window's lead on the "
+        "(`gate.confidence`, `gate.resamples`, rows resampled within each batch); a regime begun by input drift "
+        "needs a lead above `gate.max_regression` on the holdout. A narrow window's lead on the "
         "newest rows alone is often that month's noise, and more data serves the next batches better (issue 22). "
         "false: the backtest's best mean.",
     )

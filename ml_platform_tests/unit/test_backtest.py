@@ -153,6 +153,13 @@ def test_the_widest_window_is_kept_unless_a_narrower_one_wins_clearly_over_sever
     origins = _choices(rng, {"b2": [0.3, 0.3], "b3": [0.3, 0.3], "holdout": [0.3, 0.3]})
     best, _ = bc.prefer_widest(origins, [0, 1], rows, cfg)
     assert best == 0 and bc.compare(origins, 1, 0, cfg).low <= 0
+    # a regime that began with input drift is scored on the holdout alone: a lead above
+    # gate.max_regression there suffices (the demo's sudden change), a small one does not
+    for weights, wins in (([0.2, 0.6], True), ([0.3, 0.31], False)):
+        origins = _choices(rng, {"b2": [0.3, 0.3], "b3": [0.3, 0.3], "holdout": weights})
+        for o in origins[:2]:
+            del o.values[1]  # not scored before it began
+        assert bc.prefer_widest(origins, [0, 1], rows, cfg)[0] == (1 if wins else 0)
     # training.backtest_batches: 1 (the holdout alone): a lead shown there suffices
     one = cfg.model_copy(update={"training": cfg.training.model_copy(update={"backtest_batches": 1})})
     origins = _choices(rng, {"holdout": [0.2, 0.6]})

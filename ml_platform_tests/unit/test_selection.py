@@ -51,6 +51,10 @@ def test_regime_start_is_the_trailing_run_of_shifted_batches():
     recs.append(BatchRecord("b4", status="validated", drift={"verdict": "stable"}))
     assert selection.regime_start(recs) is None
     assert selection.regime_start(recs, upto="bad") == "b2"  # as of the training set's newest batch
+    # did the regime begin with input drift? (then the backtest scores it on the holdout alone)
+    recs = _records(["stable", "drifted", "stable"])
+    assert selection.regime_drifted(recs, "b1") and not selection.regime_drifted(recs, "b2")
+    assert not selection.regime_drifted(recs, None)
 
 
 def test_the_holdout_is_the_newest_rows_of_the_newest_batch(tmp_path):

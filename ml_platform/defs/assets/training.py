@@ -236,7 +236,8 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
             except transform.TransformError as e:
                 raise dg.Failure(f"{e} (batches {', '.join(training_set['batches'])})") from None
         order = list(training_set["batches"])
-        regime = selection.regime_start(catalog.read_records(chain.dir), upto=order[-1])
+        records = catalog.read_records(chain.dir)
+        regime = selection.regime_start(records, upto=order[-1])
         rows = train[selection.BATCH].value_counts().to_dict()
         windows = selection.candidate_windows(order, rows, cfg, regime)
         tagged = context.run.tags.get(TAG_REGIME_START)
@@ -249,7 +250,15 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
         )
         faults.point("train:fitting")
         try:
-            sel = selection.select(train, holdout, cfg, windows, regime, log=context.log.info)
+            sel = selection.select(
+                train,
+                holdout,
+                cfg,
+                windows,
+                regime,
+                log=context.log.info,
+                regime_drifted=selection.regime_drifted(records, regime),
+            )
         except ValueError as e:
             raise dg.Failure(str(e)) from None
         win = sel.winner
