@@ -1,9 +1,9 @@
 """The per-feature drift bar chart shown in the UI, drawn with Pillow.
 
-Every drift report carries one (each batch, live drift). Matplotlib took 80-100 ms of CPU per
-chart plus ~0.5 s to import in each run worker, a sixth of a 250-row file's ingest CPU; this
-draws the same chart (bars of statistic / threshold, drifted in red, the threshold dashed, the
-same font) in a few milliseconds.
+Every drift report carries one (each batch of a backlog, live drift), so its cost is paid per
+file: matplotlib's was a large share of a small file's ingest CPU (benchmarks/README.md). This
+draws the same chart (bars of statistic / threshold, drifted in red, the threshold dashed,
+matplotlib's font) directly.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def tracking_resource(settings: Settings) -> dg.ResourceDefinition:
         }
         with warnings.catch_warnings():  # its "beta" warnings at import and on every step
             warnings.simplefilter("ignore")
-            # Imported here, not at load: MLflow is ~1.3 s of CPU that an ingest run's worker never uses.
+            # Imported here, not at load: an ingest run's worker never uses MLflow (seconds of CPU).
             from dagster_mlflow import mlflow_tracking
 
             steps = mlflow_tracking.resource_fn(_InitContext(context, config))
