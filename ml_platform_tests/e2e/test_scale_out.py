@@ -38,7 +38,7 @@ def _scale_out_config(tmp_path: Path, pg_port: int, broker: str) -> Path:
     port, ui_port = free_port(), free_port()
     # one file per run, as a trickle lands: this test kills a worker in its second run (a backlog
     # would be taken by multi-file runs, integration/test_landing_scale.py)
-    config = write_config(tmp_path, port=port, ui_port=ui_port, extra="landing: {max_files_per_run: 1}\n")
+    config = write_config(tmp_path, port=port, ui_port=ui_port, extra="landing: {max_files_per_run: 1}\n", fresh=True)
     with config.open("a") as f:
         f.write(
             f"scale_out:\n"

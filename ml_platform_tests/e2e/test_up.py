@@ -66,7 +66,7 @@ def platform(tmp_path_factory):
     train run's worker killed with SIGKILL while it fits; stopped after the module's tests."""
     root = tmp_path_factory.mktemp("up")
     port, ui_port = free_port(), free_port()
-    config = write_config(root, port=port, ui_port=ui_port)
+    config = write_config(root, port=port, ui_port=ui_port, fresh=True)
     p = Platform(
         config=config,
         root=root,
