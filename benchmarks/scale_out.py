@@ -1,7 +1,8 @@
 """Scale-out figures (benchmarks/README.md, "Scale-out"). Three parts, each kept short:
 
   throughput  ingest batches per minute: the embedded default (SQLite, runs as local processes)
-              against PostgreSQL + 1 and 2 Celery workers, under `ml-platform up`
+              against PostgreSQL + 1, 2 and 4 Celery workers, under `ml-platform up`; the peak
+              memory (RSS) of the platform's processes while the backlog drains
   sensor      the landing sensor's tick time and run-request count at 1,000 / 10,000 files
   sensor-idle the landing sensor over a zone of 100,000 files already ingested: idle tick, cursor
   partitions  where SQLite's dynamic partitions break (one add of N keys; the "too many SQL
@@ -23,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -57,6 +59,55 @@ def _instance(root: Path):
 
 
 # ---------------------------------------------------------------- throughput
+class MemorySampler(threading.Thread):
+    """Every ``every`` s: the summed RSS of the given processes and all their descendants (``up``:
+    the UI, daemon, code server, endpoint and run workers; Celery workers), with the files ingested
+    so far (``progress()``), so a table can show memory against progress."""
+
+    def __init__(self, roots: list[int], progress, every: float = 2.0):
+        super().__init__(daemon=True)
+        self.roots, self.progress, self.every = list(roots), progress, every
+        self.samples: list[tuple[int, float, float]] = []  # (files done, total MB, largest process MB)
+        self.stop = threading.Event()
+
+    def _rss(self) -> tuple[float, float]:
+        page = os.sysconf("SC_PAGE_SIZE") / 2**20
+        parent, rss = {}, {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                parent[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                rss[int(pid)] = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                continue
+        ours = set(self.roots)
+        grew = True
+        while grew:  # the roots' descendants (some start their own sessions: a tree walk, not a sid)
+            new = {p for p, pp in parent.items() if pp in ours and p not in ours}
+            ours |= new
+            grew = bool(new)
+        mbs = [rss[p] for p in ours if p in rss]
+        return sum(mbs), max(mbs, default=0.0)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                done = self.progress()
+            except Exception:  # noqa: BLE001 - the instance may be busy; the next sample counts
+                continue
+            self.samples.append((done, *self._rss()))
+
+    def by_quarter(self, files: int) -> str:
+        """Peak total RSS per quarter of the backlog: flat means memory bounded by the run, not the backlog."""
+        out = []
+        for q in range(4):
+            lo, hi = files * q / 4, files * (q + 1) / 4
+            got = [t for d, t, _ in self.samples if lo <= d < hi or (q == 3 and d >= hi)]
+            out.append(f"{max(got):.0f}" if got else "-")
+        return " / ".join(out) + " MB"
+
+
 def throughput(mode: str, files: int, rows: int, timeout: float, champion_first: bool = False) -> dict:
     """``champion_first``: one 3,000-row file lands first and the backlog only once its champion
     serves, so every file of the backlog is monitored (predictions, drift, performance, the
@@ -69,7 +120,7 @@ def throughput(mode: str, files: int, rows: int, timeout: float, champion_first:
     procs = []
     with ExitStack() as stack:
         cfg = write_config(root, port=free_port(), ui_port=free_port())
-        workers = {"embedded": 0, "celery1": 1, "celery2": 2}[mode]
+        workers = {"embedded": 0, "celery1": 1, "celery2": 2, "celery4": 4}[mode]
         if workers:
             pg = stack.enter_context(servers.postgres(PASSWORD))
             broker = stack.enter_context(servers.redis())
@@ -89,6 +140,16 @@ def throughput(mode: str, files: int, rows: int, timeout: float, champion_first:
             time.sleep(2)
             instance = _instance(root)
             backlog_at = 0.0
+
+            def ingested() -> int:
+                return sum(
+                    _files(r)
+                    for r in instance.get_run_records(dg.RunsFilter(job_name="churn_ingest"))
+                    if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+                    and r.create_timestamp.timestamp() >= backlog_at
+                )
+
+            memory = MemorySampler([p.pid for p in procs], ingested)
             if champion_first:
                 while not (root / "state" / "serving" / "churn" / "current.json").exists():
                     if time.time() - t0 > timeout:
@@ -97,6 +158,7 @@ def throughput(mode: str, files: int, rows: int, timeout: float, champion_first:
                 time.sleep(5)  # the payoff ledger's run after the first deploy
                 backlog_at = time.time()
                 cli(cfg, "simulate", "--batches", str(files), "--rows", str(rows), "--seed", "5")
+            memory.start()
             while time.time() - t0 < timeout:
                 recs = [
                     r
@@ -114,6 +176,8 @@ def throughput(mode: str, files: int, rows: int, timeout: float, champion_first:
             ]
             trains = instance.get_run_records(dg.RunsFilter(job_name="churn_train"))
         finally:
+            if "memory" in locals():
+                memory.stop.set()
             for p in reversed(procs):
                 stop(p, grace=30)
     done = [r for r in recs if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
@@ -143,6 +207,9 @@ def throughput(mode: str, files: int, rows: int, timeout: float, champion_first:
         "first_train_run_after_first_ingest_s": round(first_train - first, 1)
         if first_train and not champion_first
         else None,
+        "peak RSS per quarter of the backlog": memory.by_quarter(files),
+        "peak RSS, largest process": f"{max((x for _, _, x in memory.samples), default=0):.0f} MB",
+        "progress lines": len(progress),
         "last progress line": progress[-1] if progress else "",
     }
 
@@ -377,7 +444,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
-    t.add_argument("--modes", nargs="+", default=["embedded", "celery1", "celery2"])
+    t.add_argument("--modes", nargs="+", default=["embedded", "celery1", "celery2"], help="... celery4")
     t.add_argument("--files", type=int, default=20)
     t.add_argument("--rows", type=int, default=250)
     t.add_argument("--timeout", type=float, default=900)
