@@ -8,7 +8,9 @@ starts one endpoint worker, and measures with ``wrk`` (required: apt-get install
 rounds: direct (nothing staged), then shadow (v2 staged with ``share: 1``, every request mirrored),
 at 1 and 32 connections. The two modes run on the same process, one after the other, so the
 machine's load hits both alike; the table shows each round and the median. After each shadow round
-the endpoint's own counters say how many requests were mirrored and how many dropped (overload).
+the endpoint's own counters say how many requests were mirrored and how many dropped (overload),
+and the shadow scorer's CPU per request (a process of its own, ``serving/shadow_scorer.py``) is
+read from ``/proc`` beside the server's.
 """
 
 from __future__ import annotations
@@ -79,6 +81,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """CPU time so far of ``pid``'s live children (the shadow scorer: a process of its own)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                total += cpu_seconds(int(kid))
+            except OSError:
+                pass
+    return total
+
+
 def staged_info(port: int) -> dict | None:
     return httpx.get(f"http://127.0.0.1:{port}/v2/models/bench", timeout=5).json().get("staged")
 
@@ -91,6 +109,8 @@ def set_mode(store, port: int, mode: str) -> None:
     httpx.post(f"http://127.0.0.1:{port}/admin/reload", timeout=30)
     got = staged_info(port)
     assert (got is not None) == (mode == "shadow"), got
+    if mode == "shadow":
+        time.sleep(2)  # the scorer process starts (imports, loads the candidate) before the round
 
 
 def main() -> int:
@@ -128,18 +148,29 @@ def main() -> int:
                 for mode in ("direct", "shadow"):
                     set_mode(store, port, mode)
                     before = staged_info(port) or {}
-                    cpu0 = cpu_seconds(proc.pid)
+                    cpu0, side0 = cpu_seconds(proc.pid), children_cpu_seconds(proc.pid)
                     out = run_wrk(port, path, body, conns, args.seconds)
-                    time.sleep(0.3)  # the last mirrored requests scored and counted
+                    time.sleep(0.3)  # the last mirrored requests handed over and counted
                     cpu = cpu_seconds(proc.pid) - cpu0
+                    for _ in range(100):  # the scorer catches up (its CPU counts too)
+                        got = staged_info(port) or {}
+                        if got.get("scored", 0) >= got.get("mirrored", 0):
+                            break
+                        time.sleep(0.1)
+                    side = children_cpu_seconds(proc.pid) - side0
                     rps, p99 = parse_wrk(out)
                     n = int(re.search(r"(\d+) requests in", out).group(1))
                     us = cpu / n * 1e6
+                    side_us = side / n * 1e6
                     after = staged_info(port) or {}
                     mirrored = (after.get("mirrored", 0) - before.get("mirrored", 0)) if mode == "shadow" else None
                     dropped = (after.get("dropped", 0) - before.get("dropped", 0)) if mode == "shadow" else None
-                    results.setdefault((conns, mode), []).append((rps, p99, mirrored, dropped, us))
-                    extra = f"   mirrored {mirrored:,}  dropped {dropped:,}" if mode == "shadow" else ""
+                    results.setdefault((conns, mode), []).append((rps, p99, mirrored, dropped, us, side_us))
+                    extra = (
+                        f"   mirrored {mirrored:,}  dropped {dropped:,}  scorer CPU {side_us:.1f} us/request"
+                        if mode == "shadow"
+                        else ""
+                    )
                     print(
                         f"round {r + 1}  {conns:>2} conn  {mode:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms  "
                         f"server CPU {us:.1f} us/request{extra}"
@@ -147,9 +178,9 @@ def main() -> int:
         print()
         print(
             "| connections | mode | req/s (median) | p99 ms (median) | server CPU us/request (median) | vs direct "
-            "| mirrored / dropped |"
+            "| mirrored / dropped | scorer CPU us/request (median) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for conns in (1, 32):
             base = results[(conns, "direct")]
             b_rps = statistics.median(x[0] for x in base)
@@ -166,7 +197,8 @@ def main() -> int:
                     else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}, CPU {us / b_us - 1:+.1%}"
                 )
                 md = "-" if mode == "direct" else f"{sum(x[2] for x in rows):,} / {sum(x[3] for x in rows):,}"
-                print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {us:.1f} | {vs} | {md} |")
+                side = "-" if mode == "direct" else f"{statistics.median(x[5] for x in rows):.1f}"
+                print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {us:.1f} | {vs} | {md} | {side} |")
         print(json.dumps({f"{c}-{m}": v for (c, m), v in results.items()}))
     finally:
         if proc is not None:

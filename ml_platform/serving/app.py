@@ -83,7 +83,7 @@ _CLOSE = (b"connection", b"close")
 
 def _request_id(header: bytes | None, v2_id) -> str | None:
     """The id a staged candidate's evidence carries: ``X-Request-Id``, else a V2 request's ``id``
-    (else ``staging.request_id`` makes one)."""
+    (else the shadow scorer makes one)."""
     if header:
         return header.decode("latin-1")[:200]
     return v2_id if isinstance(v2_id, str) and v2_id else None
@@ -313,8 +313,8 @@ class ServingState:
             if stage is not None and stage.canary:
                 if stage.routes(parsed):
                     outs = self._canary(stage, parsed)
-                    if outs is not None:  # the candidate answered; the champion scores a copy later
-                        stage.mirror(_request_id(xrid, rid), parsed, outs, stage.model, stage.recent[-1])
+                    if outs is not None:  # the candidate answered; the scorer runs the champion on a copy
+                        stage.mirror(_request_id(xrid, rid), parsed, outs, model, stage.recent[-1])
                         model = stage.model
                         hot = model.hot.get(protocol)
                         if hot is None:

@@ -143,6 +143,7 @@ def _staged(stage) -> dict | None:
         "mode": stage.mode,
         "share": stage.share,
         "mirrored": stage.mirrored,
+        "scored": stage.scored,
         "queued": stage.queued_rows,
         "dropped": stage.dropped,
         "errors": stage.errors,

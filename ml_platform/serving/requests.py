@@ -130,21 +130,7 @@ class Schema:
         return Parsed(n, self._views(nums, cats, n), None, ids)
 
     def _views(self, nums, cats, n: int) -> dict:
-        """One numpy array per kind (numeric / categorical, all columns at once) and one
-        view of it per ONNX input, instead of an array (and a reshape) per input."""
-        feeds = {}
-        if nums:
-            a = np.array(nums, dtype=np.float32)  # None -> NaN
-            num2, num3 = a.reshape(len(nums), n), a.reshape(len(nums), n, 1)
-        if cats:
-            c = np.array(cats, dtype=object)
-            cat2, cat3 = c.reshape(len(cats), n), c.reshape(len(cats), n, 1)
-        for name, numeric, j, rank2 in self._plan:
-            if numeric:
-                feeds[name] = num3[j] if rank2 else num2[j]
-            else:
-                feeds[name] = cat3[j] if rank2 else cat2[j]
-        return feeds
+        return views(self._plan, nums, cats, n)
 
     def stack(self, requests: list[Parsed]) -> dict:
         """The feeds of several single-row requests as one batch, rows in request order."""
@@ -406,3 +392,22 @@ def mlflow_predictions(model: LoadedModel, outs: list) -> list:
             {"label": lab, "probabilities": dict(zip(keys, p))} for lab, p in zip(outs[0].tolist(), outs[1].tolist())
         ]
     return outs[0].reshape(-1).tolist()
+
+
+def views(plan: tuple, nums, cats, n: int) -> dict:
+    """One numpy array per kind (numeric / categorical, all columns at once) and one view of it
+    per ONNX input, instead of an array (and a reshape) per input. ``plan``: ``Schema._plan``
+    (the shadow scorer gets it with the rows, see ``shadow_scorer.py``)."""
+    feeds = {}
+    if nums:
+        a = np.array(nums, dtype=np.float32)  # None -> NaN
+        num2, num3 = a.reshape(len(nums), n), a.reshape(len(nums), n, 1)
+    if cats:
+        c = np.array(cats, dtype=object)
+        cat2, cat3 = c.reshape(len(cats), n), c.reshape(len(cats), n, 1)
+    for name, numeric, j, rank2 in plan:
+        if numeric:
+            feeds[name] = num3[j] if rank2 else num2[j]
+        else:
+            feeds[name] = cat3[j] if rank2 else cat2[j]
+    return feeds

@@ -1,25 +1,27 @@
 """A staged candidate beside the champion: shadow (mirrored, never answers) or canary (answers a
 sticky share of requests). The control plane stages a version (``ModelStore.stage``: the
-``staged.json`` pointer) and judges the evidence this module records; the endpoint only loads,
-routes, mirrors and records (docs/staging.md).
+``staged.json`` pointer) and judges the evidence recorded here; the endpoint only loads, routes,
+mirrors and records (docs/staging.md).
 
-The champion's path pays one O(1) append per mirrored request (:meth:`Stage.mirror`); the other
-model scores the mirrored rows later, in the background (``Stages._drain_one``), many requests in
-one ONNX Runtime call between requests, so no request waits for the shadow's answer. The queue is
-bounded: under overload requests are dropped and counted, never queued without limit.
+The champion's path pays one O(1) append per mirrored request (:meth:`Stage.mirror`), after its
+answer is built; every ``SEND_SECONDS`` the event loop hands the batch to this worker's shadow
+scorer, a child process (``shadow_scorer.py``), in one non-blocking pipe write. The scorer runs the
+other model and writes the evidence, off this process's GIL. Bounded twice: at most
+``MAX_QUEUED_ROWS`` wait for the next send, and a full pipe drops the batch; dropped rows are
+counted, never queued without limit. A canary's own answers (and its latency judging) stay here.
 
-Evidence, per worker, in ``<stage_dir>/<model>/``: ``stage-v<N>-<stamp>-<pid>.jsonl`` (one line per
-scored batch, column-oriented: request ids, id column, features, both models' outputs, the
-candidate's single-row latency, errors; ``core/staging.read_evidence`` turns them into rows),
-``stage-v<N>-stats-<pid>.json`` (mirrored / dropped / errors so far) and, when a canary failed on
-live traffic, ``stage-v<N>-failed-<pid>.json`` (every worker stops routing to it at its next poll;
-the control plane refuses it).
+Evidence, per worker (files named by the worker's pid), in ``<stage_dir>/<model>/``:
+``stage-v<N>-<stamp>-<pid>.jsonl`` (one line per scored batch, column-oriented: request ids, id
+column, features, both models' outputs, the candidate's single-row latency, errors;
+``core/staging.read_evidence`` turns them into rows), ``stage-v<N>-stats-<pid>.json`` (mirrored /
+dropped / errors so far), both written by the scorer, and, when a canary failed on live traffic,
+``stage-v<N>-failed-<pid>.json`` (every worker stops routing to it at its next poll; the control
+plane refuses it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import random
@@ -33,32 +35,19 @@ import numpy as np
 import orjson
 
 from ml_platform.serving.model import DEFAULT_LATENCY_BUDGET_MS, LoadedModel, RejectedModel, load_version
+from ml_platform.serving.shadow_scorer import ScorerProcess, frame
 from ml_platform.serving.store import ModelStore, atomic_write
 
 log = logging.getLogger("ml_platform.serving")
 
-MAX_QUEUED_ROWS = 4096  # per worker: beyond this, mirrored requests are dropped (counted)
-BATCH_ROWS = 256  # rows the other model scores per ONNX Runtime call (then other requests go first)
-# An ONNX Runtime call has a fixed cost about that of a one-row call: the mirrored rows wait until
-# there are BATCH_ROWS of them or DRAIN_SECONDS passed, so that cost is shared by many requests
-# (draining every 20 ms cost the champion +35 % CPU per request at ~1,000 req/s, measured).
-DRAIN_SECONDS = 0.25
-TICK_SECONDS = 0.05
-LATENCY_SAMPLE_SECONDS = 0.5  # shadow: one single-row call timed this often (it costs a call)
-FLUSH_SECONDS = 2.0
+MAX_QUEUED_ROWS = 4096  # per worker, between two sends: beyond this, mirrored requests are dropped (counted)
+# How often the loop hands the mirrored rows to the scorer: one pickle and one os.write per send
+# (~0.5 µs a row), short enough that a send never holds the loop for long.
+SEND_SECONDS = 0.02
+IDLE_TICK_SECONDS = 0.05  # nothing staged: how often the staged pointers' checks run
+RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
-_OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-_rids = itertools.count()
-_PID = f"{os.getpid():x}"
-
-
-def request_id() -> str:
-    """A request id unique across workers and restarts (pid + counter + start time)."""
-    return f"{_PID}{_BOOT}-{next(_rids)}"
-
-
-_BOOT = f"{int(time.time()) % 100000:x}"
 
 
 def failed_marker(model_dir: Path, version: int) -> list[Path]:
@@ -68,7 +57,7 @@ def failed_marker(model_dir: Path, version: int) -> list[Path]:
 class Stage:
     """One staged candidate of one model in this worker."""
 
-    def __init__(self, pointer: dict, model: LoadedModel, budget_ms: float, out_dir: Path):
+    def __init__(self, pointer: dict, model: LoadedModel | None, budget_ms: float, out_dir: Path):
         self.pointer = pointer
         self.version = int(pointer["version"])
         self.mode = pointer.get("mode", "shadow")
@@ -79,14 +68,30 @@ class Stage:
         self.budget_ms = float(budget_ms)
         self.dir = out_dir
         self.failed: str | None = None
-        self.queue: deque = deque()
+        self.scorer: ScorerProcess | None = None
+        self.started = 0.0  # when the scorer was (re)started
+        self._reset()
         self.queued_rows = 0
-        self.mirrored = self.dropped = self.errors = 0
-        self.lines: list[bytes] = []
+        self.mirrored = self.dropped = 0  # rows handed to the scorer / dropped
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
-        self.last_sample = 0.0
-        self.last_drain = time.monotonic()
-        self.stats_dirty = False
+
+    def _reset(self) -> None:
+        """The batch of the next send: one list per field, filled by :meth:`mirror`."""
+        self.rids: list = []
+        self.rows: list = []
+        self.ids: list = []
+        self.outs: list = []
+        self.ms: list = []
+        self.champion: LoadedModel | None = None  # whose schema parsed the rows
+        self.ts = 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.scorer.errors if self.scorer is not None else 0
+
+    @property
+    def scored(self) -> int:
+        return self.scorer.scored if self.scorer is not None else 0
 
     # ---------------------------------------------------------------- the request path
     def routes(self, parsed) -> bool:
@@ -101,9 +106,10 @@ class Stage:
             key = repr([c[0].item() for c in parsed.columns.values()]).encode()
         return zlib.crc32(key) % 10_000 < self._cut
 
-    def mirror(self, rid: str | None, parsed, outs, answered_by: LoadedModel, ms: float | None = None) -> None:
-        """O(1): queue a copy of an answered request for the other model (shadow: a share of
-        requests, canary: every one the candidate answered)."""
+    def mirror(self, rid: str | None, parsed, outs, champion: LoadedModel, ms: float | None = None) -> None:
+        """O(1): keep a copy of an answered request for the scorer (shadow: a share of requests,
+        canary: every one the candidate answered). ``outs``: what the client got; ``champion``:
+        the model whose schema parsed the request."""
         if self.failed is not None:
             return
         if not self.canary and self.share < 1.0 and random.random() >= self.share:
@@ -111,9 +117,21 @@ class Stage:
         n = parsed.n
         if self.queued_rows + n > MAX_QUEUED_ROWS:
             self.dropped += n
-            self.stats_dirty = True
             return
-        self.queue.append((time.time(), rid or request_id(), parsed, outs, answered_by, ms))
+        if champion is not self.champion:
+            if self.rids:  # a champion swap since the last send: its rows go in their own batch
+                self.send()
+            self.champion = champion
+            self.ts = time.time()
+        elif not self.rids:
+            self.ts = time.time()
+        self.rids.append(rid)
+        row = parsed.row
+        self.rows.append(row if row is not None else parsed.feeds)
+        self.ids.append(parsed.ids)
+        self.outs.append(outs)
+        if ms is not None:
+            self.ms.append(ms)
         self.queued_rows += n
 
     def observe_latency(self, ms: float) -> str | None:
@@ -129,88 +147,53 @@ class Stage:
                 )
         return None
 
-    # ---------------------------------------------------------------- background
-    def take(self) -> list:
-        items, rows = [], 0
-        q = self.queue
-        while q and rows < BATCH_ROWS:
-            it = q.popleft()
-            items.append(it)
-            rows += it[2].n
-        self.queued_rows -= rows
-        return items
-
-    def block(self, items, feeds: dict, other: LoadedModel, other_outs: list | None, error, alone_ms) -> None:
-        """One evidence line for a drained batch, column-oriented (one JSON array per column, numpy
-        arrays encoded by orjson in C): per-row Python work here would cost the champion's process
-        more than the shadow's inference does. ``feeds``: the batch's request columns."""
-        answered = [np.concatenate(p) for p in zip(*(it[3] for it in items))]
-        champ, cand = (answered, other_outs) if not self.canary else (other_outs, answered)
-        first = items[0][4]
-        idc = first.schema.id_column
-        ids = None
-        if idc:
-            ids = []
-            for it in items:
-                got = it[2].ids
-                ids.extend(got if got is not None else [None] * it[2].n)
-        rids = []
-        for it in items:
-            rid, n = it[1], it[2].n
-            rids.extend([rid] if n == 1 else [f"{rid}/{r}" for r in range(n)])
-        out = {
-            "ts": datetime.fromtimestamp(items[0][0], UTC).isoformat(timespec="milliseconds"),
+    # ---------------------------------------------------------------- on the loop, every SEND_SECONDS
+    def _message(self) -> bytes:
+        """The batch as one frame for the scorer (``shadow_scorer.py``'s message), and a new batch."""
+        champ = self.champion
+        head = {
             "mode": self.mode,
             "candidate": self.version,
-            "champion": (first if not self.canary else other).version,
-            "rows": len(rids),
-            "rid": rids,
-            "id_column": idc,
-            "id": ids,
-            "features": {
-                k: (v.reshape(-1) if v.dtype.kind == "f" else v.reshape(-1).tolist()) for k, v in feeds.items()
-            },
-            "champion_out": _columns(champ),
-            "candidate_out": _columns(cand),
-            "candidate_ms": ([it[5] for it in items for _ in range(it[2].n)] if self.canary else alone_ms),
-            "error": error,
+            "champion": champ.version if champ is not None else None,
+            "plan": champ.schema._plan if champ is not None else (),
+            "id_column": champ.schema.id_column if champ is not None else None,
+            "ts": self.ts,
+            "dropped": self.dropped,
         }
-        try:
-            self.lines.append(orjson.dumps(out, default=str, option=_OPTS))
-        except TypeError as e:  # whatever a request smuggled in: skipped, counted
-            log.warning("staging evidence of v%s not encodable: %s", self.version, e)
-            self.errors += len(rids)
-        self.mirrored += len(rids)
-        self.stats_dirty = True
+        answered = [np.concatenate(c) for c in zip(*self.outs)] if self.outs else None
+        data = frame((head, self.rids, self.rows, self.ids, answered, self.ms if self.canary else None))
+        self._reset()
+        self.champion = champ
+        return data
 
-    def flush(self) -> None:
-        """Blocking: write the evidence collected so far (run it in a thread)."""
-        lines, self.lines = self.lines, []
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        try:
-            if lines:
-                atomic_write(self.dir / f"stage-v{self.version}-{stamp}-{os.getpid()}.jsonl", b"".join(lines))
-            if self.stats_dirty:
-                self.stats_dirty = False
-                stats = {
-                    "version": self.version,
-                    "mode": self.mode,
-                    "pid": os.getpid(),
-                    "mirrored": self.mirrored,
-                    "dropped": self.dropped,
-                    "errors": self.errors,
-                    "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-                atomic_write(self.dir / f"stage-v{self.version}-stats-{os.getpid()}.json", orjson.dumps(stats))
-        except OSError as e:
-            log.warning("staging evidence of v%s not written to %s: %s", self.version, self.dir, e)
+    def send(self) -> None:
+        """Non-blocking: hand the batch to the scorer; a full pipe drops it (counted)."""
+        if not self.rids:
+            return
+        rows, self.queued_rows = self.queued_rows, 0
+        data = self._message()
+        if self.scorer is not None and self.scorer.send(data):
+            self.mirrored += rows
+        else:
+            self.dropped += rows
+
+    async def close(self) -> None:
+        """The last batch and the final counts to the scorer (on the loop, as every send), then
+        wait in a thread for it to write the evidence and exit."""
+        scorer = self.scorer
+        if scorer is None:
+            return
+        self.send()
+        last = self._message()  # an empty batch: the final dropped count
+        self.scorer = None
+        await asyncio.to_thread(scorer.close, last)
 
     def mark_failed(self, reason: str) -> None:
         """Stop at once in this worker; the marker tells the other workers and the control plane."""
         if self.failed is not None:
             return
         self.failed = reason
-        self.queue.clear()
+        self._reset()
         self.queued_rows = 0
         log.error("staged v%s failed on live traffic, back to the champion: %s", self.version, reason)
         try:
@@ -222,41 +205,9 @@ class Stage:
             log.warning("could not record the failure of staged v%s: %s", self.version, e)
 
 
-def _columns(outs) -> dict | None:
-    """A model's outputs for the evidence: {"label", "probabilities"} or {"value"} (numpy arrays)."""
-    if outs is None:
-        return None
-    if len(outs) == 2:
-        lab = outs[0]
-        return {"label": lab if lab.dtype.kind in "iuf" else lab.tolist(), "probabilities": outs[1]}
-    return {"value": np.asarray(outs[0]).reshape(-1)}
-
-
-def _threaded(fn):
-    async def call(feeds):
-        return await asyncio.to_thread(fn, feeds)
-
-    return call
-
-
-def _inline(fn):
-    async def call(feeds):
-        return fn(feeds)
-
-    return call
-
-
-def _concat(items) -> dict:
-    """The request columns of ``items`` as one batch of feeds."""
-    parsed = [it[2] for it in items]
-    if all(p.row is not None for p in parsed):  # single-row requests: stacked from their values
-        return parsed[0]._schema.stack(parsed)
-    feeds = [p.feeds for p in parsed]
-    return {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-
-
 class Stages:
-    """Follows each model's ``staged.json`` and scores the mirrored requests (one per worker)."""
+    """Follows each model's ``staged.json``, hands the mirrored requests to the scorers (one per
+    worker)."""
 
     def __init__(self, store: ModelStore, slots: dict, stage_dir: Path | None, latency_budget_ms: float | None):
         self.store = store
@@ -304,8 +255,8 @@ class Stages:
 
     def _build(self, slot, ptr: dict, out: Path, budget: float) -> Stage | None:
         """Load and validate the staged version as a champion would be (its own gate's budget; held
-        to ``budget`` live). A version that cannot be loaded is marked failed: the control plane
-        refuses it; the champion is untouched either way."""
+        to ``budget`` live), and start its scorer. A version that cannot be loaded is marked failed:
+        the control plane refuses it; the champion is untouched either way."""
         v = int(ptr["version"])
         try:
             model = load_version(self.store, slot.name, v, self.latency_budget_ms)
@@ -319,7 +270,18 @@ class Stages:
         stage = Stage(ptr, model, budget, out)
         if failed_marker(out, v):
             stage.failed = "failed on live traffic before this worker started"
+        else:
+            self._start_scorer(stage)
         return stage
+
+    def _start_scorer(self, stage: Stage) -> None:
+        stage.started = time.monotonic()
+        try:
+            stage.scorer = ScorerProcess(
+                self.store.root, stage.model.name, stage.version, stage.dir, self.latency_budget_ms
+            )
+        except OSError as e:  # no process to be had: every mirrored row is dropped (counted)
+            log.error("could not start the shadow scorer of v%s: %s", stage.version, e)
 
     def initial_load(self) -> None:
         """At startup, synchronously: a restart during staging resumes it at once."""
@@ -335,11 +297,11 @@ class Stages:
             return
         old = slot.stage
         new = None
-        if plan[0] == "update":
-            await self._drain_one(old, everything=True)
+        if plan[0] == "update":  # the same scorer goes on (each batch says its mode)
+            old.send()
             new = Stage(plan[1], old.model, plan[3], plan[2])
-            new.mirrored, new.dropped, new.errors, new.lines = old.mirrored, old.dropped, old.errors, old.lines
-            new.failed = old.failed
+            new.mirrored, new.dropped, new.failed = old.mirrored, old.dropped, old.failed
+            new.scorer, new.started = old.scorer, old.started
             slot.stage = new
             return
         if plan[0] == "load":
@@ -347,80 +309,51 @@ class Stages:
             if new is None:
                 return
         if old is not None:
-            await self._retire(old)
+            slot.stage = None
+            await old.close()
         slot.stage = new  # the swap: one reference assignment, as for the champion
         if new is not None:
             log.info("model %s: v%s staged as %s (share %s)", slot.name, new.version, new.mode, new.share)
         else:
             log.info("model %s: staged v%s unloaded", slot.name, old.version)
 
-    async def _retire(self, stage: Stage) -> None:
-        await self._drain_one(stage, everything=True)
-        await asyncio.to_thread(stage.flush)
-
-    async def _drain_one(self, stage: Stage, everything: bool = False) -> None:
-        while stage.queue:
-            items = stage.take()
-            slot = self.slots.get(stage.model.name)
-            other = stage.model if not stage.canary else (slot.model if slot is not None else None)
-            if other is None:
-                return
-            feeds = _concat(items)
-            alone_ms = err = outs = None
-            # A plain graph runs here, on the event loop, between requests: a batch of BATCH_ROWS rows
-            # is a fraction of a millisecond, where a worker thread would fight the loop for the GIL
-            # (on a busy 2-core machine a descheduled GIL holder stalls the loop for whole time
-            # slices: -40 % req/s at 1 connection, measured). A model with a transform (pandas,
-            # milliseconds) runs in a thread instead.
-            run = _inline(other.run) if other.transform is None else _threaded(other.run)
-            try:
-                now = time.monotonic()
-                if not stage.canary and items[0][2].n == 1 and now - stage.last_sample >= LATENCY_SAMPLE_SECONDS:
-                    stage.last_sample = now  # a single-row latency sample of the shadow
-                    t0 = time.perf_counter()
-                    await run({k: v[:1] for k, v in feeds.items()})
-                    alone_ms = round((time.perf_counter() - t0) * 1000, 4)
-                if other.batchable:
-                    outs = await run(feeds)
-                else:  # rows that must not share a call (a transform that looks across rows)
-                    parts = [await run(it[2].feeds) for it in items]
-                    outs = [np.concatenate(p) for p in zip(*parts)]
-            except Exception as e:  # noqa: BLE001 - the other model's failure is evidence
-                err = f"{type(e).__name__}: {str(e)[:200]}"
-                outs = None
-                stage.errors += sum(it[2].n for it in items)
-            stage.block(items, feeds, other, outs, err, alone_ms)
-            if not everything:
-                await asyncio.sleep(0)
+    def _tend(self, stage: Stage, now: float) -> None:
+        """Every tick: send the batch, read the scorer's counts, restart a scorer that died."""
+        stage.send()
+        scorer = stage.scorer
+        if scorer is not None:
+            scorer.read_status()
+            if not scorer.alive():
+                log.error(
+                    "the shadow scorer of v%s exited (%s); mirrored rows are dropped until it restarts",
+                    stage.version,
+                    scorer.proc.returncode,
+                )
+                scorer.close(None, timeout=1)
+                stage.scorer = None
+        if stage.scorer is None and stage.failed is None and now - stage.started >= RESTART_SECONDS:
+            self._start_scorer(stage)
 
     async def run_forever(self, poll_seconds: float) -> None:
-        last_poll = last_flush = time.monotonic()
+        last_poll = time.monotonic()
         while True:
-            await asyncio.sleep(TICK_SECONDS)
+            staged = any(slot.stage is not None for slot in self.slots.values())
+            await asyncio.sleep(SEND_SECONDS if staged else IDLE_TICK_SECONDS)
             now = time.monotonic()
+            poll = now - last_poll >= poll_seconds
             for slot in self.slots.values():
-                stage = slot.stage
                 try:
-                    if (
-                        stage is not None
-                        and stage.queue
-                        and (stage.queued_rows >= BATCH_ROWS or now - stage.last_drain >= DRAIN_SECONDS)
-                    ):
-                        stage.last_drain = now
-                        await self._drain_one(stage)
-                    if now - last_poll >= poll_seconds:
+                    if slot.stage is not None:
+                        self._tend(slot.stage, now)
+                    if poll:
                         await self.follow(slot)
                 except Exception:  # noqa: BLE001
                     log.exception("staging of %s failed", slot.name)
-            if now - last_poll >= poll_seconds:
+            if poll:
                 last_poll = now
-            if now - last_flush >= FLUSH_SECONDS:
-                last_flush = now
-                for slot in self.slots.values():
-                    if slot.stage is not None and (slot.stage.lines or slot.stage.stats_dirty):
-                        await asyncio.to_thread(slot.stage.flush)
 
     async def close(self) -> None:
         for slot in self.slots.values():
-            if slot.stage is not None:
-                await self._retire(slot.stage)
+            stage, slot.stage = slot.stage, None
+            if stage is not None:
+                await stage.close()

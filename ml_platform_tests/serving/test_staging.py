@@ -111,7 +111,7 @@ def test_failing_canary_is_rolled_back_at_once(world, clf):
 def test_overload_drops_and_counts(world, clf, monkeypatch):
     store, stage_dir = world
     monkeypatch.setattr(staging, "MAX_QUEUED_ROWS", 5)
-    monkeypatch.setattr(staging, "DRAIN_SECONDS", 30.0)  # nothing drains during the test
+    monkeypatch.setattr(staging, "SEND_SECONDS", 30.0)  # nothing is sent during the test
     store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
     with _client(store, stage_dir) as c:
         c.post("/admin/reload")
