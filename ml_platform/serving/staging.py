@@ -183,9 +183,10 @@ class Stage:
         scorer = self.scorer
         if scorer is None:
             return
-        self.send()
-        last = self._message()  # an empty batch: the final dropped count
         self.scorer = None
+        self.mirrored += self.queued_rows  # waited for, not dropped: the scorer is still reading
+        self.queued_rows = 0
+        last = self._message()  # with the final dropped count (also when there is no row left)
         await asyncio.to_thread(scorer.close, last)
 
     def mark_failed(self, reason: str) -> None:

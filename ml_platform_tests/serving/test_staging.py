@@ -1,10 +1,13 @@
 """A staged candidate in the endpoint (in-process): a shadow never answers and scores a copy of
 every request off the request path; a canary answers a sticky share; a canary that fails on live
-traffic is rolled back at once; overload drops mirrored requests and counts them."""
+traffic is rolled back at once; overload drops mirrored requests and counts them; the scorer is a
+process per worker that ends with its stage."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import warnings
 
@@ -15,7 +18,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from ml_platform.core.staging import read_evidence
-from ml_platform.serving import staging
+from ml_platform.serving import shadow_scorer, staging
 from ml_platform.serving.app import create_app
 from ml_platform.serving.store import ModelStore
 from ml_platform_tests.serving.conftest import CLF, publish, records
@@ -121,13 +124,44 @@ def test_overload_drops_and_counts(world, clf, monkeypatch):
         assert stage.queued_rows == 5 and stage.dropped == 7
 
 
+def test_a_scorer_that_cannot_keep_up_makes_the_worker_drop_not_queue(world, clf, monkeypatch):
+    """The scorer stopped (SIGSTOP): its pipe fills, later batches are dropped and counted; the
+    champion answers throughout; once it runs again, what it got is recorded with the counts."""
+    store, stage_dir = world
+    monkeypatch.setattr(shadow_scorer, "PIPE_BYTES", 4096)  # the smallest pipe: full after a few batches
+    monkeypatch.setattr(staging, "SEND_SECONDS", 0.005)
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, 200)
+    with _client(store, stage_dir) as c:
+        stage = c.app.state.serving.slots[CLF].stage
+        scorer = stage.scorer.proc
+        os.kill(scorer.pid, signal.SIGSTOP)
+        try:
+            for row in rows:
+                assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
+            time.sleep(0.1)
+            assert stage.dropped > 0 and stage.mirrored > 0
+            assert stage.mirrored + stage.dropped + stage.queued_rows == len(rows)
+            dropped = stage.dropped
+        finally:
+            os.kill(scorer.pid, signal.SIGCONT)
+    assert scorer.poll() == 0  # it wrote what it had and exited with the worker
+    stats = json.loads(next((stage_dir / CLF).glob("stage-v2-stats-*.json")).read_text())
+    assert stats["dropped"] == dropped and stats["mirrored"] == len(rows) - dropped
+    assert _evidence(stage_dir).n == len(rows) - dropped
+
+
 def test_unstaged_candidate_is_unloaded(world, clf):
     store, stage_dir = world
     store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
     with _client(store, stage_dir) as c:
         c.post("/admin/reload")
-        assert c.app.state.serving.slots[CLF].stage.version == 2
+        stage = c.app.state.serving.slots[CLF].stage
+        assert stage.version == 2
+        scorer = stage.scorer.proc
+        assert scorer.poll() is None
         store.unstage(CLF)
         c.post("/admin/reload")
         assert c.app.state.serving.slots[CLF].stage is None
+        assert scorer.poll() == 0  # its process ended with the stage
         assert c.get("/v2/health/ready").status_code == 200
