@@ -75,6 +75,7 @@ class Endpoints:
             "pointer": m.pointer if m else None,
             "last_rejection": slot.last_rejection,
             "staged": _staged(slot.stage),
+            "worker": os.getpid(),  # the process that answered (serving.workers), as in its evidence files' names
         }
         return json_response(body, headers=m.headers if m else None)
 

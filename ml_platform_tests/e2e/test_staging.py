@@ -1,9 +1,11 @@
-"""Staging before production with real processes: the endpoint (`ml-platform serve`) loads a gated
-candidate beside the champion; a shadow never answers a client and becomes champion after N
-mirrored requests (through a kill -9 of the endpoint and of the judging `ml-platform run`); a
-candidate trained on corrupted labels passes the offline gate but is refused on live rows, with
-reasons; a newer candidate supersedes a staged one; a canary answers a sticky share and one that
-breaks the latency budget on live traffic is rolled back at once, then refused.
+"""Staging before production with real processes: the endpoint (`ml-platform serve`, two workers)
+loads a gated candidate beside the champion; a shadow never answers a client and becomes champion
+after N mirrored requests, pooled from both workers (through a kill -9 of the endpoint, which
+resumes from the recorded count, and of the judging `ml-platform run`); a candidate trained on
+corrupted labels passes the offline gate but is refused on live rows, with reasons; a newer
+candidate supersedes a staged one; a canary answers a sticky share, the same in both workers, and
+one that breaks the latency budget in one worker is stopped in the other by its marker, then
+refused.
 
 Training and judging run in-process on a real Dagster instance and MLflow (as `ml-platform run`
 does); the endpoint is a real process on a free loopback port."""
@@ -12,11 +14,15 @@ import contextlib
 import io
 import os
 import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 
 import dagster as dg
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from ml_platform.cli.main import main as cli_main
@@ -24,7 +30,7 @@ from ml_platform.control import staging
 from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
 from ml_platform.control.runner import run_pending, train_now
-from ml_platform.core import audit
+from ml_platform.core import audit, stage_files
 from ml_platform.core import staging as live
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
@@ -39,6 +45,8 @@ pytestmark = pytest.mark.e2e
 
 ROWS = 800
 NEED = 60
+WORKERS = 2  # serving.workers: every staging decision is pooled over both
+DEPLOY = f"deploy: {{strategy: shadow, shadow: {{min_requests: {NEED}}}}}\n"
 FEATURES = [
     "tenure_months",
     "monthly_charges",
@@ -71,10 +79,15 @@ def w(tmp_path_factory):
         root,
         port=port,
         poll_seconds=0.2,
-        extra="training: {window_batches: 1}\nautomation: {settle_seconds: 0}\n"
-        f"deploy: {{strategy: shadow, shadow: {{min_requests: {NEED}}}}}\n",
+        extra="training: {window_batches: 1}\nautomation: {settle_seconds: 0}\n" + DEPLOY,
     )
+    # two workers; idle connections kept long enough for a test to pin one to each worker
+    text = config.read_text().replace(
+        "poll_seconds: 0.2}", f"poll_seconds: 0.2, workers: {WORKERS}, keep_alive_seconds: 120}}"
+    )
+    config.write_text(text)
     settings = load_settings(config)
+    assert settings.serving.workers == WORKERS
     saved = dict(os.environ)
     prepare_environment(settings)
     w = {
@@ -115,18 +128,73 @@ def _rows(df):
     ]
 
 
+def _post(c, row, rid):
+    r = c.post("/models/churn/invocations", json={"dataframe_records": [row]}, headers={"X-Request-Id": rid})
+    assert r.status_code == 200, r.text
+    return r.headers["x-model-version"]
+
+
 def _send(w, rows, prefix):
-    got = []
     with httpx.Client(base_url=w["url"], timeout=10) as c:
-        for i, row in enumerate(rows):
-            r = c.post(
-                "/models/churn/invocations",
-                json={"dataframe_records": [row]},
-                headers={"X-Request-Id": f"{prefix}-{i}"},
-            )
-            assert r.status_code == 200, r.text
-            got.append(r.headers["x-model-version"])
-    return got
+        return [_post(c, row, f"{prefix}-{i}") for i, row in enumerate(rows)]
+
+
+def _send_split(clients, rows, prefix):
+    """Row i to worker i % WORKERS (``clients``: from ``_workers``); -> the answering versions."""
+    return [_post(clients[i % len(clients)], row, f"{prefix}-{i}") for i, row in enumerate(rows)]
+
+
+def _view(c) -> dict:
+    return c.get("/v2/models/churn").json()
+
+
+@contextlib.contextmanager
+def _workers(w):
+    """One keep-alive connection per endpoint worker (a connection stays with the worker that
+    accepted it), in worker pid order."""
+    pinned, spare = {}, []
+    deadline = time.time() + 60
+    try:
+        while len(pinned) < WORKERS:
+            assert time.time() < deadline, f"only workers {sorted(pinned)} accepted connections"
+            c = httpx.Client(base_url=w["url"], timeout=10)
+            try:
+                pid = _view(c)["worker"]
+            except httpx.HTTPError:
+                c.close()
+                time.sleep(0.2)
+                continue
+            if pid in pinned:
+                spare.append(c)  # kept open meanwhile: the next connection may land on the other worker
+            else:
+                pinned[pid] = c
+        for c in spare:
+            c.close()
+        yield [pinned[p] for p in sorted(pinned)]
+    finally:
+        for c in [*pinned.values(), *spare]:
+            c.close()
+
+
+def _on_every_worker(clients, pred, what):
+    wait_for(lambda: all(pred(_view(c)) for c in clients), 20, interval=0.1, what=what)
+
+
+def _staged_is(version, **fields):
+    return lambda m: (
+        (m["staged"] or {}).get("version") == version and all(m["staged"].get(k) == v for k, v in fields.items())
+    )
+
+
+def _rows_per_worker(w, version, prefix=""):
+    """Mirrored rows (with both outputs) whose request id starts with ``prefix``, by the pid of the
+    worker that recorded them (in the evidence file's name)."""
+    out = Counter()
+    for f in stage_files.evidence_files(staging.evidence_dir(w["settings"], "churn"), version):
+        pid = f.stem.rsplit("-", 1)[1]
+        for line in f.read_bytes().splitlines():
+            out[pid] += sum(1 for r in orjson.loads(line)["rid"] if r.startswith(prefix))
+    return +out
 
 
 def _recorded(w, version):
@@ -158,19 +226,26 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
     assert t.version == 2 and all(p for _, p, _ in t.gate), t.gate
     assert champion_version(s, "churn") == 1 and staging.staged(s, "churn")["version"] == 2
     assert staging.progress(s, "churn").line() == f"v2 in shadow behind v1: 0/{NEED} requests"
-    wait_for(lambda: (_staged(w) or {}).get("version") == 2, 10, what="the endpoint loads the shadow")
-
     live_rows = _rows(generate_batch(NEED, seed=20, start_id=50_000))
-    assert set(_send(w, live_rows[:30], "a")) == {"1"}  # every answer is the champion's
-    wait_for(lambda: _recorded(w, 2) >= 30, 10, what="evidence on disk")
-    # kill -9 of the endpoint during shadow: the restart resumes from the recorded evidence
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(2, mode="shadow"), "every worker loads the shadow")
+        assert set(_send_split(both, live_rows[:30], "a")) == {"1"}  # every answer is the champion's
+        wait_for(lambda: _recorded(w, 2) >= 30, 10, what="evidence on disk")
+    assert sorted(_rows_per_worker(w, 2, "a-").values()) == [15, 15]  # both workers mirror their requests
+    # kill -9 of the endpoint (both workers) during shadow: the restart resumes from the recorded
+    # count, not from zero
     os.killpg(w["endpoint"].pid, signal.SIGKILL)
     w["endpoint"].wait(10)
     w["endpoint"] = _serve(w)
-    assert _staged(w)["version"] == 2 and _recorded(w, 2) >= 30
-    assert "v2 in shadow behind v1:" in _status_text(w)
-    assert set(_send(w, live_rows[30:], "b")) == {"1"}
-    wait_for(lambda: _recorded(w, 2) >= NEED, 10, what="N mirrored requests")
+    assert f"v2 in shadow behind v1: 30/{NEED} requests" in _status_text(w)
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(2, mode="shadow"), "every restarted worker resumes the shadow")
+        assert set(_send_split(both, live_rows[30:], "b")) == {"1"}
+        wait_for(lambda: _recorded(w, 2) >= NEED, 10, what="N mirrored requests")
+    # one decision over every worker's evidence: no worker alone has N rows, together they have
+    per_worker = _rows_per_worker(w, 2)
+    assert len(per_worker) == 2 * WORKERS and max(per_worker.values()) < NEED, per_worker
+    assert sum(per_worker.values()) == NEED and f"v2 in shadow behind v1: {NEED}/{NEED} requests" in _status_text(w)
     ev = live.read_evidence(staging.evidence_dir(s, "churn"), 2)
     assert {f"a-{i}" for i in range(30)} <= set(ev.rows["rid"])
 
@@ -189,12 +264,17 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
     assert "passed the live comparison (shadow)" in last.reason, last.reason
     assert registry_for(s).champion_alias("churn") == 2
     wait_for(lambda: _send(w, live_rows[:1], "c") == ["2"] and _staged(w) is None, 10, what="v2 serving")
+    # the UI: live_shadow's page has the verdict, the criteria as a table and the two score histograms
+    key = dg.AssetCheckKey(dg.AssetKey(["churn", "candidate_model"]), LIVE_CHECK)
+    rec = w["instance"].event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+    md = rec.event.dagster_event.event_specific_data.metadata
+    assert md["Verdict"].value.startswith("promoted: ") and isinstance(md["criteria"], dg.TableMetadataValue)
+    criteria = {r.data["criterion"]: r.data["verdict"] for r in md["criteria"].records}
+    assert criteria["candidate errors"] == criteria["score distance (KS)"] == "pass", criteria
+    assert md["scores"].value.startswith("![live scores") and "data:image/png;base64," in md["scores"].value
 
 
 def cli_env(w, env, *args):
-    import subprocess
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "ml_platform", "--config", str(w["config"]), *args],
         capture_output=True,
@@ -215,10 +295,11 @@ def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):
         train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
     v = staging.staged(s, "churn")["version"]
     assert v == 3 and champion_version(s, "churn") == 2
-    wait_for(lambda: (_staged(w) or {}).get("version") == v, 10, what="the endpoint loads the shadow")
     truth = generate_batch(150, seed=30, start_id=60_000)
-    assert set(_send(w, _rows(truth), "d")) == {"2"}
-    wait_for(lambda: _recorded(w, v) >= NEED, 10, what="evidence")
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v), "every worker loads the shadow")
+        assert set(_send_split(both, _rows(truth), "d")) == {"2"}
+    wait_for(lambda: _recorded(w, v) >= len(truth), 10, what="evidence")
     _land(w, "b4.csv", truth)  # the labels of the live rows arrive later, ids and all
     run_pending(s, w["defs"], w["instance"], echo=_quiet)
     assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None
@@ -254,21 +335,35 @@ def test_canary_answers_a_sticky_share_and_a_failing_one_is_rolled_back(w):
     v = staging.staged(s, "churn")["version"]
     rec = {**store.staged("churn"), "mode": "canary", "share": 0.25}
     store.stage("churn", rec)
-    httpx.post(w["url"] + "/admin/reload", timeout=30)
-    assert _staged(w)["mode"] == "canary"
+    httpx.post(w["url"] + "/admin/reload", timeout=30)  # one worker; the other at its next poll
     rows = _rows(generate_batch(400, seed=40, start_id=70_000))
-    first = dict(zip((r["customer_id"] for r in rows), _send(w, rows, "e")))
-    share = sum(x == str(v) for x in first.values()) / len(first)
-    assert 0.15 < share < 0.35, share
-    again = _send(w, rows[:80], "f")
-    assert again == [first[r["customer_id"]] for r in rows[:80]]  # sticky per id
+    with _workers(w) as (one, other):
+        _on_every_worker((one, other), _staged_is(v, mode="canary"), "every worker routes the canary")
+        first = dict(zip((r["customer_id"] for r in rows), _send_split([one], rows, "e")))
+        share = sum(x == str(v) for x in first.values()) / len(first)
+        assert 0.15 < share < 0.35, share
+        again = _send_split([other], rows[:80], "f")
+        assert again == [first[r["customer_id"]] for r in rows[:80]]  # sticky per id, in every worker
 
-    # the same candidate, held to a latency budget no live call can meet: rolled back at once
-    store.stage("churn", {**rec, "latency_budget_ms": 1e-6, "started_at": rec["started_at"]})
-    httpx.post(w["url"] + "/admin/reload", timeout=30)
-    got = _send(w, rows[:60], "g")
-    assert got.count(str(v)) <= 3, got  # three strikes at most, then every answer is the champion's
-    assert set(_send(w, rows[:40], "h")) == {"2"}
+        # the same candidate, held to a latency budget no live call can meet: the worker that sees it
+        # rolls it back at once ...
+        store.stage("churn", {**rec, "share": 0.3, "latency_budget_ms": 1e-6})
+        _on_every_worker((one, other), _staged_is(v, share=0.3), "every worker holds it to the new budget")
+        got = _send_split([one], rows[:60], "g")
+        assert got.count(str(v)) <= 3, got  # three strikes at most, then every answer is the champion's
+        assert set(_send_split([one], rows[:40], "h")) == {"2"}
+        # ... and the other worker stops routing to it at its next poll, from the marker, before a
+        # single strike of its own
+        marks = sorted(staging.evidence_dir(s, "churn").glob(f"stage-v{v}-failed-*.json"))
+        assert [m.name for m in marks] == [f"stage-v{v}-failed-{_view(one)['worker']}.json"]
+        wait_for(
+            lambda: "rolled back by another worker" in (_view(other)["staged"]["failed"] or ""),
+            10,
+            interval=0.1,
+            what="the other worker reads the marker",
+        )
+        assert set(_send_split([other], rows[:80], "i")) == {"2"}
+        assert len(list(staging.evidence_dir(s, "churn").glob(f"stage-v{v}-failed-*.json"))) == 1
     assert live.failures(staging.evidence_dir(s, "churn"), v)
     out = staging.judge_and_conclude(s, registry_for(s), None, "churn", actor="test")
     assert out.state == "refused" and "latency budget" in out.reason, out.reason
