@@ -163,6 +163,15 @@ def offline_checks(cfg=None) -> tuple[str, ...]:
     return tuple(c for c in gate_checks(cfg) if c != LIVE_CHECK)
 
 
+def approval_checks(cfg=None) -> tuple[str, ...]:
+    """The checks that pass before a person is asked (``deploy.approval: required``). The approval
+    comes right before the candidate first answers a client: a shadow never does, so it is asked
+    after ``live_shadow``, with the live evidence in hand; a canary does, so before it (the
+    approval lets it into the canary); direct: after the offline gate."""
+    shadow = getattr(getattr(cfg, "deploy", None), "strategy", "direct") == "shadow"
+    return gate_checks(cfg) if shadow else offline_checks(cfg)
+
+
 def gate_tag(check: str) -> str:
     return f"gate.{check}"
 

@@ -25,6 +25,8 @@ def cmd_train(args) -> int:
     verdict = (
         "deployed"
         if out.deployed
+        else out.staged
+        if out.staged
         else "awaiting approval"
         if out.awaiting_approval
         else "rejected by the gate"
@@ -50,6 +52,9 @@ def cmd_approve(args) -> int:
     except PromotionError as e:
         print(f"approve refused: {e}", file=sys.stderr)
         return 1
+    if p.version == p.previous and p.version is not None:  # approved into a canary (deploy.strategy)
+        print(f"{name}: approved by {by}; {p.endpoint}; v{p.version} serves the rest until live_shadow decides")
+        return 0
     print(
         f"{name}: v{p.version} approved by {by}; champion "
         f"{'none' if p.previous is None else f'v{p.previous}'} -> v{p.version}; endpoint: {p.endpoint}"

@@ -233,7 +233,10 @@ def cmd_rollback(args) -> int:
     except PromotionError as e:
         print(f"rollback failed: {e}", file=sys.stderr)
         return 1
-    print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
+    if p.version == p.previous:  # a staged release rolled back; the champion stays
+        print(f"{name}: {p.endpoint}")
+    else:
+        print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
     return 0
 
 

@@ -8,9 +8,7 @@ from ml_platform.control.champion import champion_version
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock
 from ml_platform.control.servable import checks_of, servable, version_label
 from ml_platform.core import approval, audit
-from ml_platform.names import (
-    offline_checks,
-)
+from ml_platform.names import LIVE_CHECK, approval_checks, gate_reason_tag, gate_tag
 from ml_platform.settings import Settings
 
 if TYPE_CHECKING:  # `status` imports this module: no Dagster at import time
@@ -44,7 +42,10 @@ def approve(
     trigger = _tag(registry, model, version, "trigger") or "manual"
     from ml_platform.control import staging  # staging builds on this module
 
-    if staging.should_stage(settings, registry, model, version):  # approval lets it into staging
+    if staging.should_stage(settings, registry, model, version):
+        if staging.approval_after_live(settings, model):  # a shadow is approved after its evidence
+            raise PromotionError(_not_judged_live(settings, registry, model, version))
+        # a canary: the approval lets it into staging, the live comparison then decides
         note = staging.stage(settings, registry, endpoint, model, version, actor=f"{by} ({via})", trigger=trigger)
         registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
         return Promotion(model, champion_version(settings, model), champion_version(settings, model), endpoint=note)
@@ -62,6 +63,21 @@ def approve(
     if p.previous != p.version:  # approving the serving champion again changes nothing
         registry.set_version_tags(model, version, approval.decision_tags(approval.APPROVED, by, audit.now_iso()))
     return p
+
+
+def _not_judged_live(settings: Settings, registry: MlflowRegistry, model: str, version: int) -> str:
+    from ml_platform.control import staging
+
+    if _tag(registry, model, version, gate_tag(LIVE_CHECK)) == "failed":
+        return f"{model} v{version} did not pass the live comparison: " + (
+            _tag(registry, model, version, gate_reason_tag(LIVE_CHECK)) or "(no reason recorded)"
+        )
+    p = staging.progress(settings, model)
+    where = p.line() if p is not None and p.version == version else f"v{version} is not in shadow"
+    return (
+        f"{model} v{version} has not passed live_shadow yet ({where}): with deploy.strategy shadow and "
+        "deploy.approval required, a person approves after the live comparison"
+    )
 
 
 def reject(
@@ -123,7 +139,7 @@ def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) 
     return approval.awaiting(
         [(int(v.version), v.tags) for v in registry.versions(model)],
         champion_version(settings, model),
-        gate_passed=lambda tags: servable(tags, offline_checks(settings.models[model])),  # then staged
+        gate_passed=lambda tags: servable(tags, approval_checks(settings.models[model])),
     )
 
 
@@ -153,7 +169,22 @@ def rollback(
     *,
     actor: str = "cli",
 ) -> Promotion:
+    """Without ``to_version`` while a candidate is staged, the release in progress is what is rolled
+    back: the candidate is refused, the champion stays and answers every request again. Otherwise
+    the champion moves back (to ``to_version``, else the newest older gate-passed version), and a
+    candidate staged against the champion it replaced is refused."""
+    from ml_platform.control import staging
+
     current = champion_version(settings, model)
+    rec = staging.staged(settings, model)
+    if to_version is None and rec is not None:
+        mode = rec.get("mode", "shadow")
+        v = staging.end_stage(
+            settings, registry, endpoint, model, actor=actor, reason=f"rolled back by {actor} during its {mode}"
+        )
+        if v is not None:
+            note = f"v{v}'s {mode} rolled back: every request on champion {version_label(current)}"
+            return Promotion(model, current, current, endpoint=note)
     passed = rollback_targets(settings, registry, model)
     targets = [v for v in passed if v != current]
     if to_version is None:
@@ -165,7 +196,7 @@ def rollback(
                 f"(champion {version_label(current)}; gate-passed versions: {shown})"
             )
         to_version = older[0]
-    return move_champion(
+    p = move_champion(
         settings,
         registry,
         endpoint,
@@ -176,3 +207,5 @@ def rollback(
         trigger="manual",
         kind="rollback",
     )
+    staging.end_stage(settings, registry, endpoint, model, actor=actor)
+    return p

@@ -50,6 +50,7 @@ class TrainOutcome:
     gate: list[tuple[str, bool, str]] = field(default_factory=list)
     deployed: bool = False
     awaiting_approval: bool = False  # passed the gate; deploy.approval: required holds it for a person
+    staged: str = ""  # deploy.strategy: in shadow or canary now ("v5 in shadow behind v4: 0/500 requests")
     error: str | None = None
 
 
@@ -111,8 +112,10 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
         )
     out.deployed = champion_version(chain.settings, chain.name) == out.version
     passed = bool(out.gate) and all(p for _, p, _ in out.gate)
-    out.awaiting_approval = passed and not out.deployed and chain.cfg.deploy.approval == "required"
-    if out.deployed or not passed or out.awaiting_approval:
+    p = staging.progress(chain.settings, chain.name)
+    out.staged = p.line() if p is not None and p.version == out.version else ""
+    out.awaiting_approval = passed and not out.deployed and not out.staged and chain.cfg.deploy.approval == "required"
+    if out.deployed or not passed or out.awaiting_approval or out.staged:
         out.error = None  # a gate rejection is an outcome, reported by its checks
     return out
 
@@ -307,6 +310,8 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     echo(f"[{name}]   {names.LIVE_CHECK} {state}: {tags.get(names.gate_reason_tag(names.LIVE_CHECK), '')}")
     champion = champion_version(settings, name)
     echo(f"[{name}]   champion: v{champion}" + (" (promoted)" if champion == version else ""))
+    if state == "passed" and champion != version and staging.approval_after_live(settings, name):
+        echo(f"[{name}]   v{version} awaits approval: ml-platform approve --model {name} --version {version}")
     return state
 
 
@@ -409,6 +414,8 @@ def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
         echo(f"[{name}]   gate: {'would PASS' if passed else 'would REFUSE'} v{t.version} (nothing deployed)")
     elif t.deployed:
         echo(f"[{name}]   deployed v{t.version} as champion")
+    elif t.staged:
+        echo(f"[{name}]   {t.staged}: the champion answers until live_shadow decides")
     elif t.awaiting_approval:
         echo(
             f"[{name}]   v{t.version} awaits approval (deploy.approval: required): "

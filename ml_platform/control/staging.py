@@ -23,7 +23,7 @@ from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock, publish, version_files_of
 from ml_platform.control.servable import gate_refusal
-from ml_platform.core import audit, catalog, stage_files, training
+from ml_platform.core import approval, audit, catalog, stage_files, training
 from ml_platform.core import staging as live
 from ml_platform.names import LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
 from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
@@ -53,6 +53,13 @@ def should_stage(settings: Settings, registry: MlflowRegistry, model: str, versi
     if current is None or current == version:
         return False
     return registry.version(model, version).tags.get(gate_tag(LIVE_CHECK)) != "passed"
+
+
+def approval_after_live(settings: Settings, model: str) -> bool:
+    """``deploy.approval: required`` with ``strategy: shadow``: the shadow runs first, the person is
+    asked once ``live_shadow`` passed (``names.approval_checks``); a canary is approved before it starts."""
+    d = settings.models[model].deploy
+    return d.approval == "required" and d.strategy == "shadow"
 
 
 def waive_first(registry: MlflowRegistry, settings: Settings, model: str, version: int) -> None:
@@ -222,13 +229,50 @@ def ready(settings: Settings, model: str, now: datetime | None = None) -> str | 
         return None
     if p.failures:
         return f"v{p.version} failed on live traffic"
-    if p.champion is not None and champion_version(settings, model) == p.version:
+    current = champion_version(settings, model)
+    if p.champion is not None and current == p.version:
         return f"v{p.version} is the champion already"
+    if current != p.champion:
+        return _moved(p.version, p.champion, current)
     if p.rows >= p.need:
         return f"{p.rows}/{p.need} requests"
     if live.expired(staged(settings, model) or {}, float(staged(settings, model).get("max_hours", 24)), _now(now)):
         return f"max_hours reached with {p.rows}/{p.need} requests"
     return None
+
+
+def _moved(version: int, judged_against: int | None, current: int | None) -> str:
+    return (
+        f"the champion moved from v{judged_against} to v{current} while v{version} was staged: "
+        f"its live evidence is against v{judged_against}"
+    )
+
+
+def end_stage(
+    settings: Settings,
+    registry: MlflowRegistry,
+    endpoint: EndpointClient | None,
+    model: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> int | None:
+    """Refuse the staged candidate and tell the endpoint (a canary's share is back on the champion
+    at once): with ``reason`` (a person rolled the release back), else only when the champion moved
+    since it was staged (its evidence is against a champion that no longer serves).
+    -> the refused version, or None."""
+    with move_lock(settings, model):
+        rec = staged(settings, model)
+        current = champion_version(settings, model)
+        if rec is None or current == rec["version"]:
+            return None
+        if reason is None:
+            if current == rec.get("champion"):
+                return None
+            reason = _moved(rec["version"], rec.get("champion"), current)
+        _refuse(settings, registry, model, rec, reason, actor)
+    _tell(endpoint, model)
+    return rec["version"]
 
 
 def _now(now: datetime | None) -> datetime:
@@ -259,7 +303,7 @@ def labelled_rows(settings: Settings, model: str) -> pd.Series | None:
 @dataclass
 class Outcome:
     version: int | None
-    state: str  # "nothing staged" | "pending" | "promoted" | "refused"
+    state: str  # "nothing staged" | "pending" | "promoted" | "refused" | "awaiting approval"
     reason: str
     judged: live.Judged | None = None
     promotion: Promotion | None = None
@@ -276,8 +320,10 @@ def judge_and_conclude(
     now: datetime | None = None,
 ) -> Outcome:
     """The live comparison of the staged candidate, when its evidence is in (or it failed, or its
-    time ran out): pass -> ``move_champion`` (trigger and reason recorded); fail -> refused, the
-    champion stays. Short of evidence: "pending", nothing recorded."""
+    time ran out): pass -> ``move_champion`` (trigger and reason recorded), or, a shadow that needs a
+    person's approval, "awaiting approval" (the stage ends, the verdict stays on the version); fail
+    -> refused, the champion stays. A candidate staged against a champion that no longer serves
+    (rolled back meanwhile) is refused. Short of evidence: "pending", nothing recorded."""
     cfg = settings.models[model]
     rec = staged(settings, model)
     if rec is None:
@@ -288,6 +334,10 @@ def judge_and_conclude(
         model_store(settings).unstage(model)
         _tell(endpoint, model)
         return Outcome(v, "promoted", f"v{v} is the champion (the stage was left behind: ended)")
+    if current != rec.get("champion"):
+        if end_stage(settings, registry, endpoint, model, actor=actor) is None:
+            return Outcome(v, "pending", "the stage changed while it was judged")
+        return Outcome(v, "refused", _moved(v, rec.get("champion"), current))
     p = progress(settings, model)
     ev = live.read_evidence(evidence_dir(settings, model), v)
     if not ev.failures and ev.n < p.need:
@@ -303,6 +353,7 @@ def judge_and_conclude(
         judged = live.compare(ev, cfg, champion_version=current, classes=classes, labels=labelled_rows(settings, model))
         reason = judged.verdict.reason
     passed = judged is not None and judged.verdict.passed
+    held = False
     with move_lock(settings, model):
         if staged(settings, model) != rec:  # superseded or concluded meanwhile
             return Outcome(v, "pending", "the stage changed while it was judged")
@@ -313,9 +364,27 @@ def judge_and_conclude(
             registry.set_version_tags(
                 model, v, {gate_tag(LIVE_CHECK): "passed", gate_reason_tag(LIVE_CHECK): reason[:5000]}
             )
+            held = approval_after_live(settings, model) and not registry.version(model, v).tags.get(approval.TAG)
+            if held:  # the shadow ends; the person decides with this evidence (status, the check's page)
+                model_store(settings).unstage(model)
+                audit.append(
+                    settings.model_dir(model),
+                    _decision(
+                        model,
+                        current,
+                        actor,
+                        rec.get("trigger", "stage"),
+                        f"v{v} passed the live comparison ({rec.get('mode')}): {reason}; awaits approval",
+                        "await",
+                        v,
+                    ),
+                )
     if not passed:
         _tell(endpoint, model)
         return out
+    if held:
+        _tell(endpoint, model)
+        return Outcome(v, "awaiting approval", reason, judged, progress=p)
     faults.point("stage:judged")
     try:
         prom = move_champion(

@@ -17,6 +17,7 @@ from ml_platform.names import (
     GATE_SLICES_FAILING,
     VERSION_PROMOTED,
     VERSION_TRIGGER,
+    approval_checks,
     gate_checks,
     gate_passed,
     gate_reason_tag,
@@ -79,8 +80,9 @@ def model_status(settings: Settings, registry: MlflowRegistry, name: str, endpoi
             if v:
                 b[k] = v.to_dict() if hasattr(v, "to_dict") else v
         batches.append(b)
+    before_approval = approval_checks(settings.models[name])
     waiting = approval.awaiting(
-        [(int(v.version), v.tags) for v in versions], current, gate_passed=lambda tags: servable(tags, checks)
+        [(int(v.version), v.tags) for v in versions], current, gate_passed=lambda tags: servable(tags, before_approval)
     )
     return {
         "champion": champion,
@@ -270,6 +272,7 @@ def render(doc: dict) -> str:
             out.append(
                 f"AWAITING APPROVAL: v{a['version']} ({a['trigger']}) passed the gate"
                 + (f" against v{a['judged_against']}, which no longer serves: re-run its checks" if a["stale"] else "")
+                + (f"; live: {a['live']}" if a.get("live") else "")
                 + f"; ml-platform approve --model {name} --version "
                 f"{a['version']}  |  ml-platform reject --model {name} --version {a['version']}"
             )

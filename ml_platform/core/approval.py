@@ -13,7 +13,14 @@ import getpass
 import os
 from dataclasses import asdict, dataclass
 
-from ml_platform.names import GATE_JUDGED_AGAINST, VERSION_PROMOTED, VERSION_TRIGGER
+from ml_platform.names import (
+    GATE_JUDGED_AGAINST,
+    LIVE_CHECK,
+    VERSION_PROMOTED,
+    VERSION_TRIGGER,
+    gate_reason_tag,
+    gate_tag,
+)
 
 # Version tags (MLflow): the decision, who took it, when, and why.
 TAG = "approval"  # approved | rejected
@@ -32,6 +39,7 @@ class Awaiting:
     trigger: str
     judged_against: str  # the champion the gate compared it with ("none" for a first model)
     stale: bool  # judged against a champion that no longer serves: re-run its checks first
+    live: str = ""  # the live comparison's verdict (deploy.strategy: shadow asks after it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +56,8 @@ def awaiting(versions: list[tuple[int, dict]], champion: int | None, *, gate_pas
         if gate_passed(tags) is not True or tags.get(VERSION_PROMOTED) in ("true", "false") or tags.get(TAG):
             continue  # failed / pending gate, served once (or rolled back), or already decided
         judged = tags.get(GATE_JUDGED_AGAINST, "none")
-        out.append(Awaiting(number, tags.get(VERSION_TRIGGER, "manual"), judged, judged != now))
+        live = tags.get(gate_reason_tag(LIVE_CHECK), "") if tags.get(gate_tag(LIVE_CHECK)) == "passed" else ""
+        out.append(Awaiting(number, tags.get(VERSION_TRIGGER, "manual"), judged, judged != now, live))
     return out
 
 

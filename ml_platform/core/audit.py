@@ -22,10 +22,10 @@ from pathlib import Path
 from ml_platform.core import files
 
 AUDIT_FILE = "audit.jsonl"
-# entries that record a decision without moving the champion: a candidate staged or refused,
-# a person rejected a candidate, took a batch out of training (``ml-platform exclude``) or put it
-# back (``--undo``)
-DECISION_KINDS = ("reject", "stage", "refuse", "exclude", "include")
+# entries that record a decision without moving the champion: a candidate staged or refused (or,
+# passed live, left to await a person's approval), a person rejected a candidate, took a batch out
+# of training (``ml-platform exclude``) or put it back (``--undo``)
+DECISION_KINDS = ("reject", "stage", "refuse", "await", "exclude", "include")
 INTENT_FILE = "champion_intent.json"
 
 

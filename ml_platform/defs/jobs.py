@@ -38,6 +38,11 @@ def build_rollback_job(chain: Chain) -> dg.JobDefinition:
             )
         except PromotionError as e:
             raise dg.Failure(str(e)) from None
+        if p.version == p.previous:  # a staged candidate's release rolled back; the champion stays
+            context.log.info(p.endpoint)
+            yield dg.AssetObservation(asset_key=chain.key("deployed_model"), metadata={"rollback": p.endpoint})
+            yield dg.Output(None)
+            return
         context.log.info(f"champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
         yield dg.AssetMaterialization(
             asset_key=chain.key("deployed_model"),

@@ -82,7 +82,8 @@ def build_live_check(chain: Chain) -> dg.AssetChecksDefinition:
             )
         if out.state in ("pending", "nothing staged"):
             return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=md)
-        return dg.AssetCheckResult(passed=out.state == "promoted", metadata=md)
+        # passed and awaiting a person's approval (deploy.approval: required): passed, nothing moved yet
+        return dg.AssetCheckResult(passed=out.state in ("promoted", "awaiting approval"), metadata=md)
 
     return live_shadow
 

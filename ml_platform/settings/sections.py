@@ -426,5 +426,7 @@ class DeployConfig(StrictModel):
         "auto",
         description="`auto`: a candidate that passes every blocking gate check serves at once. `required`: it "
         'waits "awaiting approval" until a person approves it (Materialize `deployed_model` in the UI, or '
-        "`ml-platform approve`) or rejects it (`ml-platform reject`); the gate still applies.",
+        "`ml-platform approve`) or rejects it (`ml-platform reject`); the gate still applies. With `strategy: "
+        "shadow` the person is asked after the live comparison passed (its evidence shown); with `canary`, "
+        "before the canary starts.",
     )

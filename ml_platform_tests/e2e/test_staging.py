@@ -5,7 +5,9 @@ resumes from the recorded count, and of the judging `ml-platform run`); a candid
 corrupted labels passes the offline gate but is refused on live rows, with reasons; a newer
 candidate supersedes a staged one; a canary answers a sticky share, the same in both workers, and
 one that breaks the latency budget in one worker is stopped in the other by its marker, then
-refused.
+refused. With `deploy.approval: required`: a shadow runs first and a person approves it with its
+live evidence shown; a canary is approved before it starts, survives a kill -9 of its judge
+unpromoted, and `ml-platform rollback` during it puts every request back on the champion.
 
 Training and judging run in-process on a real Dagster instance and MLflow (as `ml-platform run`
 does); the endpoint is a real process on a free loopback port."""
@@ -98,6 +100,7 @@ def w(tmp_path_factory):
         "defs": build_definitions(settings),
         "instance": dg.DagsterInstance.get(),
         "procs": [],
+        "deploy": DEPLOY,
     }
     _land(w, "b1.csv", generate_batch(ROWS, seed=1))
     run_pending(settings, w["defs"], w["instance"], echo=_quiet)
@@ -368,3 +371,81 @@ def test_canary_answers_a_sticky_share_and_a_failing_one_is_rolled_back(w):
     out = staging.judge_and_conclude(s, registry_for(s), None, "churn", actor="test")
     assert out.state == "refused" and "latency budget" in out.reason, out.reason
     assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None
+
+
+def _reconfigure(w, deploy: str) -> None:
+    """The same platform with other ``deploy`` keys (the endpoint does not read them)."""
+    w["config"].write_text(w["config"].read_text().replace(w["deploy"], deploy))
+    w["settings"] = load_settings(w["config"])
+    w["defs"] = build_definitions(w["settings"])
+    w["deploy"] = deploy
+
+
+def _cli(w, *args) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(["--config", str(w["config"]), *args])
+    return code, out.getvalue() + err.getvalue()
+
+
+def test_with_approval_a_shadow_runs_first_and_a_person_approves_it_with_its_evidence(w):
+    _reconfigure(w, f"deploy: {{strategy: shadow, approval: required, shadow: {{min_requests: {NEED}}}}}\n")
+    s = w["settings"]
+    t = train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+    v = t.version
+    assert staging.staged(s, "churn")["version"] == v and champion_version(s, "churn") == 2
+    assert "AWAITING APPROVAL" not in _status_text(w)  # nothing to decide before the live evidence
+    code, said = _cli(w, "approve", "--model", "churn", "--version", str(v))
+    assert code == 1 and f"has not passed live_shadow yet (v{v} in shadow behind v2: 0/{NEED} requests)" in said, said
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v, mode="shadow"), "every worker loads the shadow")
+        assert set(_send_split(both, _rows(generate_batch(NEED, seed=60, start_id=80_000)), "j")) == {"2"}
+    wait_for(lambda: _recorded(w, v) >= NEED, 10, what="evidence")
+    run_pending(s, w["defs"], w["instance"], echo=_quiet)
+    # passed live: the shadow ends, the champion stays until a person approves, who sees the evidence
+    assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None
+    assert _tags(w, v)[gate_tag(LIVE_CHECK)] == "passed"
+    assert audit.read(s.model_dir("churn"))[-1].kind == "await"
+    status = _status_text(w)
+    assert f"AWAITING APPROVAL: v{v} (manual) passed the gate; live: v{v} matches champion v2 on" in status, status
+    code, said = _cli(w, "approve", "--model", "churn")
+    assert code == 0, said
+    assert champion_version(s, "churn") == v
+    last = audit.read(s.model_dir("churn"))[-1]
+    assert last.moved and last.to == v and last.reason.startswith("approved by "), last
+
+
+def test_with_approval_a_canary_is_approved_first_and_rolled_back_by_a_person(w):
+    champion = champion_version(w["settings"], "churn")
+    _reconfigure(w, f"deploy: {{strategy: canary, approval: required, canary: {{share: 0.5, min_requests: {NEED}}}}}\n")
+    s = w["settings"]
+    v = train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet).version
+    # a canary answers clients: the person is asked before it starts
+    assert staging.staged(s, "churn") is None and f"AWAITING APPROVAL: v{v} (manual)" in _status_text(w)
+    code, said = _cli(w, "approve", "--model", "churn")
+    assert code == 0 and f"v{v} staged as canary behind v{champion}" in said, said
+    rows = _rows(generate_batch(200, seed=70, start_id=90_000))
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v, mode="canary"), "every worker routes the canary")
+        got = _send_split(both, rows, "k")
+        assert set(got) == {str(v), str(champion)}
+        wait_for(lambda: _recorded(w, v) >= NEED, 10, what="evidence")
+
+        # kill -9 of the judging process after the verdict, before the move: not promoted, the
+        # champion and the canary's share as they were
+        r = cli_env(w, {**os.environ, "ML_PLATFORM_FAULT": "stage:judged"}, "run")
+        assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+        assert champion_version(s, "churn") == champion and staging.staged(s, "churn")["version"] == v
+        assert audit.read_intent(s.model_dir("churn")) is None
+        assert _send_split(both, rows[:40], "l") == got[:40]
+
+        # `ml-platform rollback` during the canary rolls the release back: 100 % on the champion
+        code, said = _cli(w, "rollback", "--model", "churn")
+        assert code == 0 and f"v{v}'s canary rolled back: every request on champion v{champion}" in said, said
+        assert champion_version(s, "churn") == champion and staging.staged(s, "churn") is None
+        _on_every_worker(both, lambda m: m["staged"] is None, "every worker drops the canary")
+        assert set(_send_split(both, rows, "m")) == {str(champion)}
+    assert _tags(w, v)[gate_tag(LIVE_CHECK)] == "failed"
+    assert "rolled back by cli during its canary" in _tags(w, v)[gate_reason_tag(LIVE_CHECK)]
+    refusal = audit.read(s.model_dir("churn"))[-1]
+    assert refusal.kind == "refuse" and refusal.candidate == v and refusal.to == champion

@@ -7,8 +7,17 @@ import orjson
 import pandas as pd
 import pytest
 
+from ml_platform.core import approval
 from ml_platform.core import staging as live
-from ml_platform.names import LIVE_CHECK, gate_checks, offline_checks
+from ml_platform.names import (
+    LIVE_CHECK,
+    approval_checks,
+    gate_checks,
+    gate_passed,
+    gate_reason_tag,
+    gate_tag,
+    offline_checks,
+)
 from ml_platform.settings import ModelConfig
 
 BASE = {
@@ -43,6 +52,16 @@ def test_the_live_check_is_registered_only_for_staged_models():
     assert LIVE_CHECK not in offline_checks(cfg())
     direct = ModelConfig.model_validate({**BASE, "deploy": {}})
     assert LIVE_CHECK not in gate_checks(direct)
+
+
+def test_a_person_approves_a_shadow_after_its_live_check_and_a_canary_before_it_starts():
+    assert approval_checks(cfg(approval="required")) == gate_checks(cfg())  # live_shadow included
+    assert LIVE_CHECK not in approval_checks(cfg(strategy="canary", approval="required"))
+    passed = {gate_tag(c): "passed" for c in offline_checks(cfg())}
+    live_passed = {**passed, gate_tag(LIVE_CHECK): "passed", gate_reason_tag(LIVE_CHECK): "v4 matches champion v2"}
+    versions = [(3, passed), (4, live_passed)]
+    waiting = approval.awaiting(versions, 2, gate_passed=lambda t: gate_passed(t, approval_checks(cfg())))
+    assert [(a.version, a.live) for a in waiting] == [(4, "v4 matches champion v2")]
 
 
 def test_a_candidate_that_agrees_passes():

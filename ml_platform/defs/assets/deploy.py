@@ -4,7 +4,9 @@ train run, the automation condition, a click on this asset alone, a re-execution
 
 With ``deploy.approval: required`` the train run and the automation leave a passing candidate
 "awaiting approval" (an observation on this asset, no materialization); a person approves it
-by materializing this asset on its own (UI) or with `ml-platform approve`."""
+by materializing this asset on its own (UI) or with `ml-platform approve`. With ``deploy.strategy:
+shadow`` the train run stages it first and the person is asked once ``live_shadow`` passed
+(``names.approval_checks``)."""
 
 import dagster as dg
 
@@ -75,7 +77,12 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
     ):
         version = candidate_model.version
         run = context.run
-        if held_for_approval(chain, run):
+        held = held_for_approval(chain, run)
+        # a shadow runs before the approval (it answers no client): the person then sees its evidence
+        shadow_first = held and staging.approval_after_live(chain.settings, chain.name)
+        if shadow_first:
+            shadow_first = staging.should_stage(chain.settings, ml_platform_registry, chain.name, version)
+        if held and not shadow_first:
             yield awaiting_observation(chain, ml_platform_registry, candidate_model)
             context.log.info(
                 f"v{version} passed the gate and awaits approval (deploy.approval: required): "
@@ -84,7 +91,7 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
             )
             return
         try:
-            if approval_required(chain):
+            if approval_required(chain) and not shadow_first:
                 staging.waive_first(ml_platform_registry, chain.settings, chain.name, version)
                 p = approve(
                     chain.settings,
@@ -108,7 +115,10 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
                     actor=f"dagster run {context.run_id}",
                     trigger=candidate_model.trigger,
                 )
-                context.log.info(f"{note}; the champion serves every answer until live_shadow decides")
+                context.log.info(
+                    f"{note}; the champion serves every answer until live_shadow decides"
+                    + ("; then a person approves it (deploy.approval: required)" if shadow_first else "")
+                )
                 yield staged_observation(chain, note, version)
                 return
             else:
