@@ -6,6 +6,7 @@ No imports from the rest of the package: every layer may import this module.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 
 # ------------------------------------------------------------------ Dagster run tags
@@ -68,6 +69,47 @@ GATE_JUDGED_AGAINST = "gate.judged_against"
 GATE_COMPARISON_PREFIX = "gate.comparison."
 GATE_SLICES_FAILING = "gate.per_slice.failing"
 VERSION_STAGED = "staged"  # "shadow" / "canary": loaded beside the champion, judged on live traffic
+
+
+# ------------------------------------------------------------------ the platform's own columns
+# Written beside a batch's (or a request's) columns in the frames and files the platform makes: a
+# configured column of one of these names would be overwritten, so the config refuses them
+# (settings/model.py), naming RESERVED_COLUMNS.
+COL_ROW = "_row"  # quarantine: the row's line in its file; training set: its position in the batch
+COL_REASON = "_reason"  # quarantine: why the row was set aside
+COL_BATCH = "_batch"  # training set: the row's batch (partition key)
+COL_HOLDOUT = "_holdout"  # training set: True for a holdout row
+COL_SCORE = "__score__"  # the model's one-number output (drift reference, batch predictions)
+COL_TS = "_ts"  # live sample and staging evidence: when the request was answered
+COL_VERSION = "_version"  # live sample: the version that answered
+COL_PREDICTION = "_prediction"  # live sample: its answer
+COL_PROBABILITIES = "_probabilities"
+COL_REQUEST = "_rid"  # staging evidence: the request's id, the row's id, the candidate's error
+COL_ID = "_id"
+COL_ERROR = "_error"
+RESERVED_COLUMNS: tuple[str, ...] = (
+    COL_ROW,
+    COL_REASON,
+    COL_BATCH,
+    COL_HOLDOUT,
+    COL_SCORE,
+    COL_TS,
+    COL_VERSION,
+    COL_PREDICTION,
+    COL_PROBABILITIES,
+    COL_REQUEST,
+    COL_ID,
+    COL_ERROR,
+)
+
+
+def column_name(name):
+    """The one spelling of a column name: Unicode NFC (``café`` typed as ``e`` + U+0301 is the
+    ``café`` of the config). Applied to config names and at every input edge (batch files, `score`,
+    endpoint requests); anything but a string is returned as it is (for the caller to refuse)."""
+    if type(name) is str and not unicodedata.is_normalized("NFC", name):
+        return unicodedata.normalize("NFC", name)
+    return name
 
 
 # ------------------------------------------------------------------ Dagster object names

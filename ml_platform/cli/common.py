@@ -64,12 +64,7 @@ def storage_failure(exc: BaseException) -> str | None:
 
     def database(e: BaseException) -> str:
         s = CURRENT[0] if CURRENT else None
-        frames = _frames(exc, e)
-        if any(f"{os.sep}mlflow{os.sep}" in f for f in frames):
-            return f"the MLflow store ({s.tracking_uri if s else 'its tracking URI'})"
-        if any(f"{os.sep}dagster" in f for f in frames):
-            return f"the Dagster instance ({s.dagster_home if s else '$DAGSTER_HOME'})"
-        return "a SQLite database"
+        return files.sqlite_named(_frames(exc, e), s and s.tracking_uri, s and s.dagster_home)
 
     return files.storage_fault(exc, database)
 

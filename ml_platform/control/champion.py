@@ -57,12 +57,22 @@ class RegistryLost(RuntimeError):
     may be trained, registered or repaired from it until it is restored."""
 
 
+def registry_file_gone(settings: Settings) -> bool:
+    """The SQLite registry's file is missing, or empty: one SQLite re-created under a process that
+    had it open (the old one deleted) is as good as missing. False for a server URI."""
+    uri = settings.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return False
+    db = Path(uri.removeprefix("sqlite:///"))
+    return not db.exists() or db.stat().st_size == 0
+
+
 def registry_loss(settings: Settings, registry, model: str) -> str | None:
     """Why the MLflow registry cannot be trusted for ``model``, or None. The serving store keeps
     every published version and the champion pointer: a registry without the champion's version,
     or whose newest version is older than the store's, was lost or replaced, and a new candidate
     would be registered under a number the store already uses for another model. A missing
-    SQLite file is reported before MLflow is asked (asking would create an empty registry)."""
+    (or empty) SQLite file is reported before MLflow is asked (asking would create an empty registry)."""
     st = store(settings)
     try:
         champion = champion_version(settings, model)
@@ -72,8 +82,7 @@ def registry_loss(settings: Settings, registry, model: str) -> str | None:
     if champion is None and not published:
         return None
     uri = settings.tracking_uri
-    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    registered = set() if db is not None and not db.exists() else {int(v.version) for v in registry.versions(model)}
+    registered = set() if registry_file_gone(settings) else {int(v.version) for v in registry.versions(model)}
 
     def shown(vs) -> str:
         return ", ".join(f"v{v}" for v in sorted(vs)) or "none"
@@ -92,8 +101,8 @@ def registry_loss(settings: Settings, registry, model: str) -> str | None:
         f"({st.model_dir(model)}: {has}, published {shown(published)}; registered: {shown(registered)}). "
         "It was deleted or "
         f"replaced: restore it (or set the tracking URI back), or run `ml-platform reconcile --rebuild-registry`, "
-        f"before training; a new candidate would be registered as v{max(registered, default=0) + 1}, "
-        "a number the store already uses"
+        f"before training or moving the champion (a new candidate would be registered as "
+        f"v{max(registered, default=0) + 1}, a number the store already uses)"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock
 from ml_platform.control.servable import checks_of, servable, version_label
 from ml_platform.core import approval, audit
@@ -14,6 +14,14 @@ from ml_platform.settings import Settings
 if TYPE_CHECKING:  # `status` imports this module: no Dagster at import time
     from ml_platform.resources.endpoint import EndpointClient
     from ml_platform.resources.registry import MlflowRegistry
+
+
+def _registry_kept(settings: Settings, registry: MlflowRegistry, model: str) -> None:
+    """Refuse before MLflow is asked (asking creates an empty registry) when the registry was lost:
+    its versions, gate verdicts and approvals are what a person's decision is checked against."""
+    lost = registry_loss(settings, registry, model)
+    if lost:
+        raise PromotionError(lost)
 
 
 # ---------------------------------------------------------------- approval mode
@@ -29,6 +37,7 @@ def approve(
 ) -> Promotion:
     """A person approves a candidate (default: the newest awaiting approval): a gated champion
     move whose audit entry names them; the version is tagged with who and when."""
+    _registry_kept(settings, registry, model)
     if version is None:
         waiting = awaiting_approval(settings, registry, model)
         if not waiting:
@@ -92,6 +101,7 @@ def reject(
 ) -> int:
     """A person rejects a candidate (default: the newest awaiting approval): recorded on the
     version and in the audit (kind "reject"); the champion stays. Returns the version."""
+    _registry_kept(settings, registry, model)
     with move_lock(settings, model):
         current = champion_version(settings, model)
         if version is None:
@@ -175,6 +185,7 @@ def rollback(
     candidate staged against the champion it replaced is refused."""
     from ml_platform.control import staging
 
+    _registry_kept(settings, registry, model)
     current = champion_version(settings, model)
     rec = staging.staged(settings, model)
     if to_version is None and rec is not None:

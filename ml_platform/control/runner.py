@@ -12,7 +12,7 @@ import dagster as dg
 from ml_platform import names
 from ml_platform.control import asset_source, run_health, staging
 from ml_platform.control.chain import Chain
-from ml_platform.control.champion import champion_version, registry_loss
+from ml_platform.control.champion import champion_version, registry_file_gone, registry_loss
 from ml_platform.control.decisions import (
     claim_code_retrain,
     code_change_decision,
@@ -31,7 +31,7 @@ from ml_platform.core.policy import Decision
 from ml_platform.names import TAG_CHECK_ONLY, TAG_LAUNCHED_BY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
-from ml_platform.runtime import faults
+from ml_platform.runtime import console, faults
 from ml_platform.settings import Settings
 
 TRAIN_POOL_WAIT_SECONDS = 1800
@@ -67,9 +67,11 @@ class BatchOutcome:
     kind: str = "batch"  # or "code": a code-change retrain, not a batch; "refused": the registry was lost
 
 
-def stop_on_storage_fault(result) -> None:
-    """A step that failed writing state (disk full, a file-size limit...) stops the command:
-    raised again as ``StateWriteError`` so the CLI prints its one line and exits 1."""
+def stop_on_storage_fault(result, settings: Settings | None = None) -> None:
+    """A step that failed writing state (disk full, a file-size limit...) or on a database another
+    process holds locked stops the command: raised again as ``StateWriteError`` so the CLI prints
+    its one line and exits 1. Not when the registry's file was deleted under the run (SQLite then
+    says "readonly database"): the train outcome names the loss (``_lost_meanwhile``)."""
     for ev in result.all_events:
         if not ev.is_step_failure or not ev.event_specific_data:
             continue
@@ -80,10 +82,25 @@ def stop_on_storage_fault(result) -> None:
                 raise files.StateWriteError.reported(
                     line.split(": ", 1)[-1] if line.startswith("ml_platform") else line
                 )
-            fault = files.storage_fault(RuntimeError(line))
-            if fault:
+            stack = list(err.stack or [])
+            fault = files.storage_fault(
+                RuntimeError(line),
+                lambda _e, stack=stack: files.sqlite_named(
+                    stack, settings and settings.tracking_uri, settings and settings.dagster_home
+                ),
+            )
+            if fault and not (settings is not None and registry_file_gone(settings)):
                 raise files.StateWriteError.reported(f"{fault} (in step {ev.step_key})")
             err = err.cause
+
+
+def _lost_meanwhile(chain: Chain) -> str | None:
+    """After a failed train run: the registry lost under it (its file deleted or replaced while the
+    run used it), said as ``registry_loss`` says it, instead of the errors MLflow gave each step."""
+    try:
+        return registry_loss(chain.settings, registry_for(chain.settings), chain.name)
+    except Exception:  # noqa: BLE001 - the registry cannot even be read: the run's own error stands
+        return None
 
 
 def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutcome:
@@ -94,6 +111,8 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
             while err is not None and err.cause is not None:  # the user-code error, not the wrapper
                 err = err.cause
             out.error = err.message.strip()[:500] if err else ev.message
+    if not result.success and (lost := _lost_meanwhile(chain)):
+        out.error = f"the MLflow registry was lost during the run: {lost}"
     try:
         cand = result.output_for_node(names.step(chain.name, "candidate_model"))
     except Exception:  # noqa: BLE001 - the run failed before a candidate existed
@@ -142,7 +161,9 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
             echo(f"[{name}] train run {run.run_id[:8]} died: {note}")
             if not retrain:
                 continue
-        job = defs.resolve_job_def(run.job_name)
+        job, logs = defs.resolve_job_def(run.job_name), {}
+        if run.job_name == names.train_job(name):  # a gate refusal is printed as its verdicts
+            job, logs = console.quiet_refusals(job), console.run_config()
         echo(
             f"[{name}] re-running {run.job_name} {run.tags.get(TAG_PARTITION, '')} "
             f"(its worker died in run {run.run_id[:8]})"
@@ -151,10 +172,10 @@ def repair(settings: Settings, defs, instance, name: str, echo=print) -> None:
             instance=instance,
             partition_key=run.tags.get(TAG_PARTITION),
             tags=run_health.retry_tags(run),
-            run_config=run.run_config or None,
+            run_config={**(run.run_config or {}), **logs} or None,
             raise_on_error=False,
         )
-        stop_on_storage_fault(res)
+        stop_on_storage_fault(res, settings)
         if run.job_name == names.train_job(name):
             chain = Chain(name, settings.models[name], settings)
             _echo_train(name, _train_outcome(res, chain, run.tags.get(TAG_TRIGGER, "retry"), ""), echo)
@@ -214,6 +235,7 @@ def run_pending(
     settings: Settings, defs, instance, models: list[str] | None = None, echo=print
 ) -> dict[str, list[BatchOutcome]]:
     summary: dict[str, list[BatchOutcome]] = {}
+    console.one_line_store_errors()
     for name in models or list(settings.models):
         chain = Chain(name, settings.models[name], settings)
         outcomes = summary.setdefault(name, [])
@@ -224,7 +246,7 @@ def run_pending(
             continue
         repair(settings, defs, instance, name, echo)
         ingest_job = defs.resolve_job_def(names.ingest_job(name))
-        train_job = defs.resolve_job_def(names.train_job(name))
+        train_job = _train_job(defs, name)
         arrivals = _arrivals(settings, chain, instance, echo)
         me, said_taken = this_run(), set()
         for i, (key, label, tags, sha) in enumerate(arrivals, 1):
@@ -239,7 +261,7 @@ def run_pending(
                 res = ingest_job.execute_in_process(
                     instance=instance, partition_key=key, tags=tags, raise_on_error=False, run_config=QUIET
                 )
-                stop_on_storage_fault(res)
+                stop_on_storage_fault(res, settings)
             if not res.success and catalog.read_record(chain.dir, key) is None:  # failed before its record
                 why = ingest_failure(instance, chain, key) or f"run {res.run_id[:8]} failed (its events are in the UI)"
                 echo(f"[{name}]   {label}: failed - {why}")
@@ -272,9 +294,10 @@ def run_pending(
                     res = train_job.execute_in_process(
                         instance=instance,
                         raise_on_error=False,
+                        run_config=console.run_config(),
                         tags={**train_tags(d, rec.partition), TAG_LAUNCHED_BY: me},
                     )
-                    stop_on_storage_fault(res)
+                    stop_on_storage_fault(res, settings)
                     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
                     _echo_train(name, bo.train, echo)
                 outcomes.append(bo)
@@ -343,10 +366,13 @@ def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -
     if d is None or not claim_code_retrain(chain, instance, key, this_run()):
         return None
     echo(f"[{chain.name}] decision: retrain ({d.trigger}): {d.reason}")
-    res = defs.resolve_job_def(names.train_job(chain.name)).execute_in_process(
-        instance=instance, raise_on_error=False, tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run()}
+    res = _train_job(defs, chain.name).execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config=console.run_config(),
+        tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run()},
     )
-    stop_on_storage_fault(res)
+    stop_on_storage_fault(res, settings)
     bo = BatchOutcome("", "", "code", decision=f"retrain ({d.trigger}): {d.reason}", kind="code")
     bo.train = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(chain.name, bo.train, echo)
@@ -360,10 +386,11 @@ def check(settings: Settings, defs, name: str, echo=print) -> TrainOutcome:
     so the evaluation stays on record."""
     chain = Chain(name, settings.models[name], settings)
     d = Decision(True, "check", "ml-platform check: the working tree's code against the champion")
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = console.quiet_refusals(defs.resolve_implicit_global_asset_job_def())
     with dg.DagsterInstance.ephemeral() as instance:
         res = job.execute_in_process(
             instance=instance,
+            run_config=console.run_config(),
             asset_selection=[chain.key("training_set"), chain.key("candidate_model")],
             tags={**train_tags(d, None), TAG_CHECK_ONLY: "true"},
             raise_on_error=False,
@@ -379,6 +406,7 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     model launched by the daemon first (one train run per model at a time)."""
 
     chain = Chain(name, settings.models[name], settings)
+    console.one_line_store_errors()
     lost = registry_loss(settings, registry_for(settings), name)  # before anything touches MLflow
     if lost:
         echo(f"[{name}] training refused: {lost}")
@@ -387,15 +415,22 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     d = Decision(True, "manual", f"ml-platform train by {by}")
     _wait_for_train_pool(instance, chain, echo)
     echo(f"[{name}] training a candidate (trigger manual, by {by})")
-    res = defs.resolve_job_def(names.train_job(name)).execute_in_process(
+    res = _train_job(defs, name).execute_in_process(
         instance=instance,
         raise_on_error=False,
+        run_config=console.run_config(),
         tags={**train_tags(d, None), TAG_LAUNCHED_BY: this_run().replace("run ", "train ", 1)},
     )
-    stop_on_storage_fault(res)
+    stop_on_storage_fault(res, settings)
     out = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(name, out, echo)
     return out
+
+
+def _train_job(defs, name: str):
+    """The model's train job, logging to the console as Dagster does except the gate's refusal
+    (``runtime/console.py``): the verdicts are printed by ``_echo_train``, with their reasons."""
+    return console.quiet_refusals(defs.resolve_job_def(names.train_job(name)))
 
 
 def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:

@@ -39,6 +39,7 @@ from ml_platform.core import transform
 from ml_platform.core.export import session
 from ml_platform.core.frames import feeds_of
 from ml_platform.core.landing import SUPPORTED, BatchReadError
+from ml_platform.names import column_name
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import FeatureSpec, ModelConfig, Settings
 
@@ -194,10 +195,18 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
     fmt = _fmt(path)
     if out_path is not None and Path(out_path).suffix.lower() not in (".parquet", ".pq"):
         raise ValueError(f"--out {out_path}: predictions are written as Parquet: name a .parquet (or .pq) file")
+    if out_path is not None and not Path(out_path).parent.is_dir():  # a typo is not a new directory
+        raise ValueError(f"--out {out_path}: the directory {Path(out_path).parent} does not exist: create it first")
     version, onnx_bytes, meta = _champion(settings, model)
     gcfg = _graph_config(settings.models[model], meta)  # what a row holds: the input columns
     fn, mcfg = transform.for_version(meta, gcfg)  # what the graph takes: after the version's transform
-    have = _columns(path, fmt)
+    raw = _columns(path, fmt)
+    spelled = {column_name(c): c for c in raw}  # the config's spelling -> the file's
+    have = [column_name(c) for c in raw]
+    twice = [c for c in dict.fromkeys(have) if have.count(c) > 1 and c in gcfg.features]
+    if twice:  # as ingest refuses it: which one would be the feature?
+        n = have.count(twice[0])
+        raise ValueError(f"{path}: column {twice[0]!r} appears {n} times (as spelled after Unicode NFC)")
     missing = [c for c in gcfg.features if c not in have]
     if missing:
         raise ValueError(
@@ -206,13 +215,12 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
         )
     id_col = gcfg.id_column if gcfg.id_column in have else None
     wanted = list(gcfg.features) + ([id_col] if id_col and id_col not in gcfg.features else [])
-    columns = [c for c in have if c in wanted]  # file order: what read_csv(usecols) returns
+    columns = [spelled[c] for c in have if c in wanted]  # file order: what read_csv(usecols) returns
 
     if out_path is None:
         stem = path.name[: path.name.lower().rfind(".csv")] if fmt == "csv" else path.stem
         out_path = path.with_name(f"{stem}.predictions.parquet")
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
 
     sess = session(onnx_bytes, threads=1)
     classification = gcfg.task == "classification"
@@ -255,6 +263,7 @@ def score_file(settings: Settings, model: str, path, out_path=None, chunk_rows: 
         with ThreadPoolExecutor(parallel, thread_name_prefix="score") as pool:
             try:
                 for chunk in _chunks(path, fmt, columns, chunk_rows):
+                    chunk.columns = [column_name(c) for c in chunk.columns]
                     if len(chunk):
                         pending.append(
                             (

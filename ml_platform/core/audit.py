@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ml_platform.core import files
+from ml_platform.core.batch_record import check_types
 
 AUDIT_FILE = "audit.jsonl"
 # entries that record a decision without moving the champion: a candidate staged or refused (or,
@@ -82,7 +83,9 @@ class AuditEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> AuditEntry:
-        return cls(
+        """Raises TypeError naming the first field of the wrong type (``"at": null``), as a
+        batch record does (``batch_record.check_types``): the reader skips the line, naming it."""
+        entry = cls(
             at=d.get("at", ""),
             model=d.get("model", ""),
             previous=d.get("from"),
@@ -96,6 +99,11 @@ class AuditEntry:
             intent=d.get("intent", ""),
             candidate=d.get("candidate"),
         )
+        try:
+            check_types(cls, {f: getattr(entry, f) for f in cls.__dataclass_fields__})
+        except TypeError as e:  # named as the file spells it
+            raise TypeError(str(e).replace("previous is ", "from is ", 1)) from None
+        return entry
 
 
 def _fsync_dir(path: Path) -> None:
@@ -129,9 +137,8 @@ def read(model_dir: Path) -> list[AuditEntry]:
         try:
             out.append(AuditEntry.from_dict(json.loads(line)))
         except (ValueError, TypeError, AttributeError) as e:
-            files.warn_skipped(
-                path, f"line {n} is not an audit entry ({type(e).__name__}): skipped", "ml_platform.audit"
-            )
+            why = f"{type(e).__name__}: {e}" if type(e) is TypeError else type(e).__name__  # a field: named
+            files.warn_skipped(path, f"line {n} is not an audit entry ({why}): skipped", "ml_platform.audit")
     return out
 
 

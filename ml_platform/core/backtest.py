@@ -22,9 +22,10 @@ import pandas as pd
 
 from ml_platform.core import compute, training
 from ml_platform.core.frames import model_inputs
+from ml_platform.names import COL_BATCH
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
-BATCH = "_batch"  # as core/selection.py: the row's batch
+BATCH = COL_BATCH  # as core/selection.py: the row's batch
 HOLDOUT_ORIGIN = "holdout"  # the name of the newest origin in tables
 
 

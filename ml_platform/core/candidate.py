@@ -15,9 +15,10 @@ from ml_platform.core import calibration, compute, drift_reference, export, metr
 from ml_platform.core.files import write_atomic, write_with
 from ml_platform.core.frames import model_inputs
 from ml_platform.core.version_files import VersionFiles
+from ml_platform.names import COL_SCORE
 from ml_platform.settings import ModelConfig
 
-SCORE = "__score__"  # the model's one-number output, as a column of the drift reference
+SCORE = COL_SCORE  # the model's one-number output, as a column of the drift reference
 
 
 def scores_of(outputs: np.ndarray, task: str) -> np.ndarray:

@@ -60,12 +60,13 @@ class StateWriteError(OSError):
 
 
 _SQLITE_FULL = ("database or disk is full", "disk i/o error", "attempt to write a readonly database")
+_SQLITE_BUSY = ("database is locked", "database table is locked")
 
 
 def storage_fault(e: BaseException, where: Callable[[BaseException], str] | None = None) -> str | None:
     """The one line for a storage fault anywhere in ``e``'s chain (a ``StateWriteError``, an
-    OSError such as ENOSPC/EFBIG, SQLite's "database or disk is full"), or None: not one.
-    ``where(exc)`` names the database a SQLite error came from."""
+    OSError such as ENOSPC/EFBIG, SQLite's "database or disk is full" or "database is locked"),
+    or None: not one. ``where(exc)`` names the database a SQLite error came from."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -79,8 +80,23 @@ def storage_fault(e: BaseException, where: Callable[[BaseException], str] | None
         if hit:
             db = where(e) if where else "a SQLite database"
             return f"could not write to {db}: {hit}"
+        hit = next((m for m in _SQLITE_BUSY if m in low), None)
+        if hit:  # another process holds it (an open `BEGIN EXCLUSIVE`, a long write): not ours to break
+            db = where(e) if where else "a SQLite database"
+            return f"{db} is locked by another process ({hit}): try again once that process is done"
         e = e.__cause__ or e.__context__
     return None
+
+
+def sqlite_named(frames: list[str], tracking_uri: str | None = None, dagster_home=None) -> str:
+    """Which database a SQLite error came from, by the code that raised it (``frames``: file
+    names or formatted stack lines): the MLflow registry or the Dagster instance."""
+    text = "\n".join(frames)
+    if f"{os.sep}mlflow{os.sep}" in text or "registry_view" in text:
+        return f"the MLflow registry ({tracking_uri or 'its tracking URI'})"
+    if f"{os.sep}dagster" in text:
+        return f"the Dagster instance ({dagster_home or '$DAGSTER_HOME'})"
+    return "a SQLite database"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ml_platform.core import files
-from ml_platform.names import ARCHIVE_DIR
+from ml_platform.names import ARCHIVE_DIR, column_name
 
 SUPPORTED = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Partial-write conventions of common tools: never picked up.
@@ -238,7 +238,7 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
                 head = f.read(4096)
             if b"\x00" in head:
                 raise BatchReadError(f"{name}: {NOT_READABLE}: binary content in a .csv file (is it another format?)")
-        header = _header(path, fmt)
+        header = [column_name(c) for c in _header(path, fmt)]  # `café` typed NFD is the config's `café`
         counts = {c: header.count(c) for c in dict.fromkeys(header)}
         repeats = {c: n for c, n in counts.items() if n > 1}
         if fmt == "csv":
@@ -269,6 +269,8 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
                 f"{name}: one column named {str(df.columns[0])[:60]!r}: the file looks {sep!r}-separated; "
                 "batches are comma-separated CSV (or Parquet)"
             )
+    if any(column_name(c) != c for c in df.columns):  # renamed as pandas renames a repeated name
+        df.columns = _mangle([column_name(c) for c in df.columns])
     df.attrs["duplicate_columns"] = repeats
     return df
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ml_platform.core import files
+from ml_platform.names import COL_PREDICTION, COL_PROBABILITIES, COL_TS, COL_VERSION
 
 if TYPE_CHECKING:  # `ml-platform status` reads summaries through this module: no pandas there
     import pandas as pd
@@ -30,11 +31,11 @@ class LiveWindow:
 
     @property
     def first_ts(self) -> str | None:
-        return str(self.frame["_ts"].iloc[0]) if len(self.frame) else None
+        return str(self.frame[COL_TS].iloc[0]) if len(self.frame) else None
 
     @property
     def last_ts(self) -> str | None:
-        return str(self.frame["_ts"].iloc[-1]) if len(self.frame) else None
+        return str(self.frame[COL_TS].iloc[-1]) if len(self.frame) else None
 
 
 def summary_path(model_dir: Path) -> Path:
@@ -89,7 +90,7 @@ def read_window(
             if not isinstance(row, dict):
                 win.unreadable_lines += 1
                 bad.append(n)
-            elif row.get("_version") != version:
+            elif row.get(COL_VERSION) != version:
                 win.other_version_rows += 1
             else:
                 found.append(row)
@@ -99,8 +100,8 @@ def read_window(
         rows.extend(reversed(found))  # newest first while collecting
     rows = rows[:max_rows][::-1]
     cols = {c: [None if (v := r.get(c)) == missing_token else v for r in rows] for c in features}
-    cols["_ts"] = [r.get("_ts") for r in rows]
-    probas = [r.get("_probabilities") for r in rows]
+    cols[COL_TS] = [r.get(COL_TS) for r in rows]
+    probas = [r.get(COL_PROBABILITIES) for r in rows]
     if rows and all(isinstance(p, dict) for p in probas):
         # imported here: `ml-platform status` reads summaries through this module without sklearn
         from ml_platform.core.training import positive_scores
@@ -108,7 +109,7 @@ def read_window(
         cols[score_column] = positive_scores(np.array([list(p.values()) for p in probas], dtype=np.float64))
     else:
         cols[score_column] = pd.to_numeric(
-            pd.Series([r.get("_prediction") for r in rows], dtype=object), errors="coerce"
+            pd.Series([r.get(COL_PREDICTION) for r in rows], dtype=object), errors="coerce"
         )
     win.frame = pd.DataFrame(cols)
     return win

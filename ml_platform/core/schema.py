@@ -18,6 +18,7 @@ from pandera.errors import SchemaErrors
 
 from ml_platform.core.frames import category_column, numeric_column
 from ml_platform.core.values import binary_label, category
+from ml_platform.names import COL_REASON, COL_ROW
 from ml_platform.settings import ModelConfig
 
 
@@ -238,8 +239,8 @@ def validate_batch(
     bad = sorted(reasons)
     valid = schema.validate(norm.drop(index=bad)) if bad else norm
     quarantined = df.loc[bad].copy()
-    quarantined.insert(0, "_row", [i + 1 for i in bad])
-    quarantined["_reason"] = ["; ".join(reasons[i]) for i in bad]
+    quarantined.insert(0, COL_ROW, [i + 1 for i in bad])
+    quarantined[COL_REASON] = ["; ".join(reasons[i]) for i in bad]
     outcome = ValidationOutcome(
         valid=valid.reset_index(drop=True), quarantined=quarantined.reset_index(drop=True), labelled=labelled
     )

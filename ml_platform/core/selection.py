@@ -25,11 +25,12 @@ from ml_platform.core import training
 from ml_platform.core.backtest import HOLDOUT_ORIGIN as HOLDOUT_ORIGIN
 from ml_platform.core.backtest import Backtest
 from ml_platform.core.batch_record import BatchRecord
+from ml_platform.names import COL_BATCH, COL_HOLDOUT, COL_ROW
 from ml_platform.settings import EstimatorConfig, ModelConfig
 
-BATCH = "_batch"  # training-set column: the row's batch (partition key)
-ROW = "_row"  # its position in the batch's validated parquet: (_batch, _row) identifies a row
-HOLDOUT = "_holdout"  # True for a holdout row: no candidate trains on it
+BATCH = COL_BATCH  # training-set column: the row's batch (partition key)
+ROW = COL_ROW  # its position in the batch's validated parquet: (_batch, _row) identifies a row
+HOLDOUT = COL_HOLDOUT  # True for a holdout row: no candidate trains on it
 
 # The parameter search draws from these (keys the user fixed in `params` are left alone).
 SEARCH_SPACE = {

@@ -23,6 +23,7 @@ import pandas as pd
 from ml_platform.core import files
 from ml_platform.core.gate import Verdict, judge_against_champion
 from ml_platform.core.stage_files import count_rows, evidence_files, failures  # noqa: F401 - re-exported
+from ml_platform.names import COL_ERROR, COL_ID, COL_REQUEST, COL_TS
 
 CHECK = "live_shadow"
 
@@ -65,7 +66,7 @@ def read_evidence(model_dir: Path, version: int) -> Evidence:
                     p, f"line {lineno} is not an evidence block ({type(e).__name__}): skipped", "ml_platform.staging"
                 )
                 continue
-            cols = {"rid": b.get("rid"), "id": b.get("id") or [None] * n, "_ts": [b.get("ts")] * n}
+            cols = {COL_REQUEST: b.get("rid"), COL_ID: b.get("id") or [None] * n, COL_TS: [b.get("ts")] * n}
             cols.update(b.get("features") or {})
             err = b.get("error")
             ms = b.get("candidate_ms")
@@ -88,7 +89,7 @@ def read_evidence(model_dir: Path, version: int) -> Evidence:
     if not frames:
         return Evidence(version, pd.DataFrame(), failures=failures(model_dir, version), dropped=dropped)
     rows = pd.concat(frames, ignore_index=True)
-    rows["error"] = pd.Series(errors, dtype=object)
+    rows[COL_ERROR] = pd.Series(errors, dtype=object)
     return Evidence(
         version,
         rows,
@@ -160,7 +161,7 @@ def compare(
     if ev.n == 0:
         judge("rows", 0, "> 0", False, "no live rows were scored by both models")
         return Judged(Verdict(CHECK, False, "; ".join(bad), figures), table)
-    err = ev.rows["error"].notna().to_numpy()
+    err = ev.rows[COL_ERROR].notna().to_numpy()
     rate = float(err.mean())
     figures["error_rate"] = rate
     judge(
@@ -208,7 +209,7 @@ def compare(
         )
     labelled = 0
     if labels is not None and len(labels) and ok.sum():
-        ids = ev.rows["id"].astype(str).to_numpy()
+        ids = ev.rows[COL_ID].astype(str).to_numpy()
         hit = ok & pd.Series(ids).isin(labels.index).to_numpy()
         labelled = int(hit.sum())
         figures["labelled_rows"] = labelled

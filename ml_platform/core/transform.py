@@ -163,7 +163,7 @@ def derived_features(out: pd.DataFrame, cfg: ModelConfig) -> dict[str, FeatureSp
     skip = {cfg.target, cfg.id_column, cfg.timestamp_column}
     specs = {}
     for c in out.columns:
-        if c in skip or str(c).startswith("_"):  # the platform's own columns (_batch, ...)
+        if c in skip or str(c).startswith("_") and c not in cfg.features:  # the platform's own (_batch, ...)
             continue
         if c in cfg.features:
             specs[str(c)] = cfg.features[c]

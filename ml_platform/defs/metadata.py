@@ -21,6 +21,7 @@ import pandas as pd
 
 from ml_platform.core import audit
 from ml_platform.core.candidate import SCORE
+from ml_platform.names import COL_REASON, COL_ROW
 
 # ------------------------------------------------------------------ figures a person reads
 VERDICT = "Verdict"
@@ -105,7 +106,7 @@ def md_table(df: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
     return dg.MetadataValue.md(text)
 
 
-DISPLAY_NAMES = {SCORE: "model score", "_row": "row", "_reason": "reason"}
+DISPLAY_NAMES = {SCORE: "model score", COL_ROW: "row", COL_REASON: "reason"}
 
 
 def display_name(name: object) -> str:

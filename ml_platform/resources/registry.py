@@ -314,7 +314,9 @@ class MlflowRegistry(ConfigurableResource):
 
         try:
             vs = self.client().search_model_versions(f"name = '{model}'", max_results=10_000)
-        except MlflowException:
+        except MlflowException as e:
+            if files.storage_fault(e) is not None:  # locked, disk full: not "no versions" (a lost registry)
+                raise
             return []
         return sorted(vs, key=lambda v: int(v.version))
 

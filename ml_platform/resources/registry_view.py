@@ -13,7 +13,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml_platform.core import files
+
 DELETED = "Deleted_Internal"  # MLflow's stage of a deleted version (kept as a row)
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a read waits for a writer's lock before "database is locked"
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class VersionView:
 
 class RegistryView:
     def __init__(self, db: Path):
-        self.db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        self.db = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
 
     def versions(self, model: str) -> list[VersionView]:
         rows = self.db.execute(
@@ -82,6 +85,8 @@ def view_for(settings) -> RegistryView | None:
         view.champion_alias("")
         view.run_metrics("")
         view.run_seconds("")
-    except sqlite3.Error:
-        return None
+    except sqlite3.Error as e:
+        if files.storage_fault(e) is not None:  # locked by another process, a disk fault: said as such
+            raise
+        return None  # other tables (another MLflow version): through MLflow's client
     return view

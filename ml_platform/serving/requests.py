@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ml_platform.names import column_name
 from ml_platform.serving.errors import RequestError
 from ml_platform.serving.features import SMALL, Feature, json_type, shown
 
@@ -144,10 +145,14 @@ class Schema:
         get = rec.get
         vals = [get(n, _SENTINEL) for n in self.names]
         if _SENTINEL in vals:
+            if (spelled := self.respelled(rec)) is not None:
+                return self.parse_one(spelled, key)
             self._missing(self.names[vals.index(_SENTINEL)], 0)
         if len(rec) != self._nf:
             for k in rec:
                 if k not in self.allowed:
+                    if (spelled := self.respelled(rec)) is not None:
+                        return self.parse_one(spelled, key)
                     self._unknown(k)
         nums, cats = [], []
         for f, v in zip(self.features, vals):  # conversion after the column checks, as parse_records
@@ -163,6 +168,19 @@ class Schema:
                 cats.append(f.one(v))
         idc = self.id_column
         return self._assemble(nums, cats, 1, [get(idc)] if idc else None)
+
+    @staticmethod
+    def respelled(rec: dict) -> dict | None:
+        """``rec`` with its column names in the config's spelling (Unicode NFC, ``column_name``),
+        or None when they are spelled so already. Asked only when a name did not match, so the
+        usual request pays nothing for it."""
+        names = [column_name(k) for k in rec]
+        if all(a is b for a, b in zip(names, rec)):
+            return None
+        if len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise RequestError("bad_request", f"column {twice!r} appears twice (as spelled after Unicode NFC)", twice)
+        return dict(zip(names, rec.values()))
 
     def _unknown(self, col, field_prefix: str = ""):
         if not isinstance(col, str):
@@ -281,6 +299,7 @@ class Schema:
         for j, c in enumerate(cols):
             if type(c) is not str:
                 self._unknown(c, "dataframe_split.columns: ")
+            c = column_name(c)  # planned once per columns list: free for the requests after it
             if c not in allowed:
                 self._unknown(c)
             if c in seen:
@@ -312,21 +331,25 @@ class Schema:
                 raise RequestError(
                     "bad_request", f"row {i} is {json_type(r)}, expected an object {{column: value}}", f"{key}[{i}]"
                 )
-            for f, lst in zip(names, lists):
-                v = r.get(f, _SENTINEL)
-                if v is _SENTINEL:
-                    self._missing(f, i)
-                lst.append(v)
-            if len(r) != nf:
+            vals = [r.get(f, _SENTINEL) for f in names]
+            if _SENTINEL in vals or len(r) != nf and not r.keys() <= allowed:
+                if (spelled := self.respelled(r)) is not None:
+                    r = recs[i] = spelled  # the id column is read from recs below
+                    vals = [r.get(f, _SENTINEL) for f in names]
+                if _SENTINEL in vals:
+                    self._missing(names[vals.index(_SENTINEL)], i)
                 for k in r:
                     if k not in allowed:
                         self._unknown(k)
+            for lst, v in zip(lists, vals):
+                lst.append(v)
         idc = self.id_column
         ids = [r.get(idc) for r in recs] if idc else None
         return self.from_columns(dict(zip(names, lists)), len(recs), ids)
 
     def parse_columnar(self, cols: dict, key: str = "inputs") -> Parsed:
         """``{"inputs": {"col": [v, ...], ...}}`` (MLflow's columnar ``inputs``)."""
+        cols = self.respelled(cols) or cols
         for c in cols:
             if c not in self.allowed:
                 self._unknown(c)

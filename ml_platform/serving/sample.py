@@ -33,6 +33,7 @@ from pathlib import Path
 
 import orjson
 
+from ml_platform.names import COL_PREDICTION, COL_PROBABILITIES, COL_TS, COL_VERSION
 from ml_platform.serving.store import atomic_write
 
 log = logging.getLogger("ml_platform.serving")
@@ -135,11 +136,11 @@ class LiveSampler:
                 row = {k: v[i] for k, v in cols}
                 if ids is not None:
                     row[idc] = ids[i]
-                row["_ts"] = iso
-                row["_version"] = version
-                row["_prediction"] = preds[i]
+                row[COL_TS] = iso
+                row[COL_VERSION] = version
+                row[COL_PREDICTION] = preds[i]
                 if probas is not None:
-                    row["_probabilities"] = dict(zip(keys, probas[i]))
+                    row[COL_PROBABILITIES] = dict(zip(keys, probas[i]))
                 try:
                     lines.append(_dumps(row, default=str, option=_OPTS))
                 except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError

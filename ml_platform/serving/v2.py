@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ml_platform.names import column_name
 from ml_platform.serving.errors import RequestError
 from ml_platform.serving.features import Feature, json_type, shown
 
@@ -86,7 +87,9 @@ def parse_request(schema: Schema, body) -> tuple[Parsed, list | None, object]:
         if not isinstance(name, str):
             raise RequestError("bad_request", f"inputs[{j}].name must be a string", f"inputs[{j}].name")
         if name not in schema.allowed:
-            schema._unknown(name)
+            name = column_name(name)  # `café` sent NFD is the model's `café`
+            if name not in schema.allowed:
+                schema._unknown(name)
         if name in cols:
             raise RequestError("bad_request", f"input {name!r} appears twice", name)
         for k in t:

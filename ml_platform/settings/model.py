@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from ml_platform.names import RESERVED_COLUMNS, column_name
 from ml_platform.settings.base import StrictModel
 from ml_platform.settings.estimator import ESTIMATOR_PARAMS, EstimatorConfig
 from ml_platform.settings.features import FeatureSpec
@@ -22,6 +22,8 @@ from ml_platform.settings.sections import (
     TrainingConfig,
     ValidationConfig,
 )
+
+_COLUMN_KEYS = ("target", "id_column", "timestamp_column")
 
 
 class ModelConfig(StrictModel):
@@ -121,6 +123,40 @@ class ModelConfig(StrictModel):
         description="What happens to landed files: archiving after ingestion, and how many one run ingests.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data):
+        """Column names in one Unicode spelling (NFC, ``names.column_name``), as every input edge
+        reads them; two names that are one once normalized are refused first."""
+        if not isinstance(data, dict):
+            return data
+        feats = data.get("features")
+        names = [*(feats if isinstance(feats, dict) else ()), *(data.get(k) for k in _COLUMN_KEYS)]
+        seen: dict = {}
+        for c in names:
+            if not isinstance(c, str):
+                continue
+            same = seen.setdefault(column_name(c), c)
+            if same != c:  # one name to a person, two to the code: a header matches one of them at random
+                codes = [x.encode("unicode_escape").decode() for x in (same, c)]
+                raise ValueError(
+                    f"@features: {same!r} and {c!r} are the same name once Unicode-normalized (NFC) "
+                    f"({codes[0]} vs {codes[1]}): keep one spelling"
+                )
+        out = {**data, **{k: column_name(data[k]) for k in _COLUMN_KEYS if k in data}}
+        if isinstance(feats, dict):
+            out["features"] = {column_name(k): v for k, v in feats.items()}
+        gate = data.get("gate")
+        if isinstance(gate, dict) and isinstance(gate.get("slices"), list):
+            out["gate"] = {
+                **gate,
+                "slices": [
+                    {**sl, "feature": column_name(sl["feature"])} if isinstance(sl, dict) and "feature" in sl else sl
+                    for sl in gate["slices"]
+                ],
+            }
+        return out
+
     @field_validator("transform", "pipeline")
     @classmethod
     def _function_path(cls, path: Optional[str]) -> Optional[str]:
@@ -134,20 +170,15 @@ class ModelConfig(StrictModel):
             raise ValueError("at least one feature is required")
         if any(not str(c).strip() for c in self.features):
             raise ValueError("@features: a feature name is empty (or only spaces): name the column as its header does")
-        seen: dict[str, str] = {}
-        for c in [*self.features, self.target, self.id_column, self.timestamp_column]:
-            if c is None:
-                continue
-            same = seen.setdefault(unicodedata.normalize("NFC", c), c)
-            if same != c:  # one name to a person, two to the code: a header matches one of them at random
-                codes = [x.encode("unicode_escape").decode() for x in (same, c)]
+        special = {"target": self.target, "id_column": self.id_column, "timestamp_column": self.timestamp_column}
+        for key, col in [*((f"features.{c}", c) for c in self.features), *special.items()]:
+            if col in RESERVED_COLUMNS:  # written beside the batch's columns: it would be overwritten
                 raise ValueError(
-                    f"@features: {same!r} and {c!r} are the same name once Unicode-normalized (NFC) "
-                    f"({codes[0]} vs {codes[1]}): keep one spelling"
+                    f"@{key}: {col!r} is a column name the platform writes itself (reserved: "
+                    f"{', '.join(RESERVED_COLUMNS)}): rename the column"
                 )
         if (self.landing_dir is None) == (self.source is None):
             raise ValueError("@landing_dir: give either landing_dir (files) or source: {asset: ...}, one of them")
-        special = {"target": self.target, "id_column": self.id_column, "timestamp_column": self.timestamp_column}
         for key, col in special.items():
             if col is not None and col in self.features:
                 raise ValueError(f"{key} {col!r} must not also be listed under features")

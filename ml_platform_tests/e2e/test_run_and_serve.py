@@ -71,6 +71,7 @@ def test_run_serve_a_blocked_worse_candidate_and_the_token_never_leaks(tmp_path)
         run2 = cli(config, "run")
         assert run2.returncode == 0, run2.stderr[-3000:]
         assert "gate min_metric: FAIL" in run2.stdout and "not deployed" in run2.stdout
+        assert "DagsterAssetCheckFailedError" not in run2.stderr and "Stack Trace" not in run2.stderr, run2.stderr
         assert "serving version: 2" in run2.stdout
         r = httpx.post(f"{base}/models/churn/invocations", json={"dataframe_records": [ROW]})
         assert r.status_code == 200 and r.headers["x-model-version"] == "2"

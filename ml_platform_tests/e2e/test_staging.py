@@ -36,7 +36,7 @@ from ml_platform.core import audit, stage_files
 from ml_platform.core import staging as live
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
-from ml_platform.names import LIVE_CHECK, gate_reason_tag, gate_tag
+from ml_platform.names import COL_REQUEST, LIVE_CHECK, gate_reason_tag, gate_tag
 from ml_platform.resources.registry import registry_for
 from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
@@ -250,7 +250,7 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
     assert len(per_worker) == 2 * WORKERS and max(per_worker.values()) < NEED, per_worker
     assert sum(per_worker.values()) == NEED and f"v2 in shadow behind v1: {NEED}/{NEED} requests" in _status_text(w)
     ev = live.read_evidence(staging.evidence_dir(s, "churn"), 2)
-    assert {f"a-{i}" for i in range(30)} <= set(ev.rows["rid"])
+    assert {f"a-{i}" for i in range(30)} <= set(ev.rows[COL_REQUEST])
 
     # kill -9 of the judging process after the verdict, before the move: no promotion yet ...
     env = {**os.environ, "ML_PLATFORM_FAULT": "stage:judged"}

@@ -199,6 +199,8 @@ def test_ml_platform_train_prints_the_gate_verdict(w):
     assert r.returncode == 0, out[-3000:]
     assert "training a candidate (trigger manual, by erin)" in out, out[-3000:]
     assert "gate min_metric: FAIL" in out and "candidate v5: rejected by the gate" in out, out[-3000:]
+    # D5 (issue 20 re-run): a refusal reads as one, the checks' reasons and no Dagster stack trace
+    assert "DagsterAssetCheckFailedError" not in out and "Stack Trace" not in out, r.stderr[-3000:]
     tags = w["defs"].resources["ml_platform_registry"].version("churn", 5).tags
     assert tags["trigger"] == "manual", tags
     runs = w["instance"].get_runs(dg.RunsFilter(job_name="churn_train"), limit=1)

@@ -4,10 +4,13 @@ punctuation, a truncated batch record, a champion pointer lost under `serve`."""
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 
 import dagster as dg
 import numpy as np
@@ -109,9 +112,9 @@ def test_a_truncated_batch_record_is_skipped_naming_its_file(labels_world, capsy
 
 
 def test_wrongly_typed_records_and_corrupt_state_files_are_skipped_naming_them(labels_world, capsys, caplog):
-    """D11/D12: a batch record with `"status": 5` does not crash `status`; a corrupt audit line,
-    payoff_train_seconds.json and live-sample lines are skipped with a warning naming the file
-    (and line), and the rest is read."""
+    """D11/D12: a batch record with `"status": 5` does not crash `status`; a corrupt audit line (or,
+    D1 of the re-run, one with a field of the wrong type: `"at": null`), payoff_train_seconds.json
+    and live-sample lines are skipped with a warning naming the file (and line); the rest is read."""
     from ml_platform.core.live import read_window
 
     s = labels_world["settings"]
@@ -123,7 +126,8 @@ def test_wrongly_typed_records_and_corrupt_state_files_are_skipped_naming_them(l
     audit_file, cache = mdir / "audit.jsonl", mdir / "payoff_train_seconds.json"
     kept_audit, kept_cache = audit_file.read_bytes(), cache.read_bytes() if cache.exists() else None
     n = len(kept_audit.splitlines())
-    audit_file.write_bytes(kept_audit + b'{"at": "torn\n[1, 2]\n')
+    # D1: a mistyped field (`"at": null`, `"at": 5`) is a corrupt line too, not a crash of `status`
+    audit_file.write_bytes(kept_audit + b'{"at": "torn\n[1, 2]\n{"at": null}\n{"at": 5, "to": 2}\n')
     cache.write_text("{not json")
     samples = s.live_samples_dir / "churn"
     samples.mkdir(parents=True, exist_ok=True)
@@ -138,7 +142,15 @@ def test_wrongly_typed_records_and_corrupt_state_files_are_skipped_naming_them(l
         assert f"{wrong} is unreadable (TypeError: status is 5, expected a string or null)" in caplog.text
         assert f"{audit_file}: line {n + 1} is not an audit entry" in caplog.text, caplog.text
         assert f"{audit_file}: line {n + 2} is not an audit entry" in caplog.text, caplog.text
+        assert f"{audit_file}: line {n + 3} is not an audit entry (TypeError: at is null, expected a string)" in (
+            caplog.text
+        ), caplog.text
+        assert f"{audit_file}: line {n + 4} is not an audit entry (TypeError: at is 5, expected a string)" in (
+            caplog.text
+        ), caplog.text
         assert len(doc["models"]["churn"]["audit"]) >= 2  # the good entries are read
+        assert cli.main(["--config", str(s.source), "status"]) == 0  # the table (it sliced "at")
+        assert "audit (champion moves" in capsys.readouterr().out
         assert f"{cache}: unreadable (JSONDecodeError): ignored and rebuilt" in caplog.text, caplog.text
         assert f"{sample}: line(s) 2, 3 not a JSON object: skipped" in caplog.text, caplog.text
         assert len(win.frame) == 1 and win.unreadable_lines == 2
@@ -192,6 +204,17 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         assert "[churn] run refused: churn: the MLflow registry at sqlite:///" in out, out
         assert "`ml-platform reconcile --rebuild-registry`" in out and "churn: refused" in out, out
         assert not db.exists()
+        # D2 (re-run): nor do a person's moves (each asked MLflow first, which created an empty registry)
+        for cmd, says in (
+            ("rollback", "rollback failed"),
+            ("approve", "approve refused"),
+            ("reject", "reject refused"),
+        ):
+            assert cli.main(["--config", str(s.source), cmd]) == 1, cmd
+            err = capsys.readouterr().err
+            assert err.startswith(f"{says}: churn: the MLflow registry at sqlite:///"), err
+            assert err.count("\n") == 1 and "`ml-platform reconcile --rebuild-registry`" in err, err
+            assert not db.exists(), cmd
         # ... nor do `up`'s sensors or `serve`'s start-up repair (each would have created it)
         for sensor in ("churn_retrain_sensor", "churn_code_change_sensor", "churn_control_plane_sensor"):
             tick = defs.resolve_sensor_def(sensor)(dg.build_sensor_context(instance=inst, definitions=defs))
@@ -255,6 +278,72 @@ def test_a_dangling_pointer_is_the_pointers_fault_and_the_rebuild_adds_nothing(l
     assert store.current("churn")["version"] == ptr["version"] == 2
 
 
+def test_a_locked_registry_is_one_line_naming_it(labels_world, capsys, monkeypatch):
+    """D3 (re-run): the MLflow database held by another connection (`BEGIN EXCLUSIVE`, as the
+    `sqlite3` shell does): `status` and `train` each end in one line naming the registry file and
+    the lock, exit 1, no traceback (was: sqlalchemy's traceback, or "training failed: None")."""
+    import types
+
+    from mlflow.store.db import utils as mlflow_db
+
+    from ml_platform.core import files
+    from ml_platform.resources import registry_view
+
+    s = labels_world["settings"]
+    # Both wait for the lock first (status 30 s, MLflow 20 s a session): 0.2 s here
+    monkeypatch.setattr(registry_view, "BUSY_TIMEOUT_SECONDS", 0.2)
+    text = mlflow_db.sql.text
+    quick = types.SimpleNamespace(text=lambda q: text(q.replace("busy_timeout = 20000", "busy_timeout = 200")))
+    monkeypatch.setattr(mlflow_db, "sql", quick)
+    holder = sqlite3.connect(s.storage / "mlflow" / "mlflow.db", timeout=0, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    want = (
+        f"error: the MLflow registry ({s.tracking_uri}) is locked by another process (database is locked): "
+        "try again once that process is done"
+    )
+    try:
+        for cmd in ("status", "train"):
+            assert cli.main(["--config", str(s.source), cmd]) == 1, cmd
+            err = capsys.readouterr().err
+            assert err.splitlines()[-1] == want and "Traceback" not in err, err
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        files.last_failure(s.storage, clear=True)
+    assert cli.main(["--config", str(s.source), "status"]) == 0
+
+
+def test_a_registry_deleted_while_train_runs_ends_in_one_line_naming_it(labels_world, capfd, monkeypatch):
+    """D4 (re-run): mlflow.db deleted while `train` fits (was: 864 lines, 7 tracebacks, a last line
+    naming neither the registry nor the repair): each failed step is one line, and the last line
+    is the lost registry's refusal, naming the file and `ml-platform reconcile --rebuild-registry`."""
+    from ml_platform.runtime import faults
+
+    s = labels_world["settings"]
+    db = s.storage / "mlflow" / "mlflow.db"
+    kept = db.with_name("mlflow.db.before-train")
+    real = faults.point
+
+    def delete_while_fitting(name: str) -> None:
+        if name == "train:fitting":
+            shutil.copy(db, kept)
+            db.unlink()  # SQLite's open connections now write to a deleted file
+        real(name)
+
+    monkeypatch.setattr(faults, "point", delete_while_fitting)
+    try:
+        assert cli.main(["--config", str(s.source), "train"]) == 1
+        cap = capfd.readouterr()
+        last = cap.err.strip().splitlines()[-1]
+        assert last.startswith("train failed: the MLflow registry was lost during the run: churn: the MLflow "), last
+        assert str(db) in last and "`ml-platform reconcile --rebuild-registry`" in last, last
+        assert "Traceback" not in cap.err + cap.out and len(cap.err.splitlines()) < 25, cap.err
+    finally:
+        db.unlink(missing_ok=True)
+        kept.rename(db)
+    assert registry_loss(s, registry_for(s), "churn") is None
+
+
 # --------------------------------------------------------------------------- column names
 ODD = {
     "tenure months": "{type: numeric, min: 0}",
@@ -263,6 +352,10 @@ ODD = {
     "x_y": "{type: numeric}",
     "région (€)": "{type: categorical}",
 }
+
+
+def _nfd(name: str) -> str:
+    return unicodedata.normalize("NFD", name)
 
 
 def _odd_batch(n: int, seed: int) -> pd.DataFrame:
@@ -324,6 +417,32 @@ def test_column_names_as_users_write_them_train_pass_the_gate_and_serve(odd_worl
         r = c.post("/models/odd/invocations", json={"dataframe_records": rows})
         assert r.status_code == 200, r.text
         assert len(r.json()["predictions"]) == 3 and r.headers["x-model-version"] == "1"
+        # D7: the same names typed decomposed (NFD: `e` + U+0301) are the same columns, same answers
+        nfd = [{_nfd(k): v for k, v in row.items()} for row in rows]
+        for body in (
+            {"dataframe_records": nfd},
+            {"dataframe_records": nfd[:1]},
+            {"dataframe_split": {"columns": list(nfd[0]), "data": [list(row.values()) for row in nfd]}},
+            {"inputs": {k: [row[k] for row in nfd] for k in nfd[0]}},
+        ):
+            got = c.post("/models/odd/invocations", json=body)
+            assert got.status_code == 200, (body, got.text)
+            n = len(got.json()["predictions"])
+            assert got.json()["predictions"] == r.json()["predictions"][:n], body
+        inputs = [
+            {"name": k, "shape": [3], "datatype": "BYTES" if type(v) is str else "FP64", "data": [x[k] for x in nfd]}
+            for k, v in nfd[0].items()
+            if k != "row_id"
+        ]
+        v2 = c.post("/v2/models/odd/infer", json={"inputs": inputs})
+        assert v2.status_code == 200, v2.text
+        both = c.post("/models/odd/invocations", json={"dataframe_records": [{**nfd[0], "région (€)": "sud"}]})
+        assert both.status_code == 400 and "appears twice" in both.text, both.text
+    # ... and in `ml-platform score`'s input
+    src = s.storage / "nfd.csv"
+    _odd_batch(50, 11).rename(columns=_nfd).to_csv(src, index=False)
+    assert cli.main(["--config", str(s.source), "score", str(src), "--out", str(s.storage / "nfd.parquet")]) == 0
+    assert len(pd.read_parquet(s.storage / "nfd.parquet")) == 50
 
 
 # ------------------------------------------------------------------- failed ingests in `run`
@@ -386,7 +505,8 @@ def test_yes_no_labels_of_a_0_1_target_are_mapped_on_every_path(odd_world):
     df = _odd_batch(1200, 5)
     words = {1: ["yes", "TRUE", "Y", "t"], 0: ["no", "False", "n", "F"]}
     df["churned"] = [words[v][i % 4] for i, v in enumerate(df["churned"])]
-    _land(s.landing_dir("odd"), "yes-no.csv", df, age=30)
+    # D7 (re-run): its header spells `région (€)` decomposed (NFD), as some editors save it
+    _land(s.landing_dir("odd"), "yes-no.csv", df.rename(columns=_nfd), age=30)
     out = {os.path.basename(o.file): o for o in run_pending(s, defs, inst, echo=_quiet)["odd"]}
     o = out["yes-no.csv"]
     assert o.status == "validated" and o.quarantined_rows == 0 and o.rows == 1200, o
@@ -396,6 +516,7 @@ def test_yes_no_labels_of_a_0_1_target_are_mapped_on_every_path(odd_world):
     assert rec.single_class is None and rec.labelled
     valid = pd.read_parquet(rec.validated_path)
     assert sorted(set(map(str, valid["churned"]))) == ["0", "1"]
+    assert "région (€)" in valid.columns and valid["région (€)"].notna().all()
     assert rec.measured_value is not None and rec.measured_value > 0.6, rec.performance  # roc_auc on 0/1
     assert "p_value" in rec.concept_check, rec.performance
     t = o.train

@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from ml_platform.core.staging import read_evidence
+from ml_platform.names import COL_ID, COL_REQUEST
 from ml_platform.serving import shadow_scorer, staging
 from ml_platform.serving.app import create_app
 from ml_platform.serving.store import ModelStore
@@ -61,9 +62,9 @@ def test_shadow_never_answers_and_scores_a_copy_of_each_request(world, clf):
         time.sleep(0.3)
     ev = _evidence(stage_dir)
     assert ev.n == 40
-    assert set(ev.rows["rid"]) == {f"r{i}" for i in range(40)}
+    assert set(ev.rows[COL_REQUEST]) == {f"r{i}" for i in range(40)}
     assert (ev.candidate_scores == ev.champion_scores).all()  # the same graph
-    assert set(ev.rows["id"]) == {r["customer_id"] for r in rows}
+    assert set(ev.rows[COL_ID]) == {r["customer_id"] for r in rows}
     assert len(ev.latency_ms) >= 1
     stats = json.loads(next((stage_dir / CLF).glob("stage-v2-stats-*.json")).read_text())
     assert stats["mirrored"] == 40 and stats["dropped"] == 0

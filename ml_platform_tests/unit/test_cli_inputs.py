@@ -39,6 +39,11 @@ def test_score_refuses_an_output_that_is_not_parquet(config_dir, capsys, tmp_pat
     assert rc == 1
     assert "predictions are written as Parquet: name a .parquet (or .pq) file" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+    # a directory that does not exist is refused, not created (a typo is not a new directory)
+    out = tmp_path / "nodir" / "o.parquet"
+    assert main(["--config", str(config_dir / "ml_platform.yaml"), "score", str(src), "--out", str(out)]) == 1
+    assert f"the directory {out.parent} does not exist: create it first" in capsys.readouterr().err
+    assert not out.parent.exists()
 
 
 def test_exclude_needs_a_reason_and_is_idempotent(settings, config_dir, capsys):
@@ -108,6 +113,16 @@ models:
             "      plan: {type: categorical, values: []}\n",
             "models.churn.features.plan.values: an empty list allows no category at all",
         ),
+        (  # D6: the quarantine file's own column (also _ts, _version, _prediction of the live sample...)
+            "      _reason: {type: categorical}\n",
+            "models.churn.features._reason: '_reason' is a column name the platform writes itself (reserved: "
+            "_row, _reason, _batch, _holdout, __score__, _ts, _version, _prediction, _probabilities, _rid, _id, "
+            "_error): rename the column",
+        ),
+        (
+            "      age: {type: numeric}\n    id_column: _ts\n",
+            "models.churn.id_column: '_ts' is a column name the platform writes itself",
+        ),
     ],
 )
 def test_feature_names_and_values_that_cannot_work_are_refused_at_load(tmp_path, capsys, features, says):
@@ -118,3 +133,23 @@ def test_feature_names_and_values_that_cannot_work_are_refused_at_load(tmp_path,
     assert main(["--config", str(p), "status"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and says in err and "Traceback" not in err, err
+
+
+def test_config_names_are_read_in_one_unicode_spelling(tmp_path):
+    """D7: a feature (and a slice, the target) typed decomposed (NFD) in the config is the NFC name
+    every input edge uses (batch headers, `score`, endpoint requests: test_user_inputs)."""
+    import unicodedata
+
+    from ml_platform.settings import load_settings
+
+    nfd = unicodedata.normalize("NFD", "caf\u00e9")
+    (tmp_path / "landing").mkdir()
+    p = tmp_path / "ml_platform.yaml"
+    p.write_text(
+        CONFIG.replace("target: y", f"target: {nfd}_y")
+        + f"      {nfd}: {{type: categorical}}\n"
+        + f"    gate: {{slices: [{{feature: {nfd}, threshold: 0.5}}]}}\n"
+    )
+    cfg = load_settings(p).models["churn"]
+    assert list(cfg.features) == ["caf\u00e9"] and cfg.target == "caf\u00e9_y"
+    assert cfg.gate.slices[0].feature == "caf\u00e9"

@@ -10,6 +10,9 @@ import pytest
 from ml_platform.core import approval
 from ml_platform.core import staging as live
 from ml_platform.names import (
+    COL_ERROR,
+    COL_ID,
+    COL_REQUEST,
     LIVE_CHECK,
     approval_checks,
     gate_checks,
@@ -42,8 +45,8 @@ def proba(p) -> np.ndarray:
 
 def evidence(champ, cand, *, errors=None, latency=(1.0,), ids=None, failures=()) -> live.Evidence:
     n = len(champ)
-    rows = pd.DataFrame({"rid": [f"r{i}" for i in range(n)], "id": ids if ids is not None else list(range(n))})
-    rows["error"] = pd.Series(errors if errors is not None else [None] * n, dtype=object)
+    rows = pd.DataFrame({COL_REQUEST: [f"r{i}" for i in range(n)], COL_ID: ids if ids is not None else list(range(n))})
+    rows[COL_ERROR] = pd.Series(errors if errors is not None else [None] * n, dtype=object)
     return live.Evidence(2, rows, proba(champ), proba(cand), [0, 1], np.asarray(latency, float), 0, list(failures))
 
 
@@ -148,6 +151,6 @@ def test_evidence_blocks_read_back_as_rows(tmp_path):
     (tmp_path / "stage-v2-stats-1.json").write_bytes(orjson.dumps({"dropped": 4}))
     (tmp_path / "stage-v3-20260101T000000000000Z-1.jsonl").write_bytes(orjson.dumps({**block, "candidate": 3}))
     ev = live.read_evidence(tmp_path, 2)
-    assert ev.n == 3 and list(ev.rows["rid"]) == ["a", "b/0", "b/1"] and ev.dropped == 4
+    assert ev.n == 3 and list(ev.rows[COL_REQUEST]) == ["a", "b/0", "b/1"] and ev.dropped == 4
     assert ev.candidate_scores.shape == (3, 2) and list(ev.latency_ms) == [0.5]
     assert live.count_rows(tmp_path, 2) == 3 and live.count_rows(tmp_path, 4) == 0

@@ -52,6 +52,7 @@ def test_scores_equal_onnx_predict_in_chunks(churn, tmp_path, fmt):
     src = tmp_path / f"in.{fmt}"
     df.to_csv(src, index=False) if fmt == "csv" else df.to_parquet(src, index=False)
     seen: list[int] = []
+    (tmp_path / "out").mkdir()  # `--out` names a file in an existing directory (a missing one is refused)
     res = score_file(settings, "churn", src, tmp_path / "out" / "p.parquet", chunk_rows=97, progress=seen.append)
     assert res["rows"] == len(df) and res["model_version"] == 3 and res["rows_per_second"] > 0
     assert seen == [min(len(df), 97 * (i + 1)) for i in range(len(seen))] and seen[-1] == len(df)

@@ -27,6 +27,8 @@ from ml_platform.core.schema import BatchSchemaError, required_columns, validate
 from ml_platform.defs.assets.per_partition import each_partition
 from ml_platform.defs.metadata import table
 from ml_platform.names import (
+    COL_REASON,
+    COL_ROW,
     TAG_ARRIVAL,
     TAG_RANGE_START,
     TAG_SHA,
@@ -406,7 +408,7 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
                 quarantined_rows=len(bad),
                 invalid_share=share,
                 validated_path=str(chain.validated_path(partition)),
-                quarantine_reasons=bad["_reason"].head(5).tolist(),
+                quarantine_reasons=bad[COL_REASON].head(5).tolist(),
                 validated_at=time.time(),
                 **ids,
             )
@@ -421,7 +423,7 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
                     "invalid_share": float(share),
                     "flags": "; ".join(flags) or "none",
                     **ids,
-                    "quarantined": table(bad[["_row", "_reason"]].rename(columns={"_row": "file row"})),
+                    "quarantined": table(bad[[COL_ROW, COL_REASON]].rename(columns={COL_ROW: "file row"})),
                     "quarantine_path": dg.MetadataValue.path(str(chain.quarantine_path(partition))),
                     **(
                         {
