@@ -38,8 +38,13 @@ def approve(
     """A person approves a candidate (default: the newest awaiting approval): a gated champion
     move whose audit entry names them; the version is tagged with who and when."""
     _registry_kept(settings, registry, model)
+    from ml_platform.control import staging  # staging builds on this module
+
     if version is None:
         waiting = awaiting_approval(settings, registry, model)
+        rec = staging.staged(settings, model)
+        if not waiting and rec is not None and staging.approval_after_live(settings, model):
+            raise PromotionError(_not_judged_live(settings, registry, model, rec["version"]))
         if not waiting:
             raise PromotionError(
                 f"{model}: no candidate is awaiting approval (champion "
@@ -49,8 +54,6 @@ def approve(
     if version == champion_version(settings, model):
         raise PromotionError(f"{model} v{version} is the serving champion already: nothing to approve")
     trigger = _tag(registry, model, version, "trigger") or "manual"
-    from ml_platform.control import staging  # staging builds on this module
-
     if staging.should_stage(settings, registry, model, version):
         if staging.approval_after_live(settings, model):  # a shadow is approved after its evidence
             raise PromotionError(_not_judged_live(settings, registry, model, version))

@@ -216,6 +216,7 @@ class Stages:
         self.dir = Path(stage_dir) if stage_dir is not None else None
         self.latency_budget_ms = latency_budget_ms
         self.sigs: dict = {}
+        self.locks: dict[str, asyncio.Lock] = {}
 
     def _sig(self, name: str):
         try:
@@ -292,7 +293,14 @@ class Stages:
                 slot.stage = self._build(slot, *plan[1:])
 
     async def follow(self, slot, force: bool = False) -> None:
-        """Load, replace or drop ``slot``'s staged candidate when its ``staged.json`` changed."""
+        """Load, replace or drop ``slot``'s staged candidate when its ``staged.json`` changed. One
+        at a time per model: the poll and ``POST /admin/reload`` both call it, and a load awaits a
+        thread (and a scorer's start, seconds on a busy machine) during which another call would
+        plan from the stage being replaced, and the slower load would undo the newer pointer."""
+        async with self.locks.setdefault(slot.name, asyncio.Lock()):
+            await self._follow(slot, force)
+
+    async def _follow(self, slot, force: bool) -> None:
         plan = self._plan(slot, force)
         if plan is None:
             return

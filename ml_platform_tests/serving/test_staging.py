@@ -166,3 +166,28 @@ def test_unstaged_candidate_is_unloaded(world, clf):
         assert c.app.state.serving.slots[CLF].stage is None
         assert scorer.poll() == 0  # its process ended with the stage
         assert c.get("/v2/health/ready").status_code == 200
+
+
+def test_a_slow_load_does_not_undo_a_newer_pointer(world, clf, monkeypatch):
+    """The poll and POST /admin/reload both follow staged.json: the poll's load (slow: a thread and a
+    scorer's start) must not land after, and undo, the reload's newer pointer (seen with two busy
+    workers: one stayed in shadow for good after the pointer said canary)."""
+    store, stage_dir = world
+    delays = [1.0]  # the first load (the poll's) is slow, later ones are not
+    build = staging.Stages._build
+
+    def slow_build(self, *args):
+        time.sleep(delays.pop(0) if delays else 0.0)
+        return build(self, *args)
+
+    monkeypatch.setattr(staging.Stages, "_build", slow_build)
+    with _client(store, stage_dir) as c:
+        shadow = {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1}
+        store.stage(CLF, shadow)
+        time.sleep(0.3)  # the poll has seen it and is loading
+        c.post("/admin/reload")  # a deploy's reload meanwhile
+        store.stage(CLF, {**shadow, "mode": "canary", "share": 0.3})
+        c.post("/admin/reload")
+        time.sleep(1.2)  # past the slow load
+        stage = c.app.state.serving.slots[CLF].stage
+        assert (stage.version, stage.mode, stage.share) == (2, "canary", 0.3)
