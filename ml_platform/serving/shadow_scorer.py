@@ -4,27 +4,31 @@ staged candidate and writes their evidence, so that none of that work holds the 
 Scoring a batch in the worker itself (stacking the rows, the ONNX Runtime call, the evidence line)
 is ~0.8 ms of GIL-holding Python per ~220 rows; on the event loop it stalled every request behind
 it (p99 at 1 connection 0.32 -> 1.8 ms), in a thread it fought the loop for the GIL (measured,
-benchmarks/README.md "Shadow cost"). The worker keeps only an O(1) append per mirrored request and,
-every ``SEND_SECONDS``, one pickle of the batch and one non-blocking ``os.write`` to this process's
-stdin (``ScorerProcess.send``). A full pipe drops the batch and counts it: nothing queues without
-limit. The scorer runs at a lower priority (``NICE``): under overload it falls behind and the
-worker drops, rather than the champion waiting for CPU.
+benchmarks/README.md "Shadow cost"). The worker keeps only an O(1) append of a small record per
+mirrored request and, every ``SEND_SECONDS``, one non-blocking ``os.write`` of the batch to this
+process's stdin (``ScorerProcess.send``). A full pipe drops the batch and counts it: nothing
+queues without limit. The scorer runs at a lower priority (``NICE``): under overload it falls
+behind and the worker drops, rather than the champion waiting for CPU.
 
-Messages (pickled, each framed by its length): ``(head, rids, rows, ids, answered, ms)``; ``head``:
-mode, candidate and champion versions, the champion's feature plan (``Schema._plan``: the rows are
-that schema's validated values), id column, time, the worker's dropped count. ``rows``: a
-single-row request's values ``(numbers, categories)`` or a larger request's feeds; ``answered``:
-the outputs the client got (shadow: the champion's, canary: the candidate's), one array per output;
-``ms``: canary, the candidate's live latency per request. The scorer runs the other model (shadow:
-the candidate, canary: the champion) and writes the files ``core/staging.read_evidence`` reads,
-named by the worker's pid (``staging.py``'s docstring). It exits when its stdin closes: the worker
-unstaged the candidate, shut down, or died (kill -9 included); what it has read is written first.
+Messages (pickled, each framed by its length): ``(head, records)``. ``head``: mode, candidate and
+champion versions, the champion's feature plan (``Schema._plan``: the rows are that schema's
+validated values), id column, the answered outputs' dtypes, time, the worker's dropped count.
+``records``: one ``marshal`` record per request, written on the request path while its objects are
+hot: request id (None: made up here), a single-row request's values ``(numbers, categories)`` or a
+larger request's pickled feeds, ids, the outputs the client got as lists (shadow: the champion's,
+canary: the candidate's) and, canary, the candidate's live latency. The scorer runs the other
+model (shadow: the candidate, canary: the champion) and writes the files
+``core/staging.read_evidence`` reads, named by the worker's pid (``staging.py``'s docstring). It
+exits when its stdin closes: the worker unstaged the candidate, shut down, or died (kill -9
+included); what it has read is written first.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import marshal
 import os
 import pickle
 import select
@@ -55,8 +59,8 @@ _OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALI
 
 
 def frame(msg: tuple) -> bytes:
-    """One message for the pipe. Pickle (C, ~0.5 µs a row, numpy arrays included) is safe here:
-    only the worker writes to its scorer's stdin, and the scorer unpickles nothing else."""
+    """One message for the pipe. Pickle is safe here: only the worker writes to its scorer's stdin,
+    and the scorer unpickles nothing else."""
     body = pickle.dumps(msg, protocol=5)
     return _FRAME.pack(len(body)) + body
 
@@ -175,12 +179,22 @@ class Scorer:
         return got
 
     def handle(self, msg: tuple) -> None:
-        head, rids, rows, ids, answered, ms = msg
+        head, body = msg
         self.mode = head["mode"]
         self.dropped = max(self.dropped, int(head["dropped"]))
         self.stats_dirty = True
-        if not rows:
+        if not body:
             return
+        records, f, end = [], io.BytesIO(body), len(body)
+        while f.tell() < end:
+            records.append(marshal.load(f))
+        rids = [r[0] for r in records]
+        rows = [r[1] if type(r[1]) is tuple else pickle.loads(r[1]) for r in records]
+        ids = [r[2] for r in records]
+        answered = [
+            np.array([v for r in records for v in r[3][j]], dtype=np.dtype(dt)) for j, dt in enumerate(head["dtypes"])
+        ]
+        ms = [r[4] for r in records]
         canary = self.mode == "canary"
         plan = head["plan"]
         ns = [1 if type(r) is tuple else len(next(iter(r.values()))) for r in rows]

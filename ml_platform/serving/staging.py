@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import marshal
 import os
+import pickle
 import random
 import time
 import zlib
@@ -31,7 +33,6 @@ from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 from ml_platform.serving.model import DEFAULT_LATENCY_BUDGET_MS, LoadedModel, RejectedModel, load_version
@@ -41,13 +42,19 @@ from ml_platform.serving.store import ModelStore, atomic_write
 log = logging.getLogger("ml_platform.serving")
 
 MAX_QUEUED_ROWS = 4096  # per worker, between two sends: beyond this, mirrored requests are dropped (counted)
-# How often the loop hands the mirrored rows to the scorer: one pickle and one os.write per send
-# (~0.5 µs a row), short enough that a send never holds the loop for long.
+# How often the loop hands the mirrored rows to the scorer (one os.write of the batch's records).
 SEND_SECONDS = 0.02
 IDLE_TICK_SECONDS = 0.05  # nothing staged: how often the staged pointers' checks run
 RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
+
+
+_dumps = marshal.dumps
+
+
+def _pickle(feeds: dict) -> bytes:
+    return pickle.dumps(feeds, protocol=5)
 
 
 def failed_marker(model_dir: Path, version: int) -> list[Path]:
@@ -76,13 +83,10 @@ class Stage:
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
 
     def _reset(self) -> None:
-        """The batch of the next send: one list per field, filled by :meth:`mirror`."""
-        self.rids: list = []
-        self.rows: list = []
-        self.ids: list = []
-        self.outs: list = []
-        self.ms: list = []
+        """The batch of the next send: one record per request (:meth:`mirror`)."""
+        self.buf = bytearray()
         self.champion: LoadedModel | None = None  # whose schema parsed the rows
+        self.dtypes: list | None = None  # of the answered outputs (the lists come back as these)
         self.ts = 0.0
 
     @property
@@ -119,19 +123,22 @@ class Stage:
             self.dropped += n
             return
         if champion is not self.champion:
-            if self.rids:  # a champion swap since the last send: its rows go in their own batch
+            if self.queued_rows:  # a champion swap since the last send: its rows go in their own batch
                 self.send()
             self.champion = champion
+        if not self.queued_rows:
             self.ts = time.time()
-        elif not self.rids:
-            self.ts = time.time()
-        self.rids.append(rid)
+            self.dtypes = [o.dtype.str for o in outs]
+        # Serialized now, while the request's objects are in the CPU's cache: keeping them for the
+        # send instead (and freeing them there) cost ~3 µs a request, measured in-process.
         row = parsed.row
-        self.rows.append(row if row is not None else parsed.feeds)
-        self.ids.append(parsed.ids)
-        self.outs.append(outs)
-        if ms is not None:
-            self.ms.append(ms)
+        try:
+            self.buf += _dumps(
+                (rid, row if row is not None else _pickle(parsed.feeds), parsed.ids, [o.tolist() for o in outs], ms)
+            )
+        except ValueError:  # not marshallable (ids and values are validated: never seen)
+            self.dropped += n
+            return
         self.queued_rows += n
 
     def observe_latency(self, ms: float) -> str | None:
@@ -157,18 +164,18 @@ class Stage:
             "champion": champ.version if champ is not None else None,
             "plan": champ.schema._plan if champ is not None else (),
             "id_column": champ.schema.id_column if champ is not None else None,
+            "dtypes": self.dtypes,
             "ts": self.ts,
             "dropped": self.dropped,
         }
-        answered = [np.concatenate(c) for c in zip(*self.outs)] if self.outs else None
-        data = frame((head, self.rids, self.rows, self.ids, answered, self.ms if self.canary else None))
+        data = frame((head, self.buf))
         self._reset()
         self.champion = champ
         return data
 
     def send(self) -> None:
         """Non-blocking: hand the batch to the scorer; a full pipe drops it (counted)."""
-        if not self.rids:
+        if not self.queued_rows:
             return
         rows, self.queued_rows = self.queued_rows, 0
         data = self._message()
