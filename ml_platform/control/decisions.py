@@ -134,8 +134,17 @@ def pending_decisions(
                 # Its ingest run failed in a step: the batch failed, decided now, not in 10 minutes.
                 rec = catalog.update_record(chain.dir, rec.partition, status="failed", reason=failed)
                 records[i] = rec
-            if instance is not None and batch_train_run(instance, chain, rec.partition):
-                retrain_in_flight = True  # decided before; its run has not recorded it yet
+            run_id = batch_train_run(instance, chain, rec.partition) if instance is not None else None
+            if run_id is not None:
+                if _run_active(instance, run_id):
+                    retrain_in_flight = True  # decided before; its run has not recorded it yet
+                    continue
+                # Its run ended, its record has no decision: the record was rebuilt (a corrupt one
+                # moved aside, the file ingested again). The decision the run carried goes back on
+                # it; counted in flight forever, it would stop every later retrain.
+                run = instance.get_run_by_id(run_id)
+                record_retrain_decision(chain, run.tags if run is not None else {TAG_BATCH: rec.partition}, run_id)
+                records[i] = catalog.read_record(chain.dir, rec.partition) or rec
                 continue
             if open_claim(rec):
                 if rec.decision.claimed_by == by == SENSOR:  # the tick may have died: ask again

@@ -95,18 +95,28 @@ def test_labels_of_another_vocabulary_refuse_the_batch_naming_them(labels_world)
 
 
 def test_a_truncated_batch_record_is_skipped_naming_its_file(labels_world, capsys, caplog):
+    from ml_platform.core import catalog
+
     s = labels_world["settings"]
     o = labels_world["later"][0]
     path = s.model_dir("churn") / "batches" / f"{o.partition}.json"
     whole = path.read_text()
+    before = catalog.read_record(s.model_dir("churn"), o.partition).decision
     path.write_text(whole[: len(whole) // 2])  # a disk fault truncated it
     try:
         with caplog.at_level("WARNING", logger="ml_platform.catalog"):
             assert cli.main(["--config", str(s.source), "status", "--json"]) == 0
         assert str(path) in caplog.text
         assert '"churn"' in capsys.readouterr().out
+        # `run` ingests the file again into the same partition (the same content), which rebuilds
+        # the record; its retrain decision comes back from its train run's tags. Was: left without
+        # one, and counted as a retrain in flight for every later batch (retraining stopped).
         out = run_pending(s, labels_world["defs"], labels_world["instance"], echo=_quiet)["churn"]
-        assert [b for b in out if b.kind == "batch"] == []  # nothing new, nothing re-run, no crash
+        assert [b for b in out if b.kind == "batch"] == []  # nothing decided again, nothing re-trained
+        again = catalog.read_record(s.model_dir("churn"), o.partition)
+        assert again.is_validated and again.sha256 == json.loads(whole)["sha256"], again
+        assert again.decision.retrain and again.decision.run_id == before.run_id, again.decision
+        assert again.decision.trigger == before.trigger
     finally:
         path.write_text(whole)
 
