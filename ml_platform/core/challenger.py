@@ -12,6 +12,11 @@ concept holds gains only the learning curve's few thousandths, under the bar (th
 both are in benchmarks/README.md).
 
 The retrain itself runs the usual candidate selection and gate; this fit only decides.
+
+In a run of several files (a backlog) every file is scored by one challenger, fitted on the
+batches before the run's first file (``prior_records``): each file is still unseen by it, and a
+backlog of N files costs N/25 fits instead of N fits on a training set that grows with the
+history (up to ``MAX_TRAIN_ROWS``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ml_platform.settings import ModelConfig
 
 MIN_TRAIN_ROWS = 50
 MAX_TRAIN_ROWS = 200_000  # the newest rows before the batch: bounds the ingest run's fit and memory
+_last_fit: tuple = (None, None)  # (key, fitted pipeline): the fit the files of one run share
 
 
 @dataclass
@@ -53,12 +59,31 @@ class ChallengerCheck:
 
     def summary(self) -> str:
         return (
-            f"a model refitted on the {self.train_batches} labelled batch(es) before this one "
+            f"a model refitted on {self.train_batches} labelled batch(es) that arrived before it "
             f"({self.train_rows} rows) scores {self.metric} {self.challenger:.4f} on its {self.rows} rows "
             f"against the champion's {self.champion:.4f}: {self.delta:+.4f}, {self.confidence:.0%} CI "
             f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}]"
             + (f", at least retrain.challenger_min_gain {self.min_gain}" if self.pays else "")
         )
+
+
+def prior_records(records: list, partition: str, run_partitions, window_batches: int | None) -> list:
+    """The batch records the challenger of ``partition`` learns from: the trainable batches that
+    arrived before the first of ``run_partitions`` (the files of its run, in any order; itself
+    alone in a one-file run), the newest ``window_batches`` of them when set."""
+    keys = [r.partition for r in records]
+    cut = min((keys.index(p) for p in {*run_partitions, partition} if p in keys), default=len(keys))
+    prior = [r for r in records[:cut] if r.trainable and r.validated_path]
+    return prior[-window_batches:] if window_batches else prior
+
+
+def _fit(prior: pd.DataFrame, cfg: ModelConfig, key: tuple | None):
+    global _last_fit
+    if key is not None and _last_fit[0] == key:
+        return _last_fit[1]
+    pipe = training.fit(prior, cfg.model_copy(update={"estimator": cfg.estimator_list[0]}))
+    _last_fit = (key, pipe) if key is not None else (None, None)
+    return pipe
 
 
 def check(
@@ -71,10 +96,12 @@ def check(
     train_batches: int,
     resamples: int = 500,
     seed: int = 0,
+    fit_key: tuple | None = None,
 ) -> ChallengerCheck | None:
     """The challenger check of ``batch`` (labelled) against the champion's ``champion_outputs`` on
     it; ``prior``: the labelled rows before it. None when it does not apply (regression, the check
-    turned off, too few prior rows, a single class)."""
+    turned off, too few prior rows, a single class). ``fit_key``: names ``prior`` (its batches and
+    the model's configuration); the next check with the same key reuses the fit."""
     from ml_platform.core.bootstrap import paired_bootstrap
 
     rc = cfg.retrain
@@ -82,8 +109,7 @@ def check(
         return None
     if prior[cfg.target].nunique() < 2 or batch[cfg.target].nunique() < 2:
         return None
-    c = cfg.model_copy(update={"estimator": cfg.estimator_list[0]})
-    pipe = training.fit(prior, c)
+    pipe = _fit(prior, cfg, fit_key)
     y = training.target_values(batch, cfg)
     iv = paired_bootstrap(
         cfg.gate_metric,

@@ -82,7 +82,7 @@ def test_the_policy_retrains_when_retraining_pays(settings):
     )
     d = decide(rec, [], cfg, has_champion=True)
     assert d.retrain and d.trigger == "challenger" and d.regime_start is None, d
-    assert "refitted on the 4 labelled batch(es) before this one (8000 rows)" in d.reason and "+0.0200" in d.reason
+    assert "refitted on 4 labelled batch(es) that arrived before it (8000 rows)" in d.reason and "+0.0200" in d.reason
     small = challenger.ChallengerCheck("roc_auc", 2000, 8000, 4, 0.803, 0.80, 0.003, -0.004, 0.01, 0.98, 0.005, False)
     rec.performance = {**perf, "challenger": small.to_dict()}
     d = decide(rec, [], cfg, has_champion=True)
@@ -143,3 +143,31 @@ def test_a_drop_that_also_pays_says_both(settings):
     )
     d = decide(rec, [], cfg, has_champion=True)
     assert d.trigger == "performance" and "; retraining pays too: a model refitted" in d.reason, d.reason
+
+
+def test_the_files_of_one_run_share_one_challenger_fit_on_what_came_before_the_run(monkeypatch):
+    def rec(p, status="validated"):
+        return BatchRecord(p, status=status, validated_path=f"/v/{p}.parquet", labelled=True)
+
+    recs = [rec("a"), rec("b", "failed"), rec("c"), rec("d"), rec("e"), rec("f")]
+    names = lambda rs: [r.partition for r in rs]  # noqa: E731
+    assert names(challenger.prior_records(recs, "e", ["e"], None)) == ["a", "c", "d"]  # alone: all before it
+    assert names(challenger.prior_records(recs, "f", ["d", "e", "f"], None)) == ["a", "c"]  # before its run
+    assert names(challenger.prior_records(recs, "e", ["f", "e", "d"], 1)) == ["c"]  # any order; the window
+    assert challenger.prior_records(recs, "a", ["a", "c"], None) == []
+
+    fits = []
+    real_fit = training.fit
+    monkeypatch.setattr(training, "fit", lambda df, cfg: fits.append(len(df)) or real_fit(df, cfg))
+    rng = np.random.default_rng(1)
+    cfg, prior = _cfg(), _batch(1500, rng, 1.0)
+    champ = training.fit(prior, cfg)
+    fits.clear()
+    for _ in range(3):  # three files of one run: one fit
+        batch = _batch(500, rng, 1.0)
+        out = champ.predict_proba(model_inputs(batch, cfg))
+        got = challenger.check(prior, batch, out, champ.classes_, cfg, train_batches=2, fit_key=("m", ("a", "c")))
+        assert got is not None and got.train_rows == 1500
+    assert fits == [1500], fits
+    challenger.check(prior, batch, out, champ.classes_, cfg, train_batches=2, fit_key=("m", ("a", "c", "d")))
+    assert fits == [1500, 1500], "another window is another fit"

@@ -335,19 +335,20 @@ def performance_metadata(perf: estimate.Performance, prefix: str = "") -> dict:
     return figures(md)
 
 
-def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndarray, meta: dict) -> dict | None:
+def _challenger(
+    chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndarray, meta: dict, run_partitions
+) -> dict | None:
     """``core.challenger.check`` of this labelled batch: a refit on the labelled batches that
-    arrived before it (the training set's window) against the champion's outputs on it."""
+    arrived before it (before its run's first file: ``challenger.prior_records``) against the
+    champion's outputs on it."""
     cfg = chain.cfg
     if cfg.task != "classification" or cfg.retrain.challenger_min_gain is None:
         return None
     recs = catalog.read_records(chain.dir)
-    keys = [r.partition for r in recs]
-    if partition not in keys or recs[keys.index(partition)].status != "validated":
+    rec = next((r for r in recs if r.partition == partition), None)
+    if rec is None or rec.status != "validated":
         return None  # a rejected batch is measured, never a reason to retrain
-    prior = [r for r in recs[: keys.index(partition)] if r.trainable and r.validated_path]
-    if cfg.training.window_batches:
-        prior = prior[-cfg.training.window_batches :]
+    prior = challenger.prior_records(recs, partition, run_partitions, cfg.training.window_batches)
     if not prior:
         return None
     columns = [*cfg.features, cfg.target]
@@ -369,6 +370,7 @@ def _challenger(chain: Chain, partition: str, df: pd.DataFrame, outputs: np.ndar
             cfg,
             train_batches=len(frames),
             seed=cfg.training.seed,
+            fit_key=(chain.name, tuple(r.validated_path for r in prior), cfg.model_dump_json()),
         )
     except Exception as e:  # noqa: BLE001 - recorded on the batch and in the log
         dg.get_dagster_logger().warning(f"challenger check of {partition} failed: {type(e).__name__}: {e}")
@@ -446,7 +448,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
                 version=version,
                 concept_alpha=cfg.retrain.concept_alpha,
             )
-            perf.challenger = _challenger(chain, partition, df, outputs, meta)
+            perf.challenger = _challenger(chain, partition, df, outputs, meta, context.partition_keys)
             catalog.update_record(chain.dir, partition, performance=perf.to_dict(), estimate=est.to_dict())
             md.update(performance_metadata(perf))
             line = f"champion v{version}: {performance_verdict(perf)}"
