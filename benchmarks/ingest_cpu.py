@@ -1,6 +1,7 @@
 """CPU per file of one multi-file ingest run, in-process (benchmarks/README.md, issue 23).
 
-A first champion (one 3,000-row file through `ml-platform run`'s path), then FILES files of ROWS
+A first champion (one file of HISTORY rows, default 3,000, through `ml-platform run`'s path: the
+history every file's challenger check refits on), then FILES files of ROWS
 rows landed at once: the landing sensor's tick asks for one run over their partitions, executed
 here in-process on a real SQLite instance. CPU is `time.process_time` of that run (the run's
 creation and its planned-materialization events included); `--profile OUT` writes a cProfile
@@ -8,6 +9,7 @@ creation and its planned-materialization events included); `--profile OUT` write
 
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/ingest_cpu.py --rows 250 --files 25
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/ingest_cpu.py --rows 2000 --profile /tmp/ingest.prof
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python benchmarks/ingest_cpu.py --rows 250 --history 150000  # a long history
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=250)
     p.add_argument("--files", type=int, default=25)
+    p.add_argument("--history", type=int, default=3000, help="rows of the first (champion's) file")
     p.add_argument("--profile", help="write a cProfile (CPU clock) of the run here")
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="mlp-ingest-cpu-"))
@@ -55,7 +58,7 @@ def main() -> None:
         defs = build_definitions(settings)
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            _settle(write_batches(landing, 1, rows=3000, seed=1, prefix="first"))
+            _settle(write_batches(landing, 1, rows=a.history, seed=1, prefix="first"))
             run_pending(settings, defs, instance, echo=lambda *_: None)
             assert champion_version(settings, "churn") is not None, "no first champion"
             _settle(write_batches(landing, a.files, rows=a.rows, seed=6, prefix="batch"))
@@ -79,7 +82,8 @@ def main() -> None:
             n = int(req.tags.get("ml_platform/files", "1"))
             events = Counter(e.dagster_event.event_type_value for e in instance.all_logs(run.run_id) if e.dagster_event)
             print(
-                f"{n} files of {a.rows} rows in one run: CPU {cpu:.2f} s = {cpu / n:.3f} s per file; "
+                f"{n} files of {a.rows} rows in one run after {a.history:,} rows of history: "
+                f"CPU {cpu:.2f} s = {cpu / n:.3f} s per file; "
                 f"wall {wall:.1f} s; {sum(events.values())} Dagster events ({sum(events.values()) / n:.1f} per file); "
                 f"load {os.getloadavg()[0]:.2f}"
             )
