@@ -430,7 +430,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# MLflow's own chatter on a terminal (its INFO lines, a progress bar per artifact download): what
+# the commands print says what happened. Set for this process and every one it starts (`up`'s run
+# workers too); a user's own setting wins.
+QUIET_MLFLOW = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for k, v in QUIET_MLFLOW.items():
+        os.environ.setdefault(k, v)
     args = parser().parse_args(argv)
     if args.config and args.project:
         print("give either --config or --project, not both", file=sys.stderr)

@@ -32,6 +32,8 @@ def test_run_serve_a_blocked_worse_candidate_and_the_token_never_leaks(tmp_path)
         assert httpx.post(f"{base}/admin/reload").status_code == 401  # the token is required
         run = cli(config, "run")
         assert run.returncode == 0, run.stderr[-3000:]
+        # MLflow's INFO lines and download progress bars stay off the terminal (cli/main.QUIET_MLFLOW)
+        assert "INFO mlflow" not in run.stderr and "Downloading artifacts" not in run.stderr, run.stderr[-3000:]
         assert "deployed v1 as champion" in run.stdout and "serving version: 2" in run.stdout
         assert "gate min_metric: PASS" in run.stdout
         # Without the token the endpoint answers 401 and the deploy is rolled back; with it,
