@@ -313,7 +313,9 @@ def serve(args: dict) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         os.nice(NICE)
-    except OSError:
+        # SCHED_BATCH: waking up (a batch arrived) never preempts the worker or anything else.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
         pass
     parent = int(args["parent"])
     scorer = Scorer(
