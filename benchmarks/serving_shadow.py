@@ -109,8 +109,10 @@ def set_mode(store, port: int, mode: str) -> None:
     httpx.post(f"http://127.0.0.1:{port}/admin/reload", timeout=30)
     got = staged_info(port)
     assert (got is not None) == (mode == "shadow"), got
-    if mode == "shadow":
-        time.sleep(2)  # the scorer process starts (imports, loads the candidate) before the round
+    for _ in range(300):  # the scorer process starts (imports, loads the candidate) before the round
+        if mode != "shadow" or (staged_info(port) or {}).get("scorer") == "ready":
+            break
+        time.sleep(0.1)
 
 
 def main() -> int:

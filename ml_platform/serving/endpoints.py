@@ -149,4 +149,5 @@ def _staged(stage) -> dict | None:
         "dropped": stage.dropped,
         "errors": stage.errors,
         "failed": stage.failed,
+        "scorer": stage.scorer_state,
     }

@@ -13,7 +13,7 @@ behind and the worker drops, rather than the champion waiting for CPU.
 Messages (pickled, each framed by its length): ``(head, records)``. ``head``: mode, candidate and
 champion versions, the champion's feature plan (``Schema._plan``: the rows are that schema's
 validated values), id column, the answered outputs' dtypes, time, the worker's dropped count.
-``records``: one ``marshal`` record per request, written on the request path while its objects are
+``records``: one ``marshal`` record (version 2) per request, written on the request path while its objects are
 hot: request id (None: made up here), a single-row request's values ``(numbers, categories)`` or a
 larger request's pickled feeds, ids, the outputs the client got as lists (shadow: the champion's,
 canary: the candidate's) and, canary, the candidate's live latency. The scorer runs the other
@@ -25,7 +25,6 @@ included); what it has read is written first.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import marshal
@@ -54,6 +53,7 @@ NICE = 10  # the scorer yields the CPU to the worker (and to everything at the d
 FLUSH_SECONDS = 2.0  # evidence and stats written this often (and at exit)
 LATENCY_SAMPLE_SECONDS = 0.5  # shadow: one single-row call of the candidate timed this often
 _FRAME = struct.Struct("<I")
+_COUNT = struct.Struct("<i")  # marshal's list length
 _F_SETPIPE_SZ = 1031
 _OPTS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
@@ -95,6 +95,7 @@ class ScorerProcess:
         os.set_blocking(self.status_fd, False)
         self.backlog = b""  # the rest of a frame the pipe took only part of (at most one frame)
         self.scored = self.errors = 0
+        self.ready = False  # its first status line: the candidate is loaded
 
     def send(self, data: bytes) -> bool:
         """Non-blocking. -> False when the pipe is full or the scorer is gone: the caller drops."""
@@ -122,6 +123,7 @@ class ScorerProcess:
         lines = got.split(b"\n")
         last = lines[-2] if len(lines) > 1 else b""
         if last:
+            self.ready = True
             scored, errors = last.split()
             self.scored, self.errors = int(scored), int(errors)
 
@@ -185,9 +187,7 @@ class Scorer:
         self.stats_dirty = True
         if not body:
             return
-        records, f, end = [], io.BytesIO(body), len(body)
-        while f.tell() < end:
-            records.append(marshal.load(f))
+        records = marshal.loads(b"[" + _COUNT.pack(head["records"]) + body)  # one list: ~1 µs a record
         rids = [r[0] for r in records]
         rows = [r[1] if type(r[1]) is tuple else pickle.loads(r[1]) for r in records]
         ids = [r[2] for r in records]
@@ -322,6 +322,7 @@ def serve(args: dict) -> int:
         ModelStore(Path(args["store"])), args["model"], int(args["version"]), Path(args["out"]), args["budget"], parent
     )
     os.set_blocking(1, False)
+    _status(scorer)  # loaded: the worker shows it as ready
     fd = 0
     buf = bytearray()
     last_flush = time.monotonic()

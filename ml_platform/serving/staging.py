@@ -85,6 +85,7 @@ class Stage:
     def _reset(self) -> None:
         """The batch of the next send: one record per request (:meth:`mirror`)."""
         self.buf = bytearray()
+        self.records = 0
         self.champion: LoadedModel | None = None  # whose schema parsed the rows
         self.dtypes: list | None = None  # of the answered outputs (the lists come back as these)
         self.ts = 0.0
@@ -92,6 +93,12 @@ class Stage:
     @property
     def errors(self) -> int:
         return self.scorer.errors if self.scorer is not None else 0
+
+    @property
+    def scorer_state(self) -> str:
+        """ "ready" (the candidate loaded in the scorer), "starting", or "down" (rows are dropped)."""
+        sc = self.scorer
+        return "down" if sc is None else "ready" if sc.ready else "starting"
 
     @property
     def scored(self) -> int:
@@ -134,12 +141,14 @@ class Stage:
         row = parsed.row
         try:
             self.buf += _dumps(
-                (rid, row if row is not None else _pickle(parsed.feeds), parsed.ids, [o.tolist() for o in outs], ms)
+                (rid, row if row is not None else _pickle(parsed.feeds), parsed.ids, [o.tolist() for o in outs], ms),
+                2,  # version 2: no back-references, so records concatenate (the scorer reads them as one list)
             )
         except ValueError:  # not marshallable (ids and values are validated: never seen)
             self.dropped += n
             return
         self.queued_rows += n
+        self.records += 1
 
     def observe_latency(self, ms: float) -> str | None:
         """Canary: one live single-row call of the candidate; -> why it must be rolled back, or None."""
@@ -165,6 +174,7 @@ class Stage:
             "plan": champ.schema._plan if champ is not None else (),
             "id_column": champ.schema.id_column if champ is not None else None,
             "dtypes": self.dtypes,
+            "records": self.records,
             "ts": self.ts,
             "dropped": self.dropped,
         }
