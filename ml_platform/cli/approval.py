@@ -66,18 +66,20 @@ def cmd_reject(args) -> int:
     from ml_platform.control.operator_actions import reject
     from ml_platform.control.promotion import PromotionError
     from ml_platform.core.approval import os_user
+    from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
 
     s = settings_of(args)
     name = model_of(s, args.model)
     by = args.by or os_user()
-
     try:
-        v = reject(s, registry_for(s), name, args.version, by=by, reason=args.reason or "")
+        r = reject(s, registry_for(s), name, args.version, by=by, reason=args.reason or "", endpoint=endpoint_for(s))
     except PromotionError as e:
         print(f"reject refused: {e}", file=sys.stderr)
         return 1
-    print(f"{name}: v{v} rejected by {by}; the champion stays")
+    print(
+        f"{name}: v{r.version} rejected by {by}; the champion stays" + (f"; {r.stage_ended}" if r.stage_ended else "")
+    )
     return 0
 
 
@@ -89,11 +91,20 @@ def add_commands(command) -> None:
     tr.set_defaults(fn=cmd_train)
     for name, fn, help in (
         ("approve", cmd_approve, "deploy a candidate awaiting approval (still gated)"),
-        ("reject", cmd_reject, "reject a candidate awaiting approval; the champion stays"),
+        (
+            "reject",
+            cmd_reject,
+            "reject a candidate awaiting approval, or in shadow / canary (its stage ends now); the champion stays",
+        ),
     ):
         c = command(name, help)
         c.add_argument("--model")
-        c.add_argument("--version", type=int, help="default: the newest candidate awaiting approval")
+        c.add_argument(
+            "--version",
+            type=int,
+            help="default: the newest candidate awaiting approval"
+            + ("; for reject, the one in shadow / canary first" if name == "reject" else ""),
+        )
         c.add_argument("--by", help="who decides (default: the OS user); recorded in the audit")
         if name == "reject":
             c.add_argument("--reason", help="why, recorded with the decision")

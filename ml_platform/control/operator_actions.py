@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ml_platform.control.champion import champion_version, registry_loss
@@ -92,6 +93,12 @@ def _not_judged_live(settings: Settings, registry: MlflowRegistry, model: str, v
     )
 
 
+@dataclass(frozen=True)
+class Rejection:
+    version: int
+    stage_ended: str | None  # the staged candidate's shadow / canary ended, or None
+
+
 def reject(
     settings: Settings,
     registry: MlflowRegistry,
@@ -101,20 +108,20 @@ def reject(
     by: str,
     reason: str = "",
     via: str = "cli",
-) -> int:
-    """A person rejects a candidate (default: the newest awaiting approval): recorded on the
-    version and in the audit (kind "reject"); the champion stays. Returns the version."""
+    endpoint: EndpointClient | None = None,
+) -> Rejection:
+    """A person rejects a candidate (default: the one in shadow or canary, else the newest awaiting
+    approval): recorded on the version and in the audit (kind "reject"); the champion stays. A staged
+    candidate's stage ends at once (``staging.withdraw``): the endpoint stops mirroring to it, or
+    routing its canary share, at its next poll."""
+    from ml_platform.control import staging  # staging builds on this module
+
     _registry_kept(settings, registry, model)
     with move_lock(settings, model):
         current = champion_version(settings, model)
+        rec = staging.staged(settings, model)
         if version is None:
-            waiting = awaiting_approval(settings, registry, model)
-            if not waiting:
-                raise PromotionError(
-                    f"{model}: no candidate is awaiting approval (champion {version_label(current)}); "
-                    "name one with --version"
-                )
-            version = waiting[0].version
+            version = _default_rejection(settings, registry, model, rec, current)
         if version == current:
             raise PromotionError(f"{model} v{version} is the champion: roll it back instead of rejecting it")
         try:
@@ -122,7 +129,21 @@ def reject(
         except Exception:  # noqa: BLE001 - MLflow raises its own exception for an unknown version
             raise PromotionError(f"{model} v{version} is not a registered version") from None
         at = audit.now_iso()
+        # the decision first: from here no path can promote it, whatever happens next
         registry.set_version_tags(model, version, approval.decision_tags(approval.REJECTED, by, at, reason))
+        note, served = f"rejected v{version}", "unchanged"
+        if rec is not None and rec["version"] == version:
+            p = staging.progress(settings, model)
+            during = f"during its {rec.get('mode', 'shadow')}" + (f" ({p.rows}/{p.need} requests)" if p else "")
+            staging.withdraw(
+                settings,
+                registry,
+                model,
+                version,
+                f"rejected by {by} ({via}) {during}" + (f": {reason}" if reason else ""),
+            )
+            note += f" {during}"
+            served = f"{rec.get('mode', 'shadow')} of v{version} ended: every request on {version_label(current)}"
         audit.append(
             settings.model_dir(model),
             audit.AuditEntry(
@@ -132,18 +153,44 @@ def reject(
                 to=current,
                 actor=f"{by} ({via})",
                 trigger="approval",
-                reason=f"rejected v{version}" + (f": {reason}" if reason else ""),
+                reason=note + (f": {reason}" if reason else ""),
                 kind="reject",
                 gate={
                     c: f"{state}: {why}"
                     for c, (state, why) in registry.gate_verdicts(model, version, checks_of(settings, model)).items()
                 },
-                endpoint="unchanged",
+                endpoint=served,
                 intent="",
                 candidate=version,
             ),
         )
-    return version
+    if served == "unchanged":
+        return Rejection(version, None)
+    staging.notify(endpoint, model)  # this worker at once, the others at their next poll
+    return Rejection(version, served)
+
+
+def _default_rejection(
+    settings: Settings, registry: MlflowRegistry, model: str, rec: dict | None, current: int | None
+) -> int:
+    """The staged candidate, else the newest awaiting approval; a newer one awaiting approval while
+    one is staged (deploy.approval required, canary): ambiguous, refused."""
+    waiting = [a.version for a in awaiting_approval(settings, registry, model)]
+    if rec is not None:
+        waiting = [v for v in waiting if v > rec["version"]]  # older ones: superseded or refused already
+    if rec is not None and waiting:
+        raise PromotionError(
+            f"{model}: v{rec['version']} is in {rec.get('mode', 'shadow')} and v{waiting[0]} awaits approval: "
+            "name one with --version"
+        )
+    if rec is not None:
+        return int(rec["version"])
+    if not waiting:
+        raise PromotionError(
+            f"{model}: no candidate is staged or awaiting approval (champion {version_label(current)}); "
+            "name one with --version"
+        )
+    return waiting[0]
 
 
 def awaiting_approval(settings: Settings, registry: MlflowRegistry, model: str) -> list[approval.Awaiting]:

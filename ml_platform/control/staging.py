@@ -141,7 +141,7 @@ def stage(
             settings.model_dir(model),
             _decision(model, current, actor, trigger, f"staged v{version} as {record['mode']}", "stage", version),
         )
-    _tell(endpoint, model)
+    notify(endpoint, model)
     return f"v{version} staged as {record['mode']} behind v{current}"
 
 
@@ -162,7 +162,7 @@ def _decision(model, current, actor, trigger, reason, kind, candidate) -> audit.
     )
 
 
-def _tell(endpoint: EndpointClient | None, model: str) -> None:
+def notify(endpoint: EndpointClient | None, model: str) -> None:
     if endpoint is not None:
         with contextlib.suppress(EndpointUnavailable, Exception):
             endpoint.reload(model)
@@ -186,6 +186,18 @@ def _refuse(settings: Settings, registry: MlflowRegistry, model: str, rec: dict,
             v,
         ),
     )
+
+
+def withdraw(settings: Settings, registry: MlflowRegistry, model: str, version: int, reason: str) -> dict | None:
+    """A person rejected ``version`` while it is staged: its live verdict is "failed" with their
+    reason and the stage ends now (the endpoint drops it at its next poll), not when its evidence is
+    in. The caller holds the move lock and writes the audit entry. -> the stage record, or None."""
+    rec = staged(settings, model)
+    if rec is None or rec["version"] != version:
+        return None
+    registry.set_version_tags(model, version, {gate_tag(LIVE_CHECK): "failed", gate_reason_tag(LIVE_CHECK): reason})
+    model_store(settings).unstage(model)
+    return rec
 
 
 @dataclass
@@ -271,7 +283,7 @@ def end_stage(
                 return None
             reason = _moved(rec["version"], rec.get("champion"), current)
         _refuse(settings, registry, model, rec, reason, actor)
-    _tell(endpoint, model)
+    notify(endpoint, model)
     return rec["version"]
 
 
@@ -332,12 +344,18 @@ def judge_and_conclude(
     current = champion_version(settings, model)
     if current == v:  # promoted by a process that died before ending the stage
         model_store(settings).unstage(model)
-        _tell(endpoint, model)
+        notify(endpoint, model)
         return Outcome(v, "promoted", f"v{v} is the champion (the stage was left behind: ended)")
     if current != rec.get("champion"):
         if end_stage(settings, registry, endpoint, model, actor=actor) is None:
             return Outcome(v, "pending", "the stage changed while it was judged")
         return Outcome(v, "refused", _moved(v, rec.get("champion"), current))
+    rejected = approval.rejection(registry.version(model, v).tags)
+    if rejected:  # a `reject` killed before it ended the stage: the person's decision stands
+        why = f"v{v} was {rejected}"
+        if end_stage(settings, registry, endpoint, model, actor=actor, reason=why) is None:
+            return Outcome(v, "pending", "the stage changed while it was judged")
+        return Outcome(v, "refused", why)
     p = progress(settings, model)
     ev = live.read_evidence(evidence_dir(settings, model), v)
     if not ev.failures and ev.n < p.need:
@@ -380,10 +398,10 @@ def judge_and_conclude(
                     ),
                 )
     if not passed:
-        _tell(endpoint, model)
+        notify(endpoint, model)
         return out
     if held:
-        _tell(endpoint, model)
+        notify(endpoint, model)
         return Outcome(v, "awaiting approval", reason, judged, progress=p)
     faults.point("stage:judged")
     try:
@@ -401,12 +419,12 @@ def judge_and_conclude(
         with move_lock(settings, model):
             if staged(settings, model) == rec:
                 model_store(settings).unstage(model)
-        _tell(endpoint, model)
+        notify(endpoint, model)
         return Outcome(v, "refused", f"passed live, but the move was refused: {e}", judged, progress=p)
     with move_lock(settings, model):
         if (staged(settings, model) or {}).get("version") == v:
             model_store(settings).unstage(model)
-    _tell(endpoint, model)
+    notify(endpoint, model)
     return Outcome(v, "promoted", reason, judged, prom, p)
 
 

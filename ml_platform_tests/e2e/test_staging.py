@@ -3,11 +3,13 @@ loads a gated candidate beside the champion; a shadow never answers a client and
 after N mirrored requests, pooled from both workers (through a kill -9 of the endpoint, which
 resumes from the recorded count, and of the judging `ml-platform run`); a candidate trained on
 corrupted labels passes the offline gate but is refused on live rows, with reasons; a newer
-candidate supersedes a staged one; a canary answers a sticky share, the same in both workers, and
-one that breaks the latency budget in one worker is stopped in the other by its marker, then
-refused. With `deploy.approval: required`: a shadow runs first and a person approves it with its
-live evidence shown; a canary is approved before it starts, survives a kill -9 of its judge
-unpromoted, and `ml-platform rollback` during it puts every request back on the champion.
+candidate supersedes a staged one (every worker swaps to it); a canary answers a sticky share, the
+same in both workers, and one that breaks the latency budget in one worker is stopped in the other
+by its marker, then refused. With `deploy.approval: required`: a shadow runs first and a person
+approves it with its live evidence shown; a canary is approved before it starts, survives a kill -9
+of its judge unpromoted and a kill -9 of the endpoint (resumed: same share, same sticky answers, the
+count going on), and `ml-platform rollback` during it puts every request back on the champion.
+`ml-platform reject` of a candidate in shadow ends its shadow at once, in every worker.
 
 Training and judging run in-process on a real Dagster instance and MLflow (as `ml-platform run`
 does); the endpoint is a real process on a free loopback port."""
@@ -324,11 +326,18 @@ def test_a_newer_candidate_supersedes_the_staged_one(w):
     if staging.staged(s, "churn") is None:  # the ingest did not retrain by itself
         train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
     v1 = staging.staged(s, "churn")["version"]
-    train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
-    v2 = staging.staged(s, "churn")["version"]
-    assert v2 == v1 + 1
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v1, mode="shadow"), "every worker loads the first shadow")
+        train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet)
+        v2 = staging.staged(s, "churn")["version"]
+        assert v2 == v1 + 1
+        # the endpoint mirrors to the newer one only, in every worker
+        _on_every_worker(both, _staged_is(v2, mode="shadow"), "every worker swaps to the newer shadow")
     assert _tags(w, v1)[gate_tag(LIVE_CHECK)] == "failed"
-    assert f"superseded by v{v2}" in _tags(w, v1)[gate_reason_tag(LIVE_CHECK)]
+    why = f"superseded by v{v2}, a newer candidate staged while v{v1} was in shadow"
+    assert why in _tags(w, v1)[gate_reason_tag(LIVE_CHECK)]
+    refusal = next(e for e in reversed(audit.read(s.model_dir("churn"))) if e.candidate == v1)
+    assert refusal.kind == "refuse" and why in refusal.reason and refusal.to == 2, refusal
     assert champion_version(s, "churn") == 2
 
 
@@ -441,6 +450,20 @@ def test_with_approval_a_canary_is_approved_first_and_rolled_back_by_a_person(w)
         assert audit.read_intent(s.model_dir("churn")) is None
         assert _send_split(both, rows[:40], "l") == got[:40]
 
+    # kill -9 of the endpoint (both workers) during the canary: the restart resumes it from the
+    # recorded state (same share, same sticky answers, the count going on), nothing promoted
+    seen = _recorded(w, v)
+    os.killpg(w["endpoint"].pid, signal.SIGKILL)
+    w["endpoint"].wait(10)
+    w["endpoint"] = _serve(w)
+    kept = _recorded(w, v)
+    assert kept >= seen >= NEED and f"v{v} in canary behind v{champion}: {kept}/{NEED} requests" in _status_text(w)
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v, mode="canary", share=0.5), "every restarted worker resumes the canary")
+        assert _send_split(both, rows[:40], "l2") == got[:40]
+        wait_for(lambda: _recorded(w, v) >= kept + got[:40].count(str(v)), 30, what="the count goes on")
+        assert champion_version(s, "churn") == champion and staging.staged(s, "churn")["version"] == v
+
         # `ml-platform rollback` during the canary rolls the release back: 100 % on the champion
         code, said = _cli(w, "rollback", "--model", "churn")
         assert code == 0 and f"v{v}'s canary rolled back: every request on champion v{champion}" in said, said
@@ -451,3 +474,42 @@ def test_with_approval_a_canary_is_approved_first_and_rolled_back_by_a_person(w)
     assert "rolled back by cli during its canary" in _tags(w, v)[gate_reason_tag(LIVE_CHECK)]
     refusal = audit.read(s.model_dir("churn"))[-1]
     assert refusal.kind == "refuse" and refusal.candidate == v and refusal.to == champion
+
+
+def test_a_person_rejecting_a_candidate_in_shadow_ends_the_shadow_at_once(w):
+    _reconfigure(w, DEPLOY)  # shadow, no approval: left alone it runs until its evidence is in
+    s = w["settings"]
+    champion = champion_version(s, "churn")
+    v = train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet).version
+    rec = staging.staged(s, "churn")
+    assert rec["version"] == v
+    rows = _rows(generate_batch(20, seed=80, start_id=95_000))
+    with _workers(w) as both:
+        _on_every_worker(both, _staged_is(v, mode="shadow"), "every worker loads the shadow")
+        assert set(_send_split(both, rows, "n")) == {str(champion)}
+        wait_for(lambda: _recorded(w, v) >= len(rows), 30, what="evidence")
+        # no --version: the candidate in shadow; the stage ends now, not when its evidence is in
+        code, said = _cli(w, "reject", "--model", "churn", "--by", "dana", "--reason", "not before the audit")
+        ended = f"shadow of v{v} ended: every request on v{champion}"
+        assert code == 0 and f"v{v} rejected by dana; the champion stays; {ended}" in said, said
+        assert staging.staged(s, "churn") is None and champion_version(s, "churn") == champion
+        _on_every_worker(both, lambda m: m["staged"] is None, "every worker stops mirroring")
+        assert set(_send_split(both, rows, "o")) == {str(champion)}
+    assert not _rows_per_worker(w, v, "o-")  # nothing mirrored to it after the reject
+    during = f"during its shadow ({len(rows)}/{NEED} requests): not before the audit"
+    tags = _tags(w, v)
+    assert tags["approval"] == "rejected" and tags[gate_tag(LIVE_CHECK)] == "failed", tags
+    assert tags[gate_reason_tag(LIVE_CHECK)] == f"rejected by dana (cli) {during}"
+    last = audit.read(s.model_dir("churn"))[-1]
+    assert (last.kind, last.candidate, last.to, last.actor) == ("reject", v, champion, "dana (cli)"), last
+    assert last.reason == f"rejected v{v} {during}" and last.endpoint == ended, last
+    status = _status_text(w)
+    assert f"champion: v{champion}" in status and "in shadow behind" not in status, status
+    # a `reject` killed after its decision, before the stage ended, leaves the pointer: the next look
+    # refuses it with the person's reason, without judging its evidence
+    model_store(s).stage("churn", rec)
+    out = staging.judge_and_conclude(s, registry_for(s), None, "churn", actor="test")
+    assert out.state == "refused" and out.reason.startswith(f"v{v} was rejected by dana at "), out.reason
+    assert staging.staged(s, "churn") is None and champion_version(s, "churn") == champion
+    code, said = _cli(w, "approve", "--model", "churn", "--version", str(v))
+    assert code == 1 and "rejected by dana" in said, said
