@@ -173,6 +173,8 @@ RESOURCE_REGISTRY = "ml_platform_registry"
 RESOURCE_ENDPOINT = "ml_platform_endpoint"
 RESOURCE_MLFLOW = "ml_platform_mlflow"
 RESOURCE_IO = "ml_platform_io_manager"  # the platform's asset values, whatever IO manager a project uses
+# Dagster's own key for a job's console logger: the platform's (runtime/console.py) replaces it
+CONSOLE_LOGGER = "console"
 
 # ------------------------------------------------------------------ the gate's check registry
 # The blocking checks every candidate must pass, in the order the UI shows them. `defs/checks.py`

@@ -25,7 +25,7 @@ from ml_platform.control.decisions import (
     train_tags,
 )
 from ml_platform.control.reconcile import reconcile
-from ml_platform.core import catalog, code_version, files
+from ml_platform.core import catalog, code_version, files, gate
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision
 from ml_platform.names import TAG_CHECK_ONLY, TAG_LAUNCHED_BY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
@@ -37,7 +37,7 @@ from ml_platform.settings import Settings
 TRAIN_POOL_WAIT_SECONDS = 1800
 # An ingest run's Dagster console log stays quiet: a bad file is an expected outcome, printed as
 # one line naming the file and why (its events, tracebacks included, are in the instance / UI).
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+QUIET = {"loggers": {names.CONSOLE_LOGGER: {"config": {"log_level": "CRITICAL"}}}}
 INGEST_LOCK = ".ingest.lock"
 
 
@@ -443,7 +443,7 @@ def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
     )
     echo(f"[{name}]   candidate v{t.version}: {metrics}")
     for check, passed, reason in t.gate:
-        echo(f"[{name}]     gate {check}: {'PASS' if passed else 'FAIL'} - {reason}")
+        echo(f"[{name}]     {gate.verdict_line(check, passed, reason)}")
     if not deploys:
         passed = bool(t.gate) and all(p for _, p, _ in t.gate) and t.error is None
         echo(f"[{name}]   gate: {'would PASS' if passed else 'would REFUSE'} v{t.version} (nothing deployed)")

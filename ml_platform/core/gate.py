@@ -23,6 +23,11 @@ class Verdict:
     figures: dict = field(default_factory=dict)
 
 
+def verdict_line(check: str, passed: bool, reason: str) -> str:
+    """One check's verdict as every console shows it (`run`'s summary, the run's log under `up`)."""
+    return f"gate {check}: {'PASS' if passed else 'FAIL'} - {reason}"
+
+
 def min_metric(metric: str, value: float | None, threshold: float | None) -> Verdict:
     higher = HIGHER_IS_BETTER[metric]
     figures = {"metric": metric, "value": value, "threshold": threshold}

@@ -31,7 +31,12 @@ from ml_platform.resources.registry import MlflowRegistry
 
 
 def _result(
-    registry: MlflowRegistry, chain: Chain, candidate: Candidate, v: gate.Verdict, extra_tags: dict | None = None
+    context: dg.AssetCheckExecutionContext,
+    registry: MlflowRegistry,
+    chain: Chain,
+    candidate: Candidate,
+    v: gate.Verdict,
+    extra_tags: dict | None = None,
 ) -> dg.AssetCheckResult:
     # The verdict is recorded on the MLflow version: the champion move reads it from there.
     registry.set_version_tags(
@@ -43,6 +48,9 @@ def _result(
             **(extra_tags or {}),
         },
     )
+    # The run's log under `up` says why the gate refused (the CLI prints these lines itself)
+    line = f"v{candidate.version} {gate.verdict_line(v.check, v.passed, v.reason)}"
+    (context.log.info if v.passed else context.log.warning)(line)
     shown = {k: val for k, val in v.figures.items() if val is not None}
     return dg.AssetCheckResult(
         passed=v.passed,
@@ -114,9 +122,11 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=key, name="min_metric", blocking=True, description=f"holdout {metric} meets the configured threshold"
     )
-    def min_metric(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+    def min_metric(
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+    ) -> dg.AssetCheckResult:
         v = gate.min_metric(metric, candidate_model.metrics.get(metric), cfg.gate_threshold)
-        return _result(ml_platform_registry, chain, candidate_model, v)
+        return _result(context, ml_platform_registry, chain, candidate_model, v)
 
     @dg.asset_check(
         asset=key,
@@ -126,11 +136,12 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         f"on holdout rows neither trained on ({cfg.gate.comparison} comparison)",
     )
     def not_worse_than_champion(
-        ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
     ) -> dg.AssetCheckResult:
         fc = fair_comparison(chain, ml_platform_registry, candidate_model)
         v = compare(fc)
         return _result(
+            context,
             ml_platform_registry,
             chain,
             candidate_model,
@@ -158,7 +169,9 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         description=f"{metric} on each configured slice (gate.slices): its floor and its allowed "
         "regression against the champion on the same slice",
     )
-    def per_slice(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+    def per_slice(
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+    ) -> dg.AssetCheckResult:
         fc = fair_comparison(chain, ml_platform_registry, candidate_model)
         results = []
         for sl in cfg.gate.slices:
@@ -181,7 +194,9 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
                 )
         v = gate.per_slice(results, fc.champion_version, len(cfg.gate.slices))
         failing = ",".join(r.slice for r in results if r.judged and not r.passed)
-        res = _result(ml_platform_registry, chain, candidate_model, v, {GATE_SLICES_FAILING: failing or "none"})
+        res = _result(
+            context, ml_platform_registry, chain, candidate_model, v, {GATE_SLICES_FAILING: failing or "none"}
+        )
         return dg.AssetCheckResult(
             passed=res.passed,
             metadata={
@@ -199,14 +214,16 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         description="ONNX outputs equal sklearn's on the holdout up to float32 rounding "
         "(absolute on probabilities, relative to the output scale for regression)",
     )
-    def onnx_parity(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+    def onnx_parity(
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+    ) -> dg.AssetCheckResult:
         _, holdout = load_training_set({"path": candidate_model.training_set})
         ref = np.load(candidate_model.files.holdout_outputs)
         meta = json.loads(candidate_model.files.serving.read_text())
         fn, mcfg = transform.for_version(meta, cfg)  # transform + graph, end to end, on raw rows
         got = export.onnx_predict(_candidate_session(candidate_model), transform.model_rows(holdout, fn, meta), mcfg)
         v = gate.onnx_parity(ref, got, task=cfg.task, atol=cfg.gate.parity_tolerance, rtol=cfg.gate.parity_rtol)
-        return _result(ml_platform_registry, chain, candidate_model, v)
+        return _result(context, ml_platform_registry, chain, candidate_model, v)
 
     @dg.asset_check(
         asset=key,
@@ -214,7 +231,9 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
         blocking=True,
         description=f"single-row ONNX p99 within {cfg.gate.latency_budget_ms} ms",
     )
-    def latency_budget(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+    def latency_budget(
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+    ) -> dg.AssetCheckResult:
         _, holdout = load_training_set({"path": candidate_model.training_set})
         sess = _candidate_session(candidate_model)
         meta = json.loads(candidate_model.files.serving.read_text())
@@ -237,7 +256,7 @@ def build_gate_checks(chain: Chain) -> list[dg.AssetChecksDefinition]:
                 times.append((time.perf_counter() - t) * 1000)
             p99s.append(float(np.percentile(times, 99)))
         v = gate.latency_budget(min(p99s), cfg.gate.latency_budget_ms)
-        return _result(ml_platform_registry, chain, candidate_model, v)
+        return _result(context, ml_platform_registry, chain, candidate_model, v)
 
     built = {
         next(iter(c.check_specs)).name: c
@@ -261,7 +280,9 @@ def _user_check(chain: Chain, name: str, path: str) -> dg.AssetChecksDefinition:
         blocking=True,
         description=(fn.__doc__ or "").strip().split("\n")[0] or f"your check {path}",
     )
-    def user_check(ml_platform_registry: MlflowRegistry, candidate_model: Candidate) -> dg.AssetCheckResult:
+    def user_check(
+        context: dg.AssetCheckExecutionContext, ml_platform_registry: MlflowRegistry, candidate_model: Candidate
+    ) -> dg.AssetCheckResult:
         fc = fair_comparison(chain, ml_platform_registry, candidate_model)
         cand = gate.ModelOutputs(candidate_model.version, fc.candidate.values, fc.candidate.classes)
         champ = (
@@ -270,7 +291,7 @@ def _user_check(chain: Chain, name: str, path: str) -> dg.AssetChecksDefinition:
             else gate.ModelOutputs(fc.champion_version, fc.champion.values, fc.champion.classes)
         )
         v = gate.user_check(name, fn, cand, champ, fc.set.rows)
-        res = _result(ml_platform_registry, chain, candidate_model, v)
+        res = _result(context, ml_platform_registry, chain, candidate_model, v)
         return dg.AssetCheckResult(passed=res.passed, metadata={**res.metadata, "rows": fc.rows, "check": path})
 
     return user_check

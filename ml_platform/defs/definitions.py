@@ -27,6 +27,7 @@ from ml_platform.defs.sensors import build_schedules, build_sensors
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
 from ml_platform.resources.tracking import tracking_resource
+from ml_platform.runtime import console
 from ml_platform.runtime.instance import project_root_module
 from ml_platform.settings import ConfigError, Settings
 
@@ -92,6 +93,8 @@ def build_model_definitions(settings: Settings, name: str) -> dg.Definitions:
         sensors=[*sensors, automation],
         schedules=build_schedules(chain),
         resources=platform_resources(settings),
+        # every job's console log, in run workers too: a gate refusal reads as its verdicts
+        loggers=console.LOGGERS,
     )
 
 

@@ -13,6 +13,7 @@ from ml_platform.defs.staging import build_stage_job, live_check_key, staged_str
 from ml_platform.names import TAG_MODEL
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
+from ml_platform.runtime import console
 
 
 class RollbackConfig(dg.Config):
@@ -60,6 +61,7 @@ def build_rollback_job(chain: Chain) -> dg.JobDefinition:
         name=names.rollback_job(chain.name),
         tags={TAG_MODEL: chain.name, **names.TRAIN_RUN_TAGS},
         executor_def=dg.in_process_executor,
+        config=console.JOB_CONFIG,
         description=f"Move the {chain.name} champion back to an earlier gate-passed version (live swap).",
     )
     def rollback_job():
@@ -82,6 +84,7 @@ def build_jobs(chain: Chain) -> list:
         partitions_def=chain.partitions,
         tags={TAG_MODEL: chain.name},
         executor_def=dg.in_process_executor,
+        config=console.JOB_CONFIG,
         description=f"Copy, validate and monitor {chain.name} batches: one file, or a range of them (a backlog).",
     )
     train_selection = dg.AssetSelection.assets(
@@ -94,6 +97,7 @@ def build_jobs(chain: Chain) -> list:
         selection=train_selection,
         tags={TAG_MODEL: chain.name, **names.TRAIN_RUN_TAGS},
         executor_def=dg.in_process_executor,
+        config=console.JOB_CONFIG,
         description=f"Train a {chain.name} candidate, run the gate, deploy if every blocking check passed.",
     )
     live = dg.define_asset_job(
@@ -101,6 +105,7 @@ def build_jobs(chain: Chain) -> list:
         selection=dg.AssetSelection.assets(chain.key("live_drift")),
         tags={TAG_MODEL: chain.name},
         executor_def=dg.in_process_executor,
+        config=console.JOB_CONFIG,
         description=f"Drift of the {chain.name} endpoint's live traffic (its live sample).",
     )
     jobs = [ingest, train, live, build_rollback_job(chain)]

@@ -15,6 +15,7 @@ from ml_platform.defs.metadata import VERDICT, audit_table, figures, plot, table
 from ml_platform.names import LIVE_CHECK, TAG_MODEL
 from ml_platform.resources.endpoint import EndpointClient
 from ml_platform.resources.registry import MlflowRegistry
+from ml_platform.runtime import console
 
 
 def staged_strategy(chain: Chain) -> bool:
@@ -94,6 +95,7 @@ def build_stage_job(chain: Chain):
         selection=dg.AssetSelection.checks(live_check_key(chain)),
         tags={TAG_MODEL: chain.name},
         executor_def=dg.in_process_executor,
+        config=console.JOB_CONFIG,
         description=f"Judge the staged {chain.name} candidate on live traffic (live_shadow): promote or refuse it.",
     )
 

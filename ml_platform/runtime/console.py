@@ -1,10 +1,13 @@
-"""The console log of the runs `ml-platform run`, `train` and `check` execute in-process.
+"""The console log of every run: the in-process runs of `ml-platform run`, `train` and `check`,
+and the run workers `up`'s daemon launches (the code location's Definitions name this logger as
+every job's default, so a sensor's, the automation's and a UI click's runs log through it too).
 
-Dagster's colored console logger, with two changes. The step failure a blocking check raises when
-the gate refuses a candidate (``DagsterAssetCheckFailedError``) is not logged: that refusal is an
-outcome, not a crash, and the command prints each check's verdict and reasons itself. Any other
-failure (a crashing check included) is logged as one line naming the error; its stack trace is in
-the run's events (the UI), as for the ingest runs, whose console log is off.
+Dagster's colored console logger, with two changes. The gate's refusal of a candidate is an
+outcome, not a crash: the step failure a blocking check raises then (``DagsterAssetCheckFailedError``)
+is not printed with its stack trace. In a run worker each check logs its verdict with its reason
+and the refusal is one line; `run`/`train`/`check` print the verdicts in their own summary
+(``run_config()``: ``verdicts: false``) and leave both out. Any other failure (a crashing check
+included) is one line naming the error; its stack trace is in the run's events (the UI).
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ import re
 
 import dagster as dg
 
+from ml_platform.names import CONSOLE_LOGGER
+
 GATE_REFUSAL = "DagsterAssetCheckFailedError"
-CONSOLE = "console"
+# What a check logs (core/gate.verdict_line, after the candidate's version): left out where the
+# command prints the verdicts itself
+_VERDICT = re.compile(r"^v\d+ gate \S+: (PASS|FAIL) - ")
 
 
 def is_gate_refusal(record: logging.LogRecord) -> bool:
@@ -53,13 +60,24 @@ def _keys(match: re.Match | None) -> set[str] | None:
     return None if match is None else set(re.findall(r"'([^']+)'", match.group(1)))
 
 
+def _refused_checks(record: logging.LogRecord) -> str:
+    """``churn/candidate_model: min_metric`` from a refusal's message (its second line)."""
+    lines = record.dagster_meta["dagster_event"].event_specific_data.error.message.strip().splitlines()
+    return lines[1].strip() if len(lines) > 1 else "a blocking check"
+
+
 class _OneLine(logging.Filter):
-    """Drops the gate's refusal and what only repeats a failure already said (the steps skipped
-    after it; the run's failure when every failed step was a refusal); any other failure is one
-    line (no stack trace). Dagster builds loggers per context (the run's, each step's): what a
-    run's records said is kept per run id, for the records that come later."""
+    """The gate's refusal as one line (or, with ``verdicts`` off, nothing), and nothing that only
+    repeats a failure already said (the steps skipped after it; the run's failure when every
+    failed step was a refusal); any other failure is one line (no stack trace). Dagster builds
+    loggers per context (the run's, each step's): what a run's records said is kept per run id,
+    for the records that come later."""
 
     said: dict[str, tuple[set[str], set[str]]] = {}  # run id -> (failed steps, refused steps)
+
+    def __init__(self, verdicts: bool) -> None:
+        super().__init__()
+        self.verdicts = verdicts
 
     def filter(self, record: logging.LogRecord) -> bool:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -69,6 +87,16 @@ class _OneLine(logging.Filter):
             failed.add(_step_key(record) or "")
         if is_gate_refusal(record):
             refused.add(_step_key(record) or "")
+            if not self.verdicts:
+                return False
+            where = " - ".join(str(meta.get(k) or "") for k in ("job_name", "run_id")) + f" - {_step_key(record)}"
+            record.msg, record.args = (
+                f"{where} - the gate refused the candidate ({_refused_checks(record)}): not deployed",
+                (),
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
+        if not self.verdicts and _VERDICT.match(str(meta.get("orig_message", ""))):
             return False
         msg = record.msg
         if not isinstance(msg, str):
@@ -86,21 +114,43 @@ class _OneLine(logging.Filter):
         return True
 
 
-@dg.logger(dg.colored_console_logger.config_schema, description="Dagster's console log: failures in one line.")
+@dg.logger(
+    {
+        "log_level": dg.Field(str, is_required=False, default_value="INFO", description="The logger's threshold."),
+        "name": dg.Field(str, is_required=False, default_value="dagster", description="The logger's name."),
+        "verdicts": dg.Field(
+            bool,
+            is_required=False,
+            default_value=True,
+            description="Log the gate's verdicts and refusal (off where the command prints them itself).",
+        ),
+    },
+    description="Dagster's console log: the gate's refusal as its verdicts, other failures in one line.",
+)
 def console_without_gate_refusals(init_context: dg.InitLoggerContext) -> logging.Logger:
-    log = dg.colored_console_logger.logger_fn(init_context)
-    log.addFilter(_OneLine())
+    cfg = init_context.logger_config
+    log = dg.colored_console_logger.logger_fn(init_context)  # reads log_level and name
+    log.addFilter(_OneLine(cfg["verdicts"]))
     return log
+
+
+LOGGERS = {CONSOLE_LOGGER: console_without_gate_refusals}  # the Definitions' default for every job
+# Dagster instantiates a job's loggers only when its run config names them (else its own console
+# logger): the platform's jobs carry this as their default config, merged into whatever a sensor,
+# the UI's launchpad or a retry passes. A run of the implicit asset job (one asset's Materialize in
+# the UI) has no such default and logs through Dagster's own console logger.
+JOB_CONFIG = {"loggers": {CONSOLE_LOGGER: {"config": {"log_level": "INFO"}}}}
 
 
 def quiet_refusals(job: dg.JobDefinition) -> dg.JobDefinition:
     """``job`` with the console logger above (run it with ``run_config(level)``)."""
-    return job.with_logger_defs({CONSOLE: console_without_gate_refusals})
+    return job.with_logger_defs(LOGGERS)
 
 
 def run_config(level: str = "INFO") -> dict:
-    """Select that logger (at the instance's ``python_log_level``, INFO: what `up` shows too)."""
-    return {"loggers": {CONSOLE: {"config": {"log_level": level}}}}
+    """Select that logger for an in-process run whose command prints the verdicts (at the
+    instance's ``python_log_level``, INFO: what `up` shows too)."""
+    return {"loggers": {CONSOLE_LOGGER: {"config": {"log_level": level, "verdicts": False}}}}
 
 
 MLFLOW_STORE_LOGGER = "mlflow.store.db.utils"  # logs each SQL error with its traceback, then raises it

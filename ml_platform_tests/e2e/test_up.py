@@ -381,6 +381,13 @@ def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(platform):
             interval=1,
             what="the retrain run to finish",
         )
+        # The refusal on up's console (the run worker's log): the failed check's verdict with its
+        # reason and one line saying so; no Dagster stack trace (the runs log through
+        # runtime/console.py because the platform's jobs select that logger by default).
+        shown = platform.log.read_text(errors="replace")
+        assert f"v2 gate min_metric: FAIL - {reasons['min_metric']}" in shown, shown[-4000:]
+        assert "the gate refused the candidate (churn/candidate_model: min_metric" in shown, shown[-4000:]
+        assert "DagsterAssetCheckFailedError" not in shown and "Stack Trace" not in shown, shown[-4000:]
         batches = _status(config)["batches"]
         noisy = next(b for b in batches if b["file"].endswith("noisy-drifted.csv"))
         assert noisy["drift"]["verdict"] == "drifted", noisy

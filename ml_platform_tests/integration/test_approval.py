@@ -201,6 +201,8 @@ def test_ml_platform_train_prints_the_gate_verdict(w):
     assert "gate min_metric: FAIL" in out and "candidate v5: rejected by the gate" in out, out[-3000:]
     # D5 (issue 20 re-run): a refusal reads as one, the checks' reasons and no Dagster stack trace
     assert "DagsterAssetCheckFailedError" not in out and "Stack Trace" not in out, r.stderr[-3000:]
+    # the verdicts once, in the summary: the checks' own log lines (what `up` shows) stay out
+    assert "v5 gate min_metric" not in out and "the gate refused the candidate" not in out, out[-3000:]
     tags = w["defs"].resources["ml_platform_registry"].version("churn", 5).tags
     assert tags["trigger"] == "manual", tags
     runs = w["instance"].get_runs(dg.RunsFilter(job_name="churn_train"), limit=1)
