@@ -107,7 +107,9 @@ def cmd_run(args) -> int:
             f"  {name}: {len(batches)} batch(es)"
             + (f" ({len(failed)} failed: {named})" if failed else "")
             + f", {q} quarantined row(s), {len(trained)} candidate(s), "
-            f"{sum(t.deployed for t in trained)} deployed; serving version: {deployed[name]}"
+            f"{sum(t.deployed for t in trained)} deployed"
+            + (f", {n} staged (shadow / canary)" if (n := sum(bool(t.staged) for t in trained)) else "")
+            + f"; serving version: {deployed[name]}"
         )
     return 1 if refused else 0
 

@@ -193,7 +193,13 @@ def render(doc: dict) -> str:
         )
         if m.get("staging"):
             st = m["staging"]
-            out.append(st["line"] + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else ""))
+            due = st["failures"] or (st.get("min_requests") and st.get("requests", 0) >= st["min_requests"])
+            out.append(
+                st["line"]
+                + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else "")
+                # who judges it: a user without the daemon must know `run` does
+                + (" - due: the staging sensor (`ml-platform up`) or `ml-platform run` judges it" if due else "")
+            )
         if m["versions"]:
             out.append(
                 tabulate(

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
+from ml_platform.names import LIVE_CHECK
 
 AROUND = 3  # batches averaged on each side of a promotion for "served before / after"
 
@@ -203,7 +204,9 @@ def _promotions(
 def _blocked(versions: list[VersionFacts]) -> list[Blocked]:
     out = []
     for v in versions:
-        if v.gate == "failed":
+        # a person who rejects a staged candidate also fails its live check (the stage ends): theirs
+        by_person = v.failing and all(f.startswith(f"{LIVE_CHECK}: ") and "rejected by" in f for f in v.failing)
+        if v.gate == "failed" and not (v.approval == "rejected" and by_person):
             out.append(Blocked(v.version, v.trigger, "gate", v.failing))
         elif v.approval == "rejected":
             out.append(Blocked(v.version, v.trigger, "person", [v.approval_note or "rejected"]))

@@ -242,7 +242,7 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
     os.killpg(w["endpoint"].pid, signal.SIGKILL)
     w["endpoint"].wait(10)
     w["endpoint"] = _serve(w)
-    assert f"v2 in shadow behind v1: 30/{NEED} requests" in _status_text(w)
+    assert f"v2 in shadow behind v1: 30/{NEED} requests\n" in _status_text(w)  # not due yet
     with _workers(w) as both:
         _on_every_worker(both, _staged_is(2, mode="shadow"), "every restarted worker resumes the shadow")
         assert set(_send_split(both, live_rows[30:], "b")) == {"1"}
@@ -250,7 +250,8 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
     # one decision over every worker's evidence: no worker alone has N rows, together they have
     per_worker = _rows_per_worker(w, 2)
     assert len(per_worker) == 2 * WORKERS and max(per_worker.values()) < NEED, per_worker
-    assert sum(per_worker.values()) == NEED and f"v2 in shadow behind v1: {NEED}/{NEED} requests" in _status_text(w)
+    due = f"v2 in shadow behind v1: {NEED}/{NEED} requests - due: the staging sensor"
+    assert sum(per_worker.values()) == NEED and due in _status_text(w)
     ev = live.read_evidence(staging.evidence_dir(s, "churn"), 2)
     assert {f"a-{i}" for i in range(30)} <= set(ev.rows[COL_REQUEST])
 

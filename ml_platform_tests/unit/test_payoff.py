@@ -107,6 +107,15 @@ def test_counts_blocked_and_training_time():
     )
 
 
+def test_a_staged_candidate_rejected_by_a_person_is_theirs_not_the_gates():
+    batches, versions, audit = history()
+    live = "live_shadow: rejected by ann (cli) during its shadow (3/5 requests): no"
+    versions[3] = VersionFacts(5, "manual", T0 + 950, "failed", failing=[live], approval="rejected", approval_note="no")
+    versions.append(VersionFacts(6, "manual", T0 + 990, "failed", failing=["live_shadow: agree on 40% of 500 rows"]))
+    p = ledger("roc_auc", batches, versions, audit)
+    assert [(b.version, b.by) for b in p.blocked] == [(2, "gate"), (5, "person"), (6, "gate")], p.blocked
+
+
 def test_episodes_recovered_subsided_open():
     p = ledger("roc_auc", *history())
     got = [
