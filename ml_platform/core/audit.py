@@ -106,19 +106,6 @@ class AuditEntry:
         return entry
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def append(model_dir: Path, entry: AuditEntry) -> None:
     """Append one entry (fsynced). A torn tail left by a killed writer is cut off first."""
     line = (json.dumps(entry.to_dict(), default=str) + "\n").encode()
@@ -160,4 +147,4 @@ def clear_intent(model_dir: Path) -> None:
         os.unlink(model_dir / INTENT_FILE)
     except FileNotFoundError:
         return
-    _fsync_dir(model_dir)
+    files.fsync_dir(model_dir)

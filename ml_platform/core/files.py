@@ -99,7 +99,8 @@ def sqlite_named(frames: list[str], tracking_uri: str | None = None, dagster_hom
     return "a SQLite database"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (the directory entry itself)."""
     with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network FS)
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -133,7 +134,7 @@ def write_with(path: Path, write: Callable[[Path], None], what: str, *, fsync: b
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     if fsync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def write_atomic(path: Path, data: bytes | str, what: str, *, fsync: bool = True) -> None:

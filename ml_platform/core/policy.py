@@ -34,7 +34,7 @@ always allowed. ``on_arrival`` retrains on every validated batch.
 from __future__ import annotations
 
 from ml_platform.core.batch_record import BatchRecord, Decision, figure_dropped
-from ml_platform.settings import ModelConfig
+from ml_platform.settings import ModelConfig, RetrainConfig
 
 __all__ = ["Decision", "decide", "monitoring_complete", "scheduled"]
 
@@ -192,13 +192,9 @@ def decide(
             what = (
                 f"{what}: significant drop, {streak} consecutive batch(es), {new_rows} new rows since the last retrain"
             )
-            if streak < rc.debounce_batches:
-                return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
-            if new_rows < rc.min_new_rows:
-                return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
-            if cooling:
-                return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
-            return Decision(True, "estimated_performance", what, _regime_start(recent, record.partition))
+            return _debounced(rc, what, streak, new_rows, cooling) or Decision(
+                True, "estimated_performance", what, _regime_start(recent, record.partition)
+            )
         parts.append(f"{what} (no significant drop)")
     elif not measured and est.get("reason"):
         parts.append(f"no estimate: {est['reason']}")
@@ -220,13 +216,9 @@ def decide(
             f"{new_rows} new rows since the last retrain"
             + ("" if judged else ", performance neither measured nor estimated")
         )
-        if streak < rc.debounce_batches:
-            return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
-        if new_rows < rc.min_new_rows:
-            return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
-        if cooling:
-            return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
-        return Decision(True, "drift", what, _regime_start(recent, record.partition))
+        return _debounced(rc, what, streak, new_rows, cooling) or Decision(
+            True, "drift", what, _regime_start(recent, record.partition)
+        )
     if verdict == "drifted":
         parts.insert(
             0,
@@ -331,3 +323,15 @@ def scheduled(
         f"{when}: {len(new)} new labelled batch(es), {rows} rows, since {used} "
         f"(first: {new[0].partition})" + (f"; champion v{champion}'s training batches are unknown" if unknown else ""),
     )
+
+
+def _debounced(rc: RetrainConfig, what: str, streak: int, new_rows: int, cooling: bool) -> Decision | None:
+    """The no-retrain a signal from unlabelled evidence (drift, an estimate) still gets: too few
+    consecutive batches, too few new rows, or the cooldown; None when it may retrain."""
+    if streak < rc.debounce_batches:
+        return Decision(False, "none", f"{what}; waiting for {rc.debounce_batches} (debounce)")
+    if new_rows < rc.min_new_rows:
+        return Decision(False, "none", f"{what}; waiting for {rc.min_new_rows} new rows")
+    if cooling:
+        return Decision(False, "none", f"{what}; within the {rc.cooldown_seconds:.0f}s cooldown")
+    return None

@@ -59,15 +59,6 @@ def _check_version(version) -> int:
     return version
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported everywhere (e.g. some network FS)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes, what: str = "a serving file") -> None:
     """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace`` (``core/files``)."""
     files.write_atomic(path, data, what)
@@ -212,7 +203,7 @@ class ModelStore:
             atomic_write(self.removed_path(name), json.dumps(tomb, indent=1).encode(), f"{name}'s pointer tombstone")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.pointer_path(name))
-            _fsync_dir(self.model_dir(name))
+            files.fsync_dir(self.model_dir(name))
         return cur
 
     def stage(self, name: str, record: dict) -> dict:
@@ -231,7 +222,7 @@ class ModelStore:
             cur = self.staged(name)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.stage_path(name))
-            _fsync_dir(self.model_dir(name))
+            files.fsync_dir(self.model_dir(name))
         return cur
 
     # ---- readers (the endpoint) ----
