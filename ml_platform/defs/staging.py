@@ -109,5 +109,6 @@ def staged_observation(chain: Chain, note: str, version: int) -> dg.AssetObserva
             "staged": note,
             **figures({"candidate_version": version}),
             "next": f"{chain.name}_stage runs live_shadow once the evidence is in (docs/staging.md)",
+            "stop it": f"`ml-platform reject --model {chain.name} --reason ...`: the stage ends at once",
         },
     )

@@ -484,6 +484,10 @@ def test_a_person_rejecting_a_candidate_in_shadow_ends_the_shadow_at_once(w):
     v = train_now(s, w["defs"], w["instance"], "churn", by="test", echo=_quiet).version
     rec = staging.staged(s, "churn")
     assert rec["version"] == v
+    # the UI tells how to stop it: deployed_model's staging observation
+    obs = w["instance"].fetch_observations(dg.AssetKey(["churn", "deployed_model"]), limit=1).records[0]
+    md = obs.event_log_entry.asset_observation.metadata
+    assert md["stop it"].value.startswith("`ml-platform reject --model churn --reason ...`"), md
     rows = _rows(generate_batch(20, seed=80, start_id=95_000))
     with _workers(w) as both:
         _on_every_worker(both, _staged_is(v, mode="shadow"), "every worker loads the shadow")
