@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from ml_platform.core import calibration, compute, drift_reference, export, metric_drop, training
 from ml_platform.core.files import write_atomic, write_with
-from ml_platform.core.frames import model_inputs
+from ml_platform.core.frames import json_records, model_inputs
 from ml_platform.core.version_files import VersionFiles
 from ml_platform.names import COL_SCORE
 from ml_platform.settings import ModelConfig
@@ -94,7 +94,7 @@ def build_candidate(
     drift_ref = drift_reference.build_reference_from_config(
         train.assign(**{SCORE: scores_of(train_out, cfg.task)}), cfg.features, cfg.drift, score_column=SCORE
     )
-    smoke = json.loads(holdout[list(cfg.features)].head(5).to_json(orient="records"))
+    smoke = json_records(holdout[list(cfg.features)].head(5))
     meta = export.serving_metadata(pipe, cfg, name=name, version=None, metrics=metrics, smoke_rows=smoke)
     meta.pop("version", None)
     # The holdout metric's own bootstrap interval: monitoring compares batches against it.

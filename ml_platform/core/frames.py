@@ -16,6 +16,8 @@ Two flavours per kind:
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from pandas.api.types import infer_dtype
@@ -211,3 +213,11 @@ def typed_frame(df: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
 def model_inputs(df: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     """The feature columns of ``df`` typed for the pipeline (and for the ONNX graph)."""
     return typed_frame(df, {c: s.type for c, s in cfg.features.items()})
+
+
+def json_records(df: pd.DataFrame) -> list[dict]:
+    """``df``'s rows as JSON-ready ``{column: value}`` dicts (NaN -> None). Not
+    ``to_json(orient="records")``: its encoder cuts a column name at a NUL character, so a model
+    whose feature is named ``a\\x00b`` got smoke rows keyed ``a`` and the endpoint never loaded it."""
+    split = json.loads(df.to_json(orient="split", index=False))
+    return [dict(zip(split["columns"], row)) for row in split["data"]]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import sys
 import types
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from ml_platform.core import frames
 from ml_platform.core.values import MISSING
 from ml_platform.settings import FeatureSpec, ModelConfig
 
@@ -114,7 +114,7 @@ def raw_metadata(meta: dict, cfg: ModelConfig, spec: dict, raw_holdout: pd.DataF
         "features": {c: s.model_dump(exclude_none=True) for c, s in cfg.features.items()},
         "model_features": meta["features"],
         "transform": spec,
-        "smoke_rows": json.loads(raw_holdout[list(cfg.features)].head(5).to_json(orient="records")),
+        "smoke_rows": frames.json_records(raw_holdout[list(cfg.features)].head(5)),
     }
 
 

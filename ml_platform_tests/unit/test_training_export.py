@@ -152,3 +152,33 @@ def test_column_names_as_users_write_them_are_the_onnx_input_names(estimator):
     sess = export.session(export.export_onnx(pipe, cfg))
     assert [i.name for i in sess.get_inputs()] == ODD_NAMES
     assert export.parity(pipe, sess, df, cfg) <= 1e-4
+
+
+def test_control_characters_in_a_column_name_reach_the_endpoint_intact():
+    """Re-run of issue 20's attack round: a feature named `a\\x00b` trained and passed the gate,
+    but pandas' to_json cut the smoke rows' key to `a`, so the endpoint refused the champion
+    ("smoke_rows do not fit the schema: missing column") and answered 503 for good."""
+    import json
+
+    from ml_platform.core.frames import json_records
+    from ml_platform.serving.model import LoadedModel
+
+    rng = np.random.default_rng(0)
+    names = ["a\x00b", "c\nd", "e\tf"]
+    df = pd.DataFrame(
+        {"a\x00b": rng.normal(size=600), "c\nd": rng.normal(size=600), "e\tf": rng.choice(["u", "v"], 600)}
+    )
+    df["y"] = (df["a\x00b"] + rng.normal(0, 0.5, 600) > 0).astype(int)
+    cfg = ModelConfig.model_validate(
+        {
+            "landing_dir": "x",
+            "target": "y",
+            "task": "classification",
+            "features": {"a\x00b": {"type": "numeric"}, "c\nd": {"type": "numeric"}, "e\tf": {"type": "categorical"}},
+        }
+    )
+    pipe = training.fit(df, cfg)
+    smoke = json_records(df[names].head(3))
+    assert [list(r) for r in smoke] == [names] * 3
+    meta = json.loads(json.dumps(export.serving_metadata(pipe, cfg, name="m", version=1, metrics={}, smoke_rows=smoke)))
+    LoadedModel("m", 1, export.export_onnx(pipe, cfg), meta).validate()  # raises RejectedModel if refused
