@@ -408,8 +408,7 @@ def train_now(settings: Settings, defs, instance, name: str, *, by: str, echo=pr
     chain = Chain(name, settings.models[name], settings)
     console.one_line_store_errors()
     lost = registry_loss(settings, registry_for(settings), name)  # before anything touches MLflow
-    if lost:
-        echo(f"[{name}] training refused: {lost}")
+    if lost:  # the command's one line says it (`train failed: refused: ...`)
         return TrainOutcome("manual", f"ml-platform train by {by}", error=f"refused: {lost}")
     repair(settings, defs, instance, name, echo)
     d = Decision(True, "manual", f"ml-platform train by {by}")

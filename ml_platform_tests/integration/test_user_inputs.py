@@ -208,6 +208,13 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         out = train_now(s, defs, inst, "churn", by="test", echo=_quiet)
         assert out.version is None and "champion v2" in out.error and str(db) in out.error
         assert not db.exists()
+        # ... and `ml-platform train` says it once, as its last line (it printed it twice)
+        capsys.readouterr()
+        assert cli.main(["--config", str(s.source), "train", "--model", "churn"]) == 1
+        said = capsys.readouterr()
+        assert (said.out + said.err).count("does not hold what the serving store knows") == 1, said
+        assert said.err.startswith("train failed: refused: churn: the MLflow registry at sqlite:///"), said.err
+        assert not db.exists()
         # D5: `run` reports the loss as the named error, creates no registry, does not crash
         assert cli.main(["--config", str(s.source), "run"]) == 1
         out = capsys.readouterr().out
