@@ -106,6 +106,9 @@ def stage(
     with move_lock(settings, model):
         current = champion_version(settings, model)
         refusal = gate_refusal(registry, model, version, serving=current, kind="deploy", checks=offline_checks(cfg))
+        tags = registry.version(model, version).tags
+        if not refusal and tags.get(gate_tag(LIVE_CHECK)) == "failed":  # a refusal stands (see judge_and_conclude)
+            refusal = f"{model} v{version} was refused on live traffic: {tags.get(gate_reason_tag(LIVE_CHECK), '')}"
         if refusal:
             raise PromotionError(refusal)
         store = model_store(settings)
@@ -350,9 +353,12 @@ def judge_and_conclude(
         if end_stage(settings, registry, endpoint, model, actor=actor) is None:
             return Outcome(v, "pending", "the stage changed while it was judged")
         return Outcome(v, "refused", _moved(v, rec.get("champion"), current))
-    rejected = approval.rejection(registry.version(model, v).tags)
-    if rejected:  # a `reject` killed before it ended the stage: the person's decision stands
-        why = f"v{v} was {rejected}"
+    tags = registry.version(model, v).tags
+    rejected = approval.rejection(tags)
+    if rejected or tags.get(gate_tag(LIVE_CHECK)) == "failed":
+        # a refusal (a person's rejection, a rollback, a failed verdict) recorded by a process killed
+        # before it ended the stage: it stands. Judged again, more evidence could promote it.
+        why = f"v{v} was {rejected}" if rejected else tags.get(gate_reason_tag(LIVE_CHECK)) or "refused"
         if end_stage(settings, registry, endpoint, model, actor=actor, reason=why) is None:
             return Outcome(v, "pending", "the stage changed while it was judged")
         return Outcome(v, "refused", why)

@@ -1,15 +1,16 @@
-"""Staging before production with real processes: the endpoint (`ml-platform serve`, two workers)
-loads a gated candidate beside the champion; a shadow never answers a client and becomes champion
-after N mirrored requests, pooled from both workers (through a kill -9 of the endpoint, which
-resumes from the recorded count, and of the judging `ml-platform run`); a candidate trained on
-corrupted labels passes the offline gate but is refused on live rows, with reasons; a newer
-candidate supersedes a staged one (every worker swaps to it); a canary answers a sticky share, the
-same in both workers, and one that breaks the latency budget in one worker is stopped in the other
-by its marker, then refused. With `deploy.approval: required`: a shadow runs first and a person
-approves it with its live evidence shown; a canary is approved before it starts, survives a kill -9
-of its judge unpromoted and a kill -9 of the endpoint (resumed: same share, same sticky answers, the
-count going on), and `ml-platform rollback` during it puts every request back on the champion.
-`ml-platform reject` of a candidate in shadow ends its shadow at once, in every worker.
+"""Staging before production with real processes: the endpoint (`ml-platform serve`, two workers) loads
+a gated candidate beside the champion; a shadow never answers a client and becomes champion after N
+mirrored requests, pooled from both workers (through a kill -9 of the endpoint, which resumes from
+the recorded count, and of the judging `ml-platform run`); a candidate trained on corrupted labels
+passes the offline gate but is refused on live rows, with reasons (through a kill -9 of its judge
+after the verdict); a newer candidate supersedes a staged one (every worker swaps to it); a canary
+answers a sticky share, the same in both workers, and one that breaks the latency budget in one
+worker is stopped in the other by its marker, then refused. With `deploy.approval: required`: a
+shadow runs first and a person approves it with its live evidence shown; a canary is approved before
+it starts, survives a kill -9 of its judge unpromoted and a kill -9 of the endpoint (resumed: same
+share, same sticky answers, the count going on), and `ml-platform rollback` during it puts every
+request back on the champion. `ml-platform reject` of a candidate in shadow ends its shadow at once,
+in every worker.
 
 Training and judging run in-process on a real Dagster instance and MLflow (as `ml-platform run`
 does); the endpoint is a real process on a free loopback port."""
@@ -33,6 +34,7 @@ from ml_platform.cli.main import main as cli_main
 from ml_platform.control import staging
 from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
+from ml_platform.control.promotion import PromotionError
 from ml_platform.control.runner import run_pending, train_now
 from ml_platform.core import audit, stage_files
 from ml_platform.core import staging as live
@@ -307,8 +309,17 @@ def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):
         assert set(_send_split(both, _rows(truth), "d")) == {"2"}
     wait_for(lambda: _recorded(w, v) >= len(truth), 30, what="evidence")
     _land(w, "b4.csv", truth)  # the labels of the live rows arrive later, ids and all
+    # the judging `run` killed after it recorded the refusal, before the stage ended: the next look
+    # finishes that refusal (judged again, more evidence could have promoted it)
+    r = cli_env(w, {**os.environ, "ML_PLATFORM_FAULT": "stage:refused"}, "run")
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert staging.staged(s, "churn")["version"] == v and _tags(w, v)[gate_tag(LIVE_CHECK)] == "failed"
     run_pending(s, w["defs"], w["instance"], echo=_quiet)
     assert champion_version(s, "churn") == 2 and staging.staged(s, "churn") is None
+    key = dg.AssetCheckKey(dg.AssetKey(["churn", "candidate_model"]), LIVE_CHECK)
+    last = w["instance"].event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+    md = last.event.dagster_event.event_specific_data.metadata
+    assert md["Verdict"].value.startswith("refused: ") and "criteria" not in md, md  # not judged again
     tags = _tags(w, v)
     assert tags[gate_tag(LIVE_CHECK)] == "failed"
     why = tags[gate_reason_tag(LIVE_CHECK)]
@@ -318,6 +329,8 @@ def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):
     # the realised metric on the labelled live rows, by the gate's paired-bootstrap rule
     assert "labelled live rows" in why, why
     assert "in shadow" not in _status_text(w)
+    with pytest.raises(PromotionError, match=f"v{v} was refused on live traffic: candidate and champion agree"):
+        staging.stage(s, registry_for(s), None, "churn", v, actor="test", trigger="manual")  # a refusal stands
 
 
 def test_a_newer_candidate_supersedes_the_staged_one(w):
