@@ -138,6 +138,8 @@ def train_pool(model: str) -> str:
 
 ARCHIVE_DIR = "_archived"  # under a landing dir: ingested files moved there (landing.archive)
 LANDING_INDEX = "landing_index.sqlite"  # under a model's storage: the landing sensor's file index
+INGEST_CLAIMS = "ingest_claims.json"  # under a model's storage: files `ml-platform run` is ingesting now
+INGEST_CLAIMS_LOCK = ".ingest_claims.lock"  # held briefly: a check of who takes a file, and the taking
 
 
 def partitions(model: str) -> str:

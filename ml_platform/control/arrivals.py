@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from ml_platform import names
+from ml_platform.control import ingest_claims
 from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import ingest_tags
 from ml_platform.core import catalog
@@ -119,20 +120,34 @@ def landing_tick(chain: Chain, instance, cursor_text: str | None, *, now: float 
         tick.stats = ix.scan(landing, cur, settle_seconds=chain.cfg.automation.settle_seconds, now=now)
         files = ix.ready(landing)
         if files:  # only then read the catalog: `ml-platform run` may have ingested them already
-            known = catalog.known_sha256(chain.dir)
-            ix.mark_done([f.path.name for f in files if f.sha256 in known])
-            files = [f for f in files if f.sha256 not in known]
+            files = _take(chain, instance, ix, tick, files, now)
+        _progress(ix, cur, tick, now, done, len(files))
+    if not tick.requests:
+        tick.skip_reason = "no new landing files" + (" (more to hash next tick)" if tick.stats.more else "")
+    return tick
+
+
+def _take(chain: Chain, instance, ix: LandingIndex, tick: Tick, files: list[LandingFile], now: float) -> list:
+    """Request the files nobody took: under the ingest-claims lock, so that what the records and
+    `ml-platform run`'s claims say and the requests marked here are one step for `run`
+    (``control/ingest_claims``); the index is committed before the lock is let go."""
+    with ingest_claims.claims_lock(chain):
+        known = catalog.known_sha256(chain.dir)
+        ix.mark_done([f.path.name for f in files if f.sha256 in known])
+        claimed = ingest_claims.live_claims(chain)
+        held = [f for f in files if f.sha256 in claimed and f.sha256 not in known]
+        files = [f for f in files if f.sha256 not in known and f.sha256 not in claimed]
         if files:
             existing = _existing_keys(instance, chain, files)
             tick.new_keys = [f.partition_key for f in files if f.partition_key not in existing]
             tick.requests = ingest_requests(chain, files, existing)
             ix.mark_requested(files, now)
-            runs = len(tick.requests)
-            tick.lines.append(f"{len(files)} new file(s) in {runs} run(s): {_names(files)}")
-        _progress(ix, cur, tick, now, done, len(files))
-    if not tick.requests:
-        tick.skip_reason = "no new landing files" + (" (more to hash next tick)" if tick.stats.more else "")
-    return tick
+        ix.db.commit()
+    if held:  # left new in the index: looked at again next tick (done once `run`'s record holds them)
+        tick.lines.append(f"{len(held)} file(s) being ingested by `ml-platform run`, left to it: {_names(held)}")
+    if files:
+        tick.lines.append(f"{len(files)} new file(s) in {len(tick.requests)} run(s): {_names(files)}")
+    return files
 
 
 def _settle(chain: Chain, ix: LandingIndex, cur: ZoneCursor, landing) -> int:

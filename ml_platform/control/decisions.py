@@ -83,6 +83,14 @@ def claim_live(d: Decision) -> bool:
     return time.time() - float(d.at or 0) < CLAIM_TTL_SECONDS or _claimant_alive(d.claimed_by or "")
 
 
+def claimant_live(by: str, at: float | None) -> bool:
+    """A `run`'s claim on this host stands while its process lives; one from another host, for
+    CLAIM_TTL_SECONDS (its process cannot be looked at)."""
+    if by.partition("@")[2] == socket.gethostname():
+        return _claimant_alive(by)
+    return time.time() - float(at or 0) < CLAIM_TTL_SECONDS
+
+
 def ingest_tags(f: LandingFile) -> dict:
     return {TAG_SOURCE: str(f.path), TAG_SHA: f.sha256, TAG_ARRIVAL: repr(f.mtime)}
 

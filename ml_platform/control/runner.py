@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import asset_source, run_health, staging
+from ml_platform.control import asset_source, ingest_claims, run_health, staging
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version, registry_file_gone, registry_loss
 from ml_platform.control.decisions import (
@@ -251,17 +251,9 @@ def run_pending(
         me, said_taken = this_run(), set()
         for i, (key, label, tags, sha) in enumerate(arrivals, 1):
             faults.barrier("run:ingest")
-            # One ingest per batch across `run`s: the check and the ingest under one lock.
-            with files.file_lock(chain.dir / INGEST_LOCK, what="the ingest lock"):
-                if sha is not None and sha in catalog.known_sha256(chain.dir):
-                    echo(f"[{name}] ({i}/{len(arrivals)}) {label}: already ingested by another process")
-                    continue
-                instance.add_dynamic_partitions(names.partitions(name), [key])
-                echo(f"[{name}] ({i}/{len(arrivals)}) ingest {label} -> partition {key}")
-                res = ingest_job.execute_in_process(
-                    instance=instance, partition_key=key, tags=tags, raise_on_error=False, run_config=QUIET
-                )
-                stop_on_storage_fault(res, settings)
+            res = ingest_file(chain, instance, ingest_job, (key, label, tags, sha), f"({i}/{len(arrivals)})", echo)
+            if res is None:
+                continue
             if not res.success and catalog.read_record(chain.dir, key) is None:  # failed before its record
                 why = ingest_failure(instance, chain, key) or f"run {res.run_id[:8]} failed (its events are in the UI)"
                 echo(f"[{name}]   {label}: failed - {why}")
@@ -310,6 +302,33 @@ def run_pending(
             outcomes.append(code)
         judge_staged(settings, defs, instance, name, echo)
     return summary
+
+
+def ingest_file(chain: Chain, instance, ingest_job, arrival: tuple, nth: str, echo=print):
+    """One pending batch through the ingest job, in-process; None when another process has it.
+    One ingest per batch: across `run`s the check and the ingest are under one lock; against
+    `up`'s landing sensor, the file is claimed first (``control/ingest_claims``)."""
+    key, label, tags, sha = arrival
+    name = chain.name
+    with files.file_lock(chain.dir / INGEST_LOCK, what="the ingest lock"):
+        why = ingest_claims.claim(chain, sha, key, this_run()) if sha is not None else None
+        if why is not None:
+            echo(f"[{name}] {nth} {label}: {why}")
+            return None
+        try:
+            instance.add_dynamic_partitions(names.partitions(name), [key])
+            echo(f"[{name}] {nth} ingest {label} -> partition {key}")
+            res = ingest_job.execute_in_process(
+                instance=instance, partition_key=key, tags=tags, raise_on_error=False, run_config=QUIET
+            )
+        finally:
+            if sha is not None:
+                ingest_claims.release(chain, sha)
+        stop_on_storage_fault(res, chain.settings)
+    rec = catalog.read_record(chain.dir, key)
+    if res.success and rec is not None and rec.ingest_run not in (None, res.run_id):
+        echo(f"[{name}]   {label}: already ingested by run {rec.ingest_run[:8]}: nothing copied again")
+    return res
 
 
 def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> str | None:

@@ -66,6 +66,7 @@ class BatchRecord:
     arrival: float | None = None  # the landing file's mtime (arrival order)
     rows: int | None = None  # rows the file held
     ingested_at: float | None = None
+    ingest_run: str | None = None  # the Dagster run that copied it (a later arrival run of it skips)
     status: str | None = None  # raw | validated | rejected | failed
     reason: str | None = None  # why failed / rejected, and the batch's flags
     refused: bool = False  # never copied (a link, outside the landing dir)

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ml_platform.core import files
@@ -32,8 +33,12 @@ def write_json_atomic(path: Path, data, what: str = "a state file") -> None:
     files.write_json(path, data, what)
 
 
-def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
-    """Merge ``fields`` (``BatchRecord`` field names) into the batch record, created on first call."""
+def update_record(
+    model_dir: Path, partition: str, *, unless: Callable[[BatchRecord], bool] | None = None, **fields
+) -> BatchRecord:
+    """Merge ``fields`` (``BatchRecord`` field names) into the batch record, created on first call.
+    ``unless``: when the record as it is now satisfies it, nothing is written (checked and written
+    under the one lock): the record is returned unchanged."""
     unknown = sorted(set(fields) - FIELDS) + sorted({"partition"} & set(fields))
     if unknown:
         raise TypeError(f"update_record: not a batch record field: {', '.join(unknown)}")
@@ -48,6 +53,8 @@ def update_record(model_dir: Path, partition: str, **fields) -> BatchRecord:
                 os.replace(path, kept)
                 log.warning("%s; moved aside to %s, a fresh record is started", e, kept.name)
             rec = BatchRecord(partition)
+        if unless is not None and path.exists() and unless(rec):
+            return rec
         for k, v in fields.items():
             setattr(rec, k, Decision.from_dict(v) if k == "decision" else v)
         write_json_atomic(path, rec.to_dict(), f"the record of batch {partition}")

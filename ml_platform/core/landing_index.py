@@ -280,3 +280,19 @@ class LandingIndex:
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
+
+
+def requested_at(path: Path, sha: str) -> float | None:
+    """When the sensor requested an ingest run of this content (None: it has not, it is done, or
+    there is no index): read-only, for `ml-platform run`, which never writes the sensor's index."""
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT MAX(requested_at) FROM files WHERE sha=? AND state=?", (sha, REQUESTED)).fetchone()
+    except sqlite3.Error:  # corrupt or not an index yet: the sensor rebuilds it
+        return None
+    finally:
+        db.close()
+    return row[0] if row else None

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from ml_platform.control import asset_source
+from ml_platform.control import asset_source, ingest_claims
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_classes
 from ml_platform.core import catalog, files
@@ -24,7 +24,7 @@ from ml_platform.core.landing import (
     refusal,
 )
 from ml_platform.core.schema import BatchSchemaError, required_columns, validate_batch
-from ml_platform.defs.assets.per_partition import each_partition
+from ml_platform.defs.assets.per_partition import AlreadyIngested, each_partition, elsewhere
 from ml_platform.defs.metadata import table
 from ml_platform.names import (
     COL_REASON,
@@ -100,12 +100,21 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
         partitions_def=chain.partitions,
         group_name=chain.name,
         kinds={"file"},
+        output_required=False,  # a file another run ingested: nothing materialized, later steps skipped
         backfill_policy=chain.backfill_policy,
         description="Immutable copy of one landing file.",
     )
     def raw_batch(context: dg.AssetExecutionContext, config: IngestFiles):
+        arriving = ingest_claims.arrival_run(context.run.tags) or bool(config.files)
+
+        def elsewhere(rec: catalog.BatchRecord | None, sha: str | None) -> str | None:
+            return ingest_claims.ingested_by(context.instance, rec, context.run_id, sha) if arriving else None
+
         def one(partition: str) -> dg.MaterializeResult:
             source, expected_sha, arrival = _source_of(context, chain, partition, config)
+            other = elsewhere(catalog.read_record(chain.dir, partition), expected_sha)
+            if other is not None:  # `run` and the landing sensor both saw the file: one ingest
+                raise AlreadyIngested(other)
             dest_dir = chain.raw_dir(partition)
             stored = _stored_copy(dest_dir)
             if stored is None:  # first materialization (a re-materialization keeps the immutable copy)
@@ -119,6 +128,7 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                         arrival=arrival,
                         rows=0,
                         ingested_at=time.time(),
+                        ingest_run=context.run_id,
                         status="failed",
                         reason=refused,
                         refused=True,
@@ -161,9 +171,10 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                 rows, columns, error = len(df), list(df.columns), None
             except BatchReadError as e:
                 rows, columns, error = 0, [], str(e)
-            catalog.update_record(
+            rec = catalog.update_record(
                 chain.dir,
                 partition,
+                unless=lambda r: elsewhere(r, sha) is not None,  # another run got here first meanwhile
                 file=str(source),
                 stored_path=str(stored),
                 sha256=sha,
@@ -171,9 +182,12 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
                 arrival=arrival,
                 rows=rows,
                 ingested_at=time.time(),
+                ingest_run=context.run_id,
                 status="raw",
                 reason=error,
             )
+            if rec.ingest_run != context.run_id:
+                raise AlreadyIngested(rec.ingest_run)
             archived = None
             if chain.cfg.landing.archive and source.exists():
                 # The raw copy is complete, fsynced and verified: the landing file may leave the zone.
@@ -470,6 +484,6 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
             catalog.update_record(chain.dir, partition, status="failed", reason=message, validated_at=time.time())
             return {"status": "failed", "reason": message, "valid_rows": 0}
 
-        yield from each_partition(context, split, failed)
+        yield from each_partition(context, split, failed, skip=elsewhere(chain, context))
 
     return validated_batch

@@ -29,7 +29,7 @@ from ml_platform.core import (
 from ml_platform.core.candidate import SCORE, scores_of
 from ml_platform.core.frames import category_array
 from ml_platform.core.schema import unknown_labels
-from ml_platform.defs.assets.per_partition import each_partition
+from ml_platform.defs.assets.per_partition import each_partition, elsewhere
 from ml_platform.defs.metadata import VERDICT, bar, display_name, figures, plot, rounded, table, version_label
 
 BOOTSTRAP_MAX_ROWS = 20_000
@@ -136,7 +136,8 @@ def build_batch_predictions(chain: Chain) -> dg.AssetsDefinition:
                 }
             )
 
-        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "predictions"))
+        failed = monitoring_failed(chain, "predictions")
+        yield from each_partition(context, lambda p: (one(p).metadata, []), failed, skip=elsewhere(chain, context))
 
     return batch_predictions
 
@@ -187,7 +188,8 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
                 meta["file_rows"] = int(rec.rows)
             return dg.MaterializeResult(metadata=meta)
 
-        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "drift"))
+        failed = monitoring_failed(chain, "drift")
+        yield from each_partition(context, lambda p: (one(p).metadata, []), failed, skip=elsewhere(chain, context))
 
     return drift_report
 
@@ -458,6 +460,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
                 line += f"; estimated without labels {est.value:.4f}"
             return dg.MaterializeResult(metadata={VERDICT: line, **md})
 
-        yield from each_partition(context, lambda p: (one(p).metadata, []), monitoring_failed(chain, "performance"))
+        failed = monitoring_failed(chain, "performance")
+        yield from each_partition(context, lambda p: (one(p).metadata, []), failed, skip=elsewhere(chain, context))
 
     return champion_performance

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator
 
 import dagster as dg
 
+from ml_platform.control import ingest_claims
+from ml_platform.control.chain import Chain
 from ml_platform.core.files import StateWriteError
 
 # The ingest assets' backfill policy is a Dagster beta parameter: said once here, not per load.
@@ -30,12 +32,38 @@ Body = Callable[[str], tuple[dict, list]]  # partition -> (metadata, [AssetCheck
 OnError = Callable[[str, str], dict]  # (partition, message) -> metadata (records the failure)
 
 
+class AlreadyIngested(Exception):
+    """This partition's file was ingested by another run (``control/ingest_claims``)."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"already ingested by run {run_id}")
+        self.run_id = run_id
+
+
+def elsewhere(chain: Chain, context: dg.AssetExecutionContext) -> Callable[[str], str | None]:
+    """``each_partition``'s ``skip`` for the assets after raw_batch in an ingest run."""
+    return ingest_claims.ingested_elsewhere(chain, context.instance, context.run_id, context.run.tags)
+
+
 def each_partition(
-    context: dg.AssetExecutionContext, body: Body, on_error: OnError, *, progress: bool = False
+    context: dg.AssetExecutionContext,
+    body: Body,
+    on_error: OnError,
+    *,
+    progress: bool = False,
+    skip: Callable[[str], str | None] | None = None,
 ) -> Iterator:
+    """``skip``: in a run of several partitions, the run that ingested a partition if not this
+    one (its later assets leave it alone). A body raising ``AlreadyIngested`` in a run of one
+    partition yields nothing: the asset (raw_batch: ``output_required=False``) is not
+    materialized and Dagster skips the run's later steps."""
     keys = list(context.partition_keys)
     if len(keys) == 1:
-        metadata, checks = body(keys[0])
+        try:
+            metadata, checks = body(keys[0])
+        except AlreadyIngested as e:
+            context.log.info(f"{keys[0]}: {e}: nothing copied, validated or materialized again")
+            return
         yield dg.MaterializeResult(metadata=metadata)
         yield from checks
         return
@@ -43,7 +71,13 @@ def each_partition(
     evaluations = []
     for i, partition in enumerate(keys, 1):
         try:
+            other = skip(partition) if skip is not None else None
+            if other is not None:
+                raise AlreadyIngested(other)
             metadata, checks = body(partition)
+        except AlreadyIngested as e:  # this file's batch is another run's: said on it, nothing redone
+            context.log.info(f"{partition}: {e}: left as it is")
+            metadata, checks = {"skipped": str(e), "ingested_by_run": e.run_id}, []
         except StateWriteError:
             raise  # storage, not the file: every later file would fail alike; the run stops
         except Exception as e:  # noqa: BLE001 - a bad file fails alone: recorded on its batch

@@ -1,0 +1,140 @@
+"""One ingest per landing file when `ml-platform run` and `up`'s landing sensor see it at once.
+
+The interleavings are forced in-process against one Dagster instance: the sensor's tick is
+evaluated inside `run`'s ingest (while its raw copy is being made), and the sensor's run
+request is executed as the daemon would, before or after `run`'s."""
+
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from ml_platform import names
+from ml_platform.control import ingest_claims, runner
+from ml_platform.control.chain import Chain
+from ml_platform.control.decisions import ingest_tags
+from ml_platform.core import catalog
+from ml_platform.core.landing import scan_landing
+from ml_platform.core.simulate import write_batches
+from ml_platform.defs.assets import ingest as ingest_assets
+from ml_platform.defs.definitions import build_definitions
+
+
+@pytest.fixture
+def setup(settings):
+    landing = settings.landing_dir("churn")
+    for i, p in enumerate(write_batches(landing, 2, rows=60)):
+        t = time.time() - 100 + i  # settled
+        os.utime(p, (t, t))
+    defs = build_definitions(settings)
+    chain = Chain("churn", settings.models["churn"], settings)
+    files = scan_landing(landing, settle_seconds=0, known_sha256=set())
+    with dg.instance_for_test() as instance:
+        yield defs, chain, instance, files
+
+
+def _tick(defs, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("churn_landing_sensor")
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+
+
+def _daemon_runs(defs, instance, result):
+    """The sensor's requests executed as the daemon would (partitions added, then the runs)."""
+    for req in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    job = defs.resolve_job_def(names.ingest_job("churn"))
+    return [
+        job.execute_in_process(
+            instance=instance,
+            partition_key=r.partition_key,
+            tags=r.tags,
+            run_config={**runner.QUIET, **(r.run_config or {})},
+            raise_on_error=False,
+        )
+        for r in result.run_requests
+    ]
+
+
+def _requested(result) -> set[str]:
+    """The partitions a tick's run requests ingest (one file each, or a range's files)."""
+    out = set()
+    for r in result.run_requests or []:
+        files = (r.run_config or {}).get("ops", {}).get("churn__raw_batch", {}).get("config", {}).get("files", {})
+        out |= {r.partition_key} if r.partition_key else set(files)
+    return out
+
+
+def _materializations(instance, partition):
+    key = dg.AssetKey(["churn", "raw_batch"])
+    flt = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition])
+    return instance.fetch_materializations(flt, limit=10).records
+
+
+def _arrival(f):
+    return (f.partition_key, f.path.name, ingest_tags(f), f.sha256)
+
+
+def _run_ingest(defs, chain, instance, f, lines):
+    job = defs.resolve_job_def(names.ingest_job("churn"))
+    return runner.ingest_file(chain, instance, job, _arrival(f), "(1/1)", lines.append)
+
+
+def test_the_sensor_never_requests_a_file_run_is_ingesting(setup, monkeypatch):
+    """The reported race: the sensor's tick comes while `run`'s in-process ingest copies the
+    file (its record does not hold the content yet). Before the claim it requested a second run."""
+    defs, chain, instance, (f, g) = setup
+    ticks = []
+    copy = ingest_assets.copy_regular_file
+
+    def copy_during_a_tick(src, dst):
+        if src.name == f.path.name and not ticks:
+            ticks.append(_tick(defs, instance))
+        return copy(src, dst)
+
+    monkeypatch.setattr(ingest_assets, "copy_regular_file", copy_during_a_tick)
+    lines: list[str] = []
+    res = _run_ingest(defs, chain, instance, f, lines)
+    assert res.success, lines
+    (mid,) = ticks
+    assert _requested(mid) == {g.partition_key}  # the other file, nobody's: requested
+    assert ingest_claims.live_claims(chain) == {}  # released
+    after = _tick(defs, instance, mid.cursor)
+    assert not after.run_requests  # known now; the other file is in flight already
+    assert len(_materializations(instance, f.partition_key)) == 1
+    assert catalog.read_record(chain.dir, f.partition_key).ingest_run == res.run_id
+
+
+def test_a_run_that_comes_second_materializes_nothing_again(setup, monkeypatch):
+    """Either order, one materialization: `run` leaves a file the sensor just requested, and the
+    sensor's run of a file `run` ingested (a request from before the claim) skips it."""
+    defs, chain, instance, (f, g) = setup
+    # 1. The sensor requested both files (one run over the two partitions): `run` leaves them.
+    tick = _tick(defs, instance)
+    assert _requested(tick) == {f.partition_key, g.partition_key}
+    lines: list[str] = []
+    assert _run_ingest(defs, chain, instance, f, lines) is None
+    assert "requested by `ml-platform up`'s landing sensor" in lines[-1]
+    # ... unless the request is old (the daemon stopped before its run): `run` ingests it then.
+    monkeypatch.setattr(ingest_claims, "SENSOR_REQUEST_SECONDS", -1)
+    first = _run_ingest(defs, chain, instance, f, lines)
+    assert first.success
+    # 2. The sensor's run over both partitions comes after: f is left as it is, g ingested.
+    (multi,) = _daemon_runs(defs, instance, tick)
+    assert multi.success
+    assert len(_materializations(instance, g.partition_key)) == 1
+    assert catalog.read_record(chain.dir, g.partition_key).status in ("validated", "rejected")
+    (skipped, _first) = _materializations(instance, f.partition_key)  # newest first
+    assert skipped.event_log_entry.asset_materialization.metadata["skipped"].value == (
+        f"already ingested by run {first.run_id}"
+    )
+    rec = catalog.read_record(chain.dir, f.partition_key)
+    assert rec.ingest_run == first.run_id
+    # 3. A run of the one file (the sensor's request for f alone) materializes nothing at all.
+    single = dg.RunRequest(partition_key=f.partition_key, tags=ingest_tags(f))
+    (res,) = _daemon_runs(defs, instance, dg.SensorResult(run_requests=[single]))
+    assert res.success
+    assert len(_materializations(instance, f.partition_key)) == 2  # unchanged
+    logs = [e.message for e in instance.all_logs(res.run_id) if e.message]
+    assert any(f"already ingested by run {first.run_id}" in m for m in logs)
+    assert catalog.read_record(chain.dir, f.partition_key).ingest_run == first.run_id
