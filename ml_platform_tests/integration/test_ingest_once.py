@@ -138,3 +138,17 @@ def test_a_run_that_comes_second_materializes_nothing_again(setup, monkeypatch):
     logs = [e.message for e in instance.all_logs(res.run_id) if e.message]
     assert any(f"already ingested by run {first.run_id}" in m for m in logs)
     assert catalog.read_record(chain.dir, f.partition_key).ingest_run == first.run_id
+
+
+def test_a_dead_runs_claim_does_not_hold_the_file(setup):
+    """`run` killed mid-ingest leaves its claim: the sensor takes the file at once (same host, PID gone)."""
+    import socket
+    import subprocess
+    import sys
+
+    defs, chain, instance, (f, g) = setup
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert ingest_claims.claim(chain, f.sha256, f.partition_key, f"run {dead.pid}@{socket.gethostname()}") is None
+    assert ingest_claims.claim(chain, g.sha256, g.partition_key, f"run {os.getpid()}@{socket.gethostname()}") is None
+    assert _requested(_tick(defs, instance)) == {f.partition_key}  # g: this (live) process still has it
