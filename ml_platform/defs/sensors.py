@@ -13,6 +13,7 @@ from ml_platform.control import asset_source, run_health, staging
 from ml_platform.control.arrivals import landing_tick
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version, registry_loss
+from ml_platform.control.code_on_disk import code_on_disk
 from ml_platform.control.decisions import (
     SENSOR,
     claim_code_retrain,
@@ -24,12 +25,13 @@ from ml_platform.control.decisions import (
     train_tags,
 )
 from ml_platform.control.reconcile import reconcile
-from ml_platform.core import catalog, code_version
+from ml_platform.core import catalog
 from ml_platform.core.live import sample_files
 from ml_platform.core.policy import scheduled
 from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
+from ml_platform.settings import ConfigError
 
 CONTROL_PLANE_INTERVAL = 10
 CODE_CHANGE_INTERVAL = 15
@@ -186,35 +188,39 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             return dg.SkipReason("; ".join(notes) or "healthy: no dead run, champion consistent")
         return dg.SensorResult(run_requests=requests)
 
-    parts = code_version.manifest(chain.cfg)
-    version_of_code = code_version.code_version(parts)
-
     @dg.sensor(
         name=names.sensor(chain.name, "code_change"),
         job_name=names.train_job(chain.name),
         minimum_interval_seconds=CODE_CHANGE_INTERVAL,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Retrains {chain.name} (trigger code) when the loaded code version ({version_of_code}) differs "
-        "from the champion's (retrain.on_code_change).",
+        description=f"Retrains {chain.name} (trigger code) when the code version of its files on disk (read each "
+        "tick: config, estimator params, transform / pipeline / check modules) differs from the champion's "
+        "(retrain.on_code_change). No reload of the code location needed.",
     )
     def code_change_sensor(context: dg.SensorEvaluationContext):
+        try:
+            now = code_on_disk(chain)  # not the code this server imported at start: the files now
+        except ConfigError as e:
+            return dg.SkipReason(f"the model's files do not load (compared once they do): {e}")
+        if now.reload_needed:
+            return dg.SkipReason(f"{now.reload_needed}: reload the code location (UI: Reload definitions) to train it")
         champion = champion_version(chain.settings, chain.name)
-        key = f"{champion}:{version_of_code}"
+        key = f"{champion}:{now.version}"
         if context.cursor == key:
-            return dg.SkipReason(f"code version {version_of_code} already compared with champion v{champion}")
+            return dg.SkipReason(f"code version {now.version} already compared with champion v{champion}")
         if train_in_flight(context.instance, chain):
-            return dg.SkipReason("a train run is in flight: its candidate carries this code")
+            return dg.SkipReason("a train run is in flight: its candidate carries the code it imported")
         lost = registry_loss(chain.settings, registry_for(chain.settings), chain.name)
         if lost:
             return dg.SkipReason(f"refused: {lost}")
-        d = code_change_decision(chain, registry_for(chain.settings), parts, version_of_code)
-        if d is not None and not claim_code_retrain(chain, context.instance, f"{version_of_code}-v{champion}", SENSOR):
+        d = code_change_decision(chain, registry_for(chain.settings), now.parts, now.version)
+        if d is not None and not claim_code_retrain(chain, context.instance, f"{now.version}-v{champion}", SENSOR):
             return dg.SkipReason("another process took this code-change retrain")  # cursor unchanged: look again
         context.update_cursor(key)
         if d is None:
-            return dg.SkipReason(f"no code retrain (code version {version_of_code}, champion v{champion})")
+            return dg.SkipReason(f"no code retrain (code version {now.version}, champion v{champion})")
         context.log.info(d.reason)
-        return dg.RunRequest(run_key=f"code-{version_of_code}-v{champion}", tags=train_tags(d, None))
+        return dg.RunRequest(run_key=f"code-{now.version}-v{champion}", tags=train_tags(d, None))
 
     arrivals = landing_sensor if chain.cfg.source is None else source_sensor
     out = [arrivals, retrain_sensor, live_drift_sensor, control_plane_sensor, code_change_sensor]

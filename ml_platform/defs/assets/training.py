@@ -10,6 +10,7 @@ import pandas as pd
 
 from ml_platform import names
 from ml_platform.control.chain import Chain
+from ml_platform.control.code_on_disk import stale_import
 from ml_platform.control.decisions import record_retrain_decision
 from ml_platform.core import (
     catalog,
@@ -221,6 +222,10 @@ def build_candidate_model(chain: Chain) -> dg.AssetsDefinition:
     def _train(
         context: dg.AssetExecutionContext, registry: MlflowRegistry, parent: str, training_set: dict
     ) -> dg.Output[Candidate]:
+        if context.run.tags.get(TAG_TRIGGER) == "code":  # launched for the files on disk: train those
+            stale = stale_import(chain, version_of_code)
+            if stale:
+                raise dg.Failure(stale)
         cfg = chain.cfg
         train, holdout = load_training_set(training_set)
         raw_train, raw_holdout = train, holdout
