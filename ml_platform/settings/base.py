@@ -32,6 +32,11 @@ def format_errors(err: ValidationError) -> str:
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
+            if path == "models":  # e.g. a dg project's platform-wide ml_platform.yaml given as --config
+                msg += (
+                    ": add a models: block, or use --project DIR for a dg project whose models are "
+                    "ModelComponents (docs/extending.md)"
+                )
         elif e["type"] == "literal_error":
             msg = msg.replace("Input should be", "expected")
         elif e["type"] == "finite_number":

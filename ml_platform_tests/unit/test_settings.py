@@ -56,6 +56,12 @@ def test_missing_target(tmp_path):
     assert "models.churn.target: required key is missing" in msg
 
 
+def test_no_models_says_where_models_come_from(tmp_path):
+    # a dg project's platform-wide file (models are its ModelComponents) given as --config
+    msg = _load_with(tmp_path, "storage_dir: state\n")
+    assert "models: required key is missing: add a models: block, or use --project DIR" in msg, msg
+
+
 def test_target_listed_as_feature(tmp_path):
     msg = _load_with(tmp_path, BASE.replace("target: y", "target: a"))
     assert "target 'a' must not also be listed under features" in msg
