@@ -302,7 +302,7 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
 
     _send_live_traffic(s, generate_batch(1200, seed=40, start_id=50_000))
     cursor, meta, check = check_run(None)
-    assert meta["verdict"].value == "stable" and meta["rows"].value == 1200, meta
+    assert meta["drift"].value == "stable" and meta["rows"].value == 1200, meta
     # the only performance figure live traffic has: the CBPE estimate, near the holdout on stable traffic
     assert meta["estimated_metric"].value == "roc_auc", meta
     assert abs(meta["estimated_value"].value - meta["holdout_baseline"].value) < 0.05, meta
@@ -313,7 +313,7 @@ def test_live_drift_watches_what_the_endpoint_scores(world):
     )  # nothing new: no run
     _send_live_traffic(s, generate_batch(3000, seed=41, start_id=60_000, drift=1.0))
     _, meta, check = check_run(cursor)
-    assert meta["verdict"].value == "drifted" and meta["rows"].value == 4200
+    assert meta["drift"].value == "drifted" and meta["rows"].value == 4200
     assert "per_feature" in meta and "chart" in meta
     assert check.status.value == "FAILED" and check.evaluation.severity == dg.AssetCheckSeverity.WARN
     live = status(s, defs.resources["ml_platform_registry"])["models"]["churn"]["live_drift"]

@@ -98,7 +98,7 @@ def test_validated_batch_shows_file_and_valid_rows_and_a_quarantine_table(world)
 
 def test_drift_report_table_and_chart_of_a_drifted_batch(world):
     meta = _events(world["instance"], "drift_report")[-1].metadata  # drifted.csv, judged against v1
-    assert meta["verdict"].value == "drifted", meta
+    assert meta["drift"].value == "drifted", meta
     assert meta["file_rows"].value == 1500 and meta["rows"].value == 1500
     table = meta["per_feature"]
     assert isinstance(table, dg.TableMetadataValue), table

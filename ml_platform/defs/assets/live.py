@@ -123,7 +123,7 @@ def build_live_drift(chain: Chain) -> dg.AssetsDefinition:
         if result is not None and result.features:
             md = drift_metadata(result, version, live.summary_path(chain.dir).with_suffix(".png"))
         else:
-            md = {"verdict": summary["verdict"], "reason": summary.get("reason", "")}
+            md = {"drift": summary["verdict"], "reason": summary.get("reason", "")}
         md.update(
             {
                 k: summary[k]

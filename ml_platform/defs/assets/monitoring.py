@@ -254,7 +254,7 @@ def drift_metadata(result: drift.DriftResult, version: int, chart: Path) -> dict
     saved at ``chart``)."""
     meta = {
         VERDICT: drift_verdict(result, version),
-        "verdict": result.verdict,
+        "drift": result.verdict,  # the bare value (stable / drifted) beside the sentence
         "share_drifted": rounded(result.share_drifted, "share"),
         "drifted_features": ", ".join(display_name(f) for f in result.drifted_features) or "none",
         "champion_version": version_label(version),
