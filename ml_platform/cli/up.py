@@ -84,6 +84,10 @@ def up(s: Settings) -> int:
     # The daemon logs every dequeue tick at INFO (each second); runs still print their events.
     dagster = [
         sys.executable,
+        # `dagster dev` tells its user to use `dg dev`: up is that user and chose it (it takes the
+        # workspace file that names the code location); the notice is not for the person at the console
+        "-W",
+        "ignore:Function `dev_command` is superseded:FutureWarning",
         "-m",
         "dagster",
         "dev",

@@ -9,6 +9,7 @@ own jobs carry theirs), and each model's automation sensor targets that model's 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import dagster as dg
 
@@ -30,6 +31,11 @@ from ml_platform.resources.tracking import tracking_resource
 from ml_platform.runtime import console
 from ml_platform.runtime.instance import project_root_module
 from ml_platform.settings import ConfigError, Settings
+
+# Dagster warns about its own beta parameter when it converts check definitions as a repository
+# loads (repository_data.get_asset_checks_defs_by_key): on every load, in every console, nothing a
+# user can act on.
+warnings.filterwarnings("ignore", message="Parameter `execution_type`", category=dg.BetaWarning)
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
