@@ -40,6 +40,12 @@ class FairComparison:
     def rows(self) -> int:
         return len(self.set.rows)
 
+    def typed_rows(self, target: str) -> pd.DataFrame:
+        """The comparison rows with the target as the models see it (``training.target_values``):
+        integral labels as ints, like the candidate's ``classes`` (a validated batch keeps labels
+        as text: "0"/"1", yes/no and true/false all read "0"/"1"), a regression target as floats."""
+        return self.set.rows.assign(**{target: self.y}) if len(self.set.rows) else self.set.rows
+
 
 def _outputs(onnx_bytes: bytes, meta: dict, rows: pd.DataFrame, chain: Chain) -> Outputs:
     if rows.empty:

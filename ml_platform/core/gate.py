@@ -392,6 +392,16 @@ class GateVerdict:
     metadata: dict = field(default_factory=dict)
 
 
+USER_ERROR_CHARS = 160  # pandas puts whole columns in some messages ("Could not convert 0101...")
+
+
+def _short(message: str) -> str:
+    """An exception's message on one line, cut to ``USER_ERROR_CHARS``: the reason is read in a
+    table cell and a terminal line."""
+    line = " ".join(message.split())
+    return line if len(line) <= USER_ERROR_CHARS else line[: USER_ERROR_CHARS - 1] + "…"
+
+
 def user_check(name: str, fn, candidate: ModelOutputs, champion: ModelOutputs | None, rows) -> Verdict:
     """Run a user check and read its answer as a Verdict. An exception or an answer of the wrong
     shape is a failed verdict naming it: the candidate does not ship on a check that did not run."""
@@ -404,6 +414,6 @@ def user_check(name: str, fn, candidate: ModelOutputs, champion: ModelOutputs | 
         else:
             return Verdict(name, False, f"{name} returned {type(out).__name__}: expected a GateVerdict")
     except Exception as e:  # noqa: BLE001 - the user's code: its failure is the verdict
-        return Verdict(name, False, f"{name} raised {type(e).__name__}: {e}"[:500])
+        return Verdict(name, False, f"{name} raised {type(e).__name__}: {_short(str(e))}")
     figures = {k: v for k, v in metadata.items() if isinstance(v, (int, float, str, bool))}
     return Verdict(name, bool(passed), str(reason), figures)

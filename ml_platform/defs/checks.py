@@ -290,7 +290,7 @@ def _user_check(chain: Chain, name: str, path: str) -> dg.AssetChecksDefinition:
             if fc.champion is None
             else gate.ModelOutputs(fc.champion_version, fc.champion.values, fc.champion.classes)
         )
-        v = gate.user_check(name, fn, cand, champ, fc.set.rows)
+        v = gate.user_check(name, fn, cand, champ, fc.typed_rows(chain.cfg.target))
         res = _result(context, ml_platform_registry, chain, candidate_model, v)
         return dg.AssetCheckResult(passed=res.passed, metadata={**res.metadata, "rows": fc.rows, "check": path})
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from ml_platform.core import gate
@@ -208,3 +209,15 @@ def test_policy_keys_are_validated_at_load(tmp_path, extra, problem):
     with pytest.raises(ConfigError) as e:
         load_settings(write_config(tmp_path, extra=extra))
     assert problem in str(e.value), str(e.value)
+
+
+def test_a_user_check_that_raises_gives_a_short_reason():
+    import pandas as pd
+
+    def buggy(candidate, champion, rows):
+        return rows["y"].mean()  # a column of "0"/"1" strings: pandas puts it all in the message
+
+    out = gate.ModelOutputs(1, np.zeros((400, 2)), [0, 1])
+    v = gate.user_check("buggy", buggy, out, None, pd.DataFrame({"y": ["0", "1"] * 200}))
+    assert not v.passed and v.reason.startswith("buggy raised TypeError: ") and v.reason.endswith("…"), v.reason
+    assert len(v.reason) <= len("buggy raised TypeError: ") + gate.USER_ERROR_CHARS and "\n" not in v.reason
