@@ -109,17 +109,23 @@ def cmd_run(args) -> int:
             + f", {q} quarantined row(s), {len(trained)} candidate(s), "
             f"{sum(t.deployed for t in trained)} deployed"
             + (f", {n} staged (shadow / canary)" if (n := sum(bool(t.staged) for t in trained)) else "")
-            + f"; serving version: {deployed[name]}"
+            + f"; serving version: {'none yet' if deployed[name] is None else deployed[name]}"
         )
+        if deployed[name] is None and not trained:  # nothing happened: say what would
+            print(
+                f"  {name}: no champion yet: land a labelled batch, or train on the ingested ones with "
+                f"`ml-platform train --model {name}`"
+            )
     return 1 if refused else 0
 
 
 def cmd_check(args) -> int:
-    """CI for models: the working tree's code trained on the current data and judged by the whole
-    gate against the serving champion; nothing deploys. Exit 1 when the gate would refuse."""
+    """CI for models: the working tree's code trained on the current data and judged by the offline
+    gate against the serving champion (live_shadow needs live traffic after a deploy); nothing
+    deploys. Exit 1 when the gate would refuse."""
     from ml_platform.control.runner import check
     from ml_platform.defs.definitions import load_definitions
-    from ml_platform.names import gate_checks
+    from ml_platform.names import offline_checks
 
     s = settings_of(args)
     models = [model_of(s, args.model)] if args.model else list(s.models)
@@ -128,7 +134,7 @@ def cmd_check(args) -> int:
     for name in models:
         out = check(s, defs, name)
         judged = {c for c, _, _ in out.gate}
-        missing = [c for c in gate_checks(s.models[name]) if c not in judged]
+        missing = [c for c in offline_checks(s.models[name]) if c not in judged]
         if missing:  # a check that crashed left no verdict: the gate did not accept the candidate
             print(f"[{name}]   no verdict from: {', '.join(missing)}" + (f" ({out.error})" if out.error else ""))
         if out.version is None or missing or not all(passed for _, passed, _ in out.gate):
@@ -423,7 +429,7 @@ def parser() -> argparse.ArgumentParser:
     wk.add_argument("--loglevel", default="INFO")
     wk.set_defaults(fn=cmd_worker)
     add_commands(command)
-    ck = command("check", "CI: train the working tree's code, run the whole gate vs the champion, deploy nothing")
+    ck = command("check", "CI: train the working tree's code, run the offline gate vs the champion, deploy nothing")
     ck.add_argument("--model")
     ck.set_defaults(fn=cmd_check)  # train | approve | reject
     st = command("status", "champions, versions, gate verdicts, batches")

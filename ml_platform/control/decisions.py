@@ -321,18 +321,29 @@ def newest_candidate_run_start(instance: dg.DagsterInstance, chain: Chain) -> fl
 def code_change_decision(chain: Chain, registry, parts: dict[str, str], version_of_code: str) -> Decision | None:
     """A retrain (trigger ``code``) when the champion was trained by other code than the code
     loaded now (``core/code_version``), unless a candidate of this code exists already (judged by
-    the gate, or awaiting approval: its outcome stands). None when ``retrain.on_code_change`` is
-    off, without a champion, or for a champion from before code versions were recorded."""
+    the gate, or awaiting approval: its outcome stands). With no champion yet, the newest
+    candidate stands in for it: code fixed after the first candidates were refused trains one of
+    its own (without a candidate yet, the first batch trains it). None when
+    ``retrain.on_code_change`` is off, or for a version from before code versions were recorded."""
     if not chain.cfg.retrain.on_code_change:
         return None
     champion = champion_version(chain.settings, chain.name)
+    versions = None
     if champion is None:
-        return None
-    tags = registry.version(chain.name, champion).tags
+        if registry.champion_alias(chain.name) is not None:
+            return None  # the champion's pointer is missing: repaired first (reconcile), then compared
+        versions = registry.versions(chain.name)
+        judged = [int(v.version) for v in versions if v.tags.get(VERSION_CHECK_ONLY) != "true"]
+        if not judged:
+            return None
+        ref, says = max(judged), "no champion yet; newest candidate"
+    else:
+        ref, says = champion, "code version of"
+    tags = registry.version(chain.name, ref).tags
     old = tags.get(VERSION_CODE)
     if old is None or old == version_of_code:
         return None
-    for v in registry.versions(chain.name):
+    for v in versions if versions is not None else registry.versions(chain.name):
         if v.tags.get(VERSION_CODE) == version_of_code and v.tags.get(VERSION_CHECK_ONLY) != "true":
             return None
     try:
@@ -340,9 +351,7 @@ def code_change_decision(chain: Chain, registry, parts: dict[str, str], version_
     except ValueError:
         old_parts = {}
     what = ", ".join(code_version.changed(old_parts, parts)) or "unknown parts"
-    return Decision(
-        True, "code", f"code version of v{champion} {old} -> {version_of_code} (changed: {what})", at=time.time()
-    )
+    return Decision(True, "code", f"{says} v{ref} {old} -> {version_of_code} (changed: {what})", at=time.time())
 
 
 CODE_CLAIM = "code_retrain_claim.json"

@@ -399,23 +399,33 @@ def code_retrain(settings: Settings, defs, instance, chain: Chain, echo=print) -
 
 
 def check(settings: Settings, defs, name: str, echo=print) -> TrainOutcome:
-    """`ml-platform check`: train the loaded code on the current data and run the whole gate
-    against the serving champion, in a throwaway Dagster instance, deploying nothing. The
+    """`ml-platform check`: train the loaded code on the current data and run the offline gate
+    (``names.offline_checks``) against the serving champion, in a throwaway Dagster instance,
+    deploying nothing. Not ``live_shadow`` (deploy.strategy shadow / canary): it needs live traffic
+    after a deploy, and would judge (and conclude) the model's real staged candidate. The
     candidate is registered in MLflow tagged as a check (every path to the champion refuses it),
     so the evaluation stays on record."""
     chain = Chain(name, settings.models[name], settings)
     d = Decision(True, "check", "ml-platform check: the working tree's code against the champion")
-    job = console.quiet_refusals(defs.resolve_implicit_global_asset_job_def())
+    cand = chain.key("candidate_model")
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(  # an asset_selection alone adds every check
+        asset_selection={chain.key("training_set"), cand},
+        asset_check_selection={dg.AssetCheckKey(cand, c) for c in names.offline_checks(chain.cfg)},
+    )
     with dg.DagsterInstance.ephemeral() as instance:
-        res = job.execute_in_process(
+        res = console.quiet_refusals(job).execute_in_process(
             instance=instance,
             run_config=console.run_config(),
-            asset_selection=[chain.key("training_set"), chain.key("candidate_model")],
             tags={**train_tags(d, None), TAG_CHECK_ONLY: "true"},
             raise_on_error=False,
         )
         out = _train_outcome(res, chain, d.trigger, d.reason)
     _echo_train(name, out, echo, deploys=False)
+    if chain.cfg.deploy.strategy != "direct" and out.version is not None:
+        echo(
+            f"[{name}]     {names.LIVE_CHECK}: not judged here; judged on live traffic once a deployed "
+            f"candidate is staged (deploy.strategy: {chain.cfg.deploy.strategy})"
+        )
     return out
 
 

@@ -194,8 +194,9 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
         minimum_interval_seconds=CODE_CHANGE_INTERVAL,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Retrains {chain.name} (trigger code) when the code version of its files on disk (read each "
-        "tick: config, estimator params, transform / pipeline / check modules) differs from the champion's "
-        "(retrain.on_code_change). No reload of the code location needed.",
+        "tick: config, estimator params, transform / pipeline / check modules) differs from the champion's, or "
+        "with no champion yet from the newest candidate's (retrain.on_code_change). No reload of the code "
+        "location needed.",
     )
     def code_change_sensor(context: dg.SensorEvaluationContext):
         try:
@@ -206,8 +207,9 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             return dg.SkipReason(f"{now.reload_needed}: reload the code location (UI: Reload definitions) to train it")
         champion = champion_version(chain.settings, chain.name)
         key = f"{champion}:{now.version}"
+        against = "no champion" if champion is None else f"champion v{champion}"
         if context.cursor == key:
-            return dg.SkipReason(f"code version {now.version} already compared with champion v{champion}")
+            return dg.SkipReason(f"code version {now.version} already compared with {against}")
         if train_in_flight(context.instance, chain):
             return dg.SkipReason("a train run is in flight: its candidate carries the code it imported")
         lost = registry_loss(chain.settings, registry_for(chain.settings), chain.name)
@@ -218,7 +220,7 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
             return dg.SkipReason("another process took this code-change retrain")  # cursor unchanged: look again
         context.update_cursor(key)
         if d is None:
-            return dg.SkipReason(f"no code retrain (code version {now.version}, champion v{champion})")
+            return dg.SkipReason(f"no code retrain (code version {now.version}, {against})")
         context.log.info(d.reason)
         return dg.RunRequest(run_key=f"code-{now.version}-v{champion}", tags=train_tags(d, None))
 

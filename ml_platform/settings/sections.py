@@ -242,7 +242,8 @@ class RetrainConfig(StrictModel):
         True,
         description="Retrain by itself (trigger `code`) when the model's code version (platform version, estimator "
         "or pipeline and its params, transform, gate and training config, your check functions' source) differs "
-        "from the champion's; through the same gate and approval mode.",
+        "from the champion's (with no champion yet, from the newest candidate's: fixed code after refused first "
+        "candidates trains one); through the same gate and approval mode.",
     )
     policy: Literal["on_drift", "on_arrival"] = Field(
         "on_drift",

@@ -288,3 +288,52 @@ def test_a_check_added_to_the_registry_is_enforced_on_every_path(world, monkeypa
     v = next(v for v in doc["versions"] if v["version"] == target)
     assert v["gate_state"] == "pending" and not v["gate_passed"], v
     _assert_v1_serves(world, before)
+
+
+def test_user_check_typed_labels_fixed_code_retrains_and_check_judges_offline(tmp_path, capsys):
+    """A staged model (deploy.strategy: shadow) whose first candidate a buggy user check refused:
+    the refusal's reason is one short line; fixing the check retrains at the next `run` with no
+    champion yet (trigger code); the check sees the target typed as `classes`; `ml-platform
+    check` judges the offline gate only (live_shadow needs live traffic) and passes."""
+    from ml_platform.cli.main import main as cli_main
+
+    def configure(check: str):
+        write_config(
+            tmp_path,
+            extra="training: {window_batches: 1}\nretrain: {policy: on_arrival}\nautomation: {settle_seconds: 0}\n"
+            f"deploy: {{strategy: shadow}}\ngate: {{checks: ['ml_platform_tests.user_code.checks:{check}']}}\n",
+        )
+        s = load_settings(tmp_path / "ml_platform.yaml")
+        prepare_environment(s)
+        return s, build_definitions(s)
+
+    saved = dict(os.environ)
+    try:
+        s, defs = configure("positive_rate_buggy")
+        instance = dg.DagsterInstance.get()
+        _land(s.landing_dir("churn"), "b1.csv", generate_batch(800, seed=1))
+        (v1,) = [o.train for o in run_pending(s, defs, instance, echo=lambda *_: None)["churn"] if o.train]
+        reason = dict((c, r) for c, _, r in v1.gate)["positive_rate_buggy"]
+        assert not v1.deployed and champion_version(s, "churn") is None, v1
+        assert reason.startswith("positive_rate_buggy raised TypeError: Could not convert") and len(reason) < 220, (
+            reason
+        )
+
+        s, defs = configure("positive_rate")  # the fix: a new code version, and still no champion
+        lines: list[str] = []
+        (code,) = run_pending(s, defs, instance, echo=lines.append)["churn"]
+        assert code.kind == "code" and "no champion yet; newest candidate v1" in code.decision, lines
+        verdicts = {c: (p, r) for c, p, r in code.train.gate}
+        assert verdicts["positive_rate"][0] and "types ['int']" in verdicts["positive_rate"][1], verdicts
+        assert code.train.deployed and champion_version(s, "churn") == 2, code.train
+        assert not [o for o in run_pending(s, defs, instance, echo=lambda *_: None)["churn"] if o.train]
+
+        capsys.readouterr()
+        assert cli_main(["--config", str(tmp_path / "ml_platform.yaml"), "check"]) == 0
+        out = capsys.readouterr().out
+        assert "would PASS" in out and "live_shadow: not judged here" in out, out
+        assert "gate live_shadow" not in out, out
+        instance.dispose()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
