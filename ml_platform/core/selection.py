@@ -332,7 +332,7 @@ def _figure(t: Trial, metric: str) -> str:
         return f"skipped ({t.skipped})"
     v = t.metrics.get(metric)
     return (
-        f"{metric} {v:.4f} on the holdout ({t.train_rows} rows, {t.fit_seconds:.1f} s); backtest "
+        f"{metric} {v:.4f} on the holdout (trained on {t.train_rows} rows in {t.fit_seconds:.1f} s); backtest "
         + ", ".join(f"{b} {x:.4f}" for b, x in t.backtest.items())
         if v is not None
         else f"{metric} undefined on the holdout"

@@ -31,6 +31,7 @@ from ml_platform.names import (
     gate_reason_tag,
     gate_tag,
 )
+from ml_platform.resources.registry_view import summary_metrics
 
 # on the registry version as well as the run: what the code-change retrain and `status` read
 # (the check mark first: a version is never seen with its code version but without it)
@@ -333,8 +334,7 @@ class MlflowRegistry(ConfigurableResource):
         return max(0.0, (info.end_time - info.start_time) / 1000)
 
     def run_metrics(self, run_id: str) -> dict:
-        m = self.client().get_run(run_id).data.metrics
-        return {k.removeprefix("holdout_"): v for k, v in m.items()}
+        return summary_metrics(self.client().get_run(run_id).data.metrics)
 
 
 def registry_for(settings) -> MlflowRegistry:

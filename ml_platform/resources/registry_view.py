@@ -14,9 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_platform.core import files
+from ml_platform.names import BACKTEST_METRIC_PREFIX
 
 DELETED = "Deleted_Internal"  # MLflow's stage of a deleted version (kept as a row)
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a read waits for a writer's lock before "database is locked"
+
+
+def summary_metrics(latest: dict) -> dict:
+    """A run's figures as status shows them: the holdout's under the metric's name, the backtest's
+    mean and interval; not the backtest's per-batch series (``backtest_<metric>``), whose latest
+    value is only its last batch's (the holdout's), shown beside the interval of the mean as if
+    it were that mean."""
+    return {
+        k.removeprefix("holdout_"): v
+        for k, v in latest.items()
+        if not (k.startswith(BACKTEST_METRIC_PREFIX) and f"{k}_mean" in latest)
+    }
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,7 @@ class RegistryView:
 
     def run_metrics(self, run_id: str) -> dict:
         rows = self.db.execute("SELECT key, value FROM latest_metrics WHERE run_uuid=?", (run_id,))
-        return {k.removeprefix("holdout_"): v for k, v in rows}
+        return summary_metrics(dict(rows))
 
     def run_seconds(self, run_id: str) -> float | None:
         """As ``MlflowRegistry.run_seconds``: the run's parent (the retrain) from start to end."""
