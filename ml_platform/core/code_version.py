@@ -42,6 +42,22 @@ def source_digest(path: str) -> str:
         return _digest(path)
 
 
+def user_code(cfg: ModelConfig) -> list[str]:
+    """The ``module:function`` paths whose modules the manifest hashes by source."""
+    return [p for p in (cfg.pipeline, getattr(cfg, "transform", None), *cfg.gate.checks) if p]
+
+
+def source_file(path: str) -> str | None:
+    """The file ``source_digest`` hashes for ``path``; None when it hashes the name."""
+    from ml_platform.core.user_code import UserCodeError, load_object
+
+    try:
+        obj = load_object(path)
+        return inspect.getsourcefile(inspect.getmodule(obj) or obj)
+    except (UserCodeError, TypeError):
+        return None
+
+
 def manifest(cfg: ModelConfig) -> dict[str, str]:
     """part -> digest, for every part that shapes a candidate."""
     user_code = {"pipeline": cfg.pipeline, "transform": getattr(cfg, "transform", None)}

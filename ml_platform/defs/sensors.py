@@ -201,7 +201,7 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
     def code_change_sensor(context: dg.SensorEvaluationContext):
         try:
             now = code_on_disk(chain)  # not the code this server imported at start: the files now
-        except ConfigError as e:
+        except (ConfigError, OSError, UnicodeError) as e:  # code_on_disk phrases these; a stray one too
             return dg.SkipReason(f"the model's files do not load (compared once they do): {e}")
         if now.reload_needed:
             return dg.SkipReason(f"{now.reload_needed}: reload the code location (UI: Reload definitions) to train it")

@@ -15,6 +15,13 @@ class ConfigError(ValueError):
     """A configuration problem, already phrased for the user (file + key path + expectation)."""
 
 
+def unreadable(path: object, e: OSError | UnicodeError) -> ConfigError:
+    """A file that cannot be read as text (permissions, not UTF-8), as one line naming it."""
+    if isinstance(e, UnicodeDecodeError):
+        return ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    return ConfigError(f"{path}: cannot be read ({getattr(e, 'strerror', None) or e})")
+
+
 class StrictModel(BaseModel):
     # allow_inf_nan=False: `.nan` / `.inf` in YAML is a config error for every float key
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

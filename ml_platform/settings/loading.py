@@ -9,7 +9,7 @@ from typing import Optional
 import yaml
 from pydantic import ValidationError
 
-from ml_platform.settings.base import CONFIG_ENV, DEFAULT_CONFIG_NAME, ConfigError, format_errors
+from ml_platform.settings.base import CONFIG_ENV, DEFAULT_CONFIG_NAME, ConfigError, format_errors, unreadable
 from ml_platform.settings.platform import Settings
 from ml_platform.settings.project import _with_components, component_models, is_dg_project
 
@@ -44,6 +44,8 @@ def load_settings(path: str | os.PathLike | None = None) -> Settings:
         raw = {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{src}: not valid YAML: {e}") from None
+    except (OSError, UnicodeError) as e:
+        raise unreadable(src, e) from None
     if raw is None and project is not None:
         raw = {}
     if not isinstance(raw, dict):

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from ml_platform.settings.base import MODEL_NAME, ConfigError, format_errors
+from ml_platform.settings.base import MODEL_NAME, ConfigError, format_errors, unreadable
 from ml_platform.settings.model import ModelConfig
 
 # ---------------------------------------------------------------- dg projects (ModelComponent)
@@ -73,6 +73,8 @@ def component_models(project: Path) -> dict[str, tuple[ModelConfig, Path]]:
             docs = [d for d in yaml.safe_load_all(f.read_text()) if isinstance(d, dict)]
         except yaml.YAMLError as e:
             raise ConfigError(f"{f}: not valid YAML: {e}") from None
+        except (OSError, UnicodeError) as e:
+            raise unreadable(f, e) from None
         for doc in docs:
             if doc.get("type") != COMPONENT_TYPE:
                 continue

@@ -9,6 +9,8 @@ import time
 import dagster as dg
 
 from ml_platform import names
+from ml_platform.control.chain import Chain
+from ml_platform.control.code_on_disk import stale_import
 from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
@@ -97,6 +99,25 @@ def test_a_change_on_disk_retrains_without_a_reload_and_an_unused_file_does_not(
         (tmp_path / "disk_feats.py").write_text(TRANSFORM + "SCALE = 1\n")
         req, cursor = _tick(server, instance, cursor)
         assert isinstance(req, dg.RunRequest) and "transform" in req.tags[names.TAG_REASON], req
+
+        # a half-saved module (inspect hashes it all the same) or an unreadable config: said, not retrained
+        chain = Chain("churn", s.models["churn"], s)
+        (tmp_path / "disk_feats.py").write_text(TRANSFORM + "SCALE = (\n")
+        tick, cursor = _tick(server, instance, cursor)
+        assert isinstance(tick, dg.SkipReason), tick
+        assert f"do not load (compared once they do): {tmp_path / 'disk_feats.py'}:3: not valid Python" in (
+            tick.skip_message
+        ), tick
+        assert stale_import(chain, "x") is None  # a train run started meanwhile fails on the import, no traceback
+        (tmp_path / "disk_feats.py").write_text(TRANSFORM + "SCALE = 1\n")
+        text = cfg.read_text()
+        cfg.write_bytes(b"\xff" + text.encode())
+        tick, cursor = _tick(server, instance, cursor)
+        assert f"do not load (compared once they do): {cfg}: not UTF-8 text" in tick.skip_message, tick
+        assert stale_import(chain, "x") is None
+        cfg.write_text(text)
+        tick, cursor = _tick(server, instance, cursor)
+        assert "already compared" in tick.skip_message, tick
 
         # a new gate check changes the train job's steps: the loaded job cannot run it, so it says to reload
         (tmp_path / "unused.py").write_text("def my_check(candidate, champion, rows):\n    return True\n")
