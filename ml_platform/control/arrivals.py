@@ -26,6 +26,7 @@ from ml_platform.names import (
     TAG_RANGE_START,
     TAG_SHA,
 )
+from ml_platform.runtime import console
 
 PROGRESS_EVERY_SECONDS = 10.0
 NAMES_IN_LOG = 3  # a tick's log line names at most this many files (first and last)
@@ -83,7 +84,10 @@ def _multi(chain: Chain, chunk: list[LandingFile]) -> dg.RunRequest:
             TAG_SHA: digest,  # the chunk's: one ingest run at a time on one machine (runtime/instance)
             TAG_PRIORITY: str(INGEST_PRIORITY),
         },
-        run_config={"ops": {names.step(chain.name, "raw_batch"): {"config": {"files": file_config(chunk)}}}},
+        # its own run config: the job's default (the console logger) is not merged into it
+        run_config=console.job_run_config(
+            {"ops": {names.step(chain.name, "raw_batch"): {"config": {"files": file_config(chunk)}}}}
+        ),
     )
 
 

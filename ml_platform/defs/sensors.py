@@ -31,6 +31,7 @@ from ml_platform.core.policy import scheduled
 from ml_platform.names import TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
+from ml_platform.runtime import console
 from ml_platform.settings import ConfigError
 
 CONTROL_PLANE_INTERVAL = 10
@@ -167,7 +168,7 @@ def build_sensors(chain: Chain, jobs: list) -> list[dg.SensorDefinition]:
                     job_name=r.job_name,
                     partition_key=r.tags.get(TAG_PARTITION),
                     tags=run_health.retry_tags(r),
-                    run_config=r.run_config or {},
+                    run_config=console.job_run_config(r.run_config),  # a run from before it had none
                 )
             )
         try:

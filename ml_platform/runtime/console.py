@@ -1,6 +1,6 @@
 """The console log of every run: the in-process runs of `ml-platform run`, `train` and `check`,
-and the run workers `up`'s daemon launches (the code location's Definitions name this logger as
-every job's default, so a sensor's, the automation's and a UI click's runs log through it too).
+and the run workers `up`'s daemon launches (the platform's jobs name this logger in their run
+config: ``JOB_CONFIG`` says how, and which runs it does not reach).
 
 Dagster's colored console logger, with two changes. The gate's refusal of a candidate is an
 outcome, not a crash: the step failure a blocking check raises then (``DagsterAssetCheckFailedError``)
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -135,11 +136,21 @@ def console_without_gate_refusals(init_context: dg.InitLoggerContext) -> logging
 
 
 LOGGERS = {CONSOLE_LOGGER: console_without_gate_refusals}  # the Definitions' default for every job
-# Dagster instantiates a job's loggers only when its run config names them (else its own console
-# logger): the platform's jobs carry this as their default config, merged into whatever a sensor,
-# the UI's launchpad or a retry passes. A run of the implicit asset job (one asset's Materialize in
-# the UI) has no such default and logs through Dagster's own console logger.
+# Dagster instantiates a job's loggers only when a run's config names them (else its own console
+# logger). Each platform job carries this as its `config`. On a job without partitions that is a
+# default filled into any run config lacking a `loggers` key. On the partitioned ingest job it is
+# each partition's run config, which Dagster uses only for a request with no run config of its own
+# (RunRequest.with_resolved_tags_and_config), so the run configs the platform builds for its jobs
+# carry it too (``job_run_config``: multi-file ingest runs, retries). Not covered: a launchpad run of
+# the ingest job whose config leaves out the `loggers` block, and the implicit asset job (one
+# asset's Materialize in the UI), which has no such default.
 JOB_CONFIG = {"loggers": {CONSOLE_LOGGER: {"config": {"log_level": "INFO"}}}}
+
+
+def job_run_config(run_config: Mapping | None = None) -> dict:
+    """``run_config`` for a run of a platform job, with the console logger above unless it names
+    loggers of its own."""
+    return {**JOB_CONFIG, **(run_config or {})}
 
 
 def quiet_refusals(job: dg.JobDefinition) -> dg.JobDefinition:

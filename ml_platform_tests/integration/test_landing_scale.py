@@ -14,6 +14,7 @@ from ml_platform.core import catalog
 from ml_platform.core.landing_index import LandingIndex, ZoneCursor
 from ml_platform.core.simulate import write_batches
 from ml_platform.defs.definitions import build_definitions
+from ml_platform.runtime import console
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
 
@@ -61,6 +62,8 @@ def test_backlog_runs_take_several_files_and_a_bad_file_fails_alone(settings):
         (request,) = result.run_requests  # four pending files: one run over their range
         keys = instance.get_dynamic_partitions("churn_batches")
         assert request.tags["ml_platform/files"] == "4"
+        # its own run config replaces the ingest job's default: it names the platform's console logger itself
+        assert request.run_config["loggers"] == console.JOB_CONFIG["loggers"], request.run_config
         assert [k.split("-")[1] for k in keys] == ["0000.csv", "0001.csv", "0001b.csv", "0002.csv"]  # file order
 
         run = _run(defs, instance, request)
@@ -85,6 +88,8 @@ def test_backlog_runs_take_several_files_and_a_bad_file_fails_alone(settings):
         (single,) = again.run_requests
         assert single.partition_key and single.partition_key.startswith("late-0000.csv")
         assert "dagster/asset_partition_range_start" not in single.tags
+        resolved = single.with_resolved_tags_and_config(defs.resolve_job_def("churn_ingest"), [], instance)
+        assert resolved.run_config == console.JOB_CONFIG  # no run config of its own: the partition's
         assert _run(defs, instance, single).success
 
 
