@@ -171,12 +171,17 @@ def notify(endpoint: EndpointClient | None, model: str) -> None:
             endpoint.reload(model)
 
 
-def _refuse(settings: Settings, registry: MlflowRegistry, model: str, rec: dict, reason: str, actor: str) -> None:
-    """Record the refusal on the version and in the audit, and end the stage (caller holds the lock)."""
+def _refuse(
+    settings: Settings, registry: MlflowRegistry, model: str, rec: dict, reason: str, actor: str | None
+) -> None:
+    """Record the refusal on the version and in the audit, and end the stage (caller holds the lock).
+    ``actor`` None: the caller writes the audit entry (a person's reject, kind "reject")."""
     v = rec["version"]
     registry.set_version_tags(model, v, {gate_tag(LIVE_CHECK): "failed", gate_reason_tag(LIVE_CHECK): reason[:5000]})
     faults.point("stage:refused")
     model_store(settings).unstage(model)
+    if actor is None:
+        return
     audit.append(
         settings.model_dir(model),
         _decision(
@@ -198,8 +203,7 @@ def withdraw(settings: Settings, registry: MlflowRegistry, model: str, version: 
     rec = staged(settings, model)
     if rec is None or rec["version"] != version:
         return None
-    registry.set_version_tags(model, version, {gate_tag(LIVE_CHECK): "failed", gate_reason_tag(LIVE_CHECK): reason})
-    model_store(settings).unstage(model)
+    _refuse(settings, registry, model, rec, reason, None)
     return rec
 
 

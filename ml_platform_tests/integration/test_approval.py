@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 
 from ml_platform.cli.main import main as cli_main
+from ml_platform.control import staging
 from ml_platform.control.champion import champion_version
+from ml_platform.control.champion import store as model_store
+from ml_platform.control.operator_actions import reject
 from ml_platform.control.runner import run_pending
 from ml_platform.core import audit
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
+from ml_platform.names import LIVE_CHECK, gate_reason_tag, gate_tag
+from ml_platform.resources.registry import registry_for
 from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
@@ -147,6 +152,26 @@ def test_reject_records_it_and_leaves_the_champion(w, capsys):
     job = w["defs"].resolve_implicit_global_asset_job_def()
     res = job.execute_in_process(instance=w["instance"], asset_selection=[DEPLOY], raise_on_error=False)
     assert not res.success and champion_version(w["settings"], "churn") == 2
+
+
+def test_rejecting_a_staged_candidate_with_a_very_long_reason_ends_its_stage_and_is_audited(tmp_path):
+    """reject's withdraw is staging's one refusal path (its cap on the verdict's reason): a reason
+    over MLflow's 100,000-character tag limit failed after the rejection tag, with no audit entry."""
+    s = load_settings(write_config(tmp_path, extra="deploy: {strategy: shadow}\n"))
+    registry = registry_for(s)
+    v = registry.register_restored("churn", None, {})  # a registered version, no training
+    store = model_store(s)
+    for path in (store.onnx_path("churn", v), store.meta_path("churn", v)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"{}")
+    store.stage("churn", {"version": v, "mode": "shadow", "champion": None, "trigger": "test"})
+    reason = "x" * 200_000
+    out = reject(s, registry, "churn", by="erin", reason=reason)
+    assert out.stage_ended and staging.staged(s, "churn") is None, out
+    tags = registry.version("churn", v).tags
+    assert tags[gate_tag(LIVE_CHECK)] == "failed" and len(tags[gate_reason_tag(LIVE_CHECK)]) == 5000, len(tags)
+    last = audit.read(s.model_dir("churn"))[-1]
+    assert (last.kind, last.candidate, last.actor) == ("reject", v, "erin (cli)") and reason in last.reason, last.kind
 
 
 def test_the_repair_of_a_dead_train_run_does_not_deploy_in_approval_mode(w):
