@@ -139,7 +139,17 @@ def train_pool(model: str) -> str:
 ARCHIVE_DIR = "_archived"  # under a landing dir: ingested files moved there (landing.archive)
 LANDING_INDEX = "landing_index.sqlite"  # under a model's storage: the landing sensor's file index
 INGEST_CLAIMS = "ingest_claims.json"  # under a model's storage: files `ml-platform run` is ingesting now
-INGEST_CLAIMS_LOCK = ".ingest_claims.lock"  # held briefly: a check of who takes a file, and the taking
+# Held while `run` or the landing sensor looks at who took a file and takes it: that reads every
+# batch record (milliseconds for tens of batches, seconds for thousands).
+INGEST_CLAIMS_LOCK = ".ingest_claims.lock"
+INGEST_LOCK = ".ingest.lock"  # under a model's storage: one `ml-platform run` ingests at a time
+DECISION_LOCK = ".decisions.lock"  # under a model's storage: retrain decisions and their claims
+CODE_CLAIM = "code_retrain_claim.json"  # under a model's storage: who retrains on a code change
+
+
+def raw_copy_lock(partition: str) -> str:
+    """Beside a partition's raw copy (``raw/<partition>``): held by the run that copies and records it."""
+    return f".{partition}.lock"
 
 
 def partitions(model: str) -> str:

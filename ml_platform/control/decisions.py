@@ -7,8 +7,7 @@ once as a *claim* (``Decision.claimed_by``: "sensor" or "run <pid>@<host>") befo
 the run then records it again with its run id (``record_retrain_decision``). Another process
 finds the batch decided and leaves it. A claim whose run never appeared (a tick or a `run` that
 died first) is decided again: by the sensor at once with the same run_key (Dagster never submits
-it twice), by anyone once the claimant is gone (a `run`'s PID is dead, or CLAIM_TTL_SECONDS
-passed for a sensor's claim)."""
+it twice), by anyone once the claimant is gone (``claimant_live``)."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ import time
 import dagster as dg
 
 from ml_platform import names
+from ml_platform.control import run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.core import audit, catalog, code_version, files
@@ -28,6 +28,8 @@ from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.landing import LandingFile
 from ml_platform.core.policy import Decision, decide, monitoring_complete
 from ml_platform.names import (
+    CODE_CLAIM,
+    DECISION_LOCK,
     TAG_ARRIVAL,
     TAG_BATCH,
     TAG_PARTITION,
@@ -46,8 +48,11 @@ from ml_platform.names import (
 
 STALE_INGEST_SECONDS = 600
 CLAIM_TTL_SECONDS = 300  # a sensor's claim without its run after this long: the tick died
+# A claim by a live `run` on this host after this long: hung (or a PID reused where /proc cannot
+# tell). Above the longest a live `run` holds one: its retrain claim while it waits for the train
+# pool (runner.TRAIN_POOL_WAIT_SECONDS).
+LOCAL_CLAIM_MAX_SECONDS = 3600
 SENSOR = "sensor"
-DECISION_LOCK = ".decisions.lock"
 
 
 def this_run() -> str:
@@ -60,35 +65,24 @@ def decision_lock(chain: Chain, timeout: float = 120):
     return files.file_lock(chain.dir / DECISION_LOCK, timeout=timeout, what="the retrain-decision lock")
 
 
-def _claimant_alive(claimed_by: str) -> bool:
-    who, _, host = claimed_by.removeprefix("run ").partition("@")
-    if not claimed_by.startswith("run ") or host != socket.gethostname() or not who.isdigit():
-        return False  # another host: only the TTL can tell
-    try:
-        os.kill(int(who), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def claimant_live(by: str, at: float | None, now: float | None = None) -> bool:
+    """Whether a claim ``by`` made at ``at`` still stands (the one rule for every claim: retrain
+    decisions, code retrains, `run`'s ingests). A `run` on this host (``run <pid>@<host>``) holds
+    it while that very process lives (a PID a later process took over does not count:
+    ``run_health.pid_alive`` compares its start time with the claim's) and LOCAL_CLAIM_MAX_SECONDS
+    at most; the sensor or a `run` on another host (its process cannot be looked at), for
+    CLAIM_TTL_SECONDS."""
+    age = (time.time() if now is None else now) - float(at or 0)
+    pid, _, host = by.removeprefix("run ").partition("@")
+    if by.startswith("run ") and pid.isdigit() and host == socket.gethostname():
+        return age < LOCAL_CLAIM_MAX_SECONDS and run_health.pid_alive(int(pid), float(at or 0))
+    return age < CLAIM_TTL_SECONDS
 
 
 def open_claim(rec: BatchRecord) -> bool:
     """A retrain claimed on ``rec`` whose run has not recorded it yet."""
     d = rec.decision
     return d is not None and d.retrain and d.run_id is None and bool(d.claimed_by)
-
-
-def claim_live(d: Decision) -> bool:
-    return time.time() - float(d.at or 0) < CLAIM_TTL_SECONDS or _claimant_alive(d.claimed_by or "")
-
-
-def claimant_live(by: str, at: float | None) -> bool:
-    """A `run`'s claim on this host stands while its process lives; one from another host, for
-    CLAIM_TTL_SECONDS (its process cannot be looked at)."""
-    if by.partition("@")[2] == socket.gethostname():
-        return _claimant_alive(by)
-    return time.time() - float(at or 0) < CLAIM_TTL_SECONDS
 
 
 def ingest_tags(f: LandingFile) -> dict:
@@ -159,7 +153,7 @@ def pending_decisions(
                     out.append((rec, rec.decision))
                     retrain_in_flight = True
                     continue
-                if claim_live(rec.decision):
+                if claimant_live(rec.decision.claimed_by or "", rec.decision.at):
                     if taken is not None:
                         taken.append((rec, rec.decision))
                     retrain_in_flight = True
@@ -354,9 +348,6 @@ def code_change_decision(chain: Chain, registry, parts: dict[str, str], version_
     return Decision(True, "code", f"{says} v{ref} {old} -> {version_of_code} (changed: {what})", at=time.time())
 
 
-CODE_CLAIM = "code_retrain_claim.json"
-
-
 def claim_code_retrain(chain: Chain, instance: dg.DagsterInstance, key: str, by: str) -> bool:
     """Take the code-change retrain ``key`` (code version and champion) for ``by``: False when a
     train run is in flight or another live claimant took the same key (one run per code change,
@@ -369,11 +360,7 @@ def claim_code_retrain(chain: Chain, instance: dg.DagsterInstance, key: str, by:
             claim = json.loads(path.read_text())
         except (OSError, ValueError):
             claim = {}
-        if (
-            claim.get("key") == key
-            and claim.get("by") != by
-            and claim_live(Decision(True, "code", "", at=claim.get("at"), claimed_by=claim.get("by")))
-        ):
+        if claim.get("key") == key and claim.get("by") != by and claimant_live(str(claim.get("by")), claim.get("at")):
             return False
         files.write_json(path, {"key": key, "by": by, "at": time.time()}, "the code-retrain claim")
         return True

@@ -1,12 +1,14 @@
 """One ingest per landing file between `ml-platform run` and `up`'s landing sensor.
 
-Each side takes a file only after looking at what the other took, under one short lock
-(``INGEST_CLAIMS_LOCK``): `run` claims a file (``ingest_claims.json``: content -> claimant)
-before its in-process ingest and releases it once the batch record holds the content (or the
-ingest failed); the sensor marks a file requested in its landing index in the same locked
-section in which it read the records and `run`'s claims. So the sensor never requests a file
-`run` is ingesting or has ingested, and `run` leaves a file the sensor has just requested to
-the sensor's run.
+Each side takes a file only after looking at what the other took, under one lock
+(``INGEST_CLAIMS_LOCK``; held while every batch record is read): `run` claims a file
+(``ingest_claims.json``: content -> claimant) before its in-process ingest and releases it once
+the batch record holds the content (or the ingest failed); a killed `run`'s claim stops counting
+as ``decisions.claimant_live`` says and is dropped the next time the file is written. The
+sensor marks a file requested in its landing index in the same locked section in which it read
+the records and `run`'s claims. So the sensor never requests a file `run` is ingesting or has
+ingested, and `run` leaves a file the sensor has just requested to the sensor's run (and every
+file while the sensor's index cannot be read: it may hold a request).
 
 Behind that, the ingest asset itself (``ingested_by``): an arrival run (the sensor's, `run`'s)
 of a partition another run already ingested with the same content copies nothing and
@@ -28,10 +30,11 @@ from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import CLAIM_TTL_SECONDS, claimant_live
 from ml_platform.core import catalog, files
 from ml_platform.core.batch_record import BatchRecord
-from ml_platform.core.landing_index import requested_at
+from ml_platform.core.landing_index import SensorRequest, requested_at
 from ml_platform.names import TAG_FILES, TAG_SOURCE
 
 SENSOR_REQUEST_SECONDS = CLAIM_TTL_SECONDS  # a request older than this without its ingest: `run` takes the file
+INDEX_BUSY_SECONDS = 5.0  # `run` waits so long for the sensor's index to be readable (a commit takes ms)
 _DEAD = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
@@ -53,22 +56,25 @@ def _read(chain: Chain) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _live(claims: dict, now: float | None = None) -> dict[str, dict]:
+    """The claims whose `run` is still there (``decisions.claimant_live``), as stored."""
+    return {
+        sha: c
+        for sha, c in claims.items()
+        if isinstance(c, dict) and claimant_live(str(c.get("by", "")), c.get("at"), now)
+    }
+
+
 def live_claims(chain: Chain) -> dict[str, str]:
     """content sha256 -> claimant, of the claims whose `run` is still there (call under the lock)."""
-    out = {}
-    for sha, c in _read(chain).items():
-        if isinstance(c, dict) and claimant_live(str(c.get("by", "")), c.get("at")):
-            out[sha] = str(c.get("by"))
-    return out
+    return {sha: str(c.get("by")) for sha, c in _live(_read(chain)).items()}
 
 
-def _sensor_requested(chain: Chain, sha: str, now: float) -> float | None:
-    """Seconds since the landing sensor requested an ingest of this content, if it did lately."""
-    path = chain.dir / names.LANDING_INDEX
-    if not path.exists():  # no sensor ever ran for this model
-        return None
-    at = requested_at(path, sha)
-    return now - at if at is not None and now - at < SENSOR_REQUEST_SECONDS else None
+def _sensor_requested(chain: Chain, sha: str, now: float) -> SensorRequest | None:
+    """The landing sensor's request of this content, if it made one lately (or its index cannot
+    be read now and was written lately: it may have)."""
+    req = requested_at(chain.dir / names.LANDING_INDEX, sha, timeout=INDEX_BUSY_SECONDS)
+    return req if req is not None and now - req.at < SENSOR_REQUEST_SECONDS else None
 
 
 def claim(chain: Chain, sha: str, partition: str, by: str) -> str | None:
@@ -77,13 +83,18 @@ def claim(chain: Chain, sha: str, partition: str, by: str) -> str | None:
     with claims_lock(chain):
         if sha in catalog.known_sha256(chain.dir):
             return "already ingested by another process"
-        other = live_claims(chain).get(sha)
+        claims = _live(_read(chain), now)  # a killed `run`'s claims are dropped (written below)
+        other = claims.get(sha, {}).get("by")
         if other is not None and other != by:
             return f"being ingested by `ml-platform {other}`"
-        ago = _sensor_requested(chain, sha, now)
-        if ago is not None:
-            return f"requested by `ml-platform up`'s landing sensor {ago:.0f} s ago: its ingest run takes it"
-        claims = _read(chain)
+        req = _sensor_requested(chain, sha, now)
+        if req is not None and req.unreadable:
+            return (
+                f"the landing sensor's index cannot be read now ({req.unreadable}; last written "
+                f"{now - req.at:.0f} s ago): left to `ml-platform up`'s landing sensor, which may have requested it"
+            )
+        if req is not None:
+            return f"requested by `ml-platform up`'s landing sensor {now - req.at:.0f} s ago: its ingest run takes it"
         claims[sha] = {"by": by, "at": now, "partition": partition}
         files.write_json(_path(chain), claims, "the ingest claims")
     return None
@@ -93,8 +104,10 @@ def release(chain: Chain, sha: str) -> None:
     """After `run`'s ingest of ``sha``: its record holds the content now (or the ingest failed
     and the sensor may take the file again)."""
     with claims_lock(chain):
-        claims = _read(chain)
-        if claims.pop(sha, None) is not None:
+        stored = _read(chain)
+        claims = _live(stored)  # a killed `run`'s claims are dropped here
+        claims.pop(sha, None)
+        if claims != stored:
             files.write_json(_path(chain), claims, "the ingest claims")
 
 

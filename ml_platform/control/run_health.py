@@ -54,6 +54,9 @@ def _process_started_at(pid: int) -> tuple[str, float] | None:
 
 
 def pid_alive(pid: int, run_started_at: float | None) -> bool:
+    """Whether the process ``pid`` that started a run (or made a claim) at ``run_started_at``
+    is still there: a PID that a process started later took over (a container restart hands out
+    low PIDs again) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

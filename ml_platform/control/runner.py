@@ -38,7 +38,6 @@ TRAIN_POOL_WAIT_SECONDS = 1800
 # An ingest run's Dagster console log stays quiet: a bad file is an expected outcome, printed as
 # one line naming the file and why (its events, tracebacks included, are in the instance / UI).
 QUIET = {"loggers": {names.CONSOLE_LOGGER: {"config": {"log_level": "CRITICAL"}}}}
-INGEST_LOCK = ".ingest.lock"
 
 
 @dataclass
@@ -310,7 +309,7 @@ def ingest_file(chain: Chain, instance, ingest_job, arrival: tuple, nth: str, ec
     `up`'s landing sensor, the file is claimed first (``control/ingest_claims``)."""
     key, label, tags, sha = arrival
     name = chain.name
-    with files.file_lock(chain.dir / INGEST_LOCK, what="the ingest lock"):
+    with files.file_lock(chain.dir / names.INGEST_LOCK, what="the ingest lock"):
         why = ingest_claims.claim(chain, sha, key, this_run()) if sha is not None else None
         if why is not None:
             echo(f"[{name}] {nth} {label}: {why}")

@@ -17,6 +17,7 @@ listed and every known file ``stat``-ed every ``FULL_RESCAN_SECONDS`` to notice 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import stat
@@ -282,17 +283,39 @@ class LandingIndex:
         return dict(self.db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall())
 
 
-def requested_at(path: Path, sha: str) -> float | None:
-    """When the sensor requested an ingest run of this content (None: it has not, it is done, or
-    there is no index): read-only, for `ml-platform run`, which never writes the sensor's index."""
-    try:
-        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
+@dataclass(frozen=True)
+class SensorRequest:
+    """The landing sensor's request of a file's ingest, as `ml-platform run` sees it."""
+
+    at: float  # when it was requested; an unreadable index: when the index was last written
+    unreadable: str | None = None  # why the index could not be read (then it may hold a request)
+
+
+def requested_at(path: Path, sha: str, *, timeout: float = 5.0) -> SensorRequest | None:
+    """The sensor's pending request of this content. None: there is no index (no sensor ran),
+    no files table yet, or no pending request. An index that exists but cannot be read (the
+    sensor commits: a rollback journal locks readers out; a hot journal after a sensor died
+    mid-commit; corrupt until the sensor rebuilds it) may hold a request: it counts as one made
+    when the index was last written. Read-only: `run` never writes the sensor's index."""
+    if not path.exists():
         return None
     try:
-        row = db.execute("SELECT MAX(requested_at) FROM files WHERE sha=? AND state=?", (sha, REQUESTED)).fetchone()
-    except sqlite3.Error:  # corrupt or not an index yet: the sensor rebuilds it
-        return None
-    finally:
-        db.close()
-    return row[0] if row else None
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            row = db.execute("SELECT MAX(requested_at) FROM files WHERE sha=? AND state=?", (sha, REQUESTED)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        if "no such table" in str(e):  # created, not yet an index
+            return None
+        return SensorRequest(_last_written(path), str(e))
+    return SensorRequest(float(row[0])) if row and row[0] is not None else None
+
+
+def _last_written(path: Path) -> float:
+    """The newest modification time of the index and its journal (now, if neither is there)."""
+    times = []
+    for p in (path, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
+        with contextlib.suppress(OSError):
+            times.append(p.stat().st_mtime)
+    return max(times, default=time.time())

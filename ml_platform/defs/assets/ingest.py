@@ -11,7 +11,7 @@ import pyarrow as pa
 from ml_platform.control import asset_source, ingest_claims
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_classes
-from ml_platform.core import catalog, files
+from ml_platform.core import catalog, files, raw_copy
 from ml_platform.core.files import StateWriteError
 from ml_platform.core.frames import category_array
 from ml_platform.core.id_index import IdIndex
@@ -69,20 +69,6 @@ def _source_of(
     return Path(rec.file), rec.sha256, float(rec.arrival if rec.arrival is not None else time.time())
 
 
-def _stored_copy(dest_dir: Path) -> Path | None:
-    """The complete raw copy of a partition, if one was made. Dot-files are copies in
-    progress: one left by a failed attempt is removed here, so it is never taken for the batch."""
-    if not dest_dir.is_dir():
-        return None
-    done = None
-    for p in sorted(dest_dir.iterdir()):
-        if p.name.startswith("."):
-            p.unlink(missing_ok=True)
-        elif done is None:
-            done = p
-    return done
-
-
 def _column_summary(columns: list[str], chain: Chain) -> str:
     """Which configured columns a file has, and how many others: never the file's own header
     (a file that is not a batch, e.g. a secrets file, has its first line there)."""
@@ -107,16 +93,22 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
     def raw_batch(context: dg.AssetExecutionContext, config: IngestFiles):
         arriving = ingest_claims.arrival_run(context.run.tags) or bool(config.files)
 
-        def elsewhere(rec: catalog.BatchRecord | None, sha: str | None) -> str | None:
+        def other_run(rec: catalog.BatchRecord | None, sha: str | None) -> str | None:
             return ingest_claims.ingested_by(context.instance, rec, context.run_id, sha) if arriving else None
 
         def one(partition: str) -> dg.MaterializeResult:
+            # Another run of this partition (a retry, the sensor's after `run`'s) waits here and
+            # then finds this one's copy and record, never its copy in progress.
+            with raw_copy.partition_lock(chain.raw_dir(partition)):
+                return copy_and_record(partition)
+
+        def copy_and_record(partition: str) -> dg.MaterializeResult:
             source, expected_sha, arrival = _source_of(context, chain, partition, config)
-            other = elsewhere(catalog.read_record(chain.dir, partition), expected_sha)
+            other = other_run(catalog.read_record(chain.dir, partition), expected_sha)
             if other is not None:  # `run` and the landing sensor both saw the file: one ingest
                 raise AlreadyIngested(other)
             dest_dir = chain.raw_dir(partition)
-            stored = _stored_copy(dest_dir)
+            stored = raw_copy.stored_copy(dest_dir)
             if stored is None:  # first materialization (a re-materialization keeps the immutable copy)
                 refused = refusal(source, chain.settings.landing_dir(chain.name))
                 if refused is not None:
@@ -174,7 +166,7 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
             rec = catalog.update_record(
                 chain.dir,
                 partition,
-                unless=lambda r: elsewhere(r, sha) is not None,  # another run got here first meanwhile
+                unless=lambda r: other_run(r, sha) is not None,  # another run got here first meanwhile
                 file=str(source),
                 stored_path=str(stored),
                 sha256=sha,
@@ -239,50 +231,51 @@ def build_raw_batch_from_asset(chain: Chain) -> dg.AssetsDefinition:
         upstream_partition = tags.get(TAG_SOURCE_PARTITION) or None
         label = f"{upstream.to_user_string()}" + (f"[{upstream_partition}]" if upstream_partition else "")
         dest_dir = chain.raw_dir(partition)
-        stored = _stored_copy(dest_dir)
-        if stored is None:
-            if upstream_partition is None and tags.get(TAG_SOURCE_EVENT):
-                latest = context.instance.get_latest_materialization_event(upstream)
-                if latest is None or str(latest.storage_id) != tags[TAG_SOURCE_EVENT]:
-                    raise dg.Failure(
-                        f"{label}: materialized again since this batch was seen (event {tags[TAG_SOURCE_EVENT]}); "
-                        "its value is gone: the newer materialization is its own batch"
-                    )
-            try:
-                value = context.load_asset_value(upstream, partition_key=upstream_partition)
-            except Exception as e:  # noqa: BLE001 - the user's asset / IO manager: name it, retry later
-                raise dg.Failure(f"{label}: its value could not be loaded ({type(e).__name__}: {e})") from None
-            if not isinstance(value, pd.DataFrame):
-                raise dg.Failure(f"{label}: its value is a {type(value).__name__}, expected a pandas DataFrame")
-            stored = dest_dir / f"{partition}.parquet"
-            files.write_with(stored, lambda tmp: value.to_parquet(tmp, index=False), f"the raw copy of {label}")
-        sha = file_sha256(stored)
-        df = read_batch(stored, display_name=label)
-        arrival = float(tags.get(TAG_ARRIVAL, time.time()))
-        catalog.update_record(
-            chain.dir,
-            partition,
-            file=label,
-            stored_path=str(stored),
-            sha256=sha,
-            size=stored.stat().st_size,
-            arrival=arrival,
-            rows=len(df),
-            ingested_at=time.time(),
-            status="raw",
-            reason=None,
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "rows": len(df),
-                "columns": len(df.columns),
-                "column_names": _column_summary(list(df.columns), chain),
-                "sha256": sha,
-                "source": label,
-                "stored_path": dg.MetadataValue.path(str(stored)),
-                "readable": True,
-            }
-        )
+        with raw_copy.partition_lock(dest_dir):  # one run of the partition at a time (raw_copy)
+            stored = raw_copy.stored_copy(dest_dir)
+            if stored is None:
+                if upstream_partition is None and tags.get(TAG_SOURCE_EVENT):
+                    latest = context.instance.get_latest_materialization_event(upstream)
+                    if latest is None or str(latest.storage_id) != tags[TAG_SOURCE_EVENT]:
+                        raise dg.Failure(
+                            f"{label}: materialized again since this batch was seen (event {tags[TAG_SOURCE_EVENT]}); "
+                            "its value is gone: the newer materialization is its own batch"
+                        )
+                try:
+                    value = context.load_asset_value(upstream, partition_key=upstream_partition)
+                except Exception as e:  # noqa: BLE001 - the user's asset / IO manager: name it, retry later
+                    raise dg.Failure(f"{label}: its value could not be loaded ({type(e).__name__}: {e})") from None
+                if not isinstance(value, pd.DataFrame):
+                    raise dg.Failure(f"{label}: its value is a {type(value).__name__}, expected a pandas DataFrame")
+                stored = dest_dir / f"{partition}.parquet"
+                files.write_with(stored, lambda tmp: value.to_parquet(tmp, index=False), f"the raw copy of {label}")
+            sha = file_sha256(stored)
+            df = read_batch(stored, display_name=label)
+            arrival = float(tags.get(TAG_ARRIVAL, time.time()))
+            catalog.update_record(
+                chain.dir,
+                partition,
+                file=label,
+                stored_path=str(stored),
+                sha256=sha,
+                size=stored.stat().st_size,
+                arrival=arrival,
+                rows=len(df),
+                ingested_at=time.time(),
+                status="raw",
+                reason=None,
+            )
+            return dg.MaterializeResult(
+                metadata={
+                    "rows": len(df),
+                    "columns": len(df.columns),
+                    "column_names": _column_summary(list(df.columns), chain),
+                    "sha256": sha,
+                    "source": label,
+                    "stored_path": dg.MetadataValue.path(str(stored)),
+                    "readable": True,
+                }
+            )
 
     return raw_batch
 
