@@ -122,7 +122,8 @@ def wait_ready(port: int, timeout: float = 30) -> None:
     raise RuntimeError("endpoint did not become ready")
 
 
-def run_wrk(port: int, path: str, body: dict, conns: int, seconds: int) -> str:
+def run_wrk(port: int, path: str, body: dict, conns: int, seconds: int, cpus: str | None = None) -> str:
+    """wrk's output; ``cpus``: the CPU list wrk is pinned to (taskset), e.g. "0"."""
     lua = Path(tempfile.mkstemp(suffix=".lua")[1])
     lua.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -131,6 +132,7 @@ def run_wrk(port: int, path: str, body: dict, conns: int, seconds: int) -> str:
     try:
         out = subprocess.run(
             [
+                *(["taskset", "-c", cpus] if cpus else []),
                 "wrk",
                 "-t1",
                 f"-c{conns}",

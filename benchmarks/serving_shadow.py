@@ -194,6 +194,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--in-process", type=int, metavar="REQUESTS", help="no HTTP: see in_process()")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="wrk on CPU 0, the endpoint (worker and its scorer) on CPU 1, as with a client on another machine",
+    )
     args = ap.parse_args()
     if args.in_process:
         return in_process(args.in_process, args.rounds)
@@ -212,7 +217,8 @@ def main() -> int:
         store = ModelStore(settings.serving_dir)
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ml_platform.serving", "--config", str(cfg_path), "--port", str(port)],
+            [*(["taskset", "-c", "1"] if args.pin else []), sys.executable, "-m", "ml_platform.serving"]
+            + ["--config", str(cfg_path), "--port", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -227,7 +233,7 @@ def main() -> int:
                     set_mode(store, port, mode)
                     before = staged_info(port) or {}
                     cpu0, side0 = cpu_seconds(proc.pid), children_cpu_seconds(proc.pid)
-                    out = run_wrk(port, path, body, conns, args.seconds)
+                    out = run_wrk(port, path, body, conns, args.seconds, cpus="0" if args.pin else None)
                     time.sleep(0.3)  # the last mirrored requests handed over and counted
                     cpu = cpu_seconds(proc.pid) - cpu0
                     for _ in range(100):  # the scorer catches up (its CPU counts too)

@@ -311,6 +311,16 @@ def _status(scorer: Scorer) -> None:
         pass
 
 
+def _policy() -> int:
+    """The scorer's scheduling policy. On one core with its worker (the endpoint pinned, e.g.
+    `taskset -c 1 ml-platform serve`; the scorer inherits the worker's CPUs) SCHED_IDLE: it runs
+    only while the worker waits and yields the moment a request arrives, so the champion's p99
+    does not move (a saturated worker starves it: its rows are dropped and counted). Sharing
+    cores with other work, SCHED_IDLE did worse than SCHED_BATCH (benchmarks/README.md "Shadow
+    cost"): SCHED_BATCH, which never preempts on waking."""
+    return os.SCHED_IDLE if len(os.sched_getaffinity(0)) == 1 else os.SCHED_BATCH
+
+
 def serve(args: dict) -> int:
     # The worker's process group gets the terminal's and a supervisor's signals: the scorer ends
     # when its stdin closes instead, after writing what it has.
@@ -318,8 +328,7 @@ def serve(args: dict) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         os.nice(NICE)
-        # SCHED_BATCH: waking up (a batch arrived) never preempts the worker or anything else.
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        os.sched_setscheduler(0, _policy(), os.sched_param(0))
     except (AttributeError, OSError):
         pass
     parent = int(args["parent"])

@@ -191,3 +191,21 @@ def test_a_slow_load_does_not_undo_a_newer_pointer(world, clf, monkeypatch):
         time.sleep(1.2)  # past the slow load
         stage = c.app.state.serving.slots[CLF].stage
         assert (stage.version, stage.mode, stage.share) == (2, "canary", 0.3)
+
+
+def test_the_scorer_idles_on_its_workers_own_core_and_batches_beside_other_work():
+    """Pinned to one CPU with its worker, the scorer runs only in the worker's idle time
+    (SCHED_IDLE); with several CPUs it shares them with other work at SCHED_BATCH."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from ml_platform.serving.shadow_scorer import _policy; "
+        "os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}}) if {pin} else None; "
+        "print(_policy() == os.SCHED_IDLE, _policy() == os.SCHED_BATCH)"
+    )
+    pinned = subprocess.run([sys.executable, "-c", code.format(pin=True)], capture_output=True, text=True)
+    assert pinned.stdout.split() == ["True", "False"], pinned.stdout + pinned.stderr
+    if len(os.sched_getaffinity(0)) > 1:
+        shared = subprocess.run([sys.executable, "-c", code.format(pin=False)], capture_output=True, text=True)
+        assert shared.stdout.split() == ["False", "True"], shared.stdout + shared.stderr
