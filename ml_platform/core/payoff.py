@@ -204,9 +204,10 @@ def _promotions(
 def _blocked(versions: list[VersionFacts]) -> list[Blocked]:
     out = []
     for v in versions:
-        # a person who rejects a staged candidate also fails its live check (the stage ends): theirs
-        by_person = v.failing and all(f.startswith(f"{LIVE_CHECK}: ") and "rejected by" in f for f in v.failing)
-        if v.gate == "failed" and not (v.approval == "rejected" and by_person):
+        # a person who rejects a staged candidate also fails its live check (the stage ends): a
+        # rejected version whose only failed check is the live one was stopped by that person
+        by_person = v.approval == "rejected" and all(f.startswith(f"{LIVE_CHECK}: ") for f in v.failing or ["-"])
+        if v.gate == "failed" and not by_person:
             out.append(Blocked(v.version, v.trigger, "gate", v.failing))
         elif v.approval == "rejected":
             out.append(Blocked(v.version, v.trigger, "person", [v.approval_note or "rejected"]))
