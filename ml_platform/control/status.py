@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ml_platform.control.champion import champion_version, check_registry
@@ -121,6 +122,15 @@ def _staging(settings: Settings, name: str) -> dict | None:
         return None
     d = settings.live_samples_dir / name
     rows = stage_files.count_rows(d, rec["version"])
+    failures = stage_files.failures(d, rec["version"])
+    # what the staging sensor and `run` judge on (control/staging.ready): failures, the evidence in,
+    # max_hours passed, or the champion moved under it
+    due = bool(
+        failures
+        or (rec.get("min_requests") and rows >= rec["min_requests"])
+        or stage_files.expired(rec, float(rec.get("max_hours", 24)), datetime.now(UTC))
+        or _champion_moved(settings, name, rec.get("champion"))
+    )
     return {
         "line": stage_files.progress_line(rec, rows),
         "version": rec["version"],
@@ -128,8 +138,16 @@ def _staging(settings: Settings, name: str) -> dict | None:
         "requests": rows,
         "min_requests": rec.get("min_requests"),
         "started_at": rec.get("started_at"),
-        "failures": stage_files.failures(d, rec["version"]),
+        "failures": failures,
+        "due": due,
     }
+
+
+def _champion_moved(settings: Settings, name: str, judged_against: int | None) -> bool:
+    try:
+        return champion_version(settings, name) != judged_against
+    except ValueError:  # an unreadable pointer: the repairs say so; not a reason to judge
+        return False
 
 
 def _gate_figures(tags: dict) -> dict:
@@ -193,7 +211,7 @@ def render(doc: dict) -> str:
         )
         if m.get("staging"):
             st = m["staging"]
-            due = st["failures"] or (st.get("min_requests") and st.get("requests", 0) >= st["min_requests"])
+            due = st.get("due")
             out.append(
                 st["line"]
                 + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else "")

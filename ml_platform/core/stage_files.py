@@ -3,6 +3,7 @@ pandas or numpy: what `status` and the staging sensor need on every look."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -40,3 +41,12 @@ def progress_line(rec: dict, rows: int) -> str:
     """ "v5 in shadow behind v4: 312/500 requests" (``rec``: the staged record)."""
     mode, champion, need = rec.get("mode", "shadow"), rec.get("champion"), rec.get("min_requests")
     return f"v{rec['version']} in {mode} behind v{champion}: {rows}/{need} requests"
+
+
+def expired(staged: dict, max_hours: float, now: datetime) -> bool:
+    """Whether a stage started over ``max_hours`` ago (a record without a start never expires)."""
+    try:
+        started = datetime.fromisoformat(staged["started_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (now - started).total_seconds() > max_hours * 3600

@@ -13,7 +13,6 @@ one that fails.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pandas as pd
 
 from ml_platform.core import files
 from ml_platform.core.gate import Verdict, judge_against_champion
-from ml_platform.core.stage_files import count_rows, evidence_files, failures  # noqa: F401 - re-exported
+from ml_platform.core.stage_files import count_rows, evidence_files, expired, failures  # noqa: F401 - re-exported
 from ml_platform.names import COL_ERROR, COL_ID, COL_REQUEST, COL_TS
 
 CHECK = "live_shadow"
@@ -248,14 +247,6 @@ def compare(
             + ")"
         )
     return Judged(Verdict(CHECK, not bad, reason, figures), table, labelled)
-
-
-def expired(staged: dict, max_hours: float, now: datetime) -> bool:
-    try:
-        started = datetime.fromisoformat(staged["started_at"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    return (now - started).total_seconds() > max_hours * 3600
 
 
 def scores_png(ev: Evidence, champion_version: int | None) -> bytes:

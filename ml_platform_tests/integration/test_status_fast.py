@@ -58,3 +58,24 @@ def test_the_sqlite_view_reads_what_the_client_reads(settings, config_dir):
     # An alias no pointer backs: only the client can repair it, so the fast path calls it.
     client.set_registered_model_alias("churn", "champion", "2")
     assert reconcile_needed(settings, view, "churn")
+
+
+def test_a_stage_is_due_when_its_max_hours_passed_without_evidence(settings):
+    """`status` says a stage is due whenever the staging sensor or `run` would judge it (here:
+    max_hours passed with no traffic), not only once min_requests are in."""
+    from datetime import UTC, datetime, timedelta
+
+    from ml_platform.control.status import _staging
+    from ml_platform.serving.store import STAGED
+
+    d = settings.serving_dir / "churn"
+    d.mkdir(parents=True, exist_ok=True)
+
+    def stage(hours_ago: float) -> dict:
+        started = (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat()
+        rec = {"version": 2, "mode": "shadow", "champion": None, "min_requests": 500, "max_hours": 24}
+        (d / STAGED).write_text(json.dumps({**rec, "started_at": started}))
+        return _staging(settings, "churn")
+
+    assert stage(1)["due"] is False
+    assert stage(30)["due"] is True
