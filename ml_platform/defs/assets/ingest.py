@@ -91,7 +91,9 @@ def build_raw_batch(chain: Chain) -> dg.AssetsDefinition:
         description="Immutable copy of one landing file.",
     )
     def raw_batch(context: dg.AssetExecutionContext, config: IngestFiles):
-        arriving = ingest_claims.arrival_run(context.run.tags) or bool(config.files)
+        # one rule for every asset of the run (ingest_claims.ingested_elsewhere): a launchpad run
+        # naming files without the sensor's / `run`'s tags is a person's re-materialization
+        arriving = ingest_claims.arrival_run(context.run.tags)
 
         def other_run(rec: catalog.BatchRecord | None, sha: str | None) -> str | None:
             return ingest_claims.ingested_by(context.instance, rec, context.run_id, sha) if arriving else None
