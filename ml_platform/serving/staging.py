@@ -44,6 +44,11 @@ log = logging.getLogger("ml_platform.serving")
 MAX_QUEUED_ROWS = 4096  # per worker, between two sends: beyond this, mirrored requests are dropped (counted)
 # How often the loop hands the mirrored rows to the scorer (one os.write of the batch's records).
 SEND_SECONDS = 0.02
+# After a batch the scorer could not take (pipe full: it is behind, e.g. starved at idle priority
+# beside a saturated worker), requests are not recorded for this long, only counted as dropped:
+# building records that would be dropped cost the worker ~4 µs a request (benchmarks/README.md
+# "Shadow cost"). The scorer wakes every 0.2 s (shadow_scorer.WAKE_SECONDS).
+BACKOFF_SECONDS = 0.2
 IDLE_TICK_SECONDS = 0.05  # nothing staged: how often the staged pointers' checks run
 RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
@@ -80,6 +85,7 @@ class Stage:
         self._reset()
         self.queued_rows = 0
         self.mirrored = self.dropped = 0  # rows handed to the scorer / dropped
+        self.backoff_until = 0.0  # monotonic time: rows dropped without a record until then
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
 
     def _reset(self) -> None:
@@ -126,7 +132,7 @@ class Stage:
         if not self.canary and self.share < 1.0 and random.random() >= self.share:
             return
         n = parsed.n
-        if self.queued_rows + n > MAX_QUEUED_ROWS:
+        if self.queued_rows + n > MAX_QUEUED_ROWS or (self.backoff_until and time.monotonic() < self.backoff_until):
             self.dropped += n
             return
         if champion is not self.champion:
@@ -191,8 +197,10 @@ class Stage:
         data = self._message()
         if self.scorer is not None and self.scorer.send(data):
             self.mirrored += rows
+            self.backoff_until = 0.0
         else:
             self.dropped += rows
+            self.backoff_until = time.monotonic() + BACKOFF_SECONDS
 
     async def close(self) -> None:
         """The last batch and the final counts to the scorer (on the loop, as every send), then

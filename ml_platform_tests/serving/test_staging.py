@@ -143,13 +143,20 @@ def test_a_scorer_that_cannot_keep_up_makes_the_worker_drop_not_queue(world, clf
             time.sleep(0.1)
             assert stage.dropped > 0 and stage.mirrored > 0
             assert stage.mirrored + stage.dropped + stage.queued_rows == len(rows)
+            # after a batch the scorer could not take, requests are counted, not recorded (backoff)
+            assert stage.backoff_until > 0
+            stage.backoff_until = time.monotonic() + 60
+            before, queued = stage.dropped, stage.queued_rows
+            assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [rows[0]]}).status_code == 200
+            assert stage.queued_rows == queued and stage.dropped == before + 1
             dropped = stage.dropped
         finally:
             os.kill(scorer.pid, signal.SIGCONT)
     assert scorer.poll() == 0  # it wrote what it had and exited with the worker
     stats = json.loads(next((stage_dir / CLF).glob("stage-v2-stats-*.json")).read_text())
-    assert stats["dropped"] == dropped and stats["mirrored"] == len(rows) - dropped
-    assert _evidence(stage_dir).n == len(rows) - dropped
+    sent = len(rows) + 1  # and the one request during the backoff
+    assert stats["dropped"] == dropped and stats["mirrored"] == sent - dropped
+    assert _evidence(stage_dir).n == sent - dropped
 
 
 def test_unstaged_candidate_is_unloaded(world, clf):
