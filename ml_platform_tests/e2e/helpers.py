@@ -5,33 +5,30 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-
-def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=config.parent,
-    )
+from ml_platform_tests.e2e import warm
 
 
-def start(config: Path, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
-    f = open(log, "wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-        stdout=f,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        cwd=config.parent,
-        env={**os.environ, **(env or {})},
-    )
+def cli(config: Path, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`ml-platform --config CONFIG ARGS` in its own process, to the end (e2e/warm.py)."""
+    return warm.run(["--config", config, *args], cwd=config.parent, env=env, timeout=timeout)
+
+
+def start(config: Path, *args: str, log: Path, env: dict | None = None):
+    """A long-running `ml-platform` process in a session of its own (stopped by `stop`)."""
+    with open(log, "wb") as f:
+        return warm.popen(
+            ["--config", config, *args],
+            cwd=config.parent,
+            env={**os.environ, **(env or {})},
+            stdout=f,
+            stderr=warm.STDOUT,
+            new_session=True,
+        )
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 20) -> None:

@@ -22,16 +22,16 @@ from ml_platform.runtime.faults import BARRIER_ENV
 from ml_platform.runtime.instance import get_instance
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.e2e import warm
 
 pytestmark = pytest.mark.e2e
 
 
 def _start_run(config, barrier):
-    return subprocess.Popen(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), "run"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return warm.popen(
+        ["--config", config, "run"],
+        stdout=warm.PIPE,
+        stderr=warm.STDOUT,
         cwd=config.parent,
         # both see the file pending, then race for it (runtime/faults.barrier)
         env={**{k: v for k, v in os.environ.items() if k != "ML_PLATFORM_FAULT"}, BARRIER_ENV: barrier},
@@ -69,13 +69,7 @@ def test_two_runs_on_consecutive_drifted_batches_move_the_champion_once(tmp_path
     config = write_config(tmp_path, port=free_port(), extra=extra)
     s = load_settings(config)
     write_batches(s.landing_dir("churn"), 1, rows=1500, seed=3, prefix="clean")
-    first = subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), "run"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=400,
-    )
+    first = warm.run(["--config", config, "run"], cwd=tmp_path, timeout=400)
     assert first.returncode == 0 and "deployed v1 as champion" in first.stdout, first.stdout[-3000:]
     for p in write_batches(s.landing_dir("churn"), 2, rows=1500, seed=11, drift=1.0, prefix="drifted"):
         t = time.time() - (60 if p.name.endswith("0000.csv") else 30)  # arrival order: 0000 first

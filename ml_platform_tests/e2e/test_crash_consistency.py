@@ -10,8 +10,6 @@ worker died is run again.
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -21,6 +19,7 @@ from ml_platform.core.simulate import write_batches
 from ml_platform.resources.registry import registry_for
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.e2e.helpers import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +29,7 @@ def run_cli(config, *args, fault=None, timeout=300):
     env.pop("ML_PLATFORM_FAULT", None)
     if fault:
         env["ML_PLATFORM_FAULT"] = fault
-    return subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=config.parent,
-        env=env,
-    )
+    return cli(config, *args, timeout=timeout, env=env)
 
 
 def world(tmp_path, batches=1):

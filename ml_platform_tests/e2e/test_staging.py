@@ -19,8 +19,6 @@ import contextlib
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -45,6 +43,7 @@ from ml_platform.resources.registry import registry_for
 from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.e2e import warm
 from ml_platform_tests.e2e.helpers import start, stop, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -283,14 +282,7 @@ def test_shadow_never_answers_and_is_promoted_after_n_mirrored_requests(w):
 
 
 def cli_env(w, env, *args):
-    return subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(w["config"]), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=w["root"],
-        env=env,
-    )
+    return warm.run(["--config", w["config"], *args], cwd=w["root"], env=env)
 
 
 def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):

@@ -16,6 +16,7 @@ import pytest
 from ml_platform.core.simulate import generate_batch
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.e2e import warm
 
 pytestmark = pytest.mark.e2e
 
@@ -28,14 +29,7 @@ def _limited(limit: int):
 
 
 def _cli(config, *args, limit=None):
-    return subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=config.parent,
-        preexec_fn=_limited(limit) if limit else None,
-    )
+    return warm.run(["--config", config, *args], cwd=config.parent, fsize=limit)
 
 
 def _leftovers(root):

@@ -5,8 +5,6 @@ the asset page), is approved from the CLI or by materializing deployed_model alo
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import dagster as dg
@@ -27,6 +25,7 @@ from ml_platform.resources.registry import registry_for
 from ml_platform.runtime.instance import prepare_environment
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
+from ml_platform_tests.e2e import warm
 
 DEPLOY = dg.AssetKey(["churn", "deployed_model"])
 PAYOFF = dg.AssetKey(["churn", "payoff"])
@@ -200,11 +199,8 @@ def test_ml_platform_train_prints_the_gate_verdict(w):
     """The CLI as a user runs it; the newest batch (the window) has shuffled labels: rejected."""
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "ML_PLATFORM_CONFIG")}
     t0 = time.monotonic()
-    r = subprocess.run(
+    r = warm.run(
         [
-            sys.executable,
-            "-m",
-            "ml_platform",
             "train",
             "--model",
             "churn",
@@ -215,8 +211,6 @@ def test_ml_platform_train_prints_the_gate_verdict(w):
         ],
         cwd=w["root"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     out = r.stdout + r.stderr

@@ -29,6 +29,7 @@ from ml_platform.serving.app import create_app
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
 from ml_platform_tests.conftest import write_config
+from ml_platform_tests.e2e import warm
 from ml_platform_tests.serving.conftest import TestClient, records
 
 CHECKS = {"min_metric", "not_worse_than_champion", "per_slice", "onnx_parity", "latency_budget"}
@@ -245,24 +246,14 @@ def test_a_lost_registry_is_reported_never_replaced_by_a_fresh_one(labels_world,
         make = f"from mlflow import MlflowClient; MlflowClient({uri!r}, {uri!r}).search_registered_models()"
         subprocess.run([sys.executable, "-c", make], check=True, capture_output=True)
         assert db.exists()
-        res = subprocess.run(
-            [sys.executable, "-m", "ml_platform", "--config", str(s.source), "status"], capture_output=True, text=True
-        )
+        res = warm.run(["--config", s.source, "status"], cwd=s.source.parent)
         assert res.returncode == 1 and "champion v2" in res.stderr and "registered: none" in res.stderr, res.stderr
         # The documented repair without a backup: the store's versions re-registered, same numbers.
         published = ModelStore(s.serving_dir).versions("churn")
-        res = subprocess.run(
-            [sys.executable, "-m", "ml_platform", "--config", str(s.source), "reconcile", "--rebuild-registry"],
-            capture_output=True,
-            text=True,
-        )
+        res = warm.run(["--config", s.source, "reconcile", "--rebuild-registry"], cwd=s.source.parent)
         assert res.returncode == 0, res.stdout + res.stderr
         assert "v2 re-registered from the serving store (gate verdicts from the audit)" in res.stdout, res.stdout
-        res = subprocess.run(
-            [sys.executable, "-m", "ml_platform", "--config", str(s.source), "status", "--json"],
-            capture_output=True,
-            text=True,
-        )
+        res = warm.run(["--config", s.source, "status", "--json"], cwd=s.source.parent)
         assert res.returncode == 0, res.stderr[-2000:]
         versions = {v["version"]: v for v in json.loads(res.stdout)["models"]["churn"]["versions"]}
         assert set(range(1, max(published) + 1)) <= set(versions), sorted(versions)
@@ -283,11 +274,7 @@ def test_a_dangling_pointer_is_the_pointers_fault_and_the_rebuild_adds_nothing(l
     ptr = json.loads(store.pointer_path("churn").read_text())
     store.pointer_path("churn").write_text(json.dumps({**ptr, "version": 9, "onnx": "v9.onnx", "meta": "v9.json"}))
     assert registry_loss(s, registry_for(s), "churn") is None
-    res = subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--config", str(s.source), "reconcile", "--rebuild-registry"],
-        capture_output=True,
-        text=True,
-    )
+    res = warm.run(["--config", s.source, "reconcile", "--rebuild-registry"], cwd=s.source.parent)
     assert res.returncode == 0, res.stdout + res.stderr[-2000:]
     assert "named v9, which was never published nor registered: the pointer was wrong" in res.stdout, res.stdout
     assert "placeholder" not in res.stdout and "re-registered" not in res.stdout, res.stdout
