@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ml_platform_tests.conftest import free_port
+from ml_platform_tests.e2e import warm
 from ml_platform_tests.e2e.helpers import stop, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +26,7 @@ DG = Path(sys.executable).with_name("dg")
 
 
 def _mlp(project: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ml_platform", "--project", str(project), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=project,
-    )
+    return warm.run(["--project", project, *args], cwd=project, timeout=timeout)
 
 
 def _ok(r: subprocess.CompletedProcess) -> str:
