@@ -34,11 +34,14 @@ def start(config: Path, *args: str, log: Path, env: dict | None = None):
 def stop(proc: subprocess.Popen, sig=signal.SIGTERM, grace: float = 20) -> None:
     if proc.poll() is not None:
         return
-    os.killpg(proc.pid, sig)
     try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    except ProcessLookupError:  # it ended (and its group with it) after poll()
         proc.wait(10)
 
 

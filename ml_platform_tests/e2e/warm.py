@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,7 +62,7 @@ def _serve(path: str) -> None:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:  # an optional module: the child imports it itself
+        except Exception:  # the child imports it again and shows the error where it belongs
             pass
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     srv.bind(path)
@@ -70,36 +71,58 @@ def _serve(path: str) -> None:
     children: dict[int, socket.socket] = {}
     print("ready", flush=True)
     while os.getppid() == parent:  # the test worker gone: so is the server
-        ready, _, _ = select.select([srv], [], [], 0.05)
-        if ready:
-            conn, _ = srv.accept()
-            msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
-            pid = os.fork()
-            if pid == 0:
-                _child(json.loads(msg), fds, [srv, conn, *children.values()])
-            for fd in fds:
-                os.close(fd)
-            conn.send(str(pid).encode())
-            children[pid] = conn
-        while children:
+        if select.select([srv], [], [], 0.05)[0]:
+            _accept(srv, children)
+        _reap(children)
+
+
+def _accept(srv: socket.socket, children: dict[int, socket.socket]) -> None:
+    """One request: fork its child and answer with the pid once the child is set up (its session
+    exists, its cwd was valid), or with the reason it could not be."""
+    conn, _ = srv.accept()
+    fds: list[int] = []
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+        req = json.loads(msg)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            conn = children.pop(pid, None)
-            if conn is not None:
-                try:
-                    conn.send(str(os.waitstatus_to_exitcode(status)).encode())
-                except OSError:
-                    pass
-                conn.close()
+                os.close(ready_r)
+                _child(req, fds, ready_w, [srv, conn, *children.values()])
+            finally:
+                os._exit(1)
+        os.close(ready_w)
+        with open(ready_r, "rb") as ready:
+            setup = ready.read().decode()  # empty once the child got as far as the command
+        conn.send(setup.encode() if setup else str(pid).encode())
+        children[pid] = conn
+    except Exception:  # a client gone mid-request, a bad request: that request only
+        conn.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
-def _child(req: dict, fds: list[int], inherited: list[socket.socket]) -> None:
+def _reap(children: dict[int, socket.socket]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = children.pop(pid, None)
+        if conn is not None:
+            try:
+                conn.send(str(os.waitstatus_to_exitcode(status)).encode())
+            except OSError:
+                pass
+            conn.close()
+
+
+def _child(req: dict, fds: list[int], ready: int, inherited: list[socket.socket]) -> None:
     """In the forked child: become the command's process, run it, exit as the interpreter would."""
-    rc = 1
     try:
         for s in inherited:
             s.close()
@@ -109,19 +132,33 @@ def _child(req: dict, fds: list[int], inherited: list[socket.socket]) -> None:
             import resource
 
             resource.setrlimit(resource.RLIMIT_FSIZE, (req["fsize"], req["fsize"]))
+        os.chdir(req["cwd"])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
         for fd in {null, *fds}:
             os.close(fd)
-        os.chdir(req["cwd"])
+    except OSError as e:  # what Popen would raise in the test
+        os.write(ready, f"error {e.errno} {e.strerror}: {req['cwd']}".encode())
+        os._exit(1)
+    os.close(ready)
+    rc = 1
+    try:
         os.environ.clear()
         os.environ.update(req["env"])
+        sys.path[0] = req["cwd"]  # as `python -m` has it
         if "numpy" in sys.modules:  # a fresh interpreter seeds numpy's global generator itself
             sys.modules["numpy"].random.seed()
-        from ml_platform.cli.main import main
+        from ml_platform.cli.main import QUIET_MLFLOW, main
 
+        # MLflow set its loggers' level from the environment when the server imported it; a fresh
+        # command sets QUIET_MLFLOW before MLflow is imported.
+        for k, v in QUIET_MLFLOW.items():
+            os.environ.setdefault(k, v)
+        from mlflow.utils.logging_utils import _configure_mlflow_loggers
+
+        _configure_mlflow_loggers("mlflow")
         sys.argv = [str(Path(importlib.import_module("ml_platform").__file__).parent / "__main__.py"), *req["args"]]
         try:
             code = main(req["args"])
@@ -133,6 +170,8 @@ def _child(req: dict, fds: list[int], inherited: list[socket.socket]) -> None:
             rc = code
         else:
             print(code, file=sys.stderr)
+    except KeyboardInterrupt:
+        rc = -signal.SIGINT
     except BaseException:
         import traceback
 
@@ -144,6 +183,9 @@ def _child(req: dict, fds: list[int], inherited: list[socket.socket]) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
+            if rc < 0:  # died of a signal, as an interpreter re-raising it would
+                signal.signal(-rc, signal.SIG_DFL)
+                os.kill(os.getpid(), -rc)
             os._exit(rc & 0xFF)
 
 
@@ -151,36 +193,43 @@ def _child(req: dict, fds: list[int], inherited: list[socket.socket]) -> None:
 
 _server: tuple[subprocess.Popen, str] | None = None
 _lock = threading.Lock()
+START_TIMEOUT = 180  # the imports on a loaded 2-core machine
 
 
 def _address() -> str:
     global _server
     with _lock:
         if _server is None or _server[0].poll() is not None:
-            path = os.path.join(tempfile.mkdtemp(prefix="warm-"), "s")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ml_platform_tests.e2e.warm", path],
-                stdout=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                text=True,
-                cwd=Path(__file__).resolve().parents[2],  # where ml_platform_tests imports from
-            )
-            line = proc.stdout.readline()
+            where = tempfile.mkdtemp(prefix="warm-")
+            path, log = os.path.join(where, "s"), os.path.join(where, "server.log")
+            with open(log, "wb") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "ml_platform_tests.e2e.warm", path],
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    text=True,
+                    cwd=Path(__file__).resolve().parents[2],  # where ml_platform_tests imports from
+                )
+            ready = select.select([proc.stdout], [], [], START_TIMEOUT)[0]
+            line = proc.stdout.readline() if ready else ""
             if line.strip() != "ready":
-                proc.kill()
-                raise RuntimeError(f"the warm command server did not start: {line!r}")
+                _stop(proc, where)
+                raise RuntimeError(f"the warm command server did not start ({line!r}):\n{Path(log).read_text()}")
             _server = (proc, path)
-            atexit.register(_stop, proc)
+            atexit.register(_stop, proc, where)
         return _server[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, where: str) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # and its children still in its group
     except ProcessLookupError:
         pass
     proc.wait()
+    if not os.environ.get("ML_PLATFORM_TESTS_KEEP_WARM_LOG"):
+        shutil.rmtree(where, ignore_errors=True)
 
 
 class WarmProcess:
@@ -210,18 +259,29 @@ class WarmProcess:
         req = {
             "args": [str(a) for a in args],
             "cwd": str(cwd),
-            "env": dict(os.environ if env is None else env),
+            "env": {str(k): str(v) for k, v in (os.environ if env is None else env).items()},
             "new_session": new_session,
             "fsize": fsize,
         }
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            msg = json.dumps(req).encode()
             self._conn.connect(_address())
-            socket.send_fds(self._conn, [json.dumps(req).encode()], ends)
-            self.pid = int(self._conn.recv(64))
+            socket.send_fds(self._conn, [msg], ends)
+            answer = self._conn.recv(4096).decode()
+        except BaseException:
+            self._conn.close()
+            raise
         finally:
             for fd in keep:
                 os.close(fd)
+        if not answer.isdigit():  # the child could not be set up: as Popen raises it
+            self._conn.close()
+            if answer.startswith("error "):
+                errno_, _, text = answer[6:].partition(" ")
+                raise OSError(int(errno_), text)
+            raise RuntimeError(f"the warm command server did not start {self.args}: {answer!r}")
+        self.pid = int(answer)
 
     def poll(self) -> int | None:
         if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
@@ -243,8 +303,11 @@ class WarmProcess:
         self.returncode = int(data)
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        if self.poll() is None:  # the server reaps its children at once: never signal a reused pid
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -254,10 +317,18 @@ class WarmProcess:
 
     def communicate(self, timeout: float | None = None) -> tuple:
         out: dict[str, object] = {}
+
+        def read(name: str) -> None:
+            stream = getattr(self, name)
+            try:
+                out[name] = stream.read()
+            except Exception as e:  # e.g. output that is not UTF-8: raised in the test, not lost
+                out[name] = e
+            finally:
+                stream.close()
+
         readers = [
-            threading.Thread(target=lambda a=a: out.__setitem__(a, getattr(self, a).read()), daemon=True)
-            for a in ("stdout", "stderr")
-            if getattr(self, a) is not None
+            threading.Thread(target=read, args=(a,), daemon=True) for a in ("stdout", "stderr") if getattr(self, a)
         ]
         for t in readers:
             t.start()
@@ -266,10 +337,15 @@ class WarmProcess:
             self.wait(timeout)
             for t in readers:
                 t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if any(t.is_alive() for t in readers):  # a grandchild still holds the pipe
+                raise subprocess.TimeoutExpired(self.args, timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             self.wait()
             raise
+        for value in out.values():
+            if isinstance(value, Exception):
+                raise value
         return out.get("stdout"), out.get("stderr")
 
 
