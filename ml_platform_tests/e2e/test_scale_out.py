@@ -1,5 +1,5 @@
 """Scale-out for real: Dagster storage and MLflow on a PostgreSQL cluster of our own, runs on two
-Celery workers (Redis broker). 6 files land; one worker is killed with SIGKILL while it runs a
+Celery workers (Redis broker). 8 files land; one worker is killed with SIGKILL while it runs a
 batch; every batch is still ingested exactly once, a champion is served, and the runs were
 executed by more than one worker process. The PostgreSQL password appears in no file, log or
 CLI output of the platform."""
@@ -29,7 +29,7 @@ pytestmark = [
 
 # Enough for both workers to take runs and one to die mid-run: worker 1 is killed in its second
 # run, worker 2 runs the retry and the files left. Each file is a run (5-10 s of a 2-core CI box).
-FILES = 6
+FILES = 8
 PASSWORD_ENV = "ML_PLATFORM_TEST_PG_PASSWORD"
 PASSWORD = "pw-7f3a9c2e-not-in-any-file"
 
