@@ -6,6 +6,7 @@ import shutil
 import socket
 import tempfile
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,21 @@ def write_config(
 
 
 _EMPTY_MLFLOW_DB: Path | None = None
+
+
+@contextmanager
+def dagster_instance(temp_dir: Path | str | None = None, **kwargs):
+    """Dagster's test instance (``instance_for_test``) on the storage the platform configures
+    (runtime/instance.py): the tests' runs write events the way the platform's do."""
+    import dagster as dg
+
+    from ml_platform.runtime.instance import sqlite_storage_section
+
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
+        home = Path(temp_dir or tmp)
+        overrides = {"storage": sqlite_storage_section(home), **kwargs.pop("overrides", {})}
+        with dg.instance_for_test(temp_dir=str(home), overrides=overrides, **kwargs) as instance:
+            yield instance
 
 
 def empty_mlflow_db() -> Path:

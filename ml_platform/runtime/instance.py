@@ -48,6 +48,8 @@ def dagster_yaml(settings: Settings | None = None) -> dict:
     }
     if settings is not None and settings.scale_out.postgres is not None:
         doc["storage"] = scale_out.storage_section(settings)
+    elif settings is not None:
+        doc["storage"] = sqlite_storage_section(settings.dagster_home)
     if settings is not None and scale_out.enabled(settings):
         doc["run_launcher"] = scale_out.run_launcher_section(settings)
         # A launched run waits in the broker until a worker is free: STARTING is not "stuck".
@@ -58,6 +60,18 @@ def dagster_yaml(settings: Settings | None = None) -> dict:
         # would wait behind them (benchmarks/README.md, time to recovery).
         doc["concurrency"]["runs"]["tag_concurrency_limits"] = [{"key": TAG_SHA, "limit": 1}]
     return doc
+
+
+def sqlite_storage_section(home: Path) -> dict:
+    """Dagster's SQLite files where ``storage: sqlite: base_dir: <home>`` puts them, written
+    through one engine per file (runtime/sqlite_storage.py)."""
+    return {
+        "custom": {
+            "module": "ml_platform.runtime.sqlite_storage",
+            "class": "SqliteStorage",
+            "config": {"base_dir": str(home)},
+        }
+    }
 
 
 def workspace_yaml(settings: Settings) -> dict:

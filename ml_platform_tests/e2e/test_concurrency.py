@@ -21,7 +21,7 @@ from ml_platform.resources.registry import registry_for
 from ml_platform.runtime.faults import BARRIER_ENV
 from ml_platform.runtime.instance import get_instance
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.conftest import dagster_instance, free_port, write_config
 from ml_platform_tests.e2e import warm
 
 pytestmark = pytest.mark.e2e
@@ -104,7 +104,7 @@ def test_a_runs_claim_holds_off_the_sensor_until_its_claimant_is_gone(settings):
     chain = Chain("churn", settings.models["churn"], settings)
     mdir = settings.model_dir("churn")
     _monitored(mdir, "a-1", 1)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         me = f"run {os.getpid()}@{socket.gethostname()}"
         (mine,) = pending_decisions(chain, instance, by=me)
         assert mine[1].retrain
@@ -159,7 +159,7 @@ def test_consecutive_drifted_batches_of_two_runs_move_the_champion_once(tmp_path
     mdir = s.model_dir("churn")
     champion = {"v": 1}
     monkeypatch.setattr(decisions, "champion_version", lambda *_: champion["v"])
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         _drifted(mdir, "a-1", 1, against=1)
         ((_, d1),) = pending_decisions(chain, instance, by="run 1@a")
         assert d1.retrain and d1.trigger == "drift", d1

@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-import dagster as dg
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -25,7 +24,7 @@ from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 STABLE_SIZES = [200, 500, 1000, 3000]
 T0 = time.time() - 100_000  # arrival times: one file every 10 s, all in the past
@@ -115,7 +114,7 @@ def _opening_files() -> list[tuple[str, object]]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     root = tmp_path_factory.mktemp("closed_loop")
-    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("closed_loop_dagster"))) as instance:
+    with dagster_instance(tmp_path_factory.mktemp("closed_loop_dagster")) as instance:
         w = World(root, instance)
         fresh_drifted = generate_batch(5000, seed=777, drift=1.0, start_id=9_000_000)
         out = {"world": w, "opening": [w.step(name, df) for name, df in _opening_files()]}
@@ -258,7 +257,7 @@ def test_all_at_once_decides_like_one_at_a_time(loop, tmp_path):
         (f"stable-{STABLE_SIZES[0]}.parquet", generate_batch(STABLE_SIZES[0], seed=100, start_id=100_000))
     ]
     (tmp_path / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+    with dagster_instance(tmp_path / "dagster_home") as inst:
         every = World(tmp_path / "world", inst)
         for name, df in files:
             every.land(name, df)

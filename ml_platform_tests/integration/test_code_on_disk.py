@@ -18,7 +18,7 @@ from ml_platform.names import VERSION_CODE
 from ml_platform.resources.registry import registry_for
 from ml_platform.runtime import console
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 EXTRA = """\
 training: {window_batches: 1}
@@ -43,7 +43,7 @@ def test_a_change_on_disk_retrains_without_a_reload_and_an_unused_file_does_not(
     s = load_settings(cfg)
     server = build_definitions(s)  # the code server: imported once, never reloaded below
     (tmp_path / "home").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+    with dagster_instance(tmp_path / "home") as instance:
         batch = s.landing_dir("churn") / "b1.csv"
         generate_batch(1500, seed=3).to_csv(batch, index=False)
         os.utime(batch, (time.time() - 600, time.time() - 600))  # settled

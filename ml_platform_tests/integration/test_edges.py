@@ -25,7 +25,7 @@ from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import DEMO_FEATURES
+from ml_platform_tests.conftest import DEMO_FEATURES, dagster_instance
 
 SECRET = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
 
@@ -124,7 +124,7 @@ def world(tmp_path_factory):
 
     defs = build_definitions(settings)
     (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dagster_instance(root / "dagster_home") as instance:
         lines = []
         summary = run_pending(settings, defs, instance, echo=lines.append)
         yield {

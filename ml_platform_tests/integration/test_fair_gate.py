@@ -18,7 +18,7 @@ from ml_platform.control.status import status
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 CONFIG = """\
 training: {windows: [newest], newest_batches: 1}
@@ -56,7 +56,7 @@ def world(tmp_path_factory):
     settings = load_settings(root / "ml_platform.yaml")
     defs = build_definitions(settings)
     landing = settings.landing_dir("churn")
-    with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("fair_gate_dagster"))) as instance:
+    with dagster_instance(tmp_path_factory.mktemp("fair_gate_dagster")) as instance:
         outcomes = []
         for i, df in enumerate(
             [

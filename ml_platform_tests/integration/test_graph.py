@@ -17,7 +17,7 @@ from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 
 def _land(landing, name, df_or_bytes, age):
@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     _land(landing, "good-2.parquet", generate_batch(1500, seed=14, start_id=20_000), age=100)
     defs = build_definitions(settings)
     (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dagster_instance(root / "dagster_home") as instance:
         lines = []
         summary = run_pending(settings, defs, instance, echo=lines.append)
         yield {

@@ -26,6 +26,7 @@ from ml_platform.core.landing_index import LandingIndex
 from ml_platform.core.simulate import write_batches
 from ml_platform.defs.assets import ingest as ingest_assets
 from ml_platform.defs.definitions import build_definitions
+from ml_platform_tests.conftest import dagster_instance
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def setup(settings):
     defs = build_definitions(settings)
     chain = Chain("churn", settings.models["churn"], settings)
     files = scan_landing(landing, settle_seconds=0, known_sha256=set())
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         yield defs, chain, instance, files
 
 

@@ -16,7 +16,7 @@ from ml_platform.core.simulate import write_batches
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.runtime import console
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 
 def _age(paths, seconds=100):
@@ -57,7 +57,7 @@ def test_backlog_runs_take_several_files_and_a_bad_file_fails_alone(settings):
     bad.write_text("customer_id,unrelated\n1,2\n")  # none of the configured columns
     _age([files[0], files[1], bad, files[2]])
     defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         result = _tick(defs, instance)
         (request,) = result.run_requests  # four pending files: one run over their range
         keys = instance.get_dynamic_partitions("churn_batches")
@@ -100,7 +100,7 @@ def test_archive_moves_only_durable_files(tmp_path):
     files = write_batches(landing, 3, rows=40)
     _age(files)
     defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         result = _tick(defs, instance)
         (request,) = result.run_requests
         # The third file changes after the sensor saw it: its copy is not its batch, it must stay.
@@ -134,7 +134,7 @@ def test_an_idle_tick_over_a_large_zone_does_no_work(settings):
     for p in landing.iterdir():
         os.utime(p, (past, past))
     chain = Chain("churn", settings.models["churn"], settings)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         # The zone as an ingested history: every file known (hashed over ticks, then done).
         cur = ZoneCursor()
         with LandingIndex(index_path(chain)) as ix:

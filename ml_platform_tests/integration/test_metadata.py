@@ -13,7 +13,7 @@ from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 
 # A placeholder is a whole cell or word: "nan", "None", "-1" (not "financial").
 PLACEHOLDER = re.compile(r"(^|[\s(:=,])(nan|NaN|None|-1)($|[\s),.;])")
@@ -40,7 +40,7 @@ def world(tmp_path_factory):
     _land(landing, "drifted.csv", generate_batch(1500, seed=11, start_id=5000, drift=1.0), age=200)
     defs = build_definitions(settings)
     (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dagster_instance(root / "dagster_home") as instance:
         run_pending(settings, defs, instance, echo=lambda _: None)
         yield {"defs": defs, "instance": instance}
 

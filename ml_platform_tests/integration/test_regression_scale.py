@@ -5,7 +5,6 @@ import os
 import textwrap
 import time
 
-import dagster as dg
 import numpy as np
 
 from ml_platform.control.champion import champion_version
@@ -13,6 +12,7 @@ from ml_platform.control.runner import run_pending
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.settings import load_settings
+from ml_platform_tests.conftest import dagster_instance
 
 
 def test_prices_in_the_tens_of_thousands_deploy(tmp_path):
@@ -43,7 +43,7 @@ def test_prices_in_the_tens_of_thousands_deploy(tmp_path):
     df.to_csv(p, index=False)
     os.utime(p, (time.time() - 60, time.time() - 60))
     (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    with dagster_instance(tmp_path / "dagster") as instance:
         out = run_pending(s, build_definitions(s), instance, echo=lambda *_: None)["price"]
     t = out[0].train
     gate = {c: (ok, why) for c, ok, why in t.gate}

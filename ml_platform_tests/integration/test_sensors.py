@@ -11,6 +11,7 @@ from ml_platform.control.decisions import record_retrain_decision
 from ml_platform.core import catalog
 from ml_platform.core.simulate import write_batches
 from ml_platform.defs.definitions import build_definitions
+from ml_platform_tests.conftest import dagster_instance
 
 
 def _sensor(defs, name):
@@ -27,7 +28,7 @@ def test_landing_sensor_requests_each_settled_file_once(settings, tmp_path):
     for i, p in enumerate(old):
         t = time.time() - 100 + i
         os.utime(p, (t, t))
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         ctx = dg.build_sensor_context(instance=instance, definitions=defs)
         (landing / "batch-9999.csv").write_text("customer_id,event_time\n1,")  # being written right now
         result = sensor(ctx)
@@ -71,7 +72,7 @@ def test_retrain_sensor_applies_the_policy_once_per_batch(settings):
     catalog.update_record(mdir, "b-2", arrival=2, status="failed", reason="file is empty", sha256="b")
     catalog.update_record(mdir, "c-3", arrival=3, status="raw", sha256="c", ingested_at=time.time())  # still ingesting
     catalog.update_record(mdir, "d-4", arrival=4, status="failed", reason="empty", sha256="d")  # waits for c-3
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
         assert [r.run_key for r in result.run_requests] == ["train-a-1"]
         assert result.run_requests[0].tags["ml_platform/trigger"] == "arrival"
@@ -157,7 +158,7 @@ def test_weekly_schedule_retrains_only_with_something_new_to_learn(settings):
     assert sched.default_status == dg.DefaultScheduleStatus.RUNNING and sched.job_name == "churn_train"
     mdir = settings.model_dir("churn")
     at = datetime.datetime(2026, 11, 23, 3, 0)
-    with dg.instance_for_test() as instance:
+    with dagster_instance() as instance:
 
         def tick():
             return sched.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))

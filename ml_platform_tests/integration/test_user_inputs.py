@@ -28,7 +28,7 @@ from ml_platform.resources.registry import registry_for
 from ml_platform.serving.app import create_app
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import write_config
+from ml_platform_tests.conftest import dagster_instance, write_config
 from ml_platform_tests.e2e import warm
 from ml_platform_tests.serving.conftest import TestClient, records
 
@@ -56,7 +56,7 @@ def labels_world(tmp_path_factory):
     landing = s.landing_dir("churn")
     defs = build_definitions(s)
     (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dagster_instance(root / "dagster_home") as instance:
         _land(landing, "good-1.csv", generate_batch(1500, seed=10), age=700)
         first = run_pending(s, defs, instance, echo=_quiet)["churn"]
         stray = generate_batch(1500, seed=14, start_id=20_000)
@@ -404,7 +404,7 @@ def odd_world(tmp_path_factory):
     s = load_settings(root / "ml_platform.yaml")
     defs = build_definitions(s)
     (root / "dagster_home").mkdir()
-    with dg.instance_for_test(temp_dir=str(root / "dagster_home")) as instance:
+    with dagster_instance(root / "dagster_home") as instance:
         _land(s.landing_dir("odd"), "odd-1.csv", _odd_batch(1500, 1), age=100)
         out = run_pending(s, defs, instance, echo=_quiet)["odd"]
         yield {"settings": s, "out": out, "defs": defs, "instance": instance}

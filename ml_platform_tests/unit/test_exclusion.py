@@ -6,6 +6,7 @@ from ml_platform.cli.main import main
 from ml_platform.control.exclusion import observation
 from ml_platform.core import audit, catalog, policy
 from ml_platform.core.approval import os_user
+from ml_platform_tests.conftest import dagster_instance
 
 
 def _batches(settings):
@@ -40,7 +41,7 @@ def test_exclude_takes_a_batch_out_of_training_and_undo_puts_it_back(settings, c
     assert policy.decide(rec, [], settings.models["churn"], has_champion=True).reason.startswith(
         "excluded from training by ann"
     )
-    with dg.instance_for_test() as instance:  # the UI's copy, on the batch's partition
+    with dagster_instance() as instance:  # the UI's copy, on the batch's partition
         instance.add_dynamic_partitions("churn_batches", [rec.partition])
         instance.report_runless_asset_event(observation("churn", rec))
         ev = instance.fetch_observations(dg.AssetKey(["churn", "validated_batch"]), limit=1).records[0]

@@ -22,7 +22,9 @@ def _config(tmp_path, block: str):
 def test_default_is_embedded(tmp_path):
     s = load_settings(write_config(tmp_path))
     doc = dagster_yaml(s)
-    assert "storage" not in doc and "run_launcher" not in doc and s.tracking_uri.startswith("sqlite:///")
+    assert "run_launcher" not in doc and s.tracking_uri.startswith("sqlite:///")
+    # Dagster's SQLite files in the instance's folder (runtime/sqlite_storage.py)
+    assert doc["storage"]["custom"]["config"] == {"base_dir": str(s.dagster_home)}
     # one machine: the landing sensor's ingest runs go one at a time (time to recovery, 3 files)
     assert doc["concurrency"]["runs"]["tag_concurrency_limits"] == [{"key": "ml_platform/sha256", "limit": 1}]
 

@@ -1,0 +1,75 @@
+"""The platform's SQLite storage (runtime/sqlite_storage.py) is Dagster's, file for file: an
+instance on one reads what the other wrote, new run shards get Dagster's schema and alembic
+stamp, and a long-lived process keeps a bounded number of engines."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from ml_platform.runtime import sqlite_storage
+from ml_platform.runtime.instance import sqlite_storage_section
+
+
+@dg.asset
+def numbers() -> int:
+    return 1
+
+
+@dg.asset
+def doubled(numbers: int) -> int:
+    return 2 * numbers
+
+
+@dg.asset_check(asset=doubled)
+def positive() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def _open(home: Path, platform: bool) -> dg.DagsterInstance:
+    doc = {"telemetry": {"enabled": False}}
+    if platform:
+        doc["storage"] = sqlite_storage_section(home)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(doc))
+    return dg.DagsterInstance.from_config(str(home))
+
+
+def _schema(db: Path) -> tuple[list, list]:
+    with sqlite3.connect(db) as c:
+        return (
+            sorted(c.execute("select type, name, sql from sqlite_master").fetchall()),
+            c.execute("select version_num from alembic_version").fetchall(),
+        )
+
+
+def test_same_files_both_ways_and_the_same_shard_schema(tmp_path):
+    stock_home, ours_home = tmp_path / "stock", tmp_path / "ours"
+    stock_home.mkdir(), ours_home.mkdir()
+    with _open(stock_home, platform=False) as stock:
+        first = dg.materialize([numbers, doubled, positive], instance=stock).run_id
+    with _open(stock_home, platform=True) as ours:
+        assert type(ours.event_log_storage) is sqlite_storage.EventLogStorage
+        assert ours.get_run_by_id(first).is_success
+        second = dg.materialize([numbers, doubled, positive], instance=ours).run_id
+        mats = ours.fetch_materializations(dg.AssetKey("doubled"), limit=5).records
+        assert [m.run_id for m in mats] == [second, first]
+        assert ours.get_latest_asset_check_evaluation_record(positive.check_key).run_id == second
+    with _open(stock_home, platform=False) as stock:  # and back: Dagster's own storage reads ours
+        assert stock.get_run_by_id(second).is_success
+        assert len(stock.all_logs(second)) == len(stock.all_logs(first))
+
+    with _open(ours_home, platform=True) as ours:
+        fresh = dg.materialize([numbers, doubled, positive], instance=ours).run_id
+    runs = Path("history", "runs")
+    assert _schema(ours_home / runs / f"{fresh}.db") == _schema(stock_home / runs / f"{first}.db")
+
+
+def test_engines_are_bounded_and_reused():
+    engines = sqlite_storage._Engines(size=2)
+    a = engines.get("sqlite:///a.db")
+    assert engines.get("sqlite:///a.db") is a
+    engines.get("sqlite:///b.db"), engines.get("sqlite:///a.db"), engines.get("sqlite:///c.db")
+    assert list(engines._engines) == ["sqlite:///a.db", "sqlite:///c.db"], "b was the least recently used"
