@@ -210,15 +210,18 @@ def stale_evidence(chain: Chain, rec: BatchRecord, d: Decision, champion: int | 
     """No retrain when ``d`` retrains on evidence measured against a champion that has been
     replaced since (another process's retrain on the batch before, a rollback): one drift
     episode moves the champion once. The next batch is judged against the new champion."""
-    seen = rec.monitored_version
-    if not d.retrain or d.trigger not in EVIDENCE_TRIGGERS or champion is None or seen in (None, champion):
+    # Any figure measured against another version taints the decision: drift's can name the new
+    # champion while the figure that triggered the retrain was measured against the old one.
+    others = sorted(rec.monitored_versions - {champion}) if champion is not None else []
+    if not d.retrain or d.trigger not in EVIDENCE_TRIGGERS or not others:
         return None
+    seen = ", ".join(f"v{v}" for v in others)
     moves = [m for m in audit.read(chain.dir) if m.moved and m.to == champion]
     since = f" ({moves[-1].kind} by {moves[-1].actor}, trigger {moves[-1].trigger})" if moves else ""
     return Decision(
         False,
         "none",
-        f"{d.trigger} was measured against v{seen}, but v{champion} is the champion now{since}: "
+        f"{d.trigger} was measured against {seen}, but v{champion} is the champion now{since}: "
         f"not evidence against v{champion}; the next batch is judged against it",
         at=time.time(),
     )

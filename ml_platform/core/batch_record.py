@@ -206,10 +206,17 @@ class BatchRecord:
         return self.drifted or self.dropped(min_drop)
 
     @property
-    def monitored_version(self) -> int | None:
-        """The champion version the batch was monitored against (drift, predictions), or None."""
-        v = self.drift_summary.get("champion_version") or (self.predictions or {}).get("model_version")
-        return int(v) if isinstance(v, int | float | str) and str(v).isdigit() else None
+    def monitored_versions(self) -> set[int]:
+        """Every champion version the batch's evidence was measured against. Each monitoring step
+        reads the champion pointer itself, so a champion moved during the ingest run leaves
+        predictions and performance against the old one and drift against the new one."""
+        seen = (
+            self.drift_summary.get("champion_version"),
+            (self.predictions or {}).get("model_version"),
+            self.performance_figure.get("champion_version"),
+            self.estimate_figure.get("champion_version"),
+        )
+        return {int(v) for v in seen if isinstance(v, int | str) and str(v).isdigit()}
 
     @property
     def decided(self) -> bool:

@@ -181,7 +181,14 @@ def test_consecutive_drifted_batches_of_two_runs_move_the_champion_once(tmp_path
         ((rec, d2),) = pending_decisions(chain, instance, by="run 2@b")
         assert not d2.retrain and d2.trigger == "none", d2
         assert "drift was measured against v1, but v2 is the champion now (deploy by train, trigger drift)" in d2.reason
+        # ... or while its own ingest run monitored it: predictions scored by v1, drift compared
+        # against v2 (the champion when that step ran)
+        _drifted(mdir, "a-2b", 3, against=2)
+        catalog.update_record(mdir, "a-2b", predictions={"model_version": 1, "rows": 5000})
+        ((rec, d2b),) = pending_decisions(chain, instance, by="run 2@b")
+        assert rec.partition == "a-2b" and not d2b.retrain, d2b
+        assert "drift was measured against v1, but v2 is the champion now" in d2b.reason, d2b
         # a batch monitored against v2 that drifts is a new episode: it retrains
-        _drifted(mdir, "a-3", 3, against=2)
+        _drifted(mdir, "a-3", 4, against=2)
         ((rec, d3),) = pending_decisions(chain, instance, by="run 2@b")
         assert rec.partition == "a-3" and d3.retrain and d3.trigger == "drift", d3
