@@ -261,11 +261,14 @@ class ModelStore:
 
     def read(self, name: str, version: int) -> tuple[bytes, dict]:
         """(ONNX bytes, metadata dict) of a published version."""
-        onnx_bytes = self.onnx_path(name, version).read_bytes()
+        return self.onnx_path(name, version).read_bytes(), self.read_meta(name, version)
+
+    def read_meta(self, name: str, version: int) -> dict:
+        """The metadata dict of a published version."""
         meta = json.loads(self.meta_path(name, version).read_bytes())
         if isinstance(meta, dict):
             meta.pop(ONNX_SHA256, None)  # the store's own check (``damaged``), not the model's
-        return onnx_bytes, meta
+        return meta
 
     def versions(self, name: str) -> list[int]:
         """Published versions (both files present), ascending."""

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml_platform import names
 from ml_platform.control.champion import champion_version
 from ml_platform.control.runner import run_pending
 from ml_platform.control.status import status
-from ml_platform.core import export
+from ml_platform.core import catalog, export
 from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
@@ -272,3 +273,31 @@ def test_all_at_once_decides_like_one_at_a_time(loop, tmp_path):
         ("drifted", False, "none"),
         ("stable", False, "none"),
     ]
+
+
+def test_monitoring_judges_a_batch_against_the_model_that_scored_it(loop):
+    """drift_report and champion_performance, run again on a batch after the champion moved (as
+    when another run moves it during this one's ingest), judge it against the version that
+    scored it, so no retrain decision rests on figures about two different models."""
+    import dagster as dg
+
+    w = loop["world"]
+    stable = loop["stable"][0]
+    scored_by = stable["drift"]["champion_version"]
+    assert w.champion() != scored_by == loop["first_champion"], (w.champion(), stable["drift"])
+    partition = next(
+        k for k in w.instance.get_dynamic_partitions(names.partitions("churn")) if os.path.basename(stable["file"]) in k
+    )
+    before = catalog.read_record(w.settings.model_dir("churn"), partition)
+    job = w.defs.resolve_job_def(names.ingest_job("churn"))
+    result = job.execute_in_process(
+        instance=w.instance,
+        partition_key=partition,
+        asset_selection=[dg.AssetKey(["churn", "drift_report"]), dg.AssetKey(["churn", "champion_performance"])],
+    )
+    assert result.success
+    rec = catalog.read_record(w.settings.model_dir("churn"), partition)
+    assert rec.predictions["model_version"] == scored_by
+    assert rec.drift_summary["champion_version"] == scored_by, rec.drift_summary
+    assert rec.performance_figure["champion_version"] == before.performance_figure["champion_version"] == scored_by
+    assert rec.monitored_versions == {scored_by}

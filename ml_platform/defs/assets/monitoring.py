@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.control.chain import Chain
-from ml_platform.control.champion import champion_model
+from ml_platform.control.champion import champion_model, store
 from ml_platform.core import (
     catalog,
     challenger,
@@ -50,6 +50,21 @@ def monitoring_failed(chain: Chain, field: str):
 def serving_champion(chain: Chain) -> tuple[int | None, bytes | None, dict | None]:
     """(version, onnx, meta) of the champion, or Nones (``champion.champion_model``)."""
     return champion_model(chain.settings, chain.name)
+
+
+def scored_by(chain: Chain, rec: catalog.BatchRecord) -> tuple[int | None, dict | None]:
+    """(version, meta) of the champion that scored the batch (batch_predictions records it), else
+    of the champion now. The steps after batch_predictions judge the batch against the model that
+    scored it: a champion moved by another run meanwhile would otherwise leave one run's figures
+    against two versions (the retrain decision refuses such evidence, decisions.stale_evidence)."""
+    version = (rec.predictions or {}).get("model_version")
+    if isinstance(version, int):
+        try:
+            return version, store(chain.settings).read_meta(chain.name, version)
+        except (OSError, ValueError):
+            pass  # that version's files are gone: the champion now, as before
+    version, _, meta = serving_champion(chain)
+    return version, meta
 
 
 def reference_path(chain: Chain, version: int) -> Path:
@@ -157,7 +172,7 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
     def drift_report(context: dg.AssetExecutionContext):
         def one(partition: str) -> dg.MaterializeResult:
             rec, df = _validated(chain, partition)
-            version, _, _ = serving_champion(chain)
+            version, _ = scored_by(chain, rec)
             summary = {"champion_version": version}
             if df is None:
                 summary.update(verdict="skipped", reason=f"batch {rec.status}")
@@ -405,7 +420,7 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
     def champion_performance(context: dg.AssetExecutionContext):
         def one(partition: str) -> dg.MaterializeResult:
             rec, df = _validated(chain, partition)
-            version, _, meta = serving_champion(chain)
+            version, meta = scored_by(chain, rec)
             pred = predictions_path(chain, partition)
             if df is None or version is None or not pred.exists():
                 why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
