@@ -6,8 +6,8 @@ side by side with direct serving, run by hand:
 
 Builds the ``serving_bench.py`` model as the champion (v1) and a second fit as the candidate (v2),
 starts one endpoint worker, and measures with ``wrk`` (required: apt-get install wrk) in alternating
-rounds: direct (nothing staged), then shadow (v2 staged with ``share: 1``, every request mirrored),
-at 1 and 32 connections. The two modes run on the same process, one after the other, so the
+rounds: direct (nothing staged) and shadow (v2 staged with ``share: 1``, every request mirrored),
+in ABBA order, at 1 and 32 connections. The two modes run on the same process, one after the other, so the
 machine's load hits both alike; the table shows each round and the median. After each shadow round
 the endpoint's own counters say how many requests were mirrored and how many dropped (overload),
 and the shadow scorer's CPU per request (a process of its own, ``serving/shadow_scorer.py``) is
@@ -229,7 +229,8 @@ def main() -> int:
         results: dict = {}
         for r in range(args.rounds):
             for conns in (1, 32):
-                for mode in ("direct", "shadow"):
+                # ABBA: a machine that speeds up or slows down over the run favours neither mode
+                for mode in ("direct", "shadow") if r % 2 == 0 else ("shadow", "direct"):
                     set_mode(store, port, mode)
                     before = staged_info(port) or {}
                     cpu0, side0 = cpu_seconds(proc.pid), children_cpu_seconds(proc.pid)
@@ -275,10 +276,14 @@ def main() -> int:
                 rps = statistics.median(x[0] for x in rows)
                 p99 = statistics.median(x[1] for x in rows)
                 us = statistics.median(x[4] for x in rows)
+                # each round's shadow against the same round's direct, then the median of those
+                paired = [(s[0] / d[0] - 1, s[1] / d[1] - 1) for s, d in zip(rows, base, strict=True)]
                 vs = (
                     "-"
                     if mode == "direct"
-                    else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}, CPU {us / b_us - 1:+.1%}"
+                    else f"req/s {rps / b_rps - 1:+.1%}, p99 {p99 / b_p99 - 1:+.1%}, CPU {us / b_us - 1:+.1%}; "
+                    f"paired: req/s {statistics.median(x[0] for x in paired):+.1%}, "
+                    f"p99 {statistics.median(x[1] for x in paired):+.1%}"
                 )
                 md = "-" if mode == "direct" else f"{sum(x[2] for x in rows):,} / {sum(x[3] for x in rows):,}"
                 side = "-" if mode == "direct" else f"{statistics.median(x[5] for x in rows):.1f}"
