@@ -5,7 +5,7 @@ instance directory: Dagster's default ``storage: sqlite:`` and the platform's
 ``storage: custom: ml_platform.runtime.sqlite_storage.SqliteStorage``, same files. Reported: CPU
 and wall time per run (the process's own, after a warm-up run), median over rounds.
 
-    .venv/bin/python benchmarks/dagster_storage.py [--runs 20] [--rounds 3] [--dir /dev/shm]
+    .venv/bin/python benchmarks/dagster_storage.py [--runs 20] [--rounds 4] [--dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -69,20 +69,22 @@ def one(contender: str, runs: int, base: str) -> dict:
             cwd=ROOT,
             capture_output=True,
             text=True,
-            check=True,
         )
+    if out.returncode != 0:
+        raise SystemExit(f"{contender} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--dir", default=None, help="where the instances live (default: the temp dir)")
     a = p.parse_args()
     got: dict[str, list[dict]] = {"dagster": [], "ml_platform": []}
-    for _ in range(a.rounds):
-        for contender in got:  # alternated, so both see the same machine
+    for r in range(a.rounds):
+        order = list(got) if r % 2 == 0 else list(got)[::-1]  # ABBA: a machine's drift favours neither
+        for contender in order:
             got[contender].append(one(contender, a.runs, a.dir))
     print(f"{a.runs} runs of a 3-asset, 2-check job per round, {a.rounds} rounds (median per run)\n")
     print("| storage | CPU per run (ms) | wall per run (ms) |\n|---|---|---|")

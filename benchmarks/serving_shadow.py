@@ -191,7 +191,7 @@ def in_process(requests: int, rounds: int) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)  # even: ABBA
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--in-process", type=int, metavar="REQUESTS", help="no HTTP: see in_process()")
     ap.add_argument(

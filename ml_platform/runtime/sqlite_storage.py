@@ -110,7 +110,7 @@ class EventLogStorage(SqliteEventLogStorage):
         super().__init__(base_dir, inst_data)  # its first start creates the index shard through _connect
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
-        if for_index_shard:  # once per instance: Dagster's path, with its back-compat stamping
+        if for_index_shard:  # only when the index file is new: Dagster's path, with its back-compat stamping
             super()._initdb(engine, for_index_shard=True)
             return
         # A run shard: created and stamped at head when new, left as it is otherwise (as Dagster

@@ -41,7 +41,10 @@ def monitoring_failed(chain: Chain, field: str):
     def record(partition: str, message: str) -> dict:
         why = f"failed: {message}"
         value = {"verdict": "skipped", "reason": why} if field == "drift" else {"skipped": why}
-        catalog.update_record(chain.dir, partition, **{field: value})
+        # champion_performance writes both: an estimate left from an earlier attempt would name
+        # the version that scored the batch then (decisions.stale_evidence reads every figure)
+        extra = {"estimate": {"method": "none", "reason": why}} if field == "performance" else {}
+        catalog.update_record(chain.dir, partition, **{field: value}, **extra)
         return {"skipped": why}
 
     return record
@@ -193,7 +196,7 @@ def build_drift_report(chain: Chain) -> dg.AssetsDefinition:
 
             ref = load_reference(chain, version)
             pred = predictions_path(chain, partition)
-            if pred.exists():
+            if pred.exists() and (rec.predictions or {}).get("model_version") == version:  # that model's scores
                 df = df.assign(**{SCORE: pd.read_parquet(pred, columns=[SCORE])[SCORE].to_numpy()})
             result = drift.compute_drift_from_config(ref, df, cfg.drift)
             summary.update(drift_summary(result))
@@ -422,7 +425,9 @@ def build_champion_performance(chain: Chain) -> dg.AssetsDefinition:
             rec, df = _validated(chain, partition)
             version, meta = scored_by(chain, rec)
             pred = predictions_path(chain, partition)
-            if df is None or version is None or not pred.exists():
+            # the predictions file is this version's only when this run's batch_predictions wrote it
+            scored = (rec.predictions or {}).get("model_version") == version
+            if df is None or version is None or not scored or not pred.exists():
                 why = f"batch {rec.status}" if df is None else "no champion predictions for this batch"
                 catalog.update_record(
                     chain.dir, partition, performance={"skipped": why}, estimate={"method": "none", "reason": why}
