@@ -16,9 +16,11 @@ instance's directory as ``base_dir``: existing instances keep their files.
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,11 +51,22 @@ EVENT_LOG_ENGINES = 64  # run shards with a kept engine; a daemon reads many run
 class _Engines:
     """One NullPool engine per connection string, the least recently used dropped past ``size``."""
 
+    _all: weakref.WeakSet[_Engines] = weakref.WeakSet()
+
     def __init__(self, size: int, connect_args: dict | None = None):
         self._size = size
         self._connect_args = connect_args or {}
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._lock = threading.Lock()
+        _Engines._all.add(self)
+
+    @classmethod
+    def _after_fork_in_child(cls) -> None:
+        # A thread of the parent may have held a lock at the fork (Celery's prefork pool, the
+        # tests' warm server): the child's copy would stay locked. The engines may be kept: with
+        # NullPool they hold no connection.
+        for engines in list(cls._all):
+            engines._lock = threading.Lock()
 
     def get(self, conn_string: str) -> Engine:
         with self._lock:
@@ -64,6 +77,9 @@ class _Engines:
             while len(self._engines) > self._size:
                 self._engines.popitem(last=False)[1].dispose()
             return engine
+
+
+os.register_at_fork(after_in_child=_Engines._after_fork_in_child)
 
 
 @contextmanager

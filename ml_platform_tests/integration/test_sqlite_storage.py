@@ -4,7 +4,10 @@ stamp, and a long-lived process keeps a bounded number of engines."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -73,3 +76,37 @@ def test_engines_are_bounded_and_reused():
     assert engines.get("sqlite:///a.db") is a
     engines.get("sqlite:///b.db"), engines.get("sqlite:///a.db"), engines.get("sqlite:///c.db")
     assert list(engines._engines) == ["sqlite:///a.db", "sqlite:///c.db"], "b was the least recently used"
+
+
+def test_a_fork_while_another_thread_holds_the_engines_lock_does_not_deadlock_the_child(tmp_path):
+    engines = sqlite_storage.RunStorage._engines
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with engines._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: the holder thread does not exist here
+        try:
+            engines.get(f"sqlite:///{tmp_path / 'child.db'}")
+        finally:
+            os._exit(0)
+    status = None
+    try:
+        deadline = time.monotonic() + 10
+        while status is None and time.monotonic() < deadline:
+            wpid, st = os.waitpid(pid, os.WNOHANG)
+            status = st if wpid else None
+            time.sleep(0.05)
+    finally:
+        release.set()
+        t.join()
+        if status is None:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert status == 0, "the forked child blocked on the engines' lock its parent's thread held"
