@@ -87,6 +87,14 @@ def test_the_policy_retrains_when_retraining_pays(settings):
     rec.performance = {**perf, "challenger": small.to_dict()}
     d = decide(rec, [], cfg, has_champion=True)
     assert not d.retrain and "below retrain.challenger_min_gain 0.005" in d.reason, d.reason
+    # a gain above min_gain whose interval's lower end is not: the reason names the lower end, not
+    # just "+0.0106 ... below 0.005" (which read as if 0.0106 were below 0.005)
+    wide = challenger.ChallengerCheck(
+        "roc_auc", 2000, 8000, 4, 0.8106, 0.80, 0.0106, -0.0029, 0.0228, 0.98, 0.005, False
+    )
+    rec.performance = {**perf, "challenger": wide.to_dict()}
+    d = decide(rec, [], cfg, has_champion=True)
+    assert "+0.0106" in d.reason and "lower end -0.0029 below retrain.challenger_min_gain 0.005" in d.reason, d.reason
 
 
 def test_a_failed_check_is_said_and_never_retrains(settings):
