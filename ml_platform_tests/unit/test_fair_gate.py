@@ -229,3 +229,18 @@ def test_judge_against_champion_follows_gate_comparison(settings):
     assert not few.passed and few.reason.startswith("not enough evidence: 60 comparison rows (test rows)")
     first = gate.judge_against_champion(base, y, cand, CLASSES, None, None, None)
     assert first.passed and "no champion" in first.reason
+
+
+def test_log_loss_of_a_forest_with_zero_probabilities_warns_nothing():
+    """A forest's probabilities hold exact zeros; clipping them at 1e-7 made sklearn warn "y_prob
+    values do not sum to one" into `ml-platform run`'s output. The figure is unchanged: the bootstrap's."""
+    import warnings
+
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([[1.0, 0.0], [0.2, 0.8], [0.0, 1.0], [0.6, 0.4], [0.5, 0.5]])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = training.classification_metrics(y, p, CLASSES)["log_loss"]
+    assert not [str(w.message) for w in seen]
+    want = bootstrap.weighted_metric("log_loss", "classification", y, p, CLASSES)(np.ones((5, 1)))[0]
+    assert got == pytest.approx(want, abs=1e-9)
