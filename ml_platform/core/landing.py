@@ -269,10 +269,28 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
                 f"{name}: one column named {str(df.columns[0])[:60]!r}: the file looks {sep!r}-separated; "
                 "batches are comma-separated CSV (or Parquet)"
             )
+    if fmt == "csv" and (cut := _cut_short(path, len(header))) is not None:
+        raise BatchReadError(
+            f"{name}: truncated: its last line (line {len(df) + 1}) ends after {cut} of {len(header)} "
+            "columns with no line break (a copy cut short? land the whole file again)"
+        )
     if any(column_name(c) != c for c in df.columns):  # renamed as pandas renames a repeated name
         df.columns = _mangle([column_name(c) for c in df.columns])
     df.attrs["duplicate_columns"] = repeats
     return df
+
+
+def _cut_short(path: Path, columns: int) -> int | None:
+    """The fields of a last line that ends with no line break and fewer fields than the header (a
+    copy cut short: pandas would fill the rest with NaN), else None. A quote in that line: not judged."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 65536))
+        tail = f.read()
+    if tail.endswith(b"\n") or b"\n" not in tail:
+        return None
+    last = tail.rsplit(b"\n", 1)[1].rstrip(b"\r")
+    fields = last.count(b",") + 1
+    return fields if b'"' not in last and fields < columns else None
 
 
 def _not_text(head: bytes) -> bool:

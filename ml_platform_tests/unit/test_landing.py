@@ -66,6 +66,19 @@ def test_truncated_parquet(tmp_path):
         read_batch(p)
 
 
+def test_a_csv_cut_mid_row_fails_naming_the_line(tmp_path):
+    """A copy cut short ends mid-row with no line break: the batch fails (README: a truncated file
+    fails at once) rather than quarantine its stub as a 'missing value' and train on the rest."""
+    whole = generate_batch(50).to_csv(index=False)
+    p = tmp_path / "cut.csv"
+    p.write_text(whole[: whole.rindex("\n", 0, -1) + 25])  # 24 characters into the last row
+    with pytest.raises(BatchReadError, match=r"cut.csv: truncated: its last line \(line 51\) ends after"):
+        read_batch(p)
+    # a complete last row without the final line break is a whole file
+    p.write_text(whole.rstrip("\n"))
+    assert len(read_batch(p)) == 50
+
+
 def test_simulated_batches_round_trip_in_both_formats(tmp_path):
     csv, pq = (
         write_batches(tmp_path / "c", 1, rows=100)[0],
