@@ -18,6 +18,18 @@ from ml_platform.core.simulate import generate_batch, write_batches
 from ml_platform.runtime.instance import prepare_environment, workspace_path
 from ml_platform.settings import Settings
 
+# Dagster warns about its own beta parameter `execution_type` when a repository converts check
+# definitions. ml_platform.defs.definitions filters it, but a dg project's defs folder loads inside
+# warnings.catch_warnings, which drops that filter on the way out: the children get it from the
+# environment, which nothing undoes (every process: code server, daemon, run workers).
+QUIET_WARNINGS = "ignore:Parameter `execution_type`"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), QUIET_WARNINGS) if w)
+    return env
+
 
 def _seed_demo_data(s: Settings) -> None:
     """`up` on a fresh checkout: give the demo model something to ingest."""
@@ -79,7 +91,7 @@ def up(s: Settings) -> int:
     prepare_environment(s)
     _seed_demo_data(s)
     print_warnings(s)
-    env = dict(os.environ)
+    env = child_env()
     procs = []
     # The daemon logs every dequeue tick at INFO (each second); runs still print their events.
     dagster = [
