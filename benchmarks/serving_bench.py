@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROWS = {
     "mlflow": (
@@ -51,8 +52,37 @@ ROWS = {
 }
 
 
+def bench_frame(seed: int, n: int = 5000) -> pd.DataFrame:
+    """The benchmark model's training data (features age, income, plan, region; target y)."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "age": rng.integers(18, 90, n).astype(float),
+            "income": rng.lognormal(8, 1, n),
+            "plan": rng.choice(["free", "gold", "pro"], n),
+            "region": rng.integers(1, 9, n),
+        }
+    )
+    df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
+    return df
+
+
+def stop_server(proc: subprocess.Popen | None) -> None:
+    """SIGTERM to the endpoint's process group, SIGKILL after 15 s."""
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
 def build_store(root: Path) -> Path:
-    import pandas as pd
     import yaml
 
     from ml_platform.core.export import export_onnx, serving_metadata
@@ -81,18 +111,7 @@ def build_store(root: Path) -> Path:
     cfg_path.write_text(yaml.safe_dump(cfg_raw))
     settings = load_settings(cfg_path)
     cfg = settings.models["bench"]
-    rng = np.random.default_rng(0)
-    n = 5000
-    df = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "age": rng.integers(18, 90, n).astype(float),
-            "income": rng.lognormal(8, 1, n),
-            "plan": rng.choice(["free", "gold", "pro"], n),
-            "region": rng.integers(1, 9, n),
-        }
-    )
-    df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
+    df = bench_frame(seed=0)
     pipe = fit(df, cfg)
     smoke = [{"age": 40.0, "income": 3000.0, "plan": "pro", "region": 2}]
     meta = serving_metadata(pipe, cfg, name="bench", version=1, metrics={}, smoke_rows=smoke)
@@ -226,15 +245,7 @@ def main() -> int:
             else:
                 print(asyncio.run(_py_client(port, path, body, conns, args.seconds)))
     finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

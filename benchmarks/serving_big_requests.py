@@ -29,7 +29,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from serving_bench import build_store, free_port, wait_ready  # noqa: E402
+from serving_bench import build_store, free_port, stop_server, wait_ready  # noqa: E402
 
 PATH = "/models/bench/invocations"
 ONE = {
@@ -208,15 +207,7 @@ def main() -> int:
             f"errors {big_err}"
         )
     finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

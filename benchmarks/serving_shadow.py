@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,16 +29,13 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serving_bench import ROWS, build_store, free_port, run_wrk, wait_ready  # noqa: E402
+from serving_bench import ROWS, bench_frame, build_store, free_port, run_wrk, stop_server, wait_ready  # noqa: E402
 
 
 def publish_candidate(cfg_path: Path) -> None:
     """v2: the same features, fitted on another sample (a real second model, same cost class)."""
-    import pandas as pd
-
     from ml_platform.core.export import export_onnx, serving_metadata
     from ml_platform.core.training import fit
     from ml_platform.serving.store import ModelStore
@@ -47,18 +43,7 @@ def publish_candidate(cfg_path: Path) -> None:
 
     settings = load_settings(cfg_path)
     cfg = settings.models["bench"]
-    rng = np.random.default_rng(1)
-    n = 5000
-    df = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "age": rng.integers(18, 90, n).astype(float),
-            "income": rng.lognormal(8, 1, n),
-            "plan": rng.choice(["free", "gold", "pro"], n),
-            "region": rng.integers(1, 9, n),
-        }
-    )
-    df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
+    df = bench_frame(seed=1)
     pipe = fit(df, cfg)
     smoke = [{"age": 40.0, "income": 3000.0, "plan": "pro", "region": 2}]
     meta = serving_metadata(pipe, cfg, name="bench", version=2, metrics={}, smoke_rows=smoke)
@@ -162,7 +147,7 @@ def in_process(requests: int, rounds: int) -> int:
             task = asyncio.create_task(state.stages.run_forever(3600))
             out: dict = {}
             for r in range(rounds):
-                for mode in ("direct", "shadow"):
+                for mode in ("direct", "shadow") if r % 2 == 0 else ("shadow", "direct"):  # ABBA
                     if mode == "shadow":
                         store.stage("bench", {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
                     else:
@@ -183,6 +168,8 @@ def in_process(requests: int, rounds: int) -> int:
             cpu = statistics.median(x[0] for x in rows)
             p99 = statistics.median(x[1] for x in rows)
             print(f"median  {mode:<6}  CPU {cpu:.1f} us/request ({cpu / base - 1:+.1%})  loop p99 {p99:.1f} us")
+        paired = [s[0] / d[0] - 1 for s, d in zip(out["shadow"], out["direct"], strict=True)]
+        print(f"paired (median of each round's shadow/direct): CPU {statistics.median(paired):+.1%}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
@@ -290,15 +277,7 @@ def main() -> int:
                 print(f"| {conns} | {mode} | {rps:,.0f} | {p99:.3f} | {us:.1f} | {vs} | {md} | {side} |")
         print(json.dumps({f"{c}-{m}": v for (c, m), v in results.items()}))
     finally:
-        if proc is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

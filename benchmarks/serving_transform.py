@@ -25,8 +25,6 @@ import serving_bench  # noqa: E402  (this folder's helpers)
 
 
 def build(root: Path) -> Path:
-    import numpy as np
-    import pandas as pd
     import yaml
 
     from ml_platform.core import transform
@@ -53,18 +51,7 @@ def build(root: Path) -> Path:
     cfg_path.write_text(yaml.safe_dump(raw))
     (root / "landing").mkdir()
     settings = load_settings(cfg_path)
-    rng = np.random.default_rng(0)
-    n = 5000
-    df = pd.DataFrame(
-        {
-            "id": np.arange(n),
-            "age": rng.integers(18, 90, n).astype(float),
-            "income": rng.lognormal(8, 1, n),
-            "plan": rng.choice(["free", "gold", "pro"], n),
-            "region": rng.integers(1, 9, n),
-        }
-    )
-    df["y"] = ((df.age / 90 + (df.plan == "gold") + rng.normal(0, 0.5, n)) > 1).astype(int)
+    df = serving_bench.bench_frame(seed=0)
     smoke = [{"age": 40.0, "income": 3000.0, "plan": "pro", "region": 2}]
     store = ModelStore(settings.serving_dir)
     for name, cfg in settings.models.items():
