@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
 import textwrap
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +32,26 @@ DEMO_FEATURES = """\
 # third of the fitting CPU; the suite fits ~200 models). The default itself is tested where a
 # test gives its own `estimator`, and in unit/test_estimators.py.
 FAST_ESTIMATOR = "estimator: {params: {max_iter: 30}}\n"
+
+
+def land(landing: Path, name: str, data, age: float) -> Path:
+    """A landing file written ``age`` seconds ago (its mtime): a DataFrame (CSV or Parquet by the
+    name), a pyarrow Table, or raw bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = landing / name
+    if isinstance(data, bytes):
+        p.write_bytes(data)
+    elif isinstance(data, pa.Table):
+        pq.write_table(data, p)
+    elif name.endswith(".parquet"):
+        data.to_parquet(p, index=False)
+    else:
+        data.to_csv(p, index=False)
+    t = time.time() - age
+    os.utime(p, (t, t))
+    return p
 
 
 def write_config(

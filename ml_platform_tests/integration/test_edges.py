@@ -12,7 +12,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ml_platform.control.chain import Chain
@@ -25,7 +24,7 @@ from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import DEMO_FEATURES, dagster_instance
+from ml_platform_tests.conftest import DEMO_FEATURES, dagster_instance, land
 
 SECRET = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
 
@@ -34,21 +33,6 @@ def _batch(rows, seed, start_id=0):
     df = generate_batch(rows, seed=seed, start_id=start_id)
     df["autopay"] = np.random.default_rng(seed).random(rows) < 0.5  # a boolean categorical
     return df
-
-
-def _land(landing, name, data, age):
-    p = landing / name
-    if isinstance(data, bytes):
-        p.write_bytes(data)
-    elif isinstance(data, pa.Table):
-        pq.write_table(data, p)
-    elif name.endswith(".parquet"):
-        data.to_parquet(p, index=False)
-    else:
-        data.to_csv(p, index=False)
-    t = time.time() - age
-    os.utime(p, (t, t))
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +61,11 @@ def world(tmp_path_factory):
 
     good = _batch(1500, seed=10)
     good["autopay"] = good["autopay"].map({True: "True", False: "false"})  # CSV spellings vary
-    _land(landing, "good-1.csv", good, age=900)
+    land(landing, "good-1.csv", good, age=900)
 
     dup = _batch(100, seed=11, start_id=5000)
     dup.insert(2, "age_again", dup["age"])
-    _land(landing, "dup-column.csv", dup.rename(columns={"age_again": "age"}), age=800)
+    land(landing, "dup-column.csv", dup.rename(columns={"age_again": "age"}), age=800)
 
     lists = pa.Table.from_pandas(_batch(300, seed=12, start_id=6000), preserve_index=False)
     plans = lists.column("plan").to_pylist()
@@ -91,29 +75,29 @@ def world(tmp_path_factory):
         "plan",
         pa.array([c if isinstance(c, list) else [c] for c in cells], pa.list_(pa.string())),
     )
-    _land(landing, "lists.parquet", lists, age=700)  # a list column: every row quarantined
+    land(landing, "lists.parquet", lists, age=700)  # a list column: every row quarantined
 
     big = _batch(300, seed=13, start_id=7000)
     big.loc[:19, "monthly_charges"] = 1e39
-    _land(landing, "big-numbers.csv", big, age=600)
+    land(landing, "big-numbers.csv", big, age=600)
 
     stamps = _batch(300, seed=14, start_id=8000)
     stamps["age"] = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(300), unit="min")
-    _land(landing, "timestamps.parquet", stamps, age=500)
+    land(landing, "timestamps.parquet", stamps, age=500)
 
     bools = _batch(300, seed=15, start_id=9000)
     bools["support_calls"] = bools["support_calls"] > 1
-    _land(landing, "bools-in-numeric.parquet", bools, age=400)
+    land(landing, "bools-in-numeric.parquet", bools, age=400)
 
-    _land(landing, "secrets.csv", (SECRET + "\nDB_PASSWORD=hunter2\n").encode(), age=300)
+    land(landing, "secrets.csv", (SECRET + "\nDB_PASSWORD=hunter2\n").encode(), age=300)
     (root / "outside" / "creds.csv").write_text(SECRET + "\n")
     (landing / "passwd.csv").symlink_to("/etc/passwd")
     (landing / "creds.csv").symlink_to(root / "outside" / "creds.csv")
 
     one_class = _batch(300, seed=16, start_id=10_000)
     one_class["churned"] = 0
-    _land(landing, "one-class.csv", one_class, age=200)
-    _land(landing, "same-ids.csv", _batch(300, seed=17, start_id=1000), age=100)  # ids 1000-1299 again
+    land(landing, "one-class.csv", one_class, age=200)
+    land(landing, "same-ids.csv", _batch(300, seed=17, start_id=1000), age=100)  # ids 1000-1299 again
 
     # A partial raw copy left by an earlier failed ingest of good-1.csv must not be taken for it.
     first = next(f for f in scan_landing(landing, settle_seconds=0) if f.path.name == "good-1.csv")

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import dagster as dg
 import numpy as np
@@ -17,20 +16,7 @@ from ml_platform.core.simulate import generate_batch
 from ml_platform.defs.definitions import build_definitions
 from ml_platform.serving.store import ModelStore
 from ml_platform.settings import load_settings
-from ml_platform_tests.conftest import dagster_instance, write_config
-
-
-def _land(landing, name, df_or_bytes, age):
-    p = landing / name
-    if isinstance(df_or_bytes, bytes):
-        p.write_bytes(df_or_bytes)
-    elif name.endswith(".parquet"):
-        df_or_bytes.to_parquet(p, index=False)
-    else:
-        df_or_bytes.to_csv(p, index=False)
-    t = time.time() - age
-    os.utime(p, (t, t))
-    return p
+from ml_platform_tests.conftest import dagster_instance, land, write_config
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +30,13 @@ def world(tmp_path_factory):
     garbage.loc[:29, "age"] = "forty"
     truncated = generate_batch(300, seed=12)
     truncated.to_parquet(root / "full.parquet")
-    _land(landing, "good-1.csv", generate_batch(1500, seed=10), age=700)
-    _land(landing, "empty.csv", b"", age=600)
-    _land(landing, "garbage-rows.csv", garbage, age=500)
-    _land(landing, "missing-column.csv", generate_batch(200, seed=13).drop(columns=["contract"]), age=400)
-    _land(landing, "truncated.parquet", (root / "full.parquet").read_bytes()[:2000], age=300)
-    _land(landing, "notes.json", b'{"hello": "world"}', age=200)
-    _land(landing, "good-2.parquet", generate_batch(1500, seed=14, start_id=20_000), age=100)
+    land(landing, "good-1.csv", generate_batch(1500, seed=10), age=700)
+    land(landing, "empty.csv", b"", age=600)
+    land(landing, "garbage-rows.csv", garbage, age=500)
+    land(landing, "missing-column.csv", generate_batch(200, seed=13).drop(columns=["contract"]), age=400)
+    land(landing, "truncated.parquet", (root / "full.parquet").read_bytes()[:2000], age=300)
+    land(landing, "notes.json", b'{"hello": "world"}', age=200)
+    land(landing, "good-2.parquet", generate_batch(1500, seed=14, start_id=20_000), age=100)
     defs = build_definitions(settings)
     (root / "dagster_home").mkdir()
     with dagster_instance(root / "dagster_home") as instance:
@@ -202,7 +188,7 @@ def test_a_much_worse_candidate_is_blocked_and_the_champion_stays(world):
     s, defs, inst = world["settings"], world["defs"], world["instance"]
     bad = generate_batch(1500, seed=15, start_id=30_000)
     bad["churned"] = np.random.default_rng(0).permutation(bad["churned"].to_numpy())
-    _land(s.landing_dir("churn"), "shuffled.csv", bad, age=10)
+    land(s.landing_dir("churn"), "shuffled.csv", bad, age=10)
     out = run_pending(s, defs, inst, echo=lambda *_: None)["churn"]
     t = out[0].train
     assert t.version == 4 and not t.deployed
