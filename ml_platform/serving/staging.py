@@ -62,6 +62,10 @@ def _pickle(feeds: dict) -> bytes:
     return pickle.dumps(feeds, protocol=5)
 
 
+def _scalar(v):
+    return v.item() if hasattr(v, "item") else v
+
+
 def failed_marker(model_dir: Path, version: int) -> list[Path]:
     return sorted(Path(model_dir).glob(f"stage-v{version}-failed-*.json"))
 
@@ -120,7 +124,8 @@ class Stage:
         if ids is not None and ids[0] is not None:
             key = str(ids[0]).encode()
         else:
-            key = repr([c[0].item() for c in parsed.columns.values()]).encode()
+            # the first row's validated values: numpy scalars as Python ones; text is already str
+            key = repr([_scalar(c[0]) for c in parsed.columns.values()]).encode()
         return zlib.crc32(key) % 10_000 < self._cut
 
     def mirror(self, rid: str | None, parsed, outs, champion: LoadedModel, ms: float | None = None) -> None:

@@ -90,6 +90,30 @@ def test_canary_answers_a_sticky_share(world, clf):
     assert len(ev.latency_ms) == ev.n  # canary: every answer of the candidate timed
 
 
+def test_canary_without_ids_routes_by_the_row_on_both_protocols(world, clf):
+    """No id column in the request: sticky by the first row, text columns included (a 500 before)."""
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "canary", "share": 0.5, "champion": 1})
+    rows = records(clf.frame.head(60), [c for c in COLS if c != "customer_id"])
+    answered = {}
+    with _client(store, stage_dir) as c:
+        for i, row in enumerate(rows * 2):
+            if i % 2:
+                inputs = [
+                    {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+                    for k, v in row.items()
+                ]
+                r = c.post(f"/v2/models/{CLF}/infer", json={"inputs": inputs})
+            else:
+                r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]})
+            assert r.status_code == 200, r.text
+            key = json.dumps(row, sort_keys=True)
+            assert answered.setdefault(key, r.headers["x-model-version"]) == r.headers["x-model-version"], (
+                "the same row went to another version"
+            )
+    assert set(answered.values()) == {"1", "2"}, answered
+
+
 def test_failing_canary_is_rolled_back_at_once(world, clf):
     store, stage_dir = world
     store.stage(CLF, {"version": 2, "mode": "canary", "share": 0.5, "champion": 1})
