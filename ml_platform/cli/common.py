@@ -44,7 +44,8 @@ def model_of(s: Settings, name: str | None) -> str:
             return next(iter(s.models))
         raise SystemExit(f"--model is required: configured models are {sorted(s.models)}")
     if name not in s.models:
-        raise SystemExit(f"unknown model {name!r}: configured models are {sorted(s.models)} ({s.source})")
+        where = f"the ModelComponents of the dg project {s.project}" if s.project is not None else s.source
+        raise SystemExit(f"unknown model {name!r}: configured models are {sorted(s.models)} ({where})")
     return name
 
 

@@ -113,7 +113,7 @@ def _normalise(df: pd.DataFrame, cfg: ModelConfig, labelled: bool) -> tuple[pd.D
     return out, reasons
 
 
-def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, source: str, labelled: bool) -> None:
+def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, keys: str, source: str, labelled: bool) -> None:
     """A configured column that appears more than once in the file is ambiguous: fail the batch.
     (pandas renames the second ``age`` to ``age.1``; ``landing.read_batch`` records the
     repeats in ``df.attrs["duplicate_columns"]``.)"""
@@ -121,16 +121,23 @@ def _duplicated_columns(df: pd.DataFrame, cfg: ModelConfig, model_name: str, sou
     cols = required_columns(cfg, labelled)
     dup = [c for c in cols if repeats.get(c, 1) > 1]
     if dup:
-        where = ", ".join(f"{c!r} ({_config_key(cfg, model_name, c)}) appears {repeats[c]} times" for c in dup)
+        where = ", ".join(f"{c!r} ({_config_key(cfg, keys, c)}) appears {repeats[c]} times" for c in dup)
         raise BatchSchemaError(f"{source}: duplicate column name(s): {where}; a configured column must appear once")
 
 
-def _config_key(cfg: ModelConfig, model_name: str, col: str) -> str:
+def _spaced_hint(columns, missing: list) -> str:
+    """A missing column the file has with spaces around its name (a header like "credit score ")."""
+    spaced = {c.strip(): c for c in columns if isinstance(c, str) and c != c.strip()}
+    found = [f"{spaced[m]!r}" for m in missing if m in spaced]
+    return f" (it has {', '.join(found)}: spaces around the name)" if found else ""
+
+
+def _config_key(cfg: ModelConfig, keys: str, col: str) -> str:
     if col in cfg.features:
-        return f"models.{model_name}.features.{col}"
+        return f"{keys}.features.{col}"
     for key in ("target", "id_column", "timestamp_column"):
         if getattr(cfg, key) == col:
-            return f"models.{model_name}.{key}"
+            return f"{keys}.{key}"
     return col
 
 
@@ -168,7 +175,7 @@ def _check_labels(
     cfg: ModelConfig,
     classes,
     reasons: dict[int, list[str]],
-    model_name: str,
+    keys: str,
     source: str,
 ) -> None:
     """Quarantine rows whose label is not a class; fail the batch when most labels are not."""
@@ -177,7 +184,7 @@ def _check_labels(
     if not unknown.any():
         return
     known = class_set(classes)
-    key = f"models.{model_name}.target"
+    key = f"{keys}.target"
     labelled = int(norm[col].notna().sum())
     if unknown.sum() * 2 > labelled:
         counts = norm.loc[unknown, col].value_counts()
@@ -186,7 +193,7 @@ def _check_labels(
         raise BatchSchemaError(
             f"{source}: {unknown.sum()} of {labelled} labels in {col!r} ({key}) are not its classes "
             f"{_shown_classes(known)}: {got}{more}; map them to the classes, or declare the classes "
-            f"with models.{model_name}.target_values"
+            f"with {keys}.target_values"
         )
     why = f"not a class of {key} ({_shown_classes(known)})"
     for i in np.flatnonzero(unknown.to_numpy()).tolist():
@@ -198,15 +205,19 @@ def validate_batch(
     cfg: ModelConfig,
     *,
     model_name: str = "model",
+    keys: str | None = None,
     source: str = "batch",
     classes: list | None = None,
 ) -> ValidationOutcome:
     """Validate one batch against the model's schema. ``classes`` (classification): the target's
-    classes (``target_values``, else the champion's); a label outside them is a bad row."""
+    classes (``target_values``, else the champion's); a label outside them is a bad row. ``keys``:
+    where the model's keys are written, for the messages (``Settings.origin``; else
+    ``models.<model_name>``)."""
     # A file without the target column is unlabelled data (monitoring and scoring only);
     # a target column with some empty cells is labelled data with bad rows.
     labelled = cfg.target in df.columns
-    _duplicated_columns(df, cfg, model_name, source, labelled)
+    keys = keys or f"models.{model_name}"
+    _duplicated_columns(df, cfg, keys, source, labelled)
     needed = required_columns(cfg, labelled)
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -214,15 +225,16 @@ def validate_batch(
         # batch at all (a secrets file, /etc/passwd) has its first line there.
         raise BatchSchemaError(
             f"{source}: missing column(s) {', '.join(repr(c) for c in missing)} required by "
-            f"{', '.join(_config_key(cfg, model_name, c) for c in missing)}; the file has "
+            f"{', '.join(_config_key(cfg, keys, c) for c in missing)}; the file has "
             f"{len(df.columns)} column(s), {len(needed) - len(missing)} of the {len(needed)} configured"
+            + _spaced_hint(df.columns, missing)
         )
     df = df.reset_index(drop=True)
     norm, reasons = _normalise(df, cfg, labelled)
     if labelled and cfg.task == "classification":
         if class_set(cfg.target_values or classes) == {"0", "1"}:  # yes/no, true/false -> 1/0
             norm[cfg.target] = pd.Series([binary_label(c) for c in norm[cfg.target]], index=norm.index, dtype=object)
-        _check_labels(df, norm, cfg, cfg.target_values or classes, reasons, model_name, source)
+        _check_labels(df, norm, cfg, cfg.target_values or classes, reasons, keys, source)
     schema = build_schema(cfg, labelled)
     try:
         schema.validate(norm, lazy=True)

@@ -190,6 +190,19 @@ class Settings(StrictModel):
         f = self._component_files.get(model)
         return f"{f}: attributes" if f is not None else f"{self._source}: models.{model}"
 
+    def keys_of(self, model: str) -> str:
+        """A model's keys in a short form for messages repeated per row or per file (a quarantine
+        reason, a batch's failure): ``models.<name>``, or ``<defs.yaml, from the project>: attributes``
+        for a ModelComponent."""
+        f = self._component_files.get(model)
+        if f is None:
+            return f"models.{model}"
+        try:
+            f = Path(f).relative_to(self._project) if self._project is not None else f
+        except ValueError:
+            pass
+        return f"{f}: attributes"
+
     @property
     def project(self) -> Optional[Path]:
         """The `dg` project directory whose ModelComponents these models are, or None."""

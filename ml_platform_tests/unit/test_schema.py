@@ -36,6 +36,26 @@ def test_missing_column_fails_the_batch_and_names_the_config_key(settings):
         validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv")
 
 
+def test_a_header_with_spaces_around_a_name_is_named_in_the_message(settings):
+    df = generate_batch(20).rename(columns={"plan": "plan "})
+    with pytest.raises(BatchSchemaError, match=r"required by models.churn.features.plan; .* \(it has 'plan ': spaces"):
+        validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv")
+
+
+def test_a_dg_projects_model_is_named_by_its_defs_yaml():
+    """In a dg project the keys are a defs.yaml's attributes, not ml_platform.yaml's models.<name>."""
+    from pathlib import Path
+
+    from ml_platform.settings import load_settings
+
+    s = load_settings(Path(__file__).resolve().parents[2] / "examples" / "churn_project")
+    keys = s.keys_of("churn")
+    assert keys == "src/churn_project/defs/churn/defs.yaml: attributes", keys
+    df = generate_batch(20).drop(columns=["plan"])
+    with pytest.raises(BatchSchemaError, match=r"required by src/churn_project/defs/churn/defs.yaml: attributes"):
+        validate_batch(df, s.models["churn"], keys=keys, source="b.csv")
+
+
 def test_integer_codes_and_strings_are_one_category(settings):
     df = generate_batch(6, seed=3)
     df["region"] = [1, "1", 1.0, 2, "2", 3]

@@ -363,7 +363,7 @@ def build_validated_batch(chain: Chain) -> dg.AssetsDefinition:
                 outcome = validate_batch(
                     read_batch(stored, display_name=source),
                     chain.cfg,
-                    model_name=chain.name,
+                    keys=chain.settings.keys_of(chain.name),
                     source=source,
                     classes=classes,
                 )
