@@ -89,6 +89,7 @@ def cmd_run(args) -> int:
     instance = get_instance(s)
     defs = load_definitions(s)
     models = [model_of(s, args.model)] if args.model else None
+    before = {name: champion_version(s, name) for name in models or s.models}
     summary = run_pending(s, defs, instance, models)
 
     deployed = {name: champion_version(s, name) for name in summary}
@@ -110,6 +111,8 @@ def cmd_run(args) -> int:
             f"{sum(t.deployed for t in trained)} deployed"
             + (f", {n} staged (shadow / canary)" if (n := sum(bool(t.staged) for t in trained)) else "")
             + f"; serving version: {'none yet' if deployed[name] is None else deployed[name]}"
+            # a move no candidate of this run made (a staged candidate promoted by its live comparison)
+            + (f" (was {before[name]})" if before.get(name) not in (None, deployed[name]) else "")
         )
         if deployed[name] is None and not trained:  # nothing happened: say what would
             print(
