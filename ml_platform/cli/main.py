@@ -78,6 +78,16 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _champion_or_none(s, name: str) -> int | None:
+    """The champion before `run`, for its summary only: an unreadable pointer is `run`'s to repair."""
+    from ml_platform.control.champion import champion_version
+
+    try:
+        return champion_version(s, name)
+    except (ValueError, OSError):
+        return None
+
+
 def cmd_run(args) -> int:
     from ml_platform.control.champion import champion_version
     from ml_platform.control.runner import run_pending
@@ -89,7 +99,7 @@ def cmd_run(args) -> int:
     instance = get_instance(s)
     defs = load_definitions(s)
     models = [model_of(s, args.model)] if args.model else None
-    before = {name: champion_version(s, name) for name in models or s.models}
+    before = {name: _champion_or_none(s, name) for name in models or s.models}
     summary = run_pending(s, defs, instance, models)
 
     deployed = {name: champion_version(s, name) for name in summary}
@@ -112,7 +122,11 @@ def cmd_run(args) -> int:
             + (f", {n} staged (shadow / canary)" if (n := sum(bool(t.staged) for t in trained)) else "")
             + f"; serving version: {'none yet' if deployed[name] is None else deployed[name]}"
             # a move no candidate of this run made (a staged candidate promoted by its live comparison)
-            + (f" (was {before[name]})" if before.get(name) not in (None, deployed[name]) else "")
+            + (
+                f" (was {before[name]})"
+                if before.get(name) not in (None, deployed[name]) and not any(t.deployed for t in trained)
+                else ""
+            )
         )
         if deployed[name] is None and not trained:  # nothing happened: say what would
             print(

@@ -63,7 +63,13 @@ class ChallengerCheck:
             f"({self.train_rows} rows) scores {self.metric} {self.challenger:.4f} on its {self.rows} rows "
             f"against the champion's {self.champion:.4f}: {self.delta:+.4f}, {self.confidence:.0%} CI "
             f"[{self.ci_low:+.4f}, {self.ci_high:+.4f}]"
-            + (f", at least retrain.challenger_min_gain {self.min_gain}" if self.pays else "")
+            # the interval's lower end is what is compared ("+0.0106 ...: below 0.005" read as if
+            # the gain were below it), against the bar this check used
+            + (
+                f", at least retrain.challenger_min_gain {self.min_gain}"
+                if self.pays
+                else f": lower end {self.ci_low:+.4f} below retrain.challenger_min_gain {self.min_gain}"
+            )
         )
 
 

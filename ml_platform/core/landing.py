@@ -271,7 +271,7 @@ def read_batch(path: Path, *, display_name: str | None = None) -> pd.DataFrame:
             )
     if fmt == "csv" and (cut := _cut_short(path, len(header))) is not None:
         raise BatchReadError(
-            f"{name}: truncated: its last line (line {len(df) + 1}) ends after {cut} of {len(header)} "
+            f"{name}: truncated: its last line (line {_lines(path)}) ends after {cut} of {len(header)} "
             "columns with no line break (a copy cut short? land the whole file again)"
         )
     if any(column_name(c) != c for c in df.columns):  # renamed as pandas renames a repeated name
@@ -291,6 +291,16 @@ def _cut_short(path: Path, columns: int) -> int | None:
     last = tail.rsplit(b"\n", 1)[1].rstrip(b"\r")
     fields = last.count(b",") + 1
     return fields if b'"' not in last and fields < columns else None
+
+
+def _lines(path: Path) -> int:
+    """The file's line count as an editor shows it (blank lines and quoted line breaks included,
+    which pandas' row count leaves out); only read when a file is refused."""
+    n = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            n += chunk.count(b"\n")
+    return n
 
 
 def _not_text(head: bytes) -> bool:

@@ -182,10 +182,7 @@ def decide(
         if record.challenger_check.get("error"):
             parts.append(f"challenger check failed: {record.challenger_check['error']}")
         elif record.challenger_check:
-            # name the interval's lower end: "+0.0106 ...: below 0.005" read as if the gain were below
-            low = record.challenger_check.get("ci_low")
-            below = f"lower end {low:+.4f} below" if isinstance(low, (int, float)) else "below"
-            parts.append(f"{_challenger(record)}: {below} retrain.challenger_min_gain {rc.challenger_min_gain}")
+            parts.append(_challenger(record))
     elif perf.get("skipped"):
         parts.append(f"performance skipped: {perf['skipped']}")
     if estimated:

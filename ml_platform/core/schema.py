@@ -211,12 +211,15 @@ def validate_batch(
 ) -> ValidationOutcome:
     """Validate one batch against the model's schema. ``classes`` (classification): the target's
     classes (``target_values``, else the champion's); a label outside them is a bad row. ``keys``:
-    where the model's keys are written, for the messages (``Settings.origin``; else
+    where the model's keys are written, for the messages (``Settings.keys_of``; else
     ``models.<model_name>``)."""
     # A file without the target column is unlabelled data (monitoring and scoring only);
     # a target column with some empty cells is labelled data with bad rows.
     labelled = cfg.target in df.columns
     keys = keys or f"models.{model_name}"
+    if cfg.target not in df.columns and (hint := _spaced_hint(df.columns, [cfg.target])):
+        # else the batch would be read as unlabelled and its labels silently unused
+        raise BatchSchemaError(f"{source}: no column {cfg.target!r} ({keys}.target){hint}")
     _duplicated_columns(df, cfg, keys, source, labelled)
     needed = required_columns(cfg, labelled)
     missing = [c for c in needed if c not in df.columns]

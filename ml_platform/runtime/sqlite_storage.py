@@ -62,11 +62,13 @@ class _Engines:
 
     @classmethod
     def _after_fork_in_child(cls) -> None:
-        # A thread of the parent may have held a lock at the fork (Celery's prefork pool, the
-        # tests' warm server): the child's copy would stay locked. The engines may be kept: with
-        # NullPool they hold no connection.
+        # A thread of the parent may have held a lock at the fork (Celery's prefork pool forks a
+        # process that has an instance open): the child's copy would stay locked. The engines may
+        # be kept: with NullPool they hold no connection.
         for engines in list(cls._all):
             engines._lock = threading.Lock()
+        for storage in list(EventLogStorage._all):  # Dagster's lock, held for a whole transaction
+            storage._db_lock = threading.Lock()
 
     def get(self, conn_string: str) -> Engine:
         with self._lock:
@@ -121,9 +123,12 @@ class ScheduleStorage(SqliteScheduleStorage):
 class EventLogStorage(SqliteEventLogStorage):
     """Run-sharded like Dagster's: one file per run plus the index shard."""
 
+    _all: weakref.WeakSet[EventLogStorage] = weakref.WeakSet()
+
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines = _Engines(EVENT_LOG_ENGINES, {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         super().__init__(base_dir, inst_data)  # its first start creates the index shard through _connect
+        EventLogStorage._all.add(self)
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         if for_index_shard:  # only when the index file is new: Dagster's path, with its back-compat stamping

@@ -140,3 +140,8 @@ def test_the_store_is_rebuilt_from_the_registry(tmp_path):
     assert any("current.json: not a valid pointer" in x for x in repairs), repairs
     assert any("rebuilt from the registry" in x for x in repairs), repairs
     assert champion_version(s, "churn") == 1
+    # ... and by `run` as well (its summary reads the pointer before it repairs it)
+    (s.serving_dir / "churn" / "current.json").write_text("not json at all")
+    r = run_cli(config, "run")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout[-2000:] + r.stderr[-3000:]
+    assert champion_version(s, "churn") == 1

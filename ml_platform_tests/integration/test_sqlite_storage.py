@@ -89,7 +89,7 @@ def test_a_fork_while_another_thread_holds_the_engines_lock_does_not_deadlock_th
 
     t = threading.Thread(target=hold)
     t.start()
-    held.wait(5)
+    assert held.wait(5), "the holder thread never took the lock"
     pid = os.fork()
     if pid == 0:  # the child: the holder thread does not exist here
         try:
@@ -110,3 +110,16 @@ def test_a_fork_while_another_thread_holds_the_engines_lock_does_not_deadlock_th
             os.kill(pid, 9)
             os.waitpid(pid, 0)
     assert status == 0, "the forked child blocked on the engines' lock its parent's thread held"
+
+
+def test_the_event_logs_own_lock_is_fresh_in_a_forked_child(tmp_path):
+    storage = sqlite_storage.EventLogStorage(str(tmp_path / "events"))
+    storage._db_lock.acquire()  # as a thread mid-transaction at the fork
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if storage._db_lock.acquire(timeout=5) else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        storage._db_lock.release()
+    assert status == 0, "the child's copy of the event log's lock stayed held"

@@ -74,6 +74,11 @@ def test_a_csv_cut_mid_row_fails_naming_the_line(tmp_path):
     p.write_text(whole[: whole.rindex("\n", 0, -1) + 25])  # 24 characters into the last row
     with pytest.raises(BatchReadError, match=r"cut.csv: truncated: its last line \(line 51\) ends after"):
         read_batch(p)
+    # the number is the file's line, blank lines counted (pandas skips them)
+    spaced = whole.replace("\n", "\n\n", 1)
+    p.write_text(spaced[: spaced.rindex("\n", 0, -1) + 25])
+    with pytest.raises(BatchReadError, match=r"its last line \(line 52\) ends after"):
+        read_batch(p)
     # a complete last row without the final line break is a whole file
     p.write_text(whole.rstrip("\n"))
     assert len(read_batch(p)) == 50

@@ -42,6 +42,12 @@ def test_a_header_with_spaces_around_a_name_is_named_in_the_message(settings):
         validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv")
 
 
+def test_a_target_header_with_spaces_fails_instead_of_reading_the_batch_as_unlabelled(settings):
+    df = generate_batch(20).rename(columns={"churned": " churned"})
+    with pytest.raises(BatchSchemaError, match=r"no column 'churned' \(models.churn.target\) \(it has ' churned'"):
+        validate_batch(df, settings.models["churn"], model_name="churn", source="b.csv")
+
+
 def test_a_dg_projects_model_is_named_by_its_defs_yaml():
     """In a dg project the keys are a defs.yaml's attributes, not ml_platform.yaml's models.<name>."""
     from pathlib import Path
