@@ -15,14 +15,13 @@ from ml_platform.cli.common import print_warnings
 from ml_platform.control.champion import champion_version
 from ml_platform.core import catalog
 from ml_platform.core.simulate import generate_batch, write_batches
+from ml_platform.runtime import console
 from ml_platform.runtime.instance import prepare_environment, workspace_path
 from ml_platform.settings import Settings
 
-# Dagster warns about its own beta parameter `execution_type` when a repository converts check
-# definitions. ml_platform.defs.definitions filters it, but a dg project's defs folder loads inside
-# warnings.catch_warnings, which drops that filter on the way out: the children get it from the
-# environment, which nothing undoes (every process: code server, daemon, run workers).
-QUIET_WARNINGS = "ignore:Parameter `execution_type`"
+# runtime/console.QUIET_WARNING, through the environment, which nothing undoes (every process:
+# code server, daemon, run workers)
+QUIET_WARNINGS = f"ignore:{console.QUIET_WARNING}"
 
 
 def child_env() -> dict[str, str]:

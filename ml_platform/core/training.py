@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ml_platform.core import estimators
+from ml_platform.core.bootstrap import weighted_metric
 from ml_platform.core.compute import one_thread, outputs
 from ml_platform.core.frames import model_inputs, typed_frame
 from ml_platform.core.metric_kinds import HIGHER_IS_BETTER  # noqa: F401 - re-exported
@@ -156,11 +156,9 @@ def positive_scores(proba: np.ndarray) -> np.ndarray:
 def classification_metrics(y, proba: np.ndarray, classes) -> dict[str, float]:
     classes = np.asarray(classes)
     pred = classes[proba.argmax(axis=1)]
-    with warnings.catch_warnings():
-        # the 1e-7 floor (the bootstrap's, core/bootstrap.py) lifts a row's sum above 1 where a forest
-        # gave an exact 0; sklearn would warn "do not sum to one" into every run's output
-        warnings.filterwarnings("ignore", "The y_prob values do not sum to one", UserWarning)
-        log_loss = float(skm.log_loss(y, np.clip(proba, 1e-7, 1), labels=classes))
+    # the bootstrap's log loss (one formula, its 1e-7 floor): sklearn's, given the floored
+    # probabilities, warned "do not sum to one" into every run's output where a forest gave a 0
+    log_loss = float(weighted_metric("log_loss", "classification", y, proba, classes)(np.ones(len(pred))))
     out = {"accuracy": float(skm.accuracy_score(y, pred)), "log_loss": log_loss}
     if len(np.unique(y)) < 2:
         return out  # ROC AUC and F1 are undefined on one class

@@ -32,10 +32,7 @@ from ml_platform.runtime import console
 from ml_platform.runtime.instance import project_root_module
 from ml_platform.settings import ConfigError, Settings
 
-# Dagster warns about its own beta parameter when it converts check definitions as a repository
-# loads (repository_data.get_asset_checks_defs_by_key): on every load, in every console, nothing a
-# user can act on.
-warnings.filterwarnings("ignore", message="Parameter `execution_type`", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message=console.QUIET_WARNING, category=dg.BetaWarning)  # see there
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -20,6 +20,13 @@ import dagster as dg
 
 from ml_platform.names import CONSOLE_LOGGER
 
+# Dagster warns about its own beta parameter `execution_type` when it converts check definitions as
+# a repository loads (repository_data.get_asset_checks_defs_by_key): on every load, in every
+# console, nothing a user can act on. defs/definitions.py filters it; `up` also puts it in its
+# children's PYTHONWARNINGS (cli/up.child_env), since a dg project's defs folder loads inside
+# warnings.catch_warnings, which drops that filter on the way out.
+QUIET_WARNING = "Parameter `execution_type`"
+
 GATE_REFUSAL = "DagsterAssetCheckFailedError"
 # What a check logs (core/gate.verdict_line, after the candidate's version): left out where the
 # command prints the verdicts itself

@@ -188,7 +188,7 @@ class Settings(StrictModel):
         """Where a model's keys are written, to start an error message: ``<file>: models.<name>``
         or ``<defs.yaml>: attributes``."""
         f = self._component_files.get(model)
-        return f"{f}: attributes" if f is not None else f"{self._source}: models.{model}"
+        return f"{f}: attributes" if f is not None else f"{self._source}: {self.keys_of(model)}"
 
     def keys_of(self, model: str) -> str:
         """A model's keys in a short form for messages repeated per row or per file (a quarantine
