@@ -9,6 +9,12 @@ The engines here still use ``NullPool``: each ``connect()`` opens and closes its
 connection exactly as Dagster's does (no connection outlives a transaction, so several processes
 share the files as before); only the engine object and its statement cache are kept.
 
+Dagster also asks the schema on every event (``has_table``, column lists: is the instance
+migrated?), each time by reflection on a fresh connection, ``has_table`` even on a new engine: a
+tenth of an in-process run's CPU. A table or column that exists stays (only `dagster instance
+migrate` changes the schema, and it only adds), so a yes is kept for the process; a no is asked
+again.
+
 `runtime/instance.py` selects this class in dagster.yaml (``storage: custom:``) with the
 instance's directory as ``base_dir``: existing instances keep their files.
 """
@@ -30,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from dagster._core.storage.event_log.schema import SqlEventLogStorageMetadata
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine, get_alembic_config, safe_commit
@@ -84,6 +90,24 @@ class _Engines:
 os.register_at_fork(after_in_child=_Engines._after_fork_in_child)
 
 
+def _yes_once(method):
+    """Keep a True answer of a schema check for the life of the storage object (whatever
+    connection it was asked on)."""
+
+    @functools.wraps(method)
+    def checked(self, *args):
+        key = (method.__name__, *(a for a in args if not isinstance(a, Connection)))
+        known = self.__dict__.setdefault("_schema_yes", set())
+        if key in known:
+            return True
+        answer = method(self, *args)
+        if answer:
+            known.add(key)
+        return answer
+
+    return checked
+
+
 @contextmanager
 def _transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as conn, conn.begin():
@@ -104,6 +128,12 @@ def _concurrent_init(exc: Exception) -> bool:
 
 class RunStorage(SqliteRunStorage):
     _engines = _Engines(4)
+
+    has_run_stats_index_cols = _yes_once(SqliteRunStorage.has_run_stats_index_cols)
+    has_bulk_actions_selector_cols = _yes_once(SqliteRunStorage.has_bulk_actions_selector_cols)
+    has_backfill_id_column = _yes_once(SqliteRunStorage.has_backfill_id_column)
+    has_bulk_action_job_name_column = _yes_once(SqliteRunStorage.has_bulk_action_job_name_column)
+    has_backfill_tags_table = _yes_once(SqliteRunStorage.has_backfill_tags_table)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -129,6 +159,17 @@ class EventLogStorage(SqliteEventLogStorage):
         self._engines = _Engines(EVENT_LOG_ENGINES, {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
         super().__init__(base_dir, inst_data)  # its first start creates the index shard through _connect
         EventLogStorage._all.add(self)
+
+    @_yes_once
+    def has_table(self, table_name: str) -> bool:
+        # Dagster's, on the kept engine; not through _connect: callers may hold its lock
+        engine = self._engines.get(self.conn_string_for_shard(INDEX_SHARD_NAME))
+        with engine.connect() as conn:
+            return bool(engine.dialect.has_table(conn, table_name))
+
+    @_yes_once
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        return super()._has_asset_key_col_on_connection(conn, column_name)
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         if for_index_shard:  # only when the index file is new: Dagster's path, with its back-compat stamping

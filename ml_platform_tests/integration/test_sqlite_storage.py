@@ -123,3 +123,34 @@ def test_the_event_logs_own_lock_is_fresh_in_a_forked_child(tmp_path):
     finally:
         storage._db_lock.release()
     assert status == 0, "the child's copy of the event log's lock stayed held"
+
+
+def test_schema_checks_are_asked_until_yes_then_kept(tmp_path):
+    """Dagster asks "is this table there?" on every event; a yes is kept, a no is asked again (a
+    `dagster instance migrate` in another process may add the table)."""
+    instance = _open(tmp_path, platform=True)
+    events = instance.event_log_storage
+    assert isinstance(events, sqlite_storage.EventLogStorage), type(events)
+    asked: list[str] = []
+    original = sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection
+
+    def counting(self, conn, column):
+        asked.append(column)
+        return original(self, conn, column)
+
+    sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection = counting
+    try:
+        assert events.has_asset_key_col("last_materialization_timestamp")
+        assert events.has_asset_key_col("last_materialization_timestamp")
+        assert not events.has_asset_key_col("no_such_column")
+        assert not events.has_asset_key_col("no_such_column")
+    finally:
+        sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection = original
+    assert asked == ["last_materialization_timestamp", "no_such_column", "no_such_column"], asked
+
+    assert events.has_table("dynamic_partitions") and not events.has_table("no_such_table")
+    with sqlite3.connect(events.path_for_shard("index")) as db:  # what a migration would do
+        db.execute("CREATE TABLE no_such_table (id INTEGER)")
+    assert events.has_table("no_such_table"), "a no was kept: a migrated table stays unseen"
+    assert instance.run_storage.has_run_stats_index_cols() and instance.run_storage.has_backfill_tags_table()
+    instance.dispose()
