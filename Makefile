@@ -10,12 +10,11 @@ TSTAMP := $(VENV)/.installed-test-stamp
 # `make up` installs the platform alone; `make test` adds the test tools and the scale-out extras.
 # uv installs what pip would (same resolver inputs: pyproject.toml) in about half the time on a
 # fresh machine (35 s vs 66 s for the test extras, measured Dec 3).
-UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
-
-# Where PYTHONDONTWRITEBYTECODE is set (as on this CI image), every process would compile what it
-# imports, every time: the platform and its tests start hundreds. Make's commands write bytecode on
-# first import instead, into .venv and __pycache__ (gitignored): only what is imported, where
-# `uv --compile-bytecode` compiled every installed package up front (+13 s wall, measured Dec 3).
+# Bytecode: where PYTHONDONTWRITEBYTECODE is set (as on this CI image), every process would compile
+# what it imports, every time; the platform and its tests start hundreds. uv compiles the installed
+# packages up front on both cores (13 s wall; .ci/run overlaps it with apt), and make's commands
+# write the rest (the platform's own modules) on first import.
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml
