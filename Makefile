@@ -11,11 +11,10 @@ TSTAMP := $(VENV)/.installed-test-stamp
 # uv installs what pip would (same resolver inputs: pyproject.toml) in about half the time on a
 # fresh machine (35 s vs 66 s for the test extras, measured Dec 3).
 # Bytecode: where PYTHONDONTWRITEBYTECODE is set (as on this CI image), every process would compile
-# what it imports, every time; the platform and its tests start hundreds. uv compiles the installed
-# packages up front on both cores (13 s wall; .ci/run overlaps it with apt), and make's commands
-# write the rest (the platform's own modules) on first import.
+# what it imports, every time; the tests start hundreds. uv compiles the installed packages up front
+# on both cores (13 s wall; .ci/run overlaps it with apt); the tests write the rest (the platform's
+# own modules) on first import (`env -u` in PYTEST below).
 UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
-unexport PYTHONDONTWRITEBYTECODE
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +53,12 @@ lint: install-test
 # runs' dirs. `make test TEST_TMPDIR=/tmp` keeps them on disk.
 TEST_TMPDIR ?= $(shell [ -w /dev/shm ] && [ "$$(df -Pk /dev/shm | awk 'NR==2 {print $$4}')" -gt 4000000 ] \
 	&& echo /dev/shm || echo $${TMPDIR:-/tmp})
-# One thread per OpenMP / OpenBLAS pool (scikit-learn's gradient boosting, NumPy): three workers
-# already share two cores, and idle pool threads spin-wait on a core another process needs (12 %
-# less CPU for test_closed_loop.py alone on a quiet machine, measured Dec 3).
-PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TMPDIR=$(TEST_TMPDIR) $(BIN)/python -m pytest
+# One thread per OpenMP / OpenBLAS pool: three workers already share two cores, and idle pool
+# threads spin-wait on a core another process needs. The platform's own fits and predictions run
+# on one thread already (core/compute.py); this reaches the rest (NumPy / SciPy linear algebra,
+# scikit-learn outside those blocks, the tests' own calls): benchmarks/README.md has the figures.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TMPDIR=$(TEST_TMPDIR) \
+	$(BIN)/python -m pytest
 
 ## The whole suite: lint, unit, integration (real Dagster + MLflow), end-to-end (real processes).
 ## Whole files per worker, the slowest first (ml_platform_tests/conftest.py); without

@@ -103,7 +103,7 @@ def dagster_instance(temp_dir: Path | str | None = None, **kwargs):
     (runtime/instance.py): the tests' runs write events the way the platform's do. Without compute
     log capture (Dagster's NoOpComputeLogManager; no test reads a step's stdout): each step of an
     in-process run otherwise starts `tail -F` and a Python watcher per stream, ~8 % of
-    test_closed_loop.py's time (measured Dec 3). `up` and the end-to-end tests keep Dagster's."""
+    test_closed_loop.py's time (measured Dec 3). `up`, the CLI and the daemons' runs keep Dagster's."""
     import dagster as dg
 
     from ml_platform.runtime.instance import sqlite_storage_section

@@ -10,8 +10,8 @@ connection exactly as Dagster's does (no connection outlives a transaction, so s
 share the files as before); only the engine object and its statement cache are kept.
 
 Dagster also asks the schema on every event (``has_table``, column lists: is the instance
-migrated?), each time by reflection on a fresh connection, ``has_table`` even on a new engine: a
-tenth of an in-process run's CPU. A table or column that exists stays (only `dagster instance
+migrated?), each time by reflection on a fresh connection, ``has_table`` even on a new engine:
+~7 % of an in-process run's CPU samples. A table or column that exists stays (only `dagster instance
 migrate` changes the schema, and it only adds), so a yes is kept for the process; a no is asked
 again.
 
@@ -95,12 +95,16 @@ def _yes_once(method):
     connection it was asked on)."""
 
     @functools.wraps(method)
-    def checked(self, *args):
-        key = (method.__name__, *(a for a in args if not isinstance(a, Connection)))
+    def checked(self, *args, **kwargs):
+        key = (
+            method.__name__,
+            *(a for a in args if not isinstance(a, Connection)),
+            *sorted((k, v) for k, v in kwargs.items() if not isinstance(v, Connection)),
+        )
         known = self.__dict__.setdefault("_schema_yes", set())
         if key in known:
             return True
-        answer = method(self, *args)
+        answer = method(self, *args, **kwargs)
         if answer:
             known.add(key)
         return answer
@@ -170,6 +174,8 @@ class EventLogStorage(SqliteEventLogStorage):
     @_yes_once
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
         return super()._has_asset_key_col_on_connection(conn, column_name)
+
+    has_asset_key_col = _yes_once(SqliteEventLogStorage.has_asset_key_col)  # no index connection once known
 
     def _initdb(self, engine: Engine, for_index_shard: bool = False) -> None:
         if for_index_shard:  # only when the index file is new: Dagster's path, with its back-compat stamping

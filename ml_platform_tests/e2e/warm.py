@@ -66,8 +66,8 @@ def _serve(path: str) -> None:
             importlib.import_module(name)
         except Exception:  # the child imports it again and shows the error where it belongs
             pass
-    # The preloaded objects into the permanent generation: a child's collections skip them (and
-    # leave their pages shared) instead of scanning all of them at every full collection.
+    # The preloaded objects into the permanent generation: a child's full collections skip them
+    # instead of scanning them all (short-lived commands: what they leave is freed at exit).
     gc.collect()
     gc.freeze()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -8,9 +8,11 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 import yaml
 
 from ml_platform.runtime import sqlite_storage
@@ -125,32 +127,43 @@ def test_the_event_logs_own_lock_is_fresh_in_a_forked_child(tmp_path):
     assert status == 0, "the child's copy of the event log's lock stayed held"
 
 
-def test_schema_checks_are_asked_until_yes_then_kept(tmp_path):
-    """Dagster asks "is this table there?" on every event; a yes is kept, a no is asked again (a
-    `dagster instance migrate` in another process may add the table)."""
+def test_schema_checks_are_asked_until_yes_then_kept(tmp_path, monkeypatch):
+    """Dagster asks "is this table / column there?" on every event; a yes is kept, a no is asked
+    again (a `dagster instance migrate` in another process may add it)."""
     instance = _open(tmp_path, platform=True)
-    events = instance.event_log_storage
-    assert isinstance(events, sqlite_storage.EventLogStorage), type(events)
-    asked: list[str] = []
-    original = sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection
-
-    def counting(self, conn, column):
-        asked.append(column)
-        return original(self, conn, column)
-
-    sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection = counting
     try:
-        assert events.has_asset_key_col("last_materialization_timestamp")
-        assert events.has_asset_key_col("last_materialization_timestamp")
-        assert not events.has_asset_key_col("no_such_column")
-        assert not events.has_asset_key_col("no_such_column")
-    finally:
-        sqlite_storage.SqliteEventLogStorage._has_asset_key_col_on_connection = original
-    assert asked == ["last_materialization_timestamp", "no_such_column", "no_such_column"], asked
+        events, runs = instance.event_log_storage, instance.run_storage
+        assert isinstance(events, sqlite_storage.EventLogStorage), type(events)
+        assert isinstance(runs, sqlite_storage.RunStorage), type(runs)
+        for storage in (events, runs):  # what the instance's start asked already
+            storage.__dict__.pop("_schema_yes", None)
+        reflected: list[object] = []
+        real_inspect = sa.inspect
+        monkeypatch.setattr(sa, "inspect", lambda conn: reflected.append(conn) or real_inspect(conn))
+        tables: list[str] = []
+        dialect = type(events._engines.get(events.conn_string_for_shard("index")).dialect)
+        real_has_table = dialect.has_table
+        monkeypatch.setattr(
+            dialect,
+            "has_table",
+            lambda self, conn, name, *a, **kw: tables.append(name) or real_has_table(self, conn, name, *a, **kw),
+        )
 
-    assert events.has_table("dynamic_partitions") and not events.has_table("no_such_table")
-    with sqlite3.connect(events.path_for_shard("index")) as db:  # what a migration would do
-        db.execute("CREATE TABLE no_such_table (id INTEGER)")
-    assert events.has_table("no_such_table"), "a no was kept: a migrated table stays unseen"
-    assert instance.run_storage.has_run_stats_index_cols() and instance.run_storage.has_backfill_tags_table()
-    instance.dispose()
+        assert events.has_asset_key_col("last_materialization_timestamp")
+        assert events.has_asset_key_col("last_materialization_timestamp")
+        assert not events.has_asset_key_col("no_such_column")
+        assert not events.has_asset_key_col("no_such_column")
+        assert len(reflected) == 3, f"{len(reflected)} reflections: a yes asked again, or a no kept"
+        reflected.clear()
+        assert runs.has_run_stats_index_cols() and runs.has_run_stats_index_cols()
+        assert runs.has_backfill_tags_table() and runs.has_backfill_tags_table()
+        assert len(reflected) == 2, f"{len(reflected)} reflections for two checks asked twice each"
+
+        assert events.has_table("dynamic_partitions") and events.has_table("dynamic_partitions")
+        assert not events.has_table("no_such_table")
+        with closing(sqlite3.connect(events.path_for_shard("index"))) as db, db:  # what a migration would do
+            db.execute("CREATE TABLE no_such_table (id INTEGER)")
+        assert events.has_table("no_such_table") and events.has_table("no_such_table")
+        assert tables == ["dynamic_partitions", "no_such_table", "no_such_table"], tables
+    finally:
+        instance.dispose()

@@ -360,7 +360,9 @@ def test_single_rows_are_answered_while_a_big_request_is_in_flight(tmp_path, clf
         log.close()
     assert result["status"] == 200 and result["rows"] == n, result
     assert len(during) >= 5, (result, during)
-    assert max(during) < 1.0, (result, sorted(during)[-5:])  # generous: a loaded 2-core machine
+    # Not queued behind the big request: each single row took well under its time. (An absolute
+    # bound alone failed beside two other suites, load ~30: 1.28 s while the big one took 3.2 s.)
+    assert max(during) < max(1.0, result["seconds"] / 2), (result, sorted(during)[-5:])
 
 
 def _ready(base: str) -> bool:
