@@ -20,7 +20,6 @@ import time
 import dagster as dg
 
 from ml_platform import names
-from ml_platform.control import run_health
 from ml_platform.control.chain import Chain
 from ml_platform.control.champion import champion_version
 from ml_platform.core import audit, catalog, code_version, files
@@ -45,6 +44,7 @@ from ml_platform.names import (
     VERSION_CODE,
     VERSION_CODE_MANIFEST,
 )
+from ml_platform.runtime import processes
 
 STALE_INGEST_SECONDS = 600
 CLAIM_TTL_SECONDS = 300  # a sensor's claim without its run after this long: the tick died
@@ -69,13 +69,13 @@ def claimant_live(by: str, at: float | None, now: float | None = None) -> bool:
     """Whether a claim ``by`` made at ``at`` still stands (the one rule for every claim: retrain
     decisions, code retrains, `run`'s ingests). A `run` on this host (``run <pid>@<host>``) holds
     it while that very process lives (a PID a later process took over does not count:
-    ``run_health.pid_alive`` compares its start time with the claim's) and LOCAL_CLAIM_MAX_SECONDS
+    ``runtime.processes.pid_alive`` compares its start time with the claim's) and LOCAL_CLAIM_MAX_SECONDS
     at most; the sensor or a `run` on another host (its process cannot be looked at), for
     CLAIM_TTL_SECONDS."""
     age = (time.time() if now is None else now) - float(at or 0)
     pid, _, host = by.removeprefix("run ").partition("@")
     if by.startswith("run ") and pid.isdigit() and host == socket.gethostname():
-        return age < LOCAL_CLAIM_MAX_SECONDS and run_health.pid_alive(int(pid), float(at or 0))
+        return age < LOCAL_CLAIM_MAX_SECONDS and processes.pid_alive(int(pid), float(at or 0))
     return age < CLAIM_TTL_SECONDS
 
 

@@ -10,11 +10,9 @@ control-plane sensor under `ml-platform up`, or by the next `ml-platform run`.
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 
@@ -35,42 +33,10 @@ from ml_platform.names import (
     VERSION_DAGSTER_RUN,
     gate_passed,
 )
+from ml_platform.runtime.processes import pid_alive
 
 MAX_ATTEMPTS = 3
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
-
-
-def _process_started_at(pid: int) -> tuple[str, float] | None:
-    """(state, start time as epoch seconds) from /proc, or None when unknown (not Linux)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        btime = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
-        )
-        return fields[0], btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-def pid_alive(pid: int, run_started_at: float | None) -> bool:
-    """Whether the process ``pid`` that started a run (or made a claim) at ``run_started_at``
-    is still there: a PID that a process started later took over (a container restart hands out
-    low PIDs again) is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    info = _process_started_at(pid)
-    if info is None:
-        return True
-    state, started = info
-    if state == "Z":  # killed, not yet reaped by its parent
-        return False
-    # The PID was reused by a process that started after the run did: the worker is gone.
-    return run_started_at is None or started <= run_started_at + 2
 
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:

@@ -55,6 +55,8 @@ def dagster_yaml(settings: Settings | None = None) -> dict:
         # A launched run waits in the broker until a worker is free: STARTING is not "stuck".
         doc["run_monitoring"]["start_timeout_seconds"] = scale_out.START_TIMEOUT_SECONDS
     else:
+        # Run workers forked from a process that imported the libraries once (run_launcher.py).
+        doc["run_launcher"] = {"module": "ml_platform.runtime.run_launcher", "class": "ForkingRunLauncher"}
         # One machine: landed files are ingested one at a time. Run workers starting together
         # slow each other down on a small machine, and the retrain of the first drifted file
         # would wait behind them (benchmarks/README.md, time to recovery).

@@ -29,31 +29,21 @@ import threading
 import time
 from pathlib import Path
 
+from ml_platform.runtime import run_launcher
+
 COLD_ENV = "ML_PLATFORM_TESTS_COLD"
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 
-# What a `run` imports (measured with -X importtime): the heavy libraries and the platform's own
-# modules that import them. Not the modules with import-time side effects (defs.location builds
+# What a `run` imports: what a run worker imports (the run launcher's forkserver preloads the same)
+# and the CLI's own modules. Not the modules with import-time side effects (defs.location builds
 # Definitions from the configuration, cli.celery_app, serving.server).
 PRELOAD = (
-    "dagster",
-    "dagster_mlflow",
-    "mlflow",
-    "mlflow.sklearn",
-    "skops.io",  # MLflow's model format (registry.log_candidate): 0.4 s after sklearn, every train
-    "sklearn.ensemble",
-    "sklearn.linear_model",
-    "pandas",
-    "pyarrow.parquet",
-    "pandera.pandas",
-    "onnxruntime",
-    "skl2onnx",
+    *run_launcher.PRELOAD,
     "ml_platform.cli.main",
     "ml_platform.cli.approval",
     "ml_platform.control.runner",
     "ml_platform.control.status",
     "ml_platform.control.reconcile",
-    "ml_platform.defs.definitions",
 )
 
 

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from ml_platform import names
-from ml_platform.control import ingest_claims, run_health, runner
+from ml_platform.control import ingest_claims, runner
 from ml_platform.control.chain import Chain
 from ml_platform.control.decisions import LOCAL_CLAIM_MAX_SECONDS, claimant_live, ingest_tags
 from ml_platform.core import catalog, files
@@ -26,6 +26,7 @@ from ml_platform.core.landing_index import LandingIndex
 from ml_platform.core.simulate import write_batches
 from ml_platform.defs.assets import ingest as ingest_assets
 from ml_platform.defs.definitions import build_definitions
+from ml_platform.runtime import processes
 from ml_platform_tests.conftest import dagster_instance
 
 
@@ -167,7 +168,7 @@ def test_a_claim_under_a_reused_pid_or_too_old_does_not_hold_the_file(setup):
     not enough (was: the sensor left the file to `run` on every tick, and every later `run`
     refused it too). Nor is a live process for ever: LOCAL_CLAIM_MAX_SECONDS at most."""
     defs, chain, instance, (f, g) = setup
-    started = run_health._process_started_at(os.getpid())[1]
+    started = processes.process_started_at(os.getpid())[1]
     claims = {
         f.sha256: {"by": _me(), "at": started - 60, "partition": f.partition_key},  # before this process: reused
         g.sha256: {"by": _me(), "at": time.time(), "partition": g.partition_key},

@@ -22,7 +22,9 @@ def _config(tmp_path, block: str):
 def test_default_is_embedded(tmp_path):
     s = load_settings(write_config(tmp_path))
     doc = dagster_yaml(s)
-    assert "run_launcher" not in doc and s.tracking_uri.startswith("sqlite:///")
+    assert s.tracking_uri.startswith("sqlite:///")
+    # run workers forked from a preloaded forkserver (runtime/run_launcher.py)
+    assert doc["run_launcher"] == {"module": "ml_platform.runtime.run_launcher", "class": "ForkingRunLauncher"}
     # Dagster's SQLite files in the instance's folder (runtime/sqlite_storage.py)
     assert doc["storage"]["custom"]["config"] == {"base_dir": str(s.dagster_home)}
     # one machine: the landing sensor's ingest runs go one at a time (time to recovery, 3 files)
