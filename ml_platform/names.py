@@ -29,7 +29,6 @@ TAG_WORKER_DIED = "ml_platform/worker_died"
 TAG_SALVAGED = "ml_platform/salvaged"  # a dead train run whose candidate was kept (no retrain)
 TAG_WORKER = "ml_platform/worker"  # "<host>:<pid>" of the Celery worker that runs the run
 TAG_WORKER_HOST = "ml_platform/worker_host"  # its host: a dead-PID check is only valid there
-TAG_RUN_PID = "ml_platform/run_pid"  # a forked run worker's PID (runtime/run_launcher.py): what Terminate signals
 TAG_CHECK_ONLY = "ml_platform/check_only"  # a `ml-platform check` run: judge, never deploy
 TAG_PARTITION = "dagster/partition"  # Dagster's own
 TAG_RANGE_START = "dagster/asset_partition_range_start"  # Dagster's own: a run over several batches

@@ -33,20 +33,10 @@ from ml_platform.names import (
     VERSION_DAGSTER_RUN,
     gate_passed,
 )
-from ml_platform.runtime.processes import pid_alive
+from ml_platform.runtime.processes import pid_alive, worker_pid
 
 MAX_ATTEMPTS = 3
 ACTIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING]
-
-
-def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The PID of the process that started the run (its RUN_START event)."""
-    conn = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1)
-    for rec in conn.records:
-        ev = rec.event_log_entry.dagster_event
-        if ev is not None and ev.pid:
-            return int(ev.pid)
-    return None
 
 
 def fail_dead_runs(instance: dg.DagsterInstance, job_names: list[str]) -> list[dg.DagsterRun]:

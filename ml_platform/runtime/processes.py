@@ -1,9 +1,12 @@
-"""Whether a process recorded earlier (a run worker, a claim's `run`) is still that process."""
+"""Which process is a run's worker, and whether a process recorded earlier (a run worker, a claim's
+`run`) is still that process."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import dagster as dg
 
 
 def process_started_at(pid: int) -> tuple[str, float] | None:
@@ -37,3 +40,13 @@ def pid_alive(pid: int, started_by: float | None) -> bool:
         return False
     # The PID was reused by a process that started after the run did: the worker is gone.
     return started_by is None or started <= started_by + 2
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The PID of the process that started the run (its RUN_START event), however launched."""
+    conn = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1)
+    for rec in conn.records:
+        ev = rec.event_log_entry.dagster_event
+        if ev is not None and ev.pid:
+            return int(ev.pid)
+    return None

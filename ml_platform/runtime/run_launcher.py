@@ -1,43 +1,52 @@
-"""Run workers forked from a process that has imported the platform's libraries once.
+"""Run workers forked from a process that has imported the libraries once.
 
 Dagster's DefaultRunLauncher asks the code server to start every run in a fresh interpreter
-(multiprocessing spawn): each run worker imports Dagster, pandas, scikit-learn, ONNX and MLflow
-again before its first step, ~2.5 CPU-s on this project's 2-core machine, most of an ingest run's
-cost (benchmarks/README.md, "Run start"). This launcher forks each run from a multiprocessing
-forkserver that imported those libraries (``PRELOAD``) and nothing else: the forkserver is a
-fresh, single-threaded process (forking it is safe, unlike forking the daemon), started by the
-launching process on its first launch. The child runs what `dagster api execute_run` runs (what
-Dagster's container launchers start), so the run's code location is imported in the child, from
-disk: a code change is in the next run.
+(multiprocessing spawn): each run worker imports Dagster, pandas, scikit-learn and MLflow again
+before its first step, ~3 CPU-s on this project's 2-core machine, most of an ingest run's cost
+(benchmarks/README.md, "Run start"). This launcher forks each run from a multiprocessing
+forkserver, a fresh process started by the launching process (the daemon) on its first launch,
+that imported those third-party libraries (``PRELOAD``) and no code of the platform's or the
+user's. The child runs what `dagster api execute_run` runs (what Dagster's container launchers
+start): the code location, the platform included, is imported in the child, from disk, so a code
+change is in the next run.
 
 A code location served by another Python (workspace.yaml's ``executable_path``) is launched the
-default way, through its code server. Terminate sends SIGINT to the run's worker (its PID is the
-``TAG_RUN_PID`` tag), which Dagster turns into a cancelled run, as the code server's cancel does.
+default way, through its code server. Terminate sends SIGINT to the run's worker (the PID of its
+RUN_START event), which Dagster turns into a cancelled run, as the code server's cancel does.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import multiprocessing.process
 import os
 import signal
 import sys
+import time
 
 import dagster as dg
 from dagster._cli.api import execute_run_command
-from dagster._core.events import EngineEventData
 from dagster._core.launcher.base import LaunchRunContext
+from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import deserialize_value, serialize_value
-from dagster._utils.error import serializable_error_info_from_exc_info
+from dagster._serdes import serialize_value
 
-from ml_platform.names import TAG_RUN_PID
-from ml_platform.runtime.processes import pid_alive
+from ml_platform.runtime.processes import pid_alive, worker_pid
 
-# What every run imports before its first step (python -X importtime on a train run's worker).
-# Libraries and the platform's own modules that import them; never a user's code location.
+# What a run worker imports before its first step (python -X importtime), third-party only: the
+# platform's own modules take ~0.1 s after these and stay current when the code changes.
+# Not onnxruntime: importing it starts threads and opens a SQLite file that every forked worker
+# would inherit (0.03 s after the rest).
 PRELOAD = (
     "dagster",
+    "dagster._cli.api",  # the command the child runs
+    # the worker's instance: Dagster's SQLite storages (SQLAlchemy, alembic), compute logs
+    "dagster._core.storage.runs.sqlite",
+    "dagster._core.storage.event_log.sqlite",
+    "dagster._core.storage.schedules.sqlite",
+    "dagster._core.storage.local_compute_log_manager",
+    "alembic.command",
     "dagster_mlflow",
     "mlflow",
     "mlflow.sklearn",
@@ -47,14 +56,9 @@ PRELOAD = (
     "pandas",
     "pyarrow.parquet",
     "pandera.pandas",
-    "onnxruntime",
     "skl2onnx",
-    "ml_platform.defs.definitions",
-    # what the worker's instance imports: storage (SQLAlchemy, alembic), compute logs, the command
-    "ml_platform.runtime.sqlite_storage",
-    "dagster._core.storage.local_compute_log_manager",
-    "dagster._cli.api",
 )
+TERMINATE_WAIT_SECONDS = 10.0  # a run still STARTING: how long Terminate waits for its worker
 
 _context = None
 
@@ -67,25 +71,20 @@ def _forkserver():
     return _context
 
 
+def _forked(run: dg.DagsterRun) -> bool:
+    """Whether this launcher forks ``run`` (else the code server starts it)."""
+    origin = run.job_code_origin
+    return origin is not None and origin.repository_origin.executable_path == sys.executable
+
+
 def execute_run(serialized_args: str) -> None:
-    """In the forked child: `dagster api execute_run <args>`. A run that could not start (its code
-    location no longer imports) is failed with the error at once, not left STARTING until run
-    monitoring's start timeout: what the code server's launch reports."""
+    """In the forked child: `dagster api execute_run <args>`, ended as an interpreter ends."""
+    if "numpy" in sys.modules:  # a fresh interpreter seeds numpy's global generator itself
+        sys.modules["numpy"].random.seed()
     try:
         execute_run_command.callback(input_json=serialized_args, compressed_input_json=None)
-    except Exception:
-        error = serializable_error_info_from_exc_info(sys.exc_info())
-        args = deserialize_value(serialized_args, ExecuteRunArgs)
-        with dg.DagsterInstance.from_ref(args.instance_ref) as instance:
-            run = instance.get_run_by_id(args.run_id)
-            if run is not None and not run.is_finished:
-                instance.report_engine_event(
-                    f"The run worker could not start the run: {error.message}",
-                    run,
-                    EngineEventData.engine_error(error),
-                )
-                instance.report_run_failed(run)
-        raise
+    finally:
+        atexit._run_exitfuncs()  # multiprocessing ends the child with os._exit, which skips them
 
 
 class ForkingRunLauncher(dg.DefaultRunLauncher):
@@ -93,30 +92,36 @@ class ForkingRunLauncher(dg.DefaultRunLauncher):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        origin = run.job_code_origin
-        if origin is None or origin.repository_origin.executable_path != sys.executable:
+        if not _forked(run):
             return super().launch_run(context)
-        args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
+        args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
         proc = _forkserver().Process(target=execute_run, args=(serialize_value(args),), name=f"run {run.run_id}")
         proc.start()
-        # A run outlives the process that launched it (a daemon restart, `up` stopping: its stop
-        # interrupts the runs of its process group), as it did as the code server's child:
-        # multiprocessing would otherwise join it when the launcher exits.
+        # A run outlives the process that launched it (a daemon restart; `up`'s stop interrupts the
+        # runs left in its process group), as it did as the code server's child: multiprocessing
+        # would otherwise join it when the launcher exits.
         multiprocessing.process._children.discard(proc)
-        self._instance.add_run_tags(run.run_id, {TAG_RUN_PID: str(proc.pid)})
         self._run_ids.add(run.run_id)
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id) if self.has_instance else None
-        if run is None or TAG_RUN_PID not in run.tags:
+        if run is None or not _forked(run) or GRPC_INFO_TAG in run.tags:
             return super().terminate(run_id)
         if run.is_finished:
             return False
         self._instance.report_run_canceling(run)
-        pid = int(run.tags[TAG_RUN_PID])
+        # A worker that starts from now on sees CANCELING and does nothing (run monitoring then
+        # marks the run canceled); one that already wrote RUN_START is interrupted.
+        deadline = time.monotonic() + TERMINATE_WAIT_SECONDS
+        while (pid := worker_pid(self._instance, run_id)) is None:
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.2)
         record = self._instance.get_run_record_by_id(run_id)
-        # The worker started the run (start_time); a PID a later process took over is not it.
         if not pid_alive(pid, record.start_time if record else None):
             return False
-        os.kill(pid, signal.SIGINT)
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return False
         return True

@@ -34,11 +34,13 @@ from ml_platform.runtime import run_launcher
 COLD_ENV = "ML_PLATFORM_TESTS_COLD"
 PIPE, STDOUT, DEVNULL = subprocess.PIPE, subprocess.STDOUT, subprocess.DEVNULL
 
-# What a `run` imports: what a run worker imports (the run launcher's forkserver preloads the same)
-# and the CLI's own modules. Not the modules with import-time side effects (defs.location builds
-# Definitions from the configuration, cli.celery_app, serving.server).
+# What a `run` imports: the libraries a run worker imports (the run launcher's forkserver preloads
+# them), ONNX Runtime and the platform's own modules. Not the modules with import-time side effects
+# (defs.location builds Definitions from the configuration, cli.celery_app, serving.server).
 PRELOAD = (
     *run_launcher.PRELOAD,
+    "onnxruntime",
+    "ml_platform.defs.definitions",
     "ml_platform.cli.main",
     "ml_platform.cli.approval",
     "ml_platform.control.runner",
