@@ -16,15 +16,19 @@ TSTAMP := $(VENV)/.installed-test-stamp
 # own modules) on first import (`env -u` in PYTEST below).
 UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+VENV_READY := test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet uv
+
+$(STAMP): pyproject.toml
+	$(VENV_READY)
 	$(UV) -e .
 	touch $(STAMP)
 
-$(TSTAMP): $(STAMP)
+# The platform and the extras in one resolution (a fresh machine: 16 s instead of 24 s for two).
+$(TSTAMP): pyproject.toml
+	$(VENV_READY)
 	$(UV) -e ".[test,scale]"
-	touch $(TSTAMP)
+	touch $(STAMP) $(TSTAMP)
 
 install: $(STAMP)
 

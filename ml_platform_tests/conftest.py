@@ -134,6 +134,18 @@ def empty_mlflow_db() -> Path:
     return _EMPTY_MLFLOW_DB
 
 
+SYSTEM_PACKAGES_ENV = "ML_PLATFORM_SYSTEM_PACKAGES_DONE"
+
+
+def wait_for_system_packages(timeout: float = 900) -> None:
+    """`.ci/run` installs PostgreSQL, Redis and the browser with apt while the tests already run;
+    the tests that need them wait here for the file it writes once apt is done (unset: no wait)."""
+    done = os.environ.get(SYSTEM_PACKAGES_ENV)
+    deadline = time.time() + timeout
+    while done and not os.path.exists(done) and time.time() < deadline:
+        time.sleep(1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,16 +17,11 @@ import dagster as dg
 import httpx
 import pytest
 
-from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.conftest import free_port, wait_for_system_packages, write_config
 from ml_platform_tests.e2e import servers
 from ml_platform_tests.e2e.helpers import ROW, cli, start, stop, wait_for
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        servers.missing_servers() is not None, reason=f"scale-out test skipped: {servers.missing_servers()}"
-    ),
-]
+pytestmark = pytest.mark.e2e
 
 # One file per run: with two workers, one of them starts a second run by the third file, and is
 # killed there; the other runs the retry and the files left. Which one Celery favours varies with
@@ -63,6 +58,9 @@ def _ingest_runs(instance) -> list:
 
 
 def test_two_workers_one_killed_every_batch_once(tmp_path, monkeypatch):
+    wait_for_system_packages()
+    if (why := servers.missing_servers()) is not None:
+        pytest.skip(f"scale-out test skipped: {why}")
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     with servers.postgres(PASSWORD) as pg, servers.redis() as broker:
         config = _scale_out_config(tmp_path, pg.port, broker)

@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 
 from ml_platform.core.simulate import generate_batch
-from ml_platform_tests.conftest import free_port, write_config
+from ml_platform_tests.conftest import free_port, wait_for_system_packages, write_config
 from ml_platform_tests.e2e.helpers import ROW, cli, start, stop, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -326,8 +326,10 @@ def _land_noisy_drifted_batch(landing: Path) -> str:
 GATE_CHECKS_SHOWN = ("min_metric", "latency_budget", "not_worse_than_champion")
 
 
-@pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 def test_the_ui_shows_the_graph_the_gate_a_refused_deploy_and_drift(platform):
+    wait_for_system_packages()
+    if (why := _missing()) is not None:
+        pytest.skip(why)
     config, ui, served = platform.config, platform.ui, platform.served
     browser = None
     try:
