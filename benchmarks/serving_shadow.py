@@ -3,6 +3,7 @@ side by side with direct serving, run by hand:
 
     nice -n 15 .venv/bin/python benchmarks/serving_shadow.py [--seconds 10] [--rounds 3]
     .venv/bin/python benchmarks/serving_shadow.py --in-process 20000 --rounds 4   # no HTTP
+    .venv/bin/python benchmarks/serving_shadow.py --pin --conns 1 --seconds 4 --rounds 12   # one client
 
 Builds the ``serving_bench.py`` model as the champion (v1) and a second fit as the candidate (v2),
 starts one endpoint worker, and measures with ``wrk`` (required: apt-get install wrk) in alternating
@@ -180,6 +181,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=4)  # even: ABBA
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--conns", default="1,32", help="connection counts, comma-separated (default 1,32)")
     ap.add_argument("--in-process", type=int, metavar="REQUESTS", help="no HTTP: see in_process()")
     ap.add_argument(
         "--pin",
@@ -189,6 +191,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.in_process:
         return in_process(args.in_process, args.rounds)
+    conn_list = [int(c) for c in args.conns.split(",")]
     if not shutil.which("wrk"):
         print("wrk is required (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -215,7 +218,7 @@ def main() -> int:
         run_wrk(port, path, body, 32, 2)  # warm-up
         results: dict = {}
         for r in range(args.rounds):
-            for conns in (1, 32):
+            for conns in conn_list:
                 # ABBA: a machine that speeds up or slows down over the run favours neither mode
                 for mode in ("direct", "shadow") if r % 2 == 0 else ("shadow", "direct"):
                     set_mode(store, port, mode)
@@ -253,7 +256,7 @@ def main() -> int:
             "| mirrored / dropped | scorer CPU us/request (median) |"
         )
         print("|---|---|---|---|---|---|---|---|")
-        for conns in (1, 32):
+        for conns in conn_list:
             base = results[(conns, "direct")]
             b_rps = statistics.median(x[0] for x in base)
             b_p99 = statistics.median(x[1] for x in base)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import sys
 import time
@@ -61,6 +60,7 @@ from ml_platform.serving.body import (
 )
 from ml_platform.serving.endpoints import Endpoints, http_error, server_error
 from ml_platform.serving.errors import RequestError
+from ml_platform.serving.heap import freeze_heap
 from ml_platform.serving.large import SWITCH_INTERVAL, LargeRequests
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.requests import MAX_ID_CHARS, mlflow_predictions
@@ -417,12 +417,7 @@ class ServingState:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):
-        # Everything loaded so far (modules, sessions, schemas) lives as long as the process:
-        # move it out of the collector's reach, and collect young garbage less often, so a
-        # request rarely pays for a full scan of the heap.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        freeze_heap()
         # A large request works in a thread (large.py): let the event loop have the GIL
         # back within SWITCH_INTERVAL rather than CPython's 5 ms.
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))

@@ -240,3 +240,26 @@ def test_the_scorer_idles_on_its_workers_own_core_and_batches_beside_other_work(
     if len(os.sched_getaffinity(0)) > 1:
         shared = subprocess.run([sys.executable, "-c", code.format(pin=False)], capture_output=True, text=True)
         assert shared.stdout.split() == ["False", "True"], shared.stdout + shared.stderr
+
+
+def test_the_sends_of_one_wake_up_are_scored_as_one_batch_per_champion():
+    """The scorer joins the frames it read in one wake-up (one model call instead of one per
+    20-ms send), but never across a champion swap, and an empty frame (final counts) adds none."""
+    import marshal
+
+    def msg(champion, recs, dropped=0):
+        head = {"mode": "shadow", "candidate": 2, "champion": champion, "plan": (), "id_column": None}
+        head |= {"dtypes": ["<i8"], "records": len(recs), "ts": 1.0 if recs else 0.0, "dropped": dropped}
+        return head, b"".join(marshal.dumps(r, 2) for r in recs)
+
+    got = shadow_scorer.merged(
+        [msg(1, [("a",), ("b",)]), msg(1, [("c",)], dropped=3), msg(2, [("d",)]), msg(2, [], dropped=5)]
+    )
+    assert [(h["champion"], h["records"], h["dropped"], h["ts"]) for h, _ in got] == [(1, 3, 3, 1.0), (2, 1, 5, 1.0)], (
+        got
+    )
+    first = got[0]
+    assert marshal.loads(b"[" + shadow_scorer._COUNT.pack(3) + first[1]) == [("a",), ("b",), ("c",)]
+    # rows after an empty frame keep their own time
+    got = shadow_scorer.merged([msg(1, []), msg(1, [("a",)])])
+    assert [(h["records"], h["ts"]) for h, _ in got] == [(0, 0.0), (1, 1.0)], got
