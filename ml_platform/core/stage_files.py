@@ -3,21 +3,60 @@ pandas or numpy: what `status` and the staging sensor need on every look."""
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 
+# Requests the worker scored itself (in its idle moments, serving/staging.py), kept as the records
+# it sent: blocks of (JSON head, marshal body), each prefixed by its length. Decoded only here, on
+# the reader's side (core/staging.frame_line), so the shadow scorer beside the worker does nothing
+# per row for them.
+FRAMES = ".frames"
+_LEN = struct.Struct("<I")
+
 
 def evidence_files(model_dir: Path, version: int) -> list[Path]:
-    """``stage-v<N>-<stamp>-<pid>.jsonl`` of one version (stamps start with the year)."""
-    return sorted(Path(model_dir).glob(f"stage-v{version}-2*.jsonl"))
+    """``stage-v<N>-<stamp>-<pid>.jsonl`` (blocks the scorer scored) and ``.frames`` (rows the
+    worker scored) of one version (stamps start with the year)."""
+    d = Path(model_dir)
+    return sorted([*d.glob(f"stage-v{version}-2*.jsonl"), *d.glob(f"stage-v{version}-2*{FRAMES}")])
+
+
+def pack_block(head: dict, body: bytes) -> bytes:
+    """One block of a ``.frames`` file: ``head["records"]`` marshal records (version 2)."""
+    h = orjson.dumps(head)
+    return _LEN.pack(len(h)) + h + _LEN.pack(len(body)) + body
+
+
+def frame_blocks(data: bytes) -> Iterator[tuple[dict, bytes]]:
+    """The (head, body) blocks of a ``.frames`` file; a torn or unreadable block ends it."""
+    i, end = 0, len(data)
+    while i + 4 <= end:
+        (n,) = _LEN.unpack_from(data, i)
+        if i + 8 + n > end:
+            return
+        try:
+            head = orjson.loads(data[i + 4 : i + 4 + n])
+        except orjson.JSONDecodeError:
+            return
+        i += 4 + n
+        (m,) = _LEN.unpack_from(data, i)
+        if i + 4 + m > end or not isinstance(head, dict):
+            return
+        yield head, data[i + 4 : i + 4 + m]
+        i += 4 + m
 
 
 def count_rows(model_dir: Path, version: int) -> int:
     """Rows mirrored so far (both outputs recorded), over every worker and restart."""
     n = 0
     for p in evidence_files(model_dir, version):
+        if p.suffix == FRAMES:
+            n += sum(int(h.get("records", 0)) for h, _ in frame_blocks(p.read_bytes()))
+            continue
         for line in p.read_bytes().splitlines():
             try:
                 n += int(orjson.loads(line).get("rows", 0))

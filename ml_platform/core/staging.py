@@ -12,6 +12,8 @@ one that fails.
 
 from __future__ import annotations
 
+import marshal
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,14 @@ import pandas as pd
 
 from ml_platform.core import files
 from ml_platform.core.gate import Verdict, judge_against_champion
-from ml_platform.core.stage_files import count_rows, evidence_files, expired, failures  # noqa: F401 - re-exported
+from ml_platform.core.stage_files import (  # noqa: F401 - re-exported
+    FRAMES,
+    count_rows,
+    evidence_files,
+    expired,
+    failures,
+    frame_blocks,
+)
 from ml_platform.names import COL_ERROR, COL_ID, COL_REQUEST, COL_TS
 
 CHECK = "live_shadow"
@@ -56,13 +65,15 @@ def read_evidence(model_dir: Path, version: int) -> Evidence:
             files.warn_skipped(p, f"unreadable ({type(e).__name__}): skipped", "ml_platform.staging")
             continue
     for p in evidence_files(model_dir, version):
-        for lineno, line in enumerate(p.read_bytes().splitlines(), 1):
+        for where, b in evidence_blocks(p):
+            if isinstance(b, str):
+                files.warn_skipped(p, f"{where} {b}: skipped", "ml_platform.staging")
+                continue
             try:
-                b = orjson.loads(line)
                 n = int(b["rows"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError) as e:
                 files.warn_skipped(
-                    p, f"line {lineno} is not an evidence block ({type(e).__name__}): skipped", "ml_platform.staging"
+                    p, f"{where} is not an evidence block ({type(e).__name__}): skipped", "ml_platform.staging"
                 )
                 continue
             cols = {COL_REQUEST: b.get("rid"), COL_ID: b.get("id") or [None] * n, COL_TS: [b.get("ts")] * n}
@@ -99,6 +110,44 @@ def read_evidence(model_dir: Path, version: int) -> Evidence:
         dropped,
         failures(model_dir, version),
     )
+
+
+def evidence_blocks(p: Path):
+    """(where, block) of one evidence file; instead of a block, why it is unreadable (a str)."""
+    data = p.read_bytes()
+    if p.suffix == FRAMES:
+        for k, (head, body) in enumerate(frame_blocks(data), 1):
+            try:
+                yield f"block {k}", frame_line(head, body, f"{p.stem}-{k}")
+            except (ValueError, EOFError, TypeError, KeyError, IndexError) as e:
+                yield f"block {k}", f"does not decode ({type(e).__name__}: {e})"
+        return
+    for lineno, line in enumerate(data.splitlines(), 1):
+        try:
+            yield f"line {lineno}", orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            yield f"line {lineno}", f"is not JSON ({e})"
+
+
+def frame_line(head: dict, body: bytes, stem: str) -> dict:
+    """A ``.frames`` block (single-row records the worker scored itself: request id, the row's
+    ``(numbers, categories)``, ids, both models' outputs as lists, the candidate's milliseconds)
+    as the block the shadow scorer would have written (``serving/shadow_scorer.py``)."""
+    recs = marshal.loads(b"[" + struct.pack("<i", int(head["records"])) + body)
+    out: dict = {
+        "ts": head.get("ts"),
+        "rows": len(recs),
+        "rid": [r[0] if r[0] is not None else f"{stem}-{i}" for i, r in enumerate(recs)],
+        "id": [r[2][0] if r[2] is not None else None for r in recs] if head.get("id_column") else None,
+        "features": {name: [r[1][0 if numeric else 1][j] for r in recs] for name, numeric, j, _ in head["plan"]},
+        "candidate_ms": [r[5] for r in recs],
+        "error": None,
+    }
+    for key, k in (("champion_out", 3), ("candidate_out", 4)):
+        cols = [[v for r in recs for v in r[k][j]] for j in range(len(recs[0][k]))] if recs else []
+        two = len(cols) == 2
+        out[key] = {"label": cols[0], "probabilities": cols[1]} if two else {"value": cols[0] if cols else []}
+    return out
 
 
 def _scores(out: dict, classes):

@@ -152,6 +152,7 @@ class _FastPath:
                     headers.append(_CLOSE)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
+                self.state.score_due()
                 return
         await self.app(scope, receive, send)
 
@@ -213,6 +214,7 @@ class ServingState:
         )
         self.slots = self.registry.slots
         self.only = self.registry.only
+        self.due = None  # a Stage with a request to score once its answer is sent
         self.stages = self.registry.stages = Stages(self.registry.store, self.slots, stage_dir, latency_budget_ms)
         self.admin_token = admin_token or None
         self.body = BodyReader(max_body_bytes, body_timeout_seconds)
@@ -241,6 +243,15 @@ class ServingState:
         """Write the live sample collected so far (the background task does it every
         ``sample_flush_seconds``). -> rows written per model."""
         return await self.sampler.flush(self.metrics.sampled) if self.sampler is not None else {}
+
+    def score_due(self) -> None:
+        """The shadow's copy of the request just answered, scored now that the answer is sent
+        (``Stage.score_due``), when it was the only request in flight."""
+        stage = self.due
+        if stage is not None:
+            self.due = None
+            if stage.due is not None:
+                stage.score_due()
 
     async def score(
         self,
@@ -371,7 +382,9 @@ class ServingState:
         if sample and self.sampler is not None:
             self.sampler.add(model, parsed, outs)
         if stage is not None:  # shadow: a copy for the candidate, scored after the answer
-            stage.mirror(_request_id(xrid, rid), parsed, outs, model)
+            alone = in_flight is not None and len(in_flight) == 1
+            if stage.mirror(_request_id(xrid, rid), parsed, outs, model, alone=alone):
+                self.due = stage  # the server calls score_due() once the answer is sent
         hot.requests += 1
         hot.rows += n
         hot.latency.observe(_perf() - t0)

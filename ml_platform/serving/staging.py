@@ -10,11 +10,17 @@ other model and writes the evidence, off this process's GIL. Bounded twice: at m
 ``MAX_QUEUED_ROWS`` wait for the next send, and a full pipe drops the batch; dropped rows are
 counted, never queued without limit. A canary's own answers (and its latency judging) stay here.
 
+A single-row request that was the only one in flight is scored here instead, once its answer is
+sent (:meth:`Stage.score_due`, ~10 µs): the worker was going to wait for the next request anyway,
+and the scorer's work beside it is what cost the champion's tail at low load. Those records go to
+the worker's own ``.frames`` file (``core/stage_files.py``), so nothing else wakes for them.
+
 Evidence, per worker (files named by the worker's pid), in ``<stage_dir>/<model>/``:
 ``stage-v<N>-<stamp>-<pid>.jsonl`` (one line per scored batch, column-oriented: request ids, id
 column, features, both models' outputs, the candidate's single-row latency, errors;
-``core/staging.read_evidence`` turns them into rows), ``stage-v<N>-stats-<pid>.json`` (mirrored /
-dropped / errors so far), both written by the scorer, and, when a canary failed on live traffic,
+``core/staging.read_evidence`` turns them into rows), ``stage-v<N>-<stamp>-<pid>.frames`` (the
+rows the worker scored, appended at each send), ``stage-v<N>-stats-<pid>.json`` (mirrored /
+dropped / errors so far; the .jsonl and this written by the scorer) and, when a canary failed on live traffic,
 ``stage-v<N>-failed-<pid>.json`` (every worker stops routing to it at its next poll; the control
 plane refuses it).
 """
@@ -35,6 +41,7 @@ from pathlib import Path
 
 import orjson
 
+from ml_platform.core.stage_files import FRAMES, pack_block
 from ml_platform.serving.model import DEFAULT_LATENCY_BUDGET_MS, LoadedModel, RejectedModel, load_version
 from ml_platform.serving.shadow_scorer import ScorerProcess, frame
 from ml_platform.serving.store import ModelStore, atomic_write
@@ -51,6 +58,9 @@ SEND_SECONDS = 0.02
 BACKOFF_SECONDS = 0.2
 IDLE_TICK_SECONDS = 0.05  # nothing staged: how often the staged pointers' checks run
 RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
+# A shadow is scored in the worker, after the answer and while no other request is in flight,
+# only while one row costs it less than this (moving average); else by the scorer.
+INLINE_MAX_MS = 0.1
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
 
@@ -91,11 +101,20 @@ class Stage:
         self.mirrored = self.dropped = 0  # rows handed to the scorer / dropped
         self.backoff_until = 0.0  # monotonic time: rows dropped without a record until then
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
+        self.due: tuple | None = None  # a request to score here once its answer is sent
+        self.scored_here = 0  # rows scored in this worker (score_due), written to frames_fd
+        self.dropped_sent = 0
+        self.frames_fd: int | None = None
+        self.inline = not self.canary and model is not None and model.batchable
+        self.inline_ms = 0.0  # moving average of those calls
 
     def _reset(self) -> None:
-        """The batch of the next send: one record per request (:meth:`mirror`)."""
+        """The batch of the next send: one record per request (:meth:`mirror`); the rows this
+        worker scored itself (:meth:`score_due`) in a batch of their own."""
         self.buf = bytearray()
         self.records = 0
+        self.sbuf = bytearray()
+        self.srecords = 0
         self.champion: LoadedModel | None = None  # whose schema parsed the rows
         self.dtypes: list | None = None  # of the answered outputs (the lists come back as these)
         self.ts = 0.0
@@ -112,7 +131,7 @@ class Stage:
 
     @property
     def scored(self) -> int:
-        return self.scorer.scored if self.scorer is not None else 0
+        return self.scored_here + (self.scorer.scored if self.scorer is not None else 0)
 
     # ---------------------------------------------------------------- the request path
     def routes(self, parsed) -> bool:
@@ -128,18 +147,22 @@ class Stage:
             key = repr([_scalar(c[0]) for c in parsed.columns.values()]).encode()
         return zlib.crc32(key) % 10_000 < self._cut
 
-    def mirror(self, rid: str | None, parsed, outs, champion: LoadedModel, ms: float | None = None) -> None:
+    def mirror(
+        self, rid: str | None, parsed, outs, champion: LoadedModel, ms: float | None = None, alone: bool = False
+    ) -> bool:
         """O(1): keep a copy of an answered request for the scorer (shadow: a share of requests,
         canary: every one the candidate answered). ``outs``: what the client got; ``champion``:
-        the model whose schema parsed the request."""
+        the model whose schema parsed the request. ``alone``: no other request is in flight, and
+        the caller calls :meth:`Stages.score_due` once the answer is sent. -> True when the
+        request is due to be scored here then."""
         if self.failed is not None:
-            return
+            return False
         if not self.canary and self.share < 1.0 and random.random() >= self.share:
-            return
+            return False
         n = parsed.n
         if self.queued_rows + n > MAX_QUEUED_ROWS or (self.backoff_until and time.monotonic() < self.backoff_until):
             self.dropped += n
-            return
+            return False
         if champion is not self.champion:
             if self.queued_rows:  # a champion swap since the last send: its rows go in their own batch
                 self.send()
@@ -147,6 +170,16 @@ class Stage:
         if not self.queued_rows:
             self.ts = time.time()
             self.dtypes = [o.dtype.str for o in outs]
+        if alone and self.inline and parsed.row is not None:
+            if self.due is not None:
+                self.score_due()
+            self.due = (rid, parsed, outs)
+            self.queued_rows += 1
+            return True
+        self._record(rid, parsed, outs, ms)
+        return False
+
+    def _record(self, rid, parsed, outs, ms) -> None:
         # Serialized now, while the request's objects are in the CPU's cache: keeping them for the
         # send instead (and freeing them there) cost ~3 µs a request, measured in-process.
         row = parsed.row
@@ -156,10 +189,43 @@ class Stage:
                 2,  # version 2: no back-references, so records concatenate (the scorer reads them as one list)
             )
         except ValueError:  # not marshallable (ids and values are validated: never seen)
-            self.dropped += n
+            self.dropped += parsed.n
             return
-        self.queued_rows += n
+        self.queued_rows += parsed.n
         self.records += 1
+
+    def score_due(self) -> None:
+        """Score the request kept by :meth:`mirror` here, after its answer went out, while no
+        other request waits: ~10 µs of this worker's time instead of the scorer's work beside it
+        (any process running on the worker's core delays its wake-ups: benchmarks/README.md
+        "Shadow cost"). The record, with both outputs and the call's milliseconds, goes to this
+        worker's ``.frames`` file at the next send. A candidate slower than ``INLINE_MAX_MS`` a
+        row (on average, or ten times that once), or one that fails, is left to the scorer from
+        then on."""
+        rid, parsed, outs = self.due
+        self.due = None
+        self.queued_rows -= 1
+        t0 = time.perf_counter()
+        try:
+            mine = self.model.run(parsed.feeds)
+        except Exception:  # noqa: BLE001 - the scorer runs it again and records the error
+            self.inline = False
+            self._record(rid, parsed, outs, None)
+            return
+        ms = (time.perf_counter() - t0) * 1000
+        self.inline_ms += (ms - self.inline_ms) * 0.05
+        if self.inline_ms > INLINE_MAX_MS or ms > 10 * INLINE_MAX_MS:
+            self.inline = False
+            log.info("staged v%s: %.2f ms a row, scored by the shadow scorer from now on", self.version, self.inline_ms)
+        try:
+            self.sbuf += _dumps(
+                (rid, parsed.row, parsed.ids, [o.tolist() for o in outs], [o.tolist() for o in mine], round(ms, 4)), 2
+            )
+        except ValueError:
+            self.dropped += 1
+            return
+        self.queued_rows += 1
+        self.srecords += 1
 
     def observe_latency(self, ms: float) -> str | None:
         """Canary: one live single-row call of the candidate; -> why it must be rolled back, or None."""
@@ -194,16 +260,52 @@ class Stage:
         self.champion = champ
         return data
 
+    def _append_scored(self) -> None:
+        """The rows scored here, appended to this worker's ``.frames`` file as they are (one
+        ``os.write``; ``core/stage_files.py`` reads them): no other process wakes for them."""
+        n, body = self.srecords, bytes(self.sbuf)
+        self.sbuf = bytearray()
+        self.srecords = 0
+        self.queued_rows -= n
+        champ = self.champion
+        head = {
+            "mode": self.mode,
+            "candidate": self.version,
+            "champion": champ.version,
+            "plan": champ.schema._plan,
+            "id_column": champ.schema.id_column,
+            "records": n,
+            "ts": datetime.fromtimestamp(self.ts, UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            if self.frames_fd is None:
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+                path = self.dir / f"stage-v{self.version}-{stamp}-{os.getpid()}{FRAMES}"
+                self.frames_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self.frames_fd, pack_block(head, body))
+        except OSError as e:
+            self.dropped += n
+            log.warning("staged v%s: %d scored rows not written to %s: %s", self.version, n, self.dir, e)
+            return
+        self.mirrored += n
+        self.scored_here += n
+
     def send(self) -> None:
-        """Non-blocking: hand the batch to the scorer; a full pipe drops it (counted)."""
-        if not self.queued_rows:
+        """Non-blocking: hand the batch to the scorer; a full pipe drops it (counted). The rows
+        scored here go to this worker's own evidence file."""
+        if self.due is not None:
+            self.score_due()
+        if self.srecords:
+            self._append_scored()
+        if not self.records and self.dropped == self.dropped_sent:
             return
         rows, self.queued_rows = self.queued_rows, 0
         data = self._message()
         if self.scorer is not None and self.scorer.send(data):
+            self.dropped_sent = self.dropped  # the scorer's stats file carries the count
             self.mirrored += rows
             self.backoff_until = 0.0
-        else:
+        elif rows:
             self.dropped += rows
             self.backoff_until = time.monotonic() + BACKOFF_SECONDS
 
@@ -214,6 +316,13 @@ class Stage:
         if scorer is None:
             return
         self.scorer = None
+        if self.due is not None:
+            self.score_due()
+        if self.srecords:
+            self._append_scored()
+        if self.frames_fd is not None:
+            os.close(self.frames_fd)
+            self.frames_fd = None
         self.mirrored += self.queued_rows  # waited for, not dropped: the scorer is still reading
         self.queued_rows = 0
         last = self._message()  # with the final dropped count (also when there is no row left)
@@ -225,6 +334,7 @@ class Stage:
             return
         self.failed = reason
         self._reset()
+        self.due = None
         self.queued_rows = 0
         log.error("staged v%s failed on live traffic, back to the champion: %s", self.version, reason)
         try:
@@ -341,6 +451,7 @@ class Stages:
             new = Stage(plan[1], old.model, plan[3], plan[2])
             new.mirrored, new.dropped, new.failed = old.mirrored, old.dropped, old.failed
             new.scorer, new.started = old.scorer, old.started
+            new.frames_fd, new.scored_here, old.frames_fd = old.frames_fd, old.scored_here, None
             slot.stage = new
             return
         if plan[0] == "load":

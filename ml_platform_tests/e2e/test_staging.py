@@ -25,7 +25,6 @@ from collections import Counter
 import dagster as dg
 import httpx
 import numpy as np
-import orjson
 import pytest
 
 from ml_platform.cli.main import main as cli_main
@@ -198,8 +197,8 @@ def _rows_per_worker(w, version, prefix=""):
     out = Counter()
     for f in stage_files.evidence_files(staging.evidence_dir(w["settings"], "churn"), version):
         pid = f.stem.rsplit("-", 1)[1]
-        for line in f.read_bytes().splitlines():
-            out[pid] += sum(1 for r in orjson.loads(line)["rid"] if r.startswith(prefix))
+        for _, block in live.evidence_blocks(f):
+            out[pid] += sum(1 for r in block["rid"] if r.startswith(prefix)) if isinstance(block, dict) else 0
     return +out
 
 

@@ -11,6 +11,7 @@ import signal
 import time
 import warnings
 
+import numpy as np
 import pytest
 
 with warnings.catch_warnings():
@@ -21,10 +22,12 @@ from ml_platform.core.staging import read_evidence
 from ml_platform.names import COL_ID, COL_REQUEST
 from ml_platform.serving import shadow_scorer, staging
 from ml_platform.serving.app import create_app
+from ml_platform.serving.batching import IN_FLIGHT
 from ml_platform.serving.store import ModelStore
 from ml_platform_tests.serving.conftest import CLF, publish, records
 
 COLS = ["customer_id", "tenure", "charges", "plan", "region"]
+RID = "X-Request-Id"
 
 
 @pytest.fixture
@@ -263,3 +266,62 @@ def test_the_sends_of_one_wake_up_are_scored_as_one_batch_per_champion():
     # rows after an empty frame keep their own time
     got = shadow_scorer.merged([msg(1, []), msg(1, [("a",)])])
     assert [(h["records"], h["ts"]) for h, _ in got] == [(0, 0.0), (1, 1.0)], got
+
+
+class _Alone:
+    """What uvicorn with ``serving/protocol.py`` tells the app: this request is the only one in
+    flight (``batching.IN_FLIGHT``), so a shadow's copy is scored in the worker after the answer."""
+
+    def __init__(self, app):
+        self.app, self.on = app, True
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.on:
+            scope[IN_FLIGHT] = {object()}
+        await self.app(scope, receive, send)
+
+
+def test_a_request_alone_is_scored_in_the_worker_and_recorded_as_the_scorer_would(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, 25)
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    alone = _Alone(app)
+    with TestClient(alone) as c:
+        stage = app.state.serving.slots[CLF].stage
+        for prefix, on in (("w", True), ("s", False)):  # in the worker, then (not alone) by the scorer
+            alone.on = on
+            for i, row in enumerate(rows):
+                r = c.post(
+                    f"/models/{CLF}/invocations", json={"dataframe_records": [row]}, headers={RID: f"{prefix}{i}"}
+                )
+                assert r.status_code == 200 and r.headers["x-model-version"] == "1", r.text
+        time.sleep(0.2)
+        assert stage.scored_here == 25 and stage.inline, (stage.scored_here, stage.inline_ms)
+    frames = sorted((stage_dir / CLF).glob("stage-v2-*.frames"))
+    assert len(frames) == 1 and frames[0].name.endswith(f"-{os.getpid()}.frames"), frames
+    ev = _evidence(stage_dir)
+    assert ev.n == 50 and (ev.candidate_scores == ev.champion_scores).all()
+    by = ev.rows.assign(k=ev.rows[COL_REQUEST].str[1:].astype(int), src=ev.rows[COL_REQUEST].str[0])
+    w, s = (by[by.src == x].sort_values("k").reset_index(drop=True) for x in ("w", "s"))
+    assert list(w[COL_ID]) == list(s[COL_ID])  # the same rows, whoever scored them
+    for col in COLS[1:]:
+        if col in ("tenure", "charges"):
+            np.testing.assert_allclose(w[col].astype(float), s[col].astype(float), rtol=1e-6)
+        else:
+            assert list(w[col].astype(str)) == list(s[col].astype(str)), col
+    assert len(ev.latency_ms) >= 25  # each call in the worker timed
+
+
+def test_a_candidate_too_slow_for_the_worker_is_left_to_the_scorer(world, clf, monkeypatch):
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 0.0)  # any call is too slow
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    with TestClient(_Alone(app)) as c:
+        stage = app.state.serving.slots[CLF].stage
+        for row in _rows(clf, 10):
+            assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
+        time.sleep(0.2)
+        assert stage.scored_here == 1 and not stage.inline
+    assert _evidence(stage_dir).n == 10

@@ -154,3 +154,39 @@ def test_evidence_blocks_read_back_as_rows(tmp_path):
     assert ev.n == 3 and list(ev.rows[COL_REQUEST]) == ["a", "b/0", "b/1"] and ev.dropped == 4
     assert ev.candidate_scores.shape == (3, 2) and list(ev.latency_ms) == [0.5]
     assert live.count_rows(tmp_path, 2) == 3 and live.count_rows(tmp_path, 4) == 0
+
+
+def test_rows_the_worker_scored_read_back_like_the_scorers_and_a_torn_block_ends_the_file(tmp_path, caplog):
+    """``.frames`` (serving/staging.py, Stage.score_due): marshal records in blocks; a worker
+    killed mid-append leaves a torn last block, which is not counted; a block that does not
+    decode is skipped with a warning naming the file."""
+    import marshal
+
+    from ml_platform.core.stage_files import pack_block
+
+    def block(recs, body=None):
+        head = {"mode": "shadow", "candidate": 2, "champion": 1, "id_column": "id", "records": len(recs)}
+        head |= {"ts": "2026-01-01T00:00:00.000+00:00", "plan": [["x", True, 0, True], ["plan", False, 0, True]]}
+        return pack_block(head, body if body is not None else b"".join(marshal.dumps(r, 2) for r in recs))
+
+    def rec(rid, x, plan, ident, p):
+        return (rid, ([x], [plan]), [ident], [[int(p > 0.5)], [[1 - p, p]]], [[1], [[0.3, 0.7]]], 0.01)
+
+    good = block([rec("a", 1.5, "pro", 7, 0.8), rec(None, None, "basic", 8, 0.2)]) + block(
+        [rec("c", 3.0, "pro", 9, 0.6)]
+    )
+    bad = block([rec("d", 1.0, "pro", 1, 0.5)], body=b"\xff" * 10)  # a body that does not decode
+    torn = block([rec("e", 2.0, "pro", 2, 0.5)])[:-3]
+    name = "stage-v2-20260101T000000000000Z-1.frames"
+    (tmp_path / name).write_bytes(good + bad + torn)
+    assert live.count_rows(tmp_path, 2) == 3 + 1  # heads are counted; the torn block is not
+    with caplog.at_level("WARNING"):
+        ev = live.read_evidence(tmp_path, 2)
+    assert ev.n == 3, ev.rows
+    assert list(ev.rows[COL_REQUEST]) == ["a", f"{name[:-7]}-1-1", "c"]  # a made-up id where none came
+    assert list(ev.rows[COL_ID]) == [7, 8, 9] and list(ev.rows["plan"]) == ["pro", "basic", "pro"]
+    assert ev.rows["x"].iloc[0] == 1.5 and pd.isna(ev.rows["x"].iloc[1])
+    np.testing.assert_allclose(ev.champion_scores, [[0.2, 0.8], [0.8, 0.2], [0.4, 0.6]])
+    np.testing.assert_allclose(ev.candidate_scores, [[0.3, 0.7]] * 3)
+    assert list(ev.latency_ms) == [0.01] * 3
+    assert name in caplog.text and "block 3" in caplog.text, caplog.text
