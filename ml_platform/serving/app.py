@@ -245,13 +245,12 @@ class ServingState:
         return await self.sampler.flush(self.metrics.sampled) if self.sampler is not None else {}
 
     def score_due(self) -> None:
-        """The shadow's copy of the request just answered, scored now that the answer is sent
-        (``Stage.score_due``), when it was the only request in flight."""
+        """The shadow's copy of the request just answered (when it was the only one in flight),
+        or a full batch of copies, scored now that the answer is sent (``Stage.score_due``)."""
         stage = self.due
         if stage is not None:
             self.due = None
-            if stage.due is not None:
-                stage.score_due()
+            stage.score_due()
 
     async def score(
         self,
@@ -382,8 +381,9 @@ class ServingState:
         if sample and self.sampler is not None:
             self.sampler.add(model, parsed, outs)
         if stage is not None:  # shadow: a copy for the candidate, scored after the answer
-            alone = in_flight is not None and len(in_flight) == 1
-            if stage.mirror(_request_id(xrid, rid), parsed, outs, model, alone=alone):
+            if in_flight is None:  # no server that calls score_due(): the scorer does it all
+                stage.mirror(_request_id(xrid, rid), parsed, outs, model)
+            elif stage.mirror(_request_id(xrid, rid), parsed, outs, model, alone=len(in_flight) == 1, here=True):
                 self.due = stage  # the server calls score_due() once the answer is sent
         hot.requests += 1
         hot.rows += n

@@ -61,6 +61,11 @@ RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 # A shadow is scored in the worker, after the answer and while no other request is in flight,
 # only while one row costs it less than this (moving average); else by the scorer.
 INLINE_MAX_MS = 0.1
+# Single-row requests that arrived while others were in flight: scored here, this many per call
+# after an answer is sent (a stall of ~70 µs for the requests waiting), within this share of the
+# worker's time per second; beyond it they are dropped (counted): the worker is overloaded.
+INLINE_BATCH = 32
+INLINE_SHARE = 0.04
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
 
@@ -102,6 +107,8 @@ class Stage:
         self.backoff_until = 0.0  # monotonic time: rows dropped without a record until then
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
         self.due: tuple | None = None  # a request to score here once its answer is sent
+        self.batch: list = []  # ... and those that were not alone in flight (_score_batch)
+        self.window_at = self.window_spent = 0.0  # seconds spent on batches in the current second
         self.scored_here = 0  # rows scored in this worker (score_due), written to frames_fd
         self.dropped_sent = 0
         self.frames_fd: int | None = None
@@ -148,13 +155,20 @@ class Stage:
         return zlib.crc32(key) % 10_000 < self._cut
 
     def mirror(
-        self, rid: str | None, parsed, outs, champion: LoadedModel, ms: float | None = None, alone: bool = False
+        self,
+        rid: str | None,
+        parsed,
+        outs,
+        champion: LoadedModel,
+        ms: float | None = None,
+        alone: bool = False,
+        here: bool = False,
     ) -> bool:
         """O(1): keep a copy of an answered request for the scorer (shadow: a share of requests,
         canary: every one the candidate answered). ``outs``: what the client got; ``champion``:
-        the model whose schema parsed the request. ``alone``: no other request is in flight, and
-        the caller calls :meth:`Stages.score_due` once the answer is sent. -> True when the
-        request is due to be scored here then."""
+        the model whose schema parsed the request. ``here``: the caller calls :meth:`score_due`
+        once the answer is sent when this returns True, so a shadow's single-row copies are
+        scored in this worker (``alone``: no other request is in flight)."""
         if self.failed is not None:
             return False
         if not self.canary and self.share < 1.0 and random.random() >= self.share:
@@ -163,6 +177,10 @@ class Stage:
         if self.queued_rows + n > MAX_QUEUED_ROWS or (self.backoff_until and time.monotonic() < self.backoff_until):
             self.dropped += n
             return False
+        here = here and self.inline and parsed.row is not None
+        if here and not alone and self.window_spent >= INLINE_SHARE and time.perf_counter() - self.window_at < 1.0:
+            self.dropped += 1  # this second's share for batches is spent: overloaded, counted only
+            return False
         if champion is not self.champion:
             if self.queued_rows:  # a champion swap since the last send: its rows go in their own batch
                 self.send()
@@ -170,12 +188,15 @@ class Stage:
         if not self.queued_rows:
             self.ts = time.time()
             self.dtypes = [o.dtype.str for o in outs]
-        if alone and self.inline and parsed.row is not None:
-            if self.due is not None:
-                self.score_due()
-            self.due = (rid, parsed, outs)
+        if here:
             self.queued_rows += 1
-            return True
+            if alone:
+                if self.due is not None:
+                    self._score_one()
+                self.due = (rid, parsed, outs)
+                return True
+            self.batch.append((rid, parsed, outs))
+            return len(self.batch) >= INLINE_BATCH
         self._record(rid, parsed, outs, ms)
         return False
 
@@ -194,14 +215,23 @@ class Stage:
         self.queued_rows += parsed.n
         self.records += 1
 
-    def score_due(self) -> None:
-        """Score the request kept by :meth:`mirror` here, after its answer went out, while no
-        other request waits: ~10 µs of this worker's time instead of the scorer's work beside it
-        (any process running on the worker's core delays its wake-ups: benchmarks/README.md
-        "Shadow cost"). The record, with both outputs and the call's milliseconds, goes to this
-        worker's ``.frames`` file at the next send. A candidate slower than ``INLINE_MAX_MS`` a
-        row (on average, or ten times that once), or one that fails, is left to the scorer from
-        then on."""
+    def score_due(self, force: bool = False) -> None:
+        """Score here, after an answer went out, what :meth:`mirror` kept: the request that was
+        alone in flight (~10 µs of time the worker would have spent waiting), or a full batch of
+        those that were not (``INLINE_BATCH``, ``INLINE_SHARE``; ``force``: any batch, at a
+        send). Any process running on the worker's core delays its wake-ups
+        (benchmarks/README.md "Shadow cost"): the scorer beside it is left what cannot be done
+        here. The records, with both outputs, go to this worker's ``.frames`` file at the next
+        send."""
+        if self.due is not None:
+            self._score_one()
+        if self.batch and (force or len(self.batch) >= INLINE_BATCH):
+            self._score_batch()
+
+    def _score_one(self) -> None:
+        """The request alone in flight, timed (its milliseconds are the shadow's live single-row
+        latency). A candidate slower than ``INLINE_MAX_MS`` a row (on average, or ten times that
+        once), or one that fails, is left to the scorer from then on."""
         rid, parsed, outs = self.due
         self.due = None
         self.queued_rows -= 1
@@ -226,6 +256,30 @@ class Stage:
             return
         self.queued_rows += 1
         self.srecords += 1
+
+    def _score_batch(self) -> None:
+        rows, self.batch = self.batch, []
+        n = len(rows)
+        self.queued_rows -= n
+        t0 = time.perf_counter()
+        if t0 - self.window_at >= 1.0:
+            self.window_at, self.window_spent = t0, 0.0
+        if self.window_spent >= INLINE_SHARE:  # this second's share is spent: overloaded
+            self.dropped += n
+            return
+        try:
+            mine = self.model.run(self.champion.schema.stack([p for _, p, _ in rows]))
+        except Exception:  # noqa: BLE001 - the scorer runs them row by row and records the errors
+            for rid, parsed, outs in rows:
+                self._record(rid, parsed, outs, None)
+            return
+        cols = [m.tolist() for m in mine]
+        buf = self.sbuf
+        for i, (rid, parsed, outs) in enumerate(rows):  # no latency: a batch's is not a row's
+            buf += _dumps((rid, parsed.row, parsed.ids, [o.tolist() for o in outs], [[c[i]] for c in cols], None), 2)
+        self.queued_rows += n
+        self.srecords += n
+        self.window_spent += time.perf_counter() - t0
 
     def observe_latency(self, ms: float) -> str | None:
         """Canary: one live single-row call of the candidate; -> why it must be rolled back, or None."""
@@ -293,8 +347,7 @@ class Stage:
     def send(self) -> None:
         """Non-blocking: hand the batch to the scorer; a full pipe drops it (counted). The rows
         scored here go to this worker's own evidence file."""
-        if self.due is not None:
-            self.score_due()
+        self.score_due(force=True)
         if self.srecords:
             self._append_scored()
         if not self.records and self.dropped == self.dropped_sent:
@@ -316,8 +369,7 @@ class Stage:
         if scorer is None:
             return
         self.scorer = None
-        if self.due is not None:
-            self.score_due()
+        self.score_due(force=True)
         if self.srecords:
             self._append_scored()
         if self.frames_fd is not None:
@@ -335,6 +387,7 @@ class Stage:
         self.failed = reason
         self._reset()
         self.due = None
+        self.batch = []
         self.queued_rows = 0
         log.error("staged v%s failed on live traffic, back to the champion: %s", self.version, reason)
         try:

@@ -272,12 +272,12 @@ class _Alone:
     """What uvicorn with ``serving/protocol.py`` tells the app: this request is the only one in
     flight (``batching.IN_FLIGHT``), so a shadow's copy is scored in the worker after the answer."""
 
-    def __init__(self, app):
-        self.app, self.on = app, True
+    def __init__(self, app, flight: int = 1):
+        self.app, self.on, self.flight = app, True, flight
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and self.on:
-            scope[IN_FLIGHT] = {object()}
+            scope[IN_FLIGHT] = {object() for _ in range(self.flight)}
         await self.app(scope, receive, send)
 
 
@@ -325,3 +325,39 @@ def test_a_candidate_too_slow_for_the_worker_is_left_to_the_scorer(world, clf, m
         time.sleep(0.2)
         assert stage.scored_here == 1 and not stage.inline
     assert _evidence(stage_dir).n == 10
+
+
+@pytest.mark.parametrize("share", [staging.INLINE_SHARE, 0.0])
+def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_within_a_share(
+    world, clf, monkeypatch, share
+):
+    """Under load (other requests in flight) a shadow's single-row copies are scored in the
+    worker in batches of INLINE_BATCH, each after an answer went out (the rest at the next send),
+    while they take under INLINE_SHARE of its time; beyond it they are dropped and counted."""
+    monkeypatch.setattr(staging, "INLINE_SHARE", share)
+    monkeypatch.setattr(staging, "SEND_SECONDS", 30)  # no send in between: the batches are the answers'
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, staging.INLINE_BATCH + 8)
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    with TestClient(_Alone(app, flight=3)) as c:
+        stage = app.state.serving.slots[CLF].stage
+        stage.window_at = time.perf_counter()  # this second's share starts now (a test's clock)
+        for i, row in enumerate(rows):
+            r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}, headers={RID: f"b{i}"})
+            assert r.status_code == 200 and r.headers["x-model-version"] == "1", r.text
+        if share:  # the full batch was scored once its last answer went out; the rest waits for a send
+            assert len(stage.batch) == 8 and stage.srecords == staging.INLINE_BATCH, stage.srecords
+        else:  # with no share to spend, a copy is counted as dropped at once, never kept
+            assert not stage.batch and stage.dropped == len(rows), stage.dropped
+        scorer = stage.scorer
+    got = (stage.scored_here, stage.dropped, scorer.scored)  # the last send: at shutdown
+    ev = _evidence(stage_dir)
+    if share:
+        assert got == (len(rows), 0, 0) and ev.n == len(rows), got
+        assert (ev.candidate_scores == ev.champion_scores).all() and set(ev.rows[COL_REQUEST]) == {
+            f"b{i}" for i in range(len(rows))
+        }
+        assert len(ev.latency_ms) == 0  # a batch's time is not a row's latency
+    else:
+        assert got == (0, len(rows), 0) and ev.n == 0 and ev.dropped == len(rows), (got, ev.dropped)
