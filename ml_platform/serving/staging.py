@@ -49,8 +49,11 @@ from ml_platform.serving.store import ModelStore, atomic_write
 log = logging.getLogger("ml_platform.serving")
 
 MAX_QUEUED_ROWS = 4096  # per worker, between two sends: beyond this, mirrored requests are dropped (counted)
-# How often the loop hands the mirrored rows to the scorer (one os.write of the batch's records).
-SEND_SECONDS = 0.02
+# How often the loop hands the mirrored rows to the scorer (one os.write of the batch's records)
+# and appends the rows scored here to the worker's .frames file. As often as the scorer wakes: a
+# tick every 20 ms cost a saturated worker ~5 % of its CPU with nothing to send (benchmarks/README.md
+# "Shadow cost").
+SEND_SECONDS = 0.2
 # After a batch the scorer could not take (pipe full: it is behind, e.g. starved at idle priority
 # beside a saturated worker), requests are not recorded for this long, only counted as dropped:
 # building records that would be dropped cost the worker ~4 µs a request (benchmarks/README.md
