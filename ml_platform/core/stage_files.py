@@ -10,10 +10,9 @@ from pathlib import Path
 
 import orjson
 
-# Requests the worker scored itself (in its idle moments, serving/staging.py), kept as the records
-# it sent: blocks of (JSON head, marshal body), each prefixed by its length. Decoded only here, on
-# the reader's side (core/staging.frame_line), so the shadow scorer beside the worker does nothing
-# per row for them.
+# Copies the worker scored itself, after answers (serving/staging.py, Stage.score_due), kept as
+# the records it built: blocks of (JSON head, marshal body), each prefixed by its length. Decoded
+# only on the reader's side (core/staging.frame_line): nothing beside the worker works on them.
 FRAMES = ".frames"
 _LEN = struct.Struct("<I")
 
@@ -55,7 +54,11 @@ def count_rows(model_dir: Path, version: int) -> int:
     n = 0
     for p in evidence_files(model_dir, version):
         if p.suffix == FRAMES:
-            n += sum(int(h.get("records", 0)) for h, _ in frame_blocks(p.read_bytes()))
+            for h, _ in frame_blocks(p.read_bytes()):
+                try:
+                    n += int(h.get("records", 0))
+                except (TypeError, ValueError):
+                    continue
             continue
         for line in p.read_bytes().splitlines():
             try:

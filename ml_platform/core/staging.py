@@ -145,8 +145,10 @@ def frame_line(head: dict, body: bytes, stem: str) -> dict:
     }
     for key, k in (("champion_out", 3), ("candidate_out", 4)):
         cols = [[v for r in recs for v in r[k][j]] for j in range(len(recs[0][k]))] if recs else []
-        two = len(cols) == 2
-        out[key] = {"label": cols[0], "probabilities": cols[1]} if two else {"value": cols[0] if cols else []}
+        if len(cols) == 2:  # a classifier: labels, probabilities [N, k]
+            out[key] = {"label": cols[0], "probabilities": cols[1]}
+        else:  # a regressor's [N, 1] values, flat as the scorer writes them
+            out[key] = {"value": np.asarray(cols[0] if cols else [], dtype=np.float64).reshape(-1)}
     return out
 
 

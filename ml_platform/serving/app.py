@@ -152,7 +152,10 @@ class _FastPath:
                     headers.append(_CLOSE)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
-                self.state.score_due()
+                try:
+                    self.state.score_due()
+                except Exception:  # noqa: BLE001 - the shadow's copy never costs a client its connection
+                    log.exception("scoring a staged candidate's copy failed")
                 return
         await self.app(scope, receive, send)
 

@@ -1,12 +1,14 @@
 """The shadow scorer: a child process of one endpoint worker that scores the requests mirrored to a
-staged candidate and writes their evidence, so that none of that work holds the worker's GIL.
+staged candidate that the worker does not score itself (a shadow's single-row copies are scored in
+the worker after the answer, ``staging.Stage.score_due``): larger requests, a canary's copies, a
+candidate too slow for the worker. It writes their evidence, so none of that holds the worker's GIL.
 
-Scoring a batch in the worker itself (stacking the rows, the ONNX Runtime call, the evidence line)
-is ~0.8 ms of GIL-holding Python per ~220 rows; on the event loop it stalled every request behind
-it (p99 at 1 connection 0.32 -> 1.8 ms), in a thread it fought the loop for the GIL (measured,
-benchmarks/README.md "Shadow cost"). The worker keeps only an O(1) append of a small record per
-mirrored request and, every ``SEND_SECONDS``, one non-blocking ``os.write`` of the batch to this
-process's stdin (``ScorerProcess.send``). A full pipe drops the batch and counts it: nothing
+Scoring a batch in the worker with its evidence line is ~0.8 ms of GIL-holding Python per ~220
+rows; on the event loop it stalled every request behind it (p99 at 1 connection 0.32 -> 1.8 ms), in
+a thread it fought the loop for the GIL (measured, benchmarks/README.md "Shadow cost"). For what it
+sends here, the worker pays an O(1) append of a small record per copy and, every
+``SEND_SECONDS``, one non-blocking ``os.write`` of the batch to this process's stdin
+(``ScorerProcess.send``). A full pipe drops the batch and counts it: nothing
 queues without limit. The scorer runs at a lower priority (``NICE``): under overload it falls
 behind and the worker drops, rather than the champion waiting for CPU.
 
@@ -311,7 +313,8 @@ _SAME_BATCH = ("mode", "candidate", "champion", "plan", "id_column", "dtypes")
 def merged(msgs: list[tuple]) -> list[tuple]:
     """The messages of one wake-up as few batches: consecutive ones of the same champion, mode and
     outputs joined (their records concatenate), so the other model runs once per wake-up rather
-    than once per send (~20 % less of the scorer's CPU a row when sends came every 20 ms)."""
+    than once per send (~20 % less of the scorer's CPU a row when sends came every 20 ms; a
+    scorer that fell behind reads several sends at once)."""
     out: list[tuple] = []
     for head, body in msgs:
         if out and all(out[-1][0][k] == head[k] for k in _SAME_BATCH) and (out[-1][1] or not body):

@@ -3,26 +3,30 @@ sticky share of requests). The control plane stages a version (``ModelStore.stag
 ``staged.json`` pointer) and judges the evidence recorded here; the endpoint only loads, routes,
 mirrors and records (docs/staging.md).
 
-The champion's path pays one O(1) append per mirrored request (:meth:`Stage.mirror`), after its
-answer is built; every ``SEND_SECONDS`` the event loop hands the batch to this worker's shadow
-scorer, a child process (``shadow_scorer.py``), in one non-blocking pipe write. The scorer runs the
-other model and writes the evidence, off this process's GIL. Bounded twice: at most
-``MAX_QUEUED_ROWS`` wait for the next send, and a full pipe drops the batch; dropped rows are
-counted, never queued without limit. A canary's own answers (and its latency judging) stay here.
+Where a copy is scored (docs/staging.md "Cost on the champion's path"):
 
-A single-row request that was the only one in flight is scored here instead, once its answer is
-sent (:meth:`Stage.score_due`, ~10 µs): the worker was going to wait for the next request anyway,
-and the scorer's work beside it is what cost the champion's tail at low load. Those records go to
-the worker's own ``.frames`` file (``core/stage_files.py``), so nothing else wakes for them.
+- **Here, after an answer is sent** (a shadow's single-row copies, :meth:`Stage.score_due`): a
+  request that was the only one in flight at once (~10 µs the worker would spend waiting for the
+  next request); those that were not, in batches of ``INLINE_BATCH`` within ``INLINE_SHARE`` of
+  the worker's time (beyond it: dropped, counted). A process beside the worker, on its core, is
+  what cost the champion's tail. The records go to this worker's own ``.frames`` file
+  (``core/stage_files.py``) at each send: nothing else wakes for them.
+- **In the worker's shadow scorer**, a child process (``shadow_scorer.py``): larger requests, a
+  canary's copies, a candidate too slow for the worker. The request pays one append of a record;
+  every ``SEND_SECONDS`` the loop hands the batch over in one non-blocking pipe write. Bounded
+  twice: at most ``MAX_QUEUED_ROWS`` wait for the next send, and a full pipe drops the batch;
+  dropped rows are counted, never queued without limit.
+
+A canary's own answers (and its latency judging) stay here.
 
 Evidence, per worker (files named by the worker's pid), in ``<stage_dir>/<model>/``:
 ``stage-v<N>-<stamp>-<pid>.jsonl`` (one line per scored batch, column-oriented: request ids, id
 column, features, both models' outputs, the candidate's single-row latency, errors;
 ``core/staging.read_evidence`` turns them into rows), ``stage-v<N>-<stamp>-<pid>.frames`` (the
-rows the worker scored, appended at each send), ``stage-v<N>-stats-<pid>.json`` (mirrored /
-dropped / errors so far; the .jsonl and this written by the scorer) and, when a canary failed on live traffic,
-``stage-v<N>-failed-<pid>.json`` (every worker stops routing to it at its next poll; the control
-plane refuses it).
+rows the worker scored, appended at each send), ``stage-v<N>-stats-<pid>.json`` (the scorer's
+counts and the worker's dropped count; it and the .jsonl written by the scorer) and, when a canary
+failed on live traffic, ``stage-v<N>-failed-<pid>.json`` (every worker stops routing to it at its
+next poll; the control plane refuses it).
 """
 
 from __future__ import annotations
@@ -61,14 +65,15 @@ SEND_SECONDS = 0.2
 BACKOFF_SECONDS = 0.2
 IDLE_TICK_SECONDS = 0.05  # nothing staged: how often the staged pointers' checks run
 RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
-# A shadow is scored in the worker, after the answer and while no other request is in flight,
-# only while one row costs it less than this (moving average); else by the scorer.
+# A shadow's copies are scored in the worker only while a row costs it less than this (moving
+# average over single calls and batches); else by the scorer.
 INLINE_MAX_MS = 0.1
 # Single-row requests that arrived while others were in flight: scored here, this many per call
 # after an answer is sent (a stall of ~70 µs for the requests waiting), within this share of the
 # worker's time per second; beyond it they are dropped (counted): the worker is overloaded.
 INLINE_BATCH = 32
 INLINE_SHARE = 0.04
+LATENCY_SAMPLE_SECONDS = 0.5  # under load, one copy timed alone this often (the shadow's live latency)
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
 
@@ -106,15 +111,17 @@ class Stage:
         self.started = 0.0  # when the scorer was (re)started
         self._reset()
         self.queued_rows = 0
-        self.mirrored = self.dropped = 0  # rows handed to the scorer / dropped
+        self.mirrored = self.dropped = 0  # rows handed to the scorer or written here / dropped
         self.backoff_until = 0.0  # monotonic time: rows dropped without a record until then
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
         self.due: tuple | None = None  # a request to score here once its answer is sent
         self.batch: list = []  # ... and those that were not alone in flight (_score_batch)
         self.window_at = self.window_spent = 0.0  # seconds spent on batches in the current second
+        self.last_sample = 0.0  # when a batch's first row was last timed alone
         self.scored_here = 0  # rows scored in this worker (score_due), written to frames_fd
         self.dropped_sent = 0
         self.frames_fd: int | None = None
+        self.closed = False
         self.inline = not self.canary and model is not None and model.batchable
         self.inline_ms = 0.0  # moving average of those calls
 
@@ -167,12 +174,13 @@ class Stage:
         alone: bool = False,
         here: bool = False,
     ) -> bool:
-        """O(1): keep a copy of an answered request for the scorer (shadow: a share of requests,
-        canary: every one the candidate answered). ``outs``: what the client got; ``champion``:
-        the model whose schema parsed the request. ``here``: the caller calls :meth:`score_due`
-        once the answer is sent when this returns True, so a shadow's single-row copies are
-        scored in this worker (``alone``: no other request is in flight)."""
-        if self.failed is not None:
+        """Keep a copy of an answered request (shadow: a share of requests, canary: every one the
+        candidate answered): a record for the scorer, or the request itself to score here.
+        ``outs``: what the client got; ``champion``: the model whose schema parsed the request.
+        ``here``: the caller calls :meth:`score_due` once the answer is sent when this returns
+        True, so a shadow's single-row copies are scored in this worker (``alone``: no other
+        request is in flight)."""
+        if self.failed is not None or self.closed:
             return False
         if not self.canary and self.share < 1.0 and random.random() >= self.share:
             return False
@@ -233,8 +241,8 @@ class Stage:
 
     def _score_one(self) -> None:
         """The request alone in flight, timed (its milliseconds are the shadow's live single-row
-        latency). A candidate slower than ``INLINE_MAX_MS`` a row (on average, or ten times that
-        once), or one that fails, is left to the scorer from then on."""
+        latency). A candidate slower than ``INLINE_MAX_MS`` a row (moving average, batches
+        included), or one that fails, is left to the scorer from then on."""
         rid, parsed, outs = self.due
         self.due = None
         self.queued_rows -= 1
@@ -246,10 +254,7 @@ class Stage:
             self._record(rid, parsed, outs, None)
             return
         ms = (time.perf_counter() - t0) * 1000
-        self.inline_ms += (ms - self.inline_ms) * 0.05
-        if self.inline_ms > INLINE_MAX_MS or ms > 10 * INLINE_MAX_MS:
-            self.inline = False
-            log.info("staged v%s: %.2f ms a row, scored by the shadow scorer from now on", self.version, self.inline_ms)
+        self._cost(ms)
         try:
             self.sbuf += _dumps(
                 (rid, parsed.row, parsed.ids, [o.tolist() for o in outs], [o.tolist() for o in mine], round(ms, 4)), 2
@@ -261,6 +266,9 @@ class Stage:
         self.srecords += 1
 
     def _score_batch(self) -> None:
+        """Copies of requests that were not alone, in one call. Its time a row feeds the same
+        average as single calls (a candidate too slow is left to the scorer); every
+        ``LATENCY_SAMPLE_SECONDS`` its first row is also timed alone, as the live latency."""
         rows, self.batch = self.batch, []
         n = len(rows)
         self.queued_rows -= n
@@ -270,19 +278,35 @@ class Stage:
         if self.window_spent >= INLINE_SHARE:  # this second's share is spent: overloaded
             self.dropped += n
             return
+        ms = None
         try:
+            if t0 - self.last_sample >= LATENCY_SAMPLE_SECONDS:
+                self.last_sample = t0
+                self.model.run(rows[0][1].feeds)
+                ms = round((time.perf_counter() - t0) * 1000, 4)
             mine = self.model.run(self.champion.schema.stack([p for _, p, _ in rows]))
+            cols = [m.tolist() for m in mine]
+            buf = bytearray()
+            for i, (rid, parsed, outs) in enumerate(rows):
+                rec = (rid, parsed.row, parsed.ids, [o.tolist() for o in outs], [[c[i]] for c in cols], ms)
+                buf += _dumps(rec, 2)
+                ms = None  # the sample is the first row's; a batch's time is not a row's latency
         except Exception:  # noqa: BLE001 - the scorer runs them row by row and records the errors
             for rid, parsed, outs in rows:
                 self._record(rid, parsed, outs, None)
             return
-        cols = [m.tolist() for m in mine]
-        buf = self.sbuf
-        for i, (rid, parsed, outs) in enumerate(rows):  # no latency: a batch's is not a row's
-            buf += _dumps((rid, parsed.row, parsed.ids, [o.tolist() for o in outs], [[c[i]] for c in cols], None), 2)
+        self.sbuf += buf
         self.queued_rows += n
         self.srecords += n
-        self.window_spent += time.perf_counter() - t0
+        spent = time.perf_counter() - t0
+        self.window_spent += spent
+        self._cost(spent * 1000 / n)
+
+    def _cost(self, ms_a_row: float) -> None:
+        self.inline_ms += (ms_a_row - self.inline_ms) * 0.05
+        if self.inline_ms > INLINE_MAX_MS:
+            self.inline = False
+            log.info("staged v%s: %.2f ms a row, scored by the shadow scorer from now on", self.version, self.inline_ms)
 
     def observe_latency(self, ms: float) -> str | None:
         """Canary: one live single-row call of the candidate; -> why it must be rolled back, or None."""
@@ -339,7 +363,11 @@ class Stage:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
                 path = self.dir / f"stage-v{self.version}-{stamp}-{os.getpid()}{FRAMES}"
                 self.frames_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self.frames_fd, pack_block(head, body))
+            data = pack_block(head, body)
+            size = os.fstat(self.frames_fd).st_size
+            if os.write(self.frames_fd, data) != len(data):  # a full disk: never leave half a block
+                os.ftruncate(self.frames_fd, size)
+                raise OSError(f"short write of {len(data)} bytes")
         except OSError as e:
             self.dropped += n
             log.warning("staged v%s: %d scored rows not written to %s: %s", self.version, n, self.dir, e)
@@ -366,18 +394,24 @@ class Stage:
             self.backoff_until = time.monotonic() + BACKOFF_SECONDS
 
     async def close(self) -> None:
-        """The last batch and the final counts to the scorer (on the loop, as every send), then
-        wait in a thread for it to write the evidence and exit."""
-        scorer = self.scorer
-        if scorer is None:
-            return
-        self.scorer = None
+        """The copies still to score here, scored and appended to the ``.frames`` file (closed);
+        the last batch and the final counts to the scorer (on the loop, as every send), then wait
+        in a thread for it to write the evidence and exit. Copies that reach a closed stage (a
+        request that read it before it was replaced) are not kept."""
+        self.closed = True
         self.score_due(force=True)
         if self.srecords:
             self._append_scored()
         if self.frames_fd is not None:
             os.close(self.frames_fd)
             self.frames_fd = None
+        scorer = self.scorer
+        if scorer is None:  # none to hand the rest to (it could not start, or died): counted
+            self.dropped += self.queued_rows
+            self.queued_rows = 0
+            self._reset()
+            return
+        self.scorer = None
         self.mirrored += self.queued_rows  # waited for, not dropped: the scorer is still reading
         self.queued_rows = 0
         last = self._message()  # with the final dropped count (also when there is no row left)

@@ -5,6 +5,7 @@ process per worker that ends with its stage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,13 +19,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from ml_platform.core.staging import read_evidence
+from ml_platform.core.staging import count_rows, read_evidence
 from ml_platform.names import COL_ID, COL_REQUEST
 from ml_platform.serving import shadow_scorer, staging
 from ml_platform.serving.app import create_app
 from ml_platform.serving.batching import IN_FLIGHT
+from ml_platform.serving.model import load_version
 from ml_platform.serving.store import ModelStore
-from ml_platform_tests.serving.conftest import CLF, publish, records
+from ml_platform_tests.serving.conftest import CLF, REG, publish, records
 
 COLS = ["customer_id", "tenure", "charges", "plan", "region"]
 RID = "X-Request-Id"
@@ -358,6 +360,76 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
         assert (ev.candidate_scores == ev.champion_scores).all() and set(ev.rows[COL_REQUEST]) == {
             f"b{i}" for i in range(len(rows))
         }
-        assert len(ev.latency_ms) == 0  # a batch's time is not a row's latency
+        assert len(ev.latency_ms) == 1  # a batch's time is not a row's latency: one row timed alone
     else:
         assert got == (0, len(rows), 0) and ev.n == 0 and ev.dropped == len(rows), (got, ev.dropped)
+
+
+def test_a_regressor_scored_both_ways_reads_back_as_one_set_of_rows(tmp_path, reg):
+    """Copies scored in the worker (.frames) and by the scorer (.jsonl) of a [N, 1]-output model."""
+    store = ModelStore(tmp_path / "serving")
+    publish(store, REG, reg, 1)
+    publish(store, REG, reg, 2, point=False)
+    store.stage(REG, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    stage_dir = tmp_path / "stage"
+    app = create_app(store.root, [REG], poll_seconds=0.05, stage_dir=stage_dir)
+    alone = _Alone(app)
+    rows = records(reg.frame.head(10), ["size", "rooms", "city", "zone"])
+    with TestClient(alone) as c:
+        for on in (True, False):
+            alone.on = on
+            for row in rows:
+                assert c.post(f"/models/{REG}/invocations", json={"dataframe_records": [row]}).status_code == 200
+    assert {p.suffix for p in (stage_dir / REG).glob("stage-v2-2*")} == {".frames", ".jsonl"}
+    ev = read_evidence(stage_dir / REG, 2)
+    assert ev.n == 20 and ev.champion_scores.shape == (20,) and ev.candidate_scores.shape == (20,)
+    np.testing.assert_allclose(ev.candidate_scores, ev.champion_scores)
+
+
+def test_a_short_write_leaves_no_torn_block_and_a_closed_stage_keeps_nothing(world, clf, monkeypatch):
+    store, stage_dir = world
+    champ, cand = load_version(store, CLF, 1, None), load_version(store, CLF, 2, None)
+    out = stage_dir / CLF
+    out.mkdir(parents=True)
+    stage = staging.Stage({"version": 2, "mode": "shadow", "share": 1.0}, cand, 10.0, out)
+    parsed = [champ.schema.parse_mlflow({"dataframe_records": [r]}) for r in _rows(clf, 4)]
+
+    def one(p) -> bool:
+        kept = stage.mirror(None, p, champ.run(p.feeds), champ, alone=True, here=True)
+        stage.score_due()
+        stage.send()
+        return kept
+
+    assert one(parsed[0])
+    real = os.write
+    half = lambda fd, data: real(fd, data[: len(data) // 2] if fd == stage.frames_fd else data)  # noqa: E731
+    monkeypatch.setattr(staging.os, "write", half)  # a full disk: the kernel takes half the block
+    assert one(parsed[1])
+    monkeypatch.undo()
+    assert one(parsed[2])
+    asyncio.run(stage.close())  # no scorer: the stage still writes and closes what it scored here
+    assert not one(parsed[3])  # a copy reaching a closed stage is not kept
+    assert (stage.mirrored, stage.dropped, stage.queued_rows, stage.frames_fd) == (2, 1, 0, None)
+    assert count_rows(out, 2) == 2 and read_evidence(out, 2).n == 2
+
+
+def test_a_batch_the_candidate_fails_goes_to_the_scorer_and_the_client_never_sees_it(world, clf):
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, staging.INLINE_BATCH)
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    with TestClient(_Alone(app, flight=3)) as c:
+        stage = app.state.serving.slots[CLF].stage
+        real = stage.model.run
+
+        def run(feeds):
+            if len(next(iter(feeds.values()))) > 1:
+                raise RuntimeError("boom")
+            return real(feeds)
+
+        stage.model.run = run  # in the worker only: the scorer has its own copy of the candidate
+        for row in rows:
+            assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
+        assert stage.scored_here == 0 and stage.srecords == 0
+    ev = _evidence(stage_dir)
+    assert ev.n == len(rows) and not list((stage_dir / CLF).glob("*.frames"))
