@@ -290,7 +290,8 @@ class _Alone:
         await self.app(scope, receive, send)
 
 
-def test_a_request_alone_is_scored_in_the_worker_and_recorded_as_the_scorer_would(world, clf):
+def test_a_request_alone_is_scored_in_the_worker_and_recorded_as_the_scorer_would(world, clf, monkeypatch):
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)  # a preempted call on a busy machine: still here
     store, stage_dir = world
     store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
     rows = _rows(clf, 25)
@@ -336,7 +337,7 @@ def test_a_candidate_too_slow_for_the_worker_is_left_to_the_scorer(world, clf, m
     assert _evidence(stage_dir).n == 10
 
 
-@pytest.mark.parametrize("share", [staging.INLINE_SHARE, 0.0])
+@pytest.mark.parametrize("share", [1.0, 0.0])  # all of its time (a loaded machine), or none
 def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_within_a_share(
     world, clf, monkeypatch, share
 ):
@@ -344,6 +345,7 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
     worker in batches of INLINE_BATCH, each after an answer went out (the rest at the next send),
     while they take under INLINE_SHARE of its time; beyond it they are dropped and counted."""
     monkeypatch.setattr(staging, "INLINE_SHARE", share)
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)
     monkeypatch.setattr(staging, "SEND_SECONDS", 30)  # no send in between: the batches are the answers'
     store, stage_dir = world
     store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
@@ -372,7 +374,8 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
         assert got == (0, len(rows), 0) and ev.n == 0 and ev.dropped == len(rows), (got, ev.dropped)
 
 
-def test_a_regressor_scored_both_ways_reads_back_as_one_set_of_rows(tmp_path, reg):
+def test_a_regressor_scored_both_ways_reads_back_as_one_set_of_rows(tmp_path, reg, monkeypatch):
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)  # a preempted call on a busy machine: still here
     """Copies scored in the worker (.frames) and by the scorer (.jsonl) of a [N, 1]-output model."""
     store = ModelStore(tmp_path / "serving")
     publish(store, REG, reg, 1)
@@ -394,6 +397,7 @@ def test_a_regressor_scored_both_ways_reads_back_as_one_set_of_rows(tmp_path, re
 
 
 def test_a_short_write_leaves_no_torn_block_and_a_closed_stage_keeps_nothing(world, clf, monkeypatch):
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)  # a preempted call on a busy machine: still here
     store, stage_dir = world
     champ, cand = load_version(store, CLF, 1, None), load_version(store, CLF, 2, None)
     out = stage_dir / CLF
@@ -410,9 +414,9 @@ def test_a_short_write_leaves_no_torn_block_and_a_closed_stage_keeps_nothing(wor
     assert one(parsed[0])
     real = os.write
     half = lambda fd, data: real(fd, data[: len(data) // 2] if fd == stage.frames_fd else data)  # noqa: E731
-    monkeypatch.setattr(staging.os, "write", half)  # a full disk: the kernel takes half the block
-    assert one(parsed[1])
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(staging.os, "write", half)  # a full disk: the kernel takes half the block
+        assert one(parsed[1])
     assert one(parsed[2])
     asyncio.run(stage.close())  # no scorer: the stage still writes and closes what it scored here
     assert not one(parsed[3])  # a copy reaching a closed stage is not kept
@@ -440,3 +444,26 @@ def test_a_batch_the_candidate_fails_goes_to_the_scorer_and_the_client_never_see
         assert stage.scored_here == 0 and stage.srecords == 0
     ev = _evidence(stage_dir)
     assert ev.n == len(rows) and not list((stage_dir / CLF).glob("*.frames"))
+
+
+def test_one_slow_call_does_not_send_a_fast_candidate_to_the_scorer(world, clf, monkeypatch):
+    """A cold or preempted call (here 20 ms, 20 times the limit) is no verdict: the average is."""
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1.0)  # 100 times the usual call: a busy machine's margin
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    with TestClient(_Alone(app)) as c:
+        stage = app.state.serving.slots[CLF].stage
+        real, calls = stage.model.run, []
+
+        def run(feeds):
+            calls.append(1)
+            if len(calls) == 1:
+                time.sleep(0.02)
+            return real(feeds)
+
+        stage.model.run = run
+        for row in _rows(clf, 25):
+            assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
+        _until(lambda: stage.scored_here == 25)
+        assert stage.inline and stage.inline_ms < staging.INLINE_MAX_MS, stage.inline_ms
