@@ -8,7 +8,7 @@ Where a copy is scored (docs/staging.md "Cost on the champion's path"):
 - **Here, after an answer is sent** (a shadow's single-row copies, :meth:`Stage.score_due`): a
   request that was the only one in flight at once (~10 µs the worker would spend waiting for the
   next request); those that were not, in batches of ``INLINE_BATCH`` within ``INLINE_SHARE`` of
-  the worker's time (beyond it: dropped, counted). A process beside the worker, on its core, is
+  the worker's time, paced evenly (beyond it: dropped, counted). A process beside the worker, on its core, is
   what cost the champion's tail. The records go to this worker's own ``.frames`` file
   (``core/stage_files.py``) at each send: nothing else wakes for them.
 - **In the worker's shadow scorer**, a child process (``shadow_scorer.py``): larger requests, a
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import marshal
+import math
 import os
 import pickle
 import random
@@ -70,9 +71,12 @@ RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 INLINE_MAX_MS = 0.1
 # Single-row requests that arrived while others were in flight: scored here, this many per call
 # after an answer is sent (a stall of ~70 µs for the requests waiting), within this share of the
-# worker's time per second; beyond it they are dropped (counted): the worker is overloaded.
+# worker's time; beyond it they are dropped (counted): the worker is overloaded. Paced: after a
+# batch that took t, copies are dropped for t / INLINE_SHARE. A budget per second spent at its
+# start instead gave the first ~0.3 s of every second the whole cost, and the p99 with it; at 2 %
+# a saturated worker lost ~8 % of its req/s, at 1 % ~3 % (benchmarks/README.md "Shadow cost").
 INLINE_BATCH = 32
-INLINE_SHARE = 0.02
+INLINE_SHARE = 0.01
 LATENCY_SAMPLE_SECONDS = 0.5  # under load, one copy timed alone this often (the shadow's live latency)
 LATENCY_WINDOW = 50  # canary: the last calls judged against the latency budget
 LATENCY_STRIKES = 3  # ... this many of them over budget roll it back
@@ -116,7 +120,8 @@ class Stage:
         self.recent: deque = deque(maxlen=LATENCY_WINDOW)
         self.due: tuple | None = None  # a request to score here once its answer is sent
         self.batch: list = []  # ... and those that were not alone in flight (_score_batch)
-        self.window_at = self.window_spent = 0.0  # seconds spent on batches in the current second
+        # perf_counter time: no new batch is begun before it (INLINE_SHARE; none at a share of 0)
+        self.paced_until = 0.0 if INLINE_SHARE > 0 else math.inf
         self.last_sample = 0.0  # when a batch's first row was last timed alone
         self.scored_here = 0  # rows scored in this worker (score_due), written to frames_fd
         self.dropped_sent = 0
@@ -190,8 +195,8 @@ class Stage:
             self.dropped += n
             return False
         here = here and self.inline and parsed.row is not None
-        if here and not alone and self.window_spent >= INLINE_SHARE and time.perf_counter() - self.window_at < 1.0:
-            self.dropped += 1  # this second's share for batches is spent: overloaded, counted only
+        if here and not alone and not self.batch and time.perf_counter() < self.paced_until:
+            self.dropped += 1  # the share for batches is spent: overloaded, counted only
             return False
         if champion is not self.champion:
             if self.queued_rows:  # a champion swap since the last send: its rows go in their own batch
@@ -274,11 +279,6 @@ class Stage:
         n = len(rows)
         self.queued_rows -= n
         t0 = time.perf_counter()
-        if t0 - self.window_at >= 1.0:
-            self.window_at, self.window_spent = t0, 0.0
-        if self.window_spent >= INLINE_SHARE:  # this second's share is spent: overloaded
-            self.dropped += n
-            return
         ms = None
         try:
             if t0 - self.last_sample >= LATENCY_SAMPLE_SECONDS:
@@ -299,9 +299,9 @@ class Stage:
         self.sbuf += buf
         self.queued_rows += n
         self.srecords += n
-        spent = time.perf_counter() - t0
-        self.window_spent += spent
-        self._cost(spent * 1000 / n)
+        t1 = time.perf_counter()
+        self.paced_until = t1 + (t1 - t0) * (1 / INLINE_SHARE - 1)
+        self._cost((t1 - t0) * 1000 / n)
 
     def _cost(self, ms_a_row: float) -> None:
         # judged on the average once 20 calls are in (a cold or preempted first call is no

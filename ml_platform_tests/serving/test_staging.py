@@ -353,7 +353,6 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
     app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
     with TestClient(_Alone(app, flight=3)) as c:
         stage = app.state.serving.slots[CLF].stage
-        stage.window_at = time.perf_counter()  # this second's share starts now (a test's clock)
         for i, row in enumerate(rows):
             r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}, headers={RID: f"b{i}"})
             assert r.status_code == 200 and r.headers["x-model-version"] == "1", r.text
@@ -374,9 +373,39 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
         assert got == (0, len(rows), 0) and ev.n == 0 and ev.dropped == len(rows), (got, ev.dropped)
 
 
+def test_batches_under_load_are_paced_over_time_not_spent_at_the_start_of_each_second(world, clf, monkeypatch):
+    """After a batch that took t, copies are dropped (counted) for t / INLINE_SHARE, then kept
+    again: the worker's share for the shadow is spread evenly, and so are the copies scored."""
+    monkeypatch.setattr(staging, "INLINE_SHARE", 1e-9)  # one batch, then a pause of days
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)
+    monkeypatch.setattr(staging, "SEND_SECONDS", 30)
+    store, stage_dir = world
+    store.stage(CLF, {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
+    rows = _rows(clf, staging.INLINE_BATCH + 12)
+    app = create_app(store.root, [CLF], poll_seconds=0.05, stage_dir=stage_dir)
+    with TestClient(_Alone(app, flight=3)) as c:
+        stage = app.state.serving.slots[CLF].stage
+
+        def post(i):
+            r = c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [rows[i]]}, headers={RID: f"p{i}"})
+            assert r.status_code == 200 and r.headers["x-model-version"] == "1", r.text
+
+        for i in range(staging.INLINE_BATCH + 4):
+            post(i)
+        assert stage.srecords == staging.INLINE_BATCH and not stage.batch, (stage.srecords, len(stage.batch))
+        assert stage.dropped == 4 and stage.paced_until > time.perf_counter() + 3600, stage.paced_until
+        stage.paced_until = time.perf_counter()  # the pause is over
+        for i in range(staging.INLINE_BATCH + 4, len(rows)):
+            post(i)
+        assert len(stage.batch) == 8 and stage.dropped == 4, (len(stage.batch), stage.dropped)
+    ev = _evidence(stage_dir)  # the 8 in the open batch: scored at shutdown
+    assert ev.n == staging.INLINE_BATCH + 8 and ev.dropped == 4, (ev.n, ev.dropped)
+    assert f"p{staging.INLINE_BATCH}" not in set(ev.rows[COL_REQUEST])
+
+
 def test_a_regressor_scored_both_ways_reads_back_as_one_set_of_rows(tmp_path, reg, monkeypatch):
-    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)  # a preempted call on a busy machine: still here
     """Copies scored in the worker (.frames) and by the scorer (.jsonl) of a [N, 1]-output model."""
+    monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)  # a preempted call on a busy machine: still here
     store = ModelStore(tmp_path / "serving")
     publish(store, REG, reg, 1)
     publish(store, REG, reg, 2, point=False)
