@@ -4,6 +4,7 @@ side by side with direct serving, run by hand:
     nice -n 15 .venv/bin/python benchmarks/serving_shadow.py [--seconds 10] [--rounds 3]
     .venv/bin/python benchmarks/serving_shadow.py --in-process 20000 --rounds 4   # no HTTP
     .venv/bin/python benchmarks/serving_shadow.py --pin --conns 1 --seconds 4 --rounds 12   # one client
+    .venv/bin/python benchmarks/serving_shadow.py --pin --aa --seconds 3 --rounds 16   # both modes direct
 
 Builds the ``serving_bench.py`` model as the champion (v1) and a second fit as the candidate (v2),
 starts one endpoint worker, and measures with ``wrk`` (required: apt-get install wrk) in alternating
@@ -88,16 +89,17 @@ def staged_info(port: int) -> dict | None:
     return httpx.get(f"http://127.0.0.1:{port}/v2/models/bench", timeout=5).json().get("staged")
 
 
-def set_mode(store, port: int, mode: str) -> None:
-    if mode == "shadow":
+def set_mode(store, port: int, mode: str, aa: bool = False) -> None:
+    """``aa``: the "shadow" rounds serve directly too (an A/A run: this machine's noise floor)."""
+    if mode == "shadow" and not aa:
         store.stage("bench", {"version": 2, "mode": "shadow", "share": 1.0, "champion": 1})
     else:
         store.unstage("bench")
     httpx.post(f"http://127.0.0.1:{port}/admin/reload", timeout=30)
     got = staged_info(port)
-    assert (got is not None) == (mode == "shadow"), got
+    assert (got is not None) == (mode == "shadow" and not aa), got
     for _ in range(300):  # the scorer process starts (imports, loads the candidate) before the round
-        if mode != "shadow" or (staged_info(port) or {}).get("scorer") == "ready":
+        if got is None or (staged_info(port) or {}).get("scorer") == "ready":
             break
         time.sleep(0.1)
 
@@ -183,12 +185,15 @@ def main() -> int:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--conns", default="1,32", help="connection counts, comma-separated (default 1,32)")
     ap.add_argument("--in-process", type=int, metavar="REQUESTS", help="no HTTP: see in_process()")
+    ap.add_argument("--aa", action="store_true", help="A/A: nothing staged in either mode (the noise floor)")
     ap.add_argument(
         "--pin",
         action="store_true",
         help="wrk on CPU 0, the endpoint (worker and its scorer) on CPU 1, as with a client on another machine",
     )
     args = ap.parse_args()
+    if args.aa and args.in_process:
+        ap.error("--aa is for the wrk rounds, not --in-process")
     if args.in_process:
         return in_process(args.in_process, args.rounds)
     conn_list = [int(c) for c in args.conns.split(",")]
@@ -221,7 +226,7 @@ def main() -> int:
             for conns in conn_list:
                 # ABBA: a machine that speeds up or slows down over the run favours neither mode
                 for mode in ("direct", "shadow") if r % 2 == 0 else ("shadow", "direct"):
-                    set_mode(store, port, mode)
+                    set_mode(store, port, mode, aa=args.aa)
                     before = staged_info(port) or {}
                     cpu0, side0 = cpu_seconds(proc.pid), children_cpu_seconds(proc.pid)
                     out = run_wrk(port, path, body, conns, args.seconds, cpus="0" if args.pin else None)
@@ -246,8 +251,9 @@ def main() -> int:
                         if mode == "shadow"
                         else ""
                     )
+                    label = "direct" if args.aa else mode  # A/A: the second mode serves directly too
                     print(
-                        f"round {r + 1}  {conns:>2} conn  {mode:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms  "
+                        f"round {r + 1}  {conns:>2} conn  {label:<6}  {rps:>9,.0f} req/s  p99 {p99:.3f} ms  "
                         f"server CPU {us:.1f} us/request{extra}"
                     )
         print()

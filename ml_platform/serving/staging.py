@@ -6,7 +6,7 @@ mirrors and records (docs/staging.md).
 Where a copy is scored (docs/staging.md "Cost on the champion's path"):
 
 - **Here, after an answer is sent** (a shadow's single-row copies, :meth:`Stage.score_due`): a
-  request that was the only one in flight at once (~10 µs the worker would spend waiting for the
+  request that was the only one in flight at once (10-30 µs the worker would spend waiting for the
   next request); those that were not, in batches of ``INLINE_BATCH`` within ``INLINE_SHARE`` of
   the worker's time, paced evenly (beyond it: dropped, counted). A process beside the worker, on its core, is
   what cost the champion's tail. The records go to this worker's own ``.frames`` file
@@ -70,11 +70,12 @@ RESTART_SECONDS = 10.0  # a scorer that died is restarted at most this often
 # average over single calls and batches); else by the scorer.
 INLINE_MAX_MS = 0.1
 # Single-row requests that arrived while others were in flight: scored here, this many per call
-# after an answer is sent (a stall of ~70 µs for the requests waiting), within this share of the
-# worker's time; beyond it they are dropped (counted): the worker is overloaded. Paced: after a
-# batch that took t, copies are dropped for t / INLINE_SHARE. A budget per second spent at its
-# start instead gave the first ~0.3 s of every second the whole cost, and the p99 with it; at 2 %
-# a saturated worker lost ~8 % of its req/s, at 1 % ~3 % (benchmarks/README.md "Shadow cost").
+# after an answer is sent (a stall of ~0.2 ms on the test VM for the requests waiting), within this
+# share of the worker's time; beyond it they are dropped (counted). Paced: a batch that took t
+# begins the next no sooner than t / INLINE_SHARE after it began (copies in between dropped). A
+# budget per second spent at its start instead gave the first ~0.3 s of every second the whole
+# cost, and the p99 with it; paced at 2 % a saturated worker lost ~8 % of its req/s, at 1 % ~3-6 %
+# (benchmarks/README.md "Shadow cost").
 INLINE_BATCH = 32
 INLINE_SHARE = 0.01
 LATENCY_SAMPLE_SECONDS = 0.5  # under load, one copy timed alone this often (the shadow's live latency)
@@ -234,7 +235,7 @@ class Stage:
 
     def score_due(self, force: bool = False) -> None:
         """Score here, after an answer went out, what :meth:`mirror` kept: the request that was
-        alone in flight (~10 µs of time the worker would have spent waiting), or a full batch of
+        alone in flight (10-30 µs of time the worker would have spent waiting), or a full batch of
         those that were not (``INLINE_BATCH``, ``INLINE_SHARE``; ``force``: any batch, at a
         send). Any process running on the worker's core delays its wake-ups
         (benchmarks/README.md "Shadow cost"): the scorer beside it is left what cannot be done
@@ -293,15 +294,22 @@ class Stage:
                 buf += _dumps(rec, 2)
                 ms = None  # the sample is the first row's; a batch's time is not a row's latency
         except Exception:  # noqa: BLE001 - the scorer runs them row by row and records the errors
+            self.inline = False  # as for a single call: a candidate that fails is the scorer's
             for rid, parsed, outs in rows:
                 self._record(rid, parsed, outs, None)
+            self._pace(t0)
             return
         self.sbuf += buf
         self.queued_rows += n
         self.srecords += n
+        self._cost(self._pace(t0) * 1000 / n)
+
+    def _pace(self, t0: float) -> float:
+        """A batch begun at ``t0`` is done: no new one before ``INLINE_SHARE`` allows. -> its seconds."""
         t1 = time.perf_counter()
-        self.paced_until = t1 + (t1 - t0) * (1 / INLINE_SHARE - 1)
-        self._cost((t1 - t0) * 1000 / n)
+        share = INLINE_SHARE
+        self.paced_until = t1 + (t1 - t0) * (1 / share - 1) if share > 0 else math.inf
+        return t1 - t0
 
     def _cost(self, ms_a_row: float) -> None:
         # judged on the average once 20 calls are in (a cold or preempted first call is no
@@ -542,6 +550,7 @@ class Stages:
         new = None
         if plan[0] == "update":  # the same scorer goes on (each batch says its mode)
             old.send()
+            old.closed = True  # a request that read it before the swap keeps no copy there (never sent)
             new = Stage(plan[1], old.model, plan[3], plan[2])
             new.mirrored, new.dropped, new.failed = old.mirrored, old.dropped, old.failed
             new.scorer, new.started = old.scorer, old.started

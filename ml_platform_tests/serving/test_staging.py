@@ -374,8 +374,9 @@ def test_copies_of_requests_that_were_not_alone_are_scored_here_in_batches_withi
 
 
 def test_batches_under_load_are_paced_over_time_not_spent_at_the_start_of_each_second(world, clf, monkeypatch):
-    """After a batch that took t, copies are dropped (counted) for t / INLINE_SHARE, then kept
-    again: the worker's share for the shadow is spread evenly, and so are the copies scored."""
+    """A batch that took t begins the next no sooner than t / INLINE_SHARE after it began; copies
+    in between are dropped (counted): the worker's share for the shadow is spread evenly over
+    time, and so are the copies scored."""
     monkeypatch.setattr(staging, "INLINE_SHARE", 1e-9)  # one batch, then a pause of days
     monkeypatch.setattr(staging, "INLINE_MAX_MS", 1e6)
     monkeypatch.setattr(staging, "SEND_SECONDS", 30)
@@ -471,6 +472,7 @@ def test_a_batch_the_candidate_fails_goes_to_the_scorer_and_the_client_never_see
         for row in rows:
             assert c.post(f"/models/{CLF}/invocations", json={"dataframe_records": [row]}).status_code == 200
         assert stage.scored_here == 0 and stage.srecords == 0
+        assert not stage.inline and stage.paced_until > 0  # the scorer's from now on; its time counted
     ev = _evidence(stage_dir)
     assert ev.n == len(rows) and not list((stage_dir / CLF).glob("*.frames"))
 
