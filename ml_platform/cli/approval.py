@@ -80,7 +80,24 @@ def cmd_reject(args) -> int:
     print(
         f"{name}: v{r.version} rejected by {by}; the champion stays" + (f"; {r.stage_ended}" if r.stage_ended else "")
     )
+    if r.stage_ended:
+        show_stage_ended(s, name, r.version)
     return 0
+
+
+def show_stage_ended(s, name: str, version: int) -> None:
+    """The stage a person ended, on the ``live_shadow`` check in the UI (the registry and the audit
+    hold it already: their recorded reason is the one shown)."""
+    from ml_platform.defs.staging import ended_by_hand
+    from ml_platform.names import LIVE_CHECK
+    from ml_platform.resources.registry import registry_for
+    from ml_platform.runtime.instance import get_instance
+
+    try:
+        _, why = registry_for(s).gate_verdicts(name, version, [LIVE_CHECK])[LIVE_CHECK]
+        get_instance(s).report_runless_asset_event(ended_by_hand(name, version, why))
+    except Exception as e:  # noqa: BLE001 - recorded; only the UI's copy is missing
+        print(f"warning: recorded, but not shown on the live_shadow check: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def add_commands(command) -> None:

@@ -246,13 +246,16 @@ def cmd_reconcile(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    from ml_platform.cli.approval import show_stage_ended
     from ml_platform.control.operator_actions import rollback
     from ml_platform.control.promotion import PromotionError
+    from ml_platform.control.staging import staged
     from ml_platform.resources.endpoint import endpoint_for
     from ml_platform.resources.registry import registry_for
 
     s = settings_of(args)
     name = model_of(s, args.model)
+    rec = staged(s, name)
     try:
         p = rollback(s, registry_for(s), endpoint_for(s), name, args.to_version, actor="cli")
     except PromotionError as e:
@@ -260,6 +263,8 @@ def cmd_rollback(args) -> int:
         return 1
     if p.version == p.previous:  # a staged release rolled back; the champion stays
         print(f"{name}: {p.endpoint}")
+        if rec is not None:
+            show_stage_ended(s, name, int(rec["version"]))
     else:
         print(f"{name}: champion v{p.previous} -> v{p.version}; endpoint: {p.endpoint}")
     return 0

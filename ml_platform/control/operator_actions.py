@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ml_platform.control.champion import champion_version, registry_loss
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock
 from ml_platform.control.servable import checks_of, servable, version_label
-from ml_platform.core import approval, audit
+from ml_platform.core import approval, audit, stage_files
 from ml_platform.names import LIVE_CHECK, approval_checks, gate_reason_tag, gate_tag
 from ml_platform.settings import Settings
 
@@ -241,7 +241,7 @@ def rollback(
     if to_version is None and rec is not None:
         mode = rec.get("mode", "shadow")
         v = staging.end_stage(
-            settings, registry, endpoint, model, actor=actor, reason=f"rolled back by {actor} during its {mode}"
+            settings, registry, endpoint, model, actor=actor, reason=stage_files.rolled_back_reason(actor, mode)
         )
         if v is not None:
             note = f"v{v}'s {mode} rolled back: every request on champion {version_label(current)}"

@@ -28,6 +28,7 @@ from ml_platform.control.reconcile import reconcile
 from ml_platform.core import catalog, code_version, files, gate
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision
+from ml_platform.core.stage_files import who_answers
 from ml_platform.names import TAG_CHECK_ONLY, TAG_LAUNCHED_BY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
@@ -131,7 +132,7 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
     out.deployed = champion_version(chain.settings, chain.name) == out.version
     passed = bool(out.gate) and all(p for _, p, _ in out.gate)
     p = staging.progress(chain.settings, chain.name)
-    out.staged = p.line() if p is not None and p.version == out.version else ""
+    out.staged = f"{p.line()}: {who_answers(p.mode)}" if p is not None and p.version == out.version else ""
     out.awaiting_approval = passed and not out.deployed and not out.staged and chain.cfg.deploy.approval == "required"
     if out.deployed or not passed or out.awaiting_approval or out.staged:
         out.error = None  # a gate rejection is an outcome, reported by its checks
@@ -477,7 +478,7 @@ def _echo_train(name: str, t: TrainOutcome, echo, deploys: bool = True) -> None:
     elif t.deployed:
         echo(f"[{name}]   deployed v{t.version} as champion")
     elif t.staged:
-        echo(f"[{name}]   {t.staged}: the champion answers until live_shadow decides")
+        echo(f"[{name}]   {t.staged}")
     elif t.awaiting_approval:
         echo(
             f"[{name}]   v{t.version} awaits approval (deploy.approval: required): "

@@ -373,7 +373,7 @@ def judge_and_conclude(
             return Outcome(v, "pending", p.line(), progress=p)
         judged = None
         reason = (
-            f"no evidence: {ev.n}/{p.need} mirrored requests after max_hours ({rec.get('max_hours')} h); "
+            f"{stage_files.NO_EVIDENCE}{ev.n}/{p.need} mirrored requests after max_hours ({rec.get('max_hours')} h); "
             f"the champion v{current} stays"
         )
     else:

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+from ml_platform.core import stage_files
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.names import LIVE_CHECK
@@ -81,7 +82,7 @@ class Blocked:
 
     version: int
     trigger: str
-    by: str  # "gate" | "person"
+    by: str  # "gate" | "person" | "timeout" (max_hours without the evidence: not a bad deploy)
     why: list[str]
 
 
@@ -202,12 +203,22 @@ def _promotions(
 
 
 def _blocked(versions: list[VersionFacts]) -> list[Blocked]:
+    """Who stopped each version: the gate (a bad deploy prevented), a person (rejected, or its stage
+    rolled back), or the clock (``max_hours`` without the evidence: nothing said it was bad)."""
     out = []
+    live = f"{LIVE_CHECK}: "
     for v in versions:
         # a person who rejects a staged candidate also fails its live check (the stage ends): a
         # rejected version whose only failed check is the live one was stopped by that person
-        by_person = v.approval == "rejected" and all(f.startswith(f"{LIVE_CHECK}: ") for f in v.failing or ["-"])
-        if v.gate == "failed" and not by_person:
+        only_live = bool(v.failing) and all(f.startswith(live) for f in v.failing)
+        why = v.failing[0][len(live) :] if only_live else ""
+        if v.approval == "rejected" and (only_live or not v.failing):
+            out.append(Blocked(v.version, v.trigger, "person", [v.approval_note or "rejected"]))
+        elif v.gate == "failed" and why.startswith(stage_files.ROLLED_BACK_BY):
+            out.append(Blocked(v.version, v.trigger, "person", v.failing))
+        elif v.gate == "failed" and why.startswith(stage_files.NO_EVIDENCE):
+            out.append(Blocked(v.version, v.trigger, "timeout", v.failing))
+        elif v.gate == "failed":
             out.append(Blocked(v.version, v.trigger, "gate", v.failing))
         elif v.approval == "rejected":
             out.append(Blocked(v.version, v.trigger, "person", [v.approval_note or "rejected"]))

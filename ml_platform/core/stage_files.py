@@ -85,6 +85,23 @@ def progress_line(rec: dict, rows: int) -> str:
     return f"v{rec['version']} in {mode} behind v{champion}: {rows}/{need} requests"
 
 
+# How a stage that was not judged on its evidence is recorded (``live_shadow``'s reason starts so):
+# the payoff ledger tells a person's rollback and a timeout from the gate's refusals by them.
+ROLLED_BACK_BY = "rolled back by "
+NO_EVIDENCE = "no evidence: "
+
+
+def rolled_back_reason(actor: str, mode: str) -> str:
+    return f"{ROLLED_BACK_BY}{actor} during its {mode}"
+
+
+def who_answers(mode: str) -> str:
+    """What a client gets while a candidate is staged in ``mode`` ("shadow" or "canary")."""
+    if mode == "canary":
+        return "the candidate answers its canary share of requests, the champion the rest, until live_shadow decides"
+    return "the champion answers every request until live_shadow decides"
+
+
 def expired(staged: dict, max_hours: float, now: datetime) -> bool:
     """Whether a stage started over ``max_hours`` ago (a record without a start never expires)."""
     try:

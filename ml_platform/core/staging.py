@@ -201,10 +201,15 @@ def compare(
     table: list[dict] = []
     bad: list[str] = []
 
-    def judge(name: str, value, limit: str, ok: bool, why: str) -> None:
-        table.append({"criterion": name, "value": value, "limit": limit, "verdict": "pass" if ok else "FAIL"})
+    sanity: list[tuple[dict, str]] = []  # failed sanity bars: overruled when labelled rows pass
+
+    def judge(name: str, value, limit: str, ok: bool, why: str, sanity_bar: bool = False) -> None:
+        row = {"criterion": name, "value": value, "limit": limit, "verdict": "pass" if ok else "FAIL"}
+        table.append(row)
         if not ok:
             bad.append(why)
+            if sanity_bar:
+                sanity.append((row, why))
 
     for f in ev.failures:
         judge("live failure", f, "none", False, f"failed on live traffic: {f}")
@@ -237,6 +242,7 @@ def compare(
             f">= {lc.min_agreement}",
             agree >= lc.min_agreement,
             f"candidate and champion agree on {agree:.1%} of live rows (< {lc.min_agreement:.0%})",
+            sanity_bar=True,
         )
         dist = ks_distance(_one_score(champ), _one_score(cand))
         figures["score_distance"] = dist
@@ -246,6 +252,7 @@ def compare(
             f"<= {lc.max_score_distance}",
             dist <= lc.max_score_distance,
             f"the score distributions differ (KS {dist:.3f} > {lc.max_score_distance})",
+            sanity_bar=True,
         )
     if len(ev.latency_ms):
         p99 = float(np.percentile(ev.latency_ms, 99))
@@ -258,6 +265,7 @@ def compare(
             f"live single-row p99 {p99:.2f} ms exceeds the latency budget {budget} ms",
         )
     labelled = 0
+    realised = None  # the gate's rule on labelled live rows, once there are enough of them
     if labels is not None and len(labels) and ok.sum():
         ids = ev.rows[COL_ID].astype(str).to_numpy()
         hit = ok & pd.Series(ids).isin(labels.index).to_numpy()
@@ -286,8 +294,21 @@ def compare(
             )
             figures.update({f"labelled_{k}": x for k, x in v.figures.items() if isinstance(x, (int, float, str))})
             judge(f"realised {cfg.gate_metric} on labelled live rows", v.reason, "gate rule", v.passed, v.reason)
+            realised = v
+    # Agreement and score distance are sanity bars for when nothing else is known: after a concept
+    # change a better candidate disagrees with the champion by design. Labelled rows that pass the
+    # gate's rule outrank them.
+    overruled = [why for _, why in sanity] if realised is not None and realised.passed else []
+    for row, why in sanity if overruled else ():
+        row["verdict"] = "overruled by the labelled rows"
+        bad.remove(why)
     if bad:
         reason = "; ".join(bad)
+    elif overruled:
+        reason = (
+            f"v{ev.version} passed the gate's rule on {labelled} labelled live rows ({realised.reason}); "
+            f"overruled by them: {'; '.join(overruled)}"
+        )
     else:
         reason = (
             f"v{ev.version} matches champion v{champion_version} on {ev.n} live rows"

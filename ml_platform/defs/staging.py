@@ -44,6 +44,18 @@ def outcome_metadata(chain: Chain, out: staging.Outcome) -> dict:
     return md
 
 
+def ended_by_hand(model: str, version: int, reason: str) -> dg.AssetCheckEvaluation:
+    """A stage a person ended (``reject``, ``rollback``) as a failed ``live_shadow`` evaluation on
+    the candidate's asset, so the check's history in the UI shows it beside the judged ones."""
+    return dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey([model, "candidate_model"]),
+        check_name=LIVE_CHECK,
+        passed=False,
+        metadata={VERDICT: f"refused: {reason}", "candidate_version": version},
+        description=f"v{version}: {reason}",
+    )
+
+
 def build_live_check(chain: Chain) -> dg.AssetChecksDefinition:
     d = chain.cfg.deploy
 

@@ -511,6 +511,11 @@ def test_a_person_rejecting_a_candidate_in_shadow_ends_the_shadow_at_once(w):
     tags = _tags(w, v)
     assert tags["approval"] == "rejected" and tags[gate_tag(LIVE_CHECK)] == "failed", tags
     assert tags[gate_reason_tag(LIVE_CHECK)] == f"rejected by dana (cli) {during}"
+    # the UI's live_shadow check shows it too, beside the judged evaluations
+    check = dg.AssetCheckKey(dg.AssetKey(["churn", "candidate_model"]), LIVE_CHECK)
+    shown = w["instance"].event_log_storage.get_asset_check_execution_history(check, limit=1)[0]
+    evaluation = shown.event.dagster_event.event_specific_data
+    assert not evaluation.passed and evaluation.metadata["Verdict"].value == f"refused: rejected by dana (cli) {during}"
     last = audit.read(s.model_dir("churn"))[-1]
     assert (last.kind, last.candidate, last.to, last.actor) == ("reject", v, champion, "dana (cli)"), last
     assert last.reason == f"rejected v{v} {during}" and last.endpoint == ended, last

@@ -124,6 +124,27 @@ def test_labelled_live_rows_use_the_gates_bootstrap_rule():
     assert few.verdict.passed and any(r["verdict"] == "not judged" for r in few.table)
 
 
+def test_after_a_concept_change_labelled_rows_outrank_agreement_and_score_distance():
+    """A candidate retrained for a new concept disagrees with the stale champion by design: when
+    enough labelled live rows say it is better, the sanity bars do not refuse it; without labels,
+    or when the labels say it is worse, they still do."""
+    rng = np.random.default_rng(3)
+    n = 300
+    y = rng.integers(0, 2, n)
+    stale = np.clip((1 - y) * 0.6 + rng.uniform(0, 0.4, n), 0, 1)  # the old concept: inverted now
+    fresh = np.clip(y * 0.8 + rng.uniform(0, 0.2, n), 0, 1)  # and surer: another score distribution
+    labels = pd.Series(y, index=[str(i) for i in range(n)])
+    j = live.compare(evidence(stale, fresh), cfg(), champion_version=1, classes=[0, 1], labels=labels)
+    assert j.verdict.passed, j.verdict.reason
+    assert "overruled" in j.verdict.reason and "agree on" in j.verdict.reason, j.verdict.reason
+    verdicts = {r["criterion"].split(" (")[0]: r["verdict"] for r in j.table}
+    assert verdicts["agreement"] == verdicts["score distance"] == "overruled by the labelled rows", j.table
+    unlabelled = live.compare(evidence(stale, fresh), cfg(), champion_version=1, classes=[0, 1])
+    assert not unlabelled.verdict.passed and "agree on" in unlabelled.verdict.reason
+    worse = live.compare(evidence(fresh, stale), cfg(), champion_version=1, classes=[0, 1], labels=labels)
+    assert not worse.verdict.passed and "agree on" in worse.verdict.reason and "labelled" in worse.verdict.reason
+
+
 def test_ks_distance():
     a = np.linspace(0, 1, 101)
     assert live.ks_distance(a, a) == 0

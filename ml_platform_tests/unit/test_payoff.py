@@ -3,6 +3,7 @@ candidate, one still open), a rejected candidate, a rollback, and the served met
 
 from datetime import UTC, datetime
 
+from ml_platform.core import stage_files
 from ml_platform.core.audit import AuditEntry
 from ml_platform.core.batch_record import BatchRecord
 from ml_platform.core.payoff import BatchFacts, VersionFacts, ledger
@@ -114,6 +115,18 @@ def test_a_staged_candidate_rejected_by_a_person_is_theirs_not_the_gates():
     versions.append(VersionFacts(6, "manual", T0 + 990, "failed", failing=["live_shadow: agree on 40% of 500 rows"]))
     p = ledger("roc_auc", batches, versions, audit)
     assert [(b.version, b.by) for b in p.blocked] == [(2, "gate"), (5, "person"), (6, "gate")], p.blocked
+
+
+def test_a_stage_rolled_back_is_a_persons_and_one_without_evidence_no_bad_deploy():
+    batches, versions, audit = history()
+    rolled = f"live_shadow: {stage_files.rolled_back_reason('cli', 'canary')}"
+    late = f"live_shadow: {stage_files.NO_EVIDENCE}0/200 mirrored requests after max_hours (1 h)"
+    versions.append(VersionFacts(5, "manual", T0 + 990, "failed", failing=[rolled]))
+    versions.append(VersionFacts(6, "manual", T0 + 995, "failed", failing=[late]))
+    p = ledger("roc_auc", batches, versions, audit)
+    got = [(b.version, b.by) for b in p.blocked]
+    assert got == [(2, "gate"), (4, "person"), (5, "person"), (6, "timeout")], p.blocked
+    assert p.bad_deploys_prevented == 1  # only the gate's refusal of v2
 
 
 def test_episodes_recovered_subsided_open():

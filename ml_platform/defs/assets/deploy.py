@@ -17,6 +17,7 @@ from ml_platform.control.operator_actions import approve
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion
 from ml_platform.control.servable import checks_of
 from ml_platform.core.candidate import Candidate
+from ml_platform.core.stage_files import who_answers
 from ml_platform.defs.metadata import VERDICT, audit_table, figures
 from ml_platform.defs.staging import staged_observation
 from ml_platform.names import AUTOMATION_RUN_TAGS, TAG_APPROVED_BY
@@ -116,7 +117,7 @@ def build_deployed_model(chain: Chain) -> dg.AssetsDefinition:
                     trigger=candidate_model.trigger,
                 )
                 context.log.info(
-                    f"{note}; the champion serves every answer until live_shadow decides"
+                    f"{note}; {who_answers(chain.cfg.deploy.strategy)}"
                     + ("; then a person approves it (deploy.approval: required)" if shadow_first else "")
                 )
                 yield staged_observation(chain, note, version)
