@@ -216,7 +216,12 @@ def render(doc: dict) -> str:
                 st["line"]
                 + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else "")
                 # who judges it: a user without the daemon must know `run` does
-                + (" - due: the staging sensor (`ml-platform up`) or `ml-platform run` judges it" if due else "")
+                + (
+                    " - due: the staging sensor (`ml-platform up`; one started before `deploy` was set needs its "
+                    "definitions reloaded) or `ml-platform run` judges it"
+                    if due
+                    else ""
+                )
             )
         if m["versions"]:
             out.append(
