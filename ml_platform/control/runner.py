@@ -25,10 +25,9 @@ from ml_platform.control.decisions import (
     train_tags,
 )
 from ml_platform.control.reconcile import reconcile
-from ml_platform.core import catalog, code_version, files, gate
+from ml_platform.core import catalog, code_version, files, gate, stage_files
 from ml_platform.core.landing import scan_landing
 from ml_platform.core.policy import Decision
-from ml_platform.core.stage_files import who_answers
 from ml_platform.names import TAG_CHECK_ONLY, TAG_LAUNCHED_BY, TAG_PARTITION, TAG_SALVAGED, TAG_TRIGGER
 from ml_platform.resources.endpoint import endpoint_for
 from ml_platform.resources.registry import registry_for
@@ -132,7 +131,7 @@ def _train_outcome(result, chain: Chain, trigger: str, reason: str) -> TrainOutc
     out.deployed = champion_version(chain.settings, chain.name) == out.version
     passed = bool(out.gate) and all(p for _, p, _ in out.gate)
     p = staging.progress(chain.settings, chain.name)
-    out.staged = f"{p.line()}: {who_answers(p.mode)}" if p is not None and p.version == out.version else ""
+    out.staged = f"{p.line()}: {stage_files.who_answers(p.mode)}" if p is not None and p.version == out.version else ""
     out.awaiting_approval = passed and not out.deployed and not out.staged and chain.cfg.deploy.approval == "required"
     if out.deployed or not passed or out.awaiting_approval or out.staged:
         out.error = None  # a gate rejection is an outcome, reported by its checks
@@ -340,7 +339,8 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     if why is None:
         p = staging.progress(settings, name)
         if p is not None:
-            echo(f"[{name}] {p.line()}")
+            wait = stage_files.labels_wait(staging.evidence_dir(settings, name), p.version)
+            echo(f"[{name}] {p.line()}" + (f": {stage_files.waiting_line(wait)}" if wait else ""))
         return None
     version = (staging.staged(settings, name) or {}).get("version")
     echo(f"[{name}] judging staged v{version} on live traffic ({why})")
@@ -349,7 +349,9 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     )
     tags = registry_for(settings).version(name, version).tags
     state = tags.get(names.gate_tag(names.LIVE_CHECK), "pending")
-    echo(f"[{name}]   {names.LIVE_CHECK} {state}: {tags.get(names.gate_reason_tag(names.LIVE_CHECK), '')}")
+    wait = stage_files.labels_wait(staging.evidence_dir(settings, name), version)
+    said = stage_files.waiting_line(wait) if state == "pending" and wait else ""
+    echo(f"[{name}]   {names.LIVE_CHECK} {state}: {tags.get(names.gate_reason_tag(names.LIVE_CHECK), '') or said}")
     champion = champion_version(settings, name)
     echo(f"[{name}]   champion: v{champion}" + (" (promoted)" if champion == version else ""))
     if state == "passed" and champion != version and staging.approval_after_live(settings, name):

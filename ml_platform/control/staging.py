@@ -23,7 +23,7 @@ from ml_platform.control.champion import champion_version
 from ml_platform.control.champion import store as model_store
 from ml_platform.control.promotion import Promotion, PromotionError, move_champion, move_lock, publish, version_files_of
 from ml_platform.control.servable import gate_refusal
-from ml_platform.core import approval, audit, catalog, stage_files, training
+from ml_platform.core import approval, audit, catalog, files, stage_files, training
 from ml_platform.core import staging as live
 from ml_platform.names import LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
 from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
@@ -253,9 +253,16 @@ def ready(settings: Settings, model: str, now: datetime | None = None) -> str | 
         return f"v{p.version} is the champion already"
     if current != p.champion:
         return _moved(p.version, p.champion, current)
+    wait = stage_files.labels_wait(evidence_dir(settings, model), p.version)
+    rec = staged(settings, model) or {}
+    expired = live.expired(rec, float(rec.get("max_hours", 24)), _now(now))
+    if wait is not None and not expired:  # judged once: only new labels (or the clock) change that
+        if labelled_batches(settings, model) == wait.get("labelled_batches"):
+            return None
+        return f"labelled batches landed while v{p.version} waited for them"
     if p.rows >= p.need:
         return f"{p.rows}/{p.need} requests"
-    if live.expired(staged(settings, model) or {}, float(staged(settings, model).get("max_hours", 24)), _now(now)):
+    if expired:
         return f"max_hours reached with {p.rows}/{p.need} requests"
     return None
 
@@ -296,6 +303,11 @@ def end_stage(
 
 def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
+
+
+def labelled_batches(settings: Settings, model: str) -> int:
+    """How many labelled batches there are (a waiting shadow is judged again when it grows)."""
+    return sum(1 for rec in catalog.read_records(settings.model_dir(model)) if rec.labelled)
 
 
 def labelled_rows(settings: Settings, model: str) -> pd.Series | None:
@@ -380,6 +392,20 @@ def judge_and_conclude(
         classes = _classes(settings, model, current)
         judged = live.compare(ev, cfg, champion_version=current, classes=classes, labels=labelled_rows(settings, model))
         reason = judged.verdict.reason
+        if (
+            judged.wants_labels
+            and rec.get("mode", "shadow") == "shadow"  # a canary answers clients: it does not wait
+            and not live.expired(rec, float(rec.get("max_hours", 24)), _now(now))
+        ):
+            # after a concept change a better candidate disagrees with the stale champion: labelled
+            # live rows decide (core/staging.compare), until max_hours
+            wait = {
+                "labelled_batches": labelled_batches(settings, model),
+                "since": _now(now).isoformat(),
+                "reason": reason,
+            }
+            files.write_json(stage_files.labels_wait_path(evidence_dir(settings, model), v), wait, "a shadow's wait")
+            return Outcome(v, "pending", f"{p.line()}: {stage_files.waiting_line(wait)}", judged, progress=p)
     passed = judged is not None and judged.verdict.passed
     held = False
     with move_lock(settings, model):

@@ -123,11 +123,12 @@ def _staging(settings: Settings, name: str) -> dict | None:
     d = settings.live_samples_dir / name
     rows = stage_files.count_rows(d, rec["version"])
     failures = stage_files.failures(d, rec["version"])
+    wait = stage_files.labels_wait(d, rec["version"])  # judged once, waiting for labelled live rows
     # what the staging sensor and `run` judge on (control/staging.ready): failures, the evidence in,
     # max_hours passed, or the champion moved under it
     due = bool(
         failures
-        or (rec.get("min_requests") and rows >= rec["min_requests"])
+        or (not wait and rec.get("min_requests") and rows >= rec["min_requests"])
         or stage_files.expired(rec, float(rec.get("max_hours", 24)), datetime.now(UTC))
         or _champion_moved(settings, name, rec.get("champion"))
     )
@@ -140,6 +141,7 @@ def _staging(settings: Settings, name: str) -> dict | None:
         "started_at": rec.get("started_at"),
         "failures": failures,
         "due": due,
+        "waiting": stage_files.waiting_line(wait) if wait else None,
     }
 
 
@@ -215,6 +217,7 @@ def render(doc: dict) -> str:
             out.append(
                 st["line"]
                 + (f" (failed live: {'; '.join(st['failures'])})" if st["failures"] else "")
+                + (f" - {st['waiting']}" if st.get("waiting") and not due else "")
                 # who judges it: a user without the daemon must know `run` does
                 + (
                     " - due: the staging sensor (`ml-platform up`; one started before `deploy` was set needs its "

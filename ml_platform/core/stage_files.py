@@ -95,6 +95,27 @@ def rolled_back_reason(actor: str, mode: str) -> str:
     return f"{ROLLED_BACK_BY}{actor} during its {mode}"
 
 
+WAITING_FOR_LABELS = "waiting for labelled live rows to decide, until max_hours"
+
+
+def labels_wait_path(model_dir: Path, version: int) -> Path:
+    """A shadow whose only failures are the sanity bars waits here for labelled live rows
+    (control/staging.judge_and_conclude): ``{"labelled_batches": n, "since": iso, "reason": ...}``."""
+    return Path(model_dir) / f"labels-wait-v{version}.json"
+
+
+def labels_wait(model_dir: Path, version: int) -> dict | None:
+    try:
+        rec = orjson.loads(labels_wait_path(model_dir, version).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def waiting_line(wait: dict) -> str:
+    return f"{WAITING_FOR_LABELS} ({wait.get('reason', '')})"
+
+
 def who_answers(mode: str) -> str:
     """What a client gets while a candidate is staged in ``mode`` ("shadow" or "canary")."""
     if mode == "canary":

@@ -181,6 +181,9 @@ class Judged:
     verdict: Verdict
     table: list[dict]  # one row per criterion: criterion, value, limit, verdict
     labelled_rows: int = 0
+    # refused by agreement or score distance alone, too few labelled rows to overrule them: labels
+    # could still decide (a shadow waits for them, control/staging.judge_and_conclude)
+    wants_labels: bool = False
 
 
 def compare(
@@ -318,7 +321,8 @@ def compare(
             + (f", {labelled} labelled rows" if labelled else ", no labelled rows yet")
             + ")"
         )
-    return Judged(Verdict(CHECK, not bad, reason, figures), table, labelled)
+    wants_labels = bool(sanity) and realised is None and len(bad) == len(sanity)
+    return Judged(Verdict(CHECK, not bad, reason, figures), table, labelled, wants_labels)
 
 
 def scores_png(ev: Evidence, champion_version: int | None) -> bytes:

@@ -301,6 +301,13 @@ def test_a_candidate_worse_on_live_rows_is_refused_with_reasons(w):
         _on_every_worker(both, _staged_is(v), "every worker loads the shadow")
         assert set(_send_split(both, _rows(truth), "d")) == {"2"}
     wait_for(lambda: _recorded(w, v) >= len(truth), 30, what="evidence")
+    # it disagrees with the champion and no labels are in yet: judged once, the shadow (which answers
+    # no client) waits for labelled live rows, as after a concept change, and is not judged again
+    # before labels land
+    out = staging.judge_and_conclude(s, registry_for(s), None, "churn", actor="test")
+    assert out.state == "pending" and stage_files.WAITING_FOR_LABELS in out.reason, out.reason
+    assert "agree on" in out.reason and staging.ready(s, "churn") is None, out.reason
+    assert stage_files.WAITING_FOR_LABELS in _status_text(w)
     _land(w, "b4.csv", truth)  # the labels of the live rows arrive later, ids and all
     # the judging `run` killed after it recorded the refusal, before the stage ended: the next look
     # finishes that refusal (judged again, more evidence could have promoted it)

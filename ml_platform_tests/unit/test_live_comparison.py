@@ -141,8 +141,14 @@ def test_after_a_concept_change_labelled_rows_outrank_agreement_and_score_distan
     assert verdicts["agreement"] == verdicts["score distance"] == "overruled by the labelled rows", j.table
     unlabelled = live.compare(evidence(stale, fresh), cfg(), champion_version=1, classes=[0, 1])
     assert not unlabelled.verdict.passed and "agree on" in unlabelled.verdict.reason
+    assert unlabelled.wants_labels  # labels could still decide: a shadow waits for them
     worse = live.compare(evidence(fresh, stale), cfg(), champion_version=1, classes=[0, 1], labels=labels)
     assert not worse.verdict.passed and "agree on" in worse.verdict.reason and "labelled" in worse.verdict.reason
+    assert not worse.wants_labels and not j.wants_labels
+    erring = live.compare(
+        evidence(stale, fresh, errors=["boom"] + [None] * (n - 1)), cfg(), champion_version=1, classes=[0, 1]
+    )
+    assert not erring.verdict.passed and not erring.wants_labels  # an error refuses whatever labels say
 
 
 def test_ks_distance():
