@@ -339,8 +339,8 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     if why is None:
         p = staging.progress(settings, name)
         if p is not None:
-            wait = stage_files.labels_wait(staging.evidence_dir(settings, name), p.version)
-            echo(f"[{name}] {p.line()}" + (f": {stage_files.waiting_line(wait)}" if wait else ""))
+            wait = stage_files.labels_wait(staging.evidence_dir(settings, name), staging.staged(settings, name) or {})
+            echo(f"[{name}] {p.line()}" + (f" - {stage_files.waiting_line(wait)}" if wait else ""))
         return None
     version = (staging.staged(settings, name) or {}).get("version")
     echo(f"[{name}] judging staged v{version} on live traffic ({why})")
@@ -349,7 +349,7 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     )
     tags = registry_for(settings).version(name, version).tags
     state = tags.get(names.gate_tag(names.LIVE_CHECK), "pending")
-    wait = stage_files.labels_wait(staging.evidence_dir(settings, name), version)
+    wait = stage_files.labels_wait(staging.evidence_dir(settings, name), staging.staged(settings, name) or {})
     said = stage_files.waiting_line(wait) if state == "pending" and wait else ""
     echo(f"[{name}]   {names.LIVE_CHECK} {state}: {tags.get(names.gate_reason_tag(names.LIVE_CHECK), '') or said}")
     champion = champion_version(settings, name)

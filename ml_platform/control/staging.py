@@ -25,7 +25,7 @@ from ml_platform.control.promotion import Promotion, PromotionError, move_champi
 from ml_platform.control.servable import gate_refusal
 from ml_platform.core import approval, audit, catalog, files, stage_files, training
 from ml_platform.core import staging as live
-from ml_platform.names import LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
+from ml_platform.names import COL_ID, LIVE_CHECK, VERSION_STAGED, gate_reason_tag, gate_tag, offline_checks
 from ml_platform.resources.endpoint import EndpointClient, EndpointUnavailable
 from ml_platform.resources.registry import MlflowRegistry
 from ml_platform.runtime import faults
@@ -242,28 +242,33 @@ def progress(settings: Settings, model: str) -> Progress | None:
 
 
 def ready(settings: Settings, model: str, now: datetime | None = None) -> str | None:
-    """Why the staged candidate should be judged now, or None (nothing staged, evidence short)."""
-    p = progress(settings, model)
-    if p is None:
+    """Why the staged candidate should be judged now, or None (nothing staged, evidence short, or
+    waiting for labelled live rows). The staging sensor asks every few seconds: the evidence is
+    counted last."""
+    rec = staged(settings, model)
+    if rec is None:
         return None
-    if p.failures:
-        return f"v{p.version} failed on live traffic"
-    current = champion_version(settings, model)
-    if p.champion is not None and current == p.version:
-        return f"v{p.version} is the champion already"
-    if current != p.champion:
-        return _moved(p.version, p.champion, current)
-    wait = stage_files.labels_wait(evidence_dir(settings, model), p.version)
-    rec = staged(settings, model) or {}
+    v, d = rec["version"], evidence_dir(settings, model)
+    if live.failures(d, v):
+        return f"v{v} failed on live traffic"
+    current, judged_against = champion_version(settings, model), rec.get("champion")
+    if judged_against is not None and current == v:
+        return f"v{v} is the champion already"
+    if current != judged_against:
+        return _moved(v, judged_against, current)
     expired = live.expired(rec, float(rec.get("max_hours", 24)), _now(now))
-    if wait is not None and not expired:  # judged once: only new labels (or the clock) change that
-        if labelled_batches(settings, model) == wait.get("labelled_batches"):
+    wait = stage_files.labels_wait(d, rec)
+    if wait is not None:  # judged once: only a batch record written since (labels) or the clock changes that
+        if expired:
+            return f"max_hours reached while v{v} waited for labelled live rows"
+        if catalog.records_stamp(settings.model_dir(model)) == wait.get("stamp"):
             return None
-        return f"labelled batches landed while v{p.version} waited for them"
-    if p.rows >= p.need:
-        return f"{p.rows}/{p.need} requests"
+        return f"batches landed while v{v} waited for labelled live rows"
+    rows, need = live.count_rows(d, v), int(rec.get("min_requests", 0))
+    if rows >= need:
+        return f"{rows}/{need} requests"
     if expired:
-        return f"max_hours reached with {p.rows}/{p.need} requests"
+        return f"max_hours reached with {rows}/{need} requests"
     return None
 
 
@@ -303,11 +308,6 @@ def end_stage(
 
 def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
-
-
-def labelled_batches(settings: Settings, model: str) -> int:
-    """How many labelled batches there are (a waiting shadow is judged again when it grows)."""
-    return sum(1 for rec in catalog.read_records(settings.model_dir(model)) if rec.labelled)
 
 
 def labelled_rows(settings: Settings, model: str) -> pd.Series | None:
@@ -390,22 +390,30 @@ def judge_and_conclude(
         )
     else:
         classes = _classes(settings, model, current)
+        stamp = catalog.records_stamp(settings.model_dir(model))  # before the labels are read: none missed
         judged = live.compare(ev, cfg, champion_version=current, classes=classes, labels=labelled_rows(settings, model))
         reason = judged.verdict.reason
-        if (
-            judged.wants_labels
-            and rec.get("mode", "shadow") == "shadow"  # a canary answers clients: it does not wait
-            and not live.expired(rec, float(rec.get("max_hours", 24)), _now(now))
-        ):
-            # after a concept change a better candidate disagrees with the stale champion: labelled
-            # live rows decide (core/staging.compare), until max_hours
+        # after a concept change a better candidate disagrees with the stale champion: labelled live
+        # rows decide (core/staging.compare). A shadow answers no client: it waits for them until
+        # max_hours; a canary does not, nor a model whose requests can never be matched to labels.
+        can_wait = judged.wants_labels and rec.get("mode", "shadow") == "shadow"
+        can_wait = can_wait and bool(cfg.id_column) and bool(ev.rows[COL_ID].notna().any())
+        if can_wait and not live.expired(rec, float(rec.get("max_hours", 24)), _now(now)):
             wait = {
-                "labelled_batches": labelled_batches(settings, model),
+                "stamp": stamp,
+                "started_at": rec.get("started_at"),
                 "since": _now(now).isoformat(),
+                "labelled_rows": judged.labelled_rows,
+                "need": cfg.gate.min_comparison_rows,
                 "reason": reason,
             }
             files.write_json(stage_files.labels_wait_path(evidence_dir(settings, model), v), wait, "a shadow's wait")
-            return Outcome(v, "pending", f"{p.line()}: {stage_files.waiting_line(wait)}", judged, progress=p)
+            return Outcome(v, "pending", f"{p.line()} - {stage_files.waiting_line(wait)}", judged, progress=p)
+        if can_wait:
+            reason += (
+                f"; {judged.labelled_rows}/{cfg.gate.min_comparison_rows} labelled live rows within max_hours "
+                f"({rec.get('max_hours')} h)"
+            )
     passed = judged is not None and judged.verdict.passed
     held = False
     with move_lock(settings, model):

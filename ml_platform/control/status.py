@@ -123,7 +123,9 @@ def _staging(settings: Settings, name: str) -> dict | None:
     d = settings.live_samples_dir / name
     rows = stage_files.count_rows(d, rec["version"])
     failures = stage_files.failures(d, rec["version"])
-    wait = stage_files.labels_wait(d, rec["version"])  # judged once, waiting for labelled live rows
+    wait = stage_files.labels_wait(d, rec)  # judged once, waiting for labelled live rows ...
+    if wait is not None and wait.get("stamp") != catalog.records_stamp(settings.model_dir(name)):
+        wait = None  # ... and batches landed since: due again (control/staging.ready)
     # what the staging sensor and `run` judge on (control/staging.ready): failures, the evidence in,
     # max_hours passed, or the champion moved under it
     due = bool(

@@ -100,20 +100,25 @@ WAITING_FOR_LABELS = "waiting for labelled live rows to decide, until max_hours"
 
 def labels_wait_path(model_dir: Path, version: int) -> Path:
     """A shadow whose only failures are the sanity bars waits here for labelled live rows
-    (control/staging.judge_and_conclude): ``{"labelled_batches": n, "since": iso, "reason": ...}``."""
+    (control/staging.judge_and_conclude): ``{"stamp": catalog.records_stamp when judged,
+    "started_at": the stage's, "since": iso, "labelled_rows": n, "need": n, "reason": ...}``."""
     return Path(model_dir) / f"labels-wait-v{version}.json"
 
 
-def labels_wait(model_dir: Path, version: int) -> dict | None:
+def labels_wait(model_dir: Path, staged: dict) -> dict | None:
+    """The wait of this stage (not one left by an earlier stage of the same version), or None."""
+    if staged.get("version") is None:
+        return None
     try:
-        rec = orjson.loads(labels_wait_path(model_dir, version).read_bytes())
+        rec = orjson.loads(labels_wait_path(model_dir, staged["version"]).read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    return rec if isinstance(rec, dict) else None
+    return rec if isinstance(rec, dict) and rec.get("started_at") == staged.get("started_at") else None
 
 
 def waiting_line(wait: dict) -> str:
-    return f"{WAITING_FOR_LABELS} ({wait.get('reason', '')})"
+    rows = f"{wait.get('labelled_rows', 0)}/{wait.get('need', '?')} labelled live rows; "
+    return f"{WAITING_FOR_LABELS} ({rows}{wait.get('reason', '')})"
 
 
 def who_answers(mode: str) -> str:

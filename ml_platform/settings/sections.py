@@ -359,7 +359,8 @@ class ShadowConfig(StrictModel):
         24.0,
         gt=0,
         description="A candidate still short of `min_requests` this long after it was staged is refused (no "
-        "evidence); the champion stays.",
+        "evidence), and one still waiting for labelled live rows (it disagreed with the champion, too few labels "
+        "to decide) is refused by the agreement it failed; the champion stays.",
     )
     share: float = Field(
         1.0, gt=0, le=1, description="The share of requests mirrored to the shadow (1: every request)."

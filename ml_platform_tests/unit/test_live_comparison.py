@@ -145,6 +145,8 @@ def test_after_a_concept_change_labelled_rows_outrank_agreement_and_score_distan
     worse = live.compare(evidence(fresh, stale), cfg(), champion_version=1, classes=[0, 1], labels=labels)
     assert not worse.verdict.passed and "agree on" in worse.verdict.reason and "labelled" in worse.verdict.reason
     assert not worse.wants_labels and not j.wants_labels
+    few = live.compare(evidence(stale, fresh), cfg(), champion_version=1, classes=[0, 1], labels=labels.head(10))
+    assert not few.verdict.passed and few.wants_labels and few.labelled_rows == 10  # more may come
     erring = live.compare(
         evidence(stale, fresh, errors=["boom"] + [None] * (n - 1)), cfg(), champion_version=1, classes=[0, 1]
     )
