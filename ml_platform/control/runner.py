@@ -339,8 +339,7 @@ def judge_staged(settings: Settings, defs, instance, name: str, echo=print) -> s
     if why is None:
         p = staging.progress(settings, name)
         if p is not None:
-            wait = stage_files.labels_wait(staging.evidence_dir(settings, name), staging.staged(settings, name) or {})
-            echo(f"[{name}] {p.line()}" + (f" - {stage_files.waiting_line(wait)}" if wait else ""))
+            echo(f"[{name}] {p.line()}")
         return None
     version = (staging.staged(settings, name) or {}).get("version")
     echo(f"[{name}] judging staged v{version} on live traffic ({why})")

@@ -216,12 +216,15 @@ class Progress:
     need: int
     started_at: str
     failures: list[str] = field(default_factory=list)
+    waiting: str = ""  # judged once, waiting for labelled live rows (stage_files.waiting_line)
 
     def line(self) -> str:
-        return stage_files.progress_line(
+        """ "v5 in shadow behind v4: 312/500 requests", and what it waits for when it does."""
+        line = stage_files.progress_line(
             {"version": self.version, "mode": self.mode, "champion": self.champion, "min_requests": self.need},
             self.rows,
         )
+        return f"{line} - {self.waiting}" if self.waiting else line
 
 
 def progress(settings: Settings, model: str) -> Progress | None:
@@ -238,6 +241,7 @@ def progress(settings: Settings, model: str) -> Progress | None:
         int(rec.get("min_requests", 0)),
         rec.get("started_at", ""),
         live.failures(d, v),
+        stage_files.waiting_line(wait) if (wait := stage_files.labels_wait(d, rec)) else "",
     )
 
 
@@ -408,7 +412,8 @@ def judge_and_conclude(
                 "reason": reason,
             }
             files.write_json(stage_files.labels_wait_path(evidence_dir(settings, model), v), wait, "a shadow's wait")
-            return Outcome(v, "pending", f"{p.line()} - {stage_files.waiting_line(wait)}", judged, progress=p)
+            p.waiting = stage_files.waiting_line(wait)
+            return Outcome(v, "pending", p.line(), judged, progress=p)
         if can_wait:
             reason += (
                 f"; {judged.labelled_rows}/{cfg.gate.min_comparison_rows} labelled live rows within max_hours "
